@@ -1,0 +1,117 @@
+"""The command line only: parse, call the API, print. Exit codes: 0 ok, 2 bad input, 4 export parity broken, 130 interrupted."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from greencompress import __version__
+from greencompress.errors import GreencompressError
+
+console = Console(stderr=True)
+stdout = Console()
+log = logging.getLogger("greencompress")
+
+_override_option = click.option(
+    "--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+    help="Override a recipe field, value as YAML (e.g. --set benchmark.batch_sizes=[1]). Repeatable.",
+)
+
+
+@click.group()
+@click.version_option(__version__, prog_name="greencompress")
+def cli() -> None:
+    """Compress a pretrained PyTorch model from a YAML recipe, and prove the saving."""
+
+
+@cli.command()
+@click.argument("recipe_path", type=click.Path(path_type=Path))
+@click.option("--output", "output_dir", type=click.Path(path_type=Path), default=None,
+              help="Folder for run folders (default: the recipe's output.dir, 'runs').")
+@_override_option
+def run(recipe_path: Path, output_dir: Path | None, overrides: tuple[str, ...]) -> None:
+    """Run RECIPE: export, compress, measure before/after, and write the report."""
+    from greencompress.pipeline import create_run_dir
+    from greencompress.pipeline import run as run_pipeline
+    from greencompress.recipe import load_recipe
+    from greencompress.report.markdown import artifact_table, comparison_table, plain_findings
+
+    recipe = load_recipe(recipe_path, list(overrides))
+    run_dir = create_run_dir(recipe, output_dir)
+    file_handler = logging.FileHandler(run_dir / "run.log")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    file_handler.setLevel(logging.DEBUG)
+    logging.getLogger().addHandler(file_handler)
+    log.info("run folder: %s", run_dir)
+    try:
+        with _progress() as progress:
+            report = run_pipeline(recipe, run_dir, recipe_path=recipe_path, progress=progress)
+    finally:
+        logging.getLogger().removeHandler(file_handler)
+        file_handler.close()
+    stdout.print(_rich_table("Results", artifact_table(report)))
+    stdout.print(_rich_table(f"Compressed vs baseline: same runtime, hardware, batch size (energy: {report.energy_meter.method})",
+                             comparison_table(report)))
+    for finding in plain_findings(report):
+        stdout.print(f"[bold yellow]Note:[/] {finding}")
+    stdout.print(f"Report: {run_dir / 'report.md'}\nRun folder: {run_dir}")
+
+
+@cli.command()
+@click.argument("recipe_path", type=click.Path(path_type=Path))
+@_override_option
+def validate(recipe_path: Path, overrides: tuple[str, ...]) -> None:
+    """Check RECIPE (schema, paths, model name) without running anything."""
+    from greencompress.recipe import load_recipe
+
+    recipe = load_recipe(recipe_path, list(overrides))
+    stages = " -> ".join(stage.technique for stage in recipe.stages)
+    stdout.print(f"{recipe_path}: valid recipe '{recipe.name}' ({recipe.model.source} model, "
+                 f"{recipe.data.kind} data, stages: {stages})", soft_wrap=True, markup=False)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=True)
+
+
+def _rich_table(title: str, table) -> Table:
+    headers, rows = table
+    rendered = Table(title=title)
+    for header in headers:
+        rendered.add_column(header)
+    for row in rows:
+        rendered.add_row(*row)
+    return rendered
+
+
+def main() -> None:
+    """Console-script entry point: user errors become a message and exit code, not a traceback."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(console=console, show_path=False)])
+    logging.getLogger().setLevel(logging.DEBUG)
+    logging.getLogger().handlers[0].setLevel(logging.INFO)
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "PIL", "matplotlib"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        cli.main(standalone_mode=False)
+    except GreencompressError as error:
+        console.print(f"[bold red]error:[/] {escape(str(error))}", highlight=False, soft_wrap=True)
+        sys.exit(error.exit_code)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except click.exceptions.Abort:
+        console.print("interrupted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        console.print("interrupted: the run folder keeps what was written so far")
+        sys.exit(130)

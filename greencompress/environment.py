@@ -1,0 +1,70 @@
+"""What the numbers were measured on: CPU model and flags, threads, OS and library versions."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+# Flags that decide how fast int8 runs on x86: VNNI does u8 x s8 dot products without the
+# 16-bit saturation that forces `reduce_range` on plain AVX2/AVX-512.
+_INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+
+
+@dataclass(frozen=True)
+class CpuInfo:
+    model: str
+    logical_cores: int
+    flags: tuple[str, ...]
+
+    @property
+    def has_vnni(self) -> bool:
+        return "avx512_vnni" in self.flags or "avx_vnni" in self.flags
+
+
+@lru_cache(maxsize=1)
+def cpu_info(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> CpuInfo:
+    """The CPU model and its int8-relevant flags, from /proc/cpuinfo (platform fallbacks elsewhere)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in cpuinfo_path.read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "model name" and model in ("", platform.machine(), platform.processor()):
+                model = value.strip()
+            elif key in ("flags", "Features") and not flags:
+                flags = set(value.split())
+    except OSError:
+        pass  # not Linux: the model from `platform` stands and no flags are claimed
+    return CpuInfo(model=model, logical_cores=os.cpu_count() or 1,
+                   flags=tuple(flag for flag in _INTERESTING_FLAGS if flag in flags))
+
+
+def environment(threads: int) -> dict:
+    """A JSON-ready description of the machine and software a run measured on."""
+    import numpy
+    import onnx
+    import onnxruntime
+    import torch
+    import torchvision
+
+    from greencompress import __version__
+
+    cpu = cpu_info()
+    return {
+        "cpu": {**asdict(cpu), "vnni": cpu.has_vnni},
+        "threads": threads,
+        "gpu": None,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "versions": {
+            "greencompress": __version__,
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "numpy": numpy.__version__,
+        },
+    }

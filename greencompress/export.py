@@ -1,0 +1,62 @@
+"""ONNX export of a PyTorch model, and the parity check that the exported graph computes the same thing."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from greencompress.errors import ParityError
+
+log = logging.getLogger(__name__)
+
+EXPORTER = "torch.onnx.export(dynamo=True)"  # the torch.export-based exporter; TorchScript export is deprecated
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How closely the ONNX model matches PyTorch on real inputs."""
+
+    samples: int
+    max_abs_diff: float
+    top1_agreement: float
+
+
+def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: Path, opset: int) -> Path:
+    """Export `model` to a single self-contained ONNX file with a dynamic batch dimension."""
+    # Batch 2, not 1: torch.export specializes dimensions of size 1, which would fix the batch size.
+    example = torch.randn(2, *input_shape)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    chatter = io.StringIO()  # the exporter prints its steps; keep them for the log, not the terminal
+    with contextlib.redirect_stdout(chatter):
+        torch.onnx.export(
+            model.eval(), (example,), str(path), dynamo=True, opset_version=opset,
+            input_names=["input"], output_names=["logits"], dynamic_shapes=({0: batch},),
+            external_data=False, verbose=False,
+        )
+    log.debug("exporter output:\n%s", chatter.getvalue())
+    return path
+
+
+def check_parity(reference, candidate, batches, max_abs_diff: float, min_top1_agreement: float) -> Parity:
+    """Compare two runners' logits over `batches` of inputs; raises ParityError when they disagree."""
+    worst, agree, total = 0.0, 0, 0
+    for inputs, _ in batches:
+        expected, actual = reference(inputs), candidate(inputs)
+        worst = max(worst, float(np.abs(expected - actual).max()))
+        agree += int((expected.argmax(1) == actual.argmax(1)).sum())
+        total += len(inputs)
+    parity = Parity(samples=total, max_abs_diff=worst, top1_agreement=agree / total)
+    if parity.max_abs_diff > max_abs_diff or parity.top1_agreement < min_top1_agreement:
+        raise ParityError(
+            f"the exported ONNX model does not match PyTorch on {total} real inputs: max |difference| "
+            f"{parity.max_abs_diff:.3g} (limit {max_abs_diff:g}), top-1 agreement {parity.top1_agreement:.2%} "
+            f"(limit {min_top1_agreement:.0%}). The export is not trustworthy; nothing was quantized."
+        )
+    return parity

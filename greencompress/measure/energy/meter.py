@@ -1,0 +1,67 @@
+"""The energy-meter interface: begin a window, end it, get joules per domain and how they were obtained.
+
+Every meter, measured (RAPL, NVML) or estimated, sits behind `EnergyMeter`, so the benchmark code
+never branches on hardware. A reading cannot exist without its method and its uncertainty.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+# Methods, in the order of trust. Only these strings appear in reports.
+METHODS = ("nvml-counter", "nvml-power", "rapl", "estimate")
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """A relative band around a figure: the true value is believed to lie in [x*(1-low), x*(1+high)]."""
+
+    low_fraction: float
+    high_fraction: float
+    basis: str  # what the band rests on, in words
+
+
+@dataclass(frozen=True)
+class EnergyReading:
+    """Energy over one measurement window, per domain (e.g. 'cpu', 'dram', 'gpu0'), in joules."""
+
+    energy_j: dict[str, float]
+    duration_s: float
+    method: str
+    uncertainty: Uncertainty
+    measured: bool  # False for an estimate: never to be presented as a measurement
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown energy method {self.method!r}; expected one of {METHODS}")
+
+    @property
+    def total_j(self) -> float:
+        return sum(self.energy_j.values())
+
+
+@dataclass(frozen=True)
+class MeterDescription:
+    """What a meter is and what it assumes, for the report."""
+
+    method: str
+    measured: bool
+    domains: tuple[str, ...]
+    assumptions: list[str] = field(default_factory=list)
+
+
+class EnergyMeter(ABC):
+    """Measures energy over windows; windows do not nest."""
+
+    @abstractmethod
+    def begin_window(self) -> None:
+        """Start a window: record the counters (cheap, no work in the measured loop)."""
+
+    @abstractmethod
+    def end_window(self) -> EnergyReading:
+        """End the window started last and return its energy."""
+
+    @abstractmethod
+    def describe(self) -> MeterDescription:
+        """The method, domains and assumptions of this meter."""

@@ -1,0 +1,139 @@
+"""report.md: the before/after tables a person pastes into a pull request, and the words around them.
+
+`artifact_table` and `comparison_table` return plain rows, so the terminal summary shows the same figures.
+"""
+
+from __future__ import annotations
+
+from greencompress.report.schema import RunReport
+
+Table = tuple[list[str], list[list[str]]]
+
+
+def artifact_table(report: RunReport) -> Table:
+    """One row per artifact and batch size: accuracy, size, latency, throughput and joules per inference."""
+    method = report.energy_meter.method + ("" if report.energy_meter.measured else ", not measured")
+    headers = ["artifact", "batch", "top-1", "top-5", "size MB", "p50 ms", "p99 ms", "items/s", f"J/inf ({method})"]
+    rows = []
+    for result in report.artifacts:
+        artifact, accuracy = result.artifact, result.accuracy
+        for bench in result.benchmarks:
+            latency = bench.latency
+            rows.append([
+                artifact.name, str(latency.batch_size),
+                _percent(accuracy.top1) if accuracy else "n/a", _percent(accuracy.top5) if accuracy else "n/a",
+                f"{artifact.size_bytes / 1e6:.2f}" if artifact.size_bytes else "-",
+                f"{latency.p50_ms:.3f}", f"{latency.p99_ms:.3f}", f"{latency.throughput_per_s:.1f}",
+                f"{bench.joules_per_inference:.4g}",
+            ])
+    return headers, rows
+
+
+def comparison_table(report: RunReport) -> Table:
+    """Compressed vs baseline on the same runtime and batch size: ratios below 1 are savings."""
+    headers = ["candidate vs baseline", "batch", "p50 latency", "J/inference", "size", "top-1"]
+    rows = []
+    for c in report.comparisons:
+        rows.append([
+            f"{_short(c.candidate, c.runtime)} vs {_short(c.baseline, c.runtime)} on {c.runtime}", str(c.batch_size),
+            f"{c.latency_p50_ratio:.2f}x ({_change(c.latency_p50_ratio)})",
+            f"{c.joules_per_inference_ratio:.2f}x ({_change(c.joules_per_inference_ratio)})",
+            f"{c.size_ratio:.2f}x" if c.size_ratio is not None else "-",
+            f"{c.top1_delta_points:+.2f} pt" if c.top1_delta_points is not None else "n/a",
+        ])
+    return headers, rows
+
+
+def plain_findings(report: RunReport) -> list[str]:
+    """Sentences that say what a reader must not miss: a slower compressed model, an estimated energy figure."""
+    findings = []
+    for c in report.comparisons:
+        if not c.faster:
+            findings.append(
+                f"{c.candidate} is SLOWER than {c.baseline} on {c.runtime} at batch size {c.batch_size}: "
+                f"p50 latency {c.latency_p50_ratio:.2f}x the baseline's. Compression did not pay off there."
+            )
+    if not report.energy_meter.measured:
+        findings.append(
+            "Energy figures are ESTIMATES (CPU time x assumed watts per core), not measurements: "
+            "read them as rough proportions, not joules you could bill."
+        )
+    return findings
+
+
+def render_markdown(report: RunReport) -> str:
+    """The whole report.md."""
+    environment = report.environment
+    cpu = environment["cpu"]
+    versions = environment["versions"]
+    lines = [
+        f"# greencompress report: {report.name}",
+        "",
+        f"Measured {report.created_utc} on **{cpu['model']}** ({cpu['logical_cores']} logical cores; "
+        f"flags: {', '.join(cpu['flags']) or 'none detected'}), {environment['threads']} threads, "
+        f"{environment['os']}; torch {versions['torch']}, onnxruntime {versions['onnxruntime']}, "
+        f"greencompress {versions['greencompress']}.",
+        "",
+        f"Model: {report.provenance.get('description', report.provenance.get('source'))}.  ",
+        f"Data: {report.data}.",
+        "",
+        "## Results",
+        "",
+        *_markdown_table(artifact_table(report)),
+        "",
+        f"## Compressed vs baseline (same runtime, same hardware, same batch size; energy: {report.energy_meter.method})",
+        "",
+    ]
+    if report.comparisons:
+        lines += _markdown_table(comparison_table(report))
+    else:
+        lines.append("No artifact pair shares a runtime and batch size, so no ratio is shown.")
+    findings = plain_findings(report)
+    if findings:
+        lines += ["", *[f"- **Note:** {finding}" for finding in findings]]
+    lines += [
+        "",
+        "PyTorch eager FP32 is the as-trained reference; ratios compare artifacts on the same runtime only.",
+        "",
+        "## Energy",
+        "",
+        f"Method: `{report.energy_meter.method}` ({'measured' if report.energy_meter.measured else 'estimated, not measured'}); "
+        f"{report.energy_meter_reason}.",
+        "",
+        *[f"- {assumption}" for assumption in report.energy_meter.assumptions],
+        "",
+        "## Export",
+        "",
+        f"Exporter: `{report.export['exporter']}`, opset {report.export['opset']}. Parity with PyTorch on "
+        f"{report.export['parity']['samples']} real inputs: max |difference| {report.export['parity']['max_abs_diff']:.3g}, "
+        f"top-1 agreement {report.export['parity']['top1_agreement']:.2%}.",
+        "",
+        "## Stages",
+        "",
+        *[f"- `{stage['technique']}`: {_settings(stage['settings'])}" for stage in report.stages],
+    ]
+    if report.notes:
+        lines += ["", "## Notes", "", *[f"- {note}" for note in report.notes]]
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_table(table: Table) -> list[str]:
+    headers, rows = table
+    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
+            *["| " + " | ".join(row) + " |" for row in rows]]
+
+
+def _settings(settings: dict) -> str:
+    return ", ".join(f"{key}={value}" for key, value in settings.items())
+
+
+def _percent(fraction: float) -> str:
+    return f"{100 * fraction:.2f}%"
+
+
+def _short(artifact_name: str, runtime: str) -> str:
+    return artifact_name.removeprefix(f"{runtime}-")
+
+
+def _change(ratio: float) -> str:
+    return f"{100 * (1 - ratio):.0f}% less" if ratio <= 1 else f"{100 * (ratio - 1):.0f}% more"
