@@ -61,8 +61,8 @@ def run(recipe_path: Path, output_dir: Path | None, overrides: tuple[str, ...]) 
     stdout.print(_rich_table(f"Compressed vs baseline: same runtime, hardware, batch size (energy: {report.energy_meter.method})",
                              comparison_table(report)))
     for finding in plain_findings(report):
-        stdout.print(f"[bold yellow]Note:[/] {finding}")
-    stdout.print(f"Report: {run_dir / 'report.md'}\nRun folder: {run_dir}")
+        stdout.print(f"[bold yellow]Note:[/] {escape(finding)}", soft_wrap=True)
+    stdout.print(f"Report: {run_dir / 'report.md'}\nRun folder: {run_dir}", soft_wrap=True, markup=False, highlight=False)
 
 
 @cli.command()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import pickle
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,13 +160,15 @@ def load_state_dict(path: Path, trust: bool = False) -> dict[str, torch.Tensor]:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
+        needed_global = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if needed_global is None:  # not a pickle the unpickler understands at all
+            raise ModelLoadError(f"{path}: not a readable PyTorch checkpoint: {_last_line(error)}") from None
         if not trust:
-            reason = str(error).strip().splitlines()[0]
             raise ModelLoadError(
-                f"{path}: refused: this checkpoint holds more than tensors and plain containers, and loading it "
-                f"would unpickle arbitrary Python objects, which can run code stored in the file ({reason}).\n"
-                f"If you trust where the file comes from, set 'model.trust_checkpoint: true' in the recipe; "
-                f"better, re-save it as a plain state_dict: torch.save(model.state_dict(), path)"
+                f"{path}: refused: the checkpoint holds a Python object ({needed_global.group(1)}), not only tensors "
+                f"and plain containers. Loading it would unpickle arbitrary objects, which can run code stored in "
+                f"the file.\nIf you trust where the file comes from, set 'model.trust_checkpoint: true' in the "
+                f"recipe; better, re-save it as a plain state_dict: torch.save(model.state_dict(), path)"
             ) from None
         content = torch.load(path, map_location="cpu", weights_only=False)
     except (OSError, RuntimeError, EOFError, ValueError) as error:
@@ -191,6 +194,11 @@ def _strip_wrappers(name: str) -> str:
         while name.startswith(prefix):
             name = name[len(prefix):]
     return name
+
+
+def _last_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-2] if len(lines) > 1 and lines[-1].startswith("Check the documentation") else (lines[-1] if lines else "")
 
 
 def _few(names: list[str], limit: int = 5) -> str:

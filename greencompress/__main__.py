@@ -1,0 +1,3 @@
+from greencompress.cli import main
+
+main()
