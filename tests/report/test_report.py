@@ -1,0 +1,97 @@
+"""Comparisons only on the same runtime and batch size, and reports that say plainly when compression did not pay."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from greencompress.measure.accuracy import Accuracy
+from greencompress.measure.energy import EnergyReading, MeterDescription, Uncertainty
+from greencompress.measure.latency import Benchmark, Latency
+from greencompress.report.markdown import render_markdown
+from greencompress.report.schema import SCHEMA_VERSION, ArtifactResult, RunReport, compare_same_runtime
+from greencompress.runtime import Artifact
+
+BAND = Uncertainty(0.6, 2.0, "test band")
+
+
+def result(name, runtime, precision, p50_ms, joules, batch_size=1, top1=0.9, method="estimate", path=None):
+    latency = Latency(batch_size, 100, p50_ms, p50_ms * 1.1, p50_ms * 1.2, p50_ms, batch_size * 1e3 / p50_ms)
+    energy = EnergyReading({"cpu": joules * 100 * batch_size}, 1.0, method, BAND, measured=method != "estimate")
+    return ArtifactResult(Artifact(name, runtime, precision, path, 1000, 5000),
+                          Accuracy(top1, 0.99, 100) if top1 is not None else None, (Benchmark(latency, energy),))
+
+
+def make_report(results) -> RunReport:
+    return RunReport(
+        name="t", created_utc="2026-01-01 00:00:00 UTC", run_dir=Path("runs/t/x"), recipe={},
+        environment={"cpu": {"model": "Test CPU", "logical_cores": 2, "flags": ["avx2"], "vnni": False},
+                     "threads": 2, "gpu": None, "os": "Linux", "python": "3.11",
+                     "versions": {"torch": "2", "onnxruntime": "1", "greencompress": "0"}},
+        provenance={"source": "builtin", "description": "a test model"}, data="test data",
+        export={"exporter": "x", "opset": 18, "parity": {"samples": 8, "max_abs_diff": 1e-6, "top1_agreement": 1.0}},
+        stages=[{"technique": "quantize", "settings": {"method": "static"}}],
+        energy_meter=MeterDescription("estimate", False, ("cpu",), ["an assumption"]), energy_meter_reason="because",
+        artifacts=results, comparisons=compare_same_runtime(results),
+    )
+
+
+def test_int8_is_compared_with_fp32_of_its_own_runtime_only(tmp_path):
+    fp32_file, int8_file = tmp_path / "fp32.onnx", tmp_path / "int8.onnx"
+    fp32_file.write_bytes(b"x" * 400)
+    int8_file.write_bytes(b"x" * 100)
+    results = [
+        result("torch-fp32", "torch", "fp32", 10.0, 0.4),
+        result("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.2, path=fp32_file),
+        result("onnxruntime-int8", "onnxruntime", "int8", 1.0, 0.05, top1=0.89, path=int8_file),
+    ]
+    (comparison,) = compare_same_runtime(results)
+    assert (comparison.candidate, comparison.baseline) == ("onnxruntime-int8", "onnxruntime-fp32")
+    assert comparison.latency_p50_ratio == 0.25 and comparison.joules_per_inference_ratio == 0.25
+    assert comparison.size_ratio == 0.25
+    assert round(comparison.top1_delta_points, 6) == -1.0
+    assert comparison.faster
+
+
+def test_no_comparison_across_batch_sizes_or_energy_methods():
+    results = [
+        result("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.2, batch_size=1),
+        result("onnxruntime-int8", "onnxruntime", "int8", 1.0, 0.05, batch_size=8),
+    ]
+    assert compare_same_runtime(results) == []
+    results = [
+        result("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.2, method="rapl"),
+        result("onnxruntime-int8", "onnxruntime", "int8", 1.0, 0.05, method="estimate"),
+    ]
+    assert compare_same_runtime(results) == []
+
+
+def test_a_slower_compressed_model_is_called_slower_in_words():
+    report = make_report([
+        result("onnxruntime-fp32", "onnxruntime", "fp32", 1.0, 0.1),
+        result("onnxruntime-int8", "onnxruntime", "int8", 1.5, 0.12),
+    ])
+    markdown = render_markdown(report)
+    assert "onnxruntime-int8 is SLOWER than onnxruntime-fp32 on onnxruntime at batch size 1" in markdown
+    assert "1.50x (50% more)" in markdown
+    assert "ESTIMATES" in markdown and "an assumption" in markdown
+    assert "Test CPU" in markdown and "2 threads" in markdown
+
+
+def test_no_accuracy_is_shown_as_not_available():
+    report = make_report([result("onnxruntime-fp32", "onnxruntime", "fp32", 1.0, 0.1, top1=None)])
+    assert "| onnxruntime-fp32 | 1 | n/a | n/a |" in render_markdown(report)
+    assert report.to_dict()["artifacts"][0]["accuracy"] is None
+
+
+def test_json_form_is_versioned_and_keyed_by_batch_size(tmp_path):
+    report = make_report([result("onnxruntime-fp32", "onnxruntime", "fp32", 2.0, 0.1, batch_size=4)])
+    report.write_json(tmp_path / "report.json")
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["schema_version"] == SCHEMA_VERSION
+    energy = data["artifacts"][0]["energy"]["4"]
+    assert energy["method"] == "estimate" and energy["measured"] is False
+    assert abs(energy["joules_per_inference"] - 0.1) < 1e-12
+    assert energy["uncertainty"] == {"low_fraction": 0.6, "high_fraction": 2.0, "basis": "test band"}
+    assert data["artifacts"][0]["latency"]["4"]["p50_ms"] == 2.0
+    assert not list(tmp_path.glob(".*.tmp"))
