@@ -42,7 +42,7 @@ def run(recipe_path: Path, output_dir: Path | None, overrides: tuple[str, ...]) 
     from greencompress.pipeline import create_run_dir
     from greencompress.pipeline import run as run_pipeline
     from greencompress.recipe import load_recipe
-    from greencompress.report.markdown import artifact_table, comparison_table, plain_findings
+    from greencompress.report.markdown import artifact_table, comparison_table, energy_legend, plain_findings
 
     recipe = load_recipe(recipe_path, list(overrides))
     run_dir = create_run_dir(recipe, output_dir)
@@ -57,7 +57,8 @@ def run(recipe_path: Path, output_dir: Path | None, overrides: tuple[str, ...]) 
     finally:
         logging.getLogger().removeHandler(file_handler)
         file_handler.close()
-    stdout.print(_rich_table("Results", artifact_table(report)))
+    stdout.print(_rich_table("Results (all columns in report.md)", artifact_table(report, compact=True)))
+    stdout.print(escape(energy_legend(report)), soft_wrap=True)
     stdout.print(_rich_table(f"Compressed vs baseline: same runtime, hardware, batch size (energy: {report.energy_meter.method})",
                              comparison_table(report)))
     for finding in plain_findings(report):
@@ -76,6 +77,22 @@ def validate(recipe_path: Path, overrides: tuple[str, ...]) -> None:
     stages = " -> ".join(stage.technique for stage in recipe.stages)
     stdout.print(f"{recipe_path}: valid recipe '{recipe.name}' ({recipe.model.source} model, "
                  f"{recipe.data.kind} data, stages: {stages})", soft_wrap=True, markup=False)
+
+
+@cli.command()
+def meters() -> None:
+    """Show which energy meters work on this machine, which one each domain uses, and why."""
+    from greencompress.measure.energy import probe_meters
+    from greencompress.recipe import EnergySpec
+
+    for domain, choice in probe_meters(EnergySpec()).items():
+        active = choice.meter.method if choice.meter else "none: not reported"
+        stdout.print(f"[bold]{domain}[/]: {active}")
+        for method, status in choice.considered:
+            stdout.print(f"  {method}: {escape(status)}", soft_wrap=True)
+        if choice.meter:
+            for assumption in choice.meter.describe().assumptions:
+                stdout.print(f"    - {escape(assumption)}", soft_wrap=True)
 
 
 def _progress() -> Progress:

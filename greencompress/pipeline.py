@@ -23,7 +23,7 @@ from greencompress.environment import environment
 from greencompress.export import EXPORTER, check_parity, export_onnx
 from greencompress.measure.accuracy import evaluate
 from greencompress.measure.energy import select_meter
-from greencompress.measure.latency import benchmark
+from greencompress.measure.benchmark import IdleBaseline, benchmark_interleaved, measure_idle, window_duration_s
 from greencompress.models import load_model
 from greencompress.recipe import QuantizeConfig, Recipe, recipe_to_dict
 from greencompress.report.markdown import render_markdown
@@ -82,7 +82,13 @@ def run(recipe: Recipe, run_dir: Path, recipe_path: Path | None = None, progress
         stage_records.append(record)
 
     meter, meter_reason = select_meter(recipe.energy)
-    results = [_measure(artifact, model, data, recipe, meter, progress) for artifact in artifacts]
+    runners = {artifact.name: _runner(artifact, model, recipe) for artifact in artifacts}
+    accuracies = {name: _accuracy(name, runner, data, recipe, progress) for name, runner in runners.items()}
+    log.info("measuring idle power for %.0f s (meter: %s)", max(recipe.energy.idle_s, meter.min_window_s), meter.method)
+    idle = measure_idle(meter, recipe.energy.idle_s)
+    benchmarks = _benchmark(runners, data, recipe, meter, idle, progress)
+    results = [ArtifactResult(artifact, accuracies[artifact.name], tuple(benchmarks[artifact.name]))
+               for artifact in artifacts]
     report = RunReport(
         name=recipe.name,
         created_utc=created,
@@ -96,6 +102,7 @@ def run(recipe: Recipe, run_dir: Path, recipe_path: Path | None = None, progress
         stages=stage_records,
         energy_meter=meter.describe(),
         energy_meter_reason=meter_reason,
+        idle=idle,
         artifacts=results,
         comparisons=compare_same_runtime(results),
         notes=[] if data.labelled else ["Synthetic inputs: no accuracy is reported, only latency and energy."],
@@ -121,20 +128,36 @@ def _quantize_stage(config: QuantizeConfig, fp32: Artifact, run_dir: Path, data:
 _STAGES = {"quantize": _quantize_stage}
 
 
-def _measure(artifact: Artifact, model, data: DataSplits, recipe: Recipe, meter, progress) -> ArtifactResult:
-    runner = TorchRunner(model) if artifact.runtime == "torch" else OnnxRuntimeRunner(artifact.path, recipe.benchmark.threads)
-    accuracy = None
-    if data.labelled:
-        accuracy = evaluate(runner, data.eval, recipe.data.batch_size, progress, f"evaluating {artifact.name}")
-        log.info("%s: top-1 %.2f%%, top-5 %.2f%% on %d samples", artifact.name, 100 * accuracy.top1,
-                 100 * accuracy.top5, accuracy.samples)
+def _runner(artifact: Artifact, model, recipe: Recipe):
+    if artifact.runtime == "torch":
+        return TorchRunner(model)
+    return OnnxRuntimeRunner(artifact.path, recipe.benchmark.threads)
+
+
+def _accuracy(name: str, runner, data: DataSplits, recipe: Recipe, progress):
+    if not data.labelled:
+        return None
+    accuracy = evaluate(runner, data.eval, recipe.data.batch_size, progress, f"evaluating {name}")
+    log.info("%s: top-1 %.2f%%, top-5 %.2f%% on %d samples", name, 100 * accuracy.top1, 100 * accuracy.top5,
+             accuracy.samples)
+    return accuracy
+
+
+def _benchmark(runners: dict, data: DataSplits, recipe: Recipe, meter, idle: IdleBaseline, progress) -> dict:
+    """Every runner at every batch size, on the same real inputs, interleaved (measure/benchmark.py)."""
     sample = next(batches(data.eval, max(recipe.benchmark.batch_sizes)))[0]
-    results = []
+    results: dict[str, list] = {name: [] for name in runners}
     for batch_size in recipe.benchmark.batch_sizes:
+        # Real evaluation images, repeated when the split is smaller than the batch.
         inputs = np.ascontiguousarray(np.resize(sample, (batch_size, *sample.shape[1:])))
-        log.info("benchmarking %s at batch size %d", artifact.name, batch_size)
-        results.append(benchmark(runner, inputs, recipe.benchmark, meter))
-    return ArtifactResult(artifact=artifact, accuracy=accuracy, benchmarks=tuple(results))
+        log.info("benchmarking batch size %d: %d-%d windows of %.1f s per artifact, interleaved", batch_size,
+                 recipe.benchmark.windows, recipe.benchmark.max_windows, window_duration_s(recipe.benchmark, meter))
+        for name, bench in benchmark_interleaved(runners, inputs, recipe.benchmark, meter, idle, progress).items():
+            results[name].append(bench)
+            if bench.energy.noisy:
+                log.warning("%s at batch size %d: energy still varies by +-%.1f%% after %d windows (noisy)",
+                            name, batch_size, 100 * bench.energy.relative_ci95, bench.energy.windows)
+    return results
 
 
 def _macs_and_params(model, input_shape) -> tuple[int, int]:

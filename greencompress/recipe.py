@@ -200,14 +200,23 @@ class StageSpec(_Section):
 
 
 class BenchmarkSpec(_Section):
-    """Latency (and energy) measurement: warm-up, then at least `iterations` and `min_duration_s`."""
+    """Latency and energy measurement: per batch size, interleaved windows of back-to-back runs (docs/energy.md)."""
 
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 8], min_length=1)
     warmup_iterations: int = Field(default=10, ge=0)
-    iterations: int = Field(default=100, ge=1)
-    min_duration_s: float = Field(default=1.0, ge=0)
-    max_duration_s: float = Field(default=20.0, gt=0)
+    window_s: float = Field(default=1.0, gt=0)  # raised to the meter's shortest supported window
+    min_iterations: int = Field(default=10, ge=1)  # per window
+    max_window_s: float = Field(default=30.0, gt=0)  # a window ends here even if a slow model ran fewer times
+    windows: int = Field(default=5, ge=2)
+    max_windows: int = Field(default=10, ge=2)
+    target_relative_ci: float = Field(default=0.05, gt=0)  # 95% CI half-width / mean, on joules per inference
     threads: int = Field(default=2, ge=1)
+
+    @model_validator(mode="after")
+    def _window_counts(self) -> BenchmarkSpec:
+        if self.max_windows < self.windows:
+            raise ValueError(f"max_windows ({self.max_windows}) must be >= windows ({self.windows})")
+        return self
 
     @field_validator("batch_sizes")
     @classmethod
@@ -219,10 +228,11 @@ class BenchmarkSpec(_Section):
 
 
 class EnergySpec(_Section):
-    """How energy is obtained. Only `estimate` exists yet; measured meters plug in behind the same interface."""
+    """How energy is obtained: `auto` takes the best meter available (RAPL, else the estimate)."""
 
-    meter: Literal["auto", "estimate"] = "auto"
+    meter: Literal["auto", "rapl", "estimate"] = "auto"
     cpu_watts_per_core: float | None = Field(default=None, gt=0)
+    idle_s: float = Field(default=3.0, ge=0)  # idle-power measurement before benchmarking
 
 
 class ExportSpec(_Section):

@@ -16,8 +16,8 @@ from greencompress.runtime import OnnxRuntimeRunner
 from greencompress.measure.accuracy import evaluate
 from tests.conftest import RECIPES
 
-QUICK_BENCHMARK = ["--set", "benchmark.batch_sizes=[1]", "--set", "benchmark.iterations=30",
-                   "--set", "benchmark.min_duration_s=0.3"]
+QUICK_BENCHMARK = ["--set", "benchmark.batch_sizes=[1]", "--set", "benchmark.window_s=0.2",
+                   "--set", "benchmark.windows=3", "--set", "benchmark.max_windows=3", "--set", "energy.idle_s=0.5"]
 
 
 def greencompress(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -51,7 +51,9 @@ def test_default_recipe_end_to_end(tmp_path):
     assert report["export"]["parity"]["max_abs_diff"] < 1e-3 and report["export"]["parity"]["top1_agreement"] == 1.0
     assert report["provenance"]["source"] == "builtin" and len(report["provenance"]["sha256"]) == 64
     assert ort_int8["energy"]["1"]["method"] == "estimate" and ort_int8["energy"]["1"]["measured"] is False
-    assert ort_int8["latency"]["1"]["iterations"] >= 30
+    assert ort_int8["latency"]["1"]["iterations"] >= 30  # 3 windows of >= 10 runs
+    assert ort_int8["energy"]["1"]["windows"] == 3 and ort_int8["energy"]["1"]["idle_power_w"]["cpu"] >= 0
+    assert "Energy method: estimate (ESTIMATED, not measured)" in result.stdout
     (comparison,) = report["comparisons"]
     assert (comparison["candidate"], comparison["baseline"], comparison["batch_size"]) == (
         "onnxruntime-int8", "onnxruntime-fp32", 1)
@@ -84,7 +86,8 @@ def test_synthetic_data_reports_no_accuracy(write_recipe, tmp_path):
         data: {kind: synthetic, image_size: 32, synthetic_samples: 16, batch_size: 8}
         stages:
           - quantize: {calibration_samples: 16}
-        benchmark: {batch_sizes: [2], iterations: 5, min_duration_s: 0, warmup_iterations: 1}
+        benchmark: {batch_sizes: [2], window_s: 0.05, min_iterations: 2, windows: 2, max_windows: 2, warmup_iterations: 1}
+        energy: {idle_s: 0}
     """)
     result = greencompress("run", str(path), "--output", str(tmp_path / "runs"))
     assert result.returncode == 0, result.stderr[-3000:]
@@ -110,7 +113,7 @@ stages:
 
 
 @pytest.mark.parametrize("change, expected", [
-    (("benchmark:", "benchmark:\n  batch_sizes: [1]\n  iterationz: 3"), "benchmark.iterationz: unknown field; did you mean 'iterations'?"),
+    (("benchmark:", "benchmark:\n  batch_sizes: [1]\n  windowz: 3"), "benchmark.windowz: unknown field; did you mean 'windows'?"),
     (("{source: builtin, name: resnet18-digits-64}", "{source: torchvision, name: resnet1}"), "unknown torchvision classification model 'resnet1'"),
     (("{source: builtin, name: resnet18-digits-64}", "{source: checkpoint, name: resnet18, checkpoint: gone.pt}"), "gone.pt"),
     (("{kind: digits, image_size: 64}", "{kind: imagefolder, root: /nonexistent/images}"), "data.root: folder not found: /nonexistent/images"),

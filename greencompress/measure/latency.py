@@ -1,4 +1,4 @@
-"""Latency of a runner at one batch size, with an energy window around the timed loop."""
+"""Latency statistics, and one timed measurement window of back-to-back runs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from greencompress.measure.energy import EnergyMeter, EnergyReading
-from greencompress.recipe import BenchmarkSpec
 
 
 @dataclass(frozen=True)
@@ -24,42 +23,10 @@ class Latency:
     throughput_per_s: float
 
 
-@dataclass(frozen=True)
-class Benchmark:
-    """One runner at one batch size: its latency and the energy of the timed loop."""
-
-    latency: Latency
-    energy: EnergyReading
-
-    @property
-    def joules_per_inference(self) -> float:
-        return self.energy.total_j / (self.latency.iterations * self.latency.batch_size)
-
-
-def benchmark(runner, inputs: np.ndarray, spec: BenchmarkSpec, meter: EnergyMeter) -> Benchmark:
-    """Warm up, then run back-to-back until both `iterations` and `min_duration_s` are reached.
-
-    The loop stops at `max_duration_s` whatever the count, so a slow model cannot stall a run. Only
-    a clock read is added per iteration; the meter is read once before and once after.
-    """
-    for _ in range(spec.warmup_iterations):
-        runner(inputs)
-    durations_ns = []
-    meter.begin_window()
-    started = time.perf_counter_ns()
-    min_ns, max_ns = spec.min_duration_s * 1e9, spec.max_duration_s * 1e9
-    while True:
-        before = time.perf_counter_ns()
-        runner(inputs)
-        after = time.perf_counter_ns()
-        durations_ns.append(after - before)
-        elapsed = after - started
-        if (len(durations_ns) >= spec.iterations and elapsed >= min_ns) or elapsed >= max_ns:
-            break
-    energy = meter.end_window()
-    milliseconds = np.array(durations_ns) / 1e6
-    batch_size = len(inputs)
-    latency = Latency(
+def latency_stats(durations_ns, batch_size: int) -> Latency:
+    """Percentiles, mean and throughput of per-batch durations given in nanoseconds."""
+    milliseconds = np.asarray(durations_ns, dtype=float) / 1e6
+    return Latency(
         batch_size=batch_size,
         iterations=len(milliseconds),
         p50_ms=float(np.percentile(milliseconds, 50)),
@@ -68,4 +35,38 @@ def benchmark(runner, inputs: np.ndarray, spec: BenchmarkSpec, meter: EnergyMete
         mean_ms=float(milliseconds.mean()),
         throughput_per_s=float(batch_size * 1e3 / milliseconds.mean()),
     )
-    return Benchmark(latency=latency, energy=energy)
+
+
+@dataclass(frozen=True)
+class Window:
+    """One measurement window: the duration of each run in it, and the energy of the whole window."""
+
+    durations_ns: list[int]
+    energy: EnergyReading
+    batch_size: int
+
+    @property
+    def inferences(self) -> int:
+        return len(self.durations_ns) * self.batch_size
+
+
+def run_window(runner, inputs: np.ndarray, meter: EnergyMeter, min_duration_s: float, min_iterations: int,
+               max_duration_s: float) -> Window:
+    """Run back-to-back until both `min_duration_s` and `min_iterations` are reached, or `max_duration_s`.
+
+    The meter is read once before and once after; inside the loop only a clock read (a vDSO call,
+    not a syscall) is added per run, so measuring costs far under 1% of the window.
+    """
+    durations_ns = []
+    min_ns, max_ns = min_duration_s * 1e9, max_duration_s * 1e9
+    meter.begin_window()
+    started = time.perf_counter_ns()
+    while True:
+        before = time.perf_counter_ns()
+        runner(inputs)
+        after = time.perf_counter_ns()
+        durations_ns.append(after - before)
+        elapsed = after - started
+        if (len(durations_ns) >= min_iterations and elapsed >= min_ns) or elapsed >= max_ns:
+            break
+    return Window(durations_ns, meter.end_window(), len(inputs))

@@ -10,23 +10,42 @@ from greencompress.report.schema import RunReport
 Table = tuple[list[str], list[list[str]]]
 
 
-def artifact_table(report: RunReport) -> Table:
-    """One row per artifact and batch size: accuracy, size, latency, throughput and joules per inference."""
-    method = report.energy_meter.method + ("" if report.energy_meter.measured else ", not measured")
-    headers = ["artifact", "batch", "top-1", "top-5", "size MB", "p50 ms", "p99 ms", "items/s", f"J/inf ({method})"]
+def artifact_table(report: RunReport, compact: bool = False) -> Table:
+    """One row per artifact and batch size: accuracy, size, latency, throughput and joules per inference.
+
+    `compact` keeps the columns that fit an 80-column terminal; report.md has them all.
+    """
+    headers = ["artifact", "batch", "top-1", "top-5", "size MB", "p50 ms", "p99 ms", "items/s",
+               f"J/inf ({report.energy_meter.method})", "95% CI", "active J/inf"]
     rows = []
     for result in report.artifacts:
         artifact, accuracy = result.artifact, result.accuracy
         for bench in result.benchmarks:
-            latency = bench.latency
+            latency, energy = bench.latency, bench.energy
             rows.append([
                 artifact.name, str(latency.batch_size),
                 _percent(accuracy.top1) if accuracy else "n/a", _percent(accuracy.top5) if accuracy else "n/a",
                 f"{artifact.size_bytes / 1e6:.2f}" if artifact.size_bytes else "-",
                 f"{latency.p50_ms:.3f}", f"{latency.p99_ms:.3f}", f"{latency.throughput_per_s:.1f}",
-                f"{bench.joules_per_inference:.4g}",
+                f"{energy.joules_per_inference:.4g}",
+                f"+-{100 * energy.relative_ci95:.1f}%" + (" noisy" if energy.noisy else ""),
+                f"{energy.active_joules_per_inference:.4g}",
             ])
+    if compact:
+        keep = [0, 1, 2, 4, 5, 8, 9]
+        headers, rows = [headers[i] for i in keep], [[row[i] for i in keep] for row in rows]
     return headers, rows
+
+
+def energy_legend(report: RunReport) -> str:
+    """The line that must stand beside every energy figure: method, systematic band, idle power subtracted."""
+    meter, idle = report.energy_meter, report.idle
+    band = report.artifacts[0].benchmarks[0].energy.uncertainty if report.artifacts else None
+    kind = "measured" if meter.measured else "ESTIMATED, not measured"
+    band_text = f"systematic band -{100 * band.low_fraction:.0f}%/+{100 * band.high_fraction:.0f}%" if band else ""
+    idle_text = ", ".join(f"{domain} {watts:.2f} W" for domain, watts in idle.power_w.items())
+    return (f"Energy method: {meter.method} ({kind}); {band_text}; 95% CI over windows; "
+            f"active = total - idle power x time, idle measured for {idle.duration_s:.1f} s: {idle_text}.")
 
 
 def comparison_table(report: RunReport) -> Table:
@@ -53,6 +72,14 @@ def plain_findings(report: RunReport) -> list[str]:
                 f"{c.candidate} is SLOWER than {c.baseline} on {c.runtime} at batch size {c.batch_size}: "
                 f"p50 latency {c.latency_p50_ratio:.2f}x the baseline's. Compression did not pay off there."
             )
+    for result in report.artifacts:
+        for bench in result.benchmarks:
+            if bench.energy.noisy:
+                findings.append(
+                    f"{result.artifact.name} at batch size {bench.latency.batch_size}: energy per inference is NOISY "
+                    f"(95% CI +-{100 * bench.energy.relative_ci95:.1f}% after {bench.energy.windows} windows); "
+                    f"treat small differences as unresolved."
+                )
     if not report.energy_meter.measured:
         findings.append(
             "Energy figures are ESTIMATES (CPU time x assumed watts per core), not measurements: "
@@ -81,6 +108,8 @@ def render_markdown(report: RunReport) -> str:
         "",
         *_markdown_table(artifact_table(report)),
         "",
+        energy_legend(report),
+        "",
         f"## Compressed vs baseline (same runtime, same hardware, same batch size; energy: {report.energy_meter.method})",
         "",
     ]
@@ -101,6 +130,8 @@ def render_markdown(report: RunReport) -> str:
         f"{report.energy_meter_reason}.",
         "",
         *[f"- {assumption}" for assumption in report.energy_meter.assumptions],
+        f"- idle power, measured for {report.idle.duration_s:.1f} s before benchmarking with the same meter: "
+        + ", ".join(f"{domain} {watts:.3f} W" for domain, watts in report.idle.power_w.items()),
         "",
         "## Export",
         "",

@@ -12,7 +12,7 @@ from pathlib import Path
 from greencompress.files import write_text_atomic
 from greencompress.measure.accuracy import Accuracy
 from greencompress.measure.energy import MeterDescription
-from greencompress.measure.latency import Benchmark
+from greencompress.measure.benchmark import Benchmark, IdleBaseline
 from greencompress.runtime import Artifact
 
 SCHEMA_VERSION = "1.0"
@@ -93,6 +93,7 @@ class RunReport:
     stages: list[dict]
     energy_meter: MeterDescription
     energy_meter_reason: str
+    idle: IdleBaseline
     artifacts: list[ArtifactResult]
     comparisons: list[Comparison]
     notes: list[str] = field(default_factory=list)
@@ -110,7 +111,8 @@ class RunReport:
             "data": self.data,
             "export": self.export,
             "stages": self.stages,
-            "energy_meter": {**asdict(self.energy_meter), "reason": self.energy_meter_reason},
+            "energy_meter": {**asdict(self.energy_meter), "reason": self.energy_meter_reason,
+                             "idle": asdict(self.idle)},
             "artifacts": [_artifact_dict(result) for result in self.artifacts],
             "comparisons": [{**asdict(c), "faster": c.faster} for c in self.comparisons],
             "notes": self.notes,
@@ -132,16 +134,25 @@ def _artifact_dict(result: ArtifactResult) -> dict:
         "macs": artifact.macs,
         "accuracy": asdict(result.accuracy) if result.accuracy else None,
         "latency": {str(b.latency.batch_size): asdict(b.latency) for b in result.benchmarks},
-        "energy": {
-            str(b.latency.batch_size): {
-                "joules_per_inference": b.joules_per_inference,
-                "method": b.energy.method,
-                "measured": b.energy.measured,
-                "uncertainty": asdict(b.energy.uncertainty),
-                "energy_j": b.energy.energy_j,
-                "window_s": b.energy.duration_s,
-                "inferences": b.latency.iterations * b.latency.batch_size,
-            }
-            for b in result.benchmarks
-        },
+        "energy": {str(b.latency.batch_size): _energy_dict(b) for b in result.benchmarks},
+    }
+
+
+def _energy_dict(bench: Benchmark) -> dict:
+    energy = bench.energy
+    return {
+        "joules_per_inference": energy.joules_per_inference,
+        "ci95_j": energy.ci95_j,
+        "relative_ci95": energy.relative_ci95,
+        "active_joules_per_inference": energy.active_joules_per_inference,
+        "active_ci95_j": energy.active_ci95_j,
+        "joules_per_inference_by_domain": energy.joules_per_inference_by_domain,
+        "idle_power_w": energy.idle_power_w,
+        "method": energy.method,
+        "measured": energy.measured,
+        "uncertainty": asdict(energy.uncertainty),
+        "noisy": energy.noisy,
+        "windows": energy.windows,
+        "window_s": energy.window_s,
+        "inferences": energy.inferences,
     }

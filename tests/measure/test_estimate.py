@@ -52,9 +52,10 @@ def test_description_says_it_is_not_a_measurement():
     assert any("not a measurement" in line for line in description.assumptions)
 
 
-def test_auto_falls_back_to_the_estimate_and_says_why():
-    meter, reason = select_meter(EnergySpec(meter="auto"))
-    assert isinstance(meter, EstimateMeter) and "estimate" in reason
+def test_auto_falls_back_to_the_estimate_and_says_why(tmp_path):
+    meter, reason = select_meter(EnergySpec(meter="auto"), powercap_root=tmp_path / "no-powercap")
+    assert isinstance(meter, EstimateMeter)
+    assert "rapl: unavailable: no RAPL zones" in reason and "estimate: active" in reason
 
 
 def test_readings_only_carry_known_methods():

@@ -1,4 +1,4 @@
-"""The timed loop: counts, percentiles, the duration cap, and the energy window around it."""
+"""One timed window: counts, percentiles, the duration cap, and how little the loop itself costs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from greencompress.measure.energy.estimate import EstimateMeter
-from greencompress.measure.latency import benchmark
-from greencompress.recipe import BenchmarkSpec
+from greencompress.measure.latency import latency_stats, run_window
 
 
 class SleepingRunner:
@@ -24,37 +23,39 @@ class SleepingRunner:
         return inputs
 
 
-def test_warmup_then_at_least_iterations_and_min_duration():
-    runner = SleepingRunner(0.002)
-    spec = BenchmarkSpec(warmup_iterations=3, iterations=5, min_duration_s=0.1, max_duration_s=5)
-    result = benchmark(runner, np.zeros((4, 3, 8, 8), np.float32), spec, EstimateMeter(5.0))
-    latency = result.latency
-    assert latency.iterations >= 5 and latency.iterations * 0.002 >= 0.09
-    assert runner.calls == latency.iterations + 3
-    assert 2.0 <= latency.p50_ms <= 10.0
-    assert latency.p50_ms <= latency.p90_ms <= latency.p99_ms
-    assert latency.batch_size == 4
-    assert latency.throughput_per_s == pytest.approx(4e3 / latency.mean_ms)
-
-
-def test_max_duration_caps_a_slow_model():
-    spec = BenchmarkSpec(warmup_iterations=0, iterations=10_000, min_duration_s=0, max_duration_s=0.05)
-    result = benchmark(SleepingRunner(0.01), np.zeros((1, 3, 8, 8), np.float32), spec, EstimateMeter(5.0))
-    assert 3 <= result.latency.iterations <= 8
-
-
-def test_sleeping_costs_no_estimated_energy_and_busy_work_does():
-    spec = BenchmarkSpec(warmup_iterations=0, iterations=20, min_duration_s=0)
-    idle = benchmark(SleepingRunner(0.005), np.zeros((1, 3, 8, 8), np.float32), spec, EstimateMeter(10.0))
-
-    def busy(inputs):
-        end = time.process_time() + 0.005
-        while time.process_time() < end:
+def busy(seconds: float):
+    def run(inputs):
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
             pass
         return inputs
 
-    busy_result = benchmark(busy, np.zeros((2, 3, 8, 8), np.float32), spec, EstimateMeter(10.0))
-    assert idle.joules_per_inference < 0.2 * busy_result.joules_per_inference
-    # 20 iterations x >=5 ms CPU x 10 W, over 40 inferences: about 25 mJ each
-    assert busy_result.joules_per_inference == pytest.approx(0.025, rel=0.5)
-    assert busy_result.energy.method == "estimate" and not busy_result.energy.measured
+    return run
+
+
+def test_window_runs_until_both_duration_and_count_are_reached():
+    runner = SleepingRunner(0.002)
+    window = run_window(runner, np.zeros((4, 3, 8, 8), np.float32), EstimateMeter(5.0), 0.1, 5, 5.0)
+    assert len(window.durations_ns) == runner.calls >= 5
+    assert sum(window.durations_ns) >= 0.09e9
+    assert window.inferences == 4 * runner.calls
+    assert window.energy.duration_s >= 0.1
+
+
+def test_max_duration_caps_a_slow_model():
+    window = run_window(SleepingRunner(0.01), np.zeros((1, 3, 8, 8), np.float32), EstimateMeter(5.0), 0, 10_000, 0.05)
+    assert 1 <= len(window.durations_ns) <= 6
+
+
+def test_latency_statistics():
+    latency = latency_stats([1_000_000] * 98 + [5_000_000, 9_000_000], batch_size=4)
+    assert latency.p50_ms == 1.0 and latency.iterations == 100
+    assert latency.p90_ms == 1.0 and 1.0 < latency.p99_ms <= 9.0
+    assert latency.mean_ms == pytest.approx(1.12)
+    assert latency.throughput_per_s == pytest.approx(4e3 / 1.12)
+
+
+def test_loop_overhead_is_under_one_percent_of_the_window():
+    window = run_window(busy(0.001), np.zeros((1,), np.float32), EstimateMeter(5.0), 0.3, 1, 5.0)
+    inside_runs_s = sum(window.durations_ns) / 1e9
+    assert (window.energy.duration_s - inside_runs_s) / window.energy.duration_s < 0.01

@@ -6,8 +6,9 @@ import json
 from pathlib import Path
 
 from greencompress.measure.accuracy import Accuracy
-from greencompress.measure.energy import EnergyReading, MeterDescription, Uncertainty
-from greencompress.measure.latency import Benchmark, Latency
+from greencompress.measure.benchmark import Benchmark, EnergyResult, IdleBaseline
+from greencompress.measure.energy import MeterDescription, Uncertainty
+from greencompress.measure.latency import Latency
 from greencompress.report.markdown import render_markdown
 from greencompress.report.schema import SCHEMA_VERSION, ArtifactResult, RunReport, compare_same_runtime
 from greencompress.runtime import Artifact
@@ -15,9 +16,14 @@ from greencompress.runtime import Artifact
 BAND = Uncertainty(0.6, 2.0, "test band")
 
 
-def result(name, runtime, precision, p50_ms, joules, batch_size=1, top1=0.9, method="estimate", path=None):
+def result(name, runtime, precision, p50_ms, joules, batch_size=1, top1=0.9, method="estimate", path=None,
+           relative_ci=0.02):
     latency = Latency(batch_size, 100, p50_ms, p50_ms * 1.1, p50_ms * 1.2, p50_ms, batch_size * 1e3 / p50_ms)
-    energy = EnergyReading({"cpu": joules * 100 * batch_size}, 1.0, method, BAND, measured=method != "estimate")
+    energy = EnergyResult(
+        joules_per_inference=joules, ci95_j=relative_ci * joules, active_joules_per_inference=joules * 0.8,
+        active_ci95_j=relative_ci * joules, joules_per_inference_by_domain={"cpu": joules}, idle_power_w={"cpu": 2.0},
+        windows=5, window_s=1.0, inferences=100 * batch_size, method=method, measured=method != "estimate",
+        uncertainty=BAND, noisy=relative_ci > 0.05)
     return ArtifactResult(Artifact(name, runtime, precision, path, 1000, 5000),
                           Accuracy(top1, 0.99, 100) if top1 is not None else None, (Benchmark(latency, energy),))
 
@@ -32,6 +38,7 @@ def make_report(results) -> RunReport:
         export={"exporter": "x", "opset": 18, "parity": {"samples": 8, "max_abs_diff": 1e-6, "top1_agreement": 1.0}},
         stages=[{"technique": "quantize", "settings": {"method": "static"}}],
         energy_meter=MeterDescription("estimate", False, ("cpu",), ["an assumption"]), energy_meter_reason="because",
+        idle=IdleBaseline({"cpu": 2.0}, 3.0, "estimate"),
         artifacts=results, comparisons=compare_same_runtime(results),
     )
 
@@ -78,6 +85,15 @@ def test_a_slower_compressed_model_is_called_slower_in_words():
     assert "Test CPU" in markdown and "2 threads" in markdown
 
 
+def test_every_energy_figure_carries_method_band_and_idle_power():
+    report = make_report([result("onnxruntime-fp32", "onnxruntime", "fp32", 1.0, 0.1, relative_ci=0.2)])
+    markdown = render_markdown(report)
+    assert "J/inf (estimate)" in markdown and "+-20.0% noisy" in markdown
+    assert "Energy method: estimate (ESTIMATED, not measured); systematic band -60%/+200%" in markdown
+    assert "idle measured for 3.0 s: cpu 2.00 W" in markdown
+    assert "NOISY" in markdown
+
+
 def test_no_accuracy_is_shown_as_not_available():
     report = make_report([result("onnxruntime-fp32", "onnxruntime", "fp32", 1.0, 0.1, top1=None)])
     assert "| onnxruntime-fp32 | 1 | n/a | n/a |" in render_markdown(report)
@@ -92,6 +108,9 @@ def test_json_form_is_versioned_and_keyed_by_batch_size(tmp_path):
     energy = data["artifacts"][0]["energy"]["4"]
     assert energy["method"] == "estimate" and energy["measured"] is False
     assert abs(energy["joules_per_inference"] - 0.1) < 1e-12
+    assert energy["idle_power_w"] == {"cpu": 2.0} and energy["windows"] == 5
+    assert abs(energy["relative_ci95"] - 0.02) < 1e-12
+    assert data["energy_meter"]["idle"] == {"power_w": {"cpu": 2.0}, "duration_s": 3.0, "method": "estimate"}
     assert energy["uncertainty"] == {"low_fraction": 0.6, "high_fraction": 2.0, "basis": "test band"}
     assert data["artifacts"][0]["latency"]["4"]["p50_ms"] == 2.0
     assert not list(tmp_path.glob(".*.tmp"))

@@ -51,8 +51,19 @@ class MeterDescription:
     assumptions: list[str] = field(default_factory=list)
 
 
+class MeterUnavailable(Exception):
+    """A meter cannot run here; the message says why, in words a user can act on."""
+
+
 class EnergyMeter(ABC):
-    """Measures energy over windows; windows do not nest."""
+    """Measures energy over windows; windows do not nest.
+
+    `min_window_s` is the shortest window whose reading the method supports (counter update
+    period, power-averaging time); benchmarks never measure a shorter one.
+    """
+
+    method: str
+    min_window_s: float = 0.0
 
     @abstractmethod
     def begin_window(self) -> None:

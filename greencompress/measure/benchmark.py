@@ -1,0 +1,146 @@
+"""The benchmark methodology: idle baseline, repeated windows interleaved across artifacts, confidence intervals.
+
+For each batch size every artifact is warmed up, then measured in rounds: one window per artifact
+per round, the order rotating each round, so drift (thermal, a neighbour on a shared machine)
+touches all artifacts alike. After `windows` rounds, more rounds run while any artifact's 95%
+confidence interval on joules per inference is wider than `target_relative_ci`, up to
+`max_windows`; an artifact still above it is reported as noisy. See docs/energy.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from greencompress.measure.energy import EnergyMeter, Uncertainty
+from greencompress.measure.latency import Latency, Window, latency_stats, run_window
+from greencompress.measure.stats import mean_interval
+from greencompress.recipe import BenchmarkSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IdleBaseline:
+    """Power per domain, in watts, while this process sleeps: the share of a window not caused by the model."""
+
+    power_w: dict[str, float]
+    duration_s: float
+    method: str
+
+    @property
+    def total_w(self) -> float:
+        return sum(self.power_w.values())
+
+
+def measure_idle(meter: EnergyMeter, seconds: float) -> IdleBaseline:
+    """Measure the idle power for `seconds` (at least the meter's shortest window)."""
+    meter.begin_window()
+    time.sleep(max(seconds, meter.min_window_s))
+    reading = meter.end_window()
+    power = {domain: joules / reading.duration_s for domain, joules in reading.energy_j.items()}
+    return IdleBaseline(power, reading.duration_s, reading.method)
+
+
+@dataclass(frozen=True)
+class EnergyResult:
+    """Joules per inference over repeated windows: total (all the meter sees) and active (idle power subtracted)."""
+
+    joules_per_inference: float
+    ci95_j: float  # half-width of the 95% confidence interval of the mean, over windows
+    active_joules_per_inference: float
+    active_ci95_j: float
+    joules_per_inference_by_domain: dict[str, float]
+    idle_power_w: dict[str, float]
+    windows: int
+    window_s: float  # mean duration of one window
+    inferences: int
+    method: str
+    measured: bool
+    uncertainty: Uncertainty  # the method's systematic band, beside the statistical interval
+    noisy: bool  # the interval stayed wider than the target after the last allowed window
+
+    @property
+    def relative_ci95(self) -> float:
+        return self.ci95_j / self.joules_per_inference if self.joules_per_inference else float("inf")
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One artifact at one batch size: latency over every run of every window, and energy over windows."""
+
+    latency: Latency
+    energy: EnergyResult
+
+    @property
+    def joules_per_inference(self) -> float:
+        return self.energy.joules_per_inference
+
+
+def window_duration_s(spec: BenchmarkSpec, meter: EnergyMeter) -> float:
+    """The window length used: the recipe's, but never shorter than the meter supports."""
+    return max(spec.window_s, meter.min_window_s)
+
+
+def benchmark_interleaved(runners: dict, inputs: np.ndarray, spec: BenchmarkSpec, meter: EnergyMeter,
+                          idle: IdleBaseline, progress=None) -> dict[str, Benchmark]:
+    """Measure every runner on the same `inputs` in interleaved rounds; returns a Benchmark per runner name."""
+    window_s = window_duration_s(spec, meter)
+    for runner in runners.values():
+        for _ in range(spec.warmup_iterations):
+            runner(inputs)
+    windows: dict[str, list[Window]] = {name: [] for name in runners}
+    names = list(runners)
+    task = progress.add_task(f"benchmark windows (batch {len(inputs)})", total=spec.windows * len(names)) if progress else None
+    for round_index in range(spec.max_windows):
+        if round_index >= spec.windows and not _any_too_wide(windows, idle, spec.target_relative_ci):
+            break
+        if round_index >= spec.windows and progress:
+            progress.update(task, total=(round_index + 1) * len(names))
+        rotation = round_index % len(names)
+        for name in names[rotation:] + names[:rotation]:
+            windows[name].append(run_window(runners[name], inputs, meter, window_s, spec.min_iterations,
+                                            spec.max_window_s))
+            if progress:
+                progress.update(task, advance=1)
+    return {name: _summarize(measured, idle, spec.target_relative_ci) for name, measured in windows.items()}
+
+
+def _per_inference(windows: list[Window], idle: IdleBaseline) -> tuple[list[float], list[float]]:
+    total = [w.energy.total_j / w.inferences for w in windows]
+    active = [(w.energy.total_j - idle.total_w * w.energy.duration_s) / w.inferences for w in windows]
+    return total, active
+
+
+def _any_too_wide(windows: dict[str, list[Window]], idle: IdleBaseline, target: float) -> bool:
+    return any(mean_interval(_per_inference(measured, idle)[0]).relative_half_width > target
+               for measured in windows.values())
+
+
+def _summarize(windows: list[Window], idle: IdleBaseline, target: float) -> Benchmark:
+    total, active = _per_inference(windows, idle)
+    total_interval, active_interval = mean_interval(total), mean_interval(active)
+    inferences = sum(w.inferences for w in windows)
+    domains = windows[0].energy.energy_j
+    by_domain = {domain: sum(w.energy.energy_j[domain] for w in windows) / inferences for domain in domains}
+    first = windows[0].energy
+    energy = EnergyResult(
+        joules_per_inference=total_interval.mean,
+        ci95_j=total_interval.half_width,
+        active_joules_per_inference=active_interval.mean,
+        active_ci95_j=active_interval.half_width,
+        joules_per_inference_by_domain=by_domain,
+        idle_power_w=idle.power_w,
+        windows=len(windows),
+        window_s=float(np.mean([w.energy.duration_s for w in windows])),
+        inferences=inferences,
+        method=first.method,
+        measured=first.measured,
+        uncertainty=first.uncertainty,
+        noisy=total_interval.relative_half_width > target,
+    )
+    durations = [duration for w in windows for duration in w.durations_ns]
+    return Benchmark(latency=latency_stats(durations, windows[0].batch_size), energy=energy)
