@@ -42,7 +42,9 @@ def run(recipe_path: Path, output_dir: Path | None, overrides: tuple[str, ...]) 
     from greencompress.pipeline import create_run_dir
     from greencompress.pipeline import run as run_pipeline
     from greencompress.recipe import load_recipe
-    from greencompress.report.markdown import artifact_table, comparison_table, energy_legend, plain_findings
+    from greencompress.report.markdown import (
+        artifact_table, carbon_legend, carbon_table, comparison_table, energy_legend, plain_findings,
+    )
 
     recipe = load_recipe(recipe_path, list(overrides))
     run_dir = create_run_dir(recipe, output_dir)
@@ -59,6 +61,8 @@ def run(recipe_path: Path, output_dir: Path | None, overrides: tuple[str, ...]) 
         file_handler.close()
     stdout.print(_rich_table("Results (all columns in report.md)", artifact_table(report, compact=True)))
     stdout.print(escape(energy_legend(report)), soft_wrap=True)
+    stdout.print(_rich_table("Carbon", carbon_table(report)))
+    stdout.print(escape(carbon_legend(report)), soft_wrap=True)
     stdout.print(_rich_table(f"Compressed vs baseline: same runtime, hardware, batch size (energy: {report.energy_meter.method})",
                              comparison_table(report)))
     for finding in plain_findings(report):
@@ -93,6 +97,46 @@ def meters() -> None:
         if choice.meter:
             for assumption in choice.meter.describe().assumptions:
                 stdout.print(f"    - {escape(assumption)}", soft_wrap=True)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--input-size", type=click.IntRange(min=8), default=224, show_default=True,
+              help="Height and width of the random inputs, where the model does not fix them.")
+@click.option("--batch-sizes", default="1", show_default=True, help="Comma-separated batch sizes.")
+@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--window-s", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+@click.option("--windows", type=click.IntRange(min=2), default=5, show_default=True)
+@click.option("--meter", type=click.Choice(["auto", "rapl", "estimate"]), default="auto", show_default=True)
+def bench(model: str, input_size: int, batch_sizes: str, threads: int, window_s: float, windows: int,
+          meter: str) -> None:
+    """Measure latency and energy of MODEL (an .onnx file, or a torchvision model name) on this machine."""
+    from pydantic import ValidationError
+
+    from greencompress.bench import bench as run_bench
+    from greencompress.recipe import BenchmarkSpec, EnergySpec
+
+    try:
+        sizes = [int(size) for size in batch_sizes.split(",")]
+        benchmark = BenchmarkSpec(batch_sizes=sizes, window_s=window_s, windows=windows,
+                                  max_windows=max(windows, 10), threads=threads)
+    except (ValueError, ValidationError) as error:
+        raise click.BadParameter(f"{batch_sizes!r}: expected positive integers separated by commas ({error})",
+                                 param_hint="--batch-sizes") from None
+    with _progress() as progress:
+        result = run_bench(model, input_size, benchmark, EnergySpec(meter=meter), progress=progress)
+    headers = ["batch", "p50 ms", "p99 ms", "items/s", f"J/inf ({result.meter.method})", "95% CI", "active J/inf"]
+    rows = [[str(b.latency.batch_size), f"{b.latency.p50_ms:.3f}", f"{b.latency.p99_ms:.3f}",
+             f"{b.latency.throughput_per_s:.1f}", f"{b.energy.joules_per_inference:.4g}",
+             f"+-{100 * b.energy.relative_ci95:.1f}%" + (" noisy" if b.energy.noisy else ""),
+             f"{b.energy.active_joules_per_inference:.4g}"] for b in result.benchmarks]
+    stdout.print(_rich_table(f"{model} on {result.runtime}, input {result.input_shape}, {threads} threads",
+                             (headers, rows)))
+    kind = "measured" if result.meter.measured else "ESTIMATED, not measured"
+    band = result.benchmarks[0].energy.uncertainty
+    idle = ", ".join(f"{domain} {watts:.2f} W" for domain, watts in result.idle.power_w.items())
+    stdout.print(escape(f"Energy: {result.meter.method} ({kind}); {band.basis}; idle {idle}; "
+                        f"{result.meter_reason}."), soft_wrap=True)
 
 
 def _progress() -> Progress:

@@ -23,6 +23,7 @@ from greencompress.environment import environment
 from greencompress.export import EXPORTER, check_parity, export_onnx
 from greencompress.measure.accuracy import evaluate
 from greencompress.measure.energy import select_meter
+from greencompress.measure.energy.carbon import carbon_settings
 from greencompress.measure.benchmark import IdleBaseline, benchmark_interleaved, measure_idle, window_duration_s
 from greencompress.models import load_model
 from greencompress.recipe import QuantizeConfig, Recipe, recipe_to_dict
@@ -103,6 +104,8 @@ def run(recipe: Recipe, run_dir: Path, recipe_path: Path | None = None, progress
         energy_meter=meter.describe(),
         energy_meter_reason=meter_reason,
         idle=idle,
+        carbon=carbon_settings(recipe.energy.region, recipe.energy.carbon_intensity, recipe.energy.pue,
+                               recipe.energy.electricity_price_per_kwh, recipe.energy.currency),
         artifacts=results,
         comparisons=compare_same_runtime(results),
         notes=[] if data.labelled else ["Synthetic inputs: no accuracy is reported, only latency and energy."],

@@ -233,6 +233,18 @@ class EnergySpec(_Section):
     meter: Literal["auto", "rapl", "estimate"] = "auto"
     cpu_watts_per_core: float | None = Field(default=None, gt=0)
     idle_s: float = Field(default=3.0, ge=0)  # idle-power measurement before benchmarking
+    region: str = "world"  # a key of greencompress/resources/carbon_intensity.csv
+    carbon_intensity: float | None = Field(default=None, ge=0)  # gCO2e/kWh; overrides region
+    pue: float = Field(default=1.0, ge=1.0)
+    electricity_price_per_kwh: float | None = Field(default=None, ge=0)
+    currency: str = "USD"
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        from greencompress.measure.energy.carbon import lookup_region
+
+        return lookup_region(value).key
 
 
 class ExportSpec(_Section):

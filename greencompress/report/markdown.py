@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from greencompress.measure.energy.carbon import carbon_per_million
 from greencompress.report.schema import RunReport
 
 Table = tuple[list[str], list[list[str]]]
@@ -35,6 +36,34 @@ def artifact_table(report: RunReport, compact: bool = False) -> Table:
         keep = [0, 1, 2, 4, 5, 8, 9]
         headers, rows = [headers[i] for i in keep], [[row[i] for i in keep] for row in rows]
     return headers, rows
+
+
+def carbon_table(report: RunReport) -> Table:
+    """Energy, emissions and cost of a million inferences, per artifact and batch size."""
+    settings = report.carbon
+    headers = ["artifact", "batch", "kWh / M inferences", "g CO2e / M inferences"]
+    if settings.price_per_kwh is not None:
+        headers.append(f"{settings.currency} / M inferences")
+    rows = []
+    for result in report.artifacts:
+        for bench in result.benchmarks:
+            per_million = carbon_per_million(bench.joules_per_inference, settings)
+            row = [result.artifact.name, str(bench.latency.batch_size), f"{per_million.kwh_per_million:.4g}",
+                   f"{per_million.g_co2e_per_million:.4g}"]
+            if per_million.cost_per_million is not None:
+                row.append(f"{per_million.cost_per_million:.4g}")
+            rows.append(row)
+    return headers, rows
+
+
+def carbon_legend(report: RunReport) -> str:
+    """Where the carbon figures come from: grid intensity with its source and year, and the PUE used."""
+    settings, intensity = report.carbon, report.carbon.intensity
+    year = f", {intensity.year}" if intensity.year else ""
+    pue = f"PUE {settings.pue:g}" + (" (default: IT energy only, no data-centre overhead)" if settings.pue == 1.0 else "")
+    price = f"; price {settings.price_per_kwh:g} {settings.currency}/kWh" if settings.price_per_kwh is not None else ""
+    return (f"Grid intensity {intensity.g_co2e_per_kwh:g} g CO2e/kWh for {intensity.name} ({intensity.key}{year}; "
+            f"source: {intensity.source}); {pue}{price}. Figures inherit the energy method and its uncertainty.")
 
 
 def energy_legend(report: RunReport) -> str:
@@ -132,6 +161,12 @@ def render_markdown(report: RunReport) -> str:
         *[f"- {assumption}" for assumption in report.energy_meter.assumptions],
         f"- idle power, measured for {report.idle.duration_s:.1f} s before benchmarking with the same meter: "
         + ", ".join(f"{domain} {watts:.3f} W" for domain, watts in report.idle.power_w.items()),
+        "",
+        "## Carbon",
+        "",
+        *_markdown_table(carbon_table(report)),
+        "",
+        carbon_legend(report),
         "",
         "## Export",
         "",

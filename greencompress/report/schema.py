@@ -12,6 +12,7 @@ from pathlib import Path
 from greencompress.files import write_text_atomic
 from greencompress.measure.accuracy import Accuracy
 from greencompress.measure.energy import MeterDescription
+from greencompress.measure.energy.carbon import CarbonSettings, carbon_per_million
 from greencompress.measure.benchmark import Benchmark, IdleBaseline
 from greencompress.runtime import Artifact
 
@@ -94,6 +95,7 @@ class RunReport:
     energy_meter: MeterDescription
     energy_meter_reason: str
     idle: IdleBaseline
+    carbon: CarbonSettings
     artifacts: list[ArtifactResult]
     comparisons: list[Comparison]
     notes: list[str] = field(default_factory=list)
@@ -113,7 +115,8 @@ class RunReport:
             "stages": self.stages,
             "energy_meter": {**asdict(self.energy_meter), "reason": self.energy_meter_reason,
                              "idle": asdict(self.idle)},
-            "artifacts": [_artifact_dict(result) for result in self.artifacts],
+            "carbon": {**asdict(self.carbon), "basis": "total joules per inference x PUE x grid intensity"},
+            "artifacts": [_artifact_dict(result, self.carbon) for result in self.artifacts],
             "comparisons": [{**asdict(c), "faster": c.faster} for c in self.comparisons],
             "notes": self.notes,
         }
@@ -122,7 +125,7 @@ class RunReport:
         write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
 
-def _artifact_dict(result: ArtifactResult) -> dict:
+def _artifact_dict(result: ArtifactResult, carbon: CarbonSettings) -> dict:
     artifact = result.artifact
     return {
         "name": artifact.name,
@@ -134,12 +137,13 @@ def _artifact_dict(result: ArtifactResult) -> dict:
         "macs": artifact.macs,
         "accuracy": asdict(result.accuracy) if result.accuracy else None,
         "latency": {str(b.latency.batch_size): asdict(b.latency) for b in result.benchmarks},
-        "energy": {str(b.latency.batch_size): _energy_dict(b) for b in result.benchmarks},
+        "energy": {str(b.latency.batch_size): _energy_dict(b, carbon) for b in result.benchmarks},
     }
 
 
-def _energy_dict(bench: Benchmark) -> dict:
+def _energy_dict(bench: Benchmark, carbon: CarbonSettings) -> dict:
     energy = bench.energy
+    per_million = carbon_per_million(energy.joules_per_inference, carbon)
     return {
         "joules_per_inference": energy.joules_per_inference,
         "ci95_j": energy.ci95_j,
@@ -155,4 +159,7 @@ def _energy_dict(bench: Benchmark) -> dict:
         "windows": energy.windows,
         "window_s": energy.window_s,
         "inferences": energy.inferences,
+        "kwh_per_million_inferences": per_million.kwh_per_million,
+        "g_co2e_per_million_inferences": per_million.g_co2e_per_million,
+        "cost_per_million_inferences": per_million.cost_per_million,
     }

@@ -8,6 +8,7 @@ from pathlib import Path
 from greencompress.measure.accuracy import Accuracy
 from greencompress.measure.benchmark import Benchmark, EnergyResult, IdleBaseline
 from greencompress.measure.energy import MeterDescription, Uncertainty
+from greencompress.measure.energy.carbon import carbon_settings
 from greencompress.measure.latency import Latency
 from greencompress.report.markdown import render_markdown
 from greencompress.report.schema import SCHEMA_VERSION, ArtifactResult, RunReport, compare_same_runtime
@@ -39,6 +40,7 @@ def make_report(results) -> RunReport:
         stages=[{"technique": "quantize", "settings": {"method": "static"}}],
         energy_meter=MeterDescription("estimate", False, ("cpu",), ["an assumption"]), energy_meter_reason="because",
         idle=IdleBaseline({"cpu": 2.0}, 3.0, "estimate"),
+        carbon=carbon_settings("FRA", None, 1.0, 0.25, "EUR"),
         artifacts=results, comparisons=compare_same_runtime(results),
     )
 
@@ -114,3 +116,14 @@ def test_json_form_is_versioned_and_keyed_by_batch_size(tmp_path):
     assert energy["uncertainty"] == {"low_fraction": 0.6, "high_fraction": 2.0, "basis": "test band"}
     assert data["artifacts"][0]["latency"]["4"]["p50_ms"] == 2.0
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_carbon_section_names_intensity_source_year_and_pue():
+    report = make_report([result("onnxruntime-int8", "onnxruntime", "int8", 1.0, 0.036)])
+    markdown = render_markdown(report)
+    # 0.036 J x 1e6 = 36 kJ = 0.01 kWh; x 56 g/kWh (France) = 0.56 g; x 0.25 EUR/kWh
+    assert "| onnxruntime-int8 | 1 | 0.01 | 0.56 | 0.0025 |" in markdown
+    assert "56 g CO2e/kWh for France (FRA, 2023" in markdown
+    assert "PUE 1 (default: IT energy only" in markdown
+    energy = report.to_dict()["artifacts"][0]["energy"]["1"]
+    assert abs(energy["g_co2e_per_million_inferences"] - 0.56) < 1e-9

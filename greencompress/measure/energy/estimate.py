@@ -95,5 +95,6 @@ class EstimateMeter(EnergyMeter):
                 "counts only this process's CPU time (all threads), so idle, other processes, DRAM and "
                 "the rest of the machine are excluded",
                 "no energy counter (RAPL, NVML) was read: this is an estimate, not a measurement",
+                ESTIMATE_UNCERTAINTY.basis,
             ],
         )

@@ -1,0 +1,52 @@
+"""`greencompress.energy.measure()` around any code, and `greencompress bench` without a recipe."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+import greencompress
+from greencompress.bench import bench
+from greencompress.export import export_onnx
+from greencompress.models import resolve_callable
+from greencompress.recipe import BenchmarkSpec, EnergySpec
+from tests.conftest import RECIPES
+from tests.test_cli import greencompress as greencompress_cli
+
+
+def test_measure_any_block_of_code():
+    with greencompress.energy.measure(meter="estimate", cpu_watts_per_core=10.0) as m:
+        end = time.process_time() + 0.1
+        while time.process_time() < end:
+            pass
+    assert m.method == "estimate" and m.measured is False
+    assert m.joules == m.by_domain["cpu"] and 0.8 <= m.joules <= 2.0  # ~0.1 CPU-s x 10 W
+    assert m.duration_s >= 0.1 and m.uncertainty.high_fraction >= 1.0
+    assert "estimate" in m.reason
+
+
+def test_bench_an_onnx_file_with_a_dynamic_batch(tmp_path):
+    torch.manual_seed(0)
+    model = resolve_callable(f"{RECIPES / 'models' / 'cifar_resnet.py'}:resnet20")().eval()
+    path = export_onnx(model, (3, 32, 32), tmp_path / "resnet20.onnx", opset=18)
+    spec = BenchmarkSpec(batch_sizes=[1, 4], window_s=0.1, windows=2, max_windows=2, warmup_iterations=2, threads=1)
+    result = bench(str(path), input_size=32, benchmark=spec, energy=EnergySpec(meter="estimate", idle_s=0))
+    assert result.runtime == "onnxruntime" and result.input_shape == (3, 32, 32)
+    assert [b.latency.batch_size for b in result.benchmarks] == [1, 4]
+    for benchmark in result.benchmarks:
+        assert benchmark.energy.windows == 2 and benchmark.energy.method == "estimate"
+        assert benchmark.latency.p50_ms > 0 and benchmark.energy.joules_per_inference > 0
+
+
+def test_bench_rejects_an_unknown_model_with_a_message():
+    result = greencompress_cli("bench", "resnt18")
+    assert result.returncode == 2 and "neither an .onnx file nor a torchvision" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_meters_command_reports_each_domain_with_reasons():
+    result = greencompress_cli("meters")
+    assert result.returncode == 0
+    assert "cpu:" in result.stdout and "gpu:" in result.stdout
+    assert "rapl:" in result.stdout and "nvml-counter:" in result.stdout
