@@ -63,7 +63,8 @@ def carbon_legend(report: RunReport) -> str:
     pue = f"PUE {settings.pue:g}" + (" (default: IT energy only, no data-centre overhead)" if settings.pue == 1.0 else "")
     price = f"; price {settings.price_per_kwh:g} {settings.currency}/kWh" if settings.price_per_kwh is not None else ""
     return (f"Grid intensity {intensity.g_co2e_per_kwh:g} g CO2e/kWh for {intensity.name} ({intensity.key}{year}; "
-            f"source: {intensity.source}); {pue}{price}. Figures inherit the energy method and its uncertainty.")
+            f"source: {intensity.source}); {pue}{price}. Figures inherit the energy method "
+            f"({report.energy_meter.method}) and its uncertainty.")
 
 
 def energy_legend(report: RunReport) -> str:
