@@ -1,4 +1,7 @@
-"""The command line only: parse, call the API, print. Exit codes: 0 ok, 2 bad input, 4 export parity broken, 130 interrupted."""
+"""The command line only: parse, call the API, print.
+
+Exit codes: 0 ok, 2 bad input, 3 a quality gate failed, 4 export parity broken, 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -33,32 +36,71 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("recipe_path", type=click.Path(path_type=Path))
+@click.argument("recipe_path", type=click.Path(path_type=Path), required=False)
 @click.option("--output", "output_dir", type=click.Path(path_type=Path), default=None,
               help="Folder for run folders (default: the recipe's output.dir, 'runs').")
 @_override_option
-def run(recipe_path: Path, output_dir: Path | None, overrides: tuple[str, ...]) -> None:
-    """Run RECIPE: export, compress, measure before/after, and write the report."""
+@click.option("--resume", "resume_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Continue an interrupted run in this run folder, reusing its finished stages.")
+@click.option("--quiet", is_flag=True, help="No progress or tables; errors and the run folder only.")
+@click.option("--json", "as_json", is_flag=True, help="Print report.json to standard output instead of tables.")
+@click.option("--screenshot", is_flag=True, help="Also save report.png, report.html shown in headless Chromium.")
+def run(recipe_path: Path | None, output_dir: Path | None, overrides: tuple[str, ...], resume_dir: Path | None,
+        quiet: bool, as_json: bool, screenshot: bool) -> None:
+    """Run RECIPE: export, compress, measure before/after, and write the report.
+
+    Exit codes: 0 ok, 2 bad input, 3 a quality gate failed, 4 export parity broken, 130 interrupted.
+    """
+    import json
+
+    from greencompress.gates import GateFailed
     from greencompress.pipeline import create_run_dir
     from greencompress.pipeline import run as run_pipeline
     from greencompress.recipe import load_recipe
-    from greencompress.report.markdown import (
-        artifact_table, carbon_legend, carbon_table, comparison_table, energy_legend, plain_findings,
-    )
 
-    recipe = load_recipe(recipe_path, list(overrides))
-    run_dir = create_run_dir(recipe, output_dir)
+    if quiet or as_json:
+        logging.getLogger().handlers[0].setLevel(logging.WARNING)
+    if resume_dir is not None:
+        if recipe_path is not None or overrides:
+            raise click.UsageError("--resume takes the recipe saved in the run folder: give no RECIPE and no --set")
+        recipe = load_recipe(resume_dir / "recipe.resolved.yaml")
+        run_dir = resume_dir
+    elif recipe_path is None:
+        raise click.UsageError("give a RECIPE, or --resume RUN_DIR")
+    else:
+        recipe = load_recipe(recipe_path, list(overrides))
+        run_dir = create_run_dir(recipe, output_dir)
     file_handler = logging.FileHandler(run_dir / "run.log")
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     file_handler.setLevel(logging.DEBUG)
     logging.getLogger().addHandler(file_handler)
-    log.info("run folder: %s", run_dir)
+    log.info("%s run folder: %s", "resuming" if resume_dir else "new", run_dir)
     try:
-        with _progress() as progress:
+        with _progress(disable=quiet or as_json) as progress:
             report = run_pipeline(recipe, run_dir, recipe_path=recipe_path, progress=progress)
+        if screenshot:
+            from greencompress.report.screenshot import screenshot_html
+
+            screenshot_html(run_dir / "report.html", run_dir / "report.png")
     finally:
         logging.getLogger().removeHandler(file_handler)
         file_handler.close()
+    if as_json:
+        stdout.print_json(json.dumps(report.to_dict()))
+    elif quiet:
+        stdout.print(str(run_dir), soft_wrap=True, markup=False, highlight=False)
+    else:
+        _print_summary(report)
+    if not report.gates_passed:
+        failed = [f"{gate.gate} on {gate.comparison}: {gate.detail}" for gate in report.gates if not gate.passed]
+        raise GateFailed("quality gate failed (reports are written):\n  " + "\n  ".join(failed))
+
+
+def _print_summary(report) -> None:
+    from greencompress.report.markdown import (
+        artifact_table, carbon_legend, carbon_table, comparison_table, energy_legend, plain_findings,
+    )
+
     stdout.print(_rich_table("Results (all columns in report.md)", artifact_table(report, compact=True)))
     stdout.print(escape(energy_legend(report)), soft_wrap=True)
     stdout.print(_rich_table("Carbon", carbon_table(report)))
@@ -67,7 +109,47 @@ def run(recipe_path: Path, output_dir: Path | None, overrides: tuple[str, ...]) 
                              comparison_table(report)))
     for finding in plain_findings(report):
         stdout.print(f"[bold yellow]Note:[/] {escape(finding)}", soft_wrap=True)
-    stdout.print(f"Report: {run_dir / 'report.md'}\nRun folder: {run_dir}", soft_wrap=True, markup=False, highlight=False)
+    for gate in report.gates:
+        status = "[green]pass[/]" if gate.passed else "[bold red]FAIL[/]"
+        stdout.print(f"Gate {gate.gate}: {status} ({escape(gate.comparison)}: {escape(gate.detail)})", soft_wrap=True)
+    run_dir = report.run_dir
+    stdout.print(f"Report: {run_dir / 'report.md'} (and report.html)\nRun folder: {run_dir}", soft_wrap=True,
+                 markup=False, highlight=False)
+
+
+@cli.command()
+@click.argument("run_dir", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--screenshot", is_flag=True, help="Also save report.png, report.html shown in headless Chromium.")
+def report(run_dir: Path, screenshot: bool) -> None:
+    """Render report.md and report.html again from RUN_DIR/report.json (e.g. after an upgrade)."""
+    from greencompress.report import load_report, write_reports
+
+    loaded = load_report(run_dir)
+    write_reports(loaded, run_dir)
+    if screenshot:
+        from greencompress.report.screenshot import screenshot_html
+
+        screenshot_html(run_dir / "report.html", run_dir / "report.png")
+    stdout.print(f"rendered {run_dir / 'report.md'} and {run_dir / 'report.html'}", soft_wrap=True, markup=False)
+
+
+@cli.command()
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--force", is_flag=True, help="Compare runs measured on different hardware, threads or meters (rows are marked).")
+@click.option("--format", "output_format", type=click.Choice(["terminal", "markdown", "html"]), default="terminal",
+              show_default=True)
+def compare(run_dirs: tuple[Path, ...], force: bool, output_format: str) -> None:
+    """Compare RUN_DIRS side by side, with deltas against the first."""
+    from greencompress.report import load_report
+    from greencompress.report.compare import compare_runs, render_comparison
+
+    comparison = compare_runs([load_report(path) for path in run_dirs], force=force)
+    if output_format == "terminal":
+        stdout.print(_rich_table("Runs compared with the first", (comparison.headers, comparison.rows)))
+        for mismatch in comparison.mismatches:
+            stdout.print(f"[bold yellow]Forced:[/] {escape(mismatch)}", soft_wrap=True)
+    else:
+        click.echo(render_comparison(comparison, output_format))
 
 
 @cli.command()
@@ -139,9 +221,9 @@ def bench(model: str, input_size: int, batch_sizes: str, threads: int, window_s:
                         f"{result.meter_reason}."), soft_wrap=True)
 
 
-def _progress() -> Progress:
+def _progress(disable: bool = False) -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
+                    console=console, transient=True, disable=disable)
 
 
 def _rich_table(title: str, table) -> Table:

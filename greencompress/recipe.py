@@ -256,6 +256,13 @@ class ExportSpec(_Section):
     parity_min_top1_agreement: float = Field(default=0.99, gt=0, le=1)
 
 
+class GatesSpec(_Section):
+    """Budgets that make `run` exit 3 when a compressed artifact breaks them (for CI pipelines)."""
+
+    max_accuracy_drop: float | None = Field(default=None, ge=0)  # top-1, in percentage points
+    min_energy_saving: float | None = Field(default=None, le=1)  # fraction of joules per inference, e.g. 0.3
+
+
 class OutputSpec(_Section):
     """Where run folders go: `<dir>/<recipe name>/<timestamp>/`. A relative dir is relative to the working directory."""
 
@@ -273,6 +280,7 @@ class Recipe(_Section):
     benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
     energy: EnergySpec = Field(default_factory=EnergySpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
+    gates: GatesSpec = Field(default_factory=GatesSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
 
     @property

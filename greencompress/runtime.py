@@ -19,12 +19,15 @@ class Artifact:
     runtime: str  # "torch" | "onnxruntime"
     precision: str  # "fp32" | "int8"
     path: Path | None
+    size_bytes: int | None  # taken when the artifact is recorded: the file may move later
     params: int
     macs: int
 
-    @property
-    def size_bytes(self) -> int | None:
-        return self.path.stat().st_size if self.path else None
+    @classmethod
+    def of_file(cls, name: str, runtime: str, precision: str, path: Path | None, params: int, macs: int) -> Artifact:
+        """An artifact whose size is read from `path` now (None when there is no file)."""
+        size = path.stat().st_size if path is not None else None
+        return cls(name, runtime, precision, path, size, params, macs)
 
 
 class Runner(ABC):

@@ -38,10 +38,13 @@ def shared_assets():
 @pytest.fixture
 def image_folder(tmp_path) -> Path:
     """An ImageNet-style folder: train/ and val/, 2 classes, 6 small PNGs each (class 'dark' vs 'light')."""
+    return make_image_folder(tmp_path / "images")
+
+
+def make_image_folder(root: Path) -> Path:
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    root = tmp_path / "images"
     for split in ("train", "val"):
         for label, base in (("dark", 40), ("light", 210)):
             folder = root / split / label
@@ -50,3 +53,52 @@ def image_folder(tmp_path) -> Path:
                 pixels = np.clip(base + rng.normal(0, 10, (20, 24, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(folder / f"{index}.png")
     return root
+
+
+TINY_RECIPE = """
+name: tiny
+seed: 0
+model:
+  source: callable
+  architecture: {architecture}
+  checkpoint: {checkpoint}
+  num_classes: 2
+data: {{kind: imagefolder, root: {root}, image_size: 32, batch_size: 6}}
+stages:
+  - quantize: {{calibration_samples: 12}}
+benchmark: {{batch_sizes: [1, 2], window_s: 0.05, min_iterations: 3, windows: 2, max_windows: 3, warmup_iterations: 1, threads: 1}}
+energy: {{idle_s: 0}}
+"""
+
+
+@pytest.fixture
+def tiny_recipe(image_folder, tmp_path):
+    """A real, fast recipe: a 2-class CIFAR ResNet-20 (random weights) on a small image folder."""
+    return write_tiny_recipe(tmp_path, image_folder)
+
+
+def write_tiny_recipe(tmp_path: Path, image_folder: Path) -> Path:
+    import torch
+
+    from greencompress.models import resolve_callable
+
+    architecture = f"{RECIPES / 'models' / 'cifar_resnet.py'}:resnet20"
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "tiny.pt"
+    torch.save(resolve_callable(architecture)(num_classes=2).state_dict(), checkpoint)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_RECIPE.format(architecture=architecture, checkpoint=checkpoint, root=image_folder))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The tiny recipe run through the pipeline once per session: (run folder, RunReport). Treat as read-only."""
+    from greencompress.pipeline import create_run_dir, run
+    from greencompress.recipe import load_recipe
+
+    base = tmp_path_factory.mktemp("tiny-run")
+    recipe_path = write_tiny_recipe(base, make_image_folder(base / "images"))
+    recipe = load_recipe(recipe_path)
+    run_dir = create_run_dir(recipe, base / "runs")
+    return run_dir, run(recipe, run_dir, recipe_path=recipe_path, shared_cache=base / "stage-cache")

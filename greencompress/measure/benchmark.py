@@ -62,6 +62,7 @@ class EnergyResult:
     measured: bool
     uncertainty: Uncertainty  # the method's systematic band, beside the statistical interval
     noisy: bool  # the interval stayed wider than the target after the last allowed window
+    timeline: tuple[tuple[float, float, float], ...] = ()  # per window: (start s, duration s, joules)
 
     @property
     def relative_ci95(self) -> float:
@@ -141,6 +142,7 @@ def _summarize(windows: list[Window], idle: IdleBaseline, target: float) -> Benc
         measured=first.measured,
         uncertainty=first.uncertainty,
         noisy=total_interval.relative_half_width > target,
+        timeline=tuple((w.started_s, w.energy.duration_s, w.energy.total_j) for w in windows),
     )
     durations = [duration for w in windows for duration in w.durations_ns]
     return Benchmark(latency=latency_stats(durations, windows[0].batch_size), energy=energy)

@@ -21,6 +21,9 @@ class Latency:
     p99_ms: float
     mean_ms: float
     throughput_per_s: float
+    percentiles_ms: tuple[float, ...] = ()  # the 0th..100th percentiles: the distribution, for plots
+
+
 
 
 def latency_stats(durations_ns, batch_size: int) -> Latency:
@@ -34,6 +37,7 @@ def latency_stats(durations_ns, batch_size: int) -> Latency:
         p99_ms=float(np.percentile(milliseconds, 99)),
         mean_ms=float(milliseconds.mean()),
         throughput_per_s=float(batch_size * 1e3 / milliseconds.mean()),
+        percentiles_ms=tuple(float(value) for value in np.percentile(milliseconds, np.arange(101))),
     )
 
 
@@ -44,6 +48,7 @@ class Window:
     durations_ns: list[int]
     energy: EnergyReading
     batch_size: int
+    started_s: float  # time.perf_counter() at the window's start
 
     @property
     def inferences(self) -> int:
@@ -61,6 +66,7 @@ def run_window(runner, inputs: np.ndarray, meter: EnergyMeter, min_duration_s: f
     min_ns, max_ns = min_duration_s * 1e9, max_duration_s * 1e9
     meter.begin_window()
     started = time.perf_counter_ns()
+    started_s = time.perf_counter()
     while True:
         before = time.perf_counter_ns()
         runner(inputs)
@@ -69,4 +75,4 @@ def run_window(runner, inputs: np.ndarray, meter: EnergyMeter, min_duration_s: f
         elapsed = after - started
         if (len(durations_ns) >= min_iterations and elapsed >= min_ns) or elapsed >= max_ns:
             break
-    return Window(durations_ns, meter.end_window(), len(inputs))
+    return Window(durations_ns, meter.end_window(), len(inputs), started_s)

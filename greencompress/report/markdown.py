@@ -118,13 +118,18 @@ def plain_findings(report: RunReport) -> list[str]:
     return findings
 
 
+def gate_lines(report: RunReport) -> list[str]:
+    """One sentence per quality gate check: PASS or FAIL, on which comparison, with the figure."""
+    return [f"{'PASS' if gate.passed else 'FAIL'} {gate.gate}: {gate.comparison}: {gate.detail}" for gate in report.gates]
+
+
 def render_markdown(report: RunReport) -> str:
     """The whole report.md."""
     environment = report.environment
     cpu = environment["cpu"]
     versions = environment["versions"]
     lines = [
-        f"# greencompress report: {report.name}",
+        f"# greencompress report: {report.name}" + ("" if report.complete else " (INCOMPLETE)"),
         "",
         f"Measured {report.created_utc} on **{cpu['model']}** ({cpu['logical_cores']} logical cores; "
         f"flags: {', '.join(cpu['flags']) or 'none detected'}), {environment['threads']} threads, "
@@ -179,6 +184,8 @@ def render_markdown(report: RunReport) -> str:
         "",
         *[f"- `{stage['technique']}`: {_settings(stage['settings'])}" for stage in report.stages],
     ]
+    if report.gates:
+        lines += ["", "## Quality gates", "", *[f"- {line}" for line in gate_lines(report)]]
     if report.notes:
         lines += ["", "## Notes", "", *[f"- {note}" for note in report.notes]]
     return "\n".join(lines) + "\n"

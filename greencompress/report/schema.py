@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from greencompress.files import write_text_atomic
 from greencompress.measure.accuracy import Accuracy
@@ -15,6 +16,9 @@ from greencompress.measure.energy import MeterDescription
 from greencompress.measure.energy.carbon import CarbonSettings, carbon_per_million
 from greencompress.measure.benchmark import Benchmark, IdleBaseline
 from greencompress.runtime import Artifact
+
+if TYPE_CHECKING:
+    from greencompress.gates import GateResult
 
 SCHEMA_VERSION = "1.0"
 
@@ -99,6 +103,12 @@ class RunReport:
     artifacts: list[ArtifactResult]
     comparisons: list[Comparison]
     notes: list[str] = field(default_factory=list)
+    gates: tuple[GateResult, ...] = ()
+    complete: bool = True  # False when the run was interrupted: what finished is reported, marked incomplete
+
+    @property
+    def gates_passed(self) -> bool:
+        return all(gate.passed for gate in self.gates)
 
     def to_dict(self) -> dict:
         """The JSON form: one key per section, per-batch-size figures keyed by the batch size as a string."""
@@ -119,6 +129,8 @@ class RunReport:
             "artifacts": [_artifact_dict(result, self.carbon) for result in self.artifacts],
             "comparisons": [{**asdict(c), "faster": c.faster} for c in self.comparisons],
             "notes": self.notes,
+            "gates": [asdict(gate) for gate in self.gates],
+            "complete": self.complete,
         }
 
     def write_json(self, path: Path) -> None:
@@ -141,9 +153,17 @@ def _artifact_dict(result: ArtifactResult, carbon: CarbonSettings) -> dict:
     }
 
 
-def _energy_dict(bench: Benchmark, carbon: CarbonSettings) -> dict:
+def benchmark_to_dict(bench: Benchmark) -> dict:
+    """A Benchmark as JSON-ready data (used by stage records; `benchmark_from_dict` reads it back)."""
+    return {"latency": asdict(bench.latency), "energy": _energy_dict(bench)}
+
+
+def benchmark_from_dict(data: dict) -> Benchmark:
+    return _benchmark_from(data["latency"], data["energy"])
+
+
+def _energy_dict(bench: Benchmark, carbon: CarbonSettings | None = None) -> dict:
     energy = bench.energy
-    per_million = carbon_per_million(energy.joules_per_inference, carbon)
     return {
         "joules_per_inference": energy.joules_per_inference,
         "ci95_j": energy.ci95_j,
@@ -157,9 +177,92 @@ def _energy_dict(bench: Benchmark, carbon: CarbonSettings) -> dict:
         "uncertainty": asdict(energy.uncertainty),
         "noisy": energy.noisy,
         "windows": energy.windows,
+        "timeline": [list(window) for window in energy.timeline],
         "window_s": energy.window_s,
         "inferences": energy.inferences,
+        **(_carbon_fields(energy.joules_per_inference, carbon) if carbon else {}),
+    }
+
+
+def _carbon_fields(joules_per_inference: float, carbon: CarbonSettings) -> dict:
+    per_million = carbon_per_million(joules_per_inference, carbon)
+    return {
         "kwh_per_million_inferences": per_million.kwh_per_million,
         "g_co2e_per_million_inferences": per_million.g_co2e_per_million,
         "cost_per_million_inferences": per_million.cost_per_million,
     }
+
+
+def load_report(path: Path) -> RunReport:
+    """Read a run folder's report.json (or the file itself) back into a RunReport.
+
+    Any 1.x report loads; another major version fails with a message saying which versions this
+    greencompress reads, never with a KeyError.
+    """
+    from greencompress.errors import GreencompressError
+
+    file = path / "report.json" if path.is_dir() else path
+    try:
+        data = json.loads(file.read_text())
+    except OSError as error:
+        raise GreencompressError(f"{file}: cannot read report: {error.strerror}") from None
+    except json.JSONDecodeError as error:
+        raise GreencompressError(f"{file}: not valid JSON: {error}") from None
+    version = str(data.get("schema_version", "missing"))
+    if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+        raise GreencompressError(
+            f"{file}: report schema version {version} is not readable by this greencompress, which reads "
+            f"{SCHEMA_VERSION.split('.')[0]}.x; re-run the recipe (its copy is in the run folder) to get a current report")
+    try:
+        return _report_from_dict(data)
+    except (KeyError, TypeError, ValueError) as error:
+        raise GreencompressError(f"{file}: schema {version} report is incomplete or damaged: {error!r}") from None
+
+
+def _benchmark_from(latency: dict, energy: dict) -> Benchmark:
+    from greencompress.measure.benchmark import EnergyResult
+    from greencompress.measure.energy import Uncertainty
+    from greencompress.measure.latency import Latency
+
+    return Benchmark(
+        latency=Latency(**{**latency, "percentiles_ms": tuple(latency.get("percentiles_ms", ()))}),
+        energy=EnergyResult(
+            joules_per_inference=energy["joules_per_inference"], ci95_j=energy["ci95_j"],
+            active_joules_per_inference=energy["active_joules_per_inference"], active_ci95_j=energy["active_ci95_j"],
+            joules_per_inference_by_domain=energy["joules_per_inference_by_domain"],
+            idle_power_w=energy["idle_power_w"], windows=energy["windows"], window_s=energy["window_s"],
+            inferences=energy["inferences"], method=energy["method"], measured=energy["measured"],
+            uncertainty=Uncertainty(**energy["uncertainty"]), noisy=energy["noisy"],
+            timeline=tuple(tuple(window) for window in energy.get("timeline", ()))),
+    )
+
+
+def _report_from_dict(data: dict) -> RunReport:
+    from greencompress.gates import GateResult
+    from greencompress.measure.energy.carbon import GridIntensity
+
+    carbon = data["carbon"]
+    carbon_settings = CarbonSettings(GridIntensity(**carbon["intensity"]), carbon["pue"], carbon["price_per_kwh"],
+                                     carbon["currency"])
+    meter = data["energy_meter"]
+    results = []
+    for item in data["artifacts"]:
+        artifact = Artifact(item["name"], item["runtime"], item["precision"],
+                            Path(item["path"]) if item["path"] else None, item["size_bytes"], item["params"], item["macs"])
+        benchmarks = [_benchmark_from(latency, item["energy"][batch]) for batch, latency in item["latency"].items()]
+        accuracy = Accuracy(**item["accuracy"]) if item["accuracy"] else None
+        results.append(ArtifactResult(artifact, accuracy, tuple(benchmarks)))
+    return RunReport(
+        name=data["name"], created_utc=data["created_utc"], run_dir=Path(data["run_dir"]), recipe=data["recipe"],
+        environment=data["environment"], provenance=data["provenance"], data=data["data"], export=data["export"],
+        stages=data["stages"],
+        energy_meter=MeterDescription(meter["method"], meter["measured"], tuple(meter["domains"]), meter["assumptions"]),
+        energy_meter_reason=meter["reason"],
+        idle=IdleBaseline(**meter["idle"]),
+        carbon=carbon_settings,
+        artifacts=results,
+        comparisons=[Comparison(**{k: v for k, v in c.items() if k != "faster"}) for c in data["comparisons"]],
+        notes=data["notes"],
+        gates=tuple(GateResult(**gate) for gate in data.get("gates", ())),
+        complete=data.get("complete", True),
+    )

@@ -25,7 +25,7 @@ def result(name, runtime, precision, p50_ms, joules, batch_size=1, top1=0.9, met
         active_ci95_j=relative_ci * joules, joules_per_inference_by_domain={"cpu": joules}, idle_power_w={"cpu": 2.0},
         windows=5, window_s=1.0, inferences=100 * batch_size, method=method, measured=method != "estimate",
         uncertainty=BAND, noisy=relative_ci > 0.05)
-    return ArtifactResult(Artifact(name, runtime, precision, path, 1000, 5000),
+    return ArtifactResult(Artifact.of_file(name, runtime, precision, path, 1000, 5000),
                           Accuracy(top1, 0.99, 100) if top1 is not None else None, (Benchmark(latency, energy),))
 
 

@@ -1,0 +1,153 @@
+"""report.html: one self-contained file (plots embedded as PNG), rendered from a RunReport."""
+
+from __future__ import annotations
+
+import base64
+import math
+from html import escape
+
+from greencompress.measure.energy.carbon import carbon_per_million
+from greencompress.report import plots
+from greencompress.report.markdown import (
+    carbon_legend,
+    carbon_table,
+    comparison_table,
+    energy_legend,
+    gate_lines,
+    plain_findings,
+)
+from greencompress.report.schema import Comparison, RunReport
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
+table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.9rem; }
+th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }
+th:first-child, td:first-child { text-align: left; }
+.headline { display: flex; gap: 1rem; flex-wrap: wrap; }
+.card { border: 1px solid #ccc; border-radius: 6px; padding: 0.75rem 1rem; min-width: 16rem; }
+.card .big { font-size: 1.6rem; font-weight: 600; }
+.method { font-size: 0.8rem; color: #555; }
+.note { background: #fff4d6; padding: 0.5rem 0.75rem; border-left: 4px solid #e0a800; margin: 0.5rem 0; }
+figure { margin: 1rem 0; } figure img { max-width: 100%; }
+"""
+
+
+def render_html(report: RunReport) -> str:
+    """The whole report.html: headline, per-artifact table, comparisons, plots, energy and carbon notes."""
+    cpu = report.environment["cpu"]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>greencompress report: {escape(report.name)}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>greencompress report: {escape(report.name)}</h1>",
+        *([] if report.complete else [f'<p class="note"><b>INCOMPLETE</b>: {escape(report.notes[-1])}</p>']),
+        f"<p>Measured {escape(report.created_utc)} on <b>{escape(cpu['model'])}</b> "
+        f"({cpu['logical_cores']} logical cores; flags: {escape(', '.join(cpu['flags']) or 'none detected')}), "
+        f"{report.environment['threads']} threads. Model: {escape(str(report.provenance.get('description', '')))}. "
+        f"Data: {escape(report.data)}.</p>",
+        '<section id="headline"><h2>Headline</h2><div class="headline">',
+        *[_headline_card(report, comparison) for comparison in _headline_comparisons(report)],
+        "</div>",
+        *[f'<p class="note">{escape(finding)}</p>' for finding in plain_findings(report)],
+        "</section>",
+        '<section id="artifacts"><h2>Artifacts</h2>',
+        _table(*_artifact_rows(report)),
+        f'<p class="method">{escape(energy_legend(report))}</p></section>',
+        '<section id="comparisons"><h2>Compressed vs baseline (same runtime, hardware and batch size)</h2>',
+        _table(*comparison_table(report)) if report.comparisons else "<p>No pair shares a runtime and batch size.</p>",
+        "</section>",
+        '<section id="plots"><h2>Plots</h2>',
+        *_figures(report),
+        "</section>",
+        '<section id="carbon"><h2>Carbon</h2>',
+        _table(*carbon_table(report)),
+        f'<p class="method">{escape(carbon_legend(report))}</p></section>',
+        *([f'<section id="gates"><h2>Quality gates</h2><ul>{"".join(f"<li>{escape(line)}</li>" for line in gate_lines(report))}</ul></section>']
+          if report.gates else []),
+        '<section id="energy"><h2>Energy method</h2><ul>',
+        *[f"<li>{escape(line)}</li>" for line in report.energy_meter.assumptions],
+        f"<li>{escape(report.energy_meter_reason)}</li></ul></section>",
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+def _headline_comparisons(report: RunReport) -> list[Comparison]:
+    """The comparisons at the smallest batch size measured: the latency-bound case most services run."""
+    if not report.comparisons:
+        return []
+    smallest = min(c.batch_size for c in report.comparisons)
+    return [c for c in report.comparisons if c.batch_size == smallest]
+
+
+def _headline_card(report: RunReport, comparison: Comparison) -> str:
+    by_name = {r.artifact.name: r for r in report.artifacts}
+    baseline = by_name[comparison.baseline].at_batch(comparison.batch_size).energy
+    candidate = by_name[comparison.candidate].at_batch(comparison.batch_size).energy
+    saving = 1 - comparison.joules_per_inference_ratio
+    # First-order propagation of the two relative 95% intervals onto the ratio.
+    spread = comparison.joules_per_inference_ratio * math.hypot(baseline.relative_ci95, candidate.relative_ci95)
+    before = carbon_per_million(baseline.joules_per_inference, report.carbon).g_co2e_per_million
+    after = carbon_per_million(candidate.joules_per_inference, report.carbon).g_co2e_per_million
+    kind = "measured" if candidate.measured else "estimate, not measured"
+    return (
+        '<div class="card">'
+        f"<div>{escape(comparison.candidate)} vs {escape(comparison.baseline)}, batch {comparison.batch_size}</div>"
+        f'<div class="big">{_saving_text(saving)}</div>'
+        f"<div>{baseline.joules_per_inference:.4g} J &rarr; {candidate.joules_per_inference:.4g} J per inference "
+        f"(&plusmn;{100 * spread:.1f} points, 95% CI)</div>"
+        f"<div>{before:.3g} g &rarr; {after:.3g} g CO2e per million inferences</div>"
+        f'<div class="method">method: {escape(candidate.method)} ({kind}); systematic band '
+        f"-{100 * candidate.uncertainty.low_fraction:.0f}%/+{100 * candidate.uncertainty.high_fraction:.0f}%</div>"
+        "</div>"
+    )
+
+
+def _saving_text(saving: float) -> str:
+    return f"{100 * saving:.0f}% energy saved" if saving >= 0 else f"{-100 * saving:.0f}% MORE energy"
+
+
+def _artifact_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
+    headers = ["artifact", "batch", "top-1", "p50 ms", "p99 ms", "items/s", f"J/inf ({report.energy_meter.method})",
+               "95% CI", "size MB", "params", "MACs"]
+    rows = []
+    for result in report.artifacts:
+        artifact = result.artifact
+        for bench in result.benchmarks:
+            rows.append([
+                artifact.name, str(bench.latency.batch_size),
+                f"{100 * result.accuracy.top1:.2f}%" if result.accuracy else "n/a",
+                f"{bench.latency.p50_ms:.3f}", f"{bench.latency.p99_ms:.3f}", f"{bench.latency.throughput_per_s:.1f}",
+                f"{bench.joules_per_inference:.4g}", f"±{100 * bench.energy.relative_ci95:.1f}%",
+                f"{artifact.size_bytes / 1e6:.2f}" if artifact.size_bytes else "-",
+                f"{artifact.params / 1e6:.2f} M", f"{artifact.macs / 1e6:.1f} M",
+            ])
+    return headers, rows
+
+
+def _figures(report: RunReport) -> list[str]:
+    batch = min(b.latency.batch_size for r in report.artifacts for b in r.benchmarks)
+    figures = [
+        ("accuracy-vs-energy", f"Accuracy against energy per inference (batch {batch})", plots.accuracy_vs_energy(report, batch)),
+        ("latency", "Latency per batch (box: p25-p75, whiskers: p1-p99)", plots.latency_distribution(report)),
+        ("energy-by-domain", f"Energy per inference by domain (batch {batch})", plots.energy_by_domain(report, batch)),
+        ("timeline", "Mean power of each benchmark window", plots.power_timeline(report)),
+    ]
+    html = []
+    for name, caption, png in figures:
+        if png is None:
+            reason = ("no accuracy (synthetic data)" if name == "accuracy-vs-energy"
+                      else "the energy figures are estimates: there are no power readings to plot")
+            html.append(f'<p class="method">{escape(caption)}: not drawn, {reason}.</p>')
+            continue
+        encoded = base64.b64encode(png).decode()
+        html.append(f'<figure id="plot-{name}"><img alt="{escape(caption)}" src="data:image/png;base64,{encoded}">'
+                    f"<figcaption>{escape(caption)}</figcaption></figure>")
+    return html
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{escape(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -1,0 +1,115 @@
+"""Plots for report.html, as PNG bytes (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import io
+
+from greencompress.report.schema import RunReport
+
+_COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02"]
+
+
+def _figure(width: float = 6.4, height: float = 3.6):
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: never try to open a window
+    from matplotlib import pyplot
+
+    return pyplot.subplots(figsize=(width, height), dpi=100)
+
+
+def _png(figure) -> bytes:
+    from matplotlib import pyplot
+
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png")
+    pyplot.close(figure)
+    return buffer.getvalue()
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points (energy, accuracy) that no other point beats on both: less energy and at least the accuracy."""
+    front, best_accuracy = [], float("-inf")
+    for energy, accuracy in sorted(points, key=lambda point: (point[0], -point[1])):
+        if accuracy > best_accuracy:
+            front.append((energy, accuracy))
+            best_accuracy = accuracy
+    return front
+
+
+def accuracy_vs_energy(report: RunReport, batch_size: int) -> bytes | None:
+    """Top-1 against joules per inference at one batch size, the Pareto front drawn; None without accuracy."""
+    points = []
+    for result in report.artifacts:
+        bench = result.at_batch(batch_size)
+        if result.accuracy and bench:
+            points.append((result.artifact.name, bench.joules_per_inference, 100 * result.accuracy.top1, bench.energy))
+    if not points:
+        return None
+    figure, axes = _figure()
+    for index, (name, joules, top1, energy) in enumerate(points):
+        axes.errorbar(joules, top1, xerr=energy.ci95_j, fmt="o", color=_COLORS[index % len(_COLORS)], label=name)
+    front = pareto_front([(joules, top1) for _, joules, top1, _ in points])
+    axes.plot(*zip(*front), "--", color="grey", linewidth=1, label="Pareto front")
+    axes.set_xlabel(f"J per inference (batch {batch_size}, {report.energy_meter.method})")
+    axes.set_ylabel("top-1 accuracy (%)")
+    axes.legend(fontsize=8)
+    return _png(figure)
+
+
+def latency_distribution(report: RunReport) -> bytes:
+    """Box plots of per-batch latency (whiskers p1-p99) for each artifact and batch size."""
+    stats, labels = [], []
+    for result in report.artifacts:
+        for bench in result.benchmarks:
+            q = bench.latency.percentiles_ms
+            if len(q) == 101:
+                stats.append({"whislo": q[1], "q1": q[25], "med": q[50], "q3": q[75], "whishi": q[99], "fliers": []})
+                labels.append(f"{result.artifact.name}\nbatch {bench.latency.batch_size}")
+    figure, axes = _figure(width=max(6.4, 1.1 * len(stats)))
+    axes.bxp(stats, showfliers=False)
+    axes.set_xticks(range(1, len(labels) + 1), labels, fontsize=7)
+    axes.set_ylabel("latency per batch (ms)")
+    axes.set_yscale("log")
+    return _png(figure)
+
+
+def energy_by_domain(report: RunReport, batch_size: int) -> bytes:
+    """Stacked bars of joules per inference by domain (cpu, dram, gpu...) at one batch size."""
+    figure, axes = _figure()
+    names = [r.artifact.name for r in report.artifacts if r.at_batch(batch_size)]
+    domains = sorted({d for r in report.artifacts for b in r.benchmarks for d in b.energy.joules_per_inference_by_domain})
+    bottoms = [0.0] * len(names)
+    for index, domain in enumerate(domains):
+        values = [r.at_batch(batch_size).energy.joules_per_inference_by_domain.get(domain, 0.0)
+                  for r in report.artifacts if r.at_batch(batch_size)]
+        axes.bar(names, values, bottom=bottoms, color=_COLORS[index % len(_COLORS)], label=domain)
+        bottoms = [b + v for b, v in zip(bottoms, values)]
+    axes.set_ylabel(f"J per inference (batch {batch_size}, {report.energy_meter.method})")
+    axes.tick_params(axis="x", labelsize=8)
+    axes.legend(fontsize=8)
+    return _png(figure)
+
+
+def power_timeline(report: RunReport) -> bytes | None:
+    """Mean power of every benchmark window over time, one colour per artifact; None for an estimate."""
+    if not report.energy_meter.measured:
+        return None
+    windows = [(result.artifact.name, start, duration, joules)
+               for result in report.artifacts for bench in result.benchmarks
+               for start, duration, joules in bench.energy.timeline]
+    if not windows:
+        return None
+    origin = min(start for _, start, _, _ in windows)
+    figure, axes = _figure(width=8)
+    colors = {name: _COLORS[i % len(_COLORS)] for i, name in enumerate(dict.fromkeys(w[0] for w in windows))}
+    for name, start, duration, joules in windows:
+        axes.hlines(joules / duration, start - origin, start - origin + duration, color=colors[name], linewidth=3)
+    for name, color in colors.items():
+        axes.plot([], [], color=color, linewidth=3, label=name)
+    axes.axhline(report.idle.total_w, color="grey", linestyle=":", label="idle")
+    axes.set_xlabel("time since the first window (s)")
+    axes.set_ylabel(f"mean power per window (W, {report.energy_meter.method})")
+    axes.legend(fontsize=8)
+    return _png(figure)

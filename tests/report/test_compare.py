@@ -1,0 +1,48 @@
+"""`compare`: deltas against the first run, refusal across hardware or meters unless forced."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from greencompress.errors import GreencompressError
+from greencompress.report.compare import compare_runs, render_comparison
+
+
+def test_two_runs_side_by_side_with_deltas(tiny_run):
+    _, report = tiny_run
+    comparison = compare_runs([report, report])
+    assert comparison.mismatches == []
+    assert len(comparison.rows) == 2 * 6  # 3 artifacts x 2 batch sizes, per run
+    second = comparison.rows[6]
+    assert second[0] == "#2 tiny" and second[6] == "+0.0%" and second[8] == "+0.0%"
+    assert "| run | artifact |" in render_comparison(comparison, "markdown")
+    assert "<table>" in render_comparison(comparison, "html")
+
+
+def test_different_hardware_is_refused_unless_forced(tiny_run):
+    _, report = tiny_run
+    other_cpu = {**report.environment, "cpu": {**report.environment["cpu"], "model": "Another CPU"}}
+    other = dataclasses.replace(report, environment=other_cpu)
+    with pytest.raises(GreencompressError, match="hardware 'Another CPU x2' differs"):
+        compare_runs([report, other])
+    forced = compare_runs([report, other], force=True)
+    assert all(row[-1] == "FORCED: different settings" for row in forced.rows[6:])
+    assert forced.rows[0][-1] == ""
+
+
+def test_different_meter_or_batch_sizes_are_refused(tiny_run):
+    _, report = tiny_run
+    other_meter = dataclasses.replace(report, energy_meter=dataclasses.replace(report.energy_meter, method="rapl"))
+    with pytest.raises(GreencompressError, match="energy method 'rapl' differs"):
+        compare_runs([report, other_meter])
+    one_batch = dataclasses.replace(report, artifacts=[
+        dataclasses.replace(result, benchmarks=result.benchmarks[:1]) for result in report.artifacts])
+    with pytest.raises(GreencompressError, match="has no counterpart"):
+        compare_runs([one_batch, report])
+
+
+def test_compare_needs_two_runs(tiny_run):
+    with pytest.raises(GreencompressError, match="at least two"):
+        compare_runs([tiny_run[1]])

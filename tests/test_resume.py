@@ -1,0 +1,113 @@
+"""Runs that survive: interrupted stages leave whole files, --resume reuses what finished, caches reuse a recipe prefix."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from greencompress import pipeline
+from greencompress.pipeline import create_run_dir, run
+from greencompress.recipe import load_recipe
+
+
+@pytest.fixture
+def fresh(tiny_recipe, tmp_path):
+    recipe = load_recipe(tiny_recipe)
+    return recipe, create_run_dir(recipe, tmp_path / "runs"), tmp_path / "stage-cache"
+
+
+def test_interrupt_during_calibration_then_resume(fresh, monkeypatch, caplog):
+    recipe, run_dir, cache = fresh
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "quantize_onnx", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(recipe, run_dir, shared_cache=cache)
+    note = (run_dir / "report.md").read_text()
+    assert "INCOMPLETE" in note and "Finished stages: load, export" in note and "--resume" in note
+    assert (run_dir / "model_fp32.onnx").is_file() and not (run_dir / "model_int8.onnx").exists()
+    assert not list(run_dir.glob(".*.tmp"))
+
+    monkeypatch.undo()
+    with caplog.at_level(logging.INFO, logger="greencompress"):
+        report = run(recipe, run_dir, shared_cache=cache)
+    assert "export: reusing the finished stage in this run folder" in caplog.text
+    assert "stage quantize" in caplog.text and report.complete
+    assert json.loads((run_dir / "report.json").read_text())["complete"] is True
+
+
+def test_interrupt_during_benchmarking_writes_an_incomplete_report_then_resume(fresh, monkeypatch, caplog):
+    recipe, run_dir, cache = fresh
+    real = pipeline.benchmark_interleaved
+    calls = []
+
+    def second_batch_interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "benchmark_interleaved", second_batch_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run(recipe, run_dir, shared_cache=cache)
+    partial = json.loads((run_dir / "report.json").read_text())
+    assert partial["complete"] is False
+    assert all(list(artifact["latency"]) == ["1"] for artifact in partial["artifacts"])
+    assert "(INCOMPLETE)" in (run_dir / "report.md").read_text()
+
+    monkeypatch.undo()
+    with caplog.at_level(logging.INFO, logger="greencompress"):
+        report = run(recipe, run_dir, shared_cache=cache)
+    for stage in ("export", "quantize", "accuracy", "idle", "benchmark-batch1"):
+        assert f"{stage}: reusing the finished stage" in caplog.text
+    assert "benchmarking batch size 2" in caplog.text and report.complete
+    final = json.loads((run_dir / "report.json").read_text())
+    for before, after in zip(partial["artifacts"], final["artifacts"]):
+        assert after["energy"]["1"]["joules_per_inference"] == before["energy"]["1"]["joules_per_inference"]
+        assert set(after["latency"]) == {"1", "2"}
+
+
+def test_an_unchanged_recipe_prefix_reuses_export_and_quantization(fresh, tmp_path, caplog):
+    recipe, run_dir, cache = fresh
+    run(recipe, run_dir, shared_cache=cache)
+    changed = recipe.model_copy(update={"benchmark": recipe.benchmark.model_copy(update={"batch_sizes": [1]})})
+    second_dir = create_run_dir(changed, tmp_path / "other-runs")
+    with caplog.at_level(logging.INFO, logger="greencompress"):
+        run(changed, second_dir, shared_cache=cache)
+    assert "export: reusing the output of an earlier run" in caplog.text
+    assert "quantize: reusing the output of an earlier run" in caplog.text
+    assert (second_dir / "model_int8.onnx").read_bytes() == (run_dir / "model_int8.onnx").read_bytes()
+    assert "benchmarking batch size 1" in caplog.text  # measurements are never taken from another run
+
+
+@pytest.mark.slow
+def test_ctrl_c_from_the_command_line_then_resume(tiny_recipe, tmp_path):
+    env_cache = {"GREENCOMPRESS_CACHE": str(tmp_path / "cache")}
+    import os
+
+    env = {**os.environ, **env_cache}
+    command = [sys.executable, "-m", "greencompress", "run", str(tiny_recipe), "--output", str(tmp_path / "runs"),
+               "--set", "benchmark.windows=3", "--set", "benchmark.max_windows=3"]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+    for line in process.stderr:
+        if "benchmarking batch size 2" in line:
+            process.send_signal(signal.SIGINT)
+            break
+    _, errors = process.communicate(timeout=120)
+    assert process.returncode == 130, errors
+    (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
+    assert json.loads((run_dir / "report.json").read_text())["complete"] is False
+
+    resumed = subprocess.run([sys.executable, "-m", "greencompress", "run", "--resume", str(run_dir)],
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    log = (run_dir / "run.log").read_text()
+    assert "benchmark-batch1: reusing the finished stage" in log
+    assert json.loads((run_dir / "report.json").read_text())["complete"] is True
