@@ -85,6 +85,8 @@ def run(recipe: Recipe, run_dir: Path, recipe_path: Path | None = None, progress
 
 def _run_stages(recipe: Recipe, run_dir: Path, store: StageStore, created: str, finished: list[str],
                 progress) -> RunReport:
+    meter, meter_reason = select_meter(recipe.energy)  # first: a meter the recipe names but lacks stops here
+    log.info("energy meter: %s (%s)", meter.method, meter_reason)
     log.info("stage load: data (%s) and model (%s)", recipe.data.kind, recipe.model.source)
     data = load_data(recipe.data, recipe.seed)
     loaded = load_model(recipe.model, progress)
@@ -123,7 +125,6 @@ def _run_stages(recipe: Recipe, run_dir: Path, store: StageStore, created: str, 
 
     measure_key = stage_key("measure", upstream_key, recipe.data.model_dump(mode="json"), recipe.seed,
                             recipe.benchmark.model_dump(), recipe.energy.model_dump())
-    meter, meter_reason = select_meter(recipe.energy)
     runners = {artifact.name: _runner(artifact, model, recipe) for artifact in artifacts}
     accuracies = store.finished("accuracy", measure_key)
     if accuracies is None:

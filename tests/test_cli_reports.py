@@ -57,3 +57,14 @@ def test_json_mode_prints_the_report_and_report_command_re_renders(tiny_recipe, 
     assert refused.returncode == 2 and "refusing to compare" in refused.stderr and "Traceback" not in refused.stderr
     forced = greencompress("compare", str(run_dir), str(other), "--force")
     assert forced.returncode == 0 and "Forced:" in forced.stdout and "Some Other CPU" in forced.stdout
+
+
+def test_a_named_meter_that_is_missing_stops_before_any_work(tiny_recipe, tmp_path, cache_env, monkeypatch):
+    import greencompress.measure.energy.rapl as rapl
+
+    if rapl.POWERCAP_ROOT.is_dir() and any(rapl.POWERCAP_ROOT.glob("intel-rapl:*")):
+        pytest.skip("this machine has RAPL zones")
+    result = greencompress("run", str(tiny_recipe), "--output", str(tmp_path / "runs"), "--set", "energy.meter=rapl")
+    assert result.returncode == 2 and "energy.meter: rapl is not available here" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "runs").glob("*/*/model_fp32.onnx"))  # nothing was exported
