@@ -19,18 +19,20 @@ import numpy as np
 import torch
 import yaml
 
+from greencompress.compress.finetune import finetune
+from greencompress.compress.prune import prune_structured, prune_unstructured, replay_pruning
 from greencompress.compress.quantize import quantize_onnx
 from greencompress.data import DataSplits, batches, load_data
 from greencompress.environment import environment
 from greencompress.export import EXPORTER, check_parity, export_onnx
-from greencompress.files import write_text_atomic
+from greencompress.files import write_bytes_atomic, write_text_atomic
 from greencompress.gates import evaluate_gates
 from greencompress.measure.accuracy import Accuracy, evaluate
 from greencompress.measure.benchmark import IdleBaseline, benchmark_interleaved, measure_idle, window_duration_s
 from greencompress.measure.energy import select_meter
 from greencompress.measure.energy.carbon import carbon_settings
 from greencompress.models import load_model
-from greencompress.recipe import QuantizeConfig, Recipe, recipe_to_dict
+from greencompress.recipe import FinetuneConfig, PruneConfig, QuantizeConfig, Recipe, recipe_to_dict
 from greencompress.report import write_reports
 from greencompress.report.schema import (
     ArtifactResult,
@@ -94,11 +96,11 @@ def _run_stages(recipe: Recipe, run_dir: Path, store: StageStore, created: str, 
     macs, params = _macs_and_params(model, recipe.input_shape)
     finished.append("load")
 
-    export_key = stage_key("export", recipe.model.model_dump(mode="json"), loaded.provenance.get("sha256"),
-                           recipe.input_shape, recipe.export.model_dump(), torch.__version__)
+    load_key = stage_key("load", recipe.model.model_dump(mode="json"), loaded.provenance.get("sha256"))
+    export_key = stage_key("export", load_key, recipe.input_shape, recipe.export.model_dump(), torch.__version__)
     export = store.finished("export", export_key, files=("model_fp32.onnx",))
     if export is None:
-        export = _export_stage(model, data, recipe, run_dir)
+        export = _export_stage(model, data, recipe, run_dir / "model_fp32.onnx")
         store.save("export", export_key, export, files=("model_fp32.onnx",), share=True)
     finished.append("export")
 
@@ -107,18 +109,62 @@ def _run_stages(recipe: Recipe, run_dir: Path, store: StageStore, created: str, 
         Artifact.of_file("torch-fp32", "torch", "fp32", Path(checkpoint) if checkpoint else None, params, macs),
         Artifact.of_file("onnxruntime-fp32", "onnxruntime", "fp32", run_dir / "model_fp32.onnx", params, macs),
     ]
-    stage_records, upstream_key = [], export_key
+    stage_records: list[dict] = []
+
+    # Stages on the PyTorch model (prune, finetune), each from the last one's output.
+    compressed, upstream_key, tags = model, load_key, []
+    torch_stages = [stage for stage in recipe.stages if stage.technique in _TORCH_STAGES]
+    for index, stage in enumerate(torch_stages, start=1):
+        name, output = f"{index}-{stage.technique}", f"model_{index}_{stage.technique}.pt"
+        key = stage_key(name, upstream_key, stage.config.model_dump(mode="json"), recipe.data.model_dump(mode="json"),
+                        recipe.seed)
+        record = store.finished(name, key, files=(output,))
+        if record is None:
+            log.info("stage %s", stage.technique)
+            compressed, record = _TORCH_STAGES[stage.technique](
+                stage.config, compressed, model, data, recipe, run_dir / "stages" / name, progress)
+            record["metrics"].update(_torch_metrics(compressed, data, recipe, progress, f"evaluating after {name}"))
+            _save_torch_model(compressed, run_dir / output)
+            store.save(name, key, record, files=(output,), share=True)
+        else:
+            compressed = _load_torch_model(recipe, run_dir / output)
+        stage_records.append({"technique": stage.technique, "settings": stage.config.model_dump(mode="json"),
+                              "metrics": record["metrics"]})
+        finished.append(name)
+        upstream_key = key
+        tags.append(_TAGS[stage.technique])
+
+    onnx_input = artifacts[1]
+    if torch_stages:
+        tag = "-".join(dict.fromkeys(tags))
+        export_key = stage_key("export-compressed", upstream_key, recipe.input_shape, recipe.export.model_dump())
+        if store.finished("export-compressed", export_key, files=("model_compressed_fp32.onnx",)) is None:
+            compressed_export = _export_stage(compressed, data, recipe, run_dir / "model_compressed_fp32.onnx")
+            store.save("export-compressed", export_key, compressed_export, files=("model_compressed_fp32.onnx",),
+                       share=True)
+        compressed_macs, compressed_params = _macs_and_params(compressed, recipe.input_shape)
+        onnx_input = Artifact.of_file(f"onnxruntime-{tag}-fp32", "onnxruntime", "fp32",
+                                      run_dir / "model_compressed_fp32.onnx", compressed_params, compressed_macs)
+        artifacts.append(onnx_input)
+        upstream_key = export_key
+    else:
+        tag = ""
+
     for stage in recipe.stages:
+        if stage.technique in _TORCH_STAGES:
+            continue
         handler, output = _STAGES[stage.technique]
         key = stage_key(stage.technique, upstream_key, stage.config.model_dump(), recipe.data.model_dump(mode="json"),
                         recipe.seed)
         record = store.finished(stage.technique, key, files=(output,))
         if record is None:
             log.info("stage %s", stage.technique)
-            record = handler(stage.config, artifacts[1], run_dir / output, data, recipe, progress)
+            record = handler(stage.config, onnx_input, run_dir / output, data, recipe, progress)
             store.save(stage.technique, key, record, files=(output,), share=True)
-        artifacts.append(Artifact.of_file(record["artifact"], "onnxruntime", record["precision"], run_dir / output,
-                                          params, macs))  # quantization keeps the graph's parameters and MACs
+        name = f"onnxruntime-{tag}-{record['precision']}" if tag else record["artifact"]
+        # Quantization keeps the graph: the parameters and MACs of the model it was made from.
+        artifacts.append(Artifact.of_file(name, "onnxruntime", record["precision"], run_dir / output,
+                                          onnx_input.params, onnx_input.macs))
         stage_records.append({"technique": stage.technique, "settings": record["settings"]})
         finished.append(stage.technique)
         upstream_key = key
@@ -174,16 +220,16 @@ def _run_stages(recipe: Recipe, run_dir: Path, store: StageStore, created: str, 
     return report
 
 
-def _export_stage(model, data: DataSplits, recipe: Recipe, run_dir: Path) -> dict:
-    log.info("stage export: FP32 model to ONNX (%s, opset %d)", EXPORTER, recipe.export.opset)
-    temporary = run_dir / ".model_fp32.onnx.tmp"
+def _export_stage(model, data: DataSplits, recipe: Recipe, output: Path) -> dict:
+    log.info("stage export: %s to ONNX (%s, opset %d)", output.name, EXPORTER, recipe.export.opset)
+    temporary = output.with_name(f".{output.name}.tmp")
     export_onnx(model, recipe.input_shape, temporary, recipe.export.opset)
     parity = check_parity(
         TorchRunner(model), OnnxRuntimeRunner(temporary, recipe.benchmark.threads),
         batches(data.eval, recipe.data.batch_size, limit=recipe.export.parity_samples),
         recipe.export.parity_max_abs_diff, recipe.export.parity_min_top1_agreement,
     )
-    temporary.replace(run_dir / "model_fp32.onnx")  # only a model that passed parity gets its real name
+    temporary.replace(output)  # only a model that passed parity gets its real name
     log.info("parity: max |diff| %.3g, top-1 agreement %.2f%% on %d inputs",
              parity.max_abs_diff, 100 * parity.top1_agreement, parity.samples)
     return {"parity": asdict(parity)}
@@ -198,9 +244,74 @@ def _quantize_stage(config: QuantizeConfig, fp32: Artifact, output: Path, data: 
     return {"artifact": "onnxruntime-int8", "precision": "int8", "settings": settings}
 
 
-# Techniques that operate on the exported FP32 ONNX model, with the file each writes. Pruning and
-# fine-tuning, which act on the PyTorch model before export, will run before the export stage.
+# Techniques that operate on the exported FP32 ONNX model, with the file each writes.
 _STAGES = {"quantize": (_quantize_stage, "model_int8.onnx")}
+
+
+def _prune_stage(config: PruneConfig, model, original, data: DataSplits, recipe: Recipe, work_dir: Path,
+                 progress) -> tuple[object, dict]:
+    if config.method == "unstructured":
+        result = prune_unstructured(model, config)
+        return result.model, {"metrics": {
+            "total_sparsity": result.total_sparsity, "layer_sparsity": result.layer_sparsity,
+            "zipped_bytes_before": result.zipped_bytes_before, "zipped_bytes_after": result.zipped_bytes_after,
+            "note": "zeros are not skipped by dense runtimes: expect a smaller compressed file, not lower latency",
+        }}
+    result = prune_structured(model, recipe.input_shape, config,
+                              batches(data.calibration, recipe.data.batch_size, limit=recipe.data.batch_size), progress)
+    # Saved with the weights, so the pruned architecture can be rebuilt from the original one.
+    result.model._greencompress_pruning_history = [*getattr(model, "_greencompress_pruning_history", []),
+                                                   *result.pruning_history]
+    return result.model, {"metrics": {
+        "macs_before": result.macs_before, "macs_after": result.macs_after,
+        "params_before": result.params_before, "params_after": result.params_after,
+        "untouched_layers": result.untouched_layers,
+    }}
+
+
+def _finetune_stage(config: FinetuneConfig, model, original, data: DataSplits, recipe: Recipe, work_dir: Path,
+                    progress) -> tuple[object, dict]:
+    teacher = original if config.distillation is not None else None
+    result = finetune(model, data.train, config, recipe.seed, work_dir, teacher=teacher, progress=progress)
+    return result.model, {"metrics": {"history": result.history, "best_epoch": result.best_epoch,
+                                      "resumed_from_epoch": result.resumed_from_epoch}}
+
+
+# Techniques that change the PyTorch model before export, and the word an artifact's name takes from each.
+_TORCH_STAGES = {"prune": _prune_stage, "finetune": _finetune_stage}
+_TAGS = {"prune": "pruned", "finetune": "finetuned"}
+
+
+def _torch_metrics(model, data: DataSplits, recipe: Recipe, progress, label: str) -> dict:
+    """What a PyTorch-level stage left: accuracy on the evaluation split, MACs, parameters, weights size."""
+    macs, params = _macs_and_params(model, recipe.input_shape)
+    metrics = {"macs": macs, "params": params,
+               "state_dict_bytes": sum(t.numel() * t.element_size() for t in model.state_dict().values())}
+    if data.labelled:
+        accuracy = evaluate(TorchRunner(model), data.eval, recipe.data.batch_size, progress, label)
+        metrics.update(top1=accuracy.top1, top5=accuracy.top5)
+    return metrics
+
+
+def _save_torch_model(model, path: Path) -> None:
+    """The model as its pruning history plus weights: reloadable with weights_only=True (no pickled code)."""
+    import io
+
+    history = getattr(model, "_greencompress_pruning_history", [])
+    buffer = io.BytesIO()
+    torch.save({"pruning_history": history, "state_dict": model.state_dict()}, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def _load_torch_model(recipe: Recipe, path: Path):
+    """Rebuild a saved stage output: the original architecture, the pruning replayed, then the weights."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = load_model(recipe.model).module
+    if state["pruning_history"]:
+        replay_pruning(model, recipe.input_shape, state["pruning_history"])
+    model.load_state_dict(state["state_dict"])
+    model._greencompress_pruning_history = state["pruning_history"]
+    return model.eval()
 
 
 def _runner(artifact: Artifact, model, recipe: Recipe):

@@ -178,9 +178,48 @@ class QuantizeConfig(_Section):
     reduce_range: Literal["auto"] | bool = "auto"
 
 
+class PruneConfig(_Section):
+    """Pruning of the PyTorch model before export: `structured` removes channels, `unstructured` zeros weights."""
+
+    method: Literal["structured", "unstructured"] = "structured"
+    importance: Literal["l1", "l2", "bn_scale", "taylor", "random"] = "l1"  # structured: channel score
+    ratio: float = Field(default=0.5, gt=0, lt=1)  # structured: share of each prunable layer's channels removed
+    global_pruning: bool = False  # structured: rank channels across layers instead of within each
+    ignore: list[str] | None = None  # structured: layers never pruned (default: the final classifier)
+    round_to: int | None = Field(default=None, ge=1)  # structured: keep channel counts multiples of this
+    iterative_steps: int = Field(default=1, ge=1)
+    sparsity: float = Field(default=0.5, gt=0, lt=1)  # unstructured: share of weights set to zero
+    scope: Literal["global", "layer"] = "global"  # unstructured: one threshold for all layers, or per layer
+
+
+class DistillationConfig(_Section):
+    """Knowledge distillation from the unpruned model: loss = alpha * KD(T) + (1 - alpha) * cross-entropy."""
+
+    temperature: float = Field(default=4.0, gt=0)
+    alpha: float = Field(default=0.5, ge=0, le=1)
+
+
+class FinetuneConfig(_Section):
+    """Fine-tuning of the PyTorch model (after pruning) on the training split, best epoch kept."""
+
+    epochs: int = Field(default=3, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    learning_rate: float = Field(default=0.01, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    warmup_epochs: float = Field(default=0.0, ge=0)  # linear warm-up, then cosine decay to 0
+    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+    distillation: DistillationConfig | None = None
+    validation_fraction: float = Field(default=0.1, gt=0, lt=1)  # held out of the training split to pick the best epoch
+    early_stopping_patience: int | None = Field(default=None, ge=1)  # epochs without a better validation top-1
+
+
 class StageSpec(_Section):
     """One entry of `stages`: a mapping with exactly one key, the technique, whose value is its config."""
 
+    prune: PruneConfig | None = None
+    finetune: FinetuneConfig | None = None
     quantize: QuantizeConfig | None = None
 
     @model_validator(mode="after")
@@ -282,6 +321,20 @@ class Recipe(_Section):
     export: ExportSpec = Field(default_factory=ExportSpec)
     gates: GatesSpec = Field(default_factory=GatesSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
+
+    @model_validator(mode="after")
+    def _stage_order(self) -> Recipe:
+        # prune and finetune change the PyTorch model, so they must come before quantize, which works on its export.
+        techniques = [stage.technique for stage in self.stages]
+        if "quantize" in techniques and any(t != "quantize" for t in techniques[techniques.index("quantize"):]):
+            raise ValueError(f"stages: prune and finetune must come before quantize, got {' -> '.join(techniques)}")
+        if techniques.count("quantize") > 1:
+            raise ValueError("stages: at most one quantize stage")
+        needs_labels = "finetune" in techniques or any(
+            stage.prune is not None and stage.prune.importance == "taylor" for stage in self.stages)
+        if needs_labels and self.data.kind == "synthetic":
+            raise ValueError("stages: finetune and taylor pruning need labelled training data; data.kind synthetic has none")
+        return self
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

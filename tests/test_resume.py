@@ -89,19 +89,21 @@ def test_an_unchanged_recipe_prefix_reuses_export_and_quantization(fresh, tmp_pa
 
 @pytest.mark.slow
 def test_ctrl_c_from_the_command_line_then_resume(tiny_recipe, tmp_path):
-    env_cache = {"GREENCOMPRESS_CACHE": str(tmp_path / "cache")}
     import os
+    import time
 
-    env = {**os.environ, **env_cache}
+    env = {**os.environ, "GREENCOMPRESS_CACHE": str(tmp_path / "cache")}
+    # Windows of 2 s: batch size 2 takes 3 artifacts x 3 windows x 2 s, time enough to press Ctrl-C inside it.
     command = [sys.executable, "-m", "greencompress", "run", str(tiny_recipe), "--output", str(tmp_path / "runs"),
-               "--set", "benchmark.windows=3", "--set", "benchmark.max_windows=3"]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
-    for line in process.stderr:
-        if "benchmarking batch size 2" in line:
-            process.send_signal(signal.SIGINT)
-            break
-    _, errors = process.communicate(timeout=120)
-    assert process.returncode == 130, errors
+               "--set", "benchmark.windows=3", "--set", "benchmark.max_windows=3", "--set", "benchmark.window_s=2"]
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 240
+    while not list((tmp_path / "runs").glob("tiny/*/stages/benchmark-batch1.json")):
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before batch size 1 finished"
+        time.sleep(0.2)
+    time.sleep(1.0)  # well inside batch size 2's 18 s
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 130
     (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
     assert json.loads((run_dir / "report.json").read_text())["complete"] is False
 

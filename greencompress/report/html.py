@@ -15,6 +15,7 @@ from greencompress.report.markdown import (
     energy_legend,
     gate_lines,
     plain_findings,
+    stage_lines,
 )
 from greencompress.report.schema import Comparison, RunReport
 
@@ -57,6 +58,9 @@ def render_html(report: RunReport) -> str:
         '<section id="comparisons"><h2>Compressed vs baseline (same runtime, hardware and batch size)</h2>',
         _table(*comparison_table(report)) if report.comparisons else "<p>No pair shares a runtime and batch size.</p>",
         "</section>",
+        '<section id="stages"><h2>Stages</h2><ul>',
+        *[f"<li>{escape(line)}</li>" for line in stage_lines(report)],
+        "</ul></section>",
         '<section id="plots"><h2>Plots</h2>',
         *_figures(report),
         "</section>",

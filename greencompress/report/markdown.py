@@ -118,6 +118,31 @@ def plain_findings(report: RunReport) -> list[str]:
     return findings
 
 
+def stage_lines(report: RunReport) -> list[str]:
+    """One line per stage: its settings and, for stages on the PyTorch model, what it cost and bought."""
+    lines = []
+    for stage in report.stages:
+        metrics = stage.get("metrics", {})
+        facts = []
+        if "top1" in metrics:
+            facts.append(f"top-1 after it {100 * metrics['top1']:.2f}%")
+        if "macs" in metrics:
+            facts.append(f"{metrics['macs'] / 1e6:.1f} M MACs, {metrics['params'] / 1e6:.2f} M parameters")
+        if "macs_before" in metrics:
+            facts.append(f"MACs {metrics['macs_before'] / 1e6:.1f} M -> {metrics['macs_after'] / 1e6:.1f} M")
+        if metrics.get("untouched_layers"):
+            facts.append(f"left untouched (unsafe to prune): {', '.join(metrics['untouched_layers'])}")
+        if "total_sparsity" in metrics:
+            facts.append(f"{100 * metrics['total_sparsity']:.1f}% of conv/linear weights are zero; zipped weights "
+                         f"{metrics['zipped_bytes_before'] / 1e6:.2f} MB -> {metrics['zipped_bytes_after'] / 1e6:.2f} MB; "
+                         f"{metrics['note']}")
+        if "best_epoch" in metrics:
+            facts.append(f"best validation epoch {metrics['best_epoch']} of {len(metrics['history'])}")
+        summary = f": {'; '.join(facts)}" if facts else ""
+        lines.append(f"`{stage['technique']}` ({_settings(stage['settings'])}){summary}")
+    return lines
+
+
 def gate_lines(report: RunReport) -> list[str]:
     """One sentence per quality gate check: PASS or FAIL, on which comparison, with the figure."""
     return [f"{'PASS' if gate.passed else 'FAIL'} {gate.gate}: {gate.comparison}: {gate.detail}" for gate in report.gates]
@@ -182,7 +207,7 @@ def render_markdown(report: RunReport) -> str:
         "",
         "## Stages",
         "",
-        *[f"- `{stage['technique']}`: {_settings(stage['settings'])}" for stage in report.stages],
+        *[f"- {line}" for line in stage_lines(report)],
     ]
     if report.gates:
         lines += ["", "## Quality gates", "", *[f"- {line}" for line in gate_lines(report)]]
@@ -198,7 +223,7 @@ def _markdown_table(table: Table) -> list[str]:
 
 
 def _settings(settings: dict) -> str:
-    return ", ".join(f"{key}={value}" for key, value in settings.items())
+    return ", ".join(f"{key}={value}" for key, value in settings.items() if value is not None)
 
 
 def _percent(fraction: float) -> str:

@@ -54,11 +54,14 @@ class Comparison:
         return self.latency_p50_ratio < 1.0
 
 
-def compare_same_runtime(results: list[ArtifactResult], baseline_precision: str = "fp32") -> list[Comparison]:
-    """Every non-baseline artifact against the fp32 artifact of its own runtime, at each shared batch size."""
+def compare_same_runtime(results: list[ArtifactResult]) -> list[Comparison]:
+    """Every compressed artifact against the original FP32 artifact of its own runtime, at each shared batch size.
+
+    The baseline of a runtime is the artifact named `<runtime>-fp32`: the pretrained model as given.
+    """
     comparisons = []
     for baseline in results:
-        if baseline.artifact.precision != baseline_precision:
+        if baseline.artifact.name != f"{baseline.artifact.runtime}-fp32":
             continue
         for candidate in results:
             if candidate is baseline or candidate.artifact.runtime != baseline.artifact.runtime:

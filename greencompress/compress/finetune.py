@@ -1,0 +1,152 @@
+"""Fine-tuning from the pretrained or pruned model: seeded, resumable per epoch, best validation epoch kept."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from greencompress.files import write_bytes_atomic
+from greencompress.recipe import FinetuneConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FinetuneResult:
+    """The best model (by validation top-1), the per-epoch history, and whether it resumed from a checkpoint."""
+
+    model: nn.Module
+    history: list[dict]  # per epoch: epoch, train_loss, validation_top1
+    best_epoch: int
+    resumed_from_epoch: int | None
+
+
+def split_for_validation(train_set: Dataset, fraction: float, seed: int) -> tuple[Subset, Subset]:
+    """A seeded (training, validation) split of the training set: the evaluation split is never used to choose."""
+    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed)).tolist()
+    held_out = max(1, int(round(fraction * len(train_set))))
+    return Subset(train_set, order[held_out:]), Subset(train_set, order[:held_out])
+
+
+def finetune(model: nn.Module, train_set: Dataset, config: FinetuneConfig, seed: int, checkpoint_dir: Path,
+             teacher: nn.Module | None = None, progress=None) -> FinetuneResult:
+    """Train `model` (a copy) for `config.epochs`; resumes from `checkpoint_dir/last.pt` when it is there."""
+    model = copy.deepcopy(model)
+    training, validation = split_for_validation(train_set, config.validation_fraction, seed)
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(training, batch_size=config.batch_size, shuffle=True, generator=generator, num_workers=0)
+    optimizer = _optimizer(model, config)
+    steps_per_epoch = len(loader)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config, steps_per_epoch))
+    loss_function = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    history: list[dict] = []
+    best_top1, best_state, best_epoch, start_epoch, resumed = -1.0, None, 0, 0, None
+
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    last = checkpoint_dir / "last.pt"
+    if last.is_file():
+        state = torch.load(last, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        generator.set_state(state["generator"])
+        history, best_top1, best_epoch = state["history"], state["best_top1"], state["best_epoch"]
+        best_state, start_epoch = state["best_model"], state["epoch"]
+        resumed = start_epoch
+        log.info("finetune: resuming after epoch %d from %s", start_epoch, last)
+
+    # Weights that are exactly zero (unstructured pruning) stay zero: otherwise training would undo the sparsity.
+    zero_masks = [(module.weight, module.weight != 0) for module in model.modules()
+                  if isinstance(module, (nn.Conv2d, nn.Linear)) and bool((module.weight == 0).any())]
+    if teacher is not None:
+        teacher = teacher.eval()
+    task = progress.add_task("fine-tuning", total=config.epochs * steps_per_epoch,
+                             completed=start_epoch * steps_per_epoch) if progress else None
+    for epoch in range(start_epoch, config.epochs):
+        if config.early_stopping_patience and epoch - best_epoch >= config.early_stopping_patience:
+            log.info("finetune: early stop after epoch %d (best epoch %d)", epoch, best_epoch)
+            break
+        model.train()
+        total_loss = 0.0
+        for inputs, labels in loader:
+            logits = model(inputs)
+            loss = loss_function(logits, labels)
+            if teacher is not None and config.distillation is not None:
+                loss = _distill(loss, logits, teacher, inputs, config)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                for weight, mask in zero_masks:
+                    weight.mul_(mask)
+            schedule.step()
+            total_loss += loss.item()
+            if progress:
+                progress.update(task, advance=1, description=f"fine-tuning epoch {epoch + 1} loss {loss.item():.3f}")
+        top1 = _top1(model, validation, config.batch_size)
+        history.append({"epoch": epoch + 1, "train_loss": total_loss / steps_per_epoch, "validation_top1": top1})
+        log.info("finetune: epoch %d/%d, loss %.4f, validation top-1 %.2f%%", epoch + 1, config.epochs,
+                 total_loss / steps_per_epoch, 100 * top1)
+        if top1 > best_top1:
+            best_top1, best_epoch, best_state = top1, epoch + 1, copy.deepcopy(model.state_dict())
+        checkpoint = {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                      "schedule": schedule.state_dict(), "generator": generator.get_state(), "history": history,
+                      "best_top1": best_top1, "best_epoch": best_epoch, "best_model": best_state}
+        _save_atomic(checkpoint, last)
+    model.load_state_dict(best_state)
+    return FinetuneResult(model.eval(), history, best_epoch, resumed)
+
+
+def _optimizer(model: nn.Module, config: FinetuneConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    return torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum,
+                           weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+
+
+def _warmup_cosine(config: FinetuneConfig, steps_per_epoch: int):
+    warmup = config.warmup_epochs * steps_per_epoch
+    total = config.epochs * steps_per_epoch
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def _distill(hard_loss, logits, teacher: nn.Module, inputs, config: FinetuneConfig):
+    temperature, alpha = config.distillation.temperature, config.distillation.alpha
+    with torch.no_grad():
+        teacher_logits = teacher(inputs)
+    soft = nn.functional.kl_div(nn.functional.log_softmax(logits / temperature, dim=1),
+                                nn.functional.softmax(teacher_logits / temperature, dim=1), reduction="batchmean")
+    # T^2 keeps the soft term's gradients on the scale of the hard term's (Hinton et al., 2015).
+    return alpha * soft * temperature**2 + (1 - alpha) * hard_loss
+
+
+def _top1(model: nn.Module, dataset: Dataset, batch_size: int) -> float:
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for inputs, labels in DataLoader(dataset, batch_size=batch_size, num_workers=0):
+            correct += int((model(inputs).argmax(1) == labels).sum())
+            total += len(labels)
+    return correct / total
+
+
+def _save_atomic(state: dict, path: Path) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes_atomic(path, buffer.getvalue())

@@ -1,0 +1,52 @@
+"""prune -> finetune -> quantize through the pipeline: each stage reported, the pruned model reloaded on resume."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from greencompress.pipeline import create_run_dir, run
+from greencompress.recipe import load_recipe
+
+
+def with_stages(recipe_path, stages: str):
+    text = recipe_path.read_text().replace("stages:\n  - quantize:", f"stages:\n{stages}\n  - quantize:")
+    recipe_path.write_text(text)
+    return load_recipe(recipe_path)
+
+
+def test_prune_finetune_quantize_chain(tiny_recipe, tmp_path, caplog):
+    recipe = with_stages(tiny_recipe, "  - prune: {ratio: 0.5}\n  - finetune: {epochs: 2, batch_size: 4, "
+                                      "distillation: {temperature: 2.0, alpha: 0.5}}")
+    run_dir = create_run_dir(recipe, tmp_path / "runs")
+    report = run(recipe, run_dir, shared_cache=tmp_path / "cache")
+    names = [result.artifact.name for result in report.artifacts]
+    assert names == ["torch-fp32", "onnxruntime-fp32", "onnxruntime-pruned-finetuned-fp32",
+                     "onnxruntime-pruned-finetuned-int8"]
+    original, pruned = report.artifacts[1].artifact, report.artifacts[2].artifact
+    assert 0.45 < pruned.macs / original.macs < 0.55 and pruned.params < original.params
+    assert {c.baseline for c in report.comparisons} == {"onnxruntime-fp32"}  # the original model is the baseline
+    prune_stage, finetune_stage, _ = report.stages
+    assert "conv1" in prune_stage["metrics"]["untouched_layers"]
+    assert {"top1", "macs", "params"} <= set(finetune_stage["metrics"]) and len(finetune_stage["metrics"]["history"]) == 2
+    markdown = (run_dir / "report.md").read_text()
+    assert "left untouched (unsafe to prune): conv1" in markdown and "best validation epoch" in markdown
+    saved = json.loads((run_dir / "report.json").read_text())
+    assert saved["artifacts"][3]["macs"] == pruned.macs
+
+    with caplog.at_level(logging.INFO, logger="greencompress"):
+        again = run(recipe, run_dir, shared_cache=tmp_path / "cache")
+    assert "1-prune: reusing the finished stage" in caplog.text and "2-finetune: reusing" in caplog.text
+    assert again.artifacts[2].artifact.macs == pruned.macs  # rebuilt from the pruning history
+
+
+def test_stage_order_and_labels_are_checked(tiny_recipe, write_recipe):
+    import pytest
+
+    from greencompress.errors import RecipeError
+
+    text = tiny_recipe.read_text()
+    bad_order = text.replace("stages:\n  - quantize: {calibration_samples: 12}",
+                             "stages:\n  - quantize: {calibration_samples: 12}\n  - prune: {ratio: 0.5}")
+    with pytest.raises(RecipeError, match="prune and finetune must come before quantize"):
+        load_recipe(write_recipe(bad_order, "order.yaml"))
