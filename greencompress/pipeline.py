@@ -97,7 +97,8 @@ def _run_stages(recipe: Recipe, run_dir: Path, store: StageStore, created: str, 
     finished.append("load")
 
     load_key = stage_key("load", recipe.model.model_dump(mode="json"), loaded.provenance.get("sha256"))
-    export_key = stage_key("export", load_key, recipe.input_shape, recipe.export.model_dump(), torch.__version__)
+    export_key = export_key_original = stage_key("export", load_key, recipe.input_shape, recipe.export.model_dump(),
+                                                 torch.__version__)
     export = store.finished("export", export_key, files=("model_fp32.onnx",))
     if export is None:
         export = _export_stage(model, data, recipe, run_dir / "model_fp32.onnx")
@@ -150,24 +151,30 @@ def _run_stages(recipe: Recipe, run_dir: Path, store: StageStore, created: str, 
     else:
         tag = ""
 
+    # Stages on the exported model (quantize). After prune/finetune they run on the original export too,
+    # so the report shows what pruning buys on top of them at the same precision.
+    inputs = [(artifacts[1], "", export_key_original)] + ([(onnx_input, tag, upstream_key)] if torch_stages else [])
     for stage in recipe.stages:
         if stage.technique in _TORCH_STAGES:
             continue
         handler, output = _STAGES[stage.technique]
-        key = stage_key(stage.technique, upstream_key, stage.config.model_dump(), recipe.data.model_dump(mode="json"),
-                        recipe.seed)
-        record = store.finished(stage.technique, key, files=(output,))
-        if record is None:
-            log.info("stage %s", stage.technique)
-            record = handler(stage.config, onnx_input, run_dir / output, data, recipe, progress)
-            store.save(stage.technique, key, record, files=(output,), share=True)
-        name = f"onnxruntime-{tag}-{record['precision']}" if tag else record["artifact"]
-        # Quantization keeps the graph: the parameters and MACs of the model it was made from.
-        artifacts.append(Artifact.of_file(name, "onnxruntime", record["precision"], run_dir / output,
-                                          onnx_input.params, onnx_input.macs))
+        for source, source_tag, source_key in inputs:
+            stage_name = f"{stage.technique}-{source_tag}" if source_tag else stage.technique
+            file_name = output.replace("model_", "model_compressed_") if source_tag else output
+            key = stage_key(stage.technique, source_key, stage.config.model_dump(),
+                            recipe.data.model_dump(mode="json"), recipe.seed)
+            record = store.finished(stage_name, key, files=(file_name,))
+            if record is None:
+                log.info("stage %s (%s)", stage.technique, source.name)
+                record = handler(stage.config, source, run_dir / file_name, data, recipe, progress)
+                store.save(stage_name, key, record, files=(file_name,), share=True)
+            name = f"onnxruntime-{source_tag}-{record['precision']}" if source_tag else record["artifact"]
+            # Quantization keeps the graph: the parameters and MACs of the model it was made from.
+            artifacts.append(Artifact.of_file(name, "onnxruntime", record["precision"], run_dir / file_name,
+                                              source.params, source.macs))
+            upstream_key = stage_key(upstream_key, key)
         stage_records.append({"technique": stage.technique, "settings": record["settings"]})
         finished.append(stage.technique)
-        upstream_key = key
 
     measure_key = stage_key("measure", upstream_key, recipe.data.model_dump(mode="json"), recipe.seed,
                             recipe.benchmark.model_dump(), recipe.energy.model_dump())

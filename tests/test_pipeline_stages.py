@@ -21,18 +21,22 @@ def test_prune_finetune_quantize_chain(tiny_recipe, tmp_path, caplog):
     run_dir = create_run_dir(recipe, tmp_path / "runs")
     report = run(recipe, run_dir, shared_cache=tmp_path / "cache")
     names = [result.artifact.name for result in report.artifacts]
-    assert names == ["torch-fp32", "onnxruntime-fp32", "onnxruntime-pruned-finetuned-fp32",
+    assert names == ["torch-fp32", "onnxruntime-fp32", "onnxruntime-pruned-finetuned-fp32", "onnxruntime-int8",
                      "onnxruntime-pruned-finetuned-int8"]
     original, pruned = report.artifacts[1].artifact, report.artifacts[2].artifact
     assert 0.45 < pruned.macs / original.macs < 0.55 and pruned.params < original.params
-    assert {c.baseline for c in report.comparisons} == {"onnxruntime-fp32"}  # the original model is the baseline
+    pairs = {(c.candidate, c.baseline) for c in report.comparisons if c.batch_size == 1}
+    assert pairs == {  # the original model is the baseline; pruning is also judged at its own precision
+        ("onnxruntime-pruned-finetuned-fp32", "onnxruntime-fp32"), ("onnxruntime-int8", "onnxruntime-fp32"),
+        ("onnxruntime-pruned-finetuned-int8", "onnxruntime-fp32"),
+        ("onnxruntime-pruned-finetuned-int8", "onnxruntime-int8")}
     prune_stage, finetune_stage, _ = report.stages
     assert "conv1" in prune_stage["metrics"]["untouched_layers"]
     assert {"top1", "macs", "params"} <= set(finetune_stage["metrics"]) and len(finetune_stage["metrics"]["history"]) == 2
     markdown = (run_dir / "report.md").read_text()
     assert "left untouched (unsafe to prune): conv1" in markdown and "best validation epoch" in markdown
     saved = json.loads((run_dir / "report.json").read_text())
-    assert saved["artifacts"][3]["macs"] == pruned.macs
+    assert saved["artifacts"][4]["macs"] == pruned.macs and saved["artifacts"][3]["macs"] == original.macs
 
     with caplog.at_level(logging.INFO, logger="greencompress"):
         again = run(recipe, run_dir, shared_cache=tmp_path / "cache")

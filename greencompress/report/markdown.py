@@ -97,7 +97,15 @@ def plain_findings(report: RunReport) -> list[str]:
     """Sentences that say what a reader must not miss: a slower compressed model, an estimated energy figure."""
     findings = []
     for c in report.comparisons:
-        if not c.faster:
+        pruning_only = "pruned" in c.candidate and "pruned" not in c.baseline and \
+            c.candidate.rsplit("-", 1)[-1] == c.baseline.rsplit("-", 1)[-1]
+        if pruning_only and c.latency_p50_ratio > 0.95:
+            findings.append(
+                f"Pruning bought no real speed: {c.candidate} runs at {c.latency_p50_ratio:.2f}x the p50 latency of "
+                f"{c.baseline} on {c.runtime} at batch size {c.batch_size}, despite fewer MACs. Channel counts that are "
+                f"multiples of 8 (prune: round_to: 8), a larger batch or a lower ratio may help."
+            )
+        elif not c.faster:
             findings.append(
                 f"{c.candidate} is SLOWER than {c.baseline} on {c.runtime} at batch size {c.batch_size}: "
                 f"p50 latency {c.latency_p50_ratio:.2f}x the baseline's. Compression did not pay off there."

@@ -55,16 +55,21 @@ class Comparison:
 
 
 def compare_same_runtime(results: list[ArtifactResult]) -> list[Comparison]:
-    """Every compressed artifact against the original FP32 artifact of its own runtime, at each shared batch size.
+    """Compressed artifacts against the original model on their own runtime, at each shared batch size.
 
-    The baseline of a runtime is the artifact named `<runtime>-fp32`: the pretrained model as given.
+    Every artifact is compared with the original FP32 one (`<runtime>-fp32`); an artifact of a pruned
+    model is also compared with the unpruned one at its own precision (`<runtime>-int8`), which is
+    what pruning buys on top of quantization.
     """
     comparisons = []
     for baseline in results:
-        if baseline.artifact.name != f"{baseline.artifact.runtime}-fp32":
-            continue
+        runtime = baseline.artifact.runtime
         for candidate in results:
-            if candidate is baseline or candidate.artifact.runtime != baseline.artifact.runtime:
+            if candidate is baseline or candidate.artifact.runtime != runtime:
+                continue
+            same_precision_original = (baseline.artifact.name == f"{runtime}-{candidate.artifact.precision}"
+                                       and candidate.artifact.precision != "fp32")
+            if baseline.artifact.name != f"{runtime}-fp32" and not same_precision_original:
                 continue
             for bench in candidate.benchmarks:
                 reference = baseline.at_batch(bench.latency.batch_size)

@@ -127,3 +127,17 @@ def test_carbon_section_names_intensity_source_year_and_pue():
     assert "PUE 1 (default: IT energy only" in markdown
     energy = report.to_dict()["artifacts"][0]["energy"]["1"]
     assert abs(energy["g_co2e_per_million_inferences"] - 0.56) < 1e-9
+
+
+def test_pruning_without_speed_gets_a_warning_with_what_may_help():
+    report = make_report([
+        result("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.2),
+        result("onnxruntime-int8", "onnxruntime", "int8", 1.0, 0.05),
+        result("onnxruntime-pruned-int8", "onnxruntime", "int8", 0.98, 0.05),
+    ])
+    pairs = {(c.candidate, c.baseline) for c in report.comparisons}
+    assert ("onnxruntime-pruned-int8", "onnxruntime-int8") in pairs
+    assert ("onnxruntime-int8", "onnxruntime-pruned-int8") not in pairs
+    markdown = render_markdown(report)
+    assert "Pruning bought no real speed: onnxruntime-pruned-int8 runs at 0.98x" in markdown
+    assert "round_to: 8" in markdown
