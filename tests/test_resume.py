@@ -42,6 +42,12 @@ def test_interrupt_during_calibration_then_resume(fresh, monkeypatch, caplog):
     assert "stage quantize" in caplog.text and report.complete
     assert json.loads((run_dir / "report.json").read_text())["complete"] is True
 
+    # The resumed run's results equal a straight run's: same int8 file, same accuracy (latency is noise).
+    straight_dir = create_run_dir(recipe, run_dir.parent.parent / "straight")
+    straight = run(recipe, straight_dir, shared_cache=run_dir.parent / "separate-cache")
+    assert (straight_dir / "model_int8.onnx").read_bytes() == (run_dir / "model_int8.onnx").read_bytes()
+    assert [r.accuracy for r in straight.artifacts] == [r.accuracy for r in report.artifacts]
+
 
 def test_interrupt_during_benchmarking_writes_an_incomplete_report_then_resume(fresh, monkeypatch, caplog):
     recipe, run_dir, cache = fresh
