@@ -236,8 +236,16 @@ def _rich_table(title: str, table) -> Table:
     return rendered
 
 
+def _stop_on_sigterm(signum, frame) -> None:
+    # A CI job or `kill` sends SIGTERM: stop as on Ctrl-C, so what finished is written and marked incomplete.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Console-script entry point: user errors become a message and exit code, not a traceback."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     logging.basicConfig(level=logging.INFO, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(console=console, show_path=False)])
     logging.getLogger().setLevel(logging.DEBUG)

@@ -102,7 +102,10 @@ def test_ctrl_c_from_the_command_line_then_resume(tiny_recipe, tmp_path):
     # Windows of 2 s: batch size 2 takes 3 artifacts x 3 windows x 2 s, time enough to press Ctrl-C inside it.
     command = [sys.executable, "-m", "greencompress", "run", str(tiny_recipe), "--output", str(tmp_path / "runs"),
                "--set", "benchmark.windows=3", "--set", "benchmark.max_windows=3", "--set", "benchmark.window_s=2"]
-    process = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
+    # A shell that starts jobs in the background makes them ignore SIGINT, and Python keeps it ignored:
+    # give the child the default disposition, as a terminal would.
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while not list((tmp_path / "runs").glob("tiny/*/stages/benchmark-batch1.json")):
         assert process.poll() is None and time.monotonic() < deadline, "the run ended before batch size 1 finished"
@@ -119,3 +122,23 @@ def test_ctrl_c_from_the_command_line_then_resume(tiny_recipe, tmp_path):
     log = (run_dir / "run.log").read_text()
     assert "benchmark-batch1: reusing the finished stage" in log
     assert json.loads((run_dir / "report.json").read_text())["complete"] is True
+
+
+@pytest.mark.slow
+def test_sigterm_is_handled_like_ctrl_c(tiny_recipe, tmp_path):
+    import os
+    import time
+
+    env = {**os.environ, "GREENCOMPRESS_CACHE": str(tmp_path / "cache")}
+    command = [sys.executable, "-m", "greencompress", "run", str(tiny_recipe), "--output", str(tmp_path / "runs"),
+               "--set", "benchmark.windows=3", "--set", "benchmark.max_windows=3", "--set", "benchmark.window_s=2"]
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
+    deadline = time.monotonic() + 240
+    while not list((tmp_path / "runs").glob("tiny/*/stages/benchmark-batch1.json")):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    time.sleep(1.0)
+    process.terminate()
+    assert process.wait(timeout=120) == 130
+    (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
+    assert json.loads((run_dir / "report.json").read_text())["complete"] is False

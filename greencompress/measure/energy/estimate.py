@@ -62,7 +62,7 @@ class EstimateMeter(EnergyMeter):
     """CPU seconds used by this process (all its threads) over the window x watts per core."""
 
     method = "estimate"
-    min_window_s = 0.5  # process CPU time is kept in nanoseconds; half a second evens out scheduling
+    min_window_s = 0.2  # process CPU time is kept in nanoseconds; the interval over windows shows the rest
 
     def __init__(self, cpu_watts_per_core: float | None = None):
         self.watts_per_core, self.figure_source = watts_per_core(cpu_watts_per_core)
