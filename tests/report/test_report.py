@@ -141,3 +141,21 @@ def test_pruning_without_speed_gets_a_warning_with_what_may_help():
     markdown = render_markdown(report)
     assert "Pruning bought no real speed: onnxruntime-pruned-int8 runs at 0.98x" in markdown
     assert "round_to: 8" in markdown
+
+
+def test_power_timeline_is_drawn_for_a_measured_meter_only():
+    import dataclasses
+
+    from greencompress.report.plots import power_timeline
+
+    measured = []
+    for index, name in enumerate(("onnxruntime-fp32", "onnxruntime-int8")):
+        item = result(name, "onnxruntime", name.rsplit("-", 1)[1], 2.0, 0.1, method="rapl")
+        windows = tuple((10.0 + 2 * round_ + index, 1.0, 30.0 + 5 * index) for round_ in range(3))
+        energy = dataclasses.replace(item.benchmarks[0].energy, timeline=windows)
+        measured.append(dataclasses.replace(item, benchmarks=(dataclasses.replace(item.benchmarks[0], energy=energy),)))
+    report = make_report(measured)
+    assert power_timeline(report) is None  # the report's meter is the estimate: no power readings to plot
+    rapl_report = dataclasses.replace(report, energy_meter=MeterDescription("rapl", True, ("cpu",), []))
+    png = power_timeline(rapl_report)
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
