@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import types
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -430,7 +431,7 @@ def _field_names_at(location: tuple) -> list[str]:
 def _section_type(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    if get_origin(annotation) in (list, Union) or type(annotation).__name__ == "UnionType":
+    if get_origin(annotation) in (list, Union, types.UnionType):
         for argument in get_args(annotation):
             found = _section_type(argument)
             if found:

@@ -84,14 +84,13 @@ def render_comparison(comparison: RunComparison, output_format: str) -> str:
     """The comparison as a markdown table or a small self-contained HTML page."""
     from html import escape
 
+    from greencompress.report.html import html_table
+    from greencompress.report.markdown import markdown_table
+
+    table = (comparison.headers, comparison.rows)
     if output_format == "markdown":
-        lines = ["| " + " | ".join(comparison.headers) + " |", "|" + "---|" * len(comparison.headers)]
-        lines += ["| " + " | ".join(row) + " |" for row in comparison.rows]
-        lines += [f"\n- **Forced:** {mismatch}" for mismatch in comparison.mismatches]
+        lines = markdown_table(table) + [f"\n- **Forced:** {mismatch}" for mismatch in comparison.mismatches]
         return "\n".join(lines)
-    head = "".join(f"<th>{escape(h)}</th>" for h in comparison.headers)
-    body = "".join("<tr>" + "".join(f"<td>{escape(v)}</td>" for v in row) + "</tr>" for row in comparison.rows)
     notes = "".join(f"<p><b>Forced:</b> {escape(m)}</p>" for m in comparison.mismatches)
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>greencompress compare</title></head>'
-            f"<body><h1>Runs compared with the first</h1><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody>"
-            f"</table>{notes}</body></html>")
+            f"<body><h1>Runs compared with the first</h1>{html_table(*table)}{notes}</body></html>")

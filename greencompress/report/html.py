@@ -53,10 +53,10 @@ def render_html(report: RunReport) -> str:
         *[f'<p class="note">{escape(finding)}</p>' for finding in plain_findings(report)],
         "</section>",
         '<section id="artifacts"><h2>Artifacts</h2>',
-        _table(*_artifact_rows(report)),
+        html_table(*_artifact_rows(report)),
         f'<p class="method">{escape(energy_legend(report))}</p></section>',
         '<section id="comparisons"><h2>Compressed vs baseline (same runtime, hardware and batch size)</h2>',
-        _table(*comparison_table(report)) if report.comparisons else "<p>No pair shares a runtime and batch size.</p>",
+        html_table(*comparison_table(report)) if report.comparisons else "<p>No pair shares a runtime and batch size.</p>",
         "</section>",
         '<section id="stages"><h2>Stages</h2><ul>',
         *[f"<li>{escape(line)}</li>" for line in stage_lines(report)],
@@ -65,7 +65,7 @@ def render_html(report: RunReport) -> str:
         *_figures(report),
         "</section>",
         '<section id="carbon"><h2>Carbon</h2>',
-        _table(*carbon_table(report)),
+        html_table(*carbon_table(report)),
         f'<p class="method">{escape(carbon_legend(report))}</p></section>',
         *([f'<section id="gates"><h2>Quality gates</h2><ul>{"".join(f"<li>{escape(line)}</li>" for line in gate_lines(report))}</ul></section>']
           if report.gates else []),
@@ -151,7 +151,8 @@ def _figures(report: RunReport) -> list[str]:
     return html
 
 
-def _table(headers: list[str], rows: list[list[str]]) -> str:
+def html_table(headers: list[str], rows: list[list[str]]) -> str:
+    """A table element with every cell escaped."""
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{escape(v)}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"

@@ -174,7 +174,7 @@ def render_markdown(report: RunReport) -> str:
         "",
         "## Results",
         "",
-        *_markdown_table(artifact_table(report)),
+        *markdown_table(artifact_table(report)),
         "",
         energy_legend(report),
         "",
@@ -182,7 +182,7 @@ def render_markdown(report: RunReport) -> str:
         "",
     ]
     if report.comparisons:
-        lines += _markdown_table(comparison_table(report))
+        lines += markdown_table(comparison_table(report))
     else:
         lines.append("No artifact pair shares a runtime and batch size, so no ratio is shown.")
     findings = plain_findings(report)
@@ -203,7 +203,7 @@ def render_markdown(report: RunReport) -> str:
         "",
         "## Carbon",
         "",
-        *_markdown_table(carbon_table(report)),
+        *markdown_table(carbon_table(report)),
         "",
         carbon_legend(report),
         "",
@@ -224,7 +224,8 @@ def render_markdown(report: RunReport) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _markdown_table(table: Table) -> list[str]:
+def markdown_table(table: Table) -> list[str]:
+    """A pipe table's lines: header, rule, one line per row."""
     headers, rows = table
     return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
             *["| " + " | ".join(row) + " |" for row in rows]]

@@ -20,7 +20,7 @@ def embedded_pngs(html: str) -> list[bytes]:
 def test_html_is_self_contained_with_headline_table_and_plots(tiny_run):
     run_dir, report = tiny_run
     html = (run_dir / "report.html").read_text()
-    assert 'id="headline"' in html and "energy saved" in html or "MORE energy" in html
+    assert 'id="headline"' in html and ("energy saved" in html or "MORE energy" in html)
     assert "onnxruntime-int8 vs onnxruntime-fp32, batch 1" in html
     assert "method: estimate (estimate, not measured)" in html
     pngs = embedded_pngs(html)
