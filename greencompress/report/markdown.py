@@ -146,6 +146,10 @@ def stage_lines(report: RunReport) -> list[str]:
                          f"{metrics['note']}")
         if "best_epoch" in metrics:
             facts.append(f"best validation epoch {metrics['best_epoch']} of {len(metrics['history'])}")
+        for source, source_metrics in metrics.get("by_source", {}).items():
+            if "qat_best_epoch" in source_metrics:
+                facts.append(f"quantization-aware fine-tuning of {source}: best validation epoch "
+                             f"{source_metrics['qat_best_epoch']} of {len(source_metrics['qat_history'])}")
         summary = f": {'; '.join(facts)}" if facts else ""
         lines.append(f"`{stage['technique']}` ({_settings(stage['settings'])}){summary}")
     return lines
