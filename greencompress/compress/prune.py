@@ -11,6 +11,7 @@ import copy
 import io
 import logging
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -32,6 +33,7 @@ class StructuredResult:
     macs_after: int = 0
     params_before: int = 0
     params_after: int = 0
+    ratio: float = 0.0  # the ratio used: the recipe's, or the one found for target_macs
 
 
 def _importance(criterion: str):
@@ -72,8 +74,12 @@ def unsafe_channel_layers(model: nn.Module, example: torch.Tensor, candidates: l
 
 
 def prune_structured(model: nn.Module, input_shape: tuple[int, int, int], config, calibration_batches,
-                     progress=None) -> StructuredResult:
-    """Remove a `config.ratio` share of channels; unsafe groups and `config.ignore` layers are left untouched."""
+                     train_between: Callable[[nn.Module, int], nn.Module] | None = None) -> StructuredResult:
+    """Remove channels: `config.ratio` of each prunable layer, or as many as `config.target_macs` asks.
+
+    Unsafe groups and `config.ignore` layers are left untouched. With `iterative_steps`, the ratio is
+    reached step by step; `train_between(model, step)` (if given) fine-tunes after each step but the last.
+    """
     import torch_pruning as tp
 
     model = copy.deepcopy(model).eval()
@@ -88,25 +94,82 @@ def prune_structured(model: nn.Module, input_shape: tuple[int, int, int], config
     untouched = unsafe_channel_layers(model, example, convs)
     for name, reason in untouched.items():
         log.info("prune: leaving %s untouched: %s", name, reason)
+    kept = [*ignore, *untouched]
     macs_before, params_before = tp.utils.count_ops_and_params(model, example)
-    pruner = tp.pruner.MetaPruner(
-        model, example, importance=_importance(config.importance), pruning_ratio=config.ratio,
-        global_pruning=config.global_pruning, iterative_steps=config.iterative_steps, round_to=config.round_to,
-        ignored_layers=[modules[name] for name in [*ignore, *untouched]],
-    )
+    ratio = config.ratio
+    if config.target_macs is not None:
+        ratio = _ratio_for_macs(model, example, config, kept, macs_before)
+    targets = step_targets(config.schedule, ratio, config.iterative_steps)
+    pruner = _pruner(model, example, config, ratio, kept, config.iterative_steps)
     for step in range(config.iterative_steps):
         if config.importance == "taylor":  # Taylor importance needs gradients of the loss
             model.zero_grad()
             inputs, labels = next(iter(calibration_batches))
             nn.functional.cross_entropy(model(torch.from_numpy(inputs)), torch.from_numpy(labels)).backward()
         pruner.step()
-        log.info("prune: step %d/%d done", step + 1, config.iterative_steps)
+        macs, _ = tp.utils.count_ops_and_params(model, example)
+        log.info("prune: step %d/%d done (ratio %.3f, MACs %.1f%% of the original)", step + 1,
+                 config.iterative_steps, targets[step], 100 * macs / macs_before)
+        if train_between is not None and step < config.iterative_steps - 1:
+            # In place: the pruner holds this model's layers, so the weights go back into them.
+            model.load_state_dict(train_between(model, step + 1).state_dict())
+            model.eval()
     model.zero_grad(set_to_none=True)
     with torch.no_grad():
         model(example)  # a broken model must never leave this function
     macs_after, params_after = tp.utils.count_ops_and_params(model, example)
     return StructuredResult(model, pruner.pruning_history(), untouched, int(macs_before), int(macs_after),
-                            int(params_before), int(params_after))
+                            int(params_before), int(params_after), ratio)
+
+
+def step_targets(schedule: str, final: float, steps: int) -> list[float]:
+    """The cumulative ratio (or sparsity) after each of `steps` steps, ending at `final`.
+
+    `cubic` removes most in the early steps, while the model still has redundancy (Zhu & Gupta, 2017).
+    """
+    if schedule == "cubic":
+        return [final * (1 - (1 - k / steps) ** 3) for k in range(1, steps + 1)]
+    return [final * k / steps for k in range(1, steps + 1)]
+
+
+def _pruner(model: nn.Module, example: torch.Tensor, config, ratio: float, kept: list[str], steps: int):
+    import torch_pruning as tp
+
+    modules = dict(model.named_modules())
+    return tp.pruner.MetaPruner(
+        model, example, importance=_importance(config.importance), pruning_ratio=ratio,
+        global_pruning=config.global_pruning, iterative_steps=steps, round_to=config.round_to,
+        iterative_pruning_ratio_scheduler=lambda final, count: [0.0, *step_targets(config.schedule, final, count)],
+        ignored_layers=[modules[name] for name in kept],
+    )
+
+
+def _ratio_for_macs(model: nn.Module, example: torch.Tensor, config, kept: list[str], macs_before: int) -> float:
+    """The smallest ratio whose one-shot pruning keeps at most `config.target_macs` of the MACs (bisection)."""
+    import torch_pruning as tp
+
+    def macs_share(ratio: float) -> float:
+        trial = copy.deepcopy(model)
+        _pruner(trial, example, config, ratio, kept, 1).step()  # importance is not needed to count
+        return tp.utils.count_ops_and_params(trial, example)[0] / macs_before
+
+    low, high = 0.0, _MAX_RATIO
+    if macs_share(high) > config.target_macs:
+        raise GreencompressError(
+            f"stages.prune.target_macs: {config.target_macs} cannot be reached: even removing {_MAX_RATIO:.0%} of "
+            f"the prunable channels keeps {macs_share(high):.1%} of the MACs"
+            + (f" ({len(kept)} layers stay whole: {', '.join(kept)})" if kept else ""))
+    for _ in range(10):  # 0.95 / 2^10: well under one channel in a thousand
+        middle = (low + high) / 2
+        if macs_share(middle) > config.target_macs:
+            low = middle
+        else:
+            high = middle
+    log.info("prune: target_macs %.3f -> ratio %.3f", config.target_macs, high)
+    return high
+
+
+_MAX_RATIO = 0.95
 
 
 def replay_pruning(model: nn.Module, input_shape: tuple[int, int, int], pruning_history: list) -> nn.Module:
@@ -129,21 +192,32 @@ class SparsityResult:
     zipped_bytes_after: int
 
 
-def prune_unstructured(model: nn.Module, config) -> SparsityResult:
-    """Zero the smallest-magnitude weights of conv and linear layers (globally or per layer), permanently."""
+def prune_unstructured(model: nn.Module, config,
+                       train_between: Callable[[nn.Module, int], nn.Module] | None = None) -> SparsityResult:
+    """Zero the smallest-magnitude weights of conv and linear layers (globally or per layer), permanently.
+
+    With `iterative_steps`, sparsity grows along `config.schedule`; zeros already there are the smallest
+    magnitudes, so each step only adds to them. `train_between(model, step)` fine-tunes between steps.
+    """
     from torch.nn.utils import prune
 
     model = copy.deepcopy(model).eval()
     zipped_before = zipped_state_bytes(model)
-    layers = [(name, module) for name, module in model.named_modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
-    if config.scope == "global":
-        prune.global_unstructured([(module, "weight") for _, module in layers], pruning_method=prune.L1Unstructured,
-                                  amount=config.sparsity)
-    else:
+    for step, sparsity in enumerate(step_targets(config.schedule, config.sparsity, config.iterative_steps), 1):
+        layers = [(name, module) for name, module in model.named_modules()
+                  if isinstance(module, (nn.Conv2d, nn.Linear))]
+        if config.scope == "global":
+            prune.global_unstructured([(module, "weight") for _, module in layers],
+                                      pruning_method=prune.L1Unstructured, amount=sparsity)
+        else:
+            for _, module in layers:
+                prune.l1_unstructured(module, "weight", amount=sparsity)
         for _, module in layers:
-            prune.l1_unstructured(module, "weight", amount=config.sparsity)
-    for _, module in layers:
-        prune.remove(module, "weight")  # make the zeros part of the weights, drop the mask
+            prune.remove(module, "weight")  # make the zeros part of the weights, drop the mask
+        log.info("prune: step %d/%d, sparsity %.3f", step, config.iterative_steps, sparsity)
+        if train_between is not None and step < config.iterative_steps:
+            model = train_between(model, step).eval()  # fine-tuning keeps exact zeros at zero
+    layers = [(name, module) for name, module in model.named_modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
     sparsity = {name: float((module.weight == 0).float().mean()) for name, module in layers}
     zeros = sum(int((module.weight == 0).sum()) for _, module in layers)
     total = sum(module.weight.numel() for _, module in layers)

@@ -66,3 +66,65 @@ def test_unstructured_sparsity_is_exact_and_permanent(resnet20, scope):
         assert all(abs(s - 0.7) < 0.02 for s in result.layer_sparsity.values())
     assert not any(name.endswith("_orig") or name.endswith("_mask") for name in result.model.state_dict())
     assert result.zipped_bytes_after < 0.6 * result.zipped_bytes_before
+
+
+def test_target_macs_finds_the_ratio_that_reaches_it(resnet20):
+    config = PruneConfig(method="structured", target_macs=0.7)
+    result = prune_structured(resnet20, (3, 32, 32), config, calibration_batches=None)
+    share = result.macs_after / result.macs_before
+    assert 0.66 < share <= 0.7  # reached, and not overshot by more than a few channels
+    assert 0.2 < result.ratio < 0.4
+
+
+def test_unreachable_target_macs_names_the_layers_kept_whole(resnet20):
+    with pytest.raises(GreencompressError, match=r"target_macs: 0\.05 cannot be reached.*layer1\.0\.conv2"):
+        prune_structured(resnet20, (3, 32, 32), PruneConfig(target_macs=0.05), calibration_batches=None)
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cubic"])
+def test_iterative_steps_follow_the_schedule_and_train_in_between(resnet20, schedule):
+    from greencompress.compress.prune import step_targets
+
+    channels_seen = []
+
+    def train_between(model, step):
+        channels_seen.append(model.layer1[0].conv1.out_channels)
+        trained = __import__("copy").deepcopy(model)
+        with torch.no_grad():
+            trained.linear.bias.add_(1.0)  # a visible change that must land in the pruned model
+        return trained
+
+    config = PruneConfig(method="structured", ratio=0.5, iterative_steps=3, schedule=schedule)
+    result = prune_structured(resnet20, (3, 32, 32), config, calibration_batches=None, train_between=train_between)
+    expected = [int(16 * (1 - target)) for target in step_targets(schedule, 0.5, 3)]  # as Torch-Pruning rounds
+    assert channels_seen == expected[:2] and result.model.layer1[0].conv1.out_channels == 8
+    assert torch.allclose(result.model.linear.bias, resnet20.linear.bias + 2.0)  # trained after steps 1 and 2
+    assert step_targets("cubic", 0.5, 3)[0] > step_targets("linear", 0.5, 3)[0]
+
+
+def test_gradual_unstructured_sparsity_grows_and_ends_on_target(resnet20):
+    seen = []
+
+    def train_between(model, step):
+        layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+        seen.append(sum(int((m.weight == 0).sum()) for m in layers) / sum(m.weight.numel() for m in layers))
+        return model
+
+    config = PruneConfig(method="unstructured", sparsity=0.8, iterative_steps=4, schedule="cubic")
+    result = prune_unstructured(resnet20, config, train_between=train_between)
+    assert len(seen) == 3 and seen == sorted(seen) and seen[0] == pytest.approx(0.8 * (1 - 0.75**3), abs=0.01)
+    assert result.total_sparsity == pytest.approx(0.8, abs=0.01)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"ratio": 1.0}, "less than 1"),
+    ({"ratio": 0.0}, "greater than 0"),
+    ({"importance": "magnitude"}, "'l1', 'l2', 'bn_scale', 'taylor' or 'random'"),
+    ({"ratio": 0.3, "target_macs": 0.5}, "either ratio or target_macs"),
+    ({"method": "unstructured", "ratio": 0.3}, "unstructured pruning takes sparsity"),
+])
+def test_bad_prune_options_are_refused(fields, message):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match=message):
+        PruneConfig(**fields)
