@@ -53,8 +53,9 @@ def run(recipe_path: Path | None, output_dir: Path | None, overrides: tuple[str,
     """
     import json
 
+    from greencompress import distributed
     from greencompress.gates import GateFailed
-    from greencompress.pipeline import create_run_dir
+    from greencompress.pipeline import create_run_dir, serve_fine_tuning
     from greencompress.pipeline import run as run_pipeline
     from greencompress.recipe import load_recipe
 
@@ -69,7 +70,13 @@ def run(recipe_path: Path | None, output_dir: Path | None, overrides: tuple[str,
         raise click.UsageError("give a RECIPE, or --resume RUN_DIR")
     else:
         recipe = load_recipe(recipe_path, list(overrides))
-        run_dir = create_run_dir(recipe, output_dir)
+        run_dir = None
+    if distributed.init_from_environment() and not distributed.is_main():
+        # Under torchrun, ranks other than 0 only lend a hand with fine-tuning; rank 0 writes and reports.
+        logging.getLogger().handlers[0].setLevel(logging.WARNING)
+        serve_fine_tuning(recipe)
+        return
+    run_dir = run_dir or create_run_dir(recipe, output_dir)
     file_handler = logging.FileHandler(run_dir / "run.log")
     file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     file_handler.setLevel(logging.DEBUG)

@@ -1,0 +1,87 @@
+"""Fine-tuning under `torchrun` with two CPU processes: same recipe, same accuracy as one process, one run folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+SMALL_CNN = """
+from torch import nn
+
+
+def small_cnn(num_classes=10):
+    return nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(),
+                         nn.Conv2d(16, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, num_classes))
+"""
+
+RECIPE = """
+name: ddp
+seed: 0
+model: {{source: callable, architecture: small_cnn.py:small_cnn, checkpoint: small_cnn.pt}}
+data: {{kind: digits, image_size: 8, mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5], batch_size: 64}}
+stages:
+  - prune: {{ratio: 0.5}}
+  - finetune: {{epochs: 4, batch_size: 32, learning_rate: 0.05}}
+benchmark: {{batch_sizes: [1], window_s: 0.05, min_iterations: 3, windows: 2, max_windows: 2, warmup_iterations: 1,
+            threads: 2}}
+energy: {{idle_s: 0}}
+"""
+
+
+@pytest.fixture(scope="module")
+def ddp_recipe(tmp_path_factory):
+    """A small CNN pretrained on real digits (in-process, a few seconds), and a prune + finetune recipe for it."""
+    from greencompress.compress.finetune import finetune
+    from greencompress.data import load_data
+    from greencompress.models import resolve_callable
+    from greencompress.recipe import load_recipe
+
+    folder = tmp_path_factory.mktemp("ddp")
+    (folder / "small_cnn.py").write_text(SMALL_CNN)
+    (folder / "recipe.yaml").write_text(textwrap.dedent(RECIPE.format()))
+    torch.manual_seed(0)
+    model = resolve_callable(f"{folder / 'small_cnn.py'}:small_cnn")()
+    torch.save(model.state_dict(), folder / "small_cnn.pt")  # placeholder, so the recipe validates
+    recipe = load_recipe(folder / "recipe.yaml")
+    from greencompress.recipe import FinetuneConfig
+
+    trained = finetune(model, load_data(recipe.data, 0).train, FinetuneConfig(epochs=6, learning_rate=0.1), seed=0,
+                       checkpoint_dir=folder / "pretraining").model
+    torch.save(trained.state_dict(), folder / "small_cnn.pt")
+    return folder / "recipe.yaml"
+
+
+def run_cli(launcher: list[str], recipe, output) -> dict:
+    command = [*launcher, "greencompress", "run", str(recipe), "--output", str(output), "--quiet"]
+    # A cache of its own: the other run's finished stages must not be reused.
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "GREENCOMPRESS_CACHE": str(output / "cache")}
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    run_dirs = list((output / "ddp").iterdir())
+    assert len(run_dirs) == 1, run_dirs  # the helper rank writes nothing, not even a run folder
+    return json.loads((run_dirs[0] / "report.json").read_text())
+
+
+def top1(report: dict, name: str) -> float:
+    return next(a["accuracy"]["top1"] for a in report["artifacts"] if a["name"] == name)
+
+
+def test_two_process_torchrun_finetune_matches_one_process(ddp_recipe, tmp_path):
+    single = run_cli([sys.executable, "-m"], ddp_recipe, tmp_path / "single")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
+    double = run_cli(torchrun, ddp_recipe, tmp_path / "double")
+
+    pruned = single["stages"][0]["metrics"]["top1"]
+    one, two = top1(single, "onnxruntime-pruned-finetuned-fp32"), top1(double, "onnxruntime-pruned-finetuned-fp32")
+    assert one > 0.85 and one > pruned  # fine-tuning recovered what pruning cost
+    assert abs(one - two) <= 0.01, (one, two)
+    finetuned = double["stages"][1]["metrics"]
+    assert finetuned["processes"] == 2 and single["stages"][1]["metrics"]["processes"] == 1
+    assert len(finetuned["history"]) == 4 and finetuned["history"] != single["stages"][1]["metrics"]["history"]
