@@ -9,8 +9,10 @@ Ctrl-C during measurement still writes a report of what finished, marked incompl
 
 from __future__ import annotations
 
+import copy
 import logging
 import shutil
+import tempfile
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,9 +21,11 @@ import numpy as np
 import torch
 import yaml
 
+from greencompress import distributed
 from greencompress.compress.finetune import finetune
 from greencompress.compress.prune import prune_structured, prune_unstructured, replay_pruning
-from greencompress.compress.quantize import quantize_onnx
+from greencompress.compress.qat import quantization_aware_finetune
+from greencompress.compress.quantize import quantize_onnx, resolve_reduce_range
 from greencompress.data import DataSplits, batches, load_data
 from greencompress.environment import environment
 from greencompress.export import EXPORTER, check_parity, export_onnx
@@ -83,6 +87,8 @@ def run(recipe: Recipe, run_dir: Path, recipe_path: Path | None = None, progress
         if not (run_dir / "report.json").exists():
             write_text_atomic(run_dir / "report.md", _interrupted_note(recipe, run_dir, finished_stages))
         raise
+    finally:
+        distributed.share({"kind": "done"})  # under torchrun, the other ranks may stop waiting
 
 
 def _run_stages(recipe: Recipe, run_dir: Path, store: StageStore, created: str, finished: list[str],
@@ -117,8 +123,9 @@ def _run_stages(recipe: Recipe, run_dir: Path, store: StageStore, created: str, 
     torch_stages = [stage for stage in recipe.stages if stage.technique in _TORCH_STAGES]
     for index, stage in enumerate(torch_stages, start=1):
         name, output = f"{index}-{stage.technique}", f"model_{index}_{stage.technique}.pt"
+        # Training on N processes shuffles differently from one: the process count is part of the key.
         key = stage_key(name, upstream_key, stage.config.model_dump(mode="json"), recipe.data.model_dump(mode="json"),
-                        recipe.seed)
+                        recipe.seed, distributed.world_size())
         record = store.finished(name, key, files=(output,))
         if record is None:
             log.info("stage %s", stage.technique)
@@ -153,12 +160,15 @@ def _run_stages(recipe: Recipe, run_dir: Path, store: StageStore, created: str, 
 
     # Stages on the exported model (quantize). After prune/finetune they run on the original export too,
     # so the report shows what pruning buys on top of them at the same precision.
-    inputs = [(artifacts[1], "", export_key_original)] + ([(onnx_input, tag, upstream_key)] if torch_stages else [])
+    inputs = [(artifacts[1], "", export_key_original, model)]
+    if torch_stages:
+        inputs.append((onnx_input, tag, upstream_key, compressed))
     for stage in recipe.stages:
         if stage.technique in _TORCH_STAGES:
             continue
         handler, output = _STAGES[stage.technique]
-        for source, source_tag, source_key in inputs:
+        stage_metrics = {}
+        for source, source_tag, source_key, source_model in inputs:
             stage_name = f"{stage.technique}-{source_tag}" if source_tag else stage.technique
             file_name = output.replace("model_", "model_compressed_") if source_tag else output
             key = stage_key(stage.technique, source_key, stage.config.model_dump(),
@@ -166,14 +176,18 @@ def _run_stages(recipe: Recipe, run_dir: Path, store: StageStore, created: str, 
             record = store.finished(stage_name, key, files=(file_name,))
             if record is None:
                 log.info("stage %s (%s)", stage.technique, source.name)
-                record = handler(stage.config, source, run_dir / file_name, data, recipe, progress)
+                record = handler(stage.config, source, source_model, run_dir / file_name, data, recipe,
+                                 run_dir / "stages" / stage_name, progress)
                 store.save(stage_name, key, record, files=(file_name,), share=True)
+            if record.get("metrics"):
+                stage_metrics[source.name] = record["metrics"]
             name = f"onnxruntime-{source_tag}-{record['precision']}" if source_tag else record["artifact"]
             # Quantization keeps the graph: the parameters and MACs of the model it was made from.
             artifacts.append(Artifact.of_file(name, "onnxruntime", record["precision"], run_dir / file_name,
                                               source.params, source.macs))
             upstream_key = stage_key(upstream_key, key)
-        stage_records.append({"technique": stage.technique, "settings": record["settings"]})
+        stage_records.append({"technique": stage.technique, "settings": record["settings"],
+                              **({"metrics": {"by_source": stage_metrics}} if stage_metrics else {})})
         finished.append(stage.technique)
 
     measure_key = stage_key("measure", upstream_key, recipe.data.model_dump(mode="json"), recipe.seed,
@@ -242,13 +256,27 @@ def _export_stage(model, data: DataSplits, recipe: Recipe, output: Path) -> dict
     return {"parity": asdict(parity)}
 
 
-def _quantize_stage(config: QuantizeConfig, fp32: Artifact, output: Path, data: DataSplits, recipe: Recipe,
-                    progress) -> dict:
+def _quantize_stage(config: QuantizeConfig, fp32: Artifact, source_model, output: Path, data: DataSplits,
+                    recipe: Recipe, work_dir: Path, progress) -> dict:
     temporary = output.with_name(f".{output.name}.tmp")
-    result = quantize_onnx(fp32.path, temporary, config, data.calibration, recipe.data.batch_size, progress)
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32_path, metrics = fp32.path, {}
+        if config.qat is not None:
+            # Same export, parity check and ONNX Runtime quantization as post-training int8, on weights
+            # fine-tuned under int8 rounding: the graph, and so the speed, is the same.
+            reduce_range, _ = resolve_reduce_range(config.reduce_range)
+            log.info("quantization-aware fine-tuning of %s (%d epochs)", fp32.name, config.qat.epochs)
+            trained = _fine_tune("qat", source_model, config.qat, source_model, data, recipe, work_dir, progress,
+                                 reduce_range)
+            fp32_path = Path(scratch) / "qat_fp32.onnx"
+            exported = _export_stage(trained.model, data, recipe, fp32_path)
+            metrics = {"qat_history": trained.history, "qat_best_epoch": trained.best_epoch,
+                       "qat_resumed_from_epoch": trained.resumed_from_epoch, "qat_export_parity": exported["parity"]}
+        result = quantize_onnx(fp32_path, temporary, config, data.calibration, recipe.data.batch_size, progress)
     temporary.replace(output)
     settings = {key: value for key, value in asdict(result).items() if key != "path"}
-    return {"artifact": "onnxruntime-int8", "precision": "int8", "settings": settings}
+    settings["quantization_aware_finetuning"] = config.qat is not None
+    return {"artifact": "onnxruntime-int8", "precision": "int8", "settings": settings, "metrics": metrics}
 
 
 # Techniques that operate on the exported FP32 ONNX model, with the file each writes.
@@ -257,31 +285,86 @@ _STAGES = {"quantize": (_quantize_stage, "model_int8.onnx")}
 
 def _prune_stage(config: PruneConfig, model, original, data: DataSplits, recipe: Recipe, work_dir: Path,
                  progress) -> tuple[object, dict]:
+    train_between = _trainer_between_steps(config.finetune_between, original, data, recipe, work_dir, progress)
     if config.method == "unstructured":
-        result = prune_unstructured(model, config)
+        result = prune_unstructured(model, config, train_between)
         return result.model, {"metrics": {
             "total_sparsity": result.total_sparsity, "layer_sparsity": result.layer_sparsity,
             "zipped_bytes_before": result.zipped_bytes_before, "zipped_bytes_after": result.zipped_bytes_after,
             "note": "zeros are not skipped by dense runtimes: expect a smaller compressed file, not lower latency",
         }}
     result = prune_structured(model, recipe.input_shape, config,
-                              batches(data.calibration, recipe.data.batch_size, limit=recipe.data.batch_size), progress)
+                              batches(data.calibration, recipe.data.batch_size, limit=recipe.data.batch_size),
+                              train_between)
     # Saved with the weights, so the pruned architecture can be rebuilt from the original one.
     result.model._greencompress_pruning_history = [*getattr(model, "_greencompress_pruning_history", []),
                                                    *result.pruning_history]
     return result.model, {"metrics": {
-        "macs_before": result.macs_before, "macs_after": result.macs_after,
+        "ratio": result.ratio, "macs_before": result.macs_before, "macs_after": result.macs_after,
         "params_before": result.params_before, "params_after": result.params_after,
         "untouched_layers": result.untouched_layers,
     }}
 
 
+def _trainer_between_steps(config: FinetuneConfig | None, original, data: DataSplits, recipe: Recipe,
+                           work_dir: Path, progress):
+    """`train(model, step) -> model` for fine-tuning between iterative pruning steps, or None."""
+    if config is None:
+        return None
+    def train(pruned, step: int):
+        log.info("prune: fine-tuning after step %d (%d epochs)", step, config.epochs)
+        return _fine_tune("finetune", pruned, config, original, data, recipe, work_dir / f"after-step-{step}",
+                          progress).model
+
+    return train
+
+
 def _finetune_stage(config: FinetuneConfig, model, original, data: DataSplits, recipe: Recipe, work_dir: Path,
                     progress) -> tuple[object, dict]:
-    teacher = original if config.distillation is not None else None
-    result = finetune(model, data.train, config, recipe.seed, work_dir, teacher=teacher, progress=progress)
+    result = _fine_tune("finetune", model, config, original, data, recipe, work_dir, progress)
     return result.model, {"metrics": {"history": result.history, "best_epoch": result.best_epoch,
-                                      "resumed_from_epoch": result.resumed_from_epoch}}
+                                      "resumed_from_epoch": result.resumed_from_epoch,
+                                      "processes": distributed.world_size()}}
+
+
+def _fine_tune(kind: str, model, config: FinetuneConfig, original, data: DataSplits, recipe: Recipe, work_dir: Path,
+               progress, reduce_range: bool = False):
+    """Fine-tuning (`finetune`) or quantization-aware fine-tuning (`qat`); under torchrun, with every rank.
+
+    The other ranks wait in `serve_fine_tuning`: they are sent the model (pruning history and weights)
+    and the settings, then train alongside this process.
+    """
+    distributed.share({"kind": kind, "pruning_history": getattr(model, "_greencompress_pruning_history", []),
+                       "state_dict": model.state_dict(), "config": config.model_dump(mode="json"),
+                       "reduce_range": reduce_range})
+    return _train(kind, model, config, original, data, recipe, work_dir, progress, reduce_range)
+
+
+def _train(kind: str, model, config: FinetuneConfig, original, data: DataSplits, recipe: Recipe, work_dir: Path,
+           progress, reduce_range: bool):
+    teacher = original if config.distillation is not None else None
+    with distributed.threads_per_process():
+        if kind == "qat":
+            return quantization_aware_finetune(model, data.train, config, reduce_range, recipe.seed, work_dir,
+                                               teacher=teacher, progress=progress)
+        return finetune(model, data.train, config, recipe.seed, work_dir, teacher=teacher, progress=progress)
+
+
+def serve_fine_tuning(recipe: Recipe) -> None:
+    """The loop of a torchrun rank other than 0: train along with rank 0 whenever it fine-tunes, write nothing."""
+    torch.manual_seed(recipe.seed)
+    set_threads(recipe.benchmark.threads)
+    data, original = load_data(recipe.data, recipe.seed), None
+    while (command := distributed.share(None))["kind"] != "done":
+        original = original if original is not None else load_model(recipe.model).module
+        model = copy.deepcopy(original)
+        if command["pruning_history"]:
+            replay_pruning(model, recipe.input_shape, command["pruning_history"])
+        model.load_state_dict(command["state_dict"])
+        model._greencompress_pruning_history = command["pruning_history"]
+        with tempfile.TemporaryDirectory() as scratch:  # checkpoints are rank 0's to keep
+            _train(command["kind"], model, FinetuneConfig(**command["config"]), original, data, recipe,
+                   Path(scratch), None, command["reduce_range"])
 
 
 # Techniques that change the PyTorch model before export, and the word an artifact's name takes from each.

@@ -169,28 +169,6 @@ class DataSpec(_Section):
         return self
 
 
-class QuantizeConfig(_Section):
-    """int8 post-training quantization with ONNX Runtime (QDQ format)."""
-
-    method: Literal["static", "dynamic"] = "static"
-    calibration_samples: int = Field(default=256, ge=1)
-    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
-    per_channel: bool = True
-    reduce_range: Literal["auto"] | bool = "auto"
-
-
-class PruneConfig(_Section):
-    """Pruning of the PyTorch model before export: `structured` removes channels, `unstructured` zeros weights."""
-
-    method: Literal["structured", "unstructured"] = "structured"
-    importance: Literal["l1", "l2", "bn_scale", "taylor", "random"] = "l1"  # structured: channel score
-    ratio: float = Field(default=0.5, gt=0, lt=1)  # structured: share of each prunable layer's channels removed
-    global_pruning: bool = False  # structured: rank channels across layers instead of within each
-    ignore: list[str] | None = None  # structured: layers never pruned (default: the final classifier)
-    round_to: int | None = Field(default=None, ge=1)  # structured: keep channel counts multiples of this
-    iterative_steps: int = Field(default=1, ge=1)
-    sparsity: float = Field(default=0.5, gt=0, lt=1)  # unstructured: share of weights set to zero
-    scope: Literal["global", "layer"] = "global"  # unstructured: one threshold for all layers, or per layer
 
 
 class DistillationConfig(_Section):
@@ -214,7 +192,62 @@ class FinetuneConfig(_Section):
     distillation: DistillationConfig | None = None
     validation_fraction: float = Field(default=0.1, gt=0, lt=1)  # held out of the training split to pick the best epoch
     early_stopping_patience: int | None = Field(default=None, ge=1)  # epochs without a better validation top-1
+    # Training-time augmentation of each batch: 'random_crop' (pad 1/8 of the side, crop back), 'horizontal_flip'
+    # (not for data whose meaning flips, such as digits).
+    augment: list[Literal["random_crop", "horizontal_flip"]] = Field(default_factory=list)
 
+
+class PruneConfig(_Section):
+    """Pruning of the PyTorch model before export: `structured` removes channels, `unstructured` zeros weights.
+
+    `iterative_steps` reaches the final ratio (or sparsity) in steps, following `schedule`; with
+    `finetune_between`, a short fine-tune after each step but the last lets the model recover before
+    more is removed.
+    """
+
+    method: Literal["structured", "unstructured"] = "structured"
+    importance: Literal["l1", "l2", "bn_scale", "taylor", "random"] = "l1"  # structured: channel score
+    ratio: float = Field(default=0.5, gt=0, lt=1)  # structured: share of each prunable layer's channels removed
+    target_macs: float | None = Field(default=None, gt=0, lt=1)  # structured: instead of ratio, MACs kept vs baseline
+    global_pruning: bool = False  # structured: rank channels across layers instead of within each
+    ignore: list[str] | None = None  # structured: layers never pruned (default: the final classifier)
+    round_to: int | None = Field(default=None, ge=1)  # structured: keep channel counts multiples of this
+    iterative_steps: int = Field(default=1, ge=1)
+    schedule: Literal["linear", "cubic"] = "linear"  # per-step targets; cubic removes most early (Zhu & Gupta, 2017)
+    finetune_between: FinetuneConfig | None = None  # fine-tuning after every step but the last
+    sparsity: float = Field(default=0.5, gt=0, lt=1)  # unstructured: share of weights set to zero
+    scope: Literal["global", "layer"] = "global"  # unstructured: one threshold for all layers, or per layer
+
+    @model_validator(mode="after")
+    def _one_target(self) -> PruneConfig:
+        if self.target_macs is not None and "ratio" in self.model_fields_set:
+            raise ValueError("set either ratio or target_macs, not both")
+        if self.method == "unstructured" and {"ratio", "target_macs", "importance", "round_to"} & self.model_fields_set:
+            raise ValueError("ratio, target_macs, importance and round_to apply to structured pruning; "
+                             "unstructured pruning takes sparsity and scope")
+        return self
+
+
+
+class QuantizeConfig(_Section):
+    """int8 quantization with ONNX Runtime (QDQ format): post-training, or after quantization-aware fine-tuning.
+
+    `qat` (a fine-tuning section; a learning rate near 1e-3 suits it) first fine-tunes the PyTorch
+    model under simulated int8 rounding, for when post-training int8 loses too much accuracy.
+    """
+
+    method: Literal["static", "dynamic"] = "static"
+    calibration_samples: int = Field(default=256, ge=1)
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    per_channel: bool = True
+    reduce_range: Literal["auto"] | bool = "auto"
+    qat: FinetuneConfig | None = None
+
+    @model_validator(mode="after")
+    def _qat_needs_static_per_channel(self) -> QuantizeConfig:
+        if self.qat is not None and (self.method != "static" or not self.per_channel):
+            raise ValueError("qat simulates static, per-channel int8: it needs method: static and per_channel: true")
+        return self
 
 class StageSpec(_Section):
     """One entry of `stages`: a mapping with exactly one key, the technique, whose value is its config."""
@@ -332,9 +365,11 @@ class Recipe(_Section):
         if techniques.count("quantize") > 1:
             raise ValueError("stages: at most one quantize stage")
         needs_labels = "finetune" in techniques or any(
-            stage.prune is not None and stage.prune.importance == "taylor" for stage in self.stages)
+            (stage.prune is not None and (stage.prune.importance == "taylor" or stage.prune.finetune_between))
+            or (stage.quantize is not None and stage.quantize.qat is not None) for stage in self.stages)
         if needs_labels and self.data.kind == "synthetic":
-            raise ValueError("stages: finetune and taylor pruning need labelled training data; data.kind synthetic has none")
+            raise ValueError("stages: finetune, quantize.qat and taylor pruning need labelled training data; "
+                             "data.kind synthetic has none")
         return self
 
     @property

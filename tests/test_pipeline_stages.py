@@ -54,3 +54,33 @@ def test_stage_order_and_labels_are_checked(tiny_recipe, write_recipe):
                              "stages:\n  - quantize: {calibration_samples: 12}\n  - prune: {ratio: 0.5}")
     with pytest.raises(RecipeError, match="prune and finetune must come before quantize"):
         load_recipe(write_recipe(bad_order, "order.yaml"))
+
+
+def test_quantization_aware_finetuning_through_the_pipeline(tiny_recipe, tmp_path):
+    import onnx
+
+    text = tiny_recipe.read_text().replace(
+        "  - quantize: {calibration_samples: 12}",
+        "  - quantize: {calibration_samples: 12, qat: {epochs: 2, batch_size: 4, learning_rate: 0.001}}")
+    tiny_recipe.write_text(text)
+    recipe = load_recipe(tiny_recipe)
+    run_dir = create_run_dir(recipe, tmp_path / "runs")
+    report = run(recipe, run_dir, shared_cache=tmp_path / "cache")
+    int8 = next(result for result in report.artifacts if result.artifact.name == "onnxruntime-int8")
+    assert int8.accuracy is not None and int8.accuracy.samples == 12  # ONNX Runtime ran the file on every image
+    assert any(node.op_type == "QuantizeLinear" for node in onnx.load(str(run_dir / "model_int8.onnx")).graph.node)
+    stage = report.stages[-1]
+    assert stage["settings"]["quantization_aware_finetuning"] is True
+    assert len(stage["metrics"]["by_source"]["onnxruntime-fp32"]["qat_history"]) == 2
+    assert "quantization-aware fine-tuning of onnxruntime-fp32" in (run_dir / "report.md").read_text()
+
+
+def test_qat_needs_static_per_channel_int8(tiny_recipe, write_recipe):
+    import pytest
+
+    from greencompress.errors import RecipeError
+
+    text = tiny_recipe.read_text().replace("  - quantize: {calibration_samples: 12}",
+                                           "  - quantize: {method: dynamic, qat: {epochs: 1}}")
+    with pytest.raises(RecipeError, match=r"stages\.0\.quantize: qat simulates static, per-channel int8"):
+        load_recipe(write_recipe(text, "qat.yaml"))

@@ -10,8 +10,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data.distributed import DistributedSampler
 
+from greencompress import distributed
 from greencompress.files import write_bytes_atomic
 from greencompress.recipe import FinetuneConfig
 
@@ -40,8 +43,19 @@ def finetune(model: nn.Module, train_set: Dataset, config: FinetuneConfig, seed:
     """Train `model` (a copy) for `config.epochs`; resumes from `checkpoint_dir/last.pt` when it is there."""
     model = copy.deepcopy(model)
     training, validation = split_for_validation(train_set, config.validation_fraction, seed)
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(training, batch_size=config.batch_size, shuffle=True, generator=generator, num_workers=0)
+    world = distributed.world_size()
+    generator = torch.Generator().manual_seed(seed + distributed.rank())
+    if world > 1:
+        # Each rank trains on its share of every batch; gradients are averaged, so the recipe's batch
+        # size and learning rate keep their meaning.
+        sampler = DistributedSampler(training, num_replicas=world, rank=distributed.rank(), shuffle=True, seed=seed)
+        loader = DataLoader(training, batch_size=max(1, config.batch_size // world), sampler=sampler, num_workers=0)
+        trained = DistributedDataParallel(model)
+        log.info("finetune: data-parallel on %d processes, %d samples per process and step", world, loader.batch_size)
+    else:
+        sampler = None
+        loader = DataLoader(training, batch_size=config.batch_size, shuffle=True, generator=generator, num_workers=0)
+        trained = model
     optimizer = _optimizer(model, config)
     steps_per_epoch = len(loader)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config, steps_per_epoch))
@@ -51,8 +65,9 @@ def finetune(model: nn.Module, train_set: Dataset, config: FinetuneConfig, seed:
 
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last = checkpoint_dir / "last.pt"
-    if last.is_file():
-        state = torch.load(last, map_location="cpu", weights_only=True)
+    state = torch.load(last, map_location="cpu", weights_only=True) if distributed.is_main() and last.is_file() else None
+    state = distributed.share(state)  # every rank resumes from rank 0's checkpoint
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -74,9 +89,12 @@ def finetune(model: nn.Module, train_set: Dataset, config: FinetuneConfig, seed:
             log.info("finetune: early stop after epoch %d (best epoch %d)", epoch, best_epoch)
             break
         model.train()
+        if sampler is not None:
+            sampler.set_epoch(epoch)
         total_loss = 0.0
         for inputs, labels in loader:
-            logits = model(inputs)
+            inputs = augment(inputs, config.augment, generator)
+            logits = trained(inputs)
             loss = loss_function(logits, labels)
             if teacher is not None and config.distillation is not None:
                 loss = _distill(loss, logits, teacher, inputs, config)
@@ -90,7 +108,8 @@ def finetune(model: nn.Module, train_set: Dataset, config: FinetuneConfig, seed:
             total_loss += loss.item()
             if progress:
                 progress.update(task, advance=1, description=f"fine-tuning epoch {epoch + 1} loss {loss.item():.3f}")
-        top1 = _top1(model, validation, config.batch_size)
+        # Rank 0 evaluates and tells the others, so best epoch and early stopping agree on every rank.
+        top1 = distributed.share(_top1(model, validation, config.batch_size) if distributed.is_main() else None)
         history.append({"epoch": epoch + 1, "train_loss": total_loss / steps_per_epoch, "validation_top1": top1})
         log.info("finetune: epoch %d/%d, loss %.4f, validation top-1 %.2f%%", epoch + 1, config.epochs,
                  total_loss / steps_per_epoch, 100 * top1)
@@ -99,9 +118,25 @@ def finetune(model: nn.Module, train_set: Dataset, config: FinetuneConfig, seed:
         checkpoint = {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                       "schedule": schedule.state_dict(), "generator": generator.get_state(), "history": history,
                       "best_top1": best_top1, "best_epoch": best_epoch, "best_model": best_state}
-        _save_atomic(checkpoint, last)
+        if distributed.is_main():
+            _save_atomic(checkpoint, last)
     model.load_state_dict(best_state)
     return FinetuneResult(model.eval(), history, best_epoch, resumed)
+
+
+def augment(inputs: torch.Tensor, kinds, generator: torch.Generator) -> torch.Tensor:
+    """Seeded per-sample augmentation of a normalized NCHW batch (padding is 0, the per-channel mean)."""
+    if "random_crop" in kinds:
+        pad = max(1, inputs.shape[-1] // 8)  # 4 pixels at 32x32, the usual CIFAR setting
+        padded = nn.functional.pad(inputs, (pad, pad, pad, pad))
+        offsets = torch.randint(0, 2 * pad + 1, (len(inputs), 2), generator=generator).tolist()
+        height, width = inputs.shape[-2:]
+        inputs = torch.stack([padded[i, :, top:top + height, left:left + width]
+                              for i, (top, left) in enumerate(offsets)])
+    if "horizontal_flip" in kinds:
+        flip = torch.rand(len(inputs), generator=generator) < 0.5
+        inputs = torch.where(flip.view(-1, 1, 1, 1), inputs.flip(-1), inputs)
+    return inputs
 
 
 def _optimizer(model: nn.Module, config: FinetuneConfig) -> torch.optim.Optimizer:

@@ -91,3 +91,16 @@ def test_an_interrupted_finetune_resumes_where_it_stopped(tmp_path):
     assert resumed.best_epoch == straight.best_epoch
     for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-5)
+
+
+def test_augmentation_is_seeded_and_keeps_shapes():
+    from greencompress.compress.finetune import augment
+
+    batch = torch.arange(2 * 3 * 16 * 16, dtype=torch.float32).view(2, 3, 16, 16)
+    first = augment(batch, ["random_crop", "horizontal_flip"], torch.Generator().manual_seed(1))
+    again = augment(batch, ["random_crop", "horizontal_flip"], torch.Generator().manual_seed(1))
+    assert first.shape == batch.shape and torch.equal(first, again) and not torch.equal(first, batch)
+    flipped = augment(batch, ["horizontal_flip"], torch.Generator().manual_seed(0))
+    for sample, original in zip(flipped, batch):  # each sample is itself or its mirror image
+        assert torch.equal(sample, original) or torch.equal(sample, original.flip(-1))
+    assert torch.equal(augment(batch, [], torch.Generator()), batch)
