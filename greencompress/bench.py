@@ -1,4 +1,4 @@
-"""`greencompress bench`: latency and energy of one ONNX file or torchvision model, without a recipe."""
+"""`greencompress bench`: latency and energy of one ONNX file (ONNX Runtime or OpenVINO) or torchvision model."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from greencompress.errors import GreencompressError
 from greencompress.measure.benchmark import Benchmark, IdleBaseline, benchmark_interleaved, measure_idle
 from greencompress.measure.energy import MeterDescription, select_meter
 from greencompress.recipe import BenchmarkSpec, EnergySpec
-from greencompress.runtime import OnnxRuntimeRunner, TorchRunner, set_threads
+from greencompress.runtime import OnnxRuntimeRunner, OpenVinoRunner, TorchRunner, set_threads
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,10 @@ class BenchResult:
 
 
 def bench(model: str, input_size: int, benchmark: BenchmarkSpec, energy: EnergySpec, seed: int = 0,
-          progress=None) -> BenchResult:
-    """Benchmark `model` (a path to an .onnx file, or a torchvision model name with random weights)."""
+          progress=None, runtime: str = "onnxruntime") -> BenchResult:
+    """Benchmark `model` (an .onnx file on `runtime`, or a torchvision model name with random weights)."""
     set_threads(benchmark.threads)
-    runner, runtime, input_shape = _runner(model, input_size, benchmark.threads)
+    runner, runtime, input_shape = _runner(model, input_size, benchmark.threads, runtime)
     meter, reason = select_meter(energy)
     idle = measure_idle(meter, energy.idle_s)
     rng = np.random.default_rng(seed)
@@ -42,18 +42,23 @@ def bench(model: str, input_size: int, benchmark: BenchmarkSpec, energy: EnergyS
     return BenchResult(model, runtime, input_shape, meter.describe(), reason, idle, results)
 
 
-def _runner(model: str, input_size: int, threads: int):
+def _runner(model: str, input_size: int, threads: int, runtime: str):
     if model.endswith(".onnx"):
+        import onnx
+
         path = Path(model)
         if not path.is_file():
             raise GreencompressError(f"{path}: ONNX file not found")
-        runner = OnnxRuntimeRunner(path, threads)
-        dims = runner.session.get_inputs()[0].shape[1:]
-        # Fixed dimensions come from the file; symbolic ones (strings or None) from --input-size.
-        shape = tuple(dim if isinstance(dim, int) else (3 if index == 0 else input_size) for index, dim in enumerate(dims))
-        return runner, "onnxruntime", shape
+        dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[1:]
+        # Fixed dimensions come from the file; symbolic ones from --input-size (3 channels).
+        shape = tuple(dim.dim_value if dim.HasField("dim_value") else (3 if index == 0 else input_size)
+                      for index, dim in enumerate(dims))
+        runner = OpenVinoRunner(path, threads) if runtime == "openvino" else OnnxRuntimeRunner(path, threads)
+        return runner, runtime, shape
     import torchvision
 
     if model not in torchvision.models.list_models(module=torchvision.models):
         raise GreencompressError(f"{model!r} is neither an .onnx file nor a torchvision classification model name")
+    if runtime != "onnxruntime":
+        raise GreencompressError(f"--runtime {runtime} runs an exported .onnx file; {model!r} is a torchvision name")
     return TorchRunner(torchvision.models.get_model(model, weights=None).eval()), "torch", (3, input_size, input_size)

@@ -105,7 +105,7 @@ def run(recipe_path: Path | None, output_dir: Path | None, overrides: tuple[str,
 
 def _print_summary(report) -> None:
     from greencompress.report.markdown import (
-        artifact_table, carbon_legend, carbon_table, comparison_table, energy_legend, plain_findings,
+        artifact_table, carbon_legend, carbon_table, comparison_table, energy_legend, plain_findings, runtime_table,
     )
 
     stdout.print(_rich_table("Results (all columns in report.md)", artifact_table(report, compact=True)))
@@ -114,6 +114,9 @@ def _print_summary(report) -> None:
     stdout.print(escape(carbon_legend(report)), soft_wrap=True)
     stdout.print(_rich_table(f"Compressed vs baseline: same runtime, hardware, batch size (energy: {report.energy_meter.method})",
                              comparison_table(report)))
+    runtimes = runtime_table(report)
+    if runtimes is not None:
+        stdout.print(_rich_table("The same model on each runtime (where to deploy it)", runtimes))
     for finding in plain_findings(report):
         stdout.print(f"[bold yellow]Note:[/] {escape(finding)}", soft_wrap=True)
     for gate in report.gates:
@@ -197,8 +200,10 @@ def meters() -> None:
 @click.option("--window-s", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
 @click.option("--windows", type=click.IntRange(min=2), default=5, show_default=True)
 @click.option("--meter", type=click.Choice(["auto", "rapl", "estimate"]), default="auto", show_default=True)
+@click.option("--runtime", type=click.Choice(["onnxruntime", "openvino"]), default="onnxruntime", show_default=True,
+              help="Runtime for an .onnx MODEL (openvino needs: pip install 'greencompress[openvino]').")
 def bench(model: str, input_size: int, batch_sizes: str, threads: int, window_s: float, windows: int,
-          meter: str) -> None:
+          meter: str, runtime: str) -> None:
     """Measure latency and energy of MODEL (an .onnx file, or a torchvision model name) on this machine."""
     from pydantic import ValidationError
 
@@ -213,7 +218,7 @@ def bench(model: str, input_size: int, batch_sizes: str, threads: int, window_s:
         raise click.BadParameter(f"{batch_sizes!r}: expected positive integers separated by commas ({error})",
                                  param_hint="--batch-sizes") from None
     with _progress() as progress:
-        result = run_bench(model, input_size, benchmark, EnergySpec(meter=meter), progress=progress)
+        result = run_bench(model, input_size, benchmark, EnergySpec(meter=meter), progress=progress, runtime=runtime)
     headers = ["batch", "p50 ms", "p99 ms", "items/s", f"J/inf ({result.meter.method})", "95% CI", "active J/inf"]
     rows = [[str(b.latency.batch_size), f"{b.latency.p50_ms:.3f}", f"{b.latency.p99_ms:.3f}",
              f"{b.latency.throughput_per_s:.1f}", f"{b.energy.joules_per_inference:.4g}",

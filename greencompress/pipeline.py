@@ -45,7 +45,7 @@ from greencompress.report.schema import (
     benchmark_to_dict,
     compare_same_runtime,
 )
-from greencompress.runtime import Artifact, OnnxRuntimeRunner, TorchRunner, set_threads
+from greencompress.runtime import Artifact, OnnxRuntimeRunner, OpenVinoRunner, TorchRunner, set_threads
 from greencompress.stages import StageStore, stage_key
 from greencompress.zoo import cache_dir
 
@@ -189,6 +189,11 @@ def _run_stages(recipe: Recipe, run_dir: Path, store: StageStore, created: str, 
         stage_records.append({"technique": stage.technique, "settings": record["settings"],
                               **({"metrics": {"by_source": stage_metrics}} if stage_metrics else {})})
         finished.append(stage.technique)
+
+    # The same ONNX files on every other runtime the recipe lists, named after it: openvino-int8, ...
+    for other in recipe.benchmark.runtimes[1:]:
+        artifacts += [Artifact(a.name.replace("onnxruntime", other, 1), other, a.precision, a.path, a.size_bytes,
+                               a.params, a.macs) for a in artifacts if a.runtime == "onnxruntime"]
 
     measure_key = stage_key("measure", upstream_key, recipe.data.model_dump(mode="json"), recipe.seed,
                             recipe.benchmark.model_dump(), recipe.energy.model_dump())
@@ -407,6 +412,8 @@ def _load_torch_model(recipe: Recipe, path: Path):
 def _runner(artifact: Artifact, model, recipe: Recipe):
     if artifact.runtime == "torch":
         return TorchRunner(model)
+    if artifact.runtime == "openvino":
+        return OpenVinoRunner(artifact.path, recipe.benchmark.threads)
     return OnnxRuntimeRunner(artifact.path, recipe.benchmark.threads)
 
 

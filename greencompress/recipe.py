@@ -284,6 +284,19 @@ class BenchmarkSpec(_Section):
     max_windows: int = Field(default=10, ge=2)
     target_relative_ci: float = Field(default=0.05, gt=0)  # 95% CI half-width / mean, on joules per inference
     threads: int = Field(default=2, ge=1)
+    # Runtimes that run every exported model; onnxruntime is the reference and always listed.
+    runtimes: list[Literal["onnxruntime", "openvino"]] = Field(default_factory=lambda: ["onnxruntime"])
+
+    @field_validator("runtimes")
+    @classmethod
+    def _runtimes_available(cls, value: list[str]) -> list[str]:
+        import importlib.util
+
+        if "onnxruntime" not in value:
+            raise ValueError("onnxruntime runs every exported model and must be listed (add others beside it)")
+        if "openvino" in value and importlib.util.find_spec("openvino") is None:
+            raise ValueError("openvino is not installed: pip install 'greencompress[openvino]' (about 180 MB)")
+        return list(dict.fromkeys(value))
 
     @model_validator(mode="after")
     def _window_counts(self) -> BenchmarkSpec:

@@ -1,4 +1,4 @@
-"""Runner: one interface over every artifact (PyTorch eager, ONNX Runtime), shared by evaluation and benchmarks."""
+"""Runner: one interface over every artifact (PyTorch eager, ONNX Runtime, OpenVINO), for evaluation and benchmarks."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from greencompress.errors import GreencompressError
+
 
 @dataclass(frozen=True)
 class Artifact:
     """A model that a run produced or started from: what it is and where it lies."""
 
     name: str
-    runtime: str  # "torch" | "onnxruntime"
+    runtime: str  # "torch" | "onnxruntime" | "openvino"
     precision: str  # "fp32" | "int8"
     path: Path | None
     size_bytes: int | None  # taken when the artifact is recorded: the file may move later
@@ -63,6 +65,38 @@ class OnnxRuntimeRunner(Runner):
 
     def __call__(self, inputs: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: inputs})[0]
+
+
+class OpenVinoRunner(Runner):
+    """An OpenVINO CPU model compiled for latency (one stream, a fixed thread count, FP32 math where not int8).
+
+    OpenVINO runs the same ONNX file, QDQ int8 included. Each new input shape gets its own compiled
+    model (shapes made static), so batch sizes do not pay for dynamic-shape handling.
+    """
+
+    def __init__(self, path: Path, threads: int):
+        try:
+            import openvino
+        except ImportError:
+            raise GreencompressError("the openvino runtime needs the openvino package: "
+                                     "pip install 'greencompress[openvino]'") from None
+        self.core = openvino.Core()
+        self.model = self.core.read_model(str(path))
+        # f32 inference precision: on CPUs with bf16 units OpenVINO would otherwise lower FP32 models to bf16.
+        self.config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+                       "INFERENCE_PRECISION_HINT": "f32"}
+        self.requests: dict[tuple[int, ...], object] = {}
+
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        request = self.requests.get(inputs.shape)
+        if request is None:
+            import openvino
+
+            model = self.model.clone()
+            model.reshape({model.inputs[0]: openvino.PartialShape(list(inputs.shape))})
+            request = self.requests[inputs.shape] = self.core.compile_model(model, "CPU", self.config).create_infer_request()
+        request.infer({0: inputs})
+        return request.get_output_tensor(0).data.copy()
 
 
 def set_threads(threads: int) -> None:

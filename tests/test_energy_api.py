@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import torch
 
 import greencompress
@@ -37,6 +38,18 @@ def test_bench_an_onnx_file_with_a_dynamic_batch(tmp_path):
     for benchmark in result.benchmarks:
         assert benchmark.energy.windows == 2 and benchmark.energy.method == "estimate"
         assert benchmark.latency.p50_ms > 0 and benchmark.energy.joules_per_inference > 0
+
+
+def test_bench_runs_the_same_onnx_file_on_openvino(tmp_path):
+    pytest.importorskip("openvino")
+    torch.manual_seed(0)
+    model = resolve_callable(f"{RECIPES / 'models' / 'cifar_resnet.py'}:resnet20")().eval()
+    path = export_onnx(model, (3, 32, 32), tmp_path / "resnet20.onnx", opset=18)
+    spec = BenchmarkSpec(batch_sizes=[1, 4], window_s=0.1, windows=2, max_windows=2, warmup_iterations=2, threads=1)
+    result = bench(str(path), input_size=32, benchmark=spec, energy=EnergySpec(meter="estimate", idle_s=0),
+                   runtime="openvino")
+    assert result.runtime == "openvino" and [b.latency.batch_size for b in result.benchmarks] == [1, 4]
+    assert all(len(b.latency.window_p50_ms) == 2 for b in result.benchmarks)
 
 
 def test_bench_rejects_an_unknown_model_with_a_message():

@@ -84,3 +84,39 @@ def test_qat_needs_static_per_channel_int8(tiny_recipe, write_recipe):
                                            "  - quantize: {method: dynamic, qat: {epochs: 1}}")
     with pytest.raises(RecipeError, match=r"stages\.0\.quantize: qat simulates static, per-channel int8"):
         load_recipe(write_recipe(text, "qat.yaml"))
+
+
+def test_openvino_runs_every_exported_model_beside_onnx_runtime(tiny_recipe, tmp_path):
+    import numpy as np
+    import pytest
+
+    pytest.importorskip("openvino")
+    from greencompress.runtime import OnnxRuntimeRunner, OpenVinoRunner
+
+    tiny_recipe.write_text(tiny_recipe.read_text().replace("threads: 1}", "threads: 1, runtimes: [onnxruntime, openvino]}"))
+    recipe = load_recipe(tiny_recipe)
+    run_dir = create_run_dir(recipe, tmp_path / "runs")
+    report = run(recipe, run_dir, shared_cache=tmp_path / "cache")
+    by_name = {result.artifact.name: result for result in report.artifacts}
+    assert {"openvino-fp32", "openvino-int8"} <= set(by_name)
+    assert by_name["openvino-int8"].artifact.path == by_name["onnxruntime-int8"].artifact.path  # the same file
+    assert by_name["openvino-fp32"].accuracy.top1 == by_name["onnxruntime-fp32"].accuracy.top1
+    pairs = {(c.candidate, c.baseline) for c in report.comparisons}
+    assert ("openvino-int8", "openvino-fp32") in pairs  # ratios stay within one runtime
+    assert not any(c.candidate.startswith("openvino") and c.baseline.startswith("onnxruntime") for c in report.comparisons)
+    markdown = (run_dir / "report.md").read_text()
+    assert "## The same model on each runtime" in markdown and "| model_int8.onnx | 1 |" in markdown
+
+    inputs = np.random.default_rng(0).standard_normal((2, 3, 32, 32), dtype=np.float32)
+    fp32 = run_dir / "model_fp32.onnx"
+    np.testing.assert_allclose(OpenVinoRunner(fp32, 1)(inputs), OnnxRuntimeRunner(fp32, 1)(inputs), atol=1e-4)
+
+
+def test_runtimes_must_include_onnx_runtime(tiny_recipe, write_recipe):
+    import pytest
+
+    from greencompress.errors import RecipeError
+
+    text = tiny_recipe.read_text().replace("threads: 1}", "threads: 1, runtimes: [openvino]}")
+    with pytest.raises(RecipeError, match="benchmark.runtimes: onnxruntime runs every exported model"):
+        load_recipe(write_recipe(text, "runtimes.yaml"))

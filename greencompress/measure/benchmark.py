@@ -145,4 +145,5 @@ def _summarize(windows: list[Window], idle: IdleBaseline, target: float) -> Benc
         timeline=tuple((w.started_s, w.energy.duration_s, w.energy.total_j) for w in windows),
     )
     durations = [duration for w in windows for duration in w.durations_ns]
-    return Benchmark(latency=latency_stats(durations, windows[0].batch_size), energy=energy)
+    window_p50_ms = [np.median(w.durations_ns) / 1e6 for w in windows]
+    return Benchmark(latency=latency_stats(durations, windows[0].batch_size, window_p50_ms), energy=energy)

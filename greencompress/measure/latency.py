@@ -22,11 +22,12 @@ class Latency:
     mean_ms: float
     throughput_per_s: float
     percentiles_ms: tuple[float, ...] = ()  # the 0th..100th percentiles: the distribution, for plots
+    window_p50_ms: tuple[float, ...] = ()  # the median of each window, in the order measured: the spread over rounds
 
 
 
 
-def latency_stats(durations_ns, batch_size: int) -> Latency:
+def latency_stats(durations_ns, batch_size: int, window_p50_ms=()) -> Latency:
     """Percentiles, mean and throughput of per-batch durations given in nanoseconds."""
     milliseconds = np.asarray(durations_ns, dtype=float) / 1e6
     return Latency(
@@ -38,6 +39,7 @@ def latency_stats(durations_ns, batch_size: int) -> Latency:
         mean_ms=float(milliseconds.mean()),
         throughput_per_s=float(batch_size * 1e3 / milliseconds.mean()),
         percentiles_ms=tuple(float(value) for value in np.percentile(milliseconds, np.arange(101))),
+        window_p50_ms=tuple(float(value) for value in window_p50_ms),
     )
 
 

@@ -15,6 +15,7 @@ from greencompress.report.markdown import (
     energy_legend,
     gate_lines,
     plain_findings,
+    runtime_table,
     stage_lines,
 )
 from greencompress.report.schema import Comparison, RunReport
@@ -58,6 +59,9 @@ def render_html(report: RunReport) -> str:
         '<section id="comparisons"><h2>Compressed vs baseline (same runtime, hardware and batch size)</h2>',
         html_table(*comparison_table(report)) if report.comparisons else "<p>No pair shares a runtime and batch size.</p>",
         "</section>",
+        *([] if runtime_table(report) is None else [
+            '<section id="runtimes"><h2>The same model on each runtime (same hardware and batch size)</h2>',
+            html_table(*runtime_table(report)), "</section>"]),
         '<section id="stages"><h2>Stages</h2><ul>',
         *[f"<li>{escape(line)}</li>" for line in stage_lines(report)],
         "</ul></section>",

@@ -93,6 +93,34 @@ def comparison_table(report: RunReport) -> Table:
     return headers, rows
 
 
+def runtime_table(report: RunReport) -> Table | None:
+    """The same exported model on each runtime, per batch size, and which is cheapest: None with one runtime.
+
+    A separate view from the comparisons, which never mix runtimes: this one says where to deploy.
+    """
+    onnx_runtimes = list(dict.fromkeys(r.artifact.runtime for r in report.artifacts if r.artifact.path is not None
+                                       and r.artifact.path.suffix == ".onnx"))
+    if len(onnx_runtimes) < 2:
+        return None
+    by_file: dict = {}
+    for result in report.artifacts:
+        if result.artifact.runtime in onnx_runtimes:
+            by_file.setdefault(result.artifact.path.name, {})[result.artifact.runtime] = result
+    headers = ["model file", "batch", *[f"p50 ms {runtime}" for runtime in onnx_runtimes],
+               *[f"J/inf {runtime}" for runtime in onnx_runtimes], "cheapest (J/inf)"]
+    rows = []
+    for file_name, results in by_file.items():
+        for bench in results[onnx_runtimes[0]].benchmarks:
+            batch = bench.latency.batch_size
+            found = {runtime: results[runtime].at_batch(batch) for runtime in onnx_runtimes if runtime in results}
+            if len(found) < len(onnx_runtimes) or None in found.values():
+                continue
+            cheapest = min(found, key=lambda runtime: found[runtime].joules_per_inference)
+            rows.append([file_name, str(batch), *[f"{found[r].latency.p50_ms:.3f}" for r in onnx_runtimes],
+                         *[f"{found[r].joules_per_inference:.4g}" for r in onnx_runtimes], cheapest])
+    return headers, rows
+
+
 def plain_findings(report: RunReport) -> list[str]:
     """Sentences that say what a reader must not miss: a slower compressed model, an estimated energy figure."""
     findings = []
@@ -192,6 +220,11 @@ def render_markdown(report: RunReport) -> str:
     findings = plain_findings(report)
     if findings:
         lines += ["", *[f"- **Note:** {finding}" for finding in findings]]
+    runtimes = runtime_table(report)
+    if runtimes is not None:
+        lines += ["", f"## The same model on each runtime (same hardware and batch size; energy: "
+                      f"{report.energy_meter.method})", "", *markdown_table(runtimes), "",
+                  "Which runtime to deploy each file on. The ratios above compare artifacts on one runtime only."]
     lines += [
         "",
         "PyTorch eager FP32 is the as-trained reference; ratios compare artifacts on the same runtime only.",

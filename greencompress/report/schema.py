@@ -20,7 +20,7 @@ from greencompress.runtime import Artifact
 if TYPE_CHECKING:
     from greencompress.gates import GateResult
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 
 @dataclass(frozen=True)
@@ -233,7 +233,8 @@ def _benchmark_from(latency: dict, energy: dict) -> Benchmark:
     from greencompress.measure.latency import Latency
 
     return Benchmark(
-        latency=Latency(**{**latency, "percentiles_ms": tuple(latency.get("percentiles_ms", ()))}),
+        latency=Latency(**{**latency, "percentiles_ms": tuple(latency.get("percentiles_ms", ())),
+                           "window_p50_ms": tuple(latency.get("window_p50_ms", ()))}),
         energy=EnergyResult(
             joules_per_inference=energy["joules_per_inference"], ci95_j=energy["ci95_j"],
             active_joules_per_inference=energy["active_joules_per_inference"], active_ci95_j=energy["active_ci95_j"],
