@@ -18,6 +18,7 @@ class CpuInfo:
     model: str
     logical_cores: int
     flags: tuple[str, ...]
+    mhz: float | None = None  # the clock /proc/cpuinfo reports (base or current; VMs often show the nominal one)
 
     @property
     def has_vnni(self) -> bool:
@@ -27,7 +28,7 @@ class CpuInfo:
 @lru_cache(maxsize=1)
 def cpu_info(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> CpuInfo:
     """The CPU model and its int8-relevant flags, from /proc/cpuinfo (platform fallbacks elsewhere)."""
-    model, flags = platform.processor() or platform.machine(), set()
+    model, flags, mhz = platform.processor() or platform.machine(), set(), None
     try:
         for line in cpuinfo_path.read_text().splitlines():
             key, _, value = line.partition(":")
@@ -36,10 +37,12 @@ def cpu_info(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> CpuInfo:
                 model = value.strip()
             elif key in ("flags", "Features") and not flags:
                 flags = set(value.split())
+            elif key == "cpu MHz" and mhz is None:
+                mhz = float(value)
     except OSError:
         pass  # not Linux: the model from `platform` stands and no flags are claimed
     return CpuInfo(model=model, logical_cores=os.cpu_count() or 1,
-                   flags=tuple(flag for flag in _INTERESTING_FLAGS if flag in flags))
+                   flags=tuple(flag for flag in _INTERESTING_FLAGS if flag in flags), mhz=mhz)
 
 
 def environment(threads: int) -> dict:
