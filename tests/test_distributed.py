@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -62,8 +63,15 @@ def run_cli(launcher: list[str], recipe, output) -> dict:
     command = [*launcher, "greencompress", "run", str(recipe), "--output", str(output), "--quiet"]
     # A cache of its own: the other run's finished stages must not be reused.
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "GREENCOMPRESS_CACHE": str(output / "cache")}
-    finished = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment)
-    assert finished.returncode == 0, finished.stderr[-3000:]
+    # Its own process group, so a hang takes down torchrun's workers too, not only the launcher.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
+                               start_new_session=True)
+    try:
+        _, stderr = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        pytest.fail(f"{' '.join(command)} did not finish in 300 s (a rank waiting on a collective?)")
+    assert process.returncode == 0, stderr[-3000:]
     run_dirs = list((output / "ddp").iterdir())
     assert len(run_dirs) == 1, run_dirs  # the helper rank writes nothing, not even a run folder
     return json.loads((run_dirs[0] / "report.json").read_text())
