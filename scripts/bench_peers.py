@@ -265,8 +265,37 @@ def summarize(model_name: str, variants: list[Variant], batch_size: int, results
     return rows
 
 
-def markdown(rows: list[dict], missing: dict, header: str) -> str:
-    lines = [header, "", "| model | batch | variant | p50 ms | p90 ms | items/s | J/inf | size MB | GMACs "
+DENSE_INT8_PEERS = ("ort-int8-defaults", "torch-int8-pt2e", "torch-int8-fx", "ov-int8-nncf")
+
+
+def verdicts(model_name: str, batch_size: int, results: dict) -> list[str]:
+    """The issue's questions, answered as speed-ups (theirs / ours, per round; median and range)."""
+
+    def speedups(ours: list[str], theirs: list[str]) -> list[float] | None:
+        ours, theirs = [n for n in ours if n in results], [n for n in theirs if n in results]
+        if not ours or not theirs:
+            return None
+        rounds = len(results[ours[0]].latency.window_p50_ms)
+        # Each round: the fastest of `theirs` over the fastest of `ours`, both measured in that round.
+        return [min(results[n].latency.window_p50_ms[r] for n in theirs)
+                / min(results[n].latency.window_p50_ms[r] for n in ours) for r in range(rounds)]
+
+    lines = []
+    for label, ours, theirs in (
+        ("greencompress int8 vs quantize_static defaults, ONNX Runtime", ["gc-int8-ort"], ["ort-int8-defaults"]),
+        ("greencompress int8 vs NNCF int8, OpenVINO", ["gc-int8-ov"], ["ov-int8-nncf"]),
+        ("greencompress pruned+int8 (fastest runtime) vs the fastest dense int8 peer",
+         ["gc-pruned-int8-ort", "gc-pruned-int8-ov"], list(DENSE_INT8_PEERS)),
+    ):
+        found = speedups(ours, theirs)
+        if found:
+            lines.append(f"- {model_name}, batch {batch_size}: {label}: {statistics.median(found):.2f}x as fast "
+                         f"(rounds {min(found):.2f}-{max(found):.2f})")
+    return lines
+
+
+def markdown(rows: list[dict], missing: dict, header: str, findings: list[str]) -> str:
+    lines = [header, "", *findings, "", "| model | batch | variant | p50 ms | p90 ms | items/s | J/inf | size MB | GMACs "
              "| x floor | vs ort-fp32 (median, min-max over rounds) | vs ort-int8-defaults |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
@@ -302,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     from greencompress.environment import cpu_info
 
     cpu = cpu_info()
-    rows, missing = [], {}
+    rows, missing, findings = [], {}, []
     for model_name in settings.models:
         print(f"{model_name}: building variants", file=sys.stderr)
         with tempfile.TemporaryDirectory() as scratch:
@@ -312,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                       file=sys.stderr)
                 results = measure(variants, batch_size, settings, meter, idle)
                 rows += summarize(model_name, variants, batch_size, results, cpu, settings.threads)
+                findings += verdicts(model_name, batch_size, results)
     elapsed = time.perf_counter() - started
     versions = ", ".join(f"{name} {version}" for name, version in {**env["versions"], **_peer_versions()}.items())
     peaks = "; ".join(f"{precision}: {rate.basis}" for precision in ("fp32", "int8")
@@ -320,9 +350,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{', '.join(cpu.flags)}, {settings.threads} threads, {cpu.logical_cores} logical cores. {versions}. "
               f"Energy: {meter.method} ({reason}). Random weights, random inputs: speed only. "
               f"Peak rates for the floor: {peaks}.")
-    print(markdown(rows, missing, header))
+    print(markdown(rows, missing, header, findings))
     if args.json:
-        args.json.write_text(json.dumps({"header": header, "rows": rows, "missing": {
+        args.json.write_text(json.dumps({"header": header, "findings": findings, "rows": rows, "missing": {
             name: [vars(item) for item in items] for name, items in missing.items()}}, indent=2))
     return 0
 

@@ -122,7 +122,8 @@ def runtime_table(report: RunReport) -> Table | None:
 
 
 def plain_findings(report: RunReport) -> list[str]:
-    """Sentences that say what a reader must not miss: a slower compressed model, an estimated energy figure."""
+    """Sentences that say what a reader must not miss: whether pruning bought speed at each batch size, a slower
+    compressed model, noisy or estimated energy."""
     findings = []
     for c in report.comparisons:
         pruning_only = "pruned" in c.candidate and "pruned" not in c.baseline and \
@@ -133,6 +134,9 @@ def plain_findings(report: RunReport) -> list[str]:
                 f"{c.baseline} on {c.runtime} at batch size {c.batch_size}, despite fewer MACs. Channel counts that are "
                 f"multiples of 8 (prune: round_to: 8), a larger batch or a lower ratio may help."
             )
+        elif pruning_only:
+            findings.append(f"Pruning bought real speed: {c.candidate} runs at {c.latency_p50_ratio:.2f}x the p50 "
+                            f"latency of {c.baseline} on {c.runtime} at batch size {c.batch_size}.")
         elif not c.faster:
             findings.append(
                 f"{c.candidate} is SLOWER than {c.baseline} on {c.runtime} at batch size {c.batch_size}: "

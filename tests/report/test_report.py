@@ -143,6 +143,18 @@ def test_pruning_without_speed_gets_a_warning_with_what_may_help():
     assert "round_to: 8" in markdown
 
 
+def test_pruning_that_pays_is_stated_too():
+    report = make_report([
+        result("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.2),
+        result("onnxruntime-int8", "onnxruntime", "int8", 1.0, 0.05),
+        result("onnxruntime-pruned-int8", "onnxruntime", "int8", 0.5, 0.025),
+    ])
+    markdown = render_markdown(report)
+    assert "Pruning bought real speed: onnxruntime-pruned-int8 runs at 0.50x the p50 latency of onnxruntime-int8" \
+        in markdown
+    assert "no real speed" not in markdown
+
+
 def test_power_timeline_is_drawn_for_a_measured_meter_only():
     import dataclasses
 
