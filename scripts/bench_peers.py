@@ -289,7 +289,7 @@ def verdicts(model_name: str, batch_size: int, results: dict) -> list[str]:
     ):
         found = speedups(ours, theirs)
         if found:
-            lines.append(f"- {model_name}, batch {batch_size}: {label}: {statistics.median(found):.2f}x as fast "
+            lines.append(f"- {model_name}, batch {batch_size}: {label}: {statistics.median(found):.3f}x as fast "
                          f"(rounds {min(found):.2f}-{max(found):.2f})")
     return lines
 

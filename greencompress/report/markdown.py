@@ -169,7 +169,8 @@ def stage_lines(report: RunReport) -> list[str]:
         if "macs" in metrics:
             facts.append(f"{metrics['macs'] / 1e6:.1f} M MACs, {metrics['params'] / 1e6:.2f} M parameters")
         if "macs_before" in metrics:
-            facts.append(f"MACs {metrics['macs_before'] / 1e6:.1f} M -> {metrics['macs_after'] / 1e6:.1f} M")
+            facts.append(f"MACs {metrics['macs_before'] / 1e6:.1f} M -> {metrics['macs_after'] / 1e6:.1f} M"
+                         + (f" (ratio used {metrics['ratio']:.3f})" if "ratio" in metrics else ""))
         if metrics.get("untouched_layers"):
             facts.append(f"left untouched (unsafe to prune): {', '.join(metrics['untouched_layers'])}")
         if "total_sparsity" in metrics:
@@ -183,7 +184,7 @@ def stage_lines(report: RunReport) -> list[str]:
                 facts.append(f"quantization-aware fine-tuning of {source}: best validation epoch "
                              f"{source_metrics['qat_best_epoch']} of {len(source_metrics['qat_history'])}")
         summary = f": {'; '.join(facts)}" if facts else ""
-        lines.append(f"`{stage['technique']}` ({_settings(stage['settings'])}){summary}")
+        lines.append(f"`{stage['technique']}` ({_settings(_relevant(stage))}){summary}")
     return lines
 
 
@@ -270,6 +271,21 @@ def markdown_table(table: Table) -> list[str]:
     headers, rows = table
     return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
             *["| " + " | ".join(row) + " |" for row in rows]]
+
+
+# Prune settings that do not apply to the method (or that target_macs replaces) are left out of the stage line.
+_NOT_FOR = {"structured": ("sparsity", "scope"), "unstructured": ("importance", "ratio", "target_macs", "global_pruning",
+                                                                  "ignore", "round_to")}
+
+
+def _relevant(stage: dict) -> dict:
+    settings = stage["settings"]
+    if stage["technique"] != "prune":
+        return settings
+    hidden = set(_NOT_FOR.get(settings.get("method"), ()))
+    if settings.get("target_macs") is not None:
+        hidden.add("ratio")
+    return {key: value for key, value in settings.items() if key not in hidden}
 
 
 def _settings(settings: dict) -> str:
