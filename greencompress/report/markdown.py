@@ -93,6 +93,9 @@ def comparison_table(report: RunReport) -> Table:
     return headers, rows
 
 
+_RUNTIME_ABBREVIATIONS = {"onnxruntime": "ORT", "openvino": "OV"}  # so the table fits a terminal
+
+
 def runtime_table(report: RunReport) -> Table | None:
     """The same exported model on each runtime, per batch size, and which is cheapest: None with one runtime.
 
@@ -106,8 +109,9 @@ def runtime_table(report: RunReport) -> Table | None:
     for result in report.artifacts:
         if result.artifact.runtime in onnx_runtimes:
             by_file.setdefault(result.artifact.path.name, {})[result.artifact.runtime] = result
-    headers = ["model file", "batch", *[f"p50 ms {runtime}" for runtime in onnx_runtimes],
-               *[f"J/inf {runtime}" for runtime in onnx_runtimes], "cheapest (J/inf)"]
+    short = [_RUNTIME_ABBREVIATIONS.get(runtime, runtime) for runtime in onnx_runtimes]
+    headers = ["file", "batch", *[f"p50 ms {name}" for name in short], *[f"J/inf {name}" for name in short],
+               "cheapest (J/inf)"]
     rows = []
     for file_name, results in by_file.items():
         for bench in results[onnx_runtimes[0]].benchmarks:
@@ -116,8 +120,13 @@ def runtime_table(report: RunReport) -> Table | None:
             if len(found) < len(onnx_runtimes) or None in found.values():
                 continue
             cheapest = min(found, key=lambda runtime: found[runtime].joules_per_inference)
+            best = found[cheapest].energy
+            # Overlapping 95% intervals: the ranking is not resolved by this measurement.
+            tied = any(other.energy.joules_per_inference - other.energy.ci95_j <= best.joules_per_inference + best.ci95_j
+                       for runtime, other in found.items() if runtime != cheapest)
             rows.append([file_name, str(batch), *[f"{found[r].latency.p50_ms:.3f}" for r in onnx_runtimes],
-                         *[f"{found[r].joules_per_inference:.4g}" for r in onnx_runtimes], cheapest])
+                         *[f"{found[r].joules_per_inference:.4g}" for r in onnx_runtimes],
+                         cheapest + (" (within noise)" if tied else "")])
     return headers, rows
 
 
