@@ -207,7 +207,8 @@ class PruneConfig(_Section):
 
     method: Literal["structured", "unstructured"] = "structured"
     importance: Literal["l1", "l2", "bn_scale", "taylor", "random"] = "l1"  # structured: channel score
-    ratio: float = Field(default=0.5, gt=0, lt=1)  # structured: share of each prunable layer's channels removed
+    # structured: share of each prunable layer's channels removed (0.5 when neither this nor target_macs is set)
+    ratio: float | None = Field(default=None, gt=0, lt=1)
     target_macs: float | None = Field(default=None, gt=0, lt=1)  # structured: instead of ratio, MACs kept vs baseline
     global_pruning: bool = False  # structured: rank channels across layers instead of within each
     ignore: list[str] | None = None  # structured: layers never pruned (default: the final classifier)
@@ -218,14 +219,21 @@ class PruneConfig(_Section):
     sparsity: float = Field(default=0.5, gt=0, lt=1)  # unstructured: share of weights set to zero
     scope: Literal["global", "layer"] = "global"  # unstructured: one threshold for all layers, or per layer
 
+    # Checked on values, not on which keys were given: recipe.resolved.yaml (all defaults written out)
+    # must load again for --resume.
     @model_validator(mode="after")
     def _one_target(self) -> PruneConfig:
-        if self.target_macs is not None and "ratio" in self.model_fields_set:
+        if self.target_macs is not None and self.ratio is not None:
             raise ValueError("set either ratio or target_macs, not both")
-        if self.method == "unstructured" and {"ratio", "target_macs", "importance", "round_to"} & self.model_fields_set:
-            raise ValueError("ratio, target_macs, importance and round_to apply to structured pruning; "
+        if self.method == "unstructured" and (self.ratio, self.target_macs, self.round_to) != (None, None, None):
+            raise ValueError("ratio, target_macs and round_to apply to structured pruning; "
                              "unstructured pruning takes sparsity and scope")
         return self
+
+    @property
+    def structured_ratio(self) -> float:
+        """The ratio to prune at when target_macs does not decide it."""
+        return 0.5 if self.ratio is None else self.ratio
 
 
 

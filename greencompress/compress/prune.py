@@ -75,7 +75,7 @@ def unsafe_channel_layers(model: nn.Module, example: torch.Tensor, candidates: l
 
 def prune_structured(model: nn.Module, input_shape: tuple[int, int, int], config, calibration_batches,
                      train_between: Callable[[nn.Module, int], nn.Module] | None = None) -> StructuredResult:
-    """Remove channels: `config.ratio` of each prunable layer, or as many as `config.target_macs` asks.
+    """Remove channels: `config.ratio` (default 0.5) of each prunable layer, or as many as `config.target_macs` asks.
 
     Unsafe groups and `config.ignore` layers are left untouched. With `iterative_steps`, the ratio is
     reached step by step; `train_between(model, step)` (if given) fine-tunes after each step but the last.
@@ -96,7 +96,7 @@ def prune_structured(model: nn.Module, input_shape: tuple[int, int, int], config
         log.info("prune: leaving %s untouched: %s", name, reason)
     kept = [*ignore, *untouched]
     macs_before, params_before = tp.utils.count_ops_and_params(model, example)
-    ratio = config.ratio
+    ratio = config.structured_ratio
     if config.target_macs is not None:
         ratio = _ratio_for_macs(model, example, config, kept, macs_before)
     targets = step_targets(config.schedule, ratio, config.iterative_steps)

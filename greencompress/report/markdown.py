@@ -292,8 +292,6 @@ def _relevant(stage: dict) -> dict:
     if stage["technique"] != "prune":
         return settings
     hidden = set(_NOT_FOR.get(settings.get("method"), ()))
-    if settings.get("target_macs") is not None:
-        hidden.add("ratio")
     return {key: value for key, value in settings.items() if key not in hidden}
 
 
