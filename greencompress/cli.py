@@ -116,7 +116,8 @@ def _print_summary(report) -> None:
                              comparison_table(report)))
     runtimes = runtime_table(report)
     if runtimes is not None:
-        stdout.print(_rich_table("The same model on each runtime (where to deploy it)", runtimes))
+        stdout.print(_rich_table(f"The same model on each runtime (where to deploy it; energy: "
+                                 f"{report.energy_meter.method})", runtimes))
     for finding in plain_findings(report):
         stdout.print(f"[bold yellow]Note:[/] {escape(finding)}", soft_wrap=True)
     for gate in report.gates:
@@ -208,6 +209,7 @@ def bench(model: str, input_size: int, batch_sizes: str, threads: int, window_s:
     from pydantic import ValidationError
 
     from greencompress.bench import bench as run_bench
+    from greencompress.report.markdown import benchmark_cells
     from greencompress.recipe import BenchmarkSpec, EnergySpec
 
     try:
@@ -220,10 +222,7 @@ def bench(model: str, input_size: int, batch_sizes: str, threads: int, window_s:
     with _progress() as progress:
         result = run_bench(model, input_size, benchmark, EnergySpec(meter=meter), progress=progress, runtime=runtime)
     headers = ["batch", "p50 ms", "p99 ms", "items/s", f"J/inf ({result.meter.method})", "95% CI", "active J/inf"]
-    rows = [[str(b.latency.batch_size), f"{b.latency.p50_ms:.3f}", f"{b.latency.p99_ms:.3f}",
-             f"{b.latency.throughput_per_s:.1f}", f"{b.energy.joules_per_inference:.4g}",
-             f"+-{100 * b.energy.relative_ci95:.1f}%" + (" noisy" if b.energy.noisy else ""),
-             f"{b.energy.active_joules_per_inference:.4g}"] for b in result.benchmarks]
+    rows = [[str(b.latency.batch_size), *benchmark_cells(b)] for b in result.benchmarks]
     stdout.print(_rich_table(f"{model} on {result.runtime}, input {result.input_shape}, {threads} threads",
                              (headers, rows)))
     kind = "measured" if result.meter.measured else "ESTIMATED, not measured"

@@ -271,8 +271,7 @@ def _quantize_stage(config: QuantizeConfig, fp32: Artifact, source_model, output
             # fine-tuned under int8 rounding: the graph, and so the speed, is the same.
             reduce_range, _ = resolve_reduce_range(config.reduce_range)
             log.info("quantization-aware fine-tuning of %s (%d epochs)", fp32.name, config.qat.epochs)
-            trained = _fine_tune("qat", source_model, config.qat, source_model, data, recipe, work_dir, progress,
-                                 reduce_range)
+            trained = _fine_tune("qat", source_model, config.qat, None, data, recipe, work_dir, progress, reduce_range)
             fp32_path = Path(scratch) / "qat_fp32.onnx"
             exported = _export_stage(trained.model, data, recipe, fp32_path)
             metrics = {"qat_history": trained.history, "qat_best_epoch": trained.best_epoch,
@@ -316,6 +315,7 @@ def _trainer_between_steps(config: FinetuneConfig | None, original, data: DataSp
     """`train(model, step) -> model` for fine-tuning between iterative pruning steps, or None."""
     if config is None:
         return None
+
     def train(pruned, step: int):
         log.info("prune: fine-tuning after step %d (%d epochs)", step, config.epochs)
         return _fine_tune("finetune", pruned, config, original, data, recipe, work_dir / f"after-step-{step}",
@@ -347,7 +347,11 @@ def _fine_tune(kind: str, model, config: FinetuneConfig, original, data: DataSpl
 
 def _train(kind: str, model, config: FinetuneConfig, original, data: DataSplits, recipe: Recipe, work_dir: Path,
            progress, reduce_range: bool):
-    teacher = original if config.distillation is not None else None
+    # Fine-tuning distils from the original model; QAT from the float model it starts from. Decided here, so
+    # every torchrun rank picks the same teacher.
+    teacher = None
+    if config.distillation is not None:
+        teacher = model if kind == "qat" else original
     with distributed.threads_per_process():
         if kind == "qat":
             return quantization_aware_finetune(model, data.train, config, reduce_range, recipe.seed, work_dir,
@@ -362,11 +366,7 @@ def serve_fine_tuning(recipe: Recipe) -> None:
     data, original = load_data(recipe.data, recipe.seed), None
     while (command := distributed.share(None))["kind"] != "done":
         original = original if original is not None else load_model(recipe.model).module
-        model = copy.deepcopy(original)
-        if command["pruning_history"]:
-            replay_pruning(model, recipe.input_shape, command["pruning_history"])
-        model.load_state_dict(command["state_dict"])
-        model._greencompress_pruning_history = command["pruning_history"]
+        model = _rebuild(copy.deepcopy(original), recipe, command["pruning_history"], command["state_dict"])
         with tempfile.TemporaryDirectory() as scratch:  # checkpoints are rank 0's to keep
             _train(command["kind"], model, FinetuneConfig(**command["config"]), original, data, recipe,
                    Path(scratch), None, command["reduce_range"])
@@ -401,11 +401,15 @@ def _save_torch_model(model, path: Path) -> None:
 def _load_torch_model(recipe: Recipe, path: Path):
     """Rebuild a saved stage output: the original architecture, the pruning replayed, then the weights."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    model = load_model(recipe.model).module
-    if state["pruning_history"]:
-        replay_pruning(model, recipe.input_shape, state["pruning_history"])
-    model.load_state_dict(state["state_dict"])
-    model._greencompress_pruning_history = state["pruning_history"]
+    return _rebuild(load_model(recipe.model).module, recipe, state["pruning_history"], state["state_dict"])
+
+
+def _rebuild(model, recipe: Recipe, pruning_history: list, state_dict: dict):
+    """`model` (the original architecture, changed in place) pruned as recorded and given these weights."""
+    if pruning_history:
+        replay_pruning(model, recipe.input_shape, pruning_history)
+    model.load_state_dict(state_dict)
+    model._greencompress_pruning_history = pruning_history
     return model.eval()
 
 

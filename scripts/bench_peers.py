@@ -45,7 +45,7 @@ sys.path.insert(0, str(REPO))
 
 from greencompress.compress.prune import prune_structured  # noqa: E402
 from greencompress.compress.quantize import quantize_onnx  # noqa: E402
-from greencompress.environment import environment  # noqa: E402
+from greencompress.environment import cpu_info, environment  # noqa: E402
 from greencompress.export import export_onnx  # noqa: E402
 from greencompress.measure.benchmark import benchmark_interleaved, measure_idle  # noqa: E402
 from greencompress.measure.energy import select_meter  # noqa: E402
@@ -295,20 +295,24 @@ def verdicts(model_name: str, batch_size: int, results: dict) -> list[str]:
 
 
 def markdown(rows: list[dict], missing: dict, header: str, findings: list[str]) -> str:
-    lines = [header, "", *findings, "", "| model | batch | variant | p50 ms | p90 ms | items/s | J/inf | size MB | GMACs "
+    """The findings and one row per variant and batch size. Ratios cross runtimes on purpose here (which tool
+    to pick); each row names its runtime, and the energy column its method."""
+    methods = ", ".join(sorted({row["energy_method"] for row in rows})) or "-"
+    lines = [header, "", *findings, "",
+             f"| model | batch | variant | runtime | p50 ms | p90 ms | items/s | J/inf ({methods}) | size MB | GMACs "
              "| x floor | vs ort-fp32 (median, min-max over rounds) | vs ort-int8-defaults |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
         ratio = [f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})" if (r := row.get(f"vs_{ref}")) else "-"
                  for ref in REFERENCES]
         floor = f"{row['x_floor']:.1f}" if row["x_floor"] else "-"
         size = f"{row['size_mb']:.1f}" if row["size_mb"] else "-"
-        lines.append(f"| {row['model']} | {row['batch']} | {row['variant']} | {row['p50_ms']:.2f} | {row['p90_ms']:.2f} "
-                     f"| {row['items_per_s']:.1f} | {row['j_per_inference']:.3g} | {size} "
+        lines.append(f"| {row['model']} | {row['batch']} | {row['variant']} | {row['runtime']} | {row['p50_ms']:.2f} "
+                     f"| {row['p90_ms']:.2f} | {row['items_per_s']:.1f} | {row['j_per_inference']:.3g} | {size} "
                      f"| {row['gmacs']:.2f} | {floor} | {ratio[0]} | {ratio[1]} |")
     for model_name, unavailable in missing.items():
         for item in unavailable:
-            lines.append(f"\n{model_name}: {item.name} not measured: {item.reason}")
+            lines.append(f"\n{model_name}: {item['name']} not measured: {item['reason']}")
     return "\n".join(lines) + "\n"
 
 
@@ -328,8 +332,6 @@ def main(argv: list[str] | None = None) -> int:
     meter, reason = select_meter(EnergySpec())
     idle = measure_idle(meter, 2.0)
     env = environment(settings.threads)
-    from greencompress.environment import cpu_info
-
     cpu = cpu_info()
     rows, missing, findings = [], {}, []
     for model_name in settings.models:
@@ -350,10 +352,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{', '.join(cpu.flags)}, {settings.threads} threads, {cpu.logical_cores} logical cores. {versions}. "
               f"Energy: {meter.method} ({reason}). Random weights, random inputs: speed only. "
               f"Peak rates for the floor: {peaks}.")
+    missing = {name: [vars(item) for item in items] for name, items in missing.items()}
     print(markdown(rows, missing, header, findings))
     if args.json:
-        args.json.write_text(json.dumps({"header": header, "findings": findings, "rows": rows, "missing": {
-            name: [vars(item) for item in items] for name, items in missing.items()}}, indent=2))
+        args.json.write_text(json.dumps({"header": header, "findings": findings, "rows": rows, "missing": missing},
+                                        indent=2))
     return 0
 
 

@@ -154,10 +154,10 @@ def _ratio_for_macs(model: nn.Module, example: torch.Tensor, config, kept: list[
         return tp.utils.count_ops_and_params(trial, example)[0] / macs_before
 
     low, high = 0.0, _MAX_RATIO
-    if macs_share(high) > config.target_macs:
+    if (smallest := macs_share(high)) > config.target_macs:
         raise GreencompressError(
             f"stages.prune.target_macs: {config.target_macs} cannot be reached: even removing {_MAX_RATIO:.0%} of "
-            f"the prunable channels keeps {macs_share(high):.1%} of the MACs"
+            f"the prunable channels keeps {smallest:.1%} of the MACs"
             + (f" ({len(kept)} layers stay whole: {', '.join(kept)})" if kept else ""))
     for _ in range(10):  # 0.95 / 2^10: well under one channel in a thousand
         middle = (low + high) / 2
@@ -204,8 +204,7 @@ def prune_unstructured(model: nn.Module, config,
     model = copy.deepcopy(model).eval()
     zipped_before = zipped_state_bytes(model)
     for step, sparsity in enumerate(step_targets(config.schedule, config.sparsity, config.iterative_steps), 1):
-        layers = [(name, module) for name, module in model.named_modules()
-                  if isinstance(module, (nn.Conv2d, nn.Linear))]
+        layers = _weighted_layers(model)  # again each step: fine-tuning returns a new model
         if config.scope == "global":
             prune.global_unstructured([(module, "weight") for _, module in layers],
                                       pruning_method=prune.L1Unstructured, amount=sparsity)
@@ -217,11 +216,15 @@ def prune_unstructured(model: nn.Module, config,
         log.info("prune: step %d/%d, sparsity %.3f", step, config.iterative_steps, sparsity)
         if train_between is not None and step < config.iterative_steps:
             model = train_between(model, step).eval()  # fine-tuning keeps exact zeros at zero
-    layers = [(name, module) for name, module in model.named_modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
+    layers = _weighted_layers(model)
     sparsity = {name: float((module.weight == 0).float().mean()) for name, module in layers}
     zeros = sum(int((module.weight == 0).sum()) for _, module in layers)
     total = sum(module.weight.numel() for _, module in layers)
     return SparsityResult(model, sparsity, zeros / total, zipped_before, zipped_state_bytes(model))
+
+
+def _weighted_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    return [(name, module) for name, module in model.named_modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
 
 
 def zipped_state_bytes(model: nn.Module) -> int:

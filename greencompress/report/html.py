@@ -59,9 +59,9 @@ def render_html(report: RunReport) -> str:
         '<section id="comparisons"><h2>Compressed vs baseline (same runtime, hardware and batch size)</h2>',
         html_table(*comparison_table(report)) if report.comparisons else "<p>No pair shares a runtime and batch size.</p>",
         "</section>",
-        *([] if runtime_table(report) is None else [
-            '<section id="runtimes"><h2>The same model on each runtime (same hardware and batch size)</h2>',
-            html_table(*runtime_table(report)), "</section>"]),
+        *([] if (runtimes := runtime_table(report)) is None else [
+            '<section id="runtimes"><h2>The same model on each runtime (same hardware and batch size; energy: '
+            f'{escape(report.energy_meter.method)})</h2>', html_table(*runtimes), "</section>"]),
         '<section id="stages"><h2>Stages</h2><ul>',
         *[f"<li>{escape(line)}</li>" for line in stage_lines(report)],
         "</ul></section>",
