@@ -265,7 +265,7 @@ def _quantize_stage(config: QuantizeConfig, fp32: Artifact, source_model, output
                     recipe: Recipe, work_dir: Path, progress) -> dict:
     temporary = output.with_name(f".{output.name}.tmp")
     with tempfile.TemporaryDirectory() as scratch:
-        fp32_path, metrics = fp32.path, {}
+        fp32_path, metrics, input_ranges = fp32.path, {}, None
         if config.qat is not None:
             # Same export, parity check and ONNX Runtime quantization as post-training int8, on weights
             # fine-tuned under int8 rounding: the graph, and so the speed, is the same.
@@ -276,7 +276,9 @@ def _quantize_stage(config: QuantizeConfig, fp32: Artifact, source_model, output
             exported = _export_stage(trained.model, data, recipe, fp32_path)
             metrics = {"qat_history": trained.history, "qat_best_epoch": trained.best_epoch,
                        "qat_resumed_from_epoch": trained.resumed_from_epoch, "qat_export_parity": exported["parity"]}
-        result = quantize_onnx(fp32_path, temporary, config, data.calibration, recipe.data.batch_size, progress)
+            input_ranges = trained.input_ranges
+        result = quantize_onnx(fp32_path, temporary, config, data.calibration, recipe.data.batch_size, progress,
+                               input_ranges)
     temporary.replace(output)
     settings = {key: value for key, value in asdict(result).items() if key != "path"}
     settings["quantization_aware_finetuning"] = config.qat is not None

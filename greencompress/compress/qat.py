@@ -6,6 +6,16 @@ min/max) and its weight the way it quantizes weights (int8, symmetric, per outpu
 when `reduce_range`). Gradients pass straight through the rounding. Afterwards the wrappers are
 removed: what remains is an ordinary FP32 model whose weights sit well on the int8 grid, exported and
 quantized by the same ONNX Runtime path as post-training quantization, so it runs exactly as fast.
+The activation ranges the model was trained under go with it (`QatResult.input_ranges`): ONNX
+Runtime quantizes each layer's input on that grid instead of calibrating a new one. Every layer
+input and weight of the int8 graph is then the one training simulated, to one grid step at a float
+midpoint (tests/compress/test_qat.py checks it value for value). Not simulated: the int32 rounding
+of biases, and the rounding ONNX Runtime applies to a layer output that feeds an op it does not
+quantize (a pooling) and to the logits.
+
+Whether ONNX Runtime's integer kernels compute the graph exactly depends on the CPU: with VNNI or
+AMX they do; with plain AVX2/AVX-512, u8 x s8 products saturate in int16 unless weights are 7-bit,
+which is what `reduce_range: auto` chooses there (compress/quantize.py).
 
 Per-channel weight rounding is unchanged when batch norm is later folded into the convolution (the
 fold scales each output channel, and so its scale, by one factor), so batch norm is left as it is.
@@ -14,6 +24,7 @@ fold scales each output channel, and so its scale, by one factor), so batch norm
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -55,8 +66,13 @@ class FakeQuantized(nn.Module):
         else:  # a moving average: one outlier batch does not stretch the range for good
             self.input_min.lerp_(low, self.momentum), self.input_max.lerp_(high, self.momentum)
 
+    @property
+    def input_range(self) -> tuple[float, float]:
+        """The activation range quantized over: the observed one, widened to hold zero (which must be exact)."""
+        return min(float(self.input_min), 0.0), max(float(self.input_max), 0.0)
+
     def _fake_quantize_input(self, inputs: torch.Tensor) -> torch.Tensor:
-        low, high = min(float(self.input_min), 0.0), max(float(self.input_max), 0.0)  # zero must be exact
+        low, high = self.input_range
         if high - low <= 0:
             return inputs
         scale = (high - low) / (ACTIVATION_RANGE[1] - ACTIVATION_RANGE[0])
@@ -88,15 +104,29 @@ def strip(model: nn.Module) -> nn.Module:
     return model
 
 
+def input_ranges(prepared: nn.Module) -> dict[str, tuple[float, float]]:
+    """Per wrapped layer (by its name in the stripped model): the input range it was trained under."""
+    return {name: module.input_range for name, module in prepared.named_modules()
+            if isinstance(module, FakeQuantized) and bool(module.observed)}
+
+
 def _replace(model: nn.Module, dotted_name: str, replacement: nn.Module) -> None:
     parent_name, _, child = dotted_name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, replacement)
 
 
+@dataclass(frozen=True)
+class QatResult(FinetuneResult):
+    """A fine-tuning result whose model is stripped of its wrappers, with the activation ranges it trained under."""
+
+    input_ranges: dict[str, tuple[float, float]] | None = None  # layer name -> (min, max) of its input
+
+
 def quantization_aware_finetune(model: nn.Module, train_set, config: FinetuneConfig, reduce_range: bool, seed: int,
-                                checkpoint_dir: Path, teacher: nn.Module | None = None, progress=None) -> FinetuneResult:
+                                checkpoint_dir: Path, teacher: nn.Module | None = None, progress=None) -> QatResult:
     """Fine-tune `model` under fake int8 rounding (resumable like any fine-tuning); returns the stripped model."""
     result = finetune(prepare(model, reduce_range), train_set, config, seed, checkpoint_dir, teacher=teacher,
                       progress=progress)
-    return FinetuneResult(strip(result.model).eval(), result.history, result.best_epoch, result.resumed_from_epoch)
+    return QatResult(strip(result.model).eval(), result.history, result.best_epoch, result.resumed_from_epoch,
+                     input_ranges(result.model))

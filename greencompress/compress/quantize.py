@@ -28,6 +28,7 @@ class QuantizeResult:
     activation_type: str
     weight_type: str
     format: str
+    trained_input_ranges: int = 0  # layer inputs quantized on the range QAT trained under, not a calibrated one
 
 
 def resolve_reduce_range(setting: str | bool) -> tuple[bool, str]:
@@ -40,8 +41,12 @@ def resolve_reduce_range(setting: str | bool) -> tuple[bool, str]:
 
 
 def quantize_onnx(fp32_path: Path, output_path: Path, config: QuantizeConfig, calibration, batch_size: int,
-                  progress=None) -> QuantizeResult:
-    """Quantize `fp32_path` to int8 at `output_path`; static mode calibrates on `calibration` samples."""
+                  progress=None, input_ranges: dict[str, tuple[float, float]] | None = None) -> QuantizeResult:
+    """Quantize `fp32_path` to int8 at `output_path`; static mode calibrates on `calibration` samples.
+
+    `input_ranges` (layer name -> (min, max), from quantization-aware training) fixes the range of
+    each named Conv/Gemm layer's input instead of calibrating it; the other tensors are calibrated.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -53,9 +58,11 @@ def quantize_onnx(fp32_path: Path, output_path: Path, config: QuantizeConfig, ca
         if config.method == "dynamic":
             quantize_dynamic(str(prepared), str(output_path), weight_type=QuantType.QInt8,
                              per_channel=config.per_channel, reduce_range=reduce_range)
-            samples = 0
+            samples, overrides = 0, {}
         else:
-            samples = _quantize_static(prepared, output_path, config, calibration, batch_size, reduce_range, progress)
+            overrides = _range_overrides(prepared, input_ranges or {})
+            samples = _quantize_static(prepared, output_path, config, calibration, batch_size, reduce_range,
+                                       overrides, progress)
     return QuantizeResult(
         path=output_path,
         method=config.method,
@@ -67,11 +74,38 @@ def quantize_onnx(fp32_path: Path, output_path: Path, config: QuantizeConfig, ca
         activation_type="uint8" if config.method == "static" else "uint8 (computed per batch at run time)",
         weight_type="int8",
         format="QDQ" if config.method == "static" else "QOperator (dynamic)",
+        trained_input_ranges=len(overrides),
     )
 
 
+def _range_overrides(model_path: Path, input_ranges: dict[str, tuple[float, float]]) -> dict[str, list[dict]]:
+    """ONNX Runtime tensor overrides that put each named layer's input on the range it was trained under.
+
+    Layers are found by their weight: the exporter names a Conv/Gemm weight initializer after the
+    module (`layer1.0.conv1.weight`), and batch-norm folding keeps that name.
+    """
+    import numpy as np
+    import onnx
+
+    if not input_ranges:
+        return {}
+    overrides = {}
+    for node in onnx.load(str(model_path), load_external_data=False).graph.node:
+        if node.op_type in ("Conv", "Gemm") and len(node.input) > 1:
+            layer = node.input[1].removesuffix(".weight")
+            if layer in input_ranges:
+                low, high = input_ranges[layer]
+                if node.input[0] in overrides:  # one tensor feeding two layers (a block input): one grid holding both
+                    shared = overrides[node.input[0]][0]
+                    low, high = min(low, float(shared["rmin"])), max(high, float(shared["rmax"]))
+                overrides[node.input[0]] = [{"rmin": np.float32(low), "rmax": np.float32(high)}]
+    log.info("quantize: %d layer inputs take the range quantization-aware training used (%d layers trained)",
+             len(overrides), len(input_ranges))
+    return overrides
+
+
 def _quantize_static(prepared: Path, output_path: Path, config: QuantizeConfig, calibration, batch_size: int,
-                     reduce_range: bool, progress) -> int:
+                     reduce_range: bool, overrides: dict[str, list[dict]], progress) -> int:
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -98,5 +132,6 @@ def _quantize_static(prepared: Path, output_path: Path, config: QuantizeConfig, 
         quant_format=QuantFormat.QDQ, per_channel=config.per_channel, reduce_range=reduce_range,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
         calibrate_method=methods[config.calibration_method],
+        extra_options={"TensorQuantOverrides": overrides} if overrides else {},
     )
     return samples
