@@ -105,7 +105,8 @@ def run(recipe_path: Path | None, output_dir: Path | None, overrides: tuple[str,
 
 def _print_summary(report) -> None:
     from greencompress.report.markdown import (
-        artifact_table, carbon_legend, carbon_table, comparison_table, energy_legend, plain_findings, runtime_table,
+        artifact_table, carbon_legend, carbon_table, comparison_table, energy_legend, headline, headline_comparisons,
+        plain_findings, runtime_table,
     )
 
     stdout.print(_rich_table("Results (all columns in report.md)", artifact_table(report, compact=True)))
@@ -114,6 +115,8 @@ def _print_summary(report) -> None:
     stdout.print(escape(carbon_legend(report)), soft_wrap=True)
     stdout.print(_rich_table(f"Compressed vs baseline: same runtime, hardware, batch size (energy: {report.energy_meter.method})",
                              comparison_table(report)))
+    for comparison in headline_comparisons(report):
+        stdout.print(f"[bold]{escape(headline(comparison))}[/]", soft_wrap=True)
     runtimes = runtime_table(report)
     if runtimes is not None:
         stdout.print(_rich_table(f"The same model on each runtime (where to deploy it; energy: "

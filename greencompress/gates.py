@@ -27,8 +27,21 @@ class GateResult:
     detail: str
 
 
+def check_energy_gate_is_measurable(gates: GatesSpec, meter_measured: bool, meter_method: str) -> None:
+    """Refuse, before any work, an energy gate that could only be judged on an estimate (unless the recipe allows it)."""
+    if gates.min_energy_saving is not None and not meter_measured and not gates.allow_estimated_energy:
+        raise GreencompressError(
+            f"gates.min_energy_saving: energy cannot be measured on this machine (meter: {meter_method}), so the gate "
+            f"would judge an estimate, which is a CPU-time ratio, not energy. Run where RAPL or NVML can be read, or "
+            f"set gates.allow_estimated_energy: true to gate on the estimate knowingly")
+
+
 def evaluate_gates(gates: GatesSpec, comparisons: list[Comparison]) -> list[GateResult]:
-    """Every configured gate on every comparison (all batch sizes must pass)."""
+    """Every configured gate on every comparison (all batch sizes must pass).
+
+    An energy gate fails on an estimated comparison unless `allow_estimated_energy`; where the
+    saving's 95% interval holds the threshold, the detail says the verdict is within noise.
+    """
     results = []
     for c in comparisons:
         label = f"{c.candidate} vs {c.baseline}, batch {c.batch_size}"
@@ -38,9 +51,20 @@ def evaluate_gates(gates: GatesSpec, comparisons: list[Comparison]) -> list[Gate
                                       drop <= gates.max_accuracy_drop,
                                       f"top-1 dropped {drop:.2f} points (budget {gates.max_accuracy_drop:g})"))
         if gates.min_energy_saving is not None:
-            saving = 1 - c.joules_per_inference_ratio
-            results.append(GateResult("min_energy_saving", label, gates.min_energy_saving, saving,
-                                      saving >= gates.min_energy_saving,
-                                      f"energy per inference saved {100 * saving:.1f}% ({c.energy_method}; "
-                                      f"required {100 * gates.min_energy_saving:.0f}%)"))
+            results.append(_energy_gate(gates, c, label))
     return results
+
+
+def _energy_gate(gates: GatesSpec, c: Comparison, label: str) -> GateResult:
+    interval = c.joules_per_inference
+    saving = 1 - (interval.ratio if interval else c.joules_per_inference_ratio)
+    required = gates.min_energy_saving
+    what = "energy per inference saved" if c.measured else "CPU time per inference saved (estimated energy)"
+    detail = f"{what} {100 * saving:.1f}% ({c.energy_method}; required {100 * required:.0f}%)"
+    if interval is not None and 1 - interval.high < required < 1 - interval.low:
+        detail += (f"; within noise: the saving's 95% interval [{100 * (1 - interval.high):.1f}%, "
+                   f"{100 * (1 - interval.low):.1f}%] holds the threshold")
+    passed = saving >= required
+    if not c.measured and not gates.allow_estimated_energy:
+        passed, detail = False, f"{detail}; FAILED because energy was not measured (set gates.allow_estimated_energy)"
+    return GateResult("min_energy_saving", label, required, saving, passed, detail)

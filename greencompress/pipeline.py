@@ -30,9 +30,10 @@ from greencompress.data import DataSplits, batches, load_data
 from greencompress.environment import environment
 from greencompress.export import EXPORTER, check_parity, export_onnx
 from greencompress.files import write_bytes_atomic, write_text_atomic
-from greencompress.gates import evaluate_gates
+from greencompress.gates import check_energy_gate_is_measurable, evaluate_gates
 from greencompress.measure.accuracy import Accuracy, evaluate
 from greencompress.measure.benchmark import IdleBaseline, benchmark_interleaved, measure_idle, window_duration_s
+from greencompress.measure.load import BUSY_SHARE
 from greencompress.measure.energy import select_meter
 from greencompress.measure.energy.carbon import carbon_settings
 from greencompress.models import load_model
@@ -95,6 +96,7 @@ def _run_stages(recipe: Recipe, run_dir: Path, store: StageStore, created: str, 
                 progress) -> RunReport:
     meter, meter_reason = select_meter(recipe.energy)  # first: a meter the recipe names but lacks stops here
     log.info("energy meter: %s (%s)", meter.method, meter_reason)
+    check_energy_gate_is_measurable(recipe.gates, meter.describe().measured, meter.method)
     log.info("stage load: data (%s) and model (%s)", recipe.data.kind, recipe.model.source)
     data = load_data(recipe.data, recipe.seed)
     loaded = load_model(recipe.model, progress)
@@ -205,13 +207,8 @@ def _run_stages(recipe: Recipe, run_dir: Path, store: StageStore, created: str, 
         store.save("accuracy", measure_key, accuracies)
     finished.append("accuracy")
 
-    idle_record = store.finished("idle", measure_key)
-    if idle_record is None:
-        log.info("measuring idle power for %.0f s (meter: %s)", max(recipe.energy.idle_s, meter.min_window_s),
-                 meter.method)
-        idle_record = asdict(measure_idle(meter, recipe.energy.idle_s))
-        store.save("idle", measure_key, idle_record)
-    idle = IdleBaseline(**idle_record)
+    # Idle power is measured before benchmarking (again on resume) and after it: drift shows in the report.
+    idle_checks = [IdleBaseline(**check) for check in (store.finished("idle", measure_key) or {}).get("checks", [])]
 
     def build_report(benchmarks: dict[str, list], complete: bool) -> RunReport:
         results = [ArtifactResult(a, Accuracy(**accuracies[a.name]) if accuracies[a.name] else None,
@@ -225,7 +222,8 @@ def _run_stages(recipe: Recipe, run_dir: Path, store: StageStore, created: str, 
             environment=environment(recipe.benchmark.threads), provenance=loaded.provenance, data=data.description,
             export={"exporter": EXPORTER, "opset": recipe.export.opset, "torch_version": torch.__version__,
                     "parity": export["parity"]},
-            stages=stage_records, energy_meter=meter.describe(), energy_meter_reason=meter_reason, idle=idle,
+            stages=stage_records, energy_meter=meter.describe(), energy_meter_reason=meter_reason,
+            idle=idle_checks[0], idle_checks=tuple(idle_checks),
             carbon=carbon_settings(recipe.energy.region, recipe.energy.carbon_intensity, recipe.energy.pue,
                                    recipe.energy.electricity_price_per_kwh, recipe.energy.currency),
             artifacts=results, comparisons=comparisons, notes=notes,
@@ -234,7 +232,7 @@ def _run_stages(recipe: Recipe, run_dir: Path, store: StageStore, created: str, 
 
     benchmarks: dict[str, list] = {artifact.name: [] for artifact in artifacts}
     try:
-        _benchmark(runners, data, recipe, meter, idle, store, measure_key, benchmarks, progress)
+        _benchmark(runners, data, recipe, meter, idle_checks, store, measure_key, benchmarks, progress)
     except KeyboardInterrupt:
         if any(benchmarks.values()):
             write_reports(build_report(benchmarks, complete=False), run_dir)
@@ -432,13 +430,26 @@ def _accuracy(name: str, runner, data: DataSplits, recipe: Recipe, progress) -> 
     return accuracy
 
 
-def _benchmark(runners: dict, data: DataSplits, recipe: Recipe, meter, idle: IdleBaseline, store: StageStore,
-               measure_key: str, results: dict[str, list], progress) -> None:
-    """Every runner at every batch size, on the same real inputs, interleaved; appends to `results` as it goes."""
+def _benchmark(runners: dict, data: DataSplits, recipe: Recipe, meter, idle_checks: list[IdleBaseline],
+               store: StageStore, measure_key: str, results: dict[str, list], progress) -> None:
+    """Every runner at every batch size, on the same real inputs, interleaved; appends to `results` as it goes.
+
+    Batch sizes finished by an interrupted run are read back; the rest are measured between an idle
+    check before them and one after them, both appended to `idle_checks` (and saved).
+    """
     sample = next(batches(data.eval, max(recipe.benchmark.batch_sizes)))[0]
-    for batch_size in recipe.benchmark.batch_sizes:
-        stage = f"benchmark-batch{batch_size}"
-        record = store.finished(stage, measure_key)
+    records = {size: store.finished(f"benchmark-batch{size}", measure_key) for size in recipe.benchmark.batch_sizes}
+    remaining = [size for size, record in records.items() if record is None]
+
+    def check_idle(when: str) -> IdleBaseline:
+        log.info("measuring idle power %s for %.0f s (meter: %s)", when, max(recipe.energy.idle_s, meter.min_window_s),
+                 meter.method)
+        idle_checks.append(measure_idle(meter, recipe.energy.idle_s, when))
+        store.save("idle", measure_key, {"checks": [asdict(check) for check in idle_checks]})
+        return idle_checks[-1]
+
+    idle = check_idle("before benchmarking" if not idle_checks else "on resume") if remaining else None
+    for batch_size, record in records.items():
         if record is None:
             # Real evaluation images, repeated when the split is smaller than the batch.
             inputs = np.ascontiguousarray(np.resize(sample, (batch_size, *sample.shape[1:])))
@@ -446,13 +457,19 @@ def _benchmark(runners: dict, data: DataSplits, recipe: Recipe, meter, idle: Idl
                      recipe.benchmark.windows, recipe.benchmark.max_windows, window_duration_s(recipe.benchmark, meter))
             measured = benchmark_interleaved(runners, inputs, recipe.benchmark, meter, idle, progress)
             record = {name: benchmark_to_dict(bench) for name, bench in measured.items()}
-            store.save(stage, measure_key, record)
+            store.save(f"benchmark-batch{batch_size}", measure_key, record)
         for name, bench in record.items():
             bench = benchmark_from_dict(bench)
             results[name].append(bench)
             if bench.energy.noisy:
                 log.warning("%s at batch size %d: energy still varies by +-%.1f%% after %d windows (noisy)",
                             name, batch_size, 100 * bench.energy.relative_ci95, bench.energy.windows)
+            if bench.energy.busy_windows:
+                log.warning("%s at batch size %d: %d of %d windows ran while other processes used over %.0f%% of "
+                            "the machine", name, batch_size, bench.energy.busy_windows, bench.energy.windows,
+                            100 * BUSY_SHARE)
+    if remaining:
+        check_idle("after the last round")
 
 
 def _macs_and_params(model, input_shape) -> tuple[int, int]:

@@ -355,6 +355,8 @@ class GatesSpec(_Section):
 
     max_accuracy_drop: float | None = Field(default=None, ge=0)  # top-1, in percentage points
     min_energy_saving: float | None = Field(default=None, le=1)  # fraction of joules per inference, e.g. 0.3
+    # An energy gate on an estimate (CPU time x assumed watts) judges CPU time, not energy: refused unless allowed.
+    allow_estimated_energy: bool = False
 
 
 class OutputSpec(_Section):

@@ -1,13 +1,19 @@
 """Quality gates against same-runtime comparisons."""
 
-from greencompress.gates import evaluate_gates
+import pytest
+
+from greencompress.errors import GreencompressError
+from greencompress.gates import check_energy_gate_is_measurable, evaluate_gates
+from greencompress.measure.stats import RatioInterval
 from greencompress.recipe import GatesSpec
 from greencompress.report.schema import Comparison
 
 
-def comparison(energy_ratio: float, top1_delta: float | None, batch: int = 1) -> Comparison:
-    return Comparison("onnxruntime-fp32", "onnxruntime-int8", "onnxruntime", batch, 0.5, energy_ratio, "rapl", 0.25,
-                      top1_delta)
+def comparison(energy_ratio: float, top1_delta: float | None, batch: int = 1, measured: bool = True,
+               interval: RatioInterval | None = None) -> Comparison:
+    return Comparison("onnxruntime-fp32", "onnxruntime-int8", "onnxruntime", batch, 0.5, energy_ratio,
+                      "rapl" if measured else "estimate", 0.25, top1_delta, measured=measured,
+                      joules_per_inference=interval)
 
 
 def test_gates_pass_and_fail_on_their_figures():
@@ -23,3 +29,25 @@ def test_gates_pass_and_fail_on_their_figures():
 def test_no_gates_and_no_accuracy_mean_nothing_to_check():
     assert evaluate_gates(GatesSpec(), [comparison(0.5, -3.0)]) == []
     assert evaluate_gates(GatesSpec(max_accuracy_drop=0.1), [comparison(0.5, None)]) == []
+
+
+def test_an_energy_gate_on_an_estimate_fails_unless_the_recipe_allows_it():
+    estimated = comparison(0.5, 0.0, measured=False)
+    (strict,) = evaluate_gates(GatesSpec(min_energy_saving=0.3), [estimated])
+    assert not strict.passed and "energy was not measured" in strict.detail
+    assert "CPU time per inference saved (estimated energy) 50.0%" in strict.detail
+    (allowed,) = evaluate_gates(GatesSpec(min_energy_saving=0.3, allow_estimated_energy=True), [estimated])
+    assert allowed.passed
+    with pytest.raises(GreencompressError, match="gates.min_energy_saving: energy cannot be measured"):
+        check_energy_gate_is_measurable(GatesSpec(min_energy_saving=0.3), False, "estimate")
+    check_energy_gate_is_measurable(GatesSpec(min_energy_saving=0.3), True, "rapl")  # measured: fine
+    check_energy_gate_is_measurable(GatesSpec(min_energy_saving=0.3, allow_estimated_energy=True), False, "estimate")
+
+
+def test_a_gate_whose_threshold_lies_inside_the_interval_says_it_is_within_noise():
+    noisy = RatioInterval(0.68, 0.60, 0.76, 5, paired=True)  # saving 32%, interval 24%..40%
+    (gate,) = evaluate_gates(GatesSpec(min_energy_saving=0.3), [comparison(0.68, 0.0, interval=noisy)])
+    assert gate.passed and "within noise" in gate.detail and "[24.0%, 40.0%]" in gate.detail
+    clear = RatioInterval(0.5, 0.48, 0.52, 5, paired=True)
+    (gate,) = evaluate_gates(GatesSpec(min_energy_saving=0.3), [comparison(0.5, 0.0, interval=clear)])
+    assert gate.passed and "within noise" not in gate.detail

@@ -17,6 +17,7 @@ import numpy as np
 
 from greencompress.measure.energy import EnergyMeter, Uncertainty
 from greencompress.measure.latency import Latency, Window, latency_stats, run_window
+from greencompress.measure.load import BUSY_SHARE, LoadMonitor
 from greencompress.measure.stats import mean_interval
 from greencompress.recipe import BenchmarkSpec
 
@@ -30,19 +31,39 @@ class IdleBaseline:
     power_w: dict[str, float]
     duration_s: float
     method: str
+    ci95_w: float = 0.0  # half-width of the 95% interval of the total, over the sub-windows (inf for one)
+    when: str = "before benchmarking"
 
     @property
     def total_w(self) -> float:
         return sum(self.power_w.values())
 
 
-def measure_idle(meter: EnergyMeter, seconds: float) -> IdleBaseline:
-    """Measure the idle power for `seconds` (at least the meter's shortest window)."""
-    meter.begin_window()
-    time.sleep(max(seconds, meter.min_window_s))
-    reading = meter.end_window()
-    power = {domain: joules / reading.duration_s for domain, joules in reading.energy_j.items()}
-    return IdleBaseline(power, reading.duration_s, reading.method)
+IDLE_WINDOWS = 3  # sub-windows per idle measurement: enough for an interval, so drift can be told from noise
+
+
+def measure_idle(meter: EnergyMeter, seconds: float, when: str = "before benchmarking") -> IdleBaseline:
+    """Measure the idle power over `seconds` (each of IDLE_WINDOWS sub-windows at least the meter's shortest)."""
+    readings = []
+    for _ in range(IDLE_WINDOWS):
+        meter.begin_window()
+        time.sleep(max(seconds / IDLE_WINDOWS, meter.min_window_s))
+        readings.append(meter.end_window())
+    duration = sum(reading.duration_s for reading in readings)
+    power = {domain: sum(r.energy_j[domain] for r in readings) / duration for domain in readings[0].energy_j}
+    interval = mean_interval([reading.total_j / reading.duration_s for reading in readings])
+    return IdleBaseline(power, duration, readings[0].method, interval.half_width, when)
+
+
+def idle_drift(checks: list[IdleBaseline]) -> str | None:
+    """A sentence when idle power moved between checks by more than their 95% intervals allow; None otherwise."""
+    if len(checks) < 2:
+        return None
+    low, high = min(checks, key=lambda c: c.total_w), max(checks, key=lambda c: c.total_w)
+    if high.total_w - high.ci95_w <= low.total_w + low.ci95_w:
+        return None
+    return (f"idle power drifted from {low.total_w:.3g} W ({low.when}) to {high.total_w:.3g} W ({high.when}), beyond "
+            f"the noise of either measurement: active energy (total - idle) is uncertain by that much power")
 
 
 @dataclass(frozen=True)
@@ -53,7 +74,7 @@ class EnergyResult:
     ci95_j: float  # half-width of the 95% confidence interval of the mean, over windows
     active_joules_per_inference: float
     active_ci95_j: float
-    joules_per_inference_by_domain: dict[str, float]
+    joules_per_inference_by_domain: dict[str, float]  # mean over windows per domain: sums to joules_per_inference
     idle_power_w: dict[str, float]
     windows: int
     window_s: float  # mean duration of one window
@@ -63,10 +84,19 @@ class EnergyResult:
     uncertainty: Uncertainty  # the method's systematic band, beside the statistical interval
     noisy: bool  # the interval stayed wider than the target after the last allowed window
     timeline: tuple[tuple[float, float, float], ...] = ()  # per window: (start s, duration s, joules)
+    # Per window, in the order measured (window i of every artifact ran in round i): what ratios pair on.
+    window_joules_per_inference: tuple[float, ...] = ()
+    window_active_joules_per_inference: tuple[float, ...] = ()
+    window_other_cpu_share: tuple[float, ...] = ()  # empty where the machine's CPU time cannot be read
 
     @property
     def relative_ci95(self) -> float:
         return self.ci95_j / self.joules_per_inference if self.joules_per_inference else float("inf")
+
+    @property
+    def busy_windows(self) -> int:
+        """Windows during which other processes used more than BUSY_SHARE of the machine."""
+        return sum(share > BUSY_SHARE for share in self.window_other_cpu_share)
 
 
 @dataclass(frozen=True)
@@ -87,9 +117,10 @@ def window_duration_s(spec: BenchmarkSpec, meter: EnergyMeter) -> float:
 
 
 def benchmark_interleaved(runners: dict, inputs: np.ndarray, spec: BenchmarkSpec, meter: EnergyMeter,
-                          idle: IdleBaseline, progress=None) -> dict[str, Benchmark]:
+                          idle: IdleBaseline, progress=None, load: LoadMonitor | None = None) -> dict[str, Benchmark]:
     """Measure every runner on the same `inputs` in interleaved rounds; returns a Benchmark per runner name."""
     window_s = window_duration_s(spec, meter)
+    load = load or LoadMonitor()
     for runner in runners.values():
         for _ in range(spec.warmup_iterations):
             runner(inputs)
@@ -104,7 +135,7 @@ def benchmark_interleaved(runners: dict, inputs: np.ndarray, spec: BenchmarkSpec
         rotation = round_index % len(names)
         for name in names[rotation:] + names[:rotation]:
             windows[name].append(run_window(runners[name], inputs, meter, window_s, spec.min_iterations,
-                                            spec.max_window_s))
+                                            spec.max_window_s, load))
             if progress:
                 progress.update(task, advance=1)
     return {name: _summarize(measured, idle, spec.target_relative_ci) for name, measured in windows.items()}
@@ -125,8 +156,10 @@ def _summarize(windows: list[Window], idle: IdleBaseline, target: float) -> Benc
     total, active = _per_inference(windows, idle)
     total_interval, active_interval = mean_interval(total), mean_interval(active)
     inferences = sum(w.inferences for w in windows)
-    domains = windows[0].energy.energy_j
-    by_domain = {domain: sum(w.energy.energy_j[domain] for w in windows) / inferences for domain in domains}
+    # Averaged like the total (per window, then over windows), so the domains add up to it exactly.
+    by_domain = {domain: float(np.mean([w.energy.energy_j[domain] / w.inferences for w in windows]))
+                 for domain in windows[0].energy.energy_j}
+    shares = [w.other_cpu_share for w in windows]
     first = windows[0].energy
     energy = EnergyResult(
         joules_per_inference=total_interval.mean,
@@ -143,6 +176,9 @@ def _summarize(windows: list[Window], idle: IdleBaseline, target: float) -> Benc
         uncertainty=first.uncertainty,
         noisy=total_interval.relative_half_width > target,
         timeline=tuple((w.started_s, w.energy.duration_s, w.energy.total_j) for w in windows),
+        window_joules_per_inference=tuple(total),
+        window_active_joules_per_inference=tuple(active),
+        window_other_cpu_share=tuple(shares) if None not in shares else (),
     )
     durations = [duration for w in windows for duration in w.durations_ns]
     window_p50_ms = [np.median(w.durations_ns) / 1e6 for w in windows]

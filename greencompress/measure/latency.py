@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from greencompress.measure.energy import EnergyMeter, EnergyReading
+from greencompress.measure.load import LoadMonitor
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class Window:
     energy: EnergyReading
     batch_size: int
     started_s: float  # time.perf_counter() at the window's start
+    other_cpu_share: float | None = None  # of the machine's CPU capacity, used by other processes (measure/load.py)
 
     @property
     def inferences(self) -> int:
@@ -58,14 +60,17 @@ class Window:
 
 
 def run_window(runner, inputs: np.ndarray, meter: EnergyMeter, min_duration_s: float, min_iterations: int,
-               max_duration_s: float) -> Window:
+               max_duration_s: float, load: LoadMonitor | None = None) -> Window:
     """Run back-to-back until both `min_duration_s` and `min_iterations` are reached, or `max_duration_s`.
 
     The meter is read once before and once after; inside the loop only a clock read (a vDSO call,
-    not a syscall) is added per run, so measuring costs far under 1% of the window.
+    not a syscall) is added per run, so measuring costs far under 1% of the window. `load`, when
+    given, records how busy the rest of the machine was.
     """
     durations_ns = []
     min_ns, max_ns = min_duration_s * 1e9, max_duration_s * 1e9
+    if load is not None:
+        load.begin()
     meter.begin_window()
     started = time.perf_counter_ns()
     started_s = time.perf_counter()
@@ -77,4 +82,5 @@ def run_window(runner, inputs: np.ndarray, meter: EnergyMeter, min_duration_s: f
         elapsed = after - started
         if (len(durations_ns) >= min_iterations and elapsed >= min_ns) or elapsed >= max_ns:
             break
-    return Window(durations_ns, meter.end_window(), len(inputs), started_s)
+    reading = meter.end_window()
+    return Window(durations_ns, reading, len(inputs), started_s, load.end() if load is not None else None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from greencompress.errors import GreencompressError
+from greencompress.measure.stats import unpaired_ratio_interval
 from greencompress.report.schema import RunReport
 
 
@@ -43,7 +44,8 @@ def compare_runs(reports: list[RunReport], force: bool = False) -> RunComparison
     mismatches = [m for report in reports[1:] for m in setting_mismatches(first, report)]
     reference = {(r.artifact.runtime, r.artifact.precision, b.latency.batch_size): (r, b)
                  for r in first.artifacts for b in r.benchmarks}
-    headers = ["run", "artifact", "batch", "top-1", "Δ top-1", "p50 ms", "Δ p50", "J/inf", "Δ J/inf", "method", "mark"]
+    headers = ["run", "artifact", "batch", "top-1", "Δ top-1", "p50 ms", "Δ p50 [95% CI]", "J/inf",
+               "Δ J/inf [95% CI]", "method", "mark"]
     rows = []
     unmatched = []
     for index, report in enumerate(reports):
@@ -61,9 +63,13 @@ def compare_runs(reports: list[RunReport], force: bool = False) -> RunComparison
                     f"#{index + 1} {report.name}", result.artifact.name, str(bench.latency.batch_size),
                     f"{100 * result.accuracy.top1:.2f}%" if result.accuracy else "n/a",
                     _delta_points(result.accuracy, base_result.accuracy) if index else "",
-                    f"{bench.latency.p50_ms:.3f}", _delta_ratio(bench.latency.p50_ms, base_bench.latency.p50_ms) if index else "",
+                    f"{bench.latency.p50_ms:.3f}",
+                    _delta(bench.latency.p50_ms, base_bench.latency.p50_ms, bench.latency.window_p50_ms,
+                           base_bench.latency.window_p50_ms) if index else "",
                     f"{bench.joules_per_inference:.4g} ±{100 * bench.energy.relative_ci95:.0f}%",
-                    _delta_ratio(bench.joules_per_inference, base_bench.joules_per_inference) if index else "",
+                    _delta(bench.joules_per_inference, base_bench.joules_per_inference,
+                           bench.energy.window_joules_per_inference,
+                           base_bench.energy.window_joules_per_inference) if index else "",
                     bench.energy.method, mark,
                 ])
     if (mismatches or unmatched) and not force:
@@ -76,8 +82,14 @@ def _delta_points(accuracy, base) -> str:
     return f"{100 * (accuracy.top1 - base.top1):+.2f} pt" if accuracy and base else "n/a"
 
 
-def _delta_ratio(value: float, base: float) -> str:
-    return f"{100 * (value / base - 1):+.1f}%"
+def _delta(value: float, base: float, windows, base_windows) -> str:
+    """`-12.3% [-15.0%, -9.4%]` from the two runs' windows (unpaired: they ran at different times), or the bare
+    change where a run has no per-window figures (reports before schema 1.2 kept latency windows only)."""
+    interval = unpaired_ratio_interval(windows, base_windows) if len(windows) and len(base_windows) else None
+    if interval is None:
+        return f"{100 * (value / base - 1):+.1f}% (no interval)"
+    text = f"{100 * (interval.ratio - 1):+.1f}% [{100 * (interval.low - 1):+.1f}%, {100 * (interval.high - 1):+.1f}%]"
+    return text + (" within noise" if interval.within_noise else "")
 
 
 def render_comparison(comparison: RunComparison, output_format: str) -> str:

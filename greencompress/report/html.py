@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import math
 from html import escape
 
 from greencompress.measure.energy.carbon import carbon_per_million
@@ -14,8 +13,10 @@ from greencompress.report.markdown import (
     comparison_table,
     energy_legend,
     gate_lines,
+    headline_comparisons,
     plain_findings,
     runtime_table,
+    saving_phrase,
     stage_lines,
 )
 from greencompress.report.schema import Comparison, RunReport
@@ -29,6 +30,7 @@ th:first-child, td:first-child { text-align: left; }
 .card { border: 1px solid #ccc; border-radius: 6px; padding: 0.75rem 1rem; min-width: 16rem; }
 .card .big { font-size: 1.6rem; font-weight: 600; }
 .method { font-size: 0.8rem; color: #555; }
+.estimate { font-size: 0.95rem; font-weight: 600; color: #8a4b00; }
 .note { background: #fff4d6; padding: 0.5rem 0.75rem; border-left: 4px solid #e0a800; margin: 0.5rem 0; }
 figure { margin: 1rem 0; } figure img { max-width: 100%; }
 """
@@ -49,7 +51,7 @@ def render_html(report: RunReport) -> str:
         f"{report.environment['threads']} threads. Model: {escape(str(report.provenance.get('description', '')))}. "
         f"Data: {escape(report.data)}.</p>",
         '<section id="headline"><h2>Headline</h2><div class="headline">',
-        *[_headline_card(report, comparison) for comparison in _headline_comparisons(report)],
+        *[_headline_card(report, comparison) for comparison in headline_comparisons(report)],
         "</div>",
         *[f'<p class="note">{escape(finding)}</p>' for finding in plain_findings(report)],
         "</section>",
@@ -81,39 +83,28 @@ def render_html(report: RunReport) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _headline_comparisons(report: RunReport) -> list[Comparison]:
-    """The comparisons at the smallest batch size measured: the latency-bound case most services run."""
-    if not report.comparisons:
-        return []
-    smallest = min(c.batch_size for c in report.comparisons)
-    return [c for c in report.comparisons if c.batch_size == smallest]
-
-
 def _headline_card(report: RunReport, comparison: Comparison) -> str:
     by_name = {r.artifact.name: r for r in report.artifacts}
     baseline = by_name[comparison.baseline].at_batch(comparison.batch_size).energy
     candidate = by_name[comparison.candidate].at_batch(comparison.batch_size).energy
-    saving = 1 - comparison.joules_per_inference_ratio
-    # First-order propagation of the two relative 95% intervals onto the ratio.
-    spread = comparison.joules_per_inference_ratio * math.hypot(baseline.relative_ci95, candidate.relative_ci95)
     before = carbon_per_million(baseline.joules_per_inference, report.carbon).g_co2e_per_million
     after = carbon_per_million(candidate.joules_per_inference, report.carbon).g_co2e_per_million
-    kind = "measured" if candidate.measured else "estimate, not measured"
+    interval = comparison.joules_per_inference
+    kind = "measured" if comparison.measured else "estimate: energy was not measured on this machine"
+    quantity = "J" if comparison.measured else "J (estimated from CPU time)"
     return (
         '<div class="card">'
         f"<div>{escape(comparison.candidate)} vs {escape(comparison.baseline)}, batch {comparison.batch_size}</div>"
-        f'<div class="big">{_saving_text(saving)}</div>'
-        f"<div>{baseline.joules_per_inference:.4g} J &rarr; {candidate.joules_per_inference:.4g} J per inference "
-        f"(&plusmn;{100 * spread:.1f} points, 95% CI)</div>"
-        f"<div>{before:.3g} g &rarr; {after:.3g} g CO2e per million inferences</div>"
-        f'<div class="method">method: {escape(candidate.method)} ({kind}); systematic band '
-        f"-{100 * candidate.uncertainty.low_fraction:.0f}%/+{100 * candidate.uncertainty.high_fraction:.0f}%</div>"
+        f'<div class="big">{escape(saving_phrase(comparison))}</div>'
+        + (f"<div>ratio {interval.ratio:.2f}x, 95% CI [{interval.low:.2f}, {interval.high:.2f}] "
+           f"({escape(interval.method)})</div>" if interval else "")
+        + f"<div>{baseline.joules_per_inference:.4g} &rarr; {candidate.joules_per_inference:.4g} {quantity} per inference</div>"
+        f"<div>{before:.3g} g &rarr; {after:.3g} g CO2e per million inferences"
+        f"{'' if comparison.measured else ' (estimated)'}</div>"
+        f'<div class="{"method" if comparison.measured else "estimate"}">method: {escape(candidate.method)} ({kind}); '
+        f"systematic band -{100 * candidate.uncertainty.low_fraction:.0f}%/+{100 * candidate.uncertainty.high_fraction:.0f}%</div>"
         "</div>"
     )
-
-
-def _saving_text(saving: float) -> str:
-    return f"{100 * saving:.0f}% energy saved" if saving >= 0 else f"{-100 * saving:.0f}% MORE energy"
 
 
 def _artifact_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
@@ -145,8 +136,9 @@ def _figures(report: RunReport) -> list[str]:
     html = []
     for name, caption, png in figures:
         if png is None:
-            reason = ("no accuracy (synthetic data)" if name == "accuracy-vs-energy"
-                      else "the energy figures are estimates: there are no power readings to plot")
+            reason = {"accuracy-vs-energy": "no accuracy (synthetic data)",
+                      "latency": "no latency percentiles recorded"}.get(
+                name, "the energy figures are estimates: there are no power readings to plot")
             html.append(f'<p class="method">{escape(caption)}: not drawn, {reason}.</p>')
             continue
         encoded = base64.b64encode(png).decode()

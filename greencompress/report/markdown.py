@@ -6,7 +6,9 @@
 from __future__ import annotations
 
 from greencompress.measure.energy.carbon import carbon_per_million
-from greencompress.report.schema import RunReport
+from greencompress.measure.load import BUSY_SHARE
+from greencompress.measure.stats import RatioInterval
+from greencompress.report.schema import Comparison, RunReport
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -39,7 +41,8 @@ def benchmark_cells(bench) -> list[str]:
     latency, energy = bench.latency, bench.energy
     return [f"{latency.p50_ms:.3f}", f"{latency.p99_ms:.3f}", f"{latency.throughput_per_s:.1f}",
             f"{energy.joules_per_inference:.4g}",
-            f"+-{100 * energy.relative_ci95:.1f}%" + (" noisy" if energy.noisy else ""),
+            f"+-{100 * energy.relative_ci95:.1f}%" + (" noisy" if energy.noisy else "")
+            + (f" busy {energy.busy_windows}/{energy.windows}" if energy.busy_windows else ""),
             f"{energy.active_joules_per_inference:.4g}"]
 
 
@@ -78,24 +81,73 @@ def energy_legend(report: RunReport) -> str:
     band = report.artifacts[0].benchmarks[0].energy.uncertainty if report.artifacts else None
     kind = "measured" if meter.measured else "ESTIMATED, not measured"
     band_text = f"systematic band -{100 * band.low_fraction:.0f}%/+{100 * band.high_fraction:.0f}%" if band else ""
-    idle_text = ", ".join(f"{domain} {watts:.2f} W" for domain, watts in idle.power_w.items())
-    return (f"Energy method: {meter.method} ({kind}); {band_text}; 95% CI over windows; "
-            f"active = total - idle power x time, idle measured for {idle.duration_s:.1f} s: {idle_text}.")
+    idle_text = "; ".join(f"{check.when} {check.total_w:.3g} W +-{check.ci95_w:.2g}"
+                          for check in report.idle_checks or (idle,))
+    return (f"Energy method: {meter.method} ({kind}); {band_text}; 95% CI over windows; ratios: paired per "
+            f"interleaved round; active = total - idle power x time, idle power {idle_text}.")
+
+
+def energy_measured(report: RunReport) -> bool:
+    """Whether the report's energy figures are measurements; with an estimate their ratios are CPU-time ratios."""
+    return report.energy_meter.measured
+
+
+def energy_ratio_label(report: RunReport) -> str:
+    """What an energy ratio is a ratio of, in this report."""
+    return "J/inference" if energy_measured(report) else "CPU time (energy estimate)"
 
 
 def comparison_table(report: RunReport) -> Table:
-    """Compressed vs baseline on the same runtime and batch size: ratios below 1 are savings."""
-    headers = ["candidate vs baseline", "batch", "p50 latency", "J/inference", "size", "top-1"]
+    """Compressed vs baseline on the same runtime and batch size: ratios below 1 are savings, with 95% intervals."""
+    measured = energy_measured(report)
+    headers = ["candidate vs baseline", "batch", "p50 latency [95% CI]", f"{energy_ratio_label(report)} [95% CI]",
+               *(["active J/inference [95% CI]"] if measured else []), "size", "top-1"]
     rows = []
     for c in report.comparisons:
         rows.append([
             f"{_short(c.candidate, c.runtime)} vs {_short(c.baseline, c.runtime)} on {c.runtime}", str(c.batch_size),
-            f"{c.latency_p50_ratio:.2f}x ({_change(c.latency_p50_ratio)})",
-            f"{c.joules_per_inference_ratio:.2f}x ({_change(c.joules_per_inference_ratio)})",
+            ratio_cell(c.latency_p50, c.latency_p50_ratio),
+            ratio_cell(c.joules_per_inference, c.joules_per_inference_ratio),
+            *([ratio_cell(c.active_joules_per_inference, None)] if measured else []),
             f"{c.size_ratio:.2f}x" if c.size_ratio is not None else "-",
             f"{c.top1_delta_points:+.2f} pt" if c.top1_delta_points is not None else "n/a",
         ])
     return headers, rows
+
+
+def ratio_cell(interval: RatioInterval | None, overall_ratio: float | None) -> str:
+    """`0.43x [0.41, 0.45] (57% less)`, or `within noise` when the interval holds 1."""
+    if interval is None:
+        return f"{overall_ratio:.2f}x (no interval)" if overall_ratio is not None else "n/a"
+    text = f"{interval.ratio:.2f}x [{interval.low:.2f}, {interval.high:.2f}]"
+    return text + (" within noise" if interval.within_noise else f" ({_change(interval.ratio)})")
+
+
+def saving_phrase(c: Comparison) -> str:
+    """`57% less energy` where energy was measured, `57% less CPU time` where it was estimated, or no difference."""
+    interval = c.joules_per_inference
+    what = "energy" if c.measured else "CPU time"
+    if interval is not None and interval.within_noise:
+        return f"no {what} difference resolved (within noise)"
+    ratio = interval.ratio if interval else c.joules_per_inference_ratio
+    return f"{_change(ratio).replace('more', 'MORE')} {what}"
+
+
+def headline(c: Comparison) -> str:
+    """One comparison's saving in a sentence, with its interval and, for an estimate, what was not measured."""
+    interval = c.joules_per_inference
+    bounds = f" (ratio {interval.ratio:.2f}x, 95% CI [{interval.low:.2f}, {interval.high:.2f}])" if interval else ""
+    suffix = "" if c.measured else f"; energy was not measured on this machine: {c.energy_method}"
+    return (f"{_short(c.candidate, c.runtime)} vs {_short(c.baseline, c.runtime)} on {c.runtime}, batch "
+            f"{c.batch_size}: {saving_phrase(c)}{bounds}{suffix}")
+
+
+def headline_comparisons(report: RunReport) -> list[Comparison]:
+    """The comparisons at the smallest batch size measured: the latency-bound case most services run."""
+    if not report.comparisons:
+        return []
+    smallest = min(c.batch_size for c in report.comparisons)
+    return [c for c in report.comparisons if c.batch_size == smallest]
 
 
 _RUNTIME_ABBREVIATIONS = {"onnxruntime": "ORT", "openvino": "OV"}  # so the table fits a terminal
@@ -137,25 +189,42 @@ def runtime_table(report: RunReport) -> Table | None:
 
 def plain_findings(report: RunReport) -> list[str]:
     """Sentences that say what a reader must not miss: whether pruning bought speed at each batch size, a slower
-    compressed model, noisy or estimated energy."""
+    compressed model, a busy machine, idle drift, noisy or estimated energy."""
     findings = []
     for c in report.comparisons:
         pruning_only = "pruned" in c.candidate and "pruned" not in c.baseline and \
             c.candidate.rsplit("-", 1)[-1] == c.baseline.rsplit("-", 1)[-1]
-        if pruning_only and c.latency_p50_ratio > 0.95:
+        interval = c.latency_p50
+        ratio = f"{interval.ratio if interval else c.latency_p50_ratio:.2f}x"
+        bounds = f" (95% CI [{interval.low:.2f}, {interval.high:.2f}])" if interval else ""
+        where = f"on {c.runtime} at batch size {c.batch_size}"
+        if pruning_only and (c.latency_p50_ratio > 0.95 or (interval and interval.within_noise)):
             findings.append(
-                f"Pruning bought no real speed: {c.candidate} runs at {c.latency_p50_ratio:.2f}x the p50 latency of "
-                f"{c.baseline} on {c.runtime} at batch size {c.batch_size}, despite fewer MACs. Channel counts that are "
-                f"multiples of 8 (prune: round_to: 8), a larger batch or a lower ratio may help."
+                f"Pruning bought no real speed: {c.candidate} runs at {ratio} the p50 latency of {c.baseline} "
+                f"{where}{bounds}, despite fewer MACs. Channel counts that are multiples of 8 (prune: round_to: 8), a "
+                f"larger batch or a lower ratio may help."
             )
         elif pruning_only:
-            findings.append(f"Pruning bought real speed: {c.candidate} runs at {c.latency_p50_ratio:.2f}x the p50 "
-                            f"latency of {c.baseline} on {c.runtime} at batch size {c.batch_size}.")
+            findings.append(f"Pruning bought real speed: {c.candidate} runs at {ratio} the p50 latency of "
+                            f"{c.baseline} {where}{bounds}.")
+        elif interval is not None and interval.within_noise:
+            findings.append(f"{c.candidate} and {c.baseline} {where}: no latency difference this measurement can "
+                            f"resolve ({ratio}{bounds}).")
         elif not c.faster:
             findings.append(
-                f"{c.candidate} is SLOWER than {c.baseline} on {c.runtime} at batch size {c.batch_size}: "
-                f"p50 latency {c.latency_p50_ratio:.2f}x the baseline's. Compression did not pay off there."
+                f"{c.candidate} is SLOWER than {c.baseline} {where}: p50 latency {ratio} the baseline's{bounds}. "
+                f"Compression did not pay off there."
             )
+    busy, windows, worst = report.busy_windows
+    if busy:
+        findings.append(
+            f"The machine was BUSY during {busy} of {windows} measurement windows: other processes used up to "
+            f"{100 * worst:.0f}% of its CPU capacity (threshold {100 * BUSY_SHARE:.0f}%). Their threads compete with "
+            f"the model's and, for a meter, their energy counts too: rerun on a quiet machine before trusting small "
+            f"differences."
+        )
+    if report.idle_drift:
+        findings.append(f"Idle power is not stable: {report.idle_drift}.")
     for result in report.artifacts:
         for bench in result.benchmarks:
             if bench.energy.noisy:
@@ -166,8 +235,8 @@ def plain_findings(report: RunReport) -> list[str]:
                 )
     if not report.energy_meter.measured:
         findings.append(
-            "Energy figures are ESTIMATES (CPU time x assumed watts per core), not measurements: "
-            "read them as rough proportions, not joules you could bill."
+            "Energy was not measured on this machine: J figures are ESTIMATES (this process's CPU time x assumed "
+            "watts per core), so their ratios are CPU-time ratios, not energy savings you could bill."
         )
     return findings
 
@@ -231,6 +300,8 @@ def render_markdown(report: RunReport) -> str:
         "",
         f"## Compressed vs baseline (same runtime, same hardware, same batch size; energy: {report.energy_meter.method})",
         "",
+        *[f"**{headline(c)}.**  " for c in headline_comparisons(report)],
+        "",
     ]
     if report.comparisons:
         lines += markdown_table(comparison_table(report))
@@ -254,8 +325,9 @@ def render_markdown(report: RunReport) -> str:
         f"{report.energy_meter_reason}.",
         "",
         *[f"- {assumption}" for assumption in report.energy_meter.assumptions],
-        f"- idle power, measured for {report.idle.duration_s:.1f} s before benchmarking with the same meter: "
-        + ", ".join(f"{domain} {watts:.3f} W" for domain, watts in report.idle.power_w.items()),
+        *[f"- idle power {check.when}, measured for {check.duration_s:.1f} s with the same meter: "
+          + ", ".join(f"{domain} {watts:.3f} W" for domain, watts in check.power_w.items())
+          + f" (total +-{check.ci95_w:.2g} W, 95% CI)" for check in report.idle_checks or (report.idle,)],
         "",
         "## Carbon",
         "",

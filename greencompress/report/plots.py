@@ -29,13 +29,21 @@ def _png(figure) -> bytes:
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Points (energy, accuracy) that no other point beats on both: less energy and at least the accuracy."""
-    front, best_accuracy = [], float("-inf")
-    for energy, accuracy in sorted(points, key=lambda point: (point[0], -point[1])):
-        if accuracy > best_accuracy:
-            front.append((energy, accuracy))
-            best_accuracy = accuracy
-    return front
+    """The points (energy, accuracy) no other point dominates, by increasing energy.
+
+    A point is dominated when another uses no more energy and is at least as accurate, and is
+    strictly better on one of the two; equal points are both kept.
+    """
+    def dominated(point):
+        return any(other[0] <= point[0] and other[1] >= point[1] and other != point for other in points)
+
+    return sorted({point for point in points if not dominated(point)})
+
+
+def domain_bars(report: RunReport, batch_size: int) -> dict[str, dict[str, float]]:
+    """Joules per inference by domain for each artifact at one batch size: each adds up to the table's figure."""
+    return {r.artifact.name: dict(r.at_batch(batch_size).energy.joules_per_inference_by_domain)
+            for r in report.artifacts if r.at_batch(batch_size)}
 
 
 def accuracy_vs_energy(report: RunReport, batch_size: int) -> bytes | None:
@@ -51,15 +59,17 @@ def accuracy_vs_energy(report: RunReport, batch_size: int) -> bytes | None:
     for index, (name, joules, top1, energy) in enumerate(points):
         axes.errorbar(joules, top1, xerr=energy.ci95_j, fmt="o", color=_COLORS[index % len(_COLORS)], label=name)
     front = pareto_front([(joules, top1) for _, joules, top1, _ in points])
-    axes.plot(*zip(*front), "--", color="grey", linewidth=1, label="Pareto front")
+    # A staircase through the non-dominated points only: up to the next point's accuracy at its energy.
+    axes.step(*zip(*front), where="post", linestyle="--", color="grey", linewidth=1, label="Pareto front")
+    axes.plot(*zip(*front), "o", markersize=12, markerfacecolor="none", color="grey")
     axes.set_xlabel(f"J per inference (batch {batch_size}, {report.energy_meter.method})")
     axes.set_ylabel("top-1 accuracy (%)")
     axes.legend(fontsize=8)
     return _png(figure)
 
 
-def latency_distribution(report: RunReport) -> bytes:
-    """Box plots of per-batch latency (whiskers p1-p99) for each artifact and batch size."""
+def latency_distribution(report: RunReport) -> bytes | None:
+    """Box plots of per-batch latency (whiskers p1-p99) for each artifact and batch size; None without percentiles."""
     stats, labels = [], []
     for result in report.artifacts:
         for bench in result.benchmarks:
@@ -67,6 +77,8 @@ def latency_distribution(report: RunReport) -> bytes:
             if len(q) == 101:
                 stats.append({"whislo": q[1], "q1": q[25], "med": q[50], "q3": q[75], "whishi": q[99], "fliers": []})
                 labels.append(f"{result.artifact.name}\nbatch {bench.latency.batch_size}")
+    if not stats:
+        return None
     figure, axes = _figure(width=max(6.4, 1.1 * len(stats)))
     axes.bxp(stats, showfliers=False)
     axes.set_xticks(range(1, len(labels) + 1), labels, fontsize=7)
@@ -78,12 +90,12 @@ def latency_distribution(report: RunReport) -> bytes:
 def energy_by_domain(report: RunReport, batch_size: int) -> bytes:
     """Stacked bars of joules per inference by domain (cpu, dram, gpu...) at one batch size."""
     figure, axes = _figure()
-    names = [r.artifact.name for r in report.artifacts if r.at_batch(batch_size)]
-    domains = sorted({d for r in report.artifacts for b in r.benchmarks for d in b.energy.joules_per_inference_by_domain})
+    bars = domain_bars(report, batch_size)
+    names = list(bars)
+    domains = sorted({domain for by_domain in bars.values() for domain in by_domain})
     bottoms = [0.0] * len(names)
     for index, domain in enumerate(domains):
-        values = [r.at_batch(batch_size).energy.joules_per_inference_by_domain.get(domain, 0.0)
-                  for r in report.artifacts if r.at_batch(batch_size)]
+        values = [bars[name].get(domain, 0.0) for name in names]
         axes.bar(names, values, bottom=bottoms, color=_COLORS[index % len(_COLORS)], label=domain)
         bottoms = [b + v for b, v in zip(bottoms, values)]
     axes.set_ylabel(f"J per inference (batch {batch_size}, {report.energy_meter.method})")

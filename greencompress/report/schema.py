@@ -14,13 +14,15 @@ from greencompress.files import write_text_atomic
 from greencompress.measure.accuracy import Accuracy
 from greencompress.measure.energy import MeterDescription
 from greencompress.measure.energy.carbon import CarbonSettings, carbon_per_million
-from greencompress.measure.benchmark import Benchmark, IdleBaseline
+from greencompress.measure.benchmark import Benchmark, IdleBaseline, idle_drift
+from greencompress.measure.load import BUSY_SHARE
+from greencompress.measure.stats import RatioInterval, paired_ratio_interval
 from greencompress.runtime import Artifact
 
 if TYPE_CHECKING:
     from greencompress.gates import GateResult
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,11 @@ class ArtifactResult:
 
 @dataclass(frozen=True)
 class Comparison:
-    """A compressed artifact against its baseline on the same runtime, hardware and batch size."""
+    """A compressed artifact against its baseline on the same runtime, hardware and batch size.
+
+    The `*_ratio` floats are ratios of the overall figures; the intervals pair window i of the
+    candidate with window i of the baseline (the same interleaved round) and are what reports print.
+    """
 
     baseline: str
     candidate: str
@@ -48,10 +54,19 @@ class Comparison:
     energy_method: str
     size_ratio: float | None
     top1_delta_points: float | None  # candidate - baseline, in percentage points
+    measured: bool = False  # both energy figures come from a meter; False when either is an estimate
+    latency_p50: RatioInterval | None = None  # per-round ratio of window medians
+    joules_per_inference: RatioInterval | None = None
+    active_joules_per_inference: RatioInterval | None = None  # None where active energy was not above 0 in a window
 
     @property
     def faster(self) -> bool:
         return self.latency_p50_ratio < 1.0
+
+    @property
+    def energy(self) -> RatioInterval | None:
+        """The energy ratio reports print: paired interval where per-window data exists."""
+        return self.joules_per_inference
 
 
 def compare_same_runtime(results: list[ArtifactResult]) -> list[Comparison]:
@@ -78,6 +93,7 @@ def compare_same_runtime(results: list[ArtifactResult]) -> list[Comparison]:
                 sizes = baseline.artifact.size_bytes, candidate.artifact.size_bytes
                 accuracies = baseline.accuracy, candidate.accuracy
                 comparisons.append(Comparison(
+                    **paired_intervals(bench, reference),
                     baseline=baseline.artifact.name,
                     candidate=candidate.artifact.name,
                     runtime=candidate.artifact.runtime,
@@ -87,8 +103,49 @@ def compare_same_runtime(results: list[ArtifactResult]) -> list[Comparison]:
                     energy_method=bench.energy.method,
                     size_ratio=sizes[1] / sizes[0] if all(sizes) else None,
                     top1_delta_points=(100 * (accuracies[1].top1 - accuracies[0].top1)) if all(accuracies) else None,
+                    measured=bench.energy.measured and reference.energy.measured,
                 ))
     return comparisons
+
+
+def paired_intervals(candidate: Benchmark, baseline: Benchmark) -> dict[str, RatioInterval | None]:
+    """Per-round ratios of latency p50, J/inference and active J/inference with 95% intervals (stats.py)."""
+    return {
+        "latency_p50": paired_ratio_interval(candidate.latency.window_p50_ms, baseline.latency.window_p50_ms),
+        "joules_per_inference": paired_ratio_interval(candidate.energy.window_joules_per_inference,
+                                                      baseline.energy.window_joules_per_inference),
+        "active_joules_per_inference": paired_ratio_interval(candidate.energy.window_active_joules_per_inference,
+                                                             baseline.energy.window_active_joules_per_inference),
+    }
+
+
+def interval_to_dict(interval: RatioInterval | None) -> dict | None:
+    """`{ratio, ci95: [low, high], rounds, within_noise, method}`, or None where no interval exists."""
+    if interval is None:
+        return None
+    return {"ratio": interval.ratio, "ci95": [interval.low, interval.high], "rounds": interval.rounds,
+            "within_noise": interval.within_noise, "method": interval.method}
+
+
+def interval_from_dict(data: dict | None) -> RatioInterval | None:
+    if data is None:
+        return None
+    return RatioInterval(data["ratio"], data["ci95"][0], data["ci95"][1], data["rounds"],
+                         paired=data["method"].startswith("paired"))
+
+
+_INTERVAL_FIELDS = ("latency_p50", "joules_per_inference", "active_joules_per_inference")
+
+
+def _comparison_dict(comparison: Comparison) -> dict:
+    data = {key: value for key, value in asdict(comparison).items() if key not in _INTERVAL_FIELDS}
+    data.update({key: interval_to_dict(getattr(comparison, key)) for key in _INTERVAL_FIELDS})
+    return {**data, "faster": comparison.faster}
+
+
+def _comparison_from_dict(data: dict) -> Comparison:
+    plain = {key: value for key, value in data.items() if key != "faster" and key not in _INTERVAL_FIELDS}
+    return Comparison(**plain, **{key: interval_from_dict(data.get(key)) for key in _INTERVAL_FIELDS})
 
 
 @dataclass(frozen=True)
@@ -113,10 +170,22 @@ class RunReport:
     notes: list[str] = field(default_factory=list)
     gates: tuple[GateResult, ...] = ()
     complete: bool = True  # False when the run was interrupted: what finished is reported, marked incomplete
+    idle_checks: tuple[IdleBaseline, ...] = ()  # idle power before benchmarking (and on resume) and after it
 
     @property
     def gates_passed(self) -> bool:
         return all(gate.passed for gate in self.gates)
+
+    @property
+    def idle_drift(self) -> str | None:
+        return idle_drift(list(self.idle_checks))
+
+    @property
+    def busy_windows(self) -> tuple[int, int, float]:
+        """(windows taken while the machine was busy, windows with a load reading, the largest other-process share)."""
+        shares = [share for result in self.artifacts for bench in result.benchmarks
+                  for share in bench.energy.window_other_cpu_share]
+        return sum(share > BUSY_SHARE for share in shares), len(shares), max(shares, default=0.0)
 
     def to_dict(self) -> dict:
         """The JSON form: one key per section, per-batch-size figures keyed by the batch size as a string."""
@@ -132,10 +201,13 @@ class RunReport:
             "export": self.export,
             "stages": self.stages,
             "energy_meter": {**asdict(self.energy_meter), "reason": self.energy_meter_reason,
-                             "idle": asdict(self.idle)},
+                             "idle": asdict(self.idle), "idle_checks": [asdict(check) for check in self.idle_checks],
+                             "idle_drift": self.idle_drift},
+            "machine_load": dict(zip(("busy_windows", "windows", "max_other_cpu_share"), self.busy_windows),
+                                 busy_share_threshold=BUSY_SHARE),
             "carbon": {**asdict(self.carbon), "basis": "total joules per inference x PUE x grid intensity"},
             "artifacts": [_artifact_dict(result, self.carbon) for result in self.artifacts],
-            "comparisons": [{**asdict(c), "faster": c.faster} for c in self.comparisons],
+            "comparisons": [_comparison_dict(c) for c in self.comparisons],
             "notes": self.notes,
             "gates": [asdict(gate) for gate in self.gates],
             "complete": self.complete,
@@ -188,6 +260,10 @@ def _energy_dict(bench: Benchmark, carbon: CarbonSettings | None = None) -> dict
         "timeline": [list(window) for window in energy.timeline],
         "window_s": energy.window_s,
         "inferences": energy.inferences,
+        "window_joules_per_inference": list(energy.window_joules_per_inference),
+        "window_active_joules_per_inference": list(energy.window_active_joules_per_inference),
+        "window_other_cpu_share": list(energy.window_other_cpu_share),
+        "busy_windows": energy.busy_windows,
         **(_carbon_fields(energy.joules_per_inference, carbon) if carbon else {}),
     }
 
@@ -242,7 +318,10 @@ def _benchmark_from(latency: dict, energy: dict) -> Benchmark:
             idle_power_w=energy["idle_power_w"], windows=energy["windows"], window_s=energy["window_s"],
             inferences=energy["inferences"], method=energy["method"], measured=energy["measured"],
             uncertainty=Uncertainty(**energy["uncertainty"]), noisy=energy["noisy"],
-            timeline=tuple(tuple(window) for window in energy.get("timeline", ()))),
+            timeline=tuple(tuple(window) for window in energy.get("timeline", ())),
+            window_joules_per_inference=tuple(energy.get("window_joules_per_inference", ())),
+            window_active_joules_per_inference=tuple(energy.get("window_active_joules_per_inference", ())),
+            window_other_cpu_share=tuple(energy.get("window_other_cpu_share", ()))),
     )
 
 
@@ -268,9 +347,10 @@ def _report_from_dict(data: dict) -> RunReport:
         energy_meter=MeterDescription(meter["method"], meter["measured"], tuple(meter["domains"]), meter["assumptions"]),
         energy_meter_reason=meter["reason"],
         idle=IdleBaseline(**meter["idle"]),
+        idle_checks=tuple(IdleBaseline(**check) for check in meter.get("idle_checks", ())),
         carbon=carbon_settings,
         artifacts=results,
-        comparisons=[Comparison(**{k: v for k, v in c.items() if k != "faster"}) for c in data["comparisons"]],
+        comparisons=[_comparison_from_dict(c) for c in data["comparisons"]],
         notes=data["notes"],
         gates=tuple(GateResult(**gate) for gate in data.get("gates", ())),
         complete=data.get("complete", True),

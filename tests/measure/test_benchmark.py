@@ -109,4 +109,46 @@ def test_measure_idle_reports_watts():
             return EnergyReading({"cpu": 2.0, "dram": 0.5}, 0.1, "rapl", BAND, measured=True)
 
     idle = measure_idle(ConstantMeter({}, []), seconds=0.0)
-    assert idle.power_w == {"cpu": 20.0, "dram": 5.0} and idle.total_w == 25.0
+    assert idle.power_w == pytest.approx({"cpu": 20.0, "dram": 5.0}) and idle.total_w == pytest.approx(25.0)
+    assert idle.ci95_w == pytest.approx(0.0, abs=1e-9)  # three equal sub-windows: no spread
+    assert idle.duration_s == pytest.approx(0.3)
+
+
+def test_domains_add_up_to_the_total_when_windows_hold_different_numbers_of_runs():
+    from greencompress.measure.benchmark import _summarize
+    from greencompress.measure.latency import Window
+
+    def window(runs: int, cpu_j: float, dram_j: float) -> Window:
+        reading = EnergyReading({"cpu": cpu_j, "dram": dram_j}, 1.0, "rapl", BAND, measured=True)
+        return Window([1_000_000] * runs, reading, batch_size=1, started_s=0.0, other_cpu_share=0.0)
+
+    # A window slowed by a neighbour runs 2 inferences instead of 20 for about the same joules.
+    bench = _summarize([window(20, 10.0, 2.0), window(2, 9.0, 2.0), window(20, 10.0, 2.0)], no_idle(), 0.05)
+    energy = bench.energy
+    assert energy.joules_per_inference == pytest.approx((12 / 20 + 11 / 2 + 12 / 20) / 3)
+    assert sum(energy.joules_per_inference_by_domain.values()) == pytest.approx(energy.joules_per_inference)
+    assert energy.window_joules_per_inference == pytest.approx((0.6, 5.5, 0.6))
+    assert energy.busy_windows == 0 and energy.window_other_cpu_share == (0.0, 0.0, 0.0)
+
+
+def test_windows_record_how_busy_the_machine_was(tmp_path):
+    from greencompress.measure.load import LoadMonitor
+
+    stat, ticks = tmp_path / "stat", iter(range(0, 10_000, 60))
+
+    class ScriptedLoad(LoadMonitor):  # every read finds 60 more busy ticks: another process on 2 CPUs
+        def begin(self):
+            stat.write_text(f"cpu  {next(ticks)} 0 0 0 0 0 0 0\n")
+            super().begin()
+
+        def end(self):
+            stat.write_text(f"cpu  {next(ticks)} 0 0 0 0 0 0 0\n")
+            return super().end()
+
+    log = []
+    meter = ScriptedMeter({"a": [1.0] * 10}, log)
+    load = ScriptedLoad(stat, logical_cpus=2, ticks_per_s=100)
+    (result,) = benchmark_interleaved({"a": runner("a", log)}, np.zeros((2,)), spec(window_s=0.05), meter, no_idle(),
+                                      load=load).values()
+    assert len(result.energy.window_other_cpu_share) == result.energy.windows
+    assert result.energy.busy_windows == result.energy.windows  # 0.6 CPU-s in ~0.05 s on 2 CPUs: saturated

@@ -16,7 +16,10 @@ def test_two_runs_side_by_side_with_deltas(tiny_run):
     assert comparison.mismatches == []
     assert len(comparison.rows) == 2 * 6  # 3 artifacts x 2 batch sizes, per run
     second = comparison.rows[6]
-    assert second[0] == "#2 tiny" and second[6] == "+0.0%" and second[8] == "+0.0%"
+    assert second[0] == "#2 tiny"
+    # The same windows on both sides: a ratio of exactly 1 with an interval around it, unpaired across runs.
+    assert second[6].startswith("+0.0% [-") and second[6].endswith("within noise")
+    assert second[8].startswith("+0.0% [-") and second[8].endswith("within noise")
     assert "| run | artifact |" in render_comparison(comparison, "markdown")
     assert "<table>" in render_comparison(comparison, "html")
 
@@ -46,3 +49,15 @@ def test_different_meter_or_batch_sizes_are_refused(tiny_run):
 def test_compare_needs_two_runs(tiny_run):
     with pytest.raises(GreencompressError, match="at least two"):
         compare_runs([tiny_run[1]])
+
+
+def test_runs_whose_windows_differ_get_an_interval_that_holds_the_true_change(tiny_run):
+    _, report = tiny_run
+    faster = dataclasses.replace(report, run_dir=report.run_dir / "faster", artifacts=[
+        dataclasses.replace(result, benchmarks=tuple(dataclasses.replace(bench, energy=dataclasses.replace(
+            bench.energy, joules_per_inference=0.5 * bench.energy.joules_per_inference,
+            window_joules_per_inference=tuple(0.5 * j for j in bench.energy.window_joules_per_inference)))
+            for bench in result.benchmarks)) for result in report.artifacts])
+    row = compare_runs([report, faster]).rows[6]
+    low, high = (float(part.strip(" %")) for part in row[8].split("[")[1].split("]")[0].split(","))
+    assert row[8].startswith("-50.0% [") and low < -50.0 < high and "within noise" not in row[8]

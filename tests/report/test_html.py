@@ -20,9 +20,10 @@ def embedded_pngs(html: str) -> list[bytes]:
 def test_html_is_self_contained_with_headline_table_and_plots(tiny_run):
     run_dir, report = tiny_run
     html = (run_dir / "report.html").read_text()
-    assert 'id="headline"' in html and ("energy saved" in html or "MORE energy" in html)
+    assert 'id="headline"' in html and re.search(r"(less|MORE) CPU time|no CPU time difference", html)
+    assert "energy saved" not in html and "less energy" not in html  # the estimate meter measured CPU time only
     assert "onnxruntime-int8 vs onnxruntime-fp32, batch 1" in html
-    assert "method: estimate (estimate, not measured)" in html
+    assert "method: estimate (estimate: energy was not measured on this machine)" in html
     pngs = embedded_pngs(html)
     assert len(pngs) == 3  # accuracy vs energy, latency, energy by domain (no timeline for an estimate)
     assert all(png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000 for png in pngs)
@@ -60,3 +61,21 @@ def test_other_major_schema_versions_fail_clearly(tiny_run, tmp_path):
 def test_pareto_front_keeps_points_nothing_beats():
     points = [(1.0, 90.0), (2.0, 95.0), (3.0, 94.0), (0.5, 80.0), (2.0, 91.0)]
     assert pareto_front(points) == [(0.5, 80.0), (1.0, 90.0), (2.0, 95.0)]
+
+
+def test_pareto_front_of_a_report_holds_exactly_the_non_dominated_artifacts():
+    from greencompress.report.plots import domain_bars
+    from tests.report.test_report import make_report, result
+
+    report = make_report([
+        result("torch-fp32", "torch", "fp32", 20.0, 1.811, top1=0.9348),
+        result("onnxruntime-fp32", "onnxruntime", "fp32", 15.0, 0.90, top1=0.9348),
+        result("onnxruntime-int8", "onnxruntime", "int8", 4.0, 0.45, top1=0.9356),  # cheaper and more accurate
+        result("openvino-int8", "openvino", "int8", 3.0, 0.40, top1=0.9300),  # cheapest, less accurate
+    ])
+    points = [(r.at_batch(1).joules_per_inference, 100 * r.accuracy.top1) for r in report.artifacts]
+    assert pareto_front(points) == [(0.40, 93.0), (0.45, 93.56)]
+    assert pareto_front([(1.0, 90.0), (1.0, 90.0)]) == [(1.0, 90.0)]  # equal points: neither dominates
+    bars = domain_bars(report, 1)
+    for r in report.artifacts:  # each bar adds up to the figure in the table
+        assert sum(bars[r.artifact.name].values()) == pytest.approx(r.at_batch(1).joules_per_inference)

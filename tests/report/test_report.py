@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from greencompress.measure.accuracy import Accuracy
 from greencompress.measure.benchmark import Benchmark, EnergyResult, IdleBaseline
 from greencompress.measure.energy import MeterDescription, Uncertainty
@@ -17,14 +19,22 @@ from greencompress.runtime import Artifact
 BAND = Uncertainty(0.6, 2.0, "test band")
 
 
+# Per-window spread shared by every hand-made artifact: round i scales all of them alike (a drift the
+# interleaving cancels), so paired ratios are exact.
+ROUNDS = (1.0, 1.03, 0.97, 1.01, 0.99)
+
+
 def result(name, runtime, precision, p50_ms, joules, batch_size=1, top1=0.9, method="estimate", path=None,
-           relative_ci=0.02):
-    latency = Latency(batch_size, 100, p50_ms, p50_ms * 1.1, p50_ms * 1.2, p50_ms, batch_size * 1e3 / p50_ms)
+           relative_ci=0.02, rounds=ROUNDS):
+    latency = Latency(batch_size, 100, p50_ms, p50_ms * 1.1, p50_ms * 1.2, p50_ms, batch_size * 1e3 / p50_ms,
+                      window_p50_ms=tuple(p50_ms * factor for factor in rounds))
     energy = EnergyResult(
         joules_per_inference=joules, ci95_j=relative_ci * joules, active_joules_per_inference=joules * 0.8,
         active_ci95_j=relative_ci * joules, joules_per_inference_by_domain={"cpu": joules}, idle_power_w={"cpu": 2.0},
         windows=5, window_s=1.0, inferences=100 * batch_size, method=method, measured=method != "estimate",
-        uncertainty=BAND, noisy=relative_ci > 0.05)
+        uncertainty=BAND, noisy=relative_ci > 0.05,
+        window_joules_per_inference=tuple(joules * factor for factor in rounds),
+        window_active_joules_per_inference=tuple(0.8 * joules * factor for factor in rounds))
     return ArtifactResult(Artifact.of_file(name, runtime, precision, path, 1000, 5000),
                           Accuracy(top1, 0.99, 100) if top1 is not None else None, (Benchmark(latency, energy),))
 
@@ -82,7 +92,7 @@ def test_a_slower_compressed_model_is_called_slower_in_words():
     ])
     markdown = render_markdown(report)
     assert "onnxruntime-int8 is SLOWER than onnxruntime-fp32 on onnxruntime at batch size 1" in markdown
-    assert "1.50x (50% more)" in markdown
+    assert "1.50x [1.50, 1.50] (50% more)" in markdown
     assert "ESTIMATES" in markdown and "an assumption" in markdown
     assert "Test CPU" in markdown and "2 threads" in markdown
 
@@ -92,7 +102,8 @@ def test_every_energy_figure_carries_method_band_and_idle_power():
     markdown = render_markdown(report)
     assert "J/inf (estimate)" in markdown and "+-20.0% noisy" in markdown
     assert "Energy method: estimate (ESTIMATED, not measured); systematic band -60%/+200%" in markdown
-    assert "idle measured for 3.0 s: cpu 2.00 W" in markdown
+    assert "idle power before benchmarking 2 W" in markdown
+    assert "idle power before benchmarking, measured for 3.0 s with the same meter: cpu 2.000 W" in markdown
     assert "NOISY" in markdown
 
 
@@ -112,7 +123,8 @@ def test_json_form_is_versioned_and_keyed_by_batch_size(tmp_path):
     assert abs(energy["joules_per_inference"] - 0.1) < 1e-12
     assert energy["idle_power_w"] == {"cpu": 2.0} and energy["windows"] == 5
     assert abs(energy["relative_ci95"] - 0.02) < 1e-12
-    assert data["energy_meter"]["idle"] == {"power_w": {"cpu": 2.0}, "duration_s": 3.0, "method": "estimate"}
+    assert data["energy_meter"]["idle"] == {"power_w": {"cpu": 2.0}, "duration_s": 3.0, "method": "estimate",
+                                            "ci95_w": 0.0, "when": "before benchmarking"}
     assert energy["uncertainty"] == {"low_fraction": 0.6, "high_fraction": 2.0, "basis": "test band"}
     assert data["artifacts"][0]["latency"]["4"]["p50_ms"] == 2.0
     assert not list(tmp_path.glob(".*.tmp"))
@@ -194,3 +206,81 @@ def test_runtime_table_names_the_cheapest_runtime_and_says_when_it_is_within_noi
     assert "## The same model on each runtime" in markdown
     pairs = {(c.candidate, c.baseline) for c in make_report(results).comparisons}
     assert pairs == {("onnxruntime-int8", "onnxruntime-fp32"), ("openvino-int8", "openvino-fp32")}
+
+
+def test_every_comparison_carries_paired_intervals_and_whether_energy_was_measured(tmp_path):
+    noisy = (1.0, 1.2, 0.85, 1.1, 0.9)  # the candidate's windows do not follow the baseline's rounds
+    results = [
+        result("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.2),
+        result("onnxruntime-int8", "onnxruntime", "int8", 1.0, 0.05),
+        result("onnxruntime-pruned-fp32", "onnxruntime", "fp32", 3.9, 0.198, rounds=noisy),
+    ]
+    report = make_report(results)
+    report.write_json(tmp_path / "report.json")
+    by_pair = {(c["candidate"], c["baseline"]): c for c in json.loads((tmp_path / "report.json").read_text())["comparisons"]}
+    int8 = by_pair[("onnxruntime-int8", "onnxruntime-fp32")]
+    assert int8["measured"] is False  # the estimate meter
+    for key in ("latency_p50", "joules_per_inference", "active_joules_per_inference"):
+        low, high = int8[key]["ci95"]
+        assert low <= int8[key]["ratio"] <= high and int8[key]["rounds"] == 5 and not int8[key]["within_noise"]
+    assert int8["joules_per_inference"]["ratio"] == pytest.approx(0.25)
+    pruned = by_pair[("onnxruntime-pruned-fp32", "onnxruntime-fp32")]
+    low, high = pruned["latency_p50"]["ci95"]
+    assert low < 0.975 < high and pruned["latency_p50"]["within_noise"]  # the true ratio lies inside
+    markdown = render_markdown(report)
+    assert "within noise" in markdown
+    assert "Pruning bought no real speed: onnxruntime-pruned-fp32 runs at 0.98x the p50 latency of onnxruntime-fp32 " \
+        "on onnxruntime at batch size 1 (95% CI [" in markdown
+
+
+def test_with_an_estimate_no_output_says_energy_saved():
+    from rich.console import Console
+
+    from greencompress import cli
+    from greencompress.report.html import render_html
+
+    report = make_report([result("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.2),
+                          result("onnxruntime-int8", "onnxruntime", "int8", 1.72, 0.086)])
+    console = Console(record=True, width=200)
+    original, cli.stdout = cli.stdout, console
+    try:
+        cli._print_summary(report)
+    finally:
+        cli.stdout = original
+    outputs = {"report.md": render_markdown(report), "report.html": render_html(report), "terminal": console.export_text()}
+    for name, text in outputs.items():
+        flat = " ".join(text.split())
+        assert "energy saved" not in flat and "less energy" not in flat, name
+        assert "57% less CPU time" in flat, name
+        assert "energy was not measured on this machine" in flat, name
+    assert "CPU time (energy estimate) [95% CI]" in outputs["report.md"]
+
+
+def test_a_measured_report_headlines_energy():
+    import dataclasses
+
+    from greencompress.report.html import render_html
+
+    results = [result("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.2, method="rapl"),
+               result("onnxruntime-int8", "onnxruntime", "int8", 1.72, 0.086, method="rapl")]
+    report = dataclasses.replace(make_report(results), energy_meter=MeterDescription("rapl", True, ("cpu",), []))
+    assert "57% less energy" in render_html(report) and "active J/inference [95% CI]" in render_markdown(report)
+
+
+def test_busy_windows_and_idle_drift_are_flagged_in_words():
+    import dataclasses
+
+    item = result("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.2)
+    energy = dataclasses.replace(item.benchmarks[0].energy, window_other_cpu_share=(0.02, 0.55, 0.6, 0.03, 0.01))
+    busy = dataclasses.replace(item, benchmarks=(dataclasses.replace(item.benchmarks[0], energy=energy),))
+    checks = (IdleBaseline({"cpu": 2.0}, 3.0, "rapl", 0.1, "before benchmarking"),
+              IdleBaseline({"cpu": 3.5}, 3.0, "rapl", 0.2, "after the last round"))
+    report = dataclasses.replace(make_report([busy]), idle_checks=checks)
+    markdown = render_markdown(report)
+    assert "The machine was BUSY during 2 of 5 measurement windows: other processes used up to 60%" in markdown
+    assert "busy 2/5" in markdown  # beside the figure in the results table
+    assert "idle power drifted from 2 W (before benchmarking) to 3.5 W (after the last round)" in markdown
+    data = report.to_dict()
+    assert data["machine_load"]["busy_windows"] == 2 and data["energy_meter"]["idle_drift"]
+    quiet = dataclasses.replace(report, idle_checks=(checks[0], dataclasses.replace(checks[1], power_w={"cpu": 2.1})))
+    assert quiet.idle_drift is None  # 2.0 +-0.1 and 2.1 +-0.2 overlap: noise, not drift
