@@ -195,6 +195,36 @@ def meters() -> None:
                 stdout.print(f"    - {escape(assumption)}", soft_wrap=True)
 
 
+@cli.group()
+def cache() -> None:
+    """Show or empty the cache of built models and reusable stage outputs."""
+
+
+@cache.command("list")
+def cache_list() -> None:
+    """Every cache entry, least recently used first, with its size."""
+    from datetime import datetime
+
+    from greencompress.cache import cache_dir, cache_entries, max_cache_bytes
+
+    entries = cache_entries()
+    rows = [[entry.kind, entry.description, f"{entry.size_bytes / 1e6:.1f}",
+             datetime.fromtimestamp(entry.last_used).strftime("%Y-%m-%d %H:%M"), str(entry.path)] for entry in entries]
+    total = sum(entry.size_bytes for entry in entries)
+    stdout.print(_rich_table(f"{cache_dir()}: {total / 1e6:.1f} MB of {max_cache_bytes() / 1e9:.1f} GB cap",
+                             (["kind", "what", "MB", "last used", "path"], rows)))
+
+
+@cache.command("clear")
+def cache_clear() -> None:
+    """Remove every cache entry (built-in models are trained again on next use)."""
+    from greencompress.cache import cache_dir, clear_cache
+
+    removed = clear_cache()
+    stdout.print(f"removed {len(removed)} entries ({sum(e.size_bytes for e in removed) / 1e6:.1f} MB) from {cache_dir()}",
+                 soft_wrap=True, markup=False, highlight=False)
+
+
 @cli.command()
 @click.argument("model")
 @click.option("--input-size", type=click.IntRange(min=8), default=224, show_default=True,

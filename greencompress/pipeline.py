@@ -22,6 +22,7 @@ import torch
 import yaml
 
 from greencompress import distributed
+from greencompress.cache import cache_dir
 from greencompress.compress.finetune import finetune
 from greencompress.compress.prune import prune_structured, prune_unstructured, replay_pruning
 from greencompress.compress.qat import quantization_aware_finetune
@@ -33,9 +34,9 @@ from greencompress.files import write_bytes_atomic, write_text_atomic
 from greencompress.gates import check_energy_gate_is_measurable, evaluate_gates
 from greencompress.measure.accuracy import Accuracy, evaluate
 from greencompress.measure.benchmark import IdleBaseline, benchmark_interleaved, measure_idle, window_duration_s
-from greencompress.measure.load import BUSY_SHARE
 from greencompress.measure.energy import select_meter
 from greencompress.measure.energy.carbon import carbon_settings
+from greencompress.measure.load import BUSY_SHARE
 from greencompress.models import load_model
 from greencompress.recipe import FinetuneConfig, PruneConfig, QuantizeConfig, Recipe, recipe_to_dict
 from greencompress.report import write_reports
@@ -48,7 +49,6 @@ from greencompress.report.schema import (
 )
 from greencompress.runtime import Artifact, OnnxRuntimeRunner, OpenVinoRunner, TorchRunner, set_threads
 from greencompress.stages import StageStore, stage_key
-from greencompress.zoo import cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,7 @@ def _run_stages(recipe: Recipe, run_dir: Path, store: StageStore, created: str, 
     finished.append("load")
 
     load_key = stage_key("load", recipe.model.model_dump(mode="json"), loaded.provenance.get("sha256"))
-    export_key = export_key_original = stage_key("export", load_key, recipe.input_shape, recipe.export.model_dump(),
-                                                 torch.__version__)
+    export_key = export_key_original = stage_key("export", load_key, recipe.input_shape, recipe.export.model_dump())
     export = store.finished("export", export_key, files=("model_fp32.onnx",))
     if export is None:
         export = _export_stage(model, data, recipe, run_dir / "model_fp32.onnx")
@@ -173,8 +172,8 @@ def _run_stages(recipe: Recipe, run_dir: Path, store: StageStore, created: str, 
         for source, source_tag, source_key, source_model in inputs:
             stage_name = f"{stage.technique}-{source_tag}" if source_tag else stage.technique
             file_name = output.replace("model_", "model_compressed_") if source_tag else output
-            key = stage_key(stage.technique, source_key, stage.config.model_dump(),
-                            recipe.data.model_dump(mode="json"), recipe.seed)
+            key = stage_key(stage.technique, source_key, _resolved(stage.config), recipe.data.model_dump(mode="json"),
+                            recipe.seed)
             record = store.finished(stage_name, key, files=(file_name,))
             if record is None:
                 log.info("stage %s (%s)", stage.technique, source.name)
@@ -242,6 +241,14 @@ def _run_stages(recipe: Recipe, run_dir: Path, store: StageStore, created: str, 
     write_reports(report, run_dir)
     log.info("report written to %s", run_dir)
     return report
+
+
+def _resolved(config) -> dict:
+    """A stage's settings as this machine will apply them: `auto` values decided, so a cache key cannot outlive them."""
+    settings = config.model_dump(mode="json")
+    if isinstance(config, QuantizeConfig):
+        settings["reduce_range"] = resolve_reduce_range(config.reduce_range)[0]
+    return settings
 
 
 def _export_stage(model, data: DataSplits, recipe: Recipe, output: Path) -> dict:

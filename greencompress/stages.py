@@ -1,7 +1,8 @@
 """Finished stages of a run, so an interrupted run resumes and an unchanged recipe prefix is not redone.
 
-Each stage's record lands in `<run>/stages/<stage>.json` with the key of everything it depended on
-(recipe sections, upstream keys, versions). Output files are written under a temporary name and
+Each stage's record lands in `<run>/stages/<stage>.json` with the key of everything it depended on:
+the recipe sections as resolved for this machine, upstream keys, the versions of the libraries
+that produce files, and a hash of greencompress's own code. Output files are written under a temporary name and
 renamed, so a file that exists is whole. Stages whose outputs do not depend on this machine's
 timing (export, quantization) are also kept in the shared cache, `<cache>/stages/<key>/`, where a
 later run with the same recipe prefix finds them.
@@ -15,15 +16,38 @@ import logging
 import shutil
 from pathlib import Path
 
-from greencompress import __version__
+from functools import lru_cache
+from importlib import metadata
+
+from greencompress.cache import mark_used, prune_cache
 from greencompress.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 
+# Libraries whose version changes what a stage writes (an exporter, a quantizer, a pruner).
+PRODUCING_LIBRARIES = ("torch", "torchvision", "torch-pruning", "onnx", "onnxscript", "onnxruntime")
+
+
+@lru_cache(maxsize=1)
+def code_fingerprint() -> dict[str, str]:
+    """The versions of the producing libraries and a hash of every greencompress source file."""
+    package = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.relative_to(package).as_posix().encode())
+        digest.update(source.read_bytes())
+    versions = {}
+    for library in PRODUCING_LIBRARIES:
+        try:
+            versions[library] = metadata.version(library)
+        except metadata.PackageNotFoundError:
+            versions[library] = "absent"
+    return {"greencompress_code": digest.hexdigest()[:16], **versions}
+
 
 def stage_key(*parts) -> str:
-    """A short hash of a stage's inputs (any JSON-ready values), including the greencompress version."""
-    text = json.dumps([__version__, *parts], sort_keys=True, default=str)
+    """A short hash of a stage's inputs (any JSON-ready values), of the library versions and of greencompress's code."""
+    text = json.dumps([code_fingerprint(), *parts], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -50,6 +74,7 @@ class StageStore:
             for name in files:
                 _copy_atomic(cached / name, self.run_dir / name)
             write_text_atomic(self.folder / f"{stage}.json", json.dumps(record, indent=2))
+            mark_used(cached)
             log.info("%s: reusing the output of an earlier run with the same inputs (cache %s)", stage, cached)
             return record["result"]
         return None
@@ -64,6 +89,9 @@ class StageStore:
             for name in files:
                 _copy_atomic(self.run_dir / name, cached / name)
             write_text_atomic(cached / f"{stage}.json", json.dumps(record, indent=2))  # last: marks it complete
+            for removed in prune_cache(self.shared_cache.parent, keep=cached):
+                log.info("cache over its size cap: removed %s (%.1f MB, least recently used)", removed.path,
+                         removed.size_bytes / 1e6)
 
     @staticmethod
     def _read(path: Path) -> dict | None:

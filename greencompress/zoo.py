@@ -2,9 +2,8 @@
 
 No pretrained weights can be downloaded where greencompress runs its own tests, so the default
 recipe's checkpoint is made by a deterministic, documented routine on data that ships with
-scikit-learn. The file lands in the cache folder (`$GREENCOMPRESS_CACHE`, default
-`~/.cache/greencompress`) under a name that hashes the routine's settings, so a changed routine
-never reuses a stale file.
+scikit-learn. The file lands in the cache folder (greencompress/cache.py) under a name that hashes
+the routine's settings, so a changed routine never reuses a stale file.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from greencompress.cache import cache_dir, mark_used
 from greencompress.files import file_sha256
 
 log = logging.getLogger(__name__)
@@ -66,11 +65,6 @@ DIGITS_MEAN = (0.5, 0.5, 0.5)
 DIGITS_STD = (0.5, 0.5, 0.5)
 
 
-def cache_dir() -> Path:
-    """Where greencompress keeps built models: `$GREENCOMPRESS_CACHE` or `~/.cache/greencompress`."""
-    return Path(os.environ.get("GREENCOMPRESS_CACHE", Path.home() / ".cache" / "greencompress"))
-
-
 def build_architecture(spec: BuiltinModel) -> nn.Module:
     import torchvision
 
@@ -91,6 +85,7 @@ def load_builtin(name: str, progress=None) -> tuple[nn.Module, dict]:
         provenance["sha256"] = file_sha256(temporary)
         provenance_path.write_text(json.dumps(provenance, indent=2))
         temporary.replace(path)  # the checkpoint appears only once complete
+    mark_used(path)
     model = build_architecture(spec)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     provenance = json.loads(provenance_path.read_text())
