@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -121,6 +122,11 @@ def _imagefolder(spec: DataSpec, seed: int) -> DataSplits:
         except (FileNotFoundError, PermissionError, OSError) as error:
             raise DataError(f"{path}: cannot read as an image folder (<split>/<class>/<image>): {error}") from None
     eval_set, calibration_set = folders[spec.eval_split], folders[spec.calibration_split]
+    for split, folder in folders.items():
+        for name in folder.classes:  # a name the filesystem could not decode carries surrogates
+            if any("\udc80" <= char <= "\udcff" for char in name):
+                raise DataError(f"{spec.root / split}: class folder {os.fsencode(name)!r} has a name that is not UTF-8 "
+                                f"text; rename it (class names go into reports, which are UTF-8)")
     if eval_set.classes != calibration_set.classes:
         raise DataError(
             f"{spec.root}: the class folders of '{spec.eval_split}' and '{spec.calibration_split}' differ: "

@@ -16,6 +16,19 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def read_utf8(path: Path, what: str, error: type[Exception]) -> str:
+    """The text of `path`, or `error` with one line naming the file: unreadable, or not UTF-8 (with the byte offset)."""
+    try:
+        data = path.read_bytes()
+    except OSError as problem:
+        raise error(f"{path}: cannot read {what}: {problem.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as problem:
+        raise error(f"{path}: {what} is not UTF-8 text: byte 0x{data[problem.start]:02x} at offset {problem.start} "
+                    f"cannot be decoded; save the file as UTF-8") from None
+
+
 def write_text_atomic(path: Path, text: str) -> None:
     """Write a text file through a temporary file and a rename, so readers see the old or the new file whole."""
     temporary = path.with_name(f".{path.name}.tmp")

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from greencompress.errors import RecipeError
+from greencompress.files import read_utf8
 
 _BASE_DIR_KEY = "base_dir"
 
@@ -404,10 +405,7 @@ class Recipe(_Section):
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Read, override (`key.path=value`, value parsed as YAML) and validate a recipe file."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise RecipeError(f"{path}: cannot read recipe: {error.strerror}") from None
+    text = read_utf8(path, "recipe", RecipeError)
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:

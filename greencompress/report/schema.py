@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from greencompress.files import write_text_atomic
+from greencompress.files import read_utf8, write_text_atomic
 from greencompress.measure.accuracy import Accuracy
 from greencompress.measure.energy import MeterDescription
 from greencompress.measure.energy.carbon import CarbonSettings, carbon_per_million
@@ -287,9 +287,7 @@ def load_report(path: Path) -> RunReport:
 
     file = path / "report.json" if path.is_dir() else path
     try:
-        data = json.loads(file.read_text())
-    except OSError as error:
-        raise GreencompressError(f"{file}: cannot read report: {error.strerror}") from None
+        data = json.loads(read_utf8(file, "report", GreencompressError))
     except json.JSONDecodeError as error:
         raise GreencompressError(f"{file}: not valid JSON: {error}") from None
     version = str(data.get("schema_version", "missing"))
