@@ -31,7 +31,7 @@ def bench(model: str, input_size: int, benchmark: BenchmarkSpec, energy: EnergyS
           progress=None, runtime: str = "onnxruntime") -> BenchResult:
     """Benchmark `model` (an .onnx file on `runtime`, or a torchvision model name with random weights)."""
     set_threads(benchmark.threads)
-    runner, runtime, input_shape = _runner(model, input_size, benchmark.threads, runtime)
+    runner, runtime, input_shape = _runner(model, input_size, benchmark, runtime)
     meter, reason = select_meter(energy)
     idle = measure_idle(meter, energy.idle_s)
     rng = np.random.default_rng(seed)
@@ -42,7 +42,7 @@ def bench(model: str, input_size: int, benchmark: BenchmarkSpec, energy: EnergyS
     return BenchResult(model, runtime, input_shape, meter.describe(), reason, idle, results)
 
 
-def _runner(model: str, input_size: int, threads: int, runtime: str):
+def _runner(model: str, input_size: int, benchmark: BenchmarkSpec, runtime: str):
     if model.endswith(".onnx"):
         import onnx
 
@@ -53,7 +53,8 @@ def _runner(model: str, input_size: int, threads: int, runtime: str):
         # Fixed dimensions come from the file; symbolic ones from --input-size (3 channels).
         shape = tuple(dim.dim_value if dim.HasField("dim_value") else (3 if index == 0 else input_size)
                       for index, dim in enumerate(dims))
-        runner = OpenVinoRunner(path, threads) if runtime == "openvino" else OnnxRuntimeRunner(path, threads)
+        runner = (OpenVinoRunner(path, benchmark.threads) if runtime == "openvino"
+                  else OnnxRuntimeRunner(path, benchmark.threads, benchmark.allow_spinning))
         return runner, runtime, shape
     import torchvision
 

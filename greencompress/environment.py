@@ -10,7 +10,8 @@ from pathlib import Path
 
 # Flags that decide how fast int8 runs on x86: VNNI does u8 x s8 dot products without the
 # 16-bit saturation that forces `reduce_range` on plain AVX2/AVX-512.
-_INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+_INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",
+                      "amx_bf16")
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,50 @@ def cpu_info(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> CpuInfo:
                    flags=tuple(flag for flag in _INTERESTING_FLAGS if flag in flags), mhz=mhz)
 
 
-def environment(threads: int) -> dict:
+@dataclass(frozen=True)
+class CpuTopology:
+    """What the kernel says about the cores this process runs on; None where it is not exposed (VMs often hide cpufreq)."""
+
+    allowed_cpus: tuple[int, ...]  # this process's CPU affinity: threads are not pinned further than this
+    threads_per_core: int | None  # 2 with SMT (hyper-threading) on, 1 without
+    smt_active: bool | None
+    governor: str | None  # cpufreq scaling governor of the first allowed CPU
+    frequency_mhz: float | None  # its current clock, from cpufreq
+
+
+def cpu_topology(sys_cpu: Path = Path("/sys/devices/system/cpu")) -> CpuTopology:
+    """Affinity, SMT, governor and clock of the first allowed CPU, read from sysfs."""
+    allowed = tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else ()
+    first = f"cpu{allowed[0] if allowed else 0}"
+    siblings = _read(sys_cpu / first / "topology" / "thread_siblings_list")
+    smt = _read(sys_cpu / "smt" / "active")
+    frequency = _read(sys_cpu / first / "cpufreq" / "scaling_cur_freq")
+    return CpuTopology(
+        allowed_cpus=allowed,
+        threads_per_core=len(_cpu_list(siblings)) if siblings else None,
+        smt_active=(smt == "1") if smt in ("0", "1") else None,
+        governor=_read(sys_cpu / first / "cpufreq" / "scaling_governor"),
+        frequency_mhz=int(frequency) / 1000 if frequency and frequency.isdigit() else None,
+    )
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
+
+
+def _cpu_list(text: str) -> list[int]:
+    """`0-2,5` -> [0, 1, 2, 5] (the kernel's CPU list format)."""
+    cpus = []
+    for part in text.split(","):
+        low, _, high = part.partition("-")
+        cpus += range(int(low), int(high or low) + 1)
+    return cpus
+
+
+def environment(threads: int, allow_spinning: bool | None = None) -> dict:
     """A JSON-ready description of the machine and software a run measured on."""
     import numpy
     import onnx
@@ -59,6 +103,9 @@ def environment(threads: int) -> dict:
     return {
         "cpu": {**asdict(cpu), "vnni": cpu.has_vnni},
         "threads": threads,
+        # Thread counts are set per runtime; the threads are not pinned to cores beyond the process's affinity.
+        "topology": asdict(cpu_topology()),
+        "onnxruntime_spinning": allow_spinning,  # intra-op workers spin-wait (true) or sleep (false) between tasks
         "gpu": None,
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),

@@ -218,7 +218,8 @@ def _run_stages(recipe: Recipe, run_dir: Path, store: StageStore, created: str, 
             notes.append(f"INCOMPLETE: interrupted during benchmarking; resume with: greencompress run --resume {run_dir}")
         return RunReport(
             name=recipe.name, created_utc=created, run_dir=run_dir, recipe=recipe_to_dict(recipe),
-            environment=environment(recipe.benchmark.threads), provenance=loaded.provenance, data=data.description,
+            environment=environment(recipe.benchmark.threads, recipe.benchmark.allow_spinning),
+            provenance=loaded.provenance, data=data.description,
             export={"exporter": EXPORTER, "opset": recipe.export.opset, "torch_version": torch.__version__,
                     "parity": export["parity"]},
             stages=stage_records, energy_meter=meter.describe(), energy_meter_reason=meter_reason,
@@ -425,7 +426,7 @@ def _runner(artifact: Artifact, model, recipe: Recipe):
         return TorchRunner(model)
     if artifact.runtime == "openvino":
         return OpenVinoRunner(artifact.path, recipe.benchmark.threads)
-    return OnnxRuntimeRunner(artifact.path, recipe.benchmark.threads)
+    return OnnxRuntimeRunner(artifact.path, recipe.benchmark.threads, recipe.benchmark.allow_spinning)
 
 
 def _accuracy(name: str, runner, data: DataSplits, recipe: Recipe, progress) -> Accuracy | None:

@@ -293,6 +293,9 @@ class BenchmarkSpec(_Section):
     max_windows: int = Field(default=10, ge=2)
     target_relative_ci: float = Field(default=0.05, gt=0)  # 95% CI half-width / mean, on joules per inference
     threads: int = Field(default=2, ge=1)
+    # ONNX Runtime workers spin-wait for work when true; off, they sleep: same latency on a quiet machine, less
+    # CPU time, and far less harm on a busy one (docs/BENCHMARKS.md, scripts/bench_spinning.py).
+    allow_spinning: bool = False
     # Runtimes that run every exported model; onnxruntime is the reference and always listed.
     runtimes: list[Literal["onnxruntime", "openvino"]] = Field(default_factory=lambda: ["onnxruntime"])
 

@@ -19,3 +19,36 @@ def test_cpu_without_vnni(tmp_path):
     cpuinfo.write_text("model name\t: AMD EPYC\nflags\t\t: fpu avx avx2 fma\n")
     info = cpu_info.__wrapped__(cpuinfo)
     assert info.flags == ("avx2", "fma") and not info.has_vnni
+
+
+def test_topology_from_a_fake_sysfs_tree(tmp_path):
+    from greencompress.environment import cpu_topology
+
+    cpu = tmp_path / "cpu"
+    (cpu / "smt").mkdir(parents=True)
+    (cpu / "smt" / "active").write_text("1\n")
+    import os
+
+    first = min(os.sched_getaffinity(0))
+    (cpu / f"cpu{first}" / "topology").mkdir(parents=True)
+    (cpu / f"cpu{first}" / "topology" / "thread_siblings_list").write_text(f"{first},{first + 32}\n")
+    (cpu / f"cpu{first}" / "cpufreq").mkdir()
+    (cpu / f"cpu{first}" / "cpufreq" / "scaling_governor").write_text("performance\n")
+    (cpu / f"cpu{first}" / "cpufreq" / "scaling_cur_freq").write_text("2450000\n")
+    topology = cpu_topology(cpu)
+    assert topology.threads_per_core == 2 and topology.smt_active is True
+    assert topology.governor == "performance" and topology.frequency_mhz == 2450.0
+    assert topology.allowed_cpus == tuple(sorted(os.sched_getaffinity(0)))
+    (cpu / f"cpu{first}" / "topology" / "thread_siblings_list").write_text(f"{first}-{first}\n")
+    (cpu / "smt" / "active").write_text("0\n")
+    assert cpu_topology(cpu).threads_per_core == 1 and cpu_topology(cpu).smt_active is False
+    bare = cpu_topology(tmp_path / "nothing")  # a VM that hides it all
+    assert (bare.threads_per_core, bare.smt_active, bare.governor, bare.frequency_mhz) == (None, None, None, None)
+
+
+def test_the_estimate_says_how_its_watts_meet_hyperthreads():
+    from greencompress.measure.energy.estimate import EstimateMeter
+
+    assumptions = " ".join(EstimateMeter(7.0, threads_per_core=2).describe().assumptions)
+    assert "SMT is on (2 threads per core)" in assumptions and "up to 2x too much" in assumptions
+    assert "a CPU-second is a core-second" in " ".join(EstimateMeter(7.0, threads_per_core=1).describe().assumptions)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from greencompress.environment import cpu_info
+from greencompress.environment import cpu_info, cpu_topology
 from greencompress.measure.energy.meter import EnergyMeter, EnergyReading, MeterDescription, Uncertainty
 
 
@@ -64,8 +64,9 @@ class EstimateMeter(EnergyMeter):
     method = "estimate"
     min_window_s = 0.2  # process CPU time is kept in nanoseconds; the interval over windows shows the rest
 
-    def __init__(self, cpu_watts_per_core: float | None = None):
+    def __init__(self, cpu_watts_per_core: float | None = None, threads_per_core: int | None = None):
         self.watts_per_core, self.figure_source = watts_per_core(cpu_watts_per_core)
+        self.threads_per_core = threads_per_core if threads_per_core is not None else cpu_topology().threads_per_core
         self._started: tuple[float, float] | None = None
 
     def begin_window(self) -> None:
@@ -92,9 +93,22 @@ class EstimateMeter(EnergyMeter):
             domains=("cpu",),
             assumptions=[
                 f"{self.watts_per_core:.2f} W per busy core: {self.figure_source}",
+                smt_basis(self.threads_per_core),
                 "counts only this process's CPU time (all threads), so idle, other processes, DRAM and "
                 "the rest of the machine are excluded",
                 "no energy counter (RAPL, NVML) was read: this is an estimate, not a measurement",
                 ESTIMATE_UNCERTAINTY.basis,
             ],
         )
+
+
+def smt_basis(threads_per_core: int | None) -> str:
+    """How the per-core watts are applied to CPU seconds, given this machine's SMT, in words."""
+    if threads_per_core == 1:
+        return ("charged per CPU-second of this process; SMT is off here (1 thread per core), so a CPU-second is a "
+                "core-second")
+    if threads_per_core:
+        return (f"charged per CPU-second of this process; SMT is on ({threads_per_core} threads per core), so a busy "
+                f"logical CPU is charged a whole core's watts: up to {threads_per_core}x too much when sibling "
+                f"threads of one core are busy together")
+    return "charged per CPU-second of this process; whether SMT is on is not exposed here"
