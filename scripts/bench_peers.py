@@ -49,7 +49,7 @@ from greencompress.environment import cpu_info, environment  # noqa: E402
 from greencompress.export import export_onnx  # noqa: E402
 from greencompress.measure.benchmark import benchmark_interleaved, measure_idle  # noqa: E402
 from greencompress.measure.energy import select_meter  # noqa: E402
-from greencompress.measure.floor import peak_mac_rate  # noqa: E402
+from greencompress.measure.floor import floor_ratio_text, peak_mac_rate  # noqa: E402
 from greencompress.recipe import BenchmarkSpec, EnergySpec, PruneConfig, QuantizeConfig  # noqa: E402
 from greencompress.runtime import OnnxRuntimeRunner, OpenVinoRunner, TorchRunner, set_threads  # noqa: E402
 
@@ -305,7 +305,7 @@ def markdown(rows: list[dict], missing: dict, header: str, findings: list[str]) 
     for row in rows:
         ratio = [f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})" if (r := row.get(f"vs_{ref}")) else "-"
                  for ref in REFERENCES]
-        floor = f"{row['x_floor']:.1f}" if row["x_floor"] else "-"
+        floor = floor_ratio_text(row["p50_ms"], row["floor_ms"])
         size = f"{row['size_mb']:.1f}" if row["size_mb"] else "-"
         lines.append(f"| {row['model']} | {row['batch']} | {row['variant']} | {row['runtime']} | {row['p50_ms']:.2f} "
                      f"| {row['p90_ms']:.2f} | {row['items_per_s']:.1f} | {row['j_per_inference']:.3g} | {size} "
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
                 findings += verdicts(model_name, batch_size, results)
     elapsed = time.perf_counter() - started
     versions = ", ".join(f"{name} {version}" for name, version in {**env["versions"], **_peer_versions()}.items())
-    peaks = "; ".join(f"{precision}: {rate.basis}" for precision in ("fp32", "int8")
+    peaks = "; ".join(f"{precision}: {rate.basis}" for precision in ("fp32", "bf16", "int8")
                       if (rate := peak_mac_rate(cpu, settings.threads, precision)))
     header = (f"{'Quick' if args.quick else 'Full'} run, {elapsed / 60:.1f} min. CPU: {cpu.model}, flags "
               f"{', '.join(cpu.flags)}, {settings.threads} threads, {cpu.logical_cores} logical cores. {versions}. "
