@@ -53,11 +53,16 @@ def test_compare_needs_two_runs(tiny_run):
 
 def test_runs_whose_windows_differ_get_an_interval_that_holds_the_true_change(tiny_run):
     _, report = tiny_run
-    faster = dataclasses.replace(report, run_dir=report.run_dir / "faster", artifacts=[
-        dataclasses.replace(result, benchmarks=tuple(dataclasses.replace(bench, energy=dataclasses.replace(
-            bench.energy, joules_per_inference=0.5 * bench.energy.joules_per_inference,
-            window_joules_per_inference=tuple(0.5 * j for j in bench.energy.window_joules_per_inference)))
-            for bench in result.benchmarks)) for result in report.artifacts])
-    row = compare_runs([report, faster]).rows[6]
+
+    def with_windows(run, factors, scale):  # every benchmark's windows set by hand: J/inf x scale x factor
+        return dataclasses.replace(run, artifacts=[
+            dataclasses.replace(result, benchmarks=tuple(dataclasses.replace(bench, energy=dataclasses.replace(
+                bench.energy, joules_per_inference=scale * bench.energy.joules_per_inference,
+                window_joules_per_inference=tuple(scale * bench.energy.joules_per_inference * f for f in factors)))
+                for bench in result.benchmarks)) for result in run.artifacts])
+
+    before = with_windows(report, (1.0, 1.02, 0.98, 1.01, 0.99), 1.0)
+    after = dataclasses.replace(with_windows(report, (0.99, 1.01, 1.0, 0.98, 1.02), 0.5), run_dir=report.run_dir / "b")
+    row = compare_runs([before, after]).rows[6]
     low, high = (float(part.strip(" %")) for part in row[8].split("[")[1].split("]")[0].split(","))
     assert row[8].startswith("-50.0% [") and low < -50.0 < high and "within noise" not in row[8]
