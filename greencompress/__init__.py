@@ -2,6 +2,14 @@
 
 __version__ = "0.1.0"
 
-from greencompress import energy  # noqa: E402  (`greencompress.energy.measure()` after `import greencompress`)
-
 __all__ = ["energy", "__version__"]
+
+
+def __getattr__(name: str):
+    # `greencompress.energy.measure()` after a bare `import greencompress`, without loading pydantic or torch
+    # for every `import greencompress.<anything>`.
+    if name == "energy":
+        import importlib
+
+        return importlib.import_module("greencompress.energy")
+    raise AttributeError(f"module 'greencompress' has no attribute {name!r}")

@@ -8,10 +8,16 @@ from pathlib import Path
 import numpy as np
 
 from greencompress.errors import GreencompressError
-from greencompress.measure.benchmark import Benchmark, IdleBaseline, benchmark_interleaved, measure_idle
-from greencompress.measure.energy import MeterDescription, select_meter
-from greencompress.recipe import BenchmarkSpec, EnergySpec
-from greencompress.runtime import OnnxRuntimeRunner, OpenVinoRunner, TorchRunner, set_threads
+from greencompress.measure.benchmark import (
+    Benchmark,
+    BenchmarkSpec,
+    IdleBaseline,
+    benchmark_interleaved,
+    measure_idle,
+)
+from greencompress.measure.energy import EnergySpec, MeterDescription, select_meter
+from greencompress.registry import UnknownName
+from greencompress.runtime import RUNTIMES, RuntimeSpec, set_threads
 
 
 @dataclass(frozen=True)
@@ -28,8 +34,9 @@ class BenchResult:
 
 
 def bench(model: str, input_size: int, benchmark: BenchmarkSpec, energy: EnergySpec, seed: int = 0,
-          progress=None, runtime: str = "onnxruntime") -> BenchResult:
-    """Benchmark `model` (an .onnx file on `runtime`, or a torchvision model name with random weights)."""
+          progress=None, runtime: str | None = None) -> BenchResult:
+    """Benchmark `model`: an .onnx file on `runtime` (default onnxruntime), or a torchvision model name with random
+    weights on a runtime that runs PyTorch models (default torch)."""
     set_threads(benchmark.threads)
     runner, runtime, input_shape = _runner(model, input_size, benchmark, runtime)
     meter, reason = select_meter(energy)
@@ -42,10 +49,11 @@ def bench(model: str, input_size: int, benchmark: BenchmarkSpec, energy: EnergyS
     return BenchResult(model, runtime, input_shape, meter.describe(), reason, idle, results)
 
 
-def _runner(model: str, input_size: int, benchmark: BenchmarkSpec, runtime: str):
+def _runner(model: str, input_size: int, benchmark: BenchmarkSpec, runtime: str | None):
     if model.endswith(".onnx"):
         import onnx
 
+        spec = _runtime(runtime or "onnxruntime", "onnx", f"{model} is an ONNX file")
         path = Path(model)
         if not path.is_file():
             raise GreencompressError(f"{path}: ONNX file not found")
@@ -53,13 +61,22 @@ def _runner(model: str, input_size: int, benchmark: BenchmarkSpec, runtime: str)
         # Fixed dimensions come from the file; symbolic ones from --input-size (3 channels).
         shape = tuple(dim.dim_value if dim.HasField("dim_value") else (3 if index == 0 else input_size)
                       for index, dim in enumerate(dims))
-        runner = (OpenVinoRunner(path, benchmark.threads) if runtime == "openvino"
-                  else OnnxRuntimeRunner(path, benchmark.threads, benchmark.allow_spinning))
-        return runner, runtime, shape
+        return spec.runner(path, benchmark.runner_settings), spec.name, shape
     import torchvision
 
     if model not in torchvision.models.list_models(module=torchvision.models):
         raise GreencompressError(f"{model!r} is neither an .onnx file nor a torchvision classification model name")
-    if runtime != "onnxruntime":
-        raise GreencompressError(f"--runtime {runtime} runs an exported .onnx file; {model!r} is a torchvision name")
-    return TorchRunner(torchvision.models.get_model(model, weights=None).eval()), "torch", (3, input_size, input_size)
+    spec = _runtime(runtime or "torch", "torch", f"{model!r} is a torchvision name")
+    network = torchvision.models.get_model(model, weights=None).eval()
+    return spec.runner(network, benchmark.runner_settings), spec.name, (3, input_size, input_size)
+
+
+def _runtime(name: str, runs: str, what: str) -> RuntimeSpec:
+    try:
+        spec = RUNTIMES.get(name)
+    except UnknownName as error:
+        raise GreencompressError(f"--runtime: {error}") from None
+    if spec.runs != runs:
+        kind = "an exported .onnx file" if spec.runs == "onnx" else "a PyTorch model"
+        raise GreencompressError(f"--runtime {name} runs {kind}; {what}")
+    return spec

@@ -13,7 +13,13 @@ import click
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 from greencompress import __version__
@@ -105,8 +111,15 @@ def run(recipe_path: Path | None, output_dir: Path | None, overrides: tuple[str,
 
 def _print_summary(report) -> None:
     from greencompress.report.markdown import (
-        artifact_table, carbon_legend, carbon_table, comparison_table, energy_legend, headline, headline_comparisons,
-        plain_findings, runtime_table,
+        artifact_table,
+        carbon_legend,
+        carbon_table,
+        comparison_table,
+        energy_legend,
+        headline,
+        headline_comparisons,
+        plain_findings,
+        runtime_table,
     )
 
     stdout.print(_rich_table("Results (all columns in report.md)", artifact_table(report, compact=True)))
@@ -116,7 +129,7 @@ def _print_summary(report) -> None:
     stdout.print(_rich_table(f"Compressed vs baseline: same runtime, hardware, batch size (energy: {report.energy_meter.method})",
                              comparison_table(report)))
     for comparison in headline_comparisons(report):
-        stdout.print(f"[bold]{escape(headline(comparison))}[/]", soft_wrap=True)
+        stdout.print(f"[bold]{escape(headline(comparison, report.energy_meter.proportional_to))}[/]", soft_wrap=True)
     runtimes = runtime_table(report)
     if runtimes is not None:
         stdout.print(_rich_table(f"The same model on each runtime (where to deploy it; energy: "
@@ -182,8 +195,7 @@ def validate(recipe_path: Path, overrides: tuple[str, ...]) -> None:
 @cli.command()
 def meters() -> None:
     """Show which energy meters work on this machine, which one each domain uses, and why."""
-    from greencompress.measure.energy import probe_meters
-    from greencompress.recipe import EnergySpec
+    from greencompress.measure.energy import EnergySpec, probe_meters
 
     for domain, choice in probe_meters(EnergySpec()).items():
         active = choice.meter.method if choice.meter else "none: not reported"
@@ -225,44 +237,101 @@ def cache_clear() -> None:
                  soft_wrap=True, markup=False, highlight=False)
 
 
+class _RegistryChoice(click.ParamType):
+    """A choice among a registry's names, read when the command runs (so plugins are included)."""
+
+    def __init__(self, names, extra: tuple[str, ...] = ()):
+        self.names, self.extra = names, extra
+        self.name = "choice"
+
+    def convert(self, value, param, ctx):
+        choices = [*self.extra, *self.names()]
+        if value not in choices:
+            self.fail(f"{value!r} is not one of {', '.join(choices)}", param, ctx)
+        return value
+
+
+def _runtime_names() -> list[str]:
+    from greencompress.runtime import RUNTIMES
+
+    return RUNTIMES.names()
+
+
+def _meter_names() -> list[str]:
+    from greencompress.measure.energy import METERS
+
+    return METERS.names()
+
+
 @cli.command()
 @click.argument("model")
 @click.option("--input-size", type=click.IntRange(min=8), default=224, show_default=True,
               help="Height and width of the random inputs, where the model does not fix them.")
-@click.option("--batch-sizes", default="1", show_default=True, help="Comma-separated batch sizes.")
-@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
-@click.option("--window-s", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
-@click.option("--windows", type=click.IntRange(min=2), default=5, show_default=True)
-@click.option("--meter", type=click.Choice(["auto", "rapl", "estimate"]), default="auto", show_default=True)
-@click.option("--runtime", type=click.Choice(["onnxruntime", "openvino"]), default="onnxruntime", show_default=True,
-              help="Runtime for an .onnx MODEL (openvino needs: pip install 'greencompress[openvino]').")
-def bench(model: str, input_size: int, batch_sizes: str, threads: int, window_s: float, windows: int,
-          meter: str, runtime: str) -> None:
+@click.option("--batch-sizes", default=None, help="Comma-separated batch sizes (default: the recipe default, 1,8).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads (default: the recipe's).")
+@click.option("--window-s", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--windows", type=click.IntRange(min=2), default=None)
+@click.option("--meter", type=_RegistryChoice(_meter_names, ("auto",)), default=None,
+              help="An energy meter (`greencompress meters`); default auto.")
+@click.option("--runtime", type=_RegistryChoice(_runtime_names), default=None,
+              help="Runtime: for an .onnx MODEL one that runs files (default onnxruntime); for a torchvision name "
+                   "one that runs PyTorch models (default torch).")
+def bench(model: str, input_size: int, batch_sizes: str | None, threads: int | None, window_s: float | None,
+          windows: int | None, meter: str | None, runtime: str | None) -> None:
     """Measure latency and energy of MODEL (an .onnx file, or a torchvision model name) on this machine."""
     from pydantic import ValidationError
 
     from greencompress.bench import bench as run_bench
+    from greencompress.measure.benchmark import BenchmarkSpec
+    from greencompress.measure.energy import EnergySpec
     from greencompress.report.markdown import benchmark_cells
-    from greencompress.recipe import BenchmarkSpec, EnergySpec
 
     try:
-        sizes = [int(size) for size in batch_sizes.split(",")]
-        benchmark = BenchmarkSpec(batch_sizes=sizes, window_s=window_s, windows=windows,
-                                  max_windows=max(windows, 10), threads=threads)
+        sizes = [int(size) for size in batch_sizes.split(",")] if batch_sizes is not None else None
+        # Only what was given: the recipe's own defaults fill the rest (options left out are None and dropped).
+        given = {"batch_sizes": sizes, "window_s": window_s, "windows": windows, "threads": threads}
+        given = {key: value for key, value in given.items() if value is not None}
+        if windows is not None:
+            given["max_windows"] = max(windows, BenchmarkSpec.model_fields["max_windows"].default)
+        benchmark = BenchmarkSpec(**given)
     except (ValueError, ValidationError) as error:
         raise click.BadParameter(f"{batch_sizes!r}: expected positive integers separated by commas ({error})",
                                  param_hint="--batch-sizes") from None
+    energy = EnergySpec(**({"meter": meter} if meter is not None else {}))
     with _progress() as progress:
-        result = run_bench(model, input_size, benchmark, EnergySpec(meter=meter), progress=progress, runtime=runtime)
+        result = run_bench(model, input_size, benchmark, energy, progress=progress, runtime=runtime)
     headers = ["batch", "p50 ms", "p99 ms", "items/s", f"J/inf ({result.meter.method})", "95% CI", "active J/inf"]
     rows = [[str(b.latency.batch_size), *benchmark_cells(b)] for b in result.benchmarks]
-    stdout.print(_rich_table(f"{model} on {result.runtime}, input {result.input_shape}, {threads} threads",
+    stdout.print(_rich_table(f"{model} on {result.runtime}, input {result.input_shape}, {benchmark.threads} threads",
                              (headers, rows)))
     kind = "measured" if result.meter.measured else "ESTIMATED, not measured"
     band = result.benchmarks[0].energy.uncertainty
     idle = ", ".join(f"{domain} {watts:.2f} W" for domain, watts in result.idle.power_w.items())
     stdout.print(escape(f"Energy: {result.meter.method} ({kind}); {band.basis}; idle {idle}; "
                         f"{result.meter_reason}."), soft_wrap=True)
+
+
+@cli.command()
+def plugins() -> None:
+    """Every registered technique, runtime and meter, and where each comes from (greencompress or a package)."""
+    from greencompress.compress.technique import load_builtin_techniques
+    from greencompress.measure.energy import METERS
+    from greencompress.runtime import RUNTIMES
+
+    rows = []
+    for kind, registry, describe in (
+            ("technique", load_builtin_techniques(), lambda t: f"works on the {t.works_on} model" if t.works_on == "torch"
+             else f"works on an {t.works_on} file"),
+            ("runtime", RUNTIMES, lambda r: "runs " + ("PyTorch models" if r.runs == "torch" else "ONNX files")
+             + (f" (unavailable: {reason})" if (reason := r.unavailable()) else "")),
+            ("meter", METERS, lambda m: f"{m.domain} energy" + (", a fallback" if m.fallback else ""))):
+        for name in registry.names():
+            origin = registry.origin(name)
+            rows.append([kind, name, describe(registry.get(name)), origin.package, origin.reference])
+    widths = [max(len(row[column]) for row in rows) for column in range(4)]
+    for row in rows:  # plain columns, never cut short: a script can read them
+        stdout.print("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[4]]), soft_wrap=True,
+                     markup=False, highlight=False)
 
 
 def _progress(disable: bool = False) -> Progress:

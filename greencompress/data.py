@@ -4,13 +4,69 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from greencompress.config import Section, resolve_path
 from greencompress.errors import DataError
-from greencompress.recipe import DataSpec
+
+
+class DataSpec(Section):
+    """The evaluation and calibration data.
+
+    `digits`: scikit-learn's bundled handwritten digits (real, offline), seeded stratified split;
+    `imagefolder`: `root/<eval_split>/<class>/*.png` and `root/<calibration_split>/...`;
+    `cifar10`: torchvision's CIFAR-10 under `root` (downloaded only if `download: true`);
+    `synthetic`: random inputs, for latency and energy only (no accuracy is reported).
+    """
+
+    kind: Literal["digits", "imagefolder", "cifar10", "synthetic"]
+    root: Path | None = None
+    download: bool = False
+    eval_split: str = "val"
+    calibration_split: str = "train"
+    image_size: int = Field(default=224, ge=8)
+    resize_to: int | None = Field(default=None, ge=8)
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    test_fraction: float = Field(default=0.2, gt=0, lt=1)
+    eval_samples: int | None = Field(default=None, ge=1)
+    num_classes: int = Field(default=10, ge=2)
+    synthetic_samples: int = Field(default=64, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+
+    @field_validator("root")
+    @classmethod
+    def _root(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None:
+            return None
+        path = resolve_path(value, info)
+        may_be_created = info.data.get("kind") == "cifar10" and info.data.get("download")
+        if not may_be_created and not path.is_dir():
+            raise ValueError(f"folder not found: {path}")
+        return path
+
+    @field_validator("std")
+    @classmethod
+    def _std_positive(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if min(value) <= 0:
+            raise ValueError(f"every std must be > 0, got {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _root_when_needed(self) -> DataSpec:
+        if self.kind in ("imagefolder", "cifar10") and self.root is None:
+            raise ValueError(f"kind '{self.kind}' needs 'root'")
+        if self.kind == "imagefolder":
+            for split in (self.eval_split, self.calibration_split):
+                if not (self.root / split).is_dir():
+                    raise ValueError(f"split folder not found: {self.root / split}")
+        return self
 
 # The digits split never depends on the recipe's seed: the built-in checkpoint is trained on the
 # training part, so a different split would leak test images into training.

@@ -12,8 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterator
 
-from greencompress.measure.energy import Uncertainty, select_meter
-from greencompress.recipe import EnergySpec
+from greencompress.measure.energy import EnergySpec, Uncertainty, select_meter
 
 
 @dataclass

@@ -10,11 +10,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
+from greencompress.config import Section
 from greencompress.errors import ParityError
 
 log = logging.getLogger(__name__)
+
+
+class ExportSpec(Section):
+    """ONNX export and the parity check against PyTorch."""
+
+    opset: int = Field(default=18, ge=13)
+    parity_samples: int = Field(default=64, ge=1)
+    parity_max_abs_diff: float = Field(default=1e-3, gt=0)
+    parity_min_top1_agreement: float = Field(default=0.99, gt=0, le=1)
 
 EXPORTER = "torch.onnx.export(dynamo=True)"  # the torch.export-based exporter; TorchScript export is deprecated
 
@@ -59,4 +70,20 @@ def check_parity(reference, candidate, batches, max_abs_diff: float, min_top1_ag
             f"{parity.max_abs_diff:.3g} (limit {max_abs_diff:g}), top-1 agreement {parity.top1_agreement:.2%} "
             f"(limit {min_top1_agreement:.0%}). The export is not trustworthy; nothing was quantized."
         )
+    return parity
+
+
+def export_with_parity(model: nn.Module, input_shape: tuple[int, int, int], output: Path, spec: ExportSpec,
+                       parity_batches, threads: int) -> Parity:
+    """Export `model` to `output` and check it against PyTorch on `parity_batches`; the file appears only if it passes."""
+    from greencompress.runtime import OnnxRuntimeRunner, TorchRunner
+
+    log.info("stage export: %s to ONNX (%s, opset %d)", output.name, EXPORTER, spec.opset)
+    temporary = output.with_name(f".{output.name}.tmp")
+    export_onnx(model, input_shape, temporary, spec.opset)
+    parity = check_parity(TorchRunner(model), OnnxRuntimeRunner(temporary, threads), parity_batches,
+                          spec.parity_max_abs_diff, spec.parity_min_top1_agreement)
+    temporary.replace(output)  # only a model that passed parity gets its real name
+    log.info("parity: max |diff| %.3g, top-1 agreement %.2f%% on %d inputs",
+             parity.max_abs_diff, 100 * parity.top1_agreement, parity.samples)
     return parity

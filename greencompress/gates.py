@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import Field
+
+from greencompress.config import Section
 from greencompress.errors import GreencompressError
-from greencompress.recipe import GatesSpec
 from greencompress.report.schema import Comparison
+
+
+class GatesSpec(Section):
+    """Budgets that make `run` exit 3 when a compressed artifact breaks them (for CI pipelines)."""
+
+    max_accuracy_drop: float | None = Field(default=None, ge=0)  # top-1, in percentage points
+    min_energy_saving: float | None = Field(default=None, le=1)  # fraction of joules per inference, e.g. 0.3
+    # An energy gate on an estimate (CPU time x assumed watts) judges CPU time, not energy: refused unless allowed.
+    allow_estimated_energy: bool = False
 
 
 class GateFailed(GreencompressError):

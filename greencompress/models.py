@@ -9,14 +9,83 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Literal
 
 import torch
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from torch import nn
 
+from greencompress.config import Section, resolve_existing, resolve_path
 from greencompress.errors import ModelLoadError
 from greencompress.files import file_sha256
-from greencompress.recipe import ModelSpec
+from greencompress.registry import unknown_choice
+
+
+class ModelSpec(Section):
+    """Where the pretrained model comes from.
+
+    `builtin`: a model greencompress can build offline (trained on first use, then cached);
+    `torchvision`: a torchvision classifier by name, with a weights enum or none;
+    `checkpoint`: a torchvision architecture by name, with weights from a local checkpoint file;
+    `callable`: the user's own architecture, `package.module:function` (or `file.py:function`,
+    relative to the recipe), plus a local checkpoint.
+    """
+
+    source: Literal["builtin", "torchvision", "checkpoint", "callable"]
+    name: str | None = None
+    weights: str | None = None
+    num_classes: int | None = Field(default=None, ge=1)
+    architecture: str | None = None
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+    checkpoint: Path | None = None
+    trust_checkpoint: bool = False
+
+    _check_checkpoint = field_validator("checkpoint")(resolve_existing)
+
+    @field_validator("architecture")
+    @classmethod
+    def _architecture_form(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        if not re.fullmatch(r"[^:\s]+:[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(f"expected 'package.module:function' or 'file.py:function', got {value!r}")
+        module, function = value.split(":")
+        if module.endswith(".py"):  # a file path: resolve it now so a typo fails before any work
+            file = resolve_path(Path(module), info)
+            if not file.is_file():
+                raise ValueError(f"file not found: {file}")
+            return f"{file}:{function}"
+        return value
+
+    @model_validator(mode="after")
+    def _fields_for_source(self) -> ModelSpec:
+        needed = {
+            "builtin": ("name",),
+            "torchvision": ("name",),
+            "checkpoint": ("name", "checkpoint"),
+            "callable": ("architecture", "checkpoint"),
+        }[self.source]
+        missing = [field for field in needed if getattr(self, field) is None]
+        if missing:
+            raise ValueError(f"source '{self.source}' needs field(s): {', '.join(missing)}")
+        if self.source in ("torchvision", "checkpoint"):
+            _check_torchvision_name(self.name)
+        if self.source == "builtin":
+            from greencompress.zoo import BUILTIN_MODELS
+
+            if self.name not in BUILTIN_MODELS:
+                raise ValueError(unknown_choice("builtin model", self.name, sorted(BUILTIN_MODELS)))
+        if self.weights is not None and self.source != "torchvision":
+            raise ValueError("'weights' applies to source 'torchvision' only; use 'checkpoint' for a file")
+        return self
+
+
+def _check_torchvision_name(name: str) -> None:
+    import torchvision
+
+    known = torchvision.models.list_models(module=torchvision.models)
+    if name not in known:
+        raise ValueError(unknown_choice("torchvision classification model", name, known))
 
 
 @dataclass(frozen=True)

@@ -1,35 +1,64 @@
-"""Runner: one interface over every artifact (PyTorch eager, ONNX Runtime, OpenVINO), for evaluation and benchmarks."""
+"""Runner: one interface over every artifact (PyTorch eager, ONNX Runtime, OpenVINO), and the registry of runtimes.
+
+A runtime says what it runs (an ONNX file or the PyTorch model), how to tell it is installed
+(and what to install otherwise), and how to make a runner. Recipe choices, the CLI, `bench` and
+the pipeline all read RUNTIMES; a plugin adds one with a `RuntimeSpec` in the
+`greencompress.runtimes` entry-point group.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from greencompress.errors import GreencompressError
+from greencompress.registry import Registry
 
 
 @dataclass(frozen=True)
 class Artifact:
-    """A model that a run produced or started from: what it is and where it lies."""
+    """A model that a run produced or started from, measured on one runtime: what it is, where it lies, how it was made.
+
+    Its lineage is in fields: the techniques applied to the PyTorch model before export
+    (`model_techniques`, e.g. prune, finetune), those applied to the exported file
+    (`file_techniques`, e.g. quantize), the resulting `precision`, the `runtime`, and what that
+    runtime ran (`source`: "torch" for the model in memory, "onnx" for a file). Reports read these
+    fields; the `name` is for people.
+    """
 
     name: str
-    runtime: str  # "torch" | "onnxruntime" | "openvino"
-    precision: str  # "fp32" | "int8"
+    runtime: str
+    precision: str  # "fp32" | "int8" | ...
     path: Path | None
     size_bytes: int | None  # taken when the artifact is recorded: the file may move later
     params: int
     macs: int
+    source: str = "onnx"  # "torch" | "onnx"
+    model_techniques: tuple[str, ...] = ()
+    file_techniques: tuple[str, ...] = ()
 
     @classmethod
-    def of_file(cls, name: str, runtime: str, precision: str, path: Path | None, params: int, macs: int) -> Artifact:
+    def of_file(cls, name: str, runtime: str, precision: str, path: Path | None, params: int, macs: int,
+                **lineage) -> Artifact:
         """An artifact whose size is read from `path` now (None when there is no file)."""
         size = path.stat().st_size if path is not None else None
-        return cls(name, runtime, precision, path, size, params, macs)
+        return cls(name, runtime, precision, path, size, params, macs, **lineage)
+
+    @property
+    def techniques(self) -> tuple[str, ...]:
+        """Every technique applied, in order."""
+        return (*self.model_techniques, *self.file_techniques)
+
+    @property
+    def is_original_model(self) -> bool:
+        """No technique changed the PyTorch model (the file may still be quantized)."""
+        return not self.model_techniques
 
 
 class Runner(ABC):
@@ -81,11 +110,8 @@ class OpenVinoRunner(Runner):
     """
 
     def __init__(self, path: Path, threads: int):
-        try:
-            import openvino
-        except ImportError:
-            raise GreencompressError("the openvino runtime needs the openvino package: "
-                                     "pip install 'greencompress[openvino]'") from None
+        import openvino
+
         self.core = openvino.Core()
         self.model = self.core.read_model(str(path))
         # f32 inference precision: on CPUs with bf16 units OpenVINO would otherwise lower FP32 models to bf16.
@@ -108,3 +134,47 @@ class OpenVinoRunner(Runner):
 def set_threads(threads: int) -> None:
     """Set PyTorch's intra-op thread count (ONNX Runtime sessions take theirs at creation); nothing is pinned to cores."""
     torch.set_num_threads(threads)
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """How every runner of a run is configured (from the benchmark section)."""
+
+    threads: int
+    allow_spinning: bool = False
+
+
+@dataclass(frozen=True)
+class RuntimeSpec:
+    """A registered runtime: what it runs, how to know it is installed, how to make a runner."""
+
+    name: str
+    runs: str  # "onnx": an exported file; "torch": the PyTorch model itself
+    make_runner: Callable[[object, RunnerSettings], Runner]  # (Path or nn.Module, settings) -> Runner
+    short_name: str = ""  # for narrow table columns
+    module: str | None = None  # the package that must be importable
+    install_hint: str = ""  # what to run when it is not
+
+    def unavailable(self) -> str | None:
+        """Why this runtime cannot run here (not installed, and how to install it), or None."""
+        import importlib.util
+
+        if self.module is not None and importlib.util.find_spec(self.module) is None:
+            return f"{self.name} is not installed" + (f": {self.install_hint}" if self.install_hint else "")
+        return None
+
+    def runner(self, source, settings: RunnerSettings) -> Runner:
+        reason = self.unavailable()
+        if reason:
+            raise GreencompressError(reason)
+        return self.make_runner(source, settings)
+
+
+RUNTIMES: Registry[RuntimeSpec] = Registry("runtime", "greencompress.runtimes", lambda spec: spec.name)
+RUNTIMES.register(RuntimeSpec("torch", "torch", lambda model, settings: TorchRunner(model), "torch"))
+RUNTIMES.register(RuntimeSpec(
+    "onnxruntime", "onnx", lambda path, settings: OnnxRuntimeRunner(path, settings.threads, settings.allow_spinning),
+    "ORT", "onnxruntime", "pip install onnxruntime"))
+RUNTIMES.register(RuntimeSpec(
+    "openvino", "onnx", lambda path, settings: OpenVinoRunner(path, settings.threads), "OV", "openvino",
+    "pip install 'greencompress[openvino]' (about 180 MB)"))

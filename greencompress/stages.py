@@ -14,10 +14,9 @@ import hashlib
 import json
 import logging
 import shutil
-from pathlib import Path
-
 from functools import lru_cache
 from importlib import metadata
+from pathlib import Path
 
 from greencompress.cache import mark_used, prune_cache
 from greencompress.files import write_text_atomic

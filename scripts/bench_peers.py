@@ -43,15 +43,23 @@ from torch.utils.data import TensorDataset
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from greencompress.compress.prune import prune_structured  # noqa: E402
-from greencompress.compress.quantize import quantize_onnx  # noqa: E402
+from greencompress.compress.prune import PruneConfig, prune_structured  # noqa: E402
+from greencompress.compress.quantize import QuantizeConfig, quantize_onnx  # noqa: E402
 from greencompress.environment import cpu_info, environment  # noqa: E402
 from greencompress.export import export_onnx  # noqa: E402
-from greencompress.measure.benchmark import benchmark_interleaved, measure_idle  # noqa: E402
-from greencompress.measure.energy import select_meter  # noqa: E402
+from greencompress.measure.benchmark import (  # noqa: E402
+    BenchmarkSpec,
+    benchmark_interleaved,
+    measure_idle,
+)
+from greencompress.measure.energy import EnergySpec, select_meter  # noqa: E402
 from greencompress.measure.floor import floor_ratio_text, peak_mac_rate  # noqa: E402
-from greencompress.recipe import BenchmarkSpec, EnergySpec, PruneConfig, QuantizeConfig  # noqa: E402
-from greencompress.runtime import OnnxRuntimeRunner, OpenVinoRunner, TorchRunner, set_threads  # noqa: E402
+from greencompress.runtime import (  # noqa: E402
+    OnnxRuntimeRunner,
+    OpenVinoRunner,
+    TorchRunner,
+    set_threads,
+)
 
 INPUT_SHAPE = (3, 224, 224)
 REFERENCES = ("ort-fp32", "ort-int8-defaults")  # every ratio is against these, measured in the same rounds

@@ -18,10 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from greencompress.environment import cpu_info
-from greencompress.measure.benchmark import benchmark_interleaved, measure_idle
+from greencompress.measure.benchmark import (
+    BenchmarkSpec,
+    benchmark_interleaved,
+    measure_idle,
+)
 from greencompress.measure.energy.estimate import EstimateMeter
 from greencompress.measure.stats import paired_ratio_interval
-from greencompress.recipe import BenchmarkSpec
 from greencompress.runtime import OnnxRuntimeRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

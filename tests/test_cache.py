@@ -9,9 +9,8 @@ from pathlib import Path
 
 from greencompress import stages
 from greencompress.cache import cache_dir, cache_entries, prune_cache
+from greencompress.compress.quantize import Quantize, QuantizeConfig
 from greencompress.environment import CpuInfo
-from greencompress.pipeline import _resolved
-from greencompress.recipe import QuantizeConfig
 from greencompress.stages import StageStore, stage_key
 
 
@@ -27,7 +26,7 @@ def test_cache_location_follows_greencompress_cache_then_xdg(monkeypatch, tmp_pa
 
 
 def quantize_key(config: QuantizeConfig) -> str:
-    return stage_key("quantize", "upstream", _resolved(config), {"kind": "digits"}, 0)  # as pipeline.py keys it
+    return stage_key("quantize", "upstream", Quantize().resolved(config), {"kind": "digits"}, 0)  # as pipeline.py keys it
 
 
 def test_a_cached_int8_file_is_not_reused_after_the_resolved_reduce_range_changes(tmp_path, monkeypatch):

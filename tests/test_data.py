@@ -5,9 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from greencompress.data import DIGITS_SPLIT_SEED, batches, digits_split_indices, load_data
+from greencompress.data import (
+    DIGITS_SPLIT_SEED,
+    DataSpec,
+    batches,
+    digits_split_indices,
+    load_data,
+)
 from greencompress.errors import DataError
-from greencompress.recipe import DataSpec
 
 
 def data_spec(**fields) -> DataSpec:

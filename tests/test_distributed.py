@@ -51,7 +51,7 @@ def ddp_recipe(tmp_path_factory):
     model = resolve_callable(f"{folder / 'small_cnn.py'}:small_cnn")()
     torch.save(model.state_dict(), folder / "small_cnn.pt")  # placeholder, so the recipe validates
     recipe = load_recipe(folder / "recipe.yaml")
-    from greencompress.recipe import FinetuneConfig
+    from greencompress.compress.finetune import FinetuneConfig
 
     trained = finetune(model, load_data(recipe.data, 0).train, FinetuneConfig(epochs=6, learning_rate=0.1), seed=0,
                        checkpoint_dir=folder / "pretraining").model

@@ -10,8 +10,9 @@ import torch
 import greencompress
 from greencompress.bench import bench
 from greencompress.export import export_onnx
+from greencompress.measure.benchmark import BenchmarkSpec
+from greencompress.measure.energy import EnergySpec
 from greencompress.models import resolve_callable
-from greencompress.recipe import BenchmarkSpec, EnergySpec
 from tests.conftest import RECIPES
 from tests.test_cli import greencompress as greencompress_cli
 

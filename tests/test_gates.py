@@ -3,9 +3,12 @@
 import pytest
 
 from greencompress.errors import GreencompressError
-from greencompress.gates import check_energy_gate_is_measurable, evaluate_gates
+from greencompress.gates import (
+    GatesSpec,
+    check_energy_gate_is_measurable,
+    evaluate_gates,
+)
 from greencompress.measure.stats import RatioInterval
-from greencompress.recipe import GatesSpec
 from greencompress.report.schema import Comparison
 
 

@@ -10,8 +10,7 @@ import pytest
 import torch
 
 from greencompress.errors import ModelLoadError
-from greencompress.models import load_model, load_state_dict
-from greencompress.recipe import ModelSpec
+from greencompress.models import ModelSpec, load_model, load_state_dict
 from tests.conftest import RECIPES
 
 ARCHITECTURE = f"{RECIPES / 'models' / 'cifar_resnet.py'}:resnet20"

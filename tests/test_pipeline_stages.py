@@ -31,8 +31,8 @@ def test_prune_finetune_quantize_chain(tiny_recipe, tmp_path, caplog):
         ("onnxruntime-pruned-finetuned-int8", "onnxruntime-fp32"),
         ("onnxruntime-pruned-finetuned-int8", "onnxruntime-int8")}
     prune_stage, finetune_stage, _ = report.stages
-    assert "conv1" in prune_stage["metrics"]["untouched_layers"]
-    assert {"top1", "macs", "params"} <= set(finetune_stage["metrics"]) and len(finetune_stage["metrics"]["history"]) == 2
+    assert "conv1" in prune_stage.metrics["untouched_layers"]
+    assert {"top1", "macs", "params"} <= set(finetune_stage.metrics) and len(finetune_stage.metrics["history"]) == 2
     markdown = (run_dir / "report.md").read_text()
     assert "left untouched (unsafe to prune): conv1" in markdown and "best validation epoch" in markdown
     saved = json.loads((run_dir / "report.json").read_text())
@@ -70,8 +70,8 @@ def test_quantization_aware_finetuning_through_the_pipeline(tiny_recipe, tmp_pat
     assert int8.accuracy is not None and int8.accuracy.samples == 12  # ONNX Runtime ran the file on every image
     assert any(node.op_type == "QuantizeLinear" for node in onnx.load(str(run_dir / "model_int8.onnx")).graph.node)
     stage = report.stages[-1]
-    assert stage["settings"]["quantization_aware_finetuning"] is True
-    assert len(stage["metrics"]["by_source"]["onnxruntime-fp32"]["qat_history"]) == 2
+    assert stage.settings["quantization_aware_finetuning"] is True
+    assert len(stage.metrics["by_source"]["onnxruntime-fp32"]["qat_history"]) == 2
     assert "quantization-aware fine-tuning of onnxruntime-fp32" in (run_dir / "report.md").read_text()
 
 

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from greencompress import pipeline
+from greencompress import measurement
+from greencompress.compress import quantize
 from greencompress.pipeline import create_run_dir, run
 from greencompress.recipe import load_recipe
 
@@ -27,7 +28,7 @@ def test_interrupt_during_calibration_then_resume(fresh, monkeypatch, caplog):
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(pipeline, "quantize_onnx", interrupted)
+    monkeypatch.setattr(quantize, "quantize_onnx", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(recipe, run_dir, shared_cache=cache)
     note = (run_dir / "report.md").read_text()
@@ -51,7 +52,7 @@ def test_interrupt_during_calibration_then_resume(fresh, monkeypatch, caplog):
 
 def test_interrupt_during_benchmarking_writes_an_incomplete_report_then_resume(fresh, monkeypatch, caplog):
     recipe, run_dir, cache = fresh
-    real = pipeline.benchmark_interleaved
+    real = measurement.benchmark_interleaved
     calls = []
 
     def second_batch_interrupted(*args, **kwargs):
@@ -60,7 +61,7 @@ def test_interrupt_during_benchmarking_writes_an_incomplete_report_then_resume(f
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "benchmark_interleaved", second_batch_interrupted)
+    monkeypatch.setattr(measurement, "benchmark_interleaved", second_batch_interrupted)
     with pytest.raises(KeyboardInterrupt):
         run(recipe, run_dir, shared_cache=cache)
     partial = json.loads((run_dir / "report.json").read_text())

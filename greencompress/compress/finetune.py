@@ -7,16 +7,50 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
 from greencompress import distributed
+from greencompress.compress.technique import (
+    StageContext,
+    StageOutput,
+    Technique,
+    TorchModel,
+)
+from greencompress.config import Section
 from greencompress.files import write_bytes_atomic
-from greencompress.recipe import FinetuneConfig
+
+
+class DistillationConfig(Section):
+    """Knowledge distillation from the unpruned model: loss = alpha * KD(T) + (1 - alpha) * cross-entropy."""
+
+    temperature: float = Field(default=4.0, gt=0)
+    alpha: float = Field(default=0.5, ge=0, le=1)
+
+
+class FinetuneConfig(Section):
+    """Fine-tuning of the PyTorch model (after pruning) on the training split, best epoch kept."""
+
+    epochs: int = Field(default=3, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    learning_rate: float = Field(default=0.01, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    warmup_epochs: float = Field(default=0.0, ge=0)  # linear warm-up, then cosine decay to 0
+    label_smoothing: float = Field(default=0.1, ge=0, lt=1)
+    distillation: DistillationConfig | None = None
+    validation_fraction: float = Field(default=0.1, gt=0, lt=1)  # held out of the training split to pick the best epoch
+    early_stopping_patience: int | None = Field(default=None, ge=1)  # epochs without a better validation top-1
+    # Training-time augmentation of each batch: 'random_crop' (pad 1/8 of the side, crop back), 'horizontal_flip'
+    # (not for data whose meaning flips, such as digits).
+    augment: list[Literal["random_crop", "horizontal_flip"]] = Field(default_factory=list)
 
 log = logging.getLogger(__name__)
 
@@ -185,3 +219,22 @@ def _save_atomic(state: dict, path: Path) -> None:
     buffer = io.BytesIO()
     torch.save(state, buffer)
     write_bytes_atomic(path, buffer.getvalue())
+
+
+class Finetune(Technique):
+    """Fine-tuning of the PyTorch model on the training split (after pruning), torchrun-aware through the context."""
+
+    name, config, works_on, tag = "finetune", FinetuneConfig, "torch", "finetuned"
+
+    def needs_labels(self, config: FinetuneConfig) -> bool:
+        return True
+
+    def apply(self, config: FinetuneConfig, source: TorchModel, context: StageContext) -> StageOutput:
+        result = context.fine_tune("finetune", source, config, context.work_dir)
+        return StageOutput(config.model_dump(mode="json"), {
+            "history": result.history, "best_epoch": result.best_epoch, "resumed_from_epoch": result.resumed_from_epoch,
+            "processes": distributed.world_size()}, model=TorchModel(result.model, source.pruning_history))
+
+    def describe(self, settings: dict, metrics: dict) -> list[str]:
+        return [f"best validation epoch {metrics['best_epoch']} of {len(metrics['history'])}"] if "best_epoch" in metrics else []
+

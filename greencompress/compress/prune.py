@@ -13,13 +13,71 @@ import logging
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
+from pydantic import Field, field_serializer, model_validator
 from torch import nn
 
+from greencompress.compress.finetune import FinetuneConfig
+from greencompress.compress.technique import (
+    StageContext,
+    StageOutput,
+    Technique,
+    TorchModel,
+)
+from greencompress.config import Section
 from greencompress.errors import GreencompressError
 
 log = logging.getLogger(__name__)
+
+
+class PruneConfig(Section):
+    """Pruning of the PyTorch model before export: `structured` removes channels, `unstructured` zeros weights.
+
+    `iterative_steps` reaches the final ratio (or sparsity) in steps, following `schedule`; with
+    `finetune_between`, a short fine-tune after each step but the last lets the model recover before
+    more is removed.
+    """
+
+    method: Literal["structured", "unstructured"] = "structured"
+    importance: Literal["l1", "l2", "bn_scale", "taylor", "random"] = "l1"  # structured: channel score
+    # structured: share of each prunable layer's channels removed (0.5 when neither this nor target_macs is set)
+    ratio: float | None = Field(default=None, gt=0, lt=1)
+    target_macs: float | None = Field(default=None, gt=0, lt=1)  # structured: instead of ratio, MACs kept vs baseline
+    global_pruning: bool = False  # structured: rank channels across layers instead of within each
+    ignore: list[str] | None = None  # structured: layers never pruned (default: the final classifier)
+    round_to: int | None = Field(default=None, ge=1)  # structured: keep channel counts multiples of this
+    iterative_steps: int = Field(default=1, ge=1)
+    schedule: Literal["linear", "cubic"] = "linear"  # per-step targets; cubic removes most early (Zhu & Gupta, 2017)
+    finetune_between: FinetuneConfig | None = None  # fine-tuning after every step but the last
+    sparsity: float = Field(default=0.5, gt=0, lt=1)  # unstructured: share of weights set to zero
+    scope: Literal["global", "layer"] = "global"  # unstructured: one threshold for all layers, or per layer
+
+    # Checked on values, not on which keys were given: recipe.resolved.yaml (all defaults written out)
+    # must load again for --resume.
+    @model_validator(mode="after")
+    def _one_target(self) -> PruneConfig:
+        if self.target_macs is not None and self.ratio is not None:
+            raise ValueError("set either ratio or target_macs, not both")
+        if self.method == "unstructured" and (self.ratio, self.target_macs, self.round_to) != (None, None, None):
+            raise ValueError("ratio, target_macs and round_to apply to structured pruning; "
+                             "unstructured pruning takes sparsity and scope")
+        return self
+
+    @field_serializer("ratio")
+    def _effective_ratio(self, value: float | None) -> float | None:
+        # The resolved recipe states the ratio structured pruning uses, not null (target_macs decides it otherwise).
+        return self.structured_ratio if self.method == "structured" and self.target_macs is None else value
+
+    @property
+    def structured_ratio(self) -> float:
+        """The ratio to prune at when target_macs does not decide it."""
+        return 0.5 if self.ratio is None else self.ratio
+
+
+# Fine-tuning between pruning steps: (model, step, this pruning's history so far) -> the trained model.
+TrainBetween = Callable[[nn.Module, int, tuple], nn.Module]
 
 
 @dataclass(frozen=True)
@@ -74,11 +132,12 @@ def unsafe_channel_layers(model: nn.Module, example: torch.Tensor, candidates: l
 
 
 def prune_structured(model: nn.Module, input_shape: tuple[int, int, int], config, calibration_batches,
-                     train_between: Callable[[nn.Module, int], nn.Module] | None = None) -> StructuredResult:
+                     train_between: TrainBetween | None = None) -> StructuredResult:
     """Remove channels: `config.ratio` (default 0.5) of each prunable layer, or as many as `config.target_macs` asks.
 
     Unsafe groups and `config.ignore` layers are left untouched. With `iterative_steps`, the ratio is
-    reached step by step; `train_between(model, step)` (if given) fine-tunes after each step but the last.
+    reached step by step; `train_between(model, step, history)` (if given) fine-tunes after each step
+    but the last, `history` being this pruning's record so far.
     """
     import torch_pruning as tp
 
@@ -112,7 +171,7 @@ def prune_structured(model: nn.Module, input_shape: tuple[int, int, int], config
                  config.iterative_steps, targets[step], 100 * macs / macs_before)
         if train_between is not None and step < config.iterative_steps - 1:
             # In place: the pruner holds this model's layers, so the weights go back into them.
-            model.load_state_dict(train_between(model, step + 1).state_dict())
+            model.load_state_dict(train_between(model, step + 1, tuple(pruner.pruning_history())).state_dict())
             model.eval()
     model.zero_grad(set_to_none=True)
     with torch.no_grad():
@@ -192,12 +251,11 @@ class SparsityResult:
     zipped_bytes_after: int
 
 
-def prune_unstructured(model: nn.Module, config,
-                       train_between: Callable[[nn.Module, int], nn.Module] | None = None) -> SparsityResult:
+def prune_unstructured(model: nn.Module, config, train_between: TrainBetween | None = None) -> SparsityResult:
     """Zero the smallest-magnitude weights of conv and linear layers (globally or per layer), permanently.
 
     With `iterative_steps`, sparsity grows along `config.schedule`; zeros already there are the smallest
-    magnitudes, so each step only adds to them. `train_between(model, step)` fine-tunes between steps.
+    magnitudes, so each step only adds to them. `train_between(model, step, ())` fine-tunes between steps.
     """
     from torch.nn.utils import prune
 
@@ -215,7 +273,7 @@ def prune_unstructured(model: nn.Module, config,
             prune.remove(module, "weight")  # make the zeros part of the weights, drop the mask
         log.info("prune: step %d/%d, sparsity %.3f", step, config.iterative_steps, sparsity)
         if train_between is not None and step < config.iterative_steps:
-            model = train_between(model, step).eval()  # fine-tuning keeps exact zeros at zero
+            model = train_between(model, step, ()).eval()  # fine-tuning keeps exact zeros at zero
     layers = _weighted_layers(model)
     sparsity = {name: float((module.weight == 0).float().mean()) for name, module in layers}
     zeros = sum(int((module.weight == 0).sum()) for _, module in layers)
@@ -235,3 +293,67 @@ def zipped_state_bytes(model: nn.Module) -> int:
     with zipfile.ZipFile(packed, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("model.pt", raw.getvalue())
     return len(packed.getvalue())
+
+
+class Prune(Technique):
+    """Structured (channels removed) or unstructured (weights zeroed) pruning of the PyTorch model."""
+
+    name, config, works_on, tag = "prune", PruneConfig, "torch", "pruned"
+
+    def needs_labels(self, config: PruneConfig) -> bool:
+        return config.importance == "taylor" or config.finetune_between is not None
+
+    def apply(self, config: PruneConfig, source: TorchModel, context: StageContext) -> StageOutput:
+        train_between = self._trainer_between_steps(config, source, context)
+        if config.method == "unstructured":
+            result = prune_unstructured(source.module, config, train_between)
+            return StageOutput(config.model_dump(mode="json"), {
+                "total_sparsity": result.total_sparsity, "layer_sparsity": result.layer_sparsity,
+                "zipped_bytes_before": result.zipped_bytes_before, "zipped_bytes_after": result.zipped_bytes_after,
+                "note": "zeros are not skipped by dense runtimes: expect a smaller compressed file, not lower latency",
+            }, model=TorchModel(result.model, source.pruning_history))
+        from greencompress.data import batches
+
+        result = prune_structured(source.module, context.input_shape, config,
+                                  batches(context.data.calibration, context.batch_size, limit=context.batch_size),
+                                  train_between)
+        return StageOutput(config.model_dump(mode="json"), {
+            "ratio": result.ratio, "macs_before": result.macs_before, "macs_after": result.macs_after,
+            "params_before": result.params_before, "params_after": result.params_after,
+            "untouched_layers": result.untouched_layers,
+        }, model=TorchModel(result.model, (*source.pruning_history, *result.pruning_history)))
+
+    @staticmethod
+    def _trainer_between_steps(config: PruneConfig, source: TorchModel, context: StageContext) -> TrainBetween | None:
+        if config.finetune_between is None:
+            return None
+
+        def train(pruned: nn.Module, step: int, history: tuple) -> nn.Module:
+            log.info("prune: fine-tuning after step %d (%d epochs)", step, config.finetune_between.epochs)
+            model = TorchModel(pruned, (*source.pruning_history, *history))
+            return context.fine_tune("finetune", model, config.finetune_between,
+                                     context.work_dir / f"after-step-{step}").model
+
+        return train
+
+    def describe(self, settings: dict, metrics: dict) -> list[str]:
+        facts = []
+        if "macs_before" in metrics:
+            facts.append(f"MACs {metrics['macs_before'] / 1e6:.1f} M -> {metrics['macs_after'] / 1e6:.1f} M"
+                         + (f" (ratio used {metrics['ratio']:.3f})" if "ratio" in metrics else ""))
+        if metrics.get("untouched_layers"):
+            facts.append(f"left untouched (unsafe to prune): {', '.join(metrics['untouched_layers'])}")
+        if "total_sparsity" in metrics:
+            facts.append(f"{100 * metrics['total_sparsity']:.1f}% of conv/linear weights are zero; zipped weights "
+                         f"{metrics['zipped_bytes_before'] / 1e6:.2f} MB -> {metrics['zipped_bytes_after'] / 1e6:.2f} "
+                         f"MB; {metrics['note']}")
+        return facts
+
+    def shown_settings(self, settings: dict) -> dict:
+        # Settings that do not apply to the method (or that target_macs replaces) are left out.
+        hidden = _NOT_FOR.get(settings.get("method"), ())
+        return {key: value for key, value in settings.items() if key not in hidden}
+
+
+_NOT_FOR = {"structured": ("sparsity", "scope"),
+            "unstructured": ("importance", "ratio", "target_macs", "global_pruning", "ignore", "round_to")}

@@ -30,8 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from greencompress.compress.finetune import FinetuneResult, finetune
-from greencompress.recipe import FinetuneConfig
+from greencompress.compress.finetune import FinetuneConfig, FinetuneResult, finetune
 
 # ONNX Runtime's ranges (onnxruntime.quantization.quant_utils): symmetric int8 weights, and 7-bit when reduced.
 WEIGHT_RANGE = {False: (-127, 127), True: (-64, 64)}

@@ -14,14 +14,69 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import Field, field_validator, model_validator
 
+from greencompress.config import Section
 from greencompress.measure.energy import EnergyMeter, Uncertainty
 from greencompress.measure.latency import Latency, Window, latency_stats, run_window
 from greencompress.measure.load import BUSY_SHARE, LoadMonitor
 from greencompress.measure.stats import mean_interval
-from greencompress.recipe import BenchmarkSpec
+from greencompress.registry import unknown_choice
+from greencompress.runtime import RunnerSettings
 
 log = logging.getLogger(__name__)
+
+
+class BenchmarkSpec(Section):
+    """Latency and energy measurement: per batch size, interleaved windows of back-to-back runs (docs/energy.md)."""
+
+    batch_sizes: list[int] = Field(default_factory=lambda: [1, 8], min_length=1)
+    warmup_iterations: int = Field(default=10, ge=0)
+    window_s: float = Field(default=1.0, gt=0)  # raised to the meter's shortest supported window
+    min_iterations: int = Field(default=10, ge=1)  # per window
+    max_window_s: float = Field(default=30.0, gt=0)  # a window ends here even if a slow model ran fewer times
+    windows: int = Field(default=5, ge=2)
+    max_windows: int = Field(default=10, ge=2)
+    target_relative_ci: float = Field(default=0.05, gt=0)  # 95% CI half-width / mean, on joules per inference
+    threads: int = Field(default=2, ge=1)
+    # ONNX Runtime workers spin-wait for work when true; off, they sleep: same latency on a quiet machine, less
+    # CPU time, and far less harm on a busy one (docs/BENCHMARKS.md, scripts/bench_spinning.py).
+    allow_spinning: bool = False
+    # Registered runtimes (runtime.py) that run every exported file, or every PyTorch model for those that run
+    # torch; onnxruntime is the reference and always listed. PyTorch eager runs the original model regardless.
+    runtimes: list[str] = Field(default_factory=lambda: ["onnxruntime"])
+
+    @field_validator("runtimes")
+    @classmethod
+    def _runtimes_available(cls, value: list[str]) -> list[str]:
+        from greencompress.runtime import RUNTIMES
+
+        for name in value:
+            if name not in RUNTIMES:
+                raise ValueError(unknown_choice("runtime", name, RUNTIMES.names()))
+            if reason := RUNTIMES.get(name).unavailable():
+                raise ValueError(reason)
+        if "onnxruntime" not in value:
+            raise ValueError("onnxruntime runs every exported model and must be listed (add others beside it)")
+        return list(dict.fromkeys(value))
+
+    @property
+    def runner_settings(self) -> RunnerSettings:
+        return RunnerSettings(self.threads, self.allow_spinning)
+
+    @model_validator(mode="after")
+    def _window_counts(self) -> BenchmarkSpec:
+        if self.max_windows < self.windows:
+            raise ValueError(f"max_windows ({self.max_windows}) must be >= windows ({self.windows})")
+        return self
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive_batches(cls, value: list[int]) -> list[int]:
+        for index, size in enumerate(value):
+            if size < 1:
+                raise ValueError(f"batch size must be >= 1, got {size} at position {index}")
+        return sorted(set(value))
 
 
 @dataclass(frozen=True)

@@ -91,11 +91,11 @@ def _headline_card(report: RunReport, comparison: Comparison) -> str:
     after = carbon_per_million(candidate.joules_per_inference, report.carbon).g_co2e_per_million
     interval = comparison.joules_per_inference
     kind = "measured" if comparison.measured else "estimate: energy was not measured on this machine"
-    quantity = "J" if comparison.measured else "J (estimated from CPU time)"
+    quantity = "J" if comparison.measured else f"J (estimated from {report.energy_meter.proportional_to})"
     return (
         '<div class="card">'
         f"<div>{escape(comparison.candidate)} vs {escape(comparison.baseline)}, batch {comparison.batch_size}</div>"
-        f'<div class="big">{escape(saving_phrase(comparison))}</div>'
+        f'<div class="big">{escape(saving_phrase(comparison, report.energy_meter.proportional_to))}</div>'
         + (f"<div>ratio {interval.ratio:.2f}x, 95% CI [{interval.low:.2f}, {interval.high:.2f}] "
            f"({escape(interval.method)})</div>" if interval else "")
         + f"<div>{baseline.joules_per_inference:.4g} &rarr; {candidate.joules_per_inference:.4g} {quantity} per inference</div>"

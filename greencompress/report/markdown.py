@@ -94,7 +94,7 @@ def energy_measured(report: RunReport) -> bool:
 
 def energy_ratio_label(report: RunReport) -> str:
     """What an energy ratio is a ratio of, in this report."""
-    return "J/inference" if energy_measured(report) else "CPU time (energy estimate)"
+    return "J/inference" if energy_measured(report) else f"{report.energy_meter.proportional_to} (energy estimate)"
 
 
 def comparison_table(report: RunReport) -> Table:
@@ -123,23 +123,24 @@ def ratio_cell(interval: RatioInterval | None, overall_ratio: float | None) -> s
     return text + (" within noise" if interval.within_noise else f" ({_change(interval.ratio)})")
 
 
-def saving_phrase(c: Comparison) -> str:
-    """`57% less energy` where energy was measured, `57% less CPU time` where it was estimated, or no difference."""
+def saving_phrase(c: Comparison, estimated_from: str = "CPU time") -> str:
+    """`57% less energy` where energy was measured, `57% less CPU time` where it was estimated from CPU time (the
+    meter's `proportional_to`), or no difference."""
     interval = c.joules_per_inference
-    what = "energy" if c.measured else "CPU time"
+    what = "energy" if c.measured else estimated_from
     if interval is not None and interval.within_noise:
         return f"no {what} difference resolved (within noise)"
     ratio = interval.ratio if interval else c.joules_per_inference_ratio
     return f"{_change(ratio).replace('more', 'MORE')} {what}"
 
 
-def headline(c: Comparison) -> str:
+def headline(c: Comparison, estimated_from: str = "CPU time") -> str:
     """One comparison's saving in a sentence, with its interval and, for an estimate, what was not measured."""
     interval = c.joules_per_inference
     bounds = f" (ratio {interval.ratio:.2f}x, 95% CI [{interval.low:.2f}, {interval.high:.2f}])" if interval else ""
     suffix = "" if c.measured else f"; energy was not measured on this machine: {c.energy_method}"
     return (f"{_short(c.candidate, c.runtime)} vs {_short(c.baseline, c.runtime)} on {c.runtime}, batch "
-            f"{c.batch_size}: {saving_phrase(c)}{bounds}{suffix}")
+            f"{c.batch_size}: {saving_phrase(c, estimated_from)}{bounds}{suffix}")
 
 
 def headline_comparisons(report: RunReport) -> list[Comparison]:
@@ -150,23 +151,22 @@ def headline_comparisons(report: RunReport) -> list[Comparison]:
     return [c for c in report.comparisons if c.batch_size == smallest]
 
 
-_RUNTIME_ABBREVIATIONS = {"onnxruntime": "ORT", "openvino": "OV"}  # so the table fits a terminal
-
-
 def runtime_table(report: RunReport) -> Table | None:
     """The same exported model on each runtime, per batch size, and which is cheapest: None with one runtime.
 
     A separate view from the comparisons, which never mix runtimes: this one says where to deploy.
     """
-    onnx_runtimes = list(dict.fromkeys(r.artifact.runtime for r in report.artifacts if r.artifact.path is not None
-                                       and r.artifact.path.suffix == ".onnx"))
+    from greencompress.runtime import RUNTIMES
+
+    onnx_runtimes = list(dict.fromkeys(r.artifact.runtime for r in report.artifacts if r.artifact.source == "onnx"))
     if len(onnx_runtimes) < 2:
         return None
     by_file: dict = {}
     for result in report.artifacts:
         if result.artifact.runtime in onnx_runtimes:
             by_file.setdefault(result.artifact.path.name, {})[result.artifact.runtime] = result
-    short = [_RUNTIME_ABBREVIATIONS.get(runtime, runtime) for runtime in onnx_runtimes]
+    # Short names, so the table fits a terminal.
+    short = [(RUNTIMES.get(runtime).short_name if runtime in RUNTIMES else "") or runtime for runtime in onnx_runtimes]
     headers = ["file", "batch", *[f"p50 ms {name}" for name in short], *[f"J/inf {name}" for name in short],
                "cheapest (J/inf)"]
     rows = []
@@ -191,9 +191,11 @@ def plain_findings(report: RunReport) -> list[str]:
     """Sentences that say what a reader must not miss: whether pruning bought speed at each batch size, a slower
     compressed model, a busy machine, idle drift, noisy or estimated energy."""
     findings = []
+    by_name = {result.artifact.name: result.artifact for result in report.artifacts}
     for c in report.comparisons:
-        pruning_only = "pruned" in c.candidate and "pruned" not in c.baseline and \
-            c.candidate.rsplit("-", 1)[-1] == c.baseline.rsplit("-", 1)[-1]
+        candidate, baseline = by_name[c.candidate], by_name[c.baseline]
+        pruning_only = ("prune" in candidate.model_techniques and "prune" not in baseline.model_techniques
+                        and candidate.precision == baseline.precision)
         interval = c.latency_p50
         ratio = f"{interval.ratio if interval else c.latency_p50_ratio:.2f}x"
         bounds = f" (95% CI [{interval.low:.2f}, {interval.high:.2f}])" if interval else ""
@@ -234,40 +236,36 @@ def plain_findings(report: RunReport) -> list[str]:
                     f"treat small differences as unresolved."
                 )
     if not report.energy_meter.measured:
+        basis = report.energy_meter.proportional_to
         findings.append(
-            "Energy was not measured on this machine: J figures are ESTIMATES (this process's CPU time x assumed "
-            "watts per core), so their ratios are CPU-time ratios, not energy savings you could bill."
+            f"Energy was not measured on this machine: J figures are ESTIMATES ({report.energy_meter.method}: "
+            f"{basis} x an assumed power), so their ratios are {basis} ratios, not energy savings you could bill."
         )
     return findings
 
 
 def stage_lines(report: RunReport) -> list[str]:
-    """One line per stage: its settings and, for stages on the PyTorch model, what it cost and bought."""
+    """One line per stage: its settings and, for stages on the PyTorch model, what it cost and bought.
+
+    Each technique words its own facts (Technique.describe); a technique that is not installed
+    here (a plugin's, in a report from elsewhere) gets its settings and the generic facts only.
+    """
+    from greencompress.compress.technique import load_builtin_techniques
+
+    registry = load_builtin_techniques()
     lines = []
     for stage in report.stages:
-        metrics = stage.get("metrics", {})
-        facts = []
+        metrics, facts = stage.metrics, []
+        method = registry.get(stage.technique) if stage.technique in registry else None
         if "top1" in metrics:
             facts.append(f"top-1 after it {100 * metrics['top1']:.2f}%")
         if "macs" in metrics:
             facts.append(f"{metrics['macs'] / 1e6:.1f} M MACs, {metrics['params'] / 1e6:.2f} M parameters")
-        if "macs_before" in metrics:
-            facts.append(f"MACs {metrics['macs_before'] / 1e6:.1f} M -> {metrics['macs_after'] / 1e6:.1f} M"
-                         + (f" (ratio used {metrics['ratio']:.3f})" if "ratio" in metrics else ""))
-        if metrics.get("untouched_layers"):
-            facts.append(f"left untouched (unsafe to prune): {', '.join(metrics['untouched_layers'])}")
-        if "total_sparsity" in metrics:
-            facts.append(f"{100 * metrics['total_sparsity']:.1f}% of conv/linear weights are zero; zipped weights "
-                         f"{metrics['zipped_bytes_before'] / 1e6:.2f} MB -> {metrics['zipped_bytes_after'] / 1e6:.2f} MB; "
-                         f"{metrics['note']}")
-        if "best_epoch" in metrics:
-            facts.append(f"best validation epoch {metrics['best_epoch']} of {len(metrics['history'])}")
-        for source, source_metrics in metrics.get("by_source", {}).items():
-            if "qat_best_epoch" in source_metrics:
-                facts.append(f"quantization-aware fine-tuning of {source}: best validation epoch "
-                             f"{source_metrics['qat_best_epoch']} of {len(source_metrics['qat_history'])}")
+        if method is not None:
+            facts += method.describe(stage.settings, metrics)
+        settings = method.shown_settings(stage.settings) if method is not None else stage.settings
         summary = f": {'; '.join(facts)}" if facts else ""
-        lines.append(f"`{stage['technique']}` ({_settings(_relevant(stage))}){summary}")
+        lines.append(f"`{stage.technique}` ({_settings(settings)}){summary}")
     return lines
 
 
@@ -300,7 +298,7 @@ def render_markdown(report: RunReport) -> str:
         "",
         f"## Compressed vs baseline (same runtime, same hardware, same batch size; energy: {report.energy_meter.method})",
         "",
-        *[f"**{headline(c)}.**  " for c in headline_comparisons(report)],
+        *[f"**{headline(c, report.energy_meter.proportional_to)}.**  " for c in headline_comparisons(report)],
         "",
     ]
     if report.comparisons:
@@ -357,19 +355,6 @@ def markdown_table(table: Table) -> list[str]:
     headers, rows = table
     return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
             *["| " + " | ".join(row) + " |" for row in rows]]
-
-
-# Prune settings that do not apply to the method (or that target_macs replaces) are left out of the stage line.
-_NOT_FOR = {"structured": ("sparsity", "scope"), "unstructured": ("importance", "ratio", "target_macs", "global_pruning",
-                                                                  "ignore", "round_to")}
-
-
-def _relevant(stage: dict) -> dict:
-    settings = stage["settings"]
-    if stage["technique"] != "prune":
-        return settings
-    hidden = set(_NOT_FOR.get(settings.get("method"), ()))
-    return {key: value for key, value in settings.items() if key not in hidden}
 
 
 def _settings(settings: dict) -> str:

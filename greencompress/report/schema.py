@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 
 from greencompress.files import read_utf8, write_text_atomic
 from greencompress.measure.accuracy import Accuracy
+from greencompress.measure.benchmark import Benchmark, IdleBaseline, idle_drift
 from greencompress.measure.energy import MeterDescription
 from greencompress.measure.energy.carbon import CarbonSettings, carbon_per_million
-from greencompress.measure.benchmark import Benchmark, IdleBaseline, idle_drift
 from greencompress.measure.load import BUSY_SHARE
 from greencompress.measure.stats import RatioInterval, paired_ratio_interval
 from greencompress.runtime import Artifact
@@ -23,6 +23,15 @@ if TYPE_CHECKING:
     from greencompress.gates import GateResult
 
 SCHEMA_VERSION = "1.2"
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    """One recipe stage as it ran: the technique, the settings it used and what it measured (technique-specific)."""
+
+    technique: str
+    settings: dict
+    metrics: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -72,19 +81,16 @@ class Comparison:
 def compare_same_runtime(results: list[ArtifactResult]) -> list[Comparison]:
     """Compressed artifacts against the original model on their own runtime, at each shared batch size.
 
-    Every artifact is compared with the original FP32 one (`<runtime>-fp32`); an artifact of a pruned
-    model is also compared with the unpruned one at its own precision (`<runtime>-int8`), which is
-    what pruning buys on top of quantization.
+    Every artifact is compared with the original FP32 model on its runtime; an artifact of a changed
+    model (pruned, fine-tuned) is also compared with the original model at its own precision (int8
+    against int8), which is what pruning buys on top of quantization. Read from lineage fields.
     """
     comparisons = []
     for baseline in results:
-        runtime = baseline.artifact.runtime
         for candidate in results:
-            if candidate is baseline or candidate.artifact.runtime != runtime:
+            if candidate is baseline or candidate.artifact.runtime != baseline.artifact.runtime:
                 continue
-            same_precision_original = (baseline.artifact.name == f"{runtime}-{candidate.artifact.precision}"
-                                       and candidate.artifact.precision != "fp32")
-            if baseline.artifact.name != f"{runtime}-fp32" and not same_precision_original:
+            if not _is_baseline_for(baseline.artifact, candidate.artifact):
                 continue
             for bench in candidate.benchmarks:
                 reference = baseline.at_batch(bench.latency.batch_size)
@@ -106,6 +112,14 @@ def compare_same_runtime(results: list[ArtifactResult]) -> list[Comparison]:
                     measured=bench.energy.measured and reference.energy.measured,
                 ))
     return comparisons
+
+
+def _is_baseline_for(baseline: Artifact, candidate: Artifact) -> bool:
+    if not baseline.is_original_model:
+        return False
+    if baseline.precision == "fp32" and not baseline.file_techniques:
+        return True  # the original FP32 model: every other artifact on the runtime is compared with it
+    return baseline.precision == candidate.precision and not candidate.is_original_model
 
 
 def paired_intervals(candidate: Benchmark, baseline: Benchmark) -> dict[str, RatioInterval | None]:
@@ -160,7 +174,7 @@ class RunReport:
     provenance: dict
     data: str
     export: dict
-    stages: list[dict]
+    stages: list[StageRecord]
     energy_meter: MeterDescription
     energy_meter_reason: str
     idle: IdleBaseline
@@ -199,7 +213,7 @@ class RunReport:
             "provenance": self.provenance,
             "data": self.data,
             "export": self.export,
-            "stages": self.stages,
+            "stages": [asdict(stage) for stage in self.stages],
             "energy_meter": {**asdict(self.energy_meter), "reason": self.energy_meter_reason,
                              "idle": asdict(self.idle), "idle_checks": [asdict(check) for check in self.idle_checks],
                              "idle_drift": self.idle_drift},
@@ -227,6 +241,9 @@ def _artifact_dict(result: ArtifactResult, carbon: CarbonSettings) -> dict:
         "size_bytes": artifact.size_bytes,
         "params": artifact.params,
         "macs": artifact.macs,
+        "source": artifact.source,
+        "model_techniques": list(artifact.model_techniques),
+        "file_techniques": list(artifact.file_techniques),
         "accuracy": asdict(result.accuracy) if result.accuracy else None,
         "latency": {str(b.latency.batch_size): asdict(b.latency) for b in result.benchmarks},
         "energy": {str(b.latency.batch_size): _energy_dict(b, carbon) for b in result.benchmarks},
@@ -301,6 +318,18 @@ def load_report(path: Path) -> RunReport:
         raise GreencompressError(f"{file}: schema {version} report is incomplete or damaged: {error!r}") from None
 
 
+def _lineage(item: dict) -> dict:
+    """An artifact's lineage fields; for a 1.1 report, read from its name, the one place it was kept then."""
+    if "model_techniques" in item:
+        return {"source": item["source"], "model_techniques": tuple(item["model_techniques"]),
+                "file_techniques": tuple(item["file_techniques"])}
+    words = item["name"].split("-")[1:-1]  # <runtime>-<tags...>-<precision>
+    tags = {"pruned": "prune", "finetuned": "finetune"}
+    return {"source": "torch" if item["runtime"] == "torch" else "onnx",
+            "model_techniques": tuple(tags.get(word, word) for word in words),
+            "file_techniques": ("quantize",) if item["precision"] == "int8" else ()}
+
+
 def _benchmark_from(latency: dict, energy: dict) -> Benchmark:
     from greencompress.measure.benchmark import EnergyResult
     from greencompress.measure.energy import Uncertainty
@@ -334,15 +363,17 @@ def _report_from_dict(data: dict) -> RunReport:
     results = []
     for item in data["artifacts"]:
         artifact = Artifact(item["name"], item["runtime"], item["precision"],
-                            Path(item["path"]) if item["path"] else None, item["size_bytes"], item["params"], item["macs"])
+                            Path(item["path"]) if item["path"] else None, item["size_bytes"], item["params"], item["macs"],
+                            **_lineage(item))
         benchmarks = [_benchmark_from(latency, item["energy"][batch]) for batch, latency in item["latency"].items()]
         accuracy = Accuracy(**item["accuracy"]) if item["accuracy"] else None
         results.append(ArtifactResult(artifact, accuracy, tuple(benchmarks)))
     return RunReport(
         name=data["name"], created_utc=data["created_utc"], run_dir=Path(data["run_dir"]), recipe=data["recipe"],
         environment=data["environment"], provenance=data["provenance"], data=data["data"], export=data["export"],
-        stages=data["stages"],
-        energy_meter=MeterDescription(meter["method"], meter["measured"], tuple(meter["domains"]), meter["assumptions"]),
+        stages=[StageRecord(stage["technique"], stage["settings"], stage.get("metrics", {})) for stage in data["stages"]],
+        energy_meter=MeterDescription(meter["method"], meter["measured"], tuple(meter["domains"]), meter["assumptions"],
+                                      meter.get("estimated_from")),
         energy_meter_reason=meter["reason"],
         idle=IdleBaseline(**meter["idle"]),
         idle_checks=tuple(IdleBaseline(**check) for check in meter.get("idle_checks", ())),

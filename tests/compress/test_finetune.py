@@ -6,8 +6,11 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from greencompress.compress.finetune import finetune, split_for_validation
-from greencompress.recipe import FinetuneConfig
+from greencompress.compress.finetune import (
+    FinetuneConfig,
+    finetune,
+    split_for_validation,
+)
 
 
 def separable_data(samples: int = 96) -> TensorDataset:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from greencompress.compress.prune import prune_structured, prune_unstructured, replay_pruning, unsafe_channel_layers
+from greencompress.compress.prune import (
+    PruneConfig,
+    prune_structured,
+    prune_unstructured,
+    replay_pruning,
+    unsafe_channel_layers,
+)
 from greencompress.errors import GreencompressError
 from greencompress.models import resolve_callable
-from greencompress.recipe import PruneConfig
 from tests.conftest import RECIPES
 
 ARCHITECTURE = f"{RECIPES / 'models' / 'cifar_resnet.py'}:resnet20"
@@ -85,10 +90,11 @@ def test_unreachable_target_macs_names_the_layers_kept_whole(resnet20):
 def test_iterative_steps_follow_the_schedule_and_train_in_between(resnet20, schedule):
     from greencompress.compress.prune import step_targets
 
-    channels_seen = []
+    channels_seen, histories = [], []
 
-    def train_between(model, step):
+    def train_between(model, step, history):
         channels_seen.append(model.layer1[0].conv1.out_channels)
+        histories.append(history)
         trained = __import__("copy").deepcopy(model)
         with torch.no_grad():
             trained.linear.bias.add_(1.0)  # a visible change that must land in the pruned model
@@ -100,12 +106,18 @@ def test_iterative_steps_follow_the_schedule_and_train_in_between(resnet20, sche
     assert channels_seen == expected[:2] and result.model.layer1[0].conv1.out_channels == 8
     assert torch.allclose(result.model.linear.bias, resnet20.linear.bias + 2.0)  # trained after steps 1 and 2
     assert step_targets("cubic", 0.5, 3)[0] > step_targets("linear", 0.5, 3)[0]
+    # The history handed over between steps rebuilds the model as pruned so far (what torchrun ranks receive).
+    from greencompress.compress.prune import replay_pruning
+
+    fresh = replay_pruning(__import__("copy").deepcopy(resnet20), (3, 32, 32), list(histories[0]))
+    assert fresh.layer1[0].conv1.out_channels == expected[0]
 
 
 def test_gradual_unstructured_sparsity_grows_and_ends_on_target(resnet20):
     seen = []
 
-    def train_between(model, step):
+    def train_between(model, step, history):
+        assert history == ()  # zeros change no architecture
         layers = [m for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
         seen.append(sum(int((m.weight == 0).sum()) for m in layers) / sum(m.weight.numel() for m in layers))
         return model

@@ -11,13 +11,22 @@ from onnx import numpy_helper
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from greencompress.compress.finetune import finetune
-from greencompress.compress.qat import FakeQuantized, input_ranges, prepare, quantization_aware_finetune, strip
-from greencompress.compress.quantize import quantize_onnx, resolve_reduce_range
+from greencompress.compress.finetune import FinetuneConfig, finetune
+from greencompress.compress.qat import (
+    FakeQuantized,
+    input_ranges,
+    prepare,
+    quantization_aware_finetune,
+    strip,
+)
+from greencompress.compress.quantize import (
+    QuantizeConfig,
+    quantize_onnx,
+    resolve_reduce_range,
+)
 from greencompress.data import digits_split_indices, digits_tensors
 from greencompress.environment import cpu_info
 from greencompress.export import export_onnx
-from greencompress.recipe import FinetuneConfig, QuantizeConfig
 
 
 def small_cnn() -> nn.Module:

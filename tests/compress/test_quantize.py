@@ -8,11 +8,14 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from greencompress.compress.quantize import quantize_onnx, resolve_reduce_range
+from greencompress.compress.quantize import (
+    QuantizeConfig,
+    quantize_onnx,
+    resolve_reduce_range,
+)
 from greencompress.environment import CpuInfo
 from greencompress.export import export_onnx
 from greencompress.models import resolve_callable
-from greencompress.recipe import QuantizeConfig
 from greencompress.runtime import OnnxRuntimeRunner
 from tests.conftest import RECIPES
 

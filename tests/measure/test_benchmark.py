@@ -7,10 +7,19 @@ import math
 import numpy as np
 import pytest
 
-from greencompress.measure.benchmark import IdleBaseline, benchmark_interleaved, measure_idle
-from greencompress.measure.energy.meter import EnergyMeter, EnergyReading, MeterDescription, Uncertainty
+from greencompress.measure.benchmark import (
+    BenchmarkSpec,
+    IdleBaseline,
+    benchmark_interleaved,
+    measure_idle,
+)
+from greencompress.measure.energy.meter import (
+    EnergyMeter,
+    EnergyReading,
+    MeterDescription,
+    Uncertainty,
+)
 from greencompress.measure.stats import mean_interval
-from greencompress.recipe import BenchmarkSpec
 
 BAND = Uncertainty(0.05, 0.05, "test")
 

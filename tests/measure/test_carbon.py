@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from greencompress.measure.energy import EnergySpec
 from greencompress.measure.energy.carbon import (
     carbon_per_million,
     carbon_settings,
     intensity_table,
     lookup_region,
 )
-from greencompress.recipe import EnergySpec
 
 
 def test_units_and_pue():

@@ -7,10 +7,13 @@ import time
 import pytest
 
 from greencompress.environment import CpuInfo
-from greencompress.measure.energy import select_meter
-from greencompress.measure.energy.estimate import DEFAULT_WATTS_PER_CORE, EstimateMeter, watts_per_core
+from greencompress.measure.energy import EnergySpec, select_meter
+from greencompress.measure.energy.estimate import (
+    DEFAULT_WATTS_PER_CORE,
+    EstimateMeter,
+    watts_per_core,
+)
 from greencompress.measure.energy.meter import EnergyReading, Uncertainty
-from greencompress.recipe import EnergySpec
 
 
 def burn_cpu(seconds: float) -> None:

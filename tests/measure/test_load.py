@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from greencompress.measure.load import CpuTimes, LoadMonitor, other_cpu_share, read_cpu_times
+from greencompress.measure.load import (
+    CpuTimes,
+    LoadMonitor,
+    other_cpu_share,
+    read_cpu_times,
+)
 
 
 def write_stat(path, user, system, idle, steal=0):

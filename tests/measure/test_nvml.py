@@ -7,10 +7,9 @@ import types
 
 import pytest
 
-from greencompress.measure.energy import probe_meters
+from greencompress.measure.energy import EnergySpec, probe_meters
 from greencompress.measure.energy.meter import MeterUnavailable
 from greencompress.measure.energy.nvml import NvmlMeter
-from greencompress.recipe import EnergySpec
 
 NOT_SUPPORTED = 3
 

@@ -8,7 +8,11 @@ from pathlib import Path
 import pytest
 
 from greencompress.measure.energy.meter import MeterUnavailable
-from greencompress.measure.energy.rapl import RaplMeter, counter_delta_uj, discover_zones
+from greencompress.measure.energy.rapl import (
+    RaplMeter,
+    counter_delta_uj,
+    discover_zones,
+)
 
 MAX_RANGE_UJ = 262_143_328_850  # a real package's max_energy_range_uj
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 from greencompress.errors import GreencompressError
-from greencompress.measure.energy import select_meter
+from greencompress.measure.energy import EnergySpec, select_meter
 from greencompress.measure.energy.estimate import EstimateMeter
 from greencompress.measure.energy.rapl import RaplMeter
-from greencompress.recipe import EnergySpec
 from tests.measure.test_rapl import make_zone
 
 

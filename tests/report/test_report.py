@@ -13,7 +13,13 @@ from greencompress.measure.energy import MeterDescription, Uncertainty
 from greencompress.measure.energy.carbon import carbon_settings
 from greencompress.measure.latency import Latency
 from greencompress.report.markdown import render_markdown
-from greencompress.report.schema import SCHEMA_VERSION, ArtifactResult, RunReport, compare_same_runtime
+from greencompress.report.schema import (
+    SCHEMA_VERSION,
+    ArtifactResult,
+    RunReport,
+    StageRecord,
+    compare_same_runtime,
+)
 from greencompress.runtime import Artifact
 
 BAND = Uncertainty(0.6, 2.0, "test band")
@@ -35,7 +41,11 @@ def result(name, runtime, precision, p50_ms, joules, batch_size=1, top1=0.9, met
         uncertainty=BAND, noisy=relative_ci > 0.05,
         window_joules_per_inference=tuple(joules * factor for factor in rounds),
         window_active_joules_per_inference=tuple(0.8 * joules * factor for factor in rounds))
-    return ArtifactResult(Artifact.of_file(name, runtime, precision, path, 1000, 5000),
+    # Lineage as the pipeline records it: the model's techniques in the name's middle words, int8 from quantize.
+    lineage = {"source": "torch" if runtime == "torch" else "onnx",
+               "model_techniques": ("prune",) if "pruned" in name else (),
+               "file_techniques": ("quantize",) if precision == "int8" else ()}
+    return ArtifactResult(Artifact.of_file(name, runtime, precision, path, 1000, 5000, **lineage),
                           Accuracy(top1, 0.99, 100) if top1 is not None else None, (Benchmark(latency, energy),))
 
 
@@ -47,7 +57,7 @@ def make_report(results) -> RunReport:
                      "versions": {"torch": "2", "onnxruntime": "1", "greencompress": "0"}},
         provenance={"source": "builtin", "description": "a test model"}, data="test data",
         export={"exporter": "x", "opset": 18, "parity": {"samples": 8, "max_abs_diff": 1e-6, "top1_agreement": 1.0}},
-        stages=[{"technique": "quantize", "settings": {"method": "static"}}],
+        stages=[StageRecord("quantize", {"method": "static"})],
         energy_meter=MeterDescription("estimate", False, ("cpu",), ["an assumption"]), energy_meter_reason="because",
         idle=IdleBaseline({"cpu": 2.0}, 3.0, "estimate"),
         carbon=carbon_settings("FRA", None, 1.0, 0.25, "EUR"),

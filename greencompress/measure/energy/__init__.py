@@ -1,14 +1,20 @@
-"""Energy meters behind one interface, and the choice of the best one available for each domain.
+"""Energy meters behind one interface, registered in order of trust, and the choice of the best one per domain.
 
-Order of trust: NVML counter > NVML power sampling > RAPL > estimate. GPU energy is never estimated.
+Built-in order of trust, per domain: RAPL > estimate (CPU); NVML counter > NVML power sampling (GPU). GPU energy is never
+estimated. A plugin adds a meter with a `MeterSpec` in the `greencompress.meters` entry-point group.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Callable
 
+from pydantic import Field, field_validator
+
+from greencompress.config import Section
 from greencompress.errors import GreencompressError
-from greencompress.measure.energy.estimate import EstimateMeter
 from greencompress.measure.energy.meter import (
     EnergyMeter,
     EnergyReading,
@@ -16,10 +22,63 @@ from greencompress.measure.energy.meter import (
     MeterUnavailable,
     Uncertainty,
 )
-from greencompress.recipe import EnergySpec
+from greencompress.registry import Registry, unknown_choice
 
-__all__ = ["EnergyMeter", "EnergyReading", "MeterChoice", "MeterDescription", "MeterUnavailable", "Uncertainty",
-           "probe_meters", "select_meter"]
+__all__ = ["EnergyMeter", "EnergyReading", "EnergySpec", "METERS", "MeterChoice", "MeterDescription", "MeterSpec",
+           "MeterUnavailable", "Probe", "Uncertainty", "probe_meters", "select_meter"]
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a meter may need to start: the recipe's energy section, and the hardware seams tests replace."""
+
+    spec: EnergySpec
+    nvml: ModuleType | None = None  # a fake pynvml in tests
+    powercap_root: Path | None = None  # a temporary powercap tree in tests
+
+
+@dataclass(frozen=True)
+class MeterSpec:
+    """A registered meter: the method it labels figures with, its domain, and how to start it here.
+
+    `start` raises MeterUnavailable with a reason a user can act on. `fallback` meters (the
+    estimate) are used by `auto` only when no measured meter of the domain starts.
+    """
+
+    method: str
+    domain: str  # "cpu" or "gpu"
+    start: Callable[[Probe], EnergyMeter]
+    fallback: bool = False
+
+
+METERS: Registry[MeterSpec] = Registry("energy meter", "greencompress.meters", lambda spec: spec.method)
+
+
+class EnergySpec(Section):
+    """How energy is obtained: `auto` takes the best meter available (RAPL, else the estimate)."""
+
+    meter: str = "auto"  # "auto" or a registered meter's method (`greencompress meters` lists them)
+    cpu_watts_per_core: float | None = Field(default=None, gt=0)
+    idle_s: float = Field(default=3.0, ge=0)  # idle-power measurement before benchmarking
+    region: str = "world"  # a key of greencompress/resources/carbon_intensity.csv
+    carbon_intensity: float | None = Field(default=None, ge=0)  # gCO2e/kWh; overrides region
+    pue: float = Field(default=1.0, ge=1.0)
+    electricity_price_per_kwh: float | None = Field(default=None, ge=0)
+    currency: str = "USD"
+
+    @field_validator("meter")
+    @classmethod
+    def _known_meter(cls, value: str) -> str:
+        if value != "auto" and value not in METERS:
+            raise ValueError(unknown_choice("energy meter", value, ["auto", *METERS.names()]))
+        return value
+
+    @field_validator("region")
+    @classmethod
+    def _known_region(cls, value: str) -> str:
+        from greencompress.measure.energy.carbon import lookup_region
+
+        return lookup_region(value).key
 
 
 @dataclass(frozen=True)
@@ -36,36 +95,28 @@ class MeterChoice:
 
 
 def probe_meters(spec: EnergySpec, nvml=None, powercap_root=None) -> dict[str, MeterChoice]:
-    """Try every meter on this machine and pick the best per domain; nothing is measured yet."""
-    from greencompress.measure.energy import nvml as nvml_module
-    from greencompress.measure.energy import rapl
-
-    considered: list[tuple[str, str]] = []
-    cpu_meter: EnergyMeter | None = None
-    if spec.meter in ("auto", "rapl"):
-        try:
-            cpu_meter = rapl.RaplMeter(powercap_root or rapl.POWERCAP_ROOT)
-            considered.append(("rapl", "active"))
-        except MeterUnavailable as why:
-            considered.append(("rapl", f"unavailable: {why}"))
-    else:
-        considered.append(("rapl", "not tried: the recipe asks for energy.meter: estimate"))
-    if cpu_meter is None and spec.meter in ("auto", "estimate"):
-        cpu_meter = EstimateMeter(spec.cpu_watts_per_core)
-        considered.append(("estimate", "active (no measured CPU meter)" if spec.meter == "auto" else "active"))
-
-    gpu_considered: list[tuple[str, str]] = []
-    gpu_meter: EnergyMeter | None = None
-    try:
-        gpu_meter = nvml_module.NvmlMeter(nvml=nvml)
-        other = "nvml-counter" if gpu_meter.method == "nvml-power" else "nvml-power"
-        gpu_considered.append((gpu_meter.method, "available"))
-        gpu_considered.append((other, "counter unsupported on " + ", ".join(gpu_meter.counter_unsupported)
-                               if gpu_meter.method == "nvml-power" else "not needed: the counter is better"))
-    except MeterUnavailable as why:
-        gpu_considered += [("nvml-counter", f"unavailable: {why}"), ("nvml-power", f"unavailable: {why}")]
-    gpu_considered.append(("estimate", "never used for GPUs: GPU energy is measured or not reported"))
-    return {"cpu": MeterChoice("cpu", cpu_meter, considered), "gpu": MeterChoice("gpu", gpu_meter, gpu_considered)}
+    """Try every registered meter, in order of trust, and pick the first that starts in each domain."""
+    probe = Probe(spec, nvml, powercap_root)
+    choices = {}
+    for domain in dict.fromkeys(entry.domain for entry in METERS):
+        chosen, considered = None, []
+        for entry in (entry for entry in METERS if entry.domain == domain):
+            if spec.meter not in ("auto", entry.method):
+                considered.append((entry.method, f"not tried: the recipe asks for energy.meter: {spec.meter}"))
+            elif chosen is not None:
+                if not entry.fallback:  # a fallback that was not needed is not worth a line
+                    considered.append((entry.method, "not needed: a better meter is active"))
+            else:
+                try:
+                    chosen = entry.start(probe)
+                    fallback_note = " (no measured CPU meter)" if entry.fallback and spec.meter == "auto" else ""
+                    considered.append((entry.method, f"active{fallback_note}"))
+                except MeterUnavailable as why:
+                    considered.append((entry.method, f"unavailable: {why}"))
+        if domain == "gpu":
+            considered.append(("estimate", "never used for GPUs: GPU energy is measured or not reported"))
+        choices[domain] = MeterChoice(domain, chosen, considered)
+    return choices
 
 
 def select_meter(spec: EnergySpec, nvml=None, powercap_root=None) -> tuple[EnergyMeter, str]:
@@ -73,7 +124,41 @@ def select_meter(spec: EnergySpec, nvml=None, powercap_root=None) -> tuple[Energ
 
     A meter the recipe names explicitly must work: asking for `rapl` never falls back to an estimate.
     """
-    choice = probe_meters(spec, nvml, powercap_root)["cpu"]
+    choices = probe_meters(spec, nvml, powercap_root)
+    named = METERS.get(spec.meter).domain if spec.meter != "auto" else "cpu"
+    choice = choices[named]
     if choice.meter is None:
         raise GreencompressError(f"energy.meter: {spec.meter} is not available here: {choice.reason}")
     return choice.meter, choice.reason
+
+
+def _nvml_counter(probe: Probe) -> EnergyMeter:
+    from greencompress.measure.energy.nvml import NvmlMeter
+
+    meter = NvmlMeter(nvml=probe.nvml)
+    if meter.method != "nvml-counter":
+        raise MeterUnavailable("counter unsupported on " + ", ".join(meter.counter_unsupported))
+    return meter
+
+
+def _nvml_power(probe: Probe) -> EnergyMeter:
+    from greencompress.measure.energy.nvml import NvmlMeter
+
+    return NvmlMeter(nvml=probe.nvml, method="nvml-power")
+
+
+def _rapl(probe: Probe) -> EnergyMeter:
+    from greencompress.measure.energy import rapl
+
+    return rapl.RaplMeter(probe.powercap_root or rapl.POWERCAP_ROOT)
+
+
+def _estimate(probe: Probe) -> EnergyMeter:
+    from greencompress.measure.energy.estimate import EstimateMeter
+
+    return EstimateMeter(probe.spec.cpu_watts_per_core)
+
+
+for _spec in (MeterSpec("rapl", "cpu", _rapl), MeterSpec("estimate", "cpu", _estimate, fallback=True),
+              MeterSpec("nvml-counter", "gpu", _nvml_counter), MeterSpec("nvml-power", "gpu", _nvml_power)):
+    METERS.register(_spec)

@@ -10,7 +10,12 @@ import time
 from dataclasses import dataclass
 
 from greencompress.environment import cpu_info, cpu_topology
-from greencompress.measure.energy.meter import EnergyMeter, EnergyReading, MeterDescription, Uncertainty
+from greencompress.measure.energy.meter import (
+    EnergyMeter,
+    EnergyReading,
+    MeterDescription,
+    Uncertainty,
+)
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,7 @@ class EstimateMeter(EnergyMeter):
                 "no energy counter (RAPL, NVML) was read: this is an estimate, not a measurement",
                 ESTIMATE_UNCERTAINTY.basis,
             ],
+            estimated_from="CPU time",
         )
 
 

@@ -9,9 +9,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 
-# Methods, in the order of trust. Only these strings appear in reports.
-METHODS = ("nvml-counter", "nvml-power", "rapl", "estimate")
-
 
 @dataclass(frozen=True)
 class Uncertainty:
@@ -33,8 +30,10 @@ class EnergyReading:
     measured: bool  # False for an estimate: never to be presented as a measurement
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"unknown energy method {self.method!r}; expected one of {METHODS}")
+        from greencompress.measure.energy import METERS  # the registry sits above this module
+
+        if self.method not in METERS:  # only registered methods appear in reports
+            raise ValueError(f"unknown energy method {self.method!r}; expected one of {tuple(METERS.names())}")
 
     @property
     def total_j(self) -> float:
@@ -49,6 +48,13 @@ class MeterDescription:
     measured: bool
     domains: tuple[str, ...]
     assumptions: list[str] = field(default_factory=list)
+    # What an estimate's figures are a multiple of (the built-in estimate scales CPU time), so a ratio of them is
+    # worded as what it is; a plugin's estimate names its own. Meters leave it None: their figures are energy.
+    estimated_from: str | None = None
+
+    @property
+    def proportional_to(self) -> str:
+        return "energy" if self.measured else (self.estimated_from or "CPU time")
 
 
 class MeterUnavailable(Exception):

@@ -43,7 +43,8 @@ class NvmlMeter(EnergyMeter):
     """Energy of the given GPUs (default: all visible), one domain per GPU: 'gpu0', 'gpu1', ..."""
 
     def __init__(self, device_indices: list[int] | None = None, nvml: ModuleType | None = None,
-                 sample_hz: float = 20.0):
+                 sample_hz: float = 20.0, method: str | None = None):
+        """`method`: None takes the counter where every GPU has one; "nvml-power" samples power regardless."""
         self.nvml = nvml or import_pynvml()
         try:
             self.nvml.nvmlInit()
@@ -55,7 +56,7 @@ class NvmlMeter(EnergyMeter):
         indices = list(range(count)) if device_indices is None else device_indices
         self.handles = {f"gpu{index}": self.nvml.nvmlDeviceGetHandleByIndex(index) for index in indices}
         self.counter_unsupported = [domain for domain, handle in self.handles.items() if not self._has_counter(handle)]
-        self.method = "nvml-power" if self.counter_unsupported else "nvml-counter"
+        self.method = "nvml-power" if self.counter_unsupported or method == "nvml-power" else "nvml-counter"
         # Longer windows where the source is coarse: see the module docstring.
         self.min_window_s = 10.0 if self.method == "nvml-power" else 5.0
         self.sample_interval_s = 1.0 / sample_hz
@@ -97,7 +98,9 @@ class NvmlMeter(EnergyMeter):
         names = {domain: _text(self.nvml.nvmlDeviceGetName(h)) for domain, h in self.handles.items()}
         assumptions = [f"{domain}: {name}" for domain, name in names.items()]
         if self.method == "nvml-power":
-            assumptions.append(f"no energy counter on {', '.join(self.counter_unsupported)}: power sampled at "
+            why = (f"no energy counter on {', '.join(self.counter_unsupported)}" if self.counter_unsupported
+                   else "sampled power asked for (energy.meter: nvml-power)")
+            assumptions.append(f"{why}: power sampled at "
                                f"{1 / self.sample_interval_s:.0f} Hz and integrated; readings are driver-averaged "
                                f"power, so windows are at least {self.min_window_s:g} s")
         assumptions.append((POWER_UNCERTAINTY if self.method == "nvml-power" else COUNTER_UNCERTAINTY).basis)

@@ -1,0 +1,162 @@
+"""The technique seam: a compression method is a config class and an `apply` over typed inputs and outputs.
+
+A technique works on the PyTorch model (prune, finetune: before export) or on an exported ONNX
+file (quantize). The pipeline hands each one a `StageContext` (data, shapes, a work folder, and
+services such as torchrun-aware fine-tuning) and gets back a `StageOutput`; techniques never
+import the pipeline or the recipe. Register a new one in one file:
+
+    class RoundWeights(Technique):
+        name, config, works_on, tag = "round_weights", RoundWeightsConfig, "torch", "rounded"
+
+        def apply(self, config, source, context):
+            ...
+            return StageOutput(model=TorchModel(rounded, source.pruning_history), settings=..., metrics=...)
+
+    TECHNIQUES.register(RoundWeights())     # or, from a package, an entry point in "greencompress.techniques"
+"""
+
+from __future__ import annotations
+
+import io
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Protocol
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from greencompress.files import write_bytes_atomic
+from greencompress.registry import Registry
+
+if TYPE_CHECKING:
+    from greencompress.data import DataSplits
+
+
+@dataclass(frozen=True)
+class TorchModel:
+    """A PyTorch model and how to rebuild its architecture from the original one (structured pruning, replayed)."""
+
+    module: nn.Module
+    pruning_history: tuple = ()  # Torch-Pruning's records, oldest first; empty while no channel was removed
+
+    def save(self, path: Path) -> None:
+        """Pruning history plus weights: reloadable with weights_only=True (no pickled code)."""
+        buffer = io.BytesIO()
+        torch.save({"pruning_history": list(self.pruning_history), "state_dict": self.module.state_dict()}, buffer)
+        write_bytes_atomic(path, buffer.getvalue())
+
+    @staticmethod
+    def load(path: Path, original: nn.Module, input_shape: tuple[int, int, int]) -> TorchModel:
+        """Rebuild a saved model on `original` (the unpruned architecture, changed in place)."""
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return TorchModel.rebuild(original, input_shape, state["pruning_history"], state["state_dict"])
+
+    @staticmethod
+    def rebuild(original: nn.Module, input_shape, pruning_history, state_dict: dict) -> TorchModel:
+        """`original` pruned as recorded and given these weights."""
+        from greencompress.compress.prune import replay_pruning
+
+        if pruning_history:
+            replay_pruning(original, input_shape, list(pruning_history))
+        original.load_state_dict(state_dict)
+        return TorchModel(original.eval(), tuple(pruning_history))
+
+
+class FineTuner(Protocol):
+    """The fine-tuning service a technique is handed (greencompress/training.py implements it).
+
+    `kind` is "finetune" (distilling, where configured, from the original model) or "qat"
+    (quantization-aware, distilling from the float model it starts from); under torchrun every
+    rank trains. Returns a FinetuneResult (a QatResult for "qat").
+    """
+
+    def __call__(self, kind: str, model: TorchModel, config, work_dir: Path, reduce_range: bool = False): ...
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a technique may use besides its config and source: never the whole recipe."""
+
+    data: DataSplits
+    input_shape: tuple[int, int, int]
+    batch_size: int  # the data section's batch size, for calibration and evaluation
+    seed: int
+    work_dir: Path  # this stage's own folder for checkpoints (resumable)
+    output_path: Path | None  # where an ONNX-file technique writes its file
+    source_model: TorchModel | None  # for an ONNX-file technique: the torch model its input file was exported from
+    fine_tune: FineTuner
+    export: Callable[[nn.Module, Path], dict]  # export + parity check of a torch model; returns the parity record
+    progress: Any = None
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """What a stage made: a torch model or an ONNX file (with its precision), the settings used, what it measured."""
+
+    settings: dict
+    metrics: dict = field(default_factory=dict)
+    model: TorchModel | None = None  # for techniques on the torch model
+    path: Path | None = None  # for techniques on an ONNX file
+    precision: str | None = None  # of the file written, e.g. "int8"
+
+
+class Technique(ABC):
+    """A compression method. Subclasses set the class attributes and implement `apply`."""
+
+    name: ClassVar[str]  # the recipe key: `- prune: {...}`
+    config: ClassVar[type[BaseModel]]  # its settings; a recipe section *is* this config
+    works_on: ClassVar[Literal["torch", "onnx"]]
+    tag: ClassVar[str]  # the word an artifact's name takes from it: "pruned"; for ONNX techniques, the precision
+
+    def needs_labels(self, config: BaseModel) -> bool:
+        """Whether this config trains or scores with labels (synthetic data has none)."""
+        return False
+
+    @abstractmethod
+    def apply(self, config: BaseModel, source: TorchModel | Path, context: StageContext) -> StageOutput:
+        """Run the technique on `source` (a TorchModel, or an ONNX file path); never changes `source`."""
+
+    def describe(self, settings: dict, metrics: dict) -> list[str]:
+        """Facts for the report's stage line, from a finished stage's record; none by default."""
+        return []
+
+    def shown_settings(self, settings: dict) -> dict:
+        """The settings worth showing in the stage line (those that apply to the method chosen)."""
+        return settings
+
+    def resolved(self, config: BaseModel) -> dict:
+        """The settings as this machine will apply them (`auto` decided): what a cache key must hold."""
+        return config.model_dump(mode="json")
+
+
+TECHNIQUES: Registry[Technique] = Registry("technique", "greencompress.techniques", lambda entry: entry.name)
+
+
+def technique(name: str) -> Technique:
+    """The registered technique `name`, with the built-ins loaded."""
+    load_builtin_techniques()
+    return TECHNIQUES.get(name)
+
+
+def load_builtin_techniques() -> Registry[Technique]:
+    """The registry with greencompress's own techniques in it (registered on first use, in this order)."""
+    global _builtins_registered
+    if not _builtins_registered:
+        from greencompress.compress.finetune import Finetune
+        from greencompress.compress.prune import Prune
+        from greencompress.compress.quantize import Quantize
+
+        for builtin in (Prune(), Finetune(), Quantize()):
+            TECHNIQUES.register(builtin)
+        _builtins_registered = True
+    return TECHNIQUES
+
+
+_builtins_registered = False
+
+
+def tag_words(techniques: tuple[str, ...]) -> str:
+    """The words an artifact's name takes from the techniques that changed its model: `pruned-finetuned`."""
+    return "-".join(dict.fromkeys(technique(name).tag for name in techniques))

@@ -1,0 +1,98 @@
+"""Measuring every artifact of a run: accuracy, then idle checks around interleaved benchmarks per batch size.
+
+Each finished part is recorded in the run's StageStore under the measurement key, so an
+interrupted run measures only what is missing; a measurement is never taken from the shared
+cache of another run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+
+import numpy as np
+
+from greencompress.data import DataSplits, batches
+from greencompress.measure.accuracy import Accuracy, evaluate
+from greencompress.measure.benchmark import (
+    Benchmark,
+    BenchmarkSpec,
+    IdleBaseline,
+    benchmark_interleaved,
+    measure_idle,
+    window_duration_s,
+)
+from greencompress.measure.load import BUSY_SHARE
+from greencompress.report.schema import benchmark_from_dict, benchmark_to_dict
+from greencompress.stages import StageStore
+
+log = logging.getLogger(__name__)
+
+
+def accuracies(runners: dict, data: DataSplits, batch_size: int, store: StageStore, key: str,
+               progress=None) -> dict[str, Accuracy | None]:
+    """Top-1/top-5 of every runner on the evaluation split (None for all without labels)."""
+    record = store.finished("accuracy", key)
+    if record is None:
+        record = {name: _accuracy(name, runner, data, batch_size, progress) for name, runner in runners.items()}
+        record = {name: asdict(value) if value else None for name, value in record.items()}
+        store.save("accuracy", key, record)
+    return {name: Accuracy(**value) if value else None for name, value in record.items()}
+
+
+def _accuracy(name: str, runner, data: DataSplits, batch_size: int, progress) -> Accuracy | None:
+    if not data.labelled:
+        return None
+    accuracy = evaluate(runner, data.eval, batch_size, progress, f"evaluating {name}")
+    log.info("%s: top-1 %.2f%%, top-5 %.2f%% on %d samples", name, 100 * accuracy.top1, 100 * accuracy.top5,
+             accuracy.samples)
+    return accuracy
+
+
+def benchmark_all(runners: dict, data: DataSplits, spec: BenchmarkSpec, meter, idle_s: float, store: StageStore,
+                  key: str, results: dict[str, list[Benchmark]], idle_checks: list[IdleBaseline], progress=None) -> None:
+    """Every runner at every batch size, on the same real inputs, interleaved; appends to `results` as it goes.
+
+    Batch sizes finished by an interrupted run are read back; the rest are measured between an idle
+    check before them and one after them, both appended to `idle_checks` (and saved).
+    """
+    sample = next(batches(data.eval, max(spec.batch_sizes)))[0]
+    records = {size: store.finished(f"benchmark-batch{size}", key) for size in spec.batch_sizes}
+    remaining = [size for size, record in records.items() if record is None]
+
+    def check_idle(when: str) -> IdleBaseline:
+        log.info("measuring idle power %s for %.0f s (meter: %s)", when, max(idle_s, meter.min_window_s), meter.method)
+        idle_checks.append(measure_idle(meter, idle_s, when))
+        store.save("idle", key, {"checks": [asdict(check) for check in idle_checks]})
+        return idle_checks[-1]
+
+    idle = check_idle("before benchmarking" if not idle_checks else "on resume") if remaining else None
+    for batch_size, record in records.items():
+        if record is None:
+            # Real evaluation images, repeated when the split is smaller than the batch.
+            inputs = np.ascontiguousarray(np.resize(sample, (batch_size, *sample.shape[1:])))
+            log.info("benchmarking batch size %d: %d-%d windows of %.1f s per artifact, interleaved", batch_size,
+                     spec.windows, spec.max_windows, window_duration_s(spec, meter))
+            measured = benchmark_interleaved(runners, inputs, spec, meter, idle, progress)
+            record = {name: benchmark_to_dict(bench) for name, bench in measured.items()}
+            store.save(f"benchmark-batch{batch_size}", key, record)
+        for name, bench in record.items():
+            bench = benchmark_from_dict(bench)
+            results[name].append(bench)
+            _warn_if_unsettled(name, batch_size, bench)
+    if remaining:
+        check_idle("after the last round")
+
+
+def saved_idle_checks(store: StageStore, key: str) -> list[IdleBaseline]:
+    """The idle checks an earlier, interrupted attempt of this run measured."""
+    return [IdleBaseline(**check) for check in (store.finished("idle", key) or {}).get("checks", [])]
+
+
+def _warn_if_unsettled(name: str, batch_size: int, bench: Benchmark) -> None:
+    if bench.energy.noisy:
+        log.warning("%s at batch size %d: energy still varies by +-%.1f%% after %d windows (noisy)",
+                    name, batch_size, 100 * bench.energy.relative_ci95, bench.energy.windows)
+    if bench.energy.busy_windows:
+        log.warning("%s at batch size %d: %d of %d windows ran while other processes used over %.0f%% of the machine",
+                    name, batch_size, bench.energy.busy_windows, bench.energy.windows, 100 * BUSY_SHARE)
