@@ -1,4 +1,4 @@
-"""`greencompress bench`: latency and energy of one ONNX file (ONNX Runtime or OpenVINO) or torchvision model."""
+"""`greencompress bench`: latency and energy of one ONNX file (on every installed runtime) or torchvision model."""
 
 from __future__ import annotations
 
@@ -22,38 +22,50 @@ from greencompress.runtime import RUNTIMES, RuntimeSpec, set_threads
 
 @dataclass(frozen=True)
 class BenchResult:
-    """What `bench` measured: one Benchmark per batch size, on which runtime and with which meter."""
+    """What `bench` measured: per runtime, one Benchmark per batch size, all in the same interleaved rounds."""
 
     model: str
-    runtime: str
     input_shape: tuple[int, int, int]
     meter: MeterDescription
     meter_reason: str
     idle: IdleBaseline
-    benchmarks: list[Benchmark]
+    by_runtime: dict[str, list[Benchmark]]
+
+    @property
+    def runtime(self) -> str:
+        """The first runtime measured (the only one with --runtime)."""
+        return next(iter(self.by_runtime))
+
+    @property
+    def benchmarks(self) -> list[Benchmark]:
+        return self.by_runtime[self.runtime]
 
 
 def bench(model: str, input_size: int, benchmark: BenchmarkSpec, energy: EnergySpec, seed: int = 0,
           progress=None, runtime: str | None = None) -> BenchResult:
-    """Benchmark `model`: an .onnx file on `runtime` (default onnxruntime), or a torchvision model name with random
-    weights on a runtime that runs PyTorch models (default torch)."""
+    """Benchmark `model`: an .onnx file on `runtime`, or on every installed runtime that runs files when None; or a
+    torchvision model name with random weights on a runtime that runs PyTorch models (default torch)."""
     set_threads(benchmark.threads)
-    runner, runtime, input_shape = _runner(model, input_size, benchmark, runtime)
+    runners, input_shape = _runners(model, input_size, benchmark, runtime)
     meter, reason = select_meter(energy)
     idle = measure_idle(meter, energy.idle_s)
     rng = np.random.default_rng(seed)
-    results = []
+    by_runtime: dict[str, list[Benchmark]] = {name: [] for name in runners}
     for batch_size in benchmark.batch_sizes:
         inputs = rng.standard_normal((batch_size, *input_shape), dtype=np.float32)
-        results.append(benchmark_interleaved({model: runner}, inputs, benchmark, meter, idle, progress)[model])
-    return BenchResult(model, runtime, input_shape, meter.describe(), reason, idle, results)
+        for name, measured in benchmark_interleaved(runners, inputs, benchmark, meter, idle, progress).items():
+            by_runtime[name].append(measured)
+    return BenchResult(model, input_shape, meter.describe(), reason, idle, by_runtime)
 
 
-def _runner(model: str, input_size: int, benchmark: BenchmarkSpec, runtime: str | None):
+def _runners(model: str, input_size: int, benchmark: BenchmarkSpec, runtime: str | None):
+    """{runtime name: runner} and the input shape of one sample."""
     if model.endswith(".onnx"):
         import onnx
 
-        spec = _runtime(runtime or "onnxruntime", "onnx", f"{model} is an ONNX file")
+        names = [runtime] if runtime else [spec.name for spec in RUNTIMES if spec.runs == "onnx" and spec.in_auto
+                                           and spec.unavailable() is None]
+        specs = [_runtime(name, "onnx", f"{model} is an ONNX file") for name in names]
         path = Path(model)
         if not path.is_file():
             raise GreencompressError(f"{path}: ONNX file not found")
@@ -61,14 +73,14 @@ def _runner(model: str, input_size: int, benchmark: BenchmarkSpec, runtime: str 
         # Fixed dimensions come from the file; symbolic ones from --input-size (3 channels).
         shape = tuple(dim.dim_value if dim.HasField("dim_value") else (3 if index == 0 else input_size)
                       for index, dim in enumerate(dims))
-        return spec.runner(path, benchmark.runner_settings), spec.name, shape
+        return {spec.name: spec.runner(path, benchmark.runner_settings) for spec in specs}, shape
     import torchvision
 
     if model not in torchvision.models.list_models(module=torchvision.models):
         raise GreencompressError(f"{model!r} is neither an .onnx file nor a torchvision classification model name")
     spec = _runtime(runtime or "torch", "torch", f"{model!r} is a torchvision name")
     network = torchvision.models.get_model(model, weights=None).eval()
-    return spec.runner(network, benchmark.runner_settings), spec.name, (3, input_size, input_size)
+    return {spec.name: spec.runner(network, benchmark.runner_settings)}, (3, input_size, input_size)
 
 
 def _runtime(name: str, runs: str, what: str) -> RuntimeSpec:

@@ -119,6 +119,8 @@ def _print_summary(report) -> None:
         headline,
         headline_comparisons,
         plain_findings,
+        recommendation_note,
+        recommendation_table,
         runtime_table,
     )
 
@@ -134,6 +136,10 @@ def _print_summary(report) -> None:
     if runtimes is not None:
         stdout.print(_rich_table(f"The same model on each runtime (where to deploy it; energy: "
                                  f"{report.energy_meter.method})", runtimes))
+    recommendation = recommendation_table(report)
+    if recommendation is not None:
+        stdout.print(_rich_table("Deployment recommendation", recommendation))
+        stdout.print(escape(recommendation_note(report)), soft_wrap=True)
     for finding in plain_findings(report):
         stdout.print(f"[bold yellow]Note:[/] {escape(finding)}", soft_wrap=True)
     for gate in report.gates:
@@ -274,8 +280,8 @@ def _meter_names() -> list[str]:
 @click.option("--meter", type=_RegistryChoice(_meter_names, ("auto",)), default=None,
               help="An energy meter (`greencompress meters`); default auto.")
 @click.option("--runtime", type=_RegistryChoice(_runtime_names), default=None,
-              help="Runtime: for an .onnx MODEL one that runs files (default onnxruntime); for a torchvision name "
-                   "one that runs PyTorch models (default torch).")
+              help="Only this runtime. Default: for an .onnx MODEL every installed runtime that runs files, side by "
+                   "side; for a torchvision name, torch.")
 def bench(model: str, input_size: int, batch_sizes: str | None, threads: int | None, window_s: float | None,
           windows: int | None, meter: str | None, runtime: str | None) -> None:
     """Measure latency and energy of MODEL (an .onnx file, or a torchvision model name) on this machine."""
@@ -300,10 +306,12 @@ def bench(model: str, input_size: int, batch_sizes: str | None, threads: int | N
     energy = EnergySpec(**({"meter": meter} if meter is not None else {}))
     with _progress() as progress:
         result = run_bench(model, input_size, benchmark, energy, progress=progress, runtime=runtime)
-    headers = ["batch", "p50 ms", "p99 ms", "items/s", f"J/inf ({result.meter.method})", "95% CI", "active J/inf"]
-    rows = [[str(b.latency.batch_size), *benchmark_cells(b)] for b in result.benchmarks]
-    stdout.print(_rich_table(f"{model} on {result.runtime}, input {result.input_shape}, {benchmark.threads} threads",
-                             (headers, rows)))
+    headers = ["runtime", "batch", "p50 ms", "p99 ms", "items/s", f"J/inf ({result.meter.method})", "95% CI",
+               "active J/inf"]
+    rows = [[name, str(b.latency.batch_size), *benchmark_cells(b)] for name, benches in result.by_runtime.items()
+            for b in benches]
+    stdout.print(_rich_table(f"{model}, input {result.input_shape}, {benchmark.threads} threads; runtimes measured in "
+                             f"the same interleaved rounds", (headers, rows)))
     kind = "measured" if result.meter.measured else "ESTIMATED, not measured"
     band = result.benchmarks[0].energy.uncertainty
     idle = ", ".join(f"{domain} {watts:.2f} W" for domain, watts in result.idle.power_w.items())

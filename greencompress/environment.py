@@ -25,6 +25,18 @@ class CpuInfo:
     def has_vnni(self) -> bool:
         return "avx512_vnni" in self.flags or "avx_vnni" in self.flags
 
+    @property
+    def has_bf16(self) -> bool:
+        """A bf16 matrix unit: AMX tiles or AVX512_BF16 (without one, bf16 inference is emulated, not faster)."""
+        return "amx_bf16" in self.flags or "avx512_bf16" in self.flags
+
+    @property
+    def matrix_units(self) -> dict[str, bool]:
+        """The features that decide which runtime and precision run fastest here, each present or not."""
+        return {"avx2": "avx2" in self.flags, "avx512_vnni": "avx512_vnni" in self.flags,
+                "avx_vnni": "avx_vnni" in self.flags, "avx512_bf16": "avx512_bf16" in self.flags,
+                "amx_int8": "amx_int8" in self.flags, "amx_bf16": "amx_bf16" in self.flags}
+
 
 @lru_cache(maxsize=1)
 def cpu_info(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> CpuInfo:
@@ -89,6 +101,38 @@ def _cpu_list(text: str) -> list[int]:
     return cpus
 
 
+def physical_cores_allowed(sys_cpu: Path = Path("/sys/devices/system/cpu"), allowed: tuple[int, ...] | None = None) -> int:
+    """The physical cores among the CPUs this process may run on (its affinity mask): hyperthread siblings count once.
+
+    Where the topology is hidden, every allowed logical CPU counts as a core.
+    """
+    if allowed is None:
+        allowed = tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else tuple(
+            range(os.cpu_count() or 1))
+    cores = set()
+    for cpu in allowed:
+        package = _read(sys_cpu / f"cpu{cpu}" / "topology" / "physical_package_id")
+        core = _read(sys_cpu / f"cpu{cpu}" / "topology" / "core_id")
+        cores.add((package, core) if core is not None else ("cpu", cpu))
+    return max(1, len(cores))
+
+
+def runtime_versions() -> dict[str, str]:
+    """The installed version of every registered runtime's package."""
+    from importlib import metadata
+
+    from greencompress.runtime import RUNTIMES
+
+    versions = {}
+    for spec in RUNTIMES:
+        package = spec.module or spec.name
+        try:
+            versions[spec.name] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[spec.name] = "not installed"
+    return versions
+
+
 def environment(threads: int, allow_spinning: bool | None = None) -> dict:
     """A JSON-ready description of the machine and software a run measured on."""
     import numpy
@@ -101,7 +145,7 @@ def environment(threads: int, allow_spinning: bool | None = None) -> dict:
 
     cpu = cpu_info()
     return {
-        "cpu": {**asdict(cpu), "vnni": cpu.has_vnni},
+        "cpu": {**asdict(cpu), "vnni": cpu.has_vnni, "matrix_units": cpu.matrix_units},
         "threads": threads,
         # Thread counts are set per runtime; the threads are not pinned to cores beyond the process's affinity.
         "topology": asdict(cpu_topology()),
@@ -117,4 +161,5 @@ def environment(threads: int, allow_spinning: bool | None = None) -> dict:
             "onnxruntime": onnxruntime.__version__,
             "numpy": numpy.__version__,
         },
+        "runtimes": runtime_versions(),
     }

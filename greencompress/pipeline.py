@@ -12,7 +12,7 @@ measurement still writes a report of what finished, marked incomplete.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from greencompress import distributed
+from greencompress.artifacts import Made, artifact_name, plan_artifacts
 from greencompress.cache import cache_dir
 from greencompress.compress.technique import StageContext, TorchModel, tag_words
 from greencompress.data import batches, load_data
@@ -41,7 +42,7 @@ from greencompress.report.schema import (
     compare_same_runtime,
 )
 from greencompress.run_folder import create_run_dir, interrupted_note, save_recipe
-from greencompress.runtime import RUNTIMES, Artifact, TorchRunner, set_threads
+from greencompress.runtime import RUNTIMES, TorchRunner, set_threads
 from greencompress.stages import StageStore, stage_key
 from greencompress.training import FineTuning, serve
 
@@ -85,20 +86,6 @@ def serve_fine_tuning(recipe: Recipe) -> None:
           recipe.input_shape)
 
 
-@dataclass(frozen=True)
-class _Made:
-    """A model the run started from or made, before it is put on runtimes."""
-
-    model: TorchModel  # the PyTorch model; for a file, the one it was exported from
-    path: Path | None  # the ONNX file; None for the PyTorch model itself
-    precision: str
-    model_techniques: tuple[str, ...]
-    file_techniques: tuple[str, ...]
-    params: int
-    macs: int
-    key: str  # the stage key of what made it
-
-
 class _Run:
     """One attempt at a run: the stages in order, each reused when an earlier attempt finished it."""
 
@@ -126,11 +113,11 @@ class _Run:
         made = [original, *([compressed] if compressed else []), *exports, *self._file_stages(exports)]
         return self._measure(made, meter, reason, created)
 
-    def _made(self, model: TorchModel, techniques: tuple[str, ...], key: str) -> _Made:
+    def _made(self, model: TorchModel, techniques: tuple[str, ...], key: str) -> Made:
         import torch_pruning
 
         macs, params = torch_pruning.utils.count_ops_and_params(model.module, torch.zeros(1, *self.recipe.input_shape))
-        return _Made(model, None, "fp32", techniques, (), int(params), int(macs), key)
+        return Made(model, None, "fp32", techniques, (), int(params), int(macs), key)
 
     def _context(self, work_dir: Path, output_path: Path | None = None, source: TorchModel | None = None):
         recipe = self.recipe
@@ -144,7 +131,7 @@ class _Run:
                                   batches(self.data.eval, recipe.data.batch_size, limit=recipe.export.parity_samples),
                                   recipe.benchmark.threads)
 
-    def _export(self, source: _Made, file_name: str, stage: str) -> _Made:
+    def _export(self, source: Made, file_name: str, stage: str) -> Made:
         key = stage_key(stage, source.key, self.recipe.input_shape, self.recipe.export.model_dump())
         record = self.store.finished(stage, key, files=(file_name,))
         if record is None:
@@ -155,7 +142,7 @@ class _Run:
         self.finished.append(stage)
         return replace(source, path=self.run_dir / file_name, key=key)
 
-    def _model_stages(self, original: _Made) -> _Made | None:
+    def _model_stages(self, original: Made) -> Made | None:
         """The techniques on the PyTorch model, each on the last one's output; None when the recipe has none."""
         recipe, current, key, done = self.recipe, original.model, original.key, ()
         for index, stage in enumerate([s for s in recipe.stages if s.method.works_on == "torch"], start=1):
@@ -179,7 +166,7 @@ class _Run:
             done += (stage.technique,)
         return self._made(current, done, key) if done else None
 
-    def _file_stages(self, exports: list[_Made]) -> list[_Made]:
+    def _file_stages(self, exports: list[Made]) -> list[Made]:
         """The techniques on an ONNX file, each on every export (the original model's, and the compressed one's)."""
         recipe, made = self.recipe, []
         for stage in [s for s in recipe.stages if s.method.works_on == "onnx"]:
@@ -199,7 +186,7 @@ class _Run:
                     self.store.save(name, key, record, files=(file_name,), share=True)
                 settings = record["settings"]
                 if record["metrics"]:
-                    by_source[_name("onnxruntime", source.model_techniques, source.precision)] = record["metrics"]
+                    by_source[artifact_name("onnxruntime", source.model_techniques, source.precision)] = record["metrics"]
                 made.append(replace(source, path=self.run_dir / file_name, precision=record["precision"],
                                     file_techniques=(*source.file_techniques, stage.technique), key=key))
             self.records.append(StageRecord(stage.technique, settings, {"by_source": by_source} if by_source else {}))
@@ -217,34 +204,15 @@ class _Run:
             metrics.update(top1=accuracy.top1, top5=accuracy.top5)
         return metrics
 
-    def _artifacts(self, made: list[_Made]) -> dict[str, tuple[Artifact, object]]:
-        """Every artifact by name, with what its runtime runs: the as-trained reference first, then each runtime's."""
-        checkpoint = self.loaded.provenance.get("path") or self.loaded.provenance.get("checkpoint")
-        original = made[0]
-        reference = Artifact.of_file("torch-fp32", "torch", "fp32", Path(checkpoint) if checkpoint else None,
-                                     original.params, original.macs, source="torch")
-        artifacts = {reference.name: (reference, original.model.module)}
-        for runtime in self.recipe.benchmark.runtimes:
-            spec = RUNTIMES.get(runtime)
-            for item in made:
-                on_file = spec.runs == "onnx" and item.path is not None
-                # PyTorch runs the original model as the reference above already; other torch runtimes run it too.
-                on_model = spec.runs == "torch" and item.path is None and (item.model_techniques or runtime != "torch")
-                if on_file or on_model:
-                    artifact = Artifact.of_file(
-                        _name(runtime, item.model_techniques, item.precision), runtime, item.precision, item.path,
-                        item.params, item.macs, source=spec.runs, model_techniques=item.model_techniques,
-                        file_techniques=item.file_techniques)
-                    artifacts[artifact.name] = (artifact, item.path if on_file else item.model.module)
-        return artifacts
-
-    def _measure(self, made: list[_Made], meter, meter_reason: str, created: str) -> RunReport:
+    def _measure(self, made: list[Made], meter, meter_reason: str, created: str) -> RunReport:
         recipe, store = self.recipe, self.store
-        artifacts = self._artifacts(made)
+        bf16, self.bf16_reason = recipe.benchmark.bf16_decision()
+        checkpoint = self.loaded.provenance.get("path") or self.loaded.provenance.get("checkpoint")
+        artifacts = plan_artifacts(made, recipe.benchmark.runtimes, bf16, Path(checkpoint) if checkpoint else None)
         key = stage_key("measure", [item.key for item in made], recipe.data.model_dump(mode="json"), recipe.seed,
                         recipe.benchmark.model_dump(), recipe.energy.model_dump())
         settings = recipe.benchmark.runner_settings
-        runners = {name: RUNTIMES.get(artifact.runtime).runner(source, settings)
+        runners = {name: RUNTIMES.get(artifact.runtime).runner(source, replace(settings, precision=artifact.precision))
                    for name, (artifact, source) in artifacts.items()}
         accuracy = accuracies(runners, self.data, recipe.data.batch_size, store, key, self.progress)
         self.finished.append("accuracy")
@@ -275,6 +243,7 @@ def _report(recipe: Recipe, attempt: _Run, results: list[ArtifactResult], meter,
             created: str, complete: bool) -> RunReport:
     comparisons = compare_same_runtime(results)
     notes = [] if attempt.data.labelled else ["Synthetic inputs: no accuracy is reported, only latency and energy."]
+    notes.append(attempt.bf16_reason + ".")
     if not complete:
         notes.append(f"INCOMPLETE: interrupted during benchmarking; resume with: greencompress run --resume "
                      f"{attempt.run_dir}")
@@ -292,8 +261,3 @@ def _report(recipe: Recipe, attempt: _Run, results: list[ArtifactResult], meter,
         artifacts=results, comparisons=comparisons, notes=notes,
         gates=tuple(evaluate_gates(recipe.gates, comparisons)), complete=complete,
     )
-
-
-def _name(runtime: str, model_techniques: tuple[str, ...], precision: str) -> str:
-    """An artifact's name for people: `onnxruntime-pruned-finetuned-int8`. Reports read the lineage fields instead."""
-    return "-".join(part for part in (runtime, tag_words(model_techniques), precision) if part)

@@ -69,14 +69,19 @@ class Runner(ABC):
 
 
 class TorchRunner(Runner):
-    """PyTorch eager, in inference mode; the thread count is set process-wide by `set_threads`."""
+    """PyTorch eager, in inference mode; the thread count is set process-wide by `set_threads`.
 
-    def __init__(self, model: nn.Module):
+    `precision="bf16"` runs the FP32 weights under CPU autocast to bfloat16 (matrix products in bf16,
+    accumulation and the logits in FP32); the default is true FP32.
+    """
+
+    def __init__(self, model: nn.Module, precision: str = "fp32"):
         self.model = model.eval()
+        self.bf16 = precision == "bf16"
 
     def __call__(self, inputs: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return self.model(torch.from_numpy(inputs)).numpy()
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            return self.model(torch.from_numpy(inputs)).float().numpy()
 
 
 class OnnxRuntimeRunner(Runner):
@@ -109,14 +114,15 @@ class OpenVinoRunner(Runner):
     model (shapes made static), so batch sizes do not pay for dynamic-shape handling.
     """
 
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, threads: int, precision: str = "fp32"):
         import openvino
 
         self.core = openvino.Core()
         self.model = self.core.read_model(str(path))
-        # f32 inference precision: on CPUs with bf16 units OpenVINO would otherwise lower FP32 models to bf16.
+        # f32 unless bf16 is asked for: on CPUs with bf16 units OpenVINO would otherwise lower FP32 models to bf16
+        # on its own, and an "fp32" figure would not be FP32.
         self.config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
-                       "INFERENCE_PRECISION_HINT": "f32"}
+                       "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
         self.requests: dict[tuple[int, ...], object] = {}
 
     def __call__(self, inputs: np.ndarray) -> np.ndarray:
@@ -138,10 +144,11 @@ def set_threads(threads: int) -> None:
 
 @dataclass(frozen=True)
 class RunnerSettings:
-    """How every runner of a run is configured (from the benchmark section)."""
+    """How a runner is configured: from the benchmark section, and the precision to run an FP32 source at."""
 
     threads: int
     allow_spinning: bool = False
+    precision: str = "fp32"  # "bf16": a runtime that lists it in `reduced_precisions` runs FP32 weights in bf16
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,8 @@ class RuntimeSpec:
     short_name: str = ""  # for narrow table columns
     module: str | None = None  # the package that must be importable
     install_hint: str = ""  # what to run when it is not
+    reduced_precisions: tuple[str, ...] = ()  # what it can run an FP32 source at besides FP32 ("bf16")
+    in_auto: bool = True  # `benchmark.runtimes: auto` takes it when installed
 
     def unavailable(self) -> str | None:
         """Why this runtime cannot run here (not installed, and how to install it), or None."""
@@ -171,10 +180,12 @@ class RuntimeSpec:
 
 
 RUNTIMES: Registry[RuntimeSpec] = Registry("runtime", "greencompress.runtimes", lambda spec: spec.name)
-RUNTIMES.register(RuntimeSpec("torch", "torch", lambda model, settings: TorchRunner(model), "torch"))
+# PyTorch runs the original model as the as-trained reference in every run; `auto` does not add it again.
+RUNTIMES.register(RuntimeSpec("torch", "torch", lambda model, settings: TorchRunner(model, settings.precision), "torch",
+                              reduced_precisions=("bf16",), in_auto=False))
 RUNTIMES.register(RuntimeSpec(
     "onnxruntime", "onnx", lambda path, settings: OnnxRuntimeRunner(path, settings.threads, settings.allow_spinning),
     "ORT", "onnxruntime", "pip install onnxruntime"))
 RUNTIMES.register(RuntimeSpec(
-    "openvino", "onnx", lambda path, settings: OpenVinoRunner(path, settings.threads), "OV", "openvino",
-    "pip install 'greencompress[openvino]' (about 180 MB)"))
+    "openvino", "onnx", lambda path, settings: OpenVinoRunner(path, settings.threads, settings.precision), "OV",
+    "openvino", "pip install openvino (about 180 MB)", reduced_precisions=("bf16",)))

@@ -53,10 +53,27 @@ def test_default_recipe_end_to_end(tmp_path):
     assert ort_int8["latency"]["1"]["iterations"] >= 30  # 3 windows of >= 10 runs
     assert ort_int8["energy"]["1"]["windows"] == 3 and ort_int8["energy"]["1"]["idle_power_w"]["cpu"] >= 0
     assert "Energy method: estimate (ESTIMATED, not measured)" in result.stdout
-    (comparison,) = report["comparisons"]
+    (comparison,) = [c for c in report["comparisons"] if c["runtime"] == "onnxruntime"]
     assert (comparison["candidate"], comparison["baseline"], comparison["batch_size"]) == (
         "onnxruntime-int8", "onnxruntime-fp32", 1)
     assert "## Compressed vs baseline" in (run_dir / "report.md").read_text()
+
+    # The default measures every installed runtime (OpenVINO is in the main install), bf16 where the CPU has it,
+    # and names what to deploy.
+    assert {"openvino-fp32", "openvino-int8"} <= set(artifacts)
+    assert report["environment"]["runtimes"]["openvino"] != "not installed"
+    has_bf16 = report["environment"]["cpu"]["matrix_units"]["amx_bf16"] or \
+        report["environment"]["cpu"]["matrix_units"]["avx512_bf16"]
+    if has_bf16:
+        for name in ("torch-bf16", "openvino-bf16"):
+            assert artifacts[name]["precision"] == "bf16" and artifacts[name]["accuracy"]["top1"] >= 0.97
+        assert any(note.startswith("bf16 measured") for note in report["notes"])
+    else:
+        assert not any(name.endswith("bf16") for name in artifacts)
+        assert any("bf16 not measured: this CPU has neither" in note for note in report["notes"])
+    (recommendation,) = report["recommendations"]
+    assert recommendation["artifact"] in artifacts and recommendation["ranked_by"].startswith("p50 latency")
+    assert "Deployment recommendation" in result.stdout
 
     # The int8 file on disk is the one the report describes: its accuracy, recomputed here, matches.
     recipe = load_recipe(run_dir / "recipe.resolved.yaml")

@@ -53,6 +53,22 @@ def test_bench_runs_the_same_onnx_file_on_openvino(tmp_path):
     assert all(len(b.latency.window_p50_ms) == 2 for b in result.benchmarks)
 
 
+def test_bench_measures_every_installed_runtime_side_by_side_unless_one_is_named(tmp_path):
+    from greencompress.runtime import RUNTIMES
+
+    torch.manual_seed(0)
+    model = resolve_callable(f"{RECIPES / 'models' / 'cifar_resnet.py'}:resnet20")().eval()
+    path = export_onnx(model, (3, 32, 32), tmp_path / "resnet20.onnx", opset=18)
+    spec = BenchmarkSpec(batch_sizes=[2], window_s=0.05, windows=2, max_windows=2, warmup_iterations=1, threads=1)
+    result = bench(str(path), input_size=32, benchmark=spec, energy=EnergySpec(meter="estimate", idle_s=0))
+    installed = [s.name for s in RUNTIMES if s.runs == "onnx" and s.in_auto and s.unavailable() is None]
+    assert list(result.by_runtime) == installed and {"onnxruntime", "openvino"} <= set(installed)
+    assert all(len(benches) == 1 and benches[0].energy.windows == 2 for benches in result.by_runtime.values())
+    named = bench(str(path), input_size=32, benchmark=spec, energy=EnergySpec(meter="estimate", idle_s=0),
+                  runtime="onnxruntime")
+    assert list(named.by_runtime) == ["onnxruntime"]
+
+
 def test_bench_rejects_an_unknown_model_with_a_message():
     result = greencompress_cli("bench", "resnt18")
     assert result.returncode == 2 and "neither an .onnx file nor a torchvision" in result.stderr

@@ -93,7 +93,7 @@ def test_openvino_runs_every_exported_model_beside_onnx_runtime(tiny_recipe, tmp
     pytest.importorskip("openvino")
     from greencompress.runtime import OnnxRuntimeRunner, OpenVinoRunner
 
-    tiny_recipe.write_text(tiny_recipe.read_text().replace("threads: 1}", "threads: 1, runtimes: [onnxruntime, openvino]}"))
+    tiny_recipe.write_text(tiny_recipe.read_text().replace("runtimes: [onnxruntime]", "runtimes: [onnxruntime, openvino]"))
     recipe = load_recipe(tiny_recipe)
     run_dir = create_run_dir(recipe, tmp_path / "runs")
     report = run(recipe, run_dir, shared_cache=tmp_path / "cache")
@@ -117,6 +117,6 @@ def test_runtimes_must_include_onnx_runtime(tiny_recipe, write_recipe):
 
     from greencompress.errors import RecipeError
 
-    text = tiny_recipe.read_text().replace("threads: 1}", "threads: 1, runtimes: [openvino]}")
+    text = tiny_recipe.read_text().replace("runtimes: [onnxruntime]", "runtimes: [openvino]")
     with pytest.raises(RecipeError, match="benchmark.runtimes: onnxruntime runs every exported model"):
         load_recipe(write_recipe(text, "runtimes.yaml"))

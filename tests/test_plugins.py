@@ -59,7 +59,7 @@ def test_a_recipe_uses_a_plugin_technique_runtime_and_meter_end_to_end(tmp_path)
     recipe = write_tiny_recipe(tmp_path, make_image_folder(tmp_path / "images"))
     text = recipe.read_text().replace("  - quantize: {calibration_samples: 12}",
                                       "  - round_weights: {decimals: 2}\n  - quantize: {calibration_samples: 12}")
-    text = text.replace("threads: 1}", "threads: 1, runtimes: [onnxruntime, onnxruntime-unoptimized]}")
+    text = text.replace("runtimes: [onnxruntime]", "runtimes: [onnxruntime, onnxruntime-unoptimized]")
     recipe.write_text(text.replace("energy: {idle_s: 0}", "energy: {idle_s: 0, meter: wall-clock}"))
     environment["GREENCOMPRESS_CACHE"] = str(tmp_path / "cache")
     result = greencompress(environment, "run", str(recipe), "--output", str(tmp_path / "runs"), "--json")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from pydantic import Field, field_validator, model_validator
@@ -38,19 +39,39 @@ class BenchmarkSpec(Section):
     windows: int = Field(default=5, ge=2)
     max_windows: int = Field(default=10, ge=2)
     target_relative_ci: float = Field(default=0.05, gt=0)  # 95% CI half-width / mean, on joules per inference
-    threads: int = Field(default=2, ge=1)
+    # Intra-op threads of every runtime; `auto`: the physical cores this process may use (its affinity mask).
+    # Resolved when the recipe is read, so the report and recipe.resolved.yaml say the number used.
+    threads: Literal["auto"] | int = Field(default="auto", validate_default=True)
     # ONNX Runtime workers spin-wait for work when true; off, they sleep: same latency on a quiet machine, less
     # CPU time, and far less harm on a busy one (docs/BENCHMARKS.md, scripts/bench_spinning.py).
     allow_spinning: bool = False
     # Registered runtimes (runtime.py) that run every exported file, or every PyTorch model for those that run
     # torch; onnxruntime is the reference and always listed. PyTorch eager runs the original model regardless.
-    runtimes: list[str] = Field(default_factory=lambda: ["onnxruntime"])
+    # `auto`: every installed runtime (ONNX Runtime, OpenVINO, ...), resolved when the recipe is read.
+    runtimes: Literal["auto"] | list[str] = Field(default="auto", validate_default=True)
+    # bf16 inference of the FP32 models (OpenVINO's precision hint, PyTorch autocast) as artifacts of their own:
+    # `auto` where the CPU has a bf16 unit (AMX-BF16 or AVX512_BF16), true/false to force it.
+    bf16: Literal["auto"] | bool = "auto"
+
+    @field_validator("threads")
+    @classmethod
+    def _resolve_threads(cls, value: str | int) -> int:
+        if value == "auto":
+            from greencompress.environment import physical_cores_allowed
+
+            return physical_cores_allowed()
+        if value < 1:
+            raise ValueError(f"threads must be >= 1 or auto, got {value}")
+        return value
 
     @field_validator("runtimes")
     @classmethod
-    def _runtimes_available(cls, value: list[str]) -> list[str]:
+    def _runtimes_available(cls, value: str | list[str]) -> list[str]:
         from greencompress.runtime import RUNTIMES
 
+        if value == "auto":
+            return list(dict.fromkeys(["onnxruntime", *(spec.name for spec in RUNTIMES
+                                                         if spec.in_auto and spec.unavailable() is None)]))
         for name in value:
             if name not in RUNTIMES:
                 raise ValueError(unknown_choice("runtime", name, RUNTIMES.names()))
@@ -63,6 +84,19 @@ class BenchmarkSpec(Section):
     @property
     def runner_settings(self) -> RunnerSettings:
         return RunnerSettings(self.threads, self.allow_spinning)
+
+    def bf16_decision(self, cpu=None) -> tuple[bool, str]:
+        """Whether bf16 artifacts are measured in this run, and why (in words for the report)."""
+        from greencompress.environment import cpu_info
+
+        cpu = cpu or cpu_info()
+        if self.bf16 != "auto":
+            return bool(self.bf16), f"benchmark.bf16: {str(self.bf16).lower()} in the recipe"
+        if cpu.has_bf16:
+            units = " and ".join(flag for flag in ("amx_bf16", "avx512_bf16") if flag in cpu.flags)
+            return True, f"bf16 measured: this CPU has a bf16 unit ({units})"
+        return False, ("bf16 not measured: this CPU has neither AMX-BF16 nor AVX512_BF16 (read from its flags), so "
+                       "bf16 would be emulated, not faster; set benchmark.bf16: true to measure it anyway")
 
     @model_validator(mode="after")
     def _window_counts(self) -> BenchmarkSpec:

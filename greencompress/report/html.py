@@ -15,6 +15,8 @@ from greencompress.report.markdown import (
     gate_lines,
     headline_comparisons,
     plain_findings,
+    recommendation_note,
+    recommendation_table,
     runtime_table,
     saving_phrase,
     stage_lines,
@@ -61,6 +63,9 @@ def render_html(report: RunReport) -> str:
         '<section id="comparisons"><h2>Compressed vs baseline (same runtime, hardware and batch size)</h2>',
         html_table(*comparison_table(report)) if report.comparisons else "<p>No pair shares a runtime and batch size.</p>",
         "</section>",
+        *([] if (recommendation := recommendation_table(report)) is None else [
+            '<section id="recommendation"><h2>Deployment recommendation</h2>', html_table(*recommendation),
+            f'<p class="method">{escape(recommendation_note(report))}</p></section>']),
         *([] if (runtimes := runtime_table(report)) is None else [
             '<section id="runtimes"><h2>The same model on each runtime (same hardware and batch size; energy: '
             f'{escape(report.energy_meter.method)})</h2>', html_table(*runtimes), "</section>"]),

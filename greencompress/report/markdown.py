@@ -161,17 +161,17 @@ def runtime_table(report: RunReport) -> Table | None:
     onnx_runtimes = list(dict.fromkeys(r.artifact.runtime for r in report.artifacts if r.artifact.source == "onnx"))
     if len(onnx_runtimes) < 2:
         return None
-    by_file: dict = {}
+    by_file: dict = {}  # (file, precision) -> runtime -> result: bf16 runs the FP32 file, but is not FP32
     for result in report.artifacts:
-        if result.artifact.runtime in onnx_runtimes:
-            by_file.setdefault(result.artifact.path.name, {})[result.artifact.runtime] = result
+        if result.artifact.runtime in onnx_runtimes and result.artifact.path is not None:
+            by_file.setdefault((result.artifact.path.name, result.artifact.precision), {})[result.artifact.runtime] = result
     # Short names, so the table fits a terminal.
     short = [(RUNTIMES.get(runtime).short_name if runtime in RUNTIMES else "") or runtime for runtime in onnx_runtimes]
     headers = ["file", "batch", *[f"p50 ms {name}" for name in short], *[f"J/inf {name}" for name in short],
                "cheapest (J/inf)"]
     rows = []
-    for file_name, results in by_file.items():
-        for bench in results[onnx_runtimes[0]].benchmarks:
+    for (file_name, _), results in by_file.items():
+        for bench in next(iter(results.values())).benchmarks:
             batch = bench.latency.batch_size
             found = {runtime: results[runtime].at_batch(batch) for runtime in onnx_runtimes if runtime in results}
             if len(found) < len(onnx_runtimes) or None in found.values():
@@ -185,6 +185,40 @@ def runtime_table(report: RunReport) -> Table | None:
                          *[f"{found[r].joules_per_inference:.4g}" for r in onnx_runtimes],
                          cheapest + (" (within noise)" if tied else "")])
     return headers, rows
+
+
+def recommendation_table(report: RunReport) -> Table | None:
+    """Per batch size: what to deploy (runtime and precision), what ranked it, and its margin over the next best."""
+    recommendations = report.recommendations
+    if not recommendations:
+        return None
+    headers = ["batch", "deploy", "figure", "vs next best [95% CI]", "top-1 vs original"]
+    rows = []
+    for r in recommendations:
+        figure = f"{r.value:.4g} J/inf" if r.ranked_by.startswith("J/") else f"{r.value:.3f} ms p50"
+        if r.versus_runner_up is None:
+            margin = "only candidate"
+        else:
+            v = r.versus_runner_up
+            margin = (f"{v.ratio:.2f}x [{v.low:.2f}, {v.high:.2f}] of {r.runner_up}"
+                      + (" (within noise)" if r.within_noise else ""))
+        drop = f"{0.0 - r.top1_drop_points:+.2f} pt" if r.top1_drop_points is not None else "n/a"
+        rows.append([str(r.batch_size), f"{r.artifact} ({r.runtime}, {r.precision})", figure, margin, drop])
+    return headers, rows
+
+
+def recommendation_note(report: RunReport) -> str:
+    """What the recommendation rests on, in one sentence."""
+    recommendations = report.recommendations
+    if not recommendations:
+        return "No artifact is within the accuracy budget: nothing to recommend."
+    budget = recommendations[0].budget_points
+    left_out = sorted({name for r in recommendations for name in r.over_budget})
+    basis = (f"the cheapest in joules per inference ({report.energy_meter.method})" if report.energy_meter.measured
+             else "the fastest (p50 latency): energy was not measured here, so it is not ranked by energy")
+    return (f"Per batch size, {basis}, among artifacts within {budget:g} point(s) of the original model's top-1 "
+            f"(gates.max_accuracy_drop, default 1)" + (f"; left out: {', '.join(left_out)}" if left_out else "")
+            + ". The margin pairs the winner with the runner-up over the same interleaved rounds.")
 
 
 def plain_findings(report: RunReport) -> list[str]:
@@ -285,7 +319,7 @@ def render_markdown(report: RunReport) -> str:
         f"Measured {report.created_utc} on **{cpu['model']}** ({cpu['logical_cores']} logical cores; "
         f"flags: {', '.join(cpu['flags']) or 'none detected'}), {environment['threads']} threads, "
         f"{environment['os']}; torch {versions['torch']}, onnxruntime {versions['onnxruntime']}, "
-        f"greencompress {versions['greencompress']}.",
+        f"greencompress {versions['greencompress']}." + _units_and_runtimes(environment),
         "",
         f"Model: {report.provenance.get('description', report.provenance.get('source'))}.  ",
         f"Data: {report.data}.",
@@ -308,6 +342,10 @@ def render_markdown(report: RunReport) -> str:
     findings = plain_findings(report)
     if findings:
         lines += ["", *[f"- **Note:** {finding}" for finding in findings]]
+    recommendation = recommendation_table(report)
+    if recommendation is not None:
+        lines += ["", "## Deployment recommendation", "", *markdown_table(recommendation), "",
+                  recommendation_note(report)]
     runtimes = runtime_table(report)
     if runtimes is not None:
         lines += ["", f"## The same model on each runtime (same hardware and batch size; energy: "
@@ -348,6 +386,15 @@ def render_markdown(report: RunReport) -> str:
     if report.notes:
         lines += ["", "## Notes", "", *[f"- {note}" for note in report.notes]]
     return "\n".join(lines) + "\n"
+
+
+def _units_and_runtimes(environment: dict) -> str:
+    """What decides the ranking: the CPU's matrix units present, and each runtime's version (reports since 1.2)."""
+    units = [name for name, present in environment["cpu"].get("matrix_units", {}).items() if present]
+    runtimes = [f"{name} {version}" for name, version in environment.get("runtimes", {}).items()
+                if version != "not installed"]
+    return ((f" Matrix units: {', '.join(units) or 'none of AVX2, VNNI, AMX'}." if "matrix_units" in environment["cpu"]
+             else "") + (f" Runtimes: {', '.join(runtimes)}." if runtimes else ""))
 
 
 def markdown_table(table: Table) -> list[str]:

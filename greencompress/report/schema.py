@@ -191,6 +191,14 @@ class RunReport:
         return all(gate.passed for gate in self.gates)
 
     @property
+    def recommendations(self) -> list:
+        """Where to deploy, per batch size (report/recommend.py), within the recipe's accuracy budget."""
+        from greencompress.report.recommend import recommend
+
+        budget = (self.recipe.get("gates") or {}).get("max_accuracy_drop")
+        return recommend(self.artifacts, self.energy_meter.measured, self.energy_meter.method, budget)
+
+    @property
     def idle_drift(self) -> str | None:
         return idle_drift(list(self.idle_checks))
 
@@ -222,6 +230,9 @@ class RunReport:
             "carbon": {**asdict(self.carbon), "basis": "total joules per inference x PUE x grid intensity"},
             "artifacts": [_artifact_dict(result, self.carbon) for result in self.artifacts],
             "comparisons": [_comparison_dict(c) for c in self.comparisons],
+            "recommendations": [{**{k: v for k, v in asdict(r).items() if k != "versus_runner_up"},
+                                 "versus_runner_up": interval_to_dict(r.versus_runner_up),
+                                 "within_noise": r.within_noise} for r in self.recommendations],
             "notes": self.notes,
             "gates": [asdict(gate) for gate in self.gates],
             "complete": self.complete,

@@ -30,7 +30,9 @@ class EnergyReading:
     measured: bool  # False for an estimate: never to be presented as a measurement
 
     def __post_init__(self):
-        from greencompress.measure.energy import METERS  # the registry sits above this module
+        from greencompress.measure.energy import (
+            METERS,  # the registry sits above this module
+        )
 
         if self.method not in METERS:  # only registered methods appear in reports
             raise ValueError(f"unknown energy method {self.method!r}; expected one of {tuple(METERS.names())}")

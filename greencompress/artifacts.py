@@ -1,0 +1,70 @@
+"""Which artifacts a run measures: every model it made, on every runtime it lists, at every precision allowed.
+
+A model the run made (the original, the compressed one, their exported and quantized files) is
+put on each runtime that runs its kind (a file, or the PyTorch model). Where the CPU has a bf16
+unit (or the recipe asks), runtimes that can run FP32 weights in bf16 (OpenVINO's precision hint,
+PyTorch autocast) get a bf16 artifact of each FP32 model too: a precision of its own, with its
+own accuracy, compared with FP32 on the same runtime.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from greencompress.compress.technique import TorchModel, tag_words
+from greencompress.runtime import RUNTIMES, Artifact, RuntimeSpec
+
+
+@dataclass(frozen=True)
+class Made:
+    """A model the run started from or made, before it is put on runtimes."""
+
+    model: TorchModel  # the PyTorch model; for a file, the one it was exported from
+    path: Path | None  # the ONNX file; None for the PyTorch model itself
+    precision: str
+    model_techniques: tuple[str, ...]
+    file_techniques: tuple[str, ...]
+    params: int
+    macs: int
+    key: str  # the stage key of what made it
+
+
+def artifact_name(runtime: str, model_techniques: tuple[str, ...], precision: str) -> str:
+    """An artifact's name for people: `onnxruntime-pruned-finetuned-int8`. Reports read the lineage fields instead."""
+    return "-".join(part for part in (runtime, tag_words(model_techniques), precision) if part)
+
+
+def plan_artifacts(made: list[Made], runtimes: list[str], bf16: bool,
+                   reference_path: Path | None) -> dict[str, tuple[Artifact, object]]:
+    """Every artifact by name, with what its runtime runs (a file path or a torch module).
+
+    The as-trained reference comes first: the original model on PyTorch (and in bf16 when `bf16`).
+    Then, per runtime in order, each made model it can run, then its bf16 artifacts.
+    """
+    original = made[0]
+    artifacts = {}
+    for precision in ("fp32", "bf16") if bf16 else ("fp32",):
+        reference = Artifact.of_file(f"torch-{precision}", "torch", precision, reference_path, original.params,
+                                     original.macs, source="torch")
+        artifacts[reference.name] = (reference, original.model.module)
+    for runtime in runtimes:
+        spec = RUNTIMES.get(runtime)
+        runs = [item for item in made if _runs(spec, item)]
+        precisions = [(item, item.precision) for item in runs]
+        if bf16 and "bf16" in spec.reduced_precisions:
+            precisions += [(item, "bf16") for item in runs if item.precision == "fp32" and not item.file_techniques]
+        for item, precision in precisions:
+            artifact = Artifact.of_file(artifact_name(runtime, item.model_techniques, precision), runtime, precision,
+                                        item.path, item.params, item.macs, source=spec.runs,
+                                        model_techniques=item.model_techniques,
+                                        file_techniques=item.file_techniques if precision == item.precision else ())
+            artifacts.setdefault(artifact.name, (artifact, item.path if spec.runs == "onnx" else item.model.module))
+    return artifacts
+
+
+def _runs(spec: RuntimeSpec, item: Made) -> bool:
+    if spec.runs == "onnx":
+        return item.path is not None
+    # PyTorch runs the original model as the reference already; other torch runtimes run it too.
+    return item.path is None and bool(item.model_techniques or spec.name != "torch")

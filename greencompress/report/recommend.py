@@ -1,0 +1,90 @@
+"""Where to deploy: per batch size, the cheapest artifact within the accuracy budget, against the next best.
+
+Cheapest means the lowest joules per inference where energy was measured, and the lowest p50
+latency where it was only estimated (an estimate ranks by CPU time, which is not what a user pays
+for; latency is at least measured). Every artifact of a batch size ran in the same interleaved
+rounds, so the winner's ratio to the runner-up is paired like any comparison; when its interval
+holds 1, the ranking is "within noise". Artifacts whose top-1 falls more than the budget below the
+original model's (the PyTorch FP32 reference) are left out, and named.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from greencompress.measure.stats import RatioInterval, paired_ratio_interval
+
+DEFAULT_BUDGET_POINTS = 1.0  # when the recipe sets no gates.max_accuracy_drop
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The artifact to deploy at one batch size, what ranked it, and how sure the ranking is."""
+
+    batch_size: int
+    artifact: str
+    runtime: str
+    precision: str
+    ranked_by: str  # "J/inference (rapl)" or "p50 latency (energy is an estimate)"
+    value: float  # in the unit of `ranked_by`: J or ms
+    top1_drop_points: float | None  # below the original model's top-1; None without accuracy
+    runner_up: str | None
+    versus_runner_up: RatioInterval | None  # the winner's figure over the runner-up's, paired over rounds
+    over_budget: tuple[str, ...]  # artifacts left out: top-1 more than the budget below the original's
+    budget_points: float
+
+    @property
+    def within_noise(self) -> bool:
+        return self.versus_runner_up is not None and self.versus_runner_up.within_noise
+
+
+def recommend(results, energy_measured: bool, energy_method: str,
+              budget_points: float | None = None) -> list[Recommendation]:
+    """One recommendation per batch size measured, from a run's ArtifactResults."""
+    budget = DEFAULT_BUDGET_POINTS if budget_points is None else budget_points
+    reference = _original_top1(results)
+    batch_sizes = sorted({bench.latency.batch_size for result in results for bench in result.benchmarks})
+    recommendations = []
+    for batch_size in batch_sizes:
+        measured = [result for result in results if result.at_batch(batch_size) is not None]
+        drops = {result.artifact.name: _drop(result, reference) for result in measured}
+        within = [result for result in measured if drops[result.artifact.name] is None
+                  or drops[result.artifact.name] <= budget + 1e-9]
+        if not within:
+            continue
+        ranked = sorted(within, key=lambda result: _figure(result.at_batch(batch_size), energy_measured))
+        best, runner_up = ranked[0], (ranked[1] if len(ranked) > 1 else None)
+        interval = _versus(best.at_batch(batch_size), runner_up.at_batch(batch_size), energy_measured) \
+            if runner_up else None
+        recommendations.append(Recommendation(
+            batch_size, best.artifact.name, best.artifact.runtime, best.artifact.precision,
+            f"J/inference ({energy_method})" if energy_measured else f"p50 latency (energy is an {energy_method})",
+            _figure(best.at_batch(batch_size), energy_measured), drops[best.artifact.name],
+            runner_up.artifact.name if runner_up else None, interval,
+            tuple(result.artifact.name for result in measured if result not in within), budget))
+    return recommendations
+
+
+def _original_top1(results) -> float | None:
+    """The original model's top-1: the PyTorch FP32 reference's, else any original FP32 artifact's."""
+    originals = [result for result in results if result.accuracy is not None and result.artifact.is_original_model
+                 and result.artifact.precision == "fp32" and not result.artifact.file_techniques]
+    torch_first = sorted(originals, key=lambda result: result.artifact.runtime != "torch")
+    return torch_first[0].accuracy.top1 if torch_first else None
+
+
+def _drop(result, reference: float | None) -> float | None:
+    if result.accuracy is None or reference is None:
+        return None
+    return 100 * (reference - result.accuracy.top1)
+
+
+def _figure(bench, energy_measured: bool) -> float:
+    return bench.joules_per_inference if energy_measured else bench.latency.p50_ms
+
+
+def _versus(best, runner_up, energy_measured: bool) -> RatioInterval | None:
+    if energy_measured:
+        return paired_ratio_interval(best.energy.window_joules_per_inference,
+                                     runner_up.energy.window_joules_per_inference)
+    return paired_ratio_interval(best.latency.window_p50_ms, runner_up.latency.window_p50_ms)

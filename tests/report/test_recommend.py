@@ -1,0 +1,62 @@
+"""The deployment recommendation on hand-made reports: the budget, ties, and what an estimate ranks by."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from greencompress.measure.energy import MeterDescription
+from greencompress.report.markdown import recommendation_table, render_markdown
+from greencompress.report.recommend import recommend
+from tests.report.test_report import make_report, result
+
+NOISY = (1.0, 1.15, 0.88, 1.1, 0.9)  # rounds that do not follow the others: a tie cannot be resolved
+
+
+def test_the_cheapest_within_the_budget_is_chosen_and_those_over_it_are_named():
+    results = [
+        result("torch-fp32", "torch", "fp32", 10.0, 1.0, top1=0.95),
+        result("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.4, top1=0.95),
+        result("onnxruntime-int8", "onnxruntime", "int8", 1.5, 0.15, top1=0.943),  # 0.7 pt below: within 1
+        result("openvino-int8", "openvino", "int8", 1.0, 0.10, top1=0.90),  # cheapest, 5 points below: out
+    ]
+    (choice,) = recommend(results, energy_measured=True, energy_method="rapl", budget_points=None)
+    assert (choice.artifact, choice.runtime, choice.precision) == ("onnxruntime-int8", "onnxruntime", "int8")
+    assert choice.over_budget == ("openvino-int8",) and choice.budget_points == 1.0
+    assert choice.runner_up == "onnxruntime-fp32" and round(choice.versus_runner_up.ratio, 6) == 0.375
+    assert not choice.within_noise and round(choice.top1_drop_points, 6) == 0.7
+    assert choice.ranked_by == "J/inference (rapl)"
+    (loose,) = recommend(results, energy_measured=True, energy_method="rapl", budget_points=6.0)
+    assert loose.artifact == "openvino-int8"  # the recipe's gates.max_accuracy_drop widens the budget
+
+
+def test_a_tie_is_called_within_noise():
+    results = [
+        result("onnxruntime-int8", "onnxruntime", "int8", 1.00, 0.100),
+        result("openvino-int8", "openvino", "int8", 0.99, 0.099, rounds=NOISY),
+    ]
+    (choice,) = recommend(results, energy_measured=True, energy_method="rapl")
+    assert choice.artifact == "openvino-int8" and choice.within_noise
+    report = dataclasses.replace(make_report(results), energy_meter=MeterDescription("rapl", True, ("cpu",), []))
+    headers, rows = recommendation_table(report)
+    assert rows[0][1] == "openvino-int8 (openvino, int8)" and rows[0][3].endswith("of onnxruntime-int8 (within noise)")
+
+
+def test_with_an_estimate_the_choice_is_by_latency_and_says_so():
+    results = [
+        result("onnxruntime-int8", "onnxruntime", "int8", 2.0, 0.01),  # least CPU time, but slower
+        result("openvino-int8", "openvino", "int8", 1.0, 0.05),
+    ]
+    report = make_report(results)  # the estimate meter
+    (choice,) = report.recommendations
+    assert choice.artifact == "openvino-int8" and choice.ranked_by == "p50 latency (energy is an estimate)"
+    assert choice.value == 1.0 and round(choice.versus_runner_up.ratio, 6) == 0.5
+    markdown = render_markdown(report)
+    assert "## Deployment recommendation" in markdown
+    assert "the fastest (p50 latency): energy was not measured here, so it is not ranked by energy" in markdown
+    assert report.to_dict()["recommendations"][0]["artifact"] == "openvino-int8"
+
+
+def test_one_recommendation_per_batch_size():
+    results = [result("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.4, batch_size=b) for b in (1, 8)]
+    merged = dataclasses.replace(results[0], benchmarks=results[0].benchmarks + results[1].benchmarks)
+    assert [r.batch_size for r in recommend([merged], True, "rapl")] == [1, 8]
