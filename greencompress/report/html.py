@@ -14,6 +14,7 @@ from greencompress.report.markdown import (
     energy_legend,
     gate_lines,
     headline_comparisons,
+    interval_cell,
     plain_findings,
     recommendation_note,
     recommendation_table,
@@ -123,7 +124,7 @@ def _artifact_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
                 artifact.name, str(bench.latency.batch_size),
                 f"{100 * result.accuracy.top1:.2f}%" if result.accuracy else "n/a",
                 f"{bench.latency.p50_ms:.3f}", f"{bench.latency.p99_ms:.3f}", f"{bench.latency.throughput_per_s:.1f}",
-                f"{bench.joules_per_inference:.4g}", f"±{100 * bench.energy.relative_ci95:.1f}%",
+                f"{bench.joules_per_inference:.4g}", interval_cell(bench.energy),
                 f"{artifact.size_bytes / 1e6:.2f}" if artifact.size_bytes else "-",
                 f"{artifact.params / 1e6:.2f} M", f"{artifact.macs / 1e6:.1f} M",
             ])
