@@ -30,30 +30,48 @@ class Made:
     key: str  # the stage key of what made it
 
 
+def reduced_precisions(benchmark, device) -> tuple[tuple[str, ...], str]:
+    """The precisions besides FP32 this run measures FP32 models at, and why, in words for the report.
+
+    On the CPU: bf16 where it has a bf16 unit (benchmark.bf16). On a GPU: FP16, and BF16 where the GPU
+    supports it (weights cast, not autocast).
+    """
+    if device.kind == "cpu":
+        bf16, reason = benchmark.bf16_decision()
+        return (("bf16",) if bf16 else ()), reason
+    import torch
+
+    if torch.cuda.is_bf16_supported():
+        return ("fp16", "bf16"), f"on {device.name}: FP16 and BF16 measured with the weights cast to them"
+    return ("fp16",), f"on {device.name}: FP16 measured with the weights cast to it; this GPU has no BF16"
+
+
 def artifact_name(runtime: str, model_techniques: tuple[str, ...], precision: str) -> str:
     """An artifact's name for people: `onnxruntime-pruned-finetuned-int8`. Reports read the lineage fields instead."""
     return "-".join(part for part in (runtime, tag_words(model_techniques), precision) if part)
 
 
-def plan_artifacts(made: list[Made], runtimes: list[str], bf16: bool,
-                   reference_path: Path | None) -> dict[str, tuple[Artifact, object]]:
+def plan_artifacts(made: list[Made], runtimes: list[str], reduced: tuple[str, ...],
+                   reference_path: Path | None, reference_runtime: str = "torch") -> dict[str, tuple[Artifact, object]]:
     """Every artifact by name, with what its runtime runs (a file path or a torch module).
 
-    The as-trained reference comes first: the original model on PyTorch (and in bf16 when `bf16`).
-    Then, per runtime in order, each made model it can run, then its bf16 artifacts.
+    The as-trained reference comes first: the original model on PyTorch (`torch`, or `torch-cuda` on a GPU),
+    also at each reduced precision in `reduced` (bf16, fp16) it supports. Then, per runtime in order, each made
+    model it can run, then those of its FP32 models at each precision in `reduced` that it supports.
     """
     original = made[0]
     artifacts = {}
-    for precision in ("fp32", "bf16") if bf16 else ("fp32",):
-        reference = Artifact.of_file(f"torch-{precision}", "torch", precision, reference_path, original.params,
-                                     original.macs, source="torch")
+    reference_spec = RUNTIMES.get(reference_runtime)
+    for precision in ("fp32", *(p for p in reduced if p in reference_spec.reduced_precisions)):
+        reference = Artifact.of_file(f"{reference_runtime}-{precision}", reference_runtime, precision, reference_path,
+                                     original.params, original.macs, source="torch")
         artifacts[reference.name] = (reference, original.model.module)
     for runtime in runtimes:
         spec = RUNTIMES.get(runtime)
-        runs = [item for item in made if _runs(spec, item)]
+        runs = [item for item in made if _runs(spec, item, reference_runtime)]
         precisions = [(item, item.precision) for item in runs]
-        if bf16 and "bf16" in spec.reduced_precisions:
-            precisions += [(item, "bf16") for item in runs if item.precision == "fp32" and not item.file_techniques]
+        for precision in (p for p in reduced if p in spec.reduced_precisions):
+            precisions += [(item, precision) for item in runs if item.precision == "fp32" and not item.file_techniques]
         for item, precision in precisions:
             artifact = Artifact.of_file(artifact_name(runtime, item.model_techniques, precision), runtime, precision,
                                         item.path, item.params, item.macs, source=spec.runs,
@@ -63,8 +81,8 @@ def plan_artifacts(made: list[Made], runtimes: list[str], bf16: bool,
     return artifacts
 
 
-def _runs(spec: RuntimeSpec, item: Made) -> bool:
+def _runs(spec: RuntimeSpec, item: Made, reference_runtime: str) -> bool:
     if spec.runs == "onnx":
         return item.path is not None
-    # PyTorch runs the original model as the reference already; other torch runtimes run it too.
-    return item.path is None and bool(item.model_techniques or spec.name != "torch")
+    # The reference runtime runs the original model as the reference already; other torch runtimes run it too.
+    return item.path is None and bool(item.model_techniques or spec.name != reference_runtime)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
+from greencompress.device import Device, resolve_device
 from greencompress.errors import GreencompressError
 from greencompress.measure.benchmark import (
     Benchmark,
@@ -46,8 +47,9 @@ def bench(model: str, input_size: int, benchmark: BenchmarkSpec, energy: EnergyS
     """Benchmark `model`: an .onnx file on `runtime`, or on every installed runtime that runs files when None; or a
     torchvision model name with random weights on a runtime that runs PyTorch models (default torch)."""
     set_threads(benchmark.threads)
-    runners, input_shape = _runners(model, input_size, benchmark, runtime)
-    meter, reason = select_meter(energy)
+    device = resolve_device(benchmark.device)
+    runners, input_shape = _runners(model, input_size, benchmark, runtime, device)
+    meter, reason = select_meter(energy, gpu_uuid=device.uuid if device.kind == "cuda" else None)
     idle = measure_idle(meter, energy.idle_s)
     rng = np.random.default_rng(seed)
     by_runtime: dict[str, list[Benchmark]] = {name: [] for name in runners}
@@ -58,13 +60,14 @@ def bench(model: str, input_size: int, benchmark: BenchmarkSpec, energy: EnergyS
     return BenchResult(model, input_shape, meter.describe(), reason, idle, by_runtime)
 
 
-def _runners(model: str, input_size: int, benchmark: BenchmarkSpec, runtime: str | None):
-    """{runtime name: runner} and the input shape of one sample."""
+def _runners(model: str, input_size: int, benchmark: BenchmarkSpec, runtime: str | None, device: Device):
+    """{runtime name: runner} and the input shape of one sample, on `device`."""
+    settings = replace(benchmark.runner_settings, device_index=device.index or 0)
     if model.endswith(".onnx"):
         import onnx
 
         names = [runtime] if runtime else [spec.name for spec in RUNTIMES if spec.runs == "onnx" and spec.in_auto
-                                           and spec.unavailable() is None]
+                                           and spec.device == device.kind and spec.unavailable() is None]
         specs = [_runtime(name, "onnx", f"{model} is an ONNX file") for name in names]
         path = Path(model)
         if not path.is_file():
@@ -73,14 +76,15 @@ def _runners(model: str, input_size: int, benchmark: BenchmarkSpec, runtime: str
         # Fixed dimensions come from the file; symbolic ones from --input-size (3 channels).
         shape = tuple(dim.dim_value if dim.HasField("dim_value") else (3 if index == 0 else input_size)
                       for index, dim in enumerate(dims))
-        return {spec.name: spec.runner(path, benchmark.runner_settings) for spec in specs}, shape
+        return {spec.name: spec.runner(path, settings) for spec in specs}, shape
     import torchvision
 
     if model not in torchvision.models.list_models(module=torchvision.models):
         raise GreencompressError(f"{model!r} is neither an .onnx file nor a torchvision classification model name")
-    spec = _runtime(runtime or "torch", "torch", f"{model!r} is a torchvision name")
+    default = "torch" if device.kind == "cpu" else "torch-cuda"
+    spec = _runtime(runtime or default, "torch", f"{model!r} is a torchvision name")
     network = torchvision.models.get_model(model, weights=None).eval()
-    return {spec.name: spec.runner(network, benchmark.runner_settings)}, (3, input_size, input_size)
+    return {spec.name: spec.runner(network, settings)}, (3, input_size, input_size)
 
 
 def _runtime(name: str, runs: str, what: str) -> RuntimeSpec:

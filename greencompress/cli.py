@@ -282,8 +282,9 @@ def _meter_names() -> list[str]:
 @click.option("--runtime", type=_RegistryChoice(_runtime_names), default=None,
               help="Only this runtime. Default: for an .onnx MODEL every installed runtime that runs files, side by "
                    "side; for a torchvision name, torch.")
+@click.option("--device", default=None, help="cpu (default), cuda, cuda:N or auto: where MODEL runs and is measured.")
 def bench(model: str, input_size: int, batch_sizes: str | None, threads: int | None, window_s: float | None,
-          windows: int | None, meter: str | None, runtime: str | None) -> None:
+          windows: int | None, meter: str | None, runtime: str | None, device: str | None) -> None:
     """Measure latency and energy of MODEL (an .onnx file, or a torchvision model name) on this machine."""
     from pydantic import ValidationError
 
@@ -294,15 +295,22 @@ def bench(model: str, input_size: int, batch_sizes: str | None, threads: int | N
 
     try:
         sizes = [int(size) for size in batch_sizes.split(",")] if batch_sizes is not None else None
+    except ValueError:
+        raise click.BadParameter(f"{batch_sizes!r}: expected positive integers separated by commas",
+                                 param_hint="--batch-sizes") from None
+    try:
         # Only what was given: the recipe's own defaults fill the rest (options left out are None and dropped).
-        given = {"batch_sizes": sizes, "window_s": window_s, "windows": windows, "threads": threads}
+        given = {"batch_sizes": sizes, "window_s": window_s, "windows": windows, "threads": threads, "device": device}
+        if device is not None and device != "cpu":
+            given["runtimes"] = [runtime] if runtime else "auto"  # the GPU's runtimes, not the CPU's
         given = {key: value for key, value in given.items() if value is not None}
         if windows is not None:
             given["max_windows"] = max(windows, BenchmarkSpec.model_fields["max_windows"].default)
         benchmark = BenchmarkSpec(**given)
-    except (ValueError, ValidationError) as error:
-        raise click.BadParameter(f"{batch_sizes!r}: expected positive integers separated by commas ({error})",
-                                 param_hint="--batch-sizes") from None
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+                             for e in error.errors())
+        raise GreencompressError(f"bench: {problems}") from None
     energy = EnergySpec(**({"meter": meter} if meter is not None else {}))
     with _progress() as progress:
         result = run_bench(model, input_size, benchmark, energy, progress=progress, runtime=runtime)

@@ -29,14 +29,27 @@ class Measurement:
 
 
 @contextmanager
-def measure(meter: str = "auto", cpu_watts_per_core: float | None = None) -> Iterator[Measurement]:
-    """Measure the CPU-side energy of the `with` block with the best meter available (or the one named)."""
-    chosen, reason = select_meter(EnergySpec(meter=meter, cpu_watts_per_core=cpu_watts_per_core))
+def measure(meter: str = "auto", cpu_watts_per_core: float | None = None, device: str = "cpu") -> Iterator[Measurement]:
+    """Measure the energy of the `with` block with the best meter available (or the one named).
+
+    `device` "cuda", "cuda:N" or "auto" measures that GPU through NVML (its counter, else sampled
+    power), plus the host CPU where RAPL can read it; GPU energy is never estimated. Work queued on
+    the GPU is waited for before the window closes.
+    """
+    from greencompress.device import resolve_device
+
+    gpu = resolve_device(device)
+    chosen, reason = select_meter(EnergySpec(meter=meter, cpu_watts_per_core=cpu_watts_per_core),
+                                  gpu_uuid=gpu.uuid if gpu.kind == "cuda" else None)
     measurement = Measurement(method=chosen.method, reason=reason)
     chosen.begin_window()
     try:
         yield measurement
     finally:
+        if gpu.kind == "cuda":
+            import torch
+
+            torch.cuda.synchronize(gpu.index)  # the window must hold the GPU work the block launched
         reading = chosen.end_window()
         measurement.joules = reading.total_j
         measurement.by_domain = dict(reading.energy_j)

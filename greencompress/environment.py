@@ -133,7 +133,7 @@ def runtime_versions() -> dict[str, str]:
     return versions
 
 
-def environment(threads: int, allow_spinning: bool | None = None) -> dict:
+def environment(threads: int, allow_spinning: bool | None = None, device: str = "cpu", gpus: dict | None = None) -> dict:
     """A JSON-ready description of the machine and software a run measured on."""
     import numpy
     import onnx
@@ -150,7 +150,8 @@ def environment(threads: int, allow_spinning: bool | None = None) -> dict:
         # Thread counts are set per runtime; the threads are not pinned to cores beyond the process's affinity.
         "topology": asdict(cpu_topology()),
         "onnxruntime_spinning": allow_spinning,  # intra-op workers spin-wait (true) or sleep (false) between tasks
-        "gpu": None,
+        "device": device,  # where the artifacts ran: "cpu" or "cuda:N"
+        "gpu": gpus or None,  # per GPU measured: name, UUID, driver, memory, power limit, clocks (NVML)
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "versions": {

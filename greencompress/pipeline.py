@@ -20,10 +20,16 @@ import numpy as np
 import torch
 
 from greencompress import distributed
-from greencompress.artifacts import Made, artifact_name, plan_artifacts
+from greencompress.artifacts import (
+    Made,
+    artifact_name,
+    plan_artifacts,
+    reduced_precisions,
+)
 from greencompress.cache import cache_dir
 from greencompress.compress.technique import StageContext, TorchModel, tag_words
 from greencompress.data import batches, load_data
+from greencompress.device import resolve_device
 from greencompress.environment import environment
 from greencompress.export import EXPORTER, export_with_parity
 from greencompress.files import write_text_atomic
@@ -96,7 +102,8 @@ class _Run:
 
     def execute(self, created: str) -> RunReport:
         recipe = self.recipe
-        meter, reason = select_meter(recipe.energy)  # first: a meter the recipe names but lacks stops here
+        self.device = resolve_device(recipe.benchmark.device)  # first: a GPU or meter asked for but absent stops here
+        meter, reason = select_meter(recipe.energy, gpu_uuid=self.device.uuid if self.device.kind == "cuda" else None)
         log.info("energy meter: %s (%s)", meter.method, reason)
         check_energy_gate_is_measurable(recipe.gates, meter.describe().measured, meter.method)
         log.info("stage load: data (%s) and model (%s)", recipe.data.kind, recipe.model.source)
@@ -206,12 +213,13 @@ class _Run:
 
     def _measure(self, made: list[Made], meter, meter_reason: str, created: str) -> RunReport:
         recipe, store = self.recipe, self.store
-        bf16, self.bf16_reason = recipe.benchmark.bf16_decision()
+        reduced, self.precision_reason = reduced_precisions(recipe.benchmark, self.device)
         checkpoint = self.loaded.provenance.get("path") or self.loaded.provenance.get("checkpoint")
-        artifacts = plan_artifacts(made, recipe.benchmark.runtimes, bf16, Path(checkpoint) if checkpoint else None)
+        artifacts = plan_artifacts(made, recipe.benchmark.runtimes, reduced, Path(checkpoint) if checkpoint else None,
+                                   "torch" if self.device.kind == "cpu" else "torch-cuda")
         key = stage_key("measure", [item.key for item in made], recipe.data.model_dump(mode="json"), recipe.seed,
                         recipe.benchmark.model_dump(), recipe.energy.model_dump())
-        settings = recipe.benchmark.runner_settings
+        settings = replace(recipe.benchmark.runner_settings, device_index=self.device.index or 0)
         runners = {name: RUNTIMES.get(artifact.runtime).runner(source, replace(settings, precision=artifact.precision))
                    for name, (artifact, source) in artifacts.items()}
         accuracy = accuracies(runners, self.data, recipe.data.batch_size, store, key, self.progress)
@@ -243,14 +251,15 @@ def _report(recipe: Recipe, attempt: _Run, results: list[ArtifactResult], meter,
             created: str, complete: bool) -> RunReport:
     comparisons = compare_same_runtime(results)
     notes = [] if attempt.data.labelled else ["Synthetic inputs: no accuracy is reported, only latency and energy."]
-    notes.append(attempt.bf16_reason + ".")
+    notes.append(attempt.precision_reason + ".")
     if not complete:
         notes.append(f"INCOMPLETE: interrupted during benchmarking; resume with: greencompress run --resume "
                      f"{attempt.run_dir}")
     loaded: LoadedModel = attempt.loaded
     return RunReport(
         name=recipe.name, created_utc=created, run_dir=attempt.run_dir, recipe=recipe_to_dict(recipe),
-        environment=environment(recipe.benchmark.threads, recipe.benchmark.allow_spinning),
+        environment=environment(recipe.benchmark.threads, recipe.benchmark.allow_spinning, attempt.device.torch_name,
+                                meter.identity() if hasattr(meter, "identity") else None),
         provenance=loaded.provenance, data=attempt.data.description,
         export={"exporter": EXPORTER, "opset": recipe.export.opset, "torch_version": torch.__version__,
                 "parity": attempt.parity},

@@ -148,7 +148,9 @@ class RunnerSettings:
 
     threads: int
     allow_spinning: bool = False
-    precision: str = "fp32"  # "bf16": a runtime that lists it in `reduced_precisions` runs FP32 weights in bf16
+    precision: str = "fp32"  # "bf16", "fp16": a runtime that lists it in `reduced_precisions` runs FP32 weights so
+    device_index: int = 0  # the CUDA device, for GPU runtimes
+    compile: bool = False  # torch.compile the model, for PyTorch runtimes that support it
 
 
 @dataclass(frozen=True)
@@ -161,8 +163,10 @@ class RuntimeSpec:
     short_name: str = ""  # for narrow table columns
     module: str | None = None  # the package that must be importable
     install_hint: str = ""  # what to run when it is not
-    reduced_precisions: tuple[str, ...] = ()  # what it can run an FP32 source at besides FP32 ("bf16")
+    reduced_precisions: tuple[str, ...] = ()  # what it can run an FP32 source at besides FP32 ("bf16", "fp16")
     in_auto: bool = True  # `benchmark.runtimes: auto` takes it when installed
+    device: str = "cpu"  # "cpu" or "cuda": the device kind it runs on (benchmark.device)
+    check: Callable[[], str | None] | None = None  # beyond the package: why it cannot run here (no GPU...), or None
 
     def unavailable(self) -> str | None:
         """Why this runtime cannot run here (not installed, and how to install it), or None."""
@@ -170,7 +174,7 @@ class RuntimeSpec:
 
         if self.module is not None and importlib.util.find_spec(self.module) is None:
             return f"{self.name} is not installed" + (f": {self.install_hint}" if self.install_hint else "")
-        return None
+        return self.check() if self.check is not None else None
 
     def runner(self, source, settings: RunnerSettings) -> Runner:
         reason = self.unavailable()
@@ -189,3 +193,21 @@ RUNTIMES.register(RuntimeSpec(
 RUNTIMES.register(RuntimeSpec(
     "openvino", "onnx", lambda path, settings: OpenVinoRunner(path, settings.threads, settings.precision), "OV",
     "openvino", "pip install openvino (about 180 MB)", reduced_precisions=("bf16",)))
+
+# GPU runtimes: their runners live in gpu_runtime.py, imported only when one is made.
+RUNTIMES.register(RuntimeSpec(
+    "torch-cuda", "torch", lambda model, settings: _gpu().TorchCudaRunner(model, settings), "torch-cuda", "torch",
+    reduced_precisions=("fp16", "bf16"), device="cuda", check=lambda: _gpu().cuda_unavailable()))
+RUNTIMES.register(RuntimeSpec(
+    "onnxruntime-cuda", "onnx", lambda path, settings: _gpu().OnnxRuntimeGpuRunner(path, settings, "CUDAExecutionProvider"),
+    "ORT-CUDA", "onnxruntime", device="cuda", check=lambda: _gpu().provider_unavailable("CUDAExecutionProvider")))
+RUNTIMES.register(RuntimeSpec(
+    "onnxruntime-tensorrt", "onnx",
+    lambda path, settings: _gpu().OnnxRuntimeGpuRunner(path, settings, "TensorrtExecutionProvider"), "ORT-TRT",
+    "onnxruntime", device="cuda", check=lambda: _gpu().provider_unavailable("TensorrtExecutionProvider")))
+
+
+def _gpu():
+    from greencompress import gpu_runtime
+
+    return gpu_runtime

@@ -32,7 +32,7 @@ def test_bf16_artifacts_exist_only_where_the_cpu_has_a_bf16_unit(tmp_path, cpu, 
     bf16, reason = BenchmarkSpec(runtimes=["onnxruntime", "openvino"], threads=1).bf16_decision(cpu)
     assert bf16 is expected
     assert ("amx_bf16 and avx512_bf16" in reason) if expected else ("neither AMX-BF16 nor AVX512_BF16" in reason)
-    names = list(plan_artifacts(made(tmp_path), ["onnxruntime", "openvino"], bf16, None))
+    names = list(plan_artifacts(made(tmp_path), ["onnxruntime", "openvino"], ("bf16",) if bf16 else (), None))
     base = ["torch-fp32", "onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-int8"]
     if expected:  # PyTorch autocast and OpenVINO's bf16 hint, on the FP32 models only; ONNX Runtime has no bf16 path
         assert names == ["torch-fp32", "torch-bf16", "onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32",
@@ -42,7 +42,7 @@ def test_bf16_artifacts_exist_only_where_the_cpu_has_a_bf16_unit(tmp_path, cpu, 
 
 
 def test_a_bf16_artifact_runs_the_fp32_file_and_carries_its_own_precision(tmp_path):
-    artifacts = plan_artifacts(made(tmp_path), ["onnxruntime", "openvino"], True, None)
+    artifacts = plan_artifacts(made(tmp_path), ["onnxruntime", "openvino"], ("bf16",), None)
     artifact, source = artifacts["openvino-bf16"]
     assert source.name == "model_fp32.onnx" and artifact.precision == "bf16" and artifact.file_techniques == ()
     forced, reason = BenchmarkSpec(threads=1, bf16=True).bf16_decision(AVX2)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from greencompress.config import Section
 from greencompress.measure.energy import EnergyMeter, Uncertainty
@@ -45,13 +45,27 @@ class BenchmarkSpec(Section):
     # ONNX Runtime workers spin-wait for work when true; off, they sleep: same latency on a quiet machine, less
     # CPU time, and far less harm on a busy one (docs/BENCHMARKS.md, scripts/bench_spinning.py).
     allow_spinning: bool = False
+    # Where to measure: cpu, cuda (the first GPU), cuda:N, or auto (a GPU when PyTorch sees one). Declared before
+    # `runtimes`, whose `auto` depends on it; checked against the machine when the run starts (device.py).
+    device: str = "cpu"
     # Registered runtimes (runtime.py) that run every exported file, or every PyTorch model for those that run
     # torch; onnxruntime is the reference and always listed. PyTorch eager runs the original model regardless.
     # `auto`: every installed runtime (ONNX Runtime, OpenVINO, ...), resolved when the recipe is read.
     runtimes: Literal["auto"] | list[str] = Field(default="auto", validate_default=True)
     # bf16 inference of the FP32 models (OpenVINO's precision hint, PyTorch autocast) as artifacts of their own:
-    # `auto` where the CPU has a bf16 unit (AMX-BF16 or AVX512_BF16), true/false to force it.
+    # `auto` where the CPU has a bf16 unit (AMX-BF16 or AVX512_BF16), true/false to force it. (On a GPU, PyTorch
+    # runs FP16 and BF16 weights whenever the GPU supports them.)
     bf16: Literal["auto"] | bool = "auto"
+    warmup_s: float = Field(default=0.0, ge=0)  # warm-up by time too (a GPU must reach its steady clock)
+    cooldown_s: float = Field(default=0.0, ge=0)  # pause between windows (a GPU's temperature settles)
+    torch_compile: bool = False  # PyTorch on a GPU: torch.compile the model
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, value: str) -> str:
+        from greencompress.device import check_device_setting
+
+        return check_device_setting(value)
 
     @field_validator("threads")
     @classmethod
@@ -66,24 +80,30 @@ class BenchmarkSpec(Section):
 
     @field_validator("runtimes")
     @classmethod
-    def _runtimes_available(cls, value: str | list[str]) -> list[str]:
+    def _runtimes_available(cls, value: str | list[str], info: ValidationInfo) -> list[str]:
         from greencompress.runtime import RUNTIMES
 
+        kind = device_kind(info.data.get("device", "cpu"))
         if value == "auto":
-            return list(dict.fromkeys(["onnxruntime", *(spec.name for spec in RUNTIMES
-                                                         if spec.in_auto and spec.unavailable() is None)]))
+            chosen = [spec.name for spec in RUNTIMES if spec.in_auto and spec.device == kind and spec.unavailable() is None]
+            if not chosen:
+                reasons = "; ".join(f"{spec.name}: {spec.unavailable()}" for spec in RUNTIMES if spec.device == kind)
+                raise ValueError(f"no runtime can run on {kind} here ({reasons})")
+            return list(dict.fromkeys(["onnxruntime", *chosen] if kind == "cpu" else chosen))
         for name in value:
             if name not in RUNTIMES:
                 raise ValueError(unknown_choice("runtime", name, RUNTIMES.names()))
             if reason := RUNTIMES.get(name).unavailable():
                 raise ValueError(reason)
-        if "onnxruntime" not in value:
+            if RUNTIMES.get(name).device != kind:
+                raise ValueError(f"{name} runs on {RUNTIMES.get(name).device}, but benchmark.device is {kind}")
+        if kind == "cpu" and "onnxruntime" not in value:
             raise ValueError("onnxruntime runs every exported model and must be listed (add others beside it)")
         return list(dict.fromkeys(value))
 
     @property
     def runner_settings(self) -> RunnerSettings:
-        return RunnerSettings(self.threads, self.allow_spinning)
+        return RunnerSettings(self.threads, self.allow_spinning, compile=self.torch_compile)
 
     def bf16_decision(self, cpu=None) -> tuple[bool, str]:
         """Whether bf16 artifacts are measured in this run, and why (in words for the report)."""
@@ -111,6 +131,15 @@ class BenchmarkSpec(Section):
             if size < 1:
                 raise ValueError(f"batch size must be >= 1, got {size} at position {index}")
         return sorted(set(value))
+
+
+def device_kind(setting: str) -> str:
+    """"cpu" or "cuda": the kind of device a `benchmark.device` setting means on this machine."""
+    if setting == "auto":
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return "cpu" if setting == "cpu" else "cuda"
 
 
 @dataclass(frozen=True)
@@ -177,6 +206,7 @@ class EnergyResult:
     window_joules_per_inference: tuple[float, ...] = ()
     window_active_joules_per_inference: tuple[float, ...] = ()
     window_other_cpu_share: tuple[float, ...] = ()  # empty where the machine's CPU time cannot be read
+    window_telemetry: tuple[dict, ...] = ()  # per window, what the meter saw of the device (GPU clock, temperature)
 
     @property
     def relative_ci95(self) -> float:
@@ -213,6 +243,9 @@ def benchmark_interleaved(runners: dict, inputs: np.ndarray, spec: BenchmarkSpec
     for runner in runners.values():
         for _ in range(spec.warmup_iterations):
             runner(inputs)
+        warm_until = time.perf_counter() + spec.warmup_s
+        while time.perf_counter() < warm_until:  # by time too: a GPU's clock and temperature need seconds to settle
+            runner(inputs)
     windows: dict[str, list[Window]] = {name: [] for name in runners}
     names = list(runners)
     task = progress.add_task(f"benchmark windows (batch {len(inputs)})", total=spec.windows * len(names)) if progress else None
@@ -223,6 +256,8 @@ def benchmark_interleaved(runners: dict, inputs: np.ndarray, spec: BenchmarkSpec
             progress.update(task, total=(round_index + 1) * len(names))
         rotation = round_index % len(names)
         for name in names[rotation:] + names[:rotation]:
+            if spec.cooldown_s:
+                time.sleep(spec.cooldown_s)
             windows[name].append(run_window(runners[name], inputs, meter, window_s, spec.min_iterations,
                                             spec.max_window_s, load))
             if progress:
@@ -268,6 +303,7 @@ def _summarize(windows: list[Window], idle: IdleBaseline, target: float) -> Benc
         window_joules_per_inference=tuple(total),
         window_active_joules_per_inference=tuple(active),
         window_other_cpu_share=tuple(shares) if None not in shares else (),
+        window_telemetry=tuple(w.energy.telemetry for w in windows) if any(w.energy.telemetry for w in windows) else (),
     )
     durations = [duration for w in windows for duration in w.durations_ns]
     window_p50_ms = [np.median(w.durations_ns) / 1e6 for w in windows]

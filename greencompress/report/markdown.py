@@ -264,6 +264,7 @@ def plain_findings(report: RunReport) -> list[str]:
         )
     if report.idle_drift:
         findings.append(f"Idle power is not stable: {report.idle_drift}.")
+    findings += gpu_telemetry_findings(report)
     for result in report.artifacts:
         for bench in result.benchmarks:
             if bench.energy.noisy:
@@ -278,6 +279,37 @@ def plain_findings(report: RunReport) -> list[str]:
             f"Energy was not measured on this machine: J figures are ESTIMATES ({report.energy_meter.method}: "
             f"{basis} x an assumed power), so their ratios are {basis} ratios, not energy savings you could bill."
         )
+    return findings
+
+
+def gpu_telemetry_findings(report: RunReport) -> list[str]:
+    """Per GPU: the SM clock range and hottest temperature over every window, and windows whose clock was limited."""
+    from greencompress.measure.energy.nvml import LIMITING_REASONS
+
+    seen: dict[str, dict] = {}
+    for result in report.artifacts:
+        for bench in result.benchmarks:
+            for window in bench.energy.window_telemetry:
+                for domain, reading in window.items():
+                    if not domain.startswith("gpu"):
+                        continue
+                    facts = seen.setdefault(domain, {"clocks": [], "temperatures": [], "limited": 0, "windows": 0,
+                                                     "reasons": set()})
+                    facts["windows"] += 1
+                    facts["clocks"] += [reading["sm_clock_mhz"]] if reading.get("sm_clock_mhz") else []
+                    facts["temperatures"] += [reading["temperature_c"]] if reading.get("temperature_c") else []
+                    limiting = set(reading.get("throttle_reasons", ())) & set(LIMITING_REASONS)
+                    facts["limited"] += bool(limiting)
+                    facts["reasons"] |= limiting
+    findings = []
+    for domain, facts in seen.items():
+        clock = (f"SM clock {min(facts['clocks'])}-{max(facts['clocks'])} MHz" if facts["clocks"]
+                 else "SM clock not reported")
+        heat = f", up to {max(facts['temperatures'])} C" if facts["temperatures"] else ""
+        limited = (f"; clocks LIMITED in {facts['limited']} of {facts['windows']} windows "
+                   f"({', '.join(sorted(facts['reasons']))}): figures of those windows are not at full speed"
+                   if facts["limited"] else "; no power or thermal limit reached")
+        findings.append(f"{domain} at the end of each window: {clock}{heat}{limited}.")
     return findings
 
 

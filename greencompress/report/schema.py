@@ -291,6 +291,7 @@ def _energy_dict(bench: Benchmark, carbon: CarbonSettings | None = None) -> dict
         "window_joules_per_inference": list(energy.window_joules_per_inference),
         "window_active_joules_per_inference": list(energy.window_active_joules_per_inference),
         "window_other_cpu_share": list(energy.window_other_cpu_share),
+        "window_telemetry": list(energy.window_telemetry),
         "busy_windows": energy.busy_windows,
         **(_carbon_fields(energy.joules_per_inference, carbon) if carbon else {}),
     }
@@ -359,7 +360,8 @@ def _benchmark_from(latency: dict, energy: dict) -> Benchmark:
             timeline=tuple(tuple(window) for window in energy.get("timeline", ())),
             window_joules_per_inference=tuple(energy.get("window_joules_per_inference", ())),
             window_active_joules_per_inference=tuple(energy.get("window_active_joules_per_inference", ())),
-            window_other_cpu_share=tuple(energy.get("window_other_cpu_share", ()))),
+            window_other_cpu_share=tuple(energy.get("window_other_cpu_share", ())),
+            window_telemetry=tuple(energy.get("window_telemetry", ()))),
     )
 
 

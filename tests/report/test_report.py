@@ -294,3 +294,18 @@ def test_busy_windows_and_idle_drift_are_flagged_in_words():
     assert data["machine_load"]["busy_windows"] == 2 and data["energy_meter"]["idle_drift"]
     quiet = dataclasses.replace(report, idle_checks=(checks[0], dataclasses.replace(checks[1], power_w={"cpu": 2.1})))
     assert quiet.idle_drift is None  # 2.0 +-0.1 and 2.1 +-0.2 overlap: noise, not drift
+
+
+def test_gpu_windows_report_clock_temperature_and_limits():
+    import dataclasses
+
+    item = result("torch-cuda-fp32", "torch-cuda", "fp32", 2.0, 0.5, method="nvml-counter")
+    telemetry = tuple({"gpu0": {"temperature_c": t, "sm_clock_mhz": c, "power_w": 300.0, "throttle_reasons": r}}
+                      for t, c, r in ((55, 1980, []), (71, 1755, ["sw_power_cap"]), (64, 1980, ["gpu_idle"])))
+    energy = dataclasses.replace(item.benchmarks[0].energy, window_telemetry=telemetry)
+    gpu = dataclasses.replace(item, benchmarks=(dataclasses.replace(item.benchmarks[0], energy=energy),))
+    report = dataclasses.replace(make_report([gpu]), energy_meter=MeterDescription("nvml-counter", True, ("gpu0",), []))
+    markdown = render_markdown(report)
+    assert ("gpu0 at the end of each window: SM clock 1755-1980 MHz, up to 71 C; clocks LIMITED in 1 of 3 windows "
+            "(sw_power_cap)") in markdown
+    assert report.to_dict()["artifacts"][0]["energy"]["1"]["window_telemetry"][1]["gpu0"]["sm_clock_mhz"] == 1755

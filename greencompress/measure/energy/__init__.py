@@ -35,6 +35,7 @@ class Probe:
     spec: EnergySpec
     nvml: ModuleType | None = None  # a fake pynvml in tests
     powercap_root: Path | None = None  # a temporary powercap tree in tests
+    gpu_uuids: tuple[str, ...] | None = None  # the GPUs to measure (None: every GPU NVML sees)
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,9 @@ class MeterChoice:
         return "; ".join(f"{method}: {status}" for method, status in self.considered)
 
 
-def probe_meters(spec: EnergySpec, nvml=None, powercap_root=None) -> dict[str, MeterChoice]:
+def probe_meters(spec: EnergySpec, nvml=None, powercap_root=None, gpu_uuids=None) -> dict[str, MeterChoice]:
     """Try every registered meter, in order of trust, and pick the first that starts in each domain."""
-    probe = Probe(spec, nvml, powercap_root)
+    probe = Probe(spec, nvml, powercap_root, gpu_uuids)
     choices = {}
     for domain in dict.fromkeys(entry.domain for entry in METERS):
         chosen, considered = None, []
@@ -119,23 +120,37 @@ def probe_meters(spec: EnergySpec, nvml=None, powercap_root=None) -> dict[str, M
     return choices
 
 
-def select_meter(spec: EnergySpec, nvml=None, powercap_root=None) -> tuple[EnergyMeter, str]:
-    """The meter for CPU inference (every runtime greencompress runs today) and why it was chosen.
+def select_meter(spec: EnergySpec, nvml=None, powercap_root=None, gpu_uuid: str | None = None
+                 ) -> tuple[EnergyMeter, str]:
+    """The meter for inference on the CPU, or on the GPU `gpu_uuid`, and why it was chosen.
 
     A meter the recipe names explicitly must work: asking for `rapl` never falls back to an estimate.
+    On a GPU the GPU's meter (NVML) is required, since GPU energy is never estimated; the host CPU
+    is added as a second domain where RAPL can read it, and the total is the sum of measured domains.
     """
-    choices = probe_meters(spec, nvml, powercap_root)
-    named = METERS.get(spec.meter).domain if spec.meter != "auto" else "cpu"
-    choice = choices[named]
-    if choice.meter is None:
-        raise GreencompressError(f"energy.meter: {spec.meter} is not available here: {choice.reason}")
-    return choice.meter, choice.reason
+    choices = probe_meters(spec, nvml, powercap_root, (gpu_uuid,) if gpu_uuid else None)
+    if gpu_uuid is None:
+        named = METERS.get(spec.meter).domain if spec.meter != "auto" else "cpu"
+        choice = choices[named]
+        if choice.meter is None:
+            raise GreencompressError(f"energy.meter: {spec.meter} is not available here: {choice.reason}")
+        return choice.meter, choice.reason
+    gpu, host = choices["gpu"], choices["cpu"]
+    if gpu.meter is None:
+        raise GreencompressError(f"benchmark.device is a GPU, but its energy cannot be measured here ({gpu.reason}); "
+                                 f"GPU energy is never estimated")
+    reason = f"gpu: {gpu.reason}; host cpu: {host.reason}"
+    if host.meter is not None and host.meter.describe().measured:
+        from greencompress.measure.energy.combined import CombinedMeter
+
+        return CombinedMeter(gpu.meter, host.meter), reason
+    return gpu.meter, reason + " (the host CPU is not measured: no counter, and an estimate is not added to a measurement)"
 
 
 def _nvml_counter(probe: Probe) -> EnergyMeter:
     from greencompress.measure.energy.nvml import NvmlMeter
 
-    meter = NvmlMeter(nvml=probe.nvml)
+    meter = NvmlMeter(nvml=probe.nvml, device_uuids=list(probe.gpu_uuids) if probe.gpu_uuids else None)
     if meter.method != "nvml-counter":
         raise MeterUnavailable("counter unsupported on " + ", ".join(meter.counter_unsupported))
     return meter
@@ -144,7 +159,8 @@ def _nvml_counter(probe: Probe) -> EnergyMeter:
 def _nvml_power(probe: Probe) -> EnergyMeter:
     from greencompress.measure.energy.nvml import NvmlMeter
 
-    return NvmlMeter(nvml=probe.nvml, method="nvml-power")
+    return NvmlMeter(nvml=probe.nvml, method="nvml-power",
+                     device_uuids=list(probe.gpu_uuids) if probe.gpu_uuids else None)
 
 
 def _rapl(probe: Probe) -> EnergyMeter:

@@ -28,6 +28,7 @@ class EnergyReading:
     method: str
     uncertainty: Uncertainty
     measured: bool  # False for an estimate: never to be presented as a measurement
+    telemetry: dict = field(default_factory=dict)  # per domain at the window's end (GPU clock, temperature...)
 
     def __post_init__(self):
         from greencompress.measure.energy import (
