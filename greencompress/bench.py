@@ -17,6 +17,7 @@ from greencompress.measure.benchmark import (
     measure_idle,
 )
 from greencompress.measure.energy import EnergySpec, MeterDescription, select_meter
+from greencompress.measure.energy.power_limits import PowerLimit, gpu_power_limit
 from greencompress.registry import UnknownName
 from greencompress.runtime import RUNTIMES, RuntimeSpec, set_threads
 
@@ -31,6 +32,8 @@ class BenchResult:
     meter_reason: str
     idle: IdleBaseline
     by_runtime: dict[str, list[Benchmark]]
+    # With --gpu-power-limits: per limit asked for, what ran (applied or why not) and its measurements.
+    by_power_limit: tuple[tuple[PowerLimit, dict[str, list[Benchmark]]], ...] = ()
 
     @property
     def runtime(self) -> str:
@@ -43,21 +46,40 @@ class BenchResult:
 
 
 def bench(model: str, input_size: int, benchmark: BenchmarkSpec, energy: EnergySpec, seed: int = 0,
-          progress=None, runtime: str | None = None) -> BenchResult:
+          progress=None, runtime: str | None = None, power_limits_w: list[float] | None = None) -> BenchResult:
     """Benchmark `model`: an .onnx file on `runtime`, or on every installed runtime that runs files when None; or a
-    torchvision model name with random weights on a runtime that runs PyTorch models (default torch)."""
+    torchvision model name with random weights on a runtime that runs PyTorch models (default torch).
+
+    `power_limits_w` (on a GPU) measures everything again at each GPU power limit, restoring the original after.
+    """
     set_threads(benchmark.threads)
     device = resolve_device(benchmark.device)
+    if power_limits_w and device.kind != "cuda":
+        raise GreencompressError("--gpu-power-limits needs --device cuda (a GPU whose limit NVML can set)")
     runners, input_shape = _runners(model, input_size, benchmark, runtime, device)
     meter, reason = select_meter(energy, gpu_uuid=device.uuid if device.kind == "cuda" else None)
     idle = measure_idle(meter, energy.idle_s)
-    rng = np.random.default_rng(seed)
-    by_runtime: dict[str, list[Benchmark]] = {name: [] for name in runners}
-    for batch_size in benchmark.batch_sizes:
-        inputs = rng.standard_normal((batch_size, *input_shape), dtype=np.float32)
-        for name, measured in benchmark_interleaved(runners, inputs, benchmark, meter, idle, progress).items():
-            by_runtime[name].append(measured)
-    return BenchResult(model, input_shape, meter.describe(), reason, idle, by_runtime)
+
+    def measure_all() -> dict[str, list[Benchmark]]:
+        rng = np.random.default_rng(seed)
+        by_runtime: dict[str, list[Benchmark]] = {name: [] for name in runners}
+        for batch_size in benchmark.batch_sizes:
+            inputs = rng.standard_normal((batch_size, *input_shape), dtype=np.float32)
+            for name, measured in benchmark_interleaved(runners, inputs, benchmark, meter, idle, progress).items():
+                by_runtime[name].append(measured)
+        return by_runtime
+
+    by_limit = []
+    if power_limits_w:
+        import pynvml
+
+        pynvml.nvmlInit()
+        handle = pynvml.nvmlDeviceGetHandleByUUID(device.uuid.encode())
+        for watts in power_limits_w:
+            with gpu_power_limit(pynvml, handle, watts) as limit:
+                by_limit.append((limit, measure_all()))
+    by_runtime = by_limit[-1][1] if by_limit else measure_all()
+    return BenchResult(model, input_shape, meter.describe(), reason, idle, by_runtime, tuple(by_limit))
 
 
 def _runners(model: str, input_size: int, benchmark: BenchmarkSpec, runtime: str | None, device: Device):

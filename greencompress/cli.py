@@ -283,8 +283,11 @@ def _meter_names() -> list[str]:
               help="Only this runtime. Default: for an .onnx MODEL every installed runtime that runs files, side by "
                    "side; for a torchvision name, torch.")
 @click.option("--device", default=None, help="cpu (default), cuda, cuda:N or auto: where MODEL runs and is measured.")
+@click.option("--gpu-power-limits", default=None, metavar="W,W,...",
+              help="On a GPU: measure again at each power limit in watts (needs root; the limit is restored after).")
 def bench(model: str, input_size: int, batch_sizes: str | None, threads: int | None, window_s: float | None,
-          windows: int | None, meter: str | None, runtime: str | None, device: str | None) -> None:
+          windows: int | None, meter: str | None, runtime: str | None, device: str | None,
+          gpu_power_limits: str | None) -> None:
     """Measure latency and energy of MODEL (an .onnx file, or a torchvision model name) on this machine."""
     from pydantic import ValidationError
 
@@ -293,6 +296,11 @@ def bench(model: str, input_size: int, batch_sizes: str | None, threads: int | N
     from greencompress.measure.energy import EnergySpec
     from greencompress.report.markdown import benchmark_cells
 
+    try:
+        limits = [float(w) for w in gpu_power_limits.split(",")] if gpu_power_limits else None
+    except ValueError:
+        raise click.BadParameter(f"{gpu_power_limits!r}: expected watts separated by commas",
+                                 param_hint="--gpu-power-limits") from None
     try:
         sizes = [int(size) for size in batch_sizes.split(",")] if batch_sizes is not None else None
     except ValueError:
@@ -313,7 +321,10 @@ def bench(model: str, input_size: int, batch_sizes: str | None, threads: int | N
         raise GreencompressError(f"bench: {problems}") from None
     energy = EnergySpec(**({"meter": meter} if meter is not None else {}))
     with _progress() as progress:
-        result = run_bench(model, input_size, benchmark, energy, progress=progress, runtime=runtime)
+        result = run_bench(model, input_size, benchmark, energy, progress=progress, runtime=runtime,
+                           power_limits_w=limits)
+    if result.by_power_limit:
+        _print_power_limits(result)
     headers = ["runtime", "batch", "p50 ms", "p99 ms", "items/s", f"J/inf ({result.meter.method})", "95% CI",
                "active J/inf"]
     rows = [[name, str(b.latency.batch_size), *benchmark_cells(b)] for name, benches in result.by_runtime.items()
@@ -348,6 +359,30 @@ def plugins() -> None:
     for row in rows:  # plain columns, never cut short: a script can read them
         stdout.print("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[4]]), soft_wrap=True,
                      markup=False, highlight=False)
+
+
+def _print_power_limits(result) -> None:
+    from greencompress.measure.energy.power_limits import optimal_and_fastest
+
+    rows, measured = [], []
+    for limit, by_runtime in result.by_power_limit:
+        for name, benches in by_runtime.items():
+            for bench in benches:
+                rows.append([f"{limit.asked_w:g}", f"{limit.in_force_w:g}" + ("" if limit.applied else " (not set)"),
+                             name, str(bench.latency.batch_size), f"{bench.latency.p50_ms:.3f}",
+                             f"{bench.joules_per_inference:.4g}"])
+                measured.append({"limit_w": limit.in_force_w, "runtime": name, "batch": bench.latency.batch_size,
+                                 "p50_ms": bench.latency.p50_ms, "j_per_inference": bench.joules_per_inference})
+    stdout.print(_rich_table("GPU power limits", (["asked W", "in force W", "runtime", "batch", "p50 ms",
+                                                    f"J/inf ({result.meter.method})"], rows)))
+    for limit, _ in result.by_power_limit:
+        if not limit.applied:
+            stdout.print(f"[bold yellow]Note:[/] {escape(limit.reason)}", soft_wrap=True)
+    for key in sorted({(row["runtime"], row["batch"]) for row in measured}):
+        optimal, fastest = optimal_and_fastest([row for row in measured if (row["runtime"], row["batch"]) == key])
+        stdout.print(f"{key[0]}, batch {key[1]}: least energy at {optimal['limit_w']:g} W "
+                     f"({optimal['j_per_inference']:.4g} J/inf, {optimal['p50_ms']:.3f} ms); fastest at "
+                     f"{fastest['limit_w']:g} W ({fastest['p50_ms']:.3f} ms)", soft_wrap=True, markup=False)
 
 
 def _progress(disable: bool = False) -> Progress:

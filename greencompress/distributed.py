@@ -19,8 +19,12 @@ def init_from_environment() -> bool:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     if not dist.is_initialized():
-        # Models are trained on the CPU here, so gloo; nccl would need every tensor on a GPU.
-        dist.init_process_group(backend="gloo")
+        # NCCL across GPUs, each rank on its LOCAL_RANK's device; gloo where ranks train on the CPU.
+        if torch.cuda.is_available():
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            dist.init_process_group(backend="nccl")
+        else:
+            dist.init_process_group(backend="gloo")
     return True
 
 

@@ -92,3 +92,12 @@ def test_measure_on_a_gpu_that_is_not_there_fails_before_the_block():
         with greencompress.energy.measure(device="cuda"):
             ran.append(1)
     assert ran == []
+
+
+def test_power_limit_sweeps_need_a_gpu():
+    from tests.test_energy_api import greencompress_cli
+
+    result = greencompress_cli("bench", "resnet18", "--gpu-power-limits", "200,300")
+    assert result.returncode == 2 and "--gpu-power-limits needs --device cuda" in result.stderr
+    bad = greencompress_cli("bench", "resnet18", "--device", "cuda", "--gpu-power-limits", "200,x")
+    assert bad.returncode == 2 and "expected watts separated by commas" in bad.stderr

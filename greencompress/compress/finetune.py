@@ -51,6 +51,8 @@ class FinetuneConfig(Section):
     # Training-time augmentation of each batch: 'random_crop' (pad 1/8 of the side, crop back), 'horizontal_flip'
     # (not for data whose meaning flips, such as digits).
     augment: list[Literal["random_crop", "horizontal_flip"]] = Field(default_factory=list)
+    # Where to train: auto takes the GPU when PyTorch sees one (under torchrun, each rank its LOCAL_RANK's GPU).
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +77,10 @@ def split_for_validation(train_set: Dataset, fraction: float, seed: int) -> tupl
 def finetune(model: nn.Module, train_set: Dataset, config: FinetuneConfig, seed: int, checkpoint_dir: Path,
              teacher: nn.Module | None = None, progress=None) -> FinetuneResult:
     """Train `model` (a copy) for `config.epochs`; resumes from `checkpoint_dir/last.pt` when it is there."""
-    model = copy.deepcopy(model)
+    device = training_device(config.device)
+    model = copy.deepcopy(model).to(device)
+    if teacher is not None:
+        teacher = teacher.to(device)
     training, validation = split_for_validation(train_set, config.validation_fraction, seed)
     world = distributed.world_size()
     generator = torch.Generator().manual_seed(seed + distributed.rank())
@@ -84,7 +89,7 @@ def finetune(model: nn.Module, train_set: Dataset, config: FinetuneConfig, seed:
         # size and learning rate keep their meaning.
         sampler = DistributedSampler(training, num_replicas=world, rank=distributed.rank(), shuffle=True, seed=seed)
         loader = DataLoader(training, batch_size=max(1, config.batch_size // world), sampler=sampler, num_workers=0)
-        trained = DistributedDataParallel(model)
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         log.info("finetune: data-parallel on %d processes, %d samples per process and step", world, loader.batch_size)
     else:
         sampler = None
@@ -127,7 +132,8 @@ def finetune(model: nn.Module, train_set: Dataset, config: FinetuneConfig, seed:
             sampler.set_epoch(epoch)
         total_loss = 0.0
         for inputs, labels in loader:
-            inputs = augment(inputs, config.augment, generator)
+            inputs = augment(inputs, config.augment, generator).to(device)
+            labels = labels.to(device)
             logits = trained(inputs)
             loss = loss_function(logits, labels)
             if teacher is not None and config.distillation is not None:
@@ -143,7 +149,7 @@ def finetune(model: nn.Module, train_set: Dataset, config: FinetuneConfig, seed:
             if progress:
                 progress.update(task, advance=1, description=f"fine-tuning epoch {epoch + 1} loss {loss.item():.3f}")
         # Rank 0 evaluates and tells the others, so best epoch and early stopping agree on every rank.
-        top1 = distributed.share(_top1(model, validation, config.batch_size) if distributed.is_main() else None)
+        top1 = distributed.share(_top1(model, validation, config.batch_size, device) if distributed.is_main() else None)
         history.append({"epoch": epoch + 1, "train_loss": total_loss / steps_per_epoch, "validation_top1": top1})
         log.info("finetune: epoch %d/%d, loss %.4f, validation top-1 %.2f%%", epoch + 1, config.epochs,
                  total_loss / steps_per_epoch, 100 * top1)
@@ -155,7 +161,22 @@ def finetune(model: nn.Module, train_set: Dataset, config: FinetuneConfig, seed:
         if distributed.is_main():
             _save_atomic(checkpoint, last)
     model.load_state_dict(best_state)
-    return FinetuneResult(model.eval(), history, best_epoch, resumed)
+    if teacher is not None:
+        teacher.to("cpu")
+    return FinetuneResult(model.to("cpu").eval(), history, best_epoch, resumed)  # export and runners take it from here
+
+
+def training_device(setting: str) -> torch.device:
+    """The device to train on: a GPU for `cuda` (an error without one) or for `auto` where PyTorch sees one."""
+    import os
+
+    if setting == "cpu" or (setting == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        from greencompress.errors import GreencompressError
+
+        raise GreencompressError("finetune.device: cuda asked for, but PyTorch sees no CUDA GPU here")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def augment(inputs: torch.Tensor, kinds, generator: torch.Generator) -> torch.Tensor:
@@ -203,12 +224,12 @@ def _distill(hard_loss, logits, teacher: nn.Module, inputs, config: FinetuneConf
     return alpha * soft * temperature**2 + (1 - alpha) * hard_loss
 
 
-def _top1(model: nn.Module, dataset: Dataset, batch_size: int) -> float:
+def _top1(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device) -> float:
     model.eval()
     correct = total = 0
     with torch.no_grad():
         for inputs, labels in DataLoader(dataset, batch_size=batch_size, num_workers=0):
-            correct += int((model(inputs).argmax(1) == labels).sum())
+            correct += int((model(inputs.to(device)).argmax(1).cpu() == labels).sum())
             total += len(labels)
     return correct / total
 

@@ -31,12 +31,18 @@ class QuantizeConfig(Section):
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     per_channel: bool = True
     reduce_range: Literal["auto"] | bool = "auto"
+    # uint8 asymmetric activations suit CPU kernels (u8 x s8); int8 symmetric ones are what TensorRT's int8 needs.
+    activation_type: Literal["uint8", "int8"] = "uint8"
     qat: FinetuneConfig | None = None
 
     @model_validator(mode="after")
     def _qat_needs_static_per_channel(self) -> QuantizeConfig:
         if self.qat is not None and (self.method != "static" or not self.per_channel):
             raise ValueError("qat simulates static, per-channel int8: it needs method: static and per_channel: true")
+        if self.qat is not None and self.activation_type != "uint8":
+            raise ValueError("qat simulates ONNX Runtime's uint8 activations: it needs activation_type: uint8")
+        if self.method == "dynamic" and self.activation_type != "uint8":
+            raise ValueError("dynamic quantization computes uint8 activations at run time: activation_type: uint8")
         return self
 
 
@@ -97,7 +103,8 @@ def quantize_onnx(fp32_path: Path, output_path: Path, config: QuantizeConfig, ca
         per_channel=config.per_channel,
         reduce_range=reduce_range,
         reduce_range_reason=reason,
-        activation_type="uint8" if config.method == "static" else "uint8 (computed per batch at run time)",
+        activation_type=(("int8 (symmetric)" if config.activation_type == "int8" else "uint8")
+                         if config.method == "static" else "uint8 (computed per batch at run time)"),
         weight_type="int8",
         format="QDQ" if config.method == "static" else "QOperator (dynamic)",
         trained_input_ranges=len(overrides),
@@ -162,9 +169,11 @@ def _quantize_static(prepared: Path, output_path: Path, config: QuantizeConfig, 
     quantize_static(
         str(prepared), str(output_path), Reader(),
         quant_format=QuantFormat.QDQ, per_channel=config.per_channel, reduce_range=reduce_range,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+        activation_type=QuantType.QInt8 if config.activation_type == "int8" else QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
         calibrate_method=methods[config.calibration_method],
-        extra_options={"TensorQuantOverrides": overrides} if overrides else {},
+        extra_options={**({"TensorQuantOverrides": overrides} if overrides else {}),
+                       **({"ActivationSymmetric": True} if config.activation_type == "int8" else {})},
     )
     return samples
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import TensorDataset
@@ -107,3 +108,18 @@ def test_augmentation_is_seeded_and_keeps_shapes():
     for sample, original in zip(flipped, batch):  # each sample is itself or its mirror image
         assert torch.equal(sample, original) or torch.equal(sample, original.flip(-1))
     assert torch.equal(augment(batch, [], torch.Generator()), batch)
+
+
+def test_training_on_a_gpu_that_is_not_there_is_a_clear_error(tmp_path):
+    import torch
+
+    from greencompress.compress.finetune import FinetuneConfig, finetune, training_device
+    from greencompress.errors import GreencompressError
+
+    assert training_device("cpu").type == "cpu"
+    assert training_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: the error path is for machines without one")
+    data = torch.utils.data.TensorDataset(torch.randn(8, 4), torch.zeros(8, dtype=torch.int64))
+    with pytest.raises(GreencompressError, match="finetune.device: cuda asked for, but PyTorch sees no CUDA GPU"):
+        finetune(torch.nn.Linear(4, 2), data, FinetuneConfig(epochs=1, device="cuda"), 0, tmp_path)

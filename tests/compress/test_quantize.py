@@ -60,3 +60,36 @@ def test_reduce_range_follows_vnni(monkeypatch):
     monkeypatch.setattr("greencompress.compress.quantize.cpu_info", lambda: CpuInfo("x", 2, ("avx2",)))
     reduce, reason = resolve_reduce_range("auto")
     assert reduce is True and "lacks VNNI" in reason
+
+
+def test_symmetric_int8_activations_for_tensorrt(tmp_path):
+    """activation_type int8: signed activations with zero points of 0 (what TensorRT's int8 takes), still accurate."""
+    import numpy as np
+    import onnx
+    import torch
+    from onnx import numpy_helper
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
+    from greencompress.compress.quantize import QuantizeConfig, quantize_onnx
+    from greencompress.export import export_onnx
+    from greencompress.runtime import OnnxRuntimeRunner
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
+    images = torch.randn(64, 3, 16, 16)
+    export_onnx(model, (3, 16, 16), tmp_path / "fp32.onnx", 18)
+    result = quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx",
+                           QuantizeConfig(calibration_samples=64, activation_type="int8"),
+                           TensorDataset(images, torch.zeros(64, dtype=torch.int64)), 32)
+    assert result.activation_type == "int8 (symmetric)"
+    graph = onnx.load(str(tmp_path / "int8.onnx")).graph
+    zero_points = [numpy_helper.to_array(t) for t in graph.initializer
+                   if t.name.endswith("_zero_point") and "weight" not in t.name and "bias" not in t.name]
+    assert zero_points and all(zp.dtype == np.int8 and not zp.any() for zp in zero_points)
+    with torch.no_grad():
+        expected = model(images).numpy()
+    actual = OnnxRuntimeRunner(tmp_path / "int8.onnx", threads=1)(images.numpy())
+    assert (actual.argmax(1) == expected.argmax(1)).mean() >= 0.9
+    with pytest.raises(ValueError, match="needs activation_type: uint8"):
+        QuantizeConfig(activation_type="int8", qat={"epochs": 1})

@@ -24,6 +24,9 @@ def burn_cpu(seconds: float) -> None:
 
 def test_joules_are_cpu_seconds_times_watts_per_core():
     meter = EstimateMeter(cpu_watts_per_core=20.0)
+    # The meter counts every thread of this process: let thread pools that earlier tests woke (OpenMP workers
+    # spin for a while after a parallel region) fall asleep first.
+    time.sleep(1.0)
     meter.begin_window()
     burn_cpu(0.2)
     time.sleep(0.1)  # wall time without CPU costs nothing in this model
