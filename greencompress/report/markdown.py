@@ -90,19 +90,14 @@ def energy_legend(report: RunReport) -> str:
             f"interleaved round; active = total - idle power x time, idle power {idle_text}.")
 
 
-def energy_measured(report: RunReport) -> bool:
-    """Whether the report's energy figures are measurements; with an estimate their ratios are CPU-time ratios."""
-    return report.energy_meter.measured
-
-
 def energy_ratio_label(report: RunReport) -> str:
     """What an energy ratio is a ratio of, in this report."""
-    return "J/inference" if energy_measured(report) else f"{report.energy_meter.proportional_to} (energy estimate)"
+    return "J/inference" if report.energy_meter.measured else f"{report.energy_meter.proportional_to} (energy estimate)"
 
 
 def comparison_table(report: RunReport) -> Table:
     """Compressed vs baseline on the same runtime and batch size: ratios below 1 are savings, with 95% intervals."""
-    measured = energy_measured(report)
+    measured = report.energy_meter.measured
     headers = ["candidate vs baseline", "batch", "p50 latency [95% CI]", f"{energy_ratio_label(report)} [95% CI]",
                *(["active J/inference [95% CI]"] if measured else []), "size", "top-1"]
     rows = []

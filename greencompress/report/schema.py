@@ -72,11 +72,6 @@ class Comparison:
     def faster(self) -> bool:
         return self.latency_p50_ratio < 1.0
 
-    @property
-    def energy(self) -> RatioInterval | None:
-        """The energy ratio reports print: paired interval where per-window data exists."""
-        return self.joules_per_inference
-
 
 def compare_same_runtime(results: list[ArtifactResult]) -> list[Comparison]:
     """Compressed artifacts against the original model on their own runtime, at each shared batch size.

@@ -95,11 +95,12 @@ class MeterChoice:
         return "; ".join(f"{method}: {status}" for method, status in self.considered)
 
 
-def probe_meters(spec: EnergySpec, nvml=None, powercap_root=None, gpu_uuids=None) -> dict[str, MeterChoice]:
-    """Try every registered meter, in order of trust, and pick the first that starts in each domain."""
+def probe_meters(spec: EnergySpec, nvml=None, powercap_root=None, gpu_uuids=None,
+                 domains: tuple[str, ...] | None = None) -> dict[str, MeterChoice]:
+    """Try every registered meter, in order of trust, and pick the first that starts in each domain (or in `domains`)."""
     probe = Probe(spec, nvml, powercap_root, gpu_uuids)
     choices = {}
-    for domain in dict.fromkeys(entry.domain for entry in METERS):
+    for domain in domains or dict.fromkeys(entry.domain for entry in METERS):
         chosen, considered = None, []
         for entry in (entry for entry in METERS if entry.domain == domain):
             if spec.meter not in ("auto", entry.method):
@@ -128,13 +129,14 @@ def select_meter(spec: EnergySpec, nvml=None, powercap_root=None, gpu_uuid: str 
     On a GPU the GPU's meter (NVML) is required, since GPU energy is never estimated; the host CPU
     is added as a second domain where RAPL can read it, and the total is the sum of measured domains.
     """
-    choices = probe_meters(spec, nvml, powercap_root, (gpu_uuid,) if gpu_uuid else None)
     if gpu_uuid is None:
+        # Only the domain measured: a GPU meter is not started (NVML, its counter probe) for work on the CPU.
         named = METERS.get(spec.meter).domain if spec.meter != "auto" else "cpu"
-        choice = choices[named]
+        choice = probe_meters(spec, nvml, powercap_root, domains=(named,))[named]
         if choice.meter is None:
             raise GreencompressError(f"energy.meter: {spec.meter} is not available here: {choice.reason}")
         return choice.meter, choice.reason
+    choices = probe_meters(spec, nvml, powercap_root, (gpu_uuid,), domains=("gpu", "cpu"))
     gpu, host = choices["gpu"], choices["cpu"]
     if gpu.meter is None:
         raise GreencompressError(f"benchmark.device is a GPU, but its energy cannot be measured here ({gpu.reason}); "
