@@ -87,3 +87,25 @@ def export_with_parity(model: nn.Module, input_shape: tuple[int, int, int], outp
     log.info("parity: max |diff| %.3g, top-1 agreement %.2f%% on %d inputs",
              parity.max_abs_diff, 100 * parity.top1_agreement, parity.samples)
     return parity
+
+
+def convert_to_fp16(source: Path, output: Path) -> Path:
+    """An FP16 copy of an FP32 ONNX file for GPU runtimes: weights and compute in FP16, inputs and logits kept FP32.
+
+    Values beyond FP16's range are clamped to it (ONNX Runtime's float16 converter); callers check accuracy.
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = onnx.load(str(source))
+    onnx.save(convert_float_to_float16(model, keep_io_types=True), str(output))
+    return output
+
+
+def is_quantized(path: Path) -> bool:
+    """Whether an ONNX file holds int8 (QDQ or QOperator) nodes."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger")
+               for node in graph.node)

@@ -96,3 +96,32 @@ def _warn_if_unsettled(name: str, batch_size: int, bench: Benchmark) -> None:
     if bench.energy.busy_windows:
         log.warning("%s at batch size %d: %d of %d windows ran while other processes used over %.0f%% of the machine",
                     name, batch_size, bench.energy.busy_windows, bench.energy.windows, 100 * BUSY_SHARE)
+
+
+def sweep_power_limits(runners: dict, data: DataSplits, spec: BenchmarkSpec, meter, idle_s: float, store: StageStore,
+                       key: str, gpu_uuid: str, progress=None, nvml=None) -> tuple[dict, ...]:
+    """Every runner at every batch size again under each of `spec.gpu_power_limits`, the original limit restored.
+
+    One row per limit, artifact and batch size: the limit asked for, whether it was applied (and why
+    not), and J/inference with its interval and latency p50 measured under it.
+    """
+    from greencompress.measure.energy.power_limits import gpu_power_limit
+    from greencompress.stages import stage_key
+
+    if nvml is None:
+        import pynvml as nvml
+
+        nvml.nvmlInit()
+    handle = nvml.nvmlDeviceGetHandleByUUID(gpu_uuid.encode() if isinstance(gpu_uuid, str) else gpu_uuid)
+    rows = []
+    for watts in spec.gpu_power_limits:
+        results: dict[str, list[Benchmark]] = {name: [] for name in runners}
+        with gpu_power_limit(nvml, handle, watts) as limit:
+            log.info("GPU power limit %g W: %s", watts, "applied" if limit.applied else f"not applied ({limit.reason})")
+            benchmark_all(runners, data, spec, meter, idle_s, store, stage_key(key, "power-limit", watts), results, [],
+                          progress)
+        rows += [{"limit_w": watts, "applied": limit.applied, "in_force_w": limit.in_force_w, "reason": limit.reason,
+                  "artifact": name, "batch_size": bench.latency.batch_size, "j_per_inference": bench.joules_per_inference,
+                  "ci95_j": bench.energy.ci95_j, "p50_ms": bench.latency.p50_ms, "method": bench.energy.method}
+                 for name, benches in results.items() for bench in benches]
+    return tuple(rows)

@@ -37,7 +37,8 @@ from greencompress.gates import check_energy_gate_is_measurable, evaluate_gates
 from greencompress.measure.accuracy import evaluate
 from greencompress.measure.energy import select_meter
 from greencompress.measure.energy.carbon import carbon_settings
-from greencompress.measurement import accuracies, benchmark_all, saved_idle_checks
+from greencompress.measure.lock import measurement_lock
+from greencompress.measurement import accuracies, benchmark_all, saved_idle_checks, sweep_power_limits
 from greencompress.models import LoadedModel, load_model
 from greencompress.recipe import Recipe, recipe_to_dict
 from greencompress.report import write_reports
@@ -99,6 +100,8 @@ class _Run:
         self.recipe, self.run_dir, self.store, self.progress = recipe, run_dir, store, progress
         self.finished: list[str] = []
         self.records: list[StageRecord] = []
+        self.lock = None  # the machine's measurement lock, once held (measure/lock.py)
+        self.sweep: tuple[dict, ...] = ()  # rows of a GPU power-limit sweep (benchmark.gpu_power_limits)
 
     def execute(self, created: str) -> RunReport:
         recipe = self.recipe
@@ -233,8 +236,12 @@ class _Run:
             return _report(recipe, self, results, meter, meter_reason, idle_checks, created, complete)
 
         try:
-            benchmark_all(runners, self.data, recipe.benchmark, meter, recipe.energy.idle_s, store, key, benchmarks,
-                          idle_checks, self.progress)
+            with measurement_lock(f"run {recipe.name}") as self.lock:  # never beside another process's windows
+                benchmark_all(runners, self.data, recipe.benchmark, meter, recipe.energy.idle_s, store, key,
+                              benchmarks, idle_checks, self.progress)
+                if recipe.benchmark.gpu_power_limits:
+                    self.sweep = sweep_power_limits(runners, self.data, recipe.benchmark, meter, recipe.energy.idle_s,
+                                                    store, key, self.device.uuid, self.progress)
         except KeyboardInterrupt:
             if any(benchmarks.values()):
                 write_reports(report(complete=False), self.run_dir)
@@ -258,8 +265,9 @@ def _report(recipe: Recipe, attempt: _Run, results: list[ArtifactResult], meter,
     loaded: LoadedModel = attempt.loaded
     return RunReport(
         name=recipe.name, created_utc=created, run_dir=attempt.run_dir, recipe=recipe_to_dict(recipe),
-        environment=environment(recipe.benchmark.threads, recipe.benchmark.allow_spinning, attempt.device.torch_name,
-                                meter.identity() if hasattr(meter, "identity") else None),
+        environment={**environment(recipe.benchmark.threads, recipe.benchmark.allow_spinning, attempt.device.torch_name,
+                                   meter.identity() if hasattr(meter, "identity") else None),
+                     **({"measurement_lock": attempt.lock.to_dict()} if attempt.lock else {})},
         provenance=loaded.provenance, data=attempt.data.description,
         export={"exporter": EXPORTER, "opset": recipe.export.opset, "torch_version": torch.__version__,
                 "parity": attempt.parity},
@@ -268,5 +276,5 @@ def _report(recipe: Recipe, attempt: _Run, results: list[ArtifactResult], meter,
         carbon=carbon_settings(recipe.energy.region, recipe.energy.carbon_intensity, recipe.energy.pue,
                                recipe.energy.electricity_price_per_kwh, recipe.energy.currency),
         artifacts=results, comparisons=comparisons, notes=notes,
-        gates=tuple(evaluate_gates(recipe.gates, comparisons)), complete=complete,
+        gates=tuple(evaluate_gates(recipe.gates, comparisons)), complete=complete, power_limit_sweep=attempt.sweep,
     )

@@ -200,11 +200,13 @@ RUNTIMES.register(RuntimeSpec(
     reduced_precisions=("fp16", "bf16"), device="cuda", check=lambda: _gpu().cuda_unavailable()))
 RUNTIMES.register(RuntimeSpec(
     "onnxruntime-cuda", "onnx", lambda path, settings: _gpu().OnnxRuntimeGpuRunner(path, settings, "CUDAExecutionProvider"),
-    "ORT-CUDA", "onnxruntime", device="cuda", check=lambda: _gpu().provider_unavailable("CUDAExecutionProvider")))
+    "ORT-CUDA", "onnxruntime", reduced_precisions=("fp16",), device="cuda",
+    check=lambda: _gpu().provider_unavailable("CUDAExecutionProvider")))
 RUNTIMES.register(RuntimeSpec(
     "onnxruntime-tensorrt", "onnx",
     lambda path, settings: _gpu().OnnxRuntimeGpuRunner(path, settings, "TensorrtExecutionProvider"), "ORT-TRT",
-    "onnxruntime", device="cuda", check=lambda: _gpu().provider_unavailable("TensorrtExecutionProvider")))
+    "onnxruntime", reduced_precisions=("fp16",), device="cuda",
+    check=lambda: _gpu().provider_unavailable("TensorrtExecutionProvider")))
 
 
 def _gpu():

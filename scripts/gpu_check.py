@@ -11,7 +11,9 @@
     weights, batch 1, 32 and 256: FP32 vs FP16 vs BF16 (weights cast) vs FP32 compiled, J/inference by
     the NVML counter with paired intervals, and latency, side by side in interleaved windows;
 (e) a GPU power-limit sweep of one model where NVML lets this process set limits (root), the limit
-    restored afterwards even on Ctrl-C; where it may not, it says why.
+    restored afterwards even on Ctrl-C; where it may not, it says why;
+(f) with onnxruntime-gpu: FP32 vs the FP16 export on the CUDA provider, and whether TensorRT runs
+    the symmetric int8 graph whole (profiled node placement); without it, the reason.
 Needs only what the GPU machine has: PyTorch with CUDA and nvidia-ml-py. Every part that cannot run
 says why in the output instead of stopping the rest.
 """
@@ -183,6 +185,57 @@ def check_models(torch, meter, time_left) -> list[dict]:
     return rows
 
 
+def check_onnxruntime_gpu(torch, work: Path) -> dict:
+    """FP32 vs the FP16 export on ONNX Runtime's CUDA provider, and whether TensorRT takes the int8 graph whole.
+
+    TensorRT's int8 needs symmetric activations (quantize.activation_type: int8); a graph it took whole
+    shows as TensorRT engine nodes only in the profile, with no QuantizeLinear left on the CPU. The GPU
+    machine here has ONNX Runtime's CPU build only: then this part says so and the rest runs.
+    """
+    import onnxruntime
+    import torchvision
+
+    from greencompress.compress.quantize import QuantizeConfig, quantize_onnx
+    from greencompress.export import export_onnx
+    from greencompress.gpu_runtime import OnnxRuntimeGpuRunner, provider_unavailable
+    from greencompress.runtime import RunnerSettings
+
+    result = {"onnxruntime": onnxruntime.__version__, "providers": onnxruntime.get_available_providers()}
+    if reason := provider_unavailable("CUDAExecutionProvider"):
+        return {**result, "skipped": reason}
+    model = torchvision.models.get_model("resnet18", weights=None, num_classes=10).eval()
+    fp32 = export_onnx(model, (3, 64, 64), work / "resnet18.onnx", 18)
+    inputs = np.random.default_rng(0).standard_normal((32, 3, 64, 64), dtype=np.float32)
+    runners = {precision: OnnxRuntimeGpuRunner(fp32, RunnerSettings(1, precision=precision), "CUDAExecutionProvider")
+               for precision in ("fp32", "fp16")}
+    outputs = {precision: runner(inputs) for precision, runner in runners.items()}
+    result["cuda_fp16_max_abs_diff_vs_fp32"] = float(np.abs(outputs["fp16"] - outputs["fp32"]).max())
+    result["cuda_p50_ms"] = {precision: _p50_ms(runner.prepare(inputs)) for precision, runner in runners.items()}
+    if reason := provider_unavailable("TensorrtExecutionProvider"):
+        return {**result, "tensorrt": reason}
+    int8 = work / "resnet18_int8_symmetric.onnx"
+    dataset = torch.utils.data.TensorDataset(torch.from_numpy(inputs), torch.zeros(len(inputs), dtype=torch.long))
+    quantize_onnx(fp32, int8, QuantizeConfig(activation_type="int8", calibration_samples=32), dataset, 32)
+    trt = OnnxRuntimeGpuRunner(int8, RunnerSettings(1), "TensorrtExecutionProvider")
+    result["tensorrt_int8_placement"] = trt.placement(inputs)
+    result["tensorrt_int8_whole_graph"] = set(result["tensorrt_int8_placement"]) == {"TensorrtExecutionProvider"}
+    result["tensorrt_int8_top1_agreement_vs_fp32"] = float((trt(inputs).argmax(1) == outputs["fp32"].argmax(1)).mean())
+    result["tensorrt_p50_ms"] = {"int8": _p50_ms(trt.prepare(inputs)), "fp16": _p50_ms(
+        OnnxRuntimeGpuRunner(fp32, RunnerSettings(1, precision="fp16"), "TensorrtExecutionProvider").prepare(inputs))}
+    return result
+
+
+def _p50_ms(call, runs: int = 50) -> float:
+    for _ in range(10):
+        call()
+    durations = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        call()
+        durations.append(time.perf_counter() - started)
+    return float(np.median(durations) * 1e3)
+
+
 def check_power_limits(torch, nvml, handle, seconds_each: float = 8.0) -> dict:
     """Energy per matmul at each power limit from the minimum to the default; the default limit always restored."""
     try:
@@ -234,7 +287,8 @@ def markdown(report: dict) -> str:
         ratio = lambda r: f"{r[0]:.2f}x [{r[1]:.2f}, {r[2]:.2f}]" if r else "-"  # noqa: E731
         lines.append(f"| {row['model']} | {row['input']} | {row['batch']} | {row['variant']} | {row['p50_ms']:.3f} | "
                      f"{row['j_per_inference']:.4g} | {ratio(row['j_ratio'])} | {ratio(row['latency_ratio'])} |")
-    lines += ["", f"Power limits: {json.dumps(report['power_limits'])}", f"Total: {report['seconds']:.0f} s"]
+    lines += ["", f"Power limits: {json.dumps(report['power_limits'])}",
+              f"ONNX Runtime on the GPU: {json.dumps(report.get('onnxruntime_gpu'))}", f"Total: {report['seconds']:.0f} s"]
     return "\n".join(lines) + "\n"
 
 
@@ -260,7 +314,8 @@ def main() -> int:
              ("window_lengths", lambda: check_window_lengths(torch, pynvml, handle)),
              ("idle", lambda: check_idle(torch, pynvml, handle)),
              ("models", lambda: check_models(torch, meter, lambda: arguments.budget_s - (time.perf_counter() - started))),
-             ("power_limits", lambda: check_power_limits(torch, pynvml, handle)))
+             ("power_limits", lambda: check_power_limits(torch, pynvml, handle)),
+             ("onnxruntime_gpu", lambda: check_onnxruntime_gpu(torch, arguments.out)))
     for name, part in parts:
         print(f"gpu_check: {name}", file=sys.stderr, flush=True)
         try:

@@ -59,6 +59,10 @@ class BenchmarkSpec(Section):
     warmup_s: float = Field(default=0.0, ge=0)  # warm-up by time too (a GPU must reach its steady clock)
     cooldown_s: float = Field(default=0.0, ge=0)  # pause between windows (a GPU's temperature settles)
     torch_compile: bool = False  # PyTorch on a GPU: torch.compile the model
+    # GPU power limits in watts (DVFS): every artifact measured again at each, where NVML lets this process set
+    # it (root); the original limit is restored afterwards. The report shows the energy-optimal limit and the
+    # fastest per artifact. Needs benchmark.device cuda.
+    gpu_power_limits: list[float] | None = None
 
     @field_validator("device")
     @classmethod
@@ -122,6 +126,11 @@ class BenchmarkSpec(Section):
     def _window_counts(self) -> BenchmarkSpec:
         if self.max_windows < self.windows:
             raise ValueError(f"max_windows ({self.max_windows}) must be >= windows ({self.windows})")
+        if self.gpu_power_limits is not None:
+            if device_kind(self.device) != "cuda":
+                raise ValueError(f"gpu_power_limits needs device: cuda (or cuda:N, auto on a GPU), got {self.device}")
+            if not self.gpu_power_limits or min(self.gpu_power_limits) <= 0:
+                raise ValueError(f"gpu_power_limits: positive watts expected, got {self.gpu_power_limits}")
         return self
 
     @field_validator("batch_sizes")

@@ -70,8 +70,10 @@ def run_window(runner, inputs: np.ndarray, meter: EnergyMeter, min_duration_s: f
     """
     durations_ns = []
     min_ns, max_ns = min_duration_s * 1e9, max_duration_s * 1e9
-    # A GPU runner puts the batch on the device once, outside the timed calls, and waits for the device in each.
-    call = runner.prepare(inputs) if hasattr(runner, "prepare") else functools.partial(runner, inputs)
+    # A GPU runner puts the batch on the device once, outside the timed calls, and waits for the device in each;
+    # its call may return the device's own time for the run (CUDA events), which is then the duration recorded.
+    prepared = hasattr(runner, "prepare")
+    call = runner.prepare(inputs) if prepared else functools.partial(runner, inputs)
     if load is not None:
         load.begin()
     meter.begin_window()
@@ -79,9 +81,9 @@ def run_window(runner, inputs: np.ndarray, meter: EnergyMeter, min_duration_s: f
     started_s = time.perf_counter()
     while True:
         before = time.perf_counter_ns()
-        call()
+        device_ns = call()
         after = time.perf_counter_ns()
-        durations_ns.append(after - before)
+        durations_ns.append(device_ns if prepared and isinstance(device_ns, int) else after - before)
         elapsed = after - started
         if (len(durations_ns) >= min_iterations and elapsed >= min_ns) or elapsed >= max_ns:
             break

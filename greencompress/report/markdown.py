@@ -376,6 +376,8 @@ def render_markdown(report: RunReport) -> str:
     if recommendation is not None:
         lines += ["", "## Deployment recommendation", "", *markdown_table(recommendation), "",
                   recommendation_note(report)]
+    if report.power_limit_sweep:
+        lines += ["", "## GPU power limits", "", *power_limit_lines(report.power_limit_sweep)]
     runtimes = runtime_table(report)
     if runtimes is not None:
         lines += ["", f"## The same model on each runtime (same hardware and batch size; energy: "
@@ -448,3 +450,22 @@ def _short(artifact_name: str, runtime: str) -> str:
 
 def _change(ratio: float) -> str:
     return f"{100 * (1 - ratio):.0f}% less" if ratio <= 1 else f"{100 * (ratio - 1):.0f}% more"
+
+
+def power_limit_lines(rows) -> list[str]:
+    """The power-limit sweep: a row per limit, artifact and batch size, then the energy-optimal and fastest limits."""
+    from greencompress.measure.energy.power_limits import optimal_and_fastest
+
+    table = (["limit W", "in force W", "artifact", "batch", "J/inference", "p50 ms", "note"],
+             [[f"{r['limit_w']:g}", f"{r['in_force_w']:g}", r["artifact"], str(r["batch_size"]),
+               f"{r['j_per_inference']:.4g} ± {r['ci95_j']:.2g}", f"{r['p50_ms']:.3f}",
+               "" if r["applied"] else f"not applied: {r['reason']}"] for r in rows])
+    lines = markdown_table(table) + [""]
+    for artifact, batch in dict.fromkeys((r["artifact"], r["batch_size"]) for r in rows):
+        measured = [r for r in rows if r["artifact"] == artifact and r["batch_size"] == batch and r["applied"]]
+        if len(measured) > 1:
+            optimal, fastest = optimal_and_fastest(measured)
+            lines.append(f"- {artifact}, batch {batch}: least energy at {optimal['limit_w']:g} W "
+                         f"({optimal['j_per_inference']:.4g} J/inference), fastest at {fastest['limit_w']:g} W "
+                         f"({fastest['p50_ms']:.3f} ms p50).")
+    return lines

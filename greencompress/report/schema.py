@@ -180,6 +180,8 @@ class RunReport:
     gates: tuple[GateResult, ...] = ()
     complete: bool = True  # False when the run was interrupted: what finished is reported, marked incomplete
     idle_checks: tuple[IdleBaseline, ...] = ()  # idle power before benchmarking (and on resume) and after it
+    # benchmark.gpu_power_limits: per limit, artifact and batch size, what ran (measurement.sweep_power_limits)
+    power_limit_sweep: tuple[dict, ...] = ()
 
     @property
     def gates_passed(self) -> bool:
@@ -231,6 +233,7 @@ class RunReport:
             "notes": self.notes,
             "gates": [asdict(gate) for gate in self.gates],
             "complete": self.complete,
+            "power_limit_sweep": list(self.power_limit_sweep),
         }
 
     def write_json(self, path: Path) -> None:
@@ -391,4 +394,5 @@ def _report_from_dict(data: dict) -> RunReport:
         notes=data["notes"],
         gates=tuple(GateResult(**gate) for gate in data.get("gates", ())),
         complete=data.get("complete", True),
+        power_limit_sweep=tuple(data.get("power_limit_sweep", ())),
     )
