@@ -24,7 +24,7 @@ from greencompress.report.markdown import (
 )
 from greencompress.report.schema import Comparison, RunReport
 
-_STYLE = """
+STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1100px; color: #222; }
 table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.9rem; }
 th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }
@@ -46,7 +46,7 @@ def render_html(report: RunReport) -> str:
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>greencompress report: {escape(report.name)}</title>",
-        f"<style>{_STYLE}</style></head><body>",
+        f"<style>{STYLE}</style></head><body>",
         f"<h1>greencompress report: {escape(report.name)}</h1>",
         *([] if report.complete else [f'<p class="note"><b>INCOMPLETE</b>: {escape(report.notes[-1])}</p>']),
         f"<p>Measured {escape(report.created_utc)} on <b>{escape(cpu['model'])}</b> "

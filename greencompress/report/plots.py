@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+from greencompress.pareto import non_dominated
 from greencompress.report.schema import RunReport
 
 _COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02"]
@@ -29,15 +30,9 @@ def _png(figure) -> bytes:
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """The points (energy, accuracy) no other point dominates, by increasing energy.
-
-    A point is dominated when another uses no more energy and is at least as accurate, and is
-    strictly better on one of the two; equal points are both kept.
-    """
-    def dominated(point):
-        return any(other[0] <= point[0] and other[1] >= point[1] and other != point for other in points)
-
-    return sorted({point for point in points if not dominated(point)})
+    """The points (energy, accuracy) no other point dominates, by increasing energy; equal points kept once."""
+    kept = non_dominated(points, ("minimize", "maximize"))
+    return sorted({tuple(points[index]) for index in kept})
 
 
 def domain_bars(report: RunReport, batch_size: int) -> dict[str, dict[str, float]]:
