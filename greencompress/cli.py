@@ -199,6 +199,59 @@ def validate(recipe_path: Path, overrides: tuple[str, ...]) -> None:
 
 
 @cli.command()
+@click.argument("recipe_path", type=click.Path(path_type=Path))
+@click.option("--output", "output_dir", type=click.Path(path_type=Path), default=None,
+              help="Where the search folder goes (default: the recipe's output.dir); it is <output>/<name>-search.")
+@_override_option
+@click.option("--storage", default=None, metavar="URL",
+              help="Optuna storage shared by every process of the search (default: sqlite in the search folder); "
+                   "e.g. postgresql://user@host/db for workers on several machines.")
+@click.option("--worker", is_flag=True, help="Only run trials of the shared study; leave the summary to the first process.")
+@click.option("--quiet", is_flag=True, help="No progress bars; the summary at the end.")
+def search(recipe_path: Path, output_dir: Path | None, overrides: tuple[str, ...], storage: str | None, worker: bool,
+           quiet: bool) -> None:
+    """Search RECIPE's search: space for the lowest J/inference within the accuracy budget.
+
+    Every trial is an ordinary run in <output>/<name>-search/trials/. Run the same command again
+    to continue a stopped search; finished trials are not run again.
+    """
+    from greencompress.recipe import load_recipe
+    from greencompress.search.study import Search, default_storage, search_folder
+    from greencompress.search.summary import summarize, write_summary
+
+    recipe = load_recipe(recipe_path, list(overrides))
+    folder = search_folder(recipe, output_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.FileHandler(folder / ("worker.log" if worker else "search.log"))
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(file_handler)
+    try:
+        with _progress(disable=quiet) as progress:
+            session = Search(recipe, folder, storage or default_storage(folder), progress, worker=worker)
+            session.optimize()
+        if worker:
+            stdout.print(f"worker done: {session.finished_trials()} trials of the study finished", highlight=False)
+            return
+        summary = summarize(session.study, recipe.search)
+        best = write_summary(summary, folder)
+    finally:
+        logging.getLogger().removeHandler(file_handler)
+        file_handler.close()
+    from greencompress.search.summary import table_rows
+
+    headers, rows = table_rows(summary, compact=True)
+    table = Table(title=f"search: {recipe.name}", title_justify="left")
+    for header in headers:
+        table.add_column(header, overflow="fold")
+    for row in rows:
+        table.add_row(*(escape(cell) for cell in row))
+    stdout.print(table)
+    stdout.print(escape(summary.verdict), highlight=False)
+    stdout.print(f"search folder: {folder}" + (f"; best recipe: {best}" if best else ""), highlight=False,
+                 soft_wrap=True)
+
+
+@cli.command()
 def meters() -> None:
     """Show which energy meters work on this machine, which one each domain uses, and why."""
     from greencompress.measure.energy import EnergySpec, probe_meters

@@ -42,6 +42,7 @@ from greencompress.gates import GatesSpec
 from greencompress.measure.benchmark import BenchmarkSpec
 from greencompress.measure.energy import EnergySpec
 from greencompress.models import ModelSpec
+from greencompress.search.spec import SearchSpec
 
 __all__ = ["BenchmarkSpec", "DataSpec", "DistillationConfig", "EnergySpec", "ExportSpec", "FinetuneConfig", "GatesSpec",
            "ModelSpec", "OutputSpec", "PruneConfig", "QuantizeConfig", "Recipe", "Stage", "load_recipe",
@@ -79,6 +80,8 @@ class Recipe(Section):
     export: ExportSpec = Field(default_factory=ExportSpec)
     gates: GatesSpec = Field(default_factory=GatesSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
+    # `greencompress search` varies the rest of the recipe within this section's space; `run` ignores it.
+    search: SearchSpec | None = None
 
     @field_validator("stages", mode="before")
     @classmethod
@@ -130,6 +133,8 @@ class Recipe(Section):
         if labelled and self.data.kind == "synthetic":
             raise ValueError(f"stages: {', '.join(dict.fromkeys(labelled))} need labelled training data; "
                              "data.kind synthetic has none")
+        if self.search is not None and self.data.kind == "synthetic":
+            raise ValueError("search: the budget is an accuracy drop, which synthetic data cannot measure")
         return self
 
     @property

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import copy
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from pydantic import Field
@@ -72,6 +74,28 @@ def split_for_validation(train_set: Dataset, fraction: float, seed: int) -> tupl
     order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed)).tolist()
     held_out = max(1, int(round(fraction * len(train_set))))
     return Subset(train_set, order[held_out:]), Subset(train_set, order[:held_out])
+
+
+# Called after every fine-tuning epoch with (epoch, validation top-1 as a fraction); it may raise to stop the
+# run (the search stops hopeless trials so). Set with `observe_epochs`; None outside one.
+_epoch_observer: contextvars.ContextVar[Callable[[int, float], None] | None] = contextvars.ContextVar(
+    "epoch_observer", default=None)
+
+
+@contextlib.contextmanager
+def observe_epochs(observer: Callable[[int, float], None]):
+    """Within the block, `observer(epoch, validation_top1)` runs after each fine-tuning epoch of this process."""
+    token = _epoch_observer.set(observer)
+    try:
+        yield
+    finally:
+        _epoch_observer.reset(token)
+
+
+def validation_top1(model: nn.Module, train_set: Dataset, config: FinetuneConfig, seed: int) -> float:
+    """Top-1 (a fraction) on the part of the training split that fine-tuning holds out to pick its best epoch."""
+    _, validation = split_for_validation(train_set, config.validation_fraction, seed)
+    return _top1(model, validation, config.batch_size, torch.device("cpu"))
 
 
 def finetune(model: nn.Module, train_set: Dataset, config: FinetuneConfig, seed: int, checkpoint_dir: Path,
@@ -153,6 +177,8 @@ def finetune(model: nn.Module, train_set: Dataset, config: FinetuneConfig, seed:
         history.append({"epoch": epoch + 1, "train_loss": total_loss / steps_per_epoch, "validation_top1": top1})
         log.info("finetune: epoch %d/%d, loss %.4f, validation top-1 %.2f%%", epoch + 1, config.epochs,
                  total_loss / steps_per_epoch, 100 * top1)
+        if (observer := _epoch_observer.get()) is not None:
+            observer(epoch + 1, top1)
         if top1 > best_top1:
             best_top1, best_epoch, best_state = top1, epoch + 1, copy.deepcopy(model.state_dict())
         checkpoint = {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),

@@ -1,0 +1,161 @@
+"""The cheap proxy: does a candidate's set of channel counts buy speed on the runtime, before any training?
+
+Latency does not depend on weights, so a pruned but untrained model, exported (and quantized when
+the recipe quantizes), predicts the trained candidate's latency in seconds. It is timed against the
+unpruned model at the same precision, in interleaved pairs of short windows, and the paired ratio
+decides whether the candidate is worth fine-tuning. The result is cached under a key of everything
+that decides it: the CPU (model and instruction-set flags), the runtime and its version, the
+precision, batch size, threads, and both models' layer widths. The same widths on the same CPU and
+runtime are never timed twice, whichever pruning settings produced them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from torch import nn
+
+from greencompress.cache import cache_dir
+from greencompress.files import write_text_atomic
+from greencompress.measure.lock import measurement_lock
+from greencompress.measure.stats import paired_ratio_interval
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ProxyResult:
+    """Pruned-untrained latency over unpruned latency on one runtime, with its paired 95% interval."""
+
+    ratio: float
+    low: float
+    high: float
+    rounds: int
+    candidate_p50_ms: float
+    baseline_p50_ms: float
+    cached: bool = False
+
+
+def width_signature(model: nn.Module) -> list[list]:
+    """Each convolution's and linear layer's weight shape, in order: what decides the model's cost on a runtime."""
+    return [[name, list(module.weight.shape)] for name, module in model.named_modules()
+            if isinstance(module, (nn.Conv2d, nn.Linear))]
+
+
+def cpu_identity() -> dict:
+    """The CPU as far as kernels care: its model name and the instruction-set flags runtimes dispatch on."""
+    from greencompress.environment import cpu_info
+
+    cpu = cpu_info()
+    return {"model": cpu.model, "flags": sorted(cpu.flags)}
+
+
+def proxy_key(cpu: dict, runtime: str, runtime_version: str, precision: str, batch_size: int, threads: int,
+              baseline_widths: list, candidate_widths: list) -> str:
+    """The cache key of one proxy measurement: a hash of everything that decides its result."""
+    text = json.dumps({"cpu": cpu, "runtime": runtime, "version": runtime_version, "precision": precision,
+                       "batch": batch_size, "threads": threads, "baseline": baseline_widths,
+                       "candidate": candidate_widths}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+class ProxyCache:
+    """Proxy results on disk, one JSON file per key (default: `<cache>/search-proxy`)."""
+
+    def __init__(self, root: Path | None = None):
+        self.root = root or cache_dir() / "search-proxy"
+
+    def get(self, key: str) -> ProxyResult | None:
+        path = self.root / f"{key}.json"
+        if not path.is_file():
+            return None
+        try:
+            return ProxyResult(**{**json.loads(path.read_text()), "cached": True})
+        except (ValueError, TypeError) as error:  # a damaged entry is measured again, not trusted
+            log.warning("proxy cache entry %s unreadable (%s); measuring again", path, error)
+            return None
+
+    def put(self, key: str, result: ProxyResult) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.root / f"{key}.json", json.dumps({**asdict(result), "cached": False}))
+
+
+def time_pair(candidate, baseline, inputs: np.ndarray, rounds: int, window_s: float) -> ProxyResult:
+    """Interleaved windows of back-to-back calls (order alternating each round); ratio of window medians, paired."""
+    for runner in (candidate, baseline):
+        for _ in range(3):
+            runner(inputs)
+    medians: dict[str, list[float]] = {"candidate": [], "baseline": []}
+    for round_index in range(rounds):
+        order = [("candidate", candidate), ("baseline", baseline)]
+        for name, runner in order if round_index % 2 == 0 else order[::-1]:
+            durations, until = [], time.perf_counter() + window_s
+            while len(durations) < 5 or time.perf_counter() < until:
+                started = time.perf_counter()
+                runner(inputs)
+                durations.append(time.perf_counter() - started)
+            medians[name].append(float(np.median(durations)) * 1e3)
+    interval = paired_ratio_interval(medians["candidate"], medians["baseline"])
+    return ProxyResult(interval.ratio, interval.low, interval.high, interval.rounds,
+                       float(np.median(medians["candidate"])), float(np.median(medians["baseline"])))
+
+
+class LatencyProxy:
+    """Times pruned-untrained candidates against the unpruned model on one runtime, through the cache."""
+
+    def __init__(self, original: nn.Module, input_shape, runtime: str, settings, quantize, calibration,
+                 batch_size: int, opset: int, rounds: int, window_s: float, cache: ProxyCache | None = None):
+        self.original, self.input_shape, self.runtime, self.settings = original, input_shape, runtime, settings
+        self.quantize, self.calibration, self.batch_size, self.opset = quantize, calibration, batch_size, opset
+        self.rounds, self.window_s = rounds, window_s
+        self.cache = cache or ProxyCache()
+        self.scratch = Path(tempfile.mkdtemp(prefix="greencompress-proxy-"))
+        self.baseline_file: Path | None = None
+
+    def key(self, candidate: nn.Module) -> str:
+        from greencompress.environment import runtime_versions
+
+        return proxy_key(cpu_identity(), self.runtime, runtime_versions().get(self.runtime, "unknown"),
+                         "int8" if self.quantize is not None else "fp32", self.batch_size, self.settings.threads,
+                         width_signature(self.original), width_signature(candidate))
+
+    def measure(self, candidate: nn.Module) -> ProxyResult:
+        key = self.key(candidate)
+        if (found := self.cache.get(key)) is not None:
+            log.info("proxy: widths already timed on this CPU and runtime (cache %s): %.3fx", key, found.ratio)
+            return found
+        from greencompress.runtime import RUNTIMES
+
+        if self.baseline_file is None:
+            self.baseline_file = self._file(self.original, "baseline")
+        candidate_file = self._file(candidate, f"candidate-{key}")
+        spec = RUNTIMES.get(self.runtime)
+        runners = [spec.runner(path, self.settings) for path in (candidate_file, self.baseline_file)]
+        inputs = np.random.default_rng(0).standard_normal((self.batch_size, *self.input_shape), dtype=np.float32)
+        with measurement_lock("search proxy"):
+            result = time_pair(*runners, inputs, self.rounds, self.window_s)
+        candidate_file.unlink()
+        self.cache.put(key, result)
+        return result
+
+    def _file(self, model: nn.Module, stem: str) -> Path:
+        from greencompress.compress.quantize import quantize_onnx
+        from greencompress.export import export_onnx
+
+        fp32 = export_onnx(model, self.input_shape, self.scratch / f"{stem}.onnx", self.opset)
+        if self.quantize is None:
+            return fp32
+        int8 = self.scratch / f"{stem}-int8.onnx"
+        # Speed does not depend on the ranges: a few calibration batches and minmax are enough here.
+        quantize_onnx(fp32, int8, self.quantize.model_copy(update={"calibration_samples": 32, "qat": None,
+                                                                   "calibration_method": "minmax"}),
+                      self.calibration, 32)
+        fp32.unlink()
+        return int8

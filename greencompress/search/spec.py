@@ -1,0 +1,166 @@
+"""The `search:` recipe section: what may vary, what is optimised, and the budget.
+
+The rest of the recipe is the base every trial starts from; the space names which of its settings
+vary. A list is a set of choices; a mapping `{low, high}` (with an optional `step`) is a range.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from greencompress.compress.finetune import FinetuneConfig
+from greencompress.config import Section
+
+
+class Range(Section):
+    """A numeric range sampled uniformly, on a grid of `step` when given."""
+
+    low: float = Field(gt=0, lt=1)
+    high: float = Field(gt=0, lt=1)
+    step: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must be <= high ({self.high})")
+        return self
+
+
+class SearchSpace(Section):
+    """The settings that vary between trials; a setting left out keeps the base recipe's value."""
+
+    prune_ratio: Range | None = None  # stages.prune.ratio: share of each prunable layer's channels removed
+    target_macs: Range | None = None  # stages.prune.target_macs: MACs kept, instead of prune_ratio
+    importance: list[Literal["l1", "l2", "bn_scale", "taylor", "random"]] | None = Field(default=None, min_length=1)
+    round_to: list[int] | None = Field(default=None, min_length=1)  # 1 keeps any channel count
+    # Alternative `stages.prune.ignore` lists: which layers are never pruned (the classifier is kept regardless).
+    layers: list[list[str]] | None = Field(default=None, min_length=1)
+    finetune_epochs: list[int] | None = Field(default=None, min_length=1)
+    calibration_method: list[Literal["minmax", "entropy", "percentile"]] | None = Field(default=None, min_length=1)
+    qat: list[bool] | None = Field(default=None, min_length=1)  # quantization-aware fine-tuning on/off
+    runtime: list[str] | None = Field(default=None, min_length=1)  # the runtime the candidate is served on
+
+    @model_validator(mode="after")
+    def _one_pruning_target(self) -> SearchSpace:
+        if self.prune_ratio is not None and self.target_macs is not None:
+            raise ValueError("give prune_ratio or target_macs, not both")
+        return self
+
+    @field_validator("round_to", "finetune_epochs")
+    @classmethod
+    def _positive(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and min(value) < 1:
+            raise ValueError(f"every choice must be >= 1, got {value}")
+        return value
+
+    @field_validator("runtime")
+    @classmethod
+    def _registered_cpu_runtimes(cls, value: list[str] | None) -> list[str] | None:
+        from greencompress.registry import unknown_choice
+        from greencompress.runtime import RUNTIMES
+
+        for name in value or ():
+            if name not in RUNTIMES:
+                raise ValueError(unknown_choice("runtime", name, RUNTIMES.names()))
+            spec = RUNTIMES.get(name)
+            if spec.runs != "onnx":
+                raise ValueError(f"{name} runs PyTorch models; the search serves exported files (onnxruntime, ...)")
+            if reason := spec.unavailable():
+                raise ValueError(reason)
+        return value
+
+    def dimensions(self) -> list[str]:
+        return [name for name in type(self).model_fields if getattr(self, name) is not None]
+
+
+class Objectives(Section):
+    """What the search minimises and maximises, all read at one batch size on the candidate's runtime."""
+
+    batch_size: int = Field(default=1, ge=1)
+    accuracy: bool = True  # maximise top-1; false: accuracy is only the budget's constraint (one objective: TPE)
+    latency: bool = False  # also minimise latency p50
+    size: bool = False  # also minimise the file's size
+
+
+class Budget(Section):
+    """Limits: accuracy lost against the unpruned model, trials, and wall-clock time."""
+
+    max_accuracy_drop: float = Field(default=1.0, ge=0)  # top-1 percentage points below the unpruned model
+    max_trials: int = Field(default=20, ge=1)  # finished trials (complete or stopped early), across every worker
+    max_time: float | None = None  # seconds, or a string such as "30m" or "2h"; per process
+
+    @field_validator("max_time", mode="before")
+    @classmethod
+    def _duration(cls, value):
+        if isinstance(value, str):
+            match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h)?\s*", value)
+            if not match:
+                raise ValueError(f"expected seconds or a duration such as '30m' or '2h', got {value!r}")
+            return float(match.group(1)) * {"s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+        if value is not None and value <= 0:
+            raise ValueError(f"must be > 0, got {value}")
+        return value
+
+
+class ProxySpec(Section):
+    """The cheap test before any training: the pruned, untrained model's latency against the unpruned one."""
+
+    enabled: bool = True
+    # A candidate whose untrained latency ratio (pruned / unpruned, same precision, same runtime) is not below
+    # this is dropped before fine-tuning: its channel counts buy no speed on the runtime.
+    max_latency_ratio: float = Field(default=0.97, gt=0)
+    rounds: int = Field(default=7, ge=3)  # interleaved pairs of timing windows
+    window_s: float = Field(default=0.25, gt=0)
+
+
+class EarlyStop(Section):
+    """Stopping hopeless trials: validation top-1 after the first fine-tuning epoch.
+
+    The validation images are held out of the training split, which the pretrained model may have
+    seen (then it scores near 100% there), and the first epoch often ends at the warm-up's peak
+    learning rate: only a candidate far below is stopped.
+    """
+
+    enabled: bool = True
+    # Stopped when, after one epoch, validation top-1 is below the unpruned model's minus the budget minus this.
+    margin_points: float = Field(default=20.0, ge=0)
+
+
+class SearchSpec(Section):
+    """`search:` in a recipe: `greencompress search RECIPE` runs trials of the rest of the recipe with these varied."""
+
+    space: SearchSpace
+    objectives: Objectives = Field(default_factory=Objectives)
+    budget: Budget = Field(default_factory=Budget)
+    proxy: ProxySpec = Field(default_factory=ProxySpec)
+    early_stop: EarlyStop = Field(default_factory=EarlyStop)
+    # nsga2 for several objectives, tpe for one (auto picks so); random for a baseline of the search itself.
+    sampler: Literal["auto", "nsga2", "tpe", "random"] = "auto"
+    # Fine-tuning under simulated int8 when `qat: true` is drawn (a learning rate near 1e-3 suits it).
+    qat_settings: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig(epochs=2, learning_rate=1e-3))
+
+    @model_validator(mode="after")
+    def _something_to_optimise(self) -> SearchSpec:
+        if not self.space.dimensions():
+            raise ValueError("space: name at least one setting to vary")
+        return self
+
+    @property
+    def objective_names(self) -> list[str]:
+        names = ["top1"] if self.objectives.accuracy else []
+        names.append("joules_per_inference")
+        return names + [name for name, on in (("latency_p50_ms", self.objectives.latency),
+                                               ("size_bytes", self.objectives.size)) if on]
+
+    @property
+    def directions(self) -> list[str]:
+        return ["maximize" if name == "top1" else "minimize" for name in self.objective_names]
+
+    @property
+    def sampler_name(self) -> str:
+        if self.sampler != "auto":
+            return self.sampler
+        return "nsga2" if len(self.objective_names) > 1 else "tpe"

@@ -1,0 +1,320 @@
+"""The search loop on Optuna: sample a point, test it cheaply, run it as an ordinary run, record what it measured.
+
+Storage is an Optuna RDB URL (SQLite by default, in the search folder), so a search stopped with
+Ctrl-C continues where it was with the same command, and several processes (`--worker`), on one
+machine or many, share one study. Their timing windows never overlap on one machine: every run and
+every proxy measurement holds the machine's measurement lock (measure/lock.py) while it times.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from greencompress.config import BASE_DIR_KEY
+from greencompress.errors import GreencompressError
+from greencompress.recipe import Recipe
+from greencompress.search.trial import (
+    Outcome,
+    missing_stages,
+    read_outcome,
+    recipe_name,
+    sample,
+    trial_recipe,
+)
+
+log = logging.getLogger(__name__)
+
+# Trial states that count against `budget.max_trials`: finished ones, whichever way they finished, except those
+# the proxy turned away in seconds (they count against a cap of PROXY_CAP times the budget, so a space where
+# nothing passes the proxy still ends).
+FINISHED = ("COMPLETE", "PRUNED")
+PROXY_CAP = 4
+
+
+class HopelessTrial(Exception):
+    """Raised inside a trial's fine-tuning when its first epoch is too far below the budget to recover."""
+
+
+def search_folder(recipe: Recipe, output_dir: Path | None) -> Path:
+    """`<output>/<recipe name>-search`: stable, so running the same command again resumes the same search."""
+    return Path(output_dir or recipe.output.dir) / f"{recipe.name}-search"
+
+
+def default_storage(folder: Path) -> str:
+    return f"sqlite:///{folder.resolve() / 'study.db'}"
+
+
+def open_study(recipe: Recipe, storage: str, seed: int):
+    """The study named after the recipe in `storage`; a different recipe under the same name is refused."""
+    import optuna
+    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+
+    spec = recipe.search
+    # A worker that dies stops beating; after the grace period its trial is failed and retried once elsewhere.
+    rdb = RDBStorage(storage, heartbeat_interval=30, grace_period=120,
+                     failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
+    samplers = {"nsga2": lambda: optuna.samplers.NSGAIISampler(
+                    seed=seed, population_size=max(4, min(50, spec.budget.max_trials // 3)),
+                    constraints_func=_constraints),
+                "tpe": lambda: optuna.samplers.TPESampler(seed=seed, constraints_func=_constraints),
+                "random": lambda: optuna.samplers.RandomSampler(seed=seed)}
+    fingerprint = _fingerprint(recipe)
+    # Whichever process comes first creates the study; the others join it.
+    study = optuna.create_study(study_name=recipe.name, storage=rdb, directions=spec.directions,
+                                sampler=samplers[spec.sampler_name](), load_if_exists=True)
+    if "fingerprint" not in study.user_attrs:
+        study.set_user_attr("fingerprint", fingerprint)
+        study.set_user_attr("objectives", spec.objective_names)
+    if study.user_attrs.get("fingerprint") != fingerprint:
+        raise GreencompressError(f"the study {recipe.name!r} in {storage} was started from a different recipe; "
+                                 "rename the recipe (its name names the study) or give another --storage")
+    return study
+
+
+def _fingerprint(recipe: Recipe) -> str:
+    from greencompress.recipe import recipe_to_dict
+    from greencompress.stages import stage_key
+
+    recipe_data = recipe_to_dict(recipe)
+    recipe_data.pop("output", None)  # where folders go does not change what a trial measures
+    return stage_key("search", recipe_data)
+
+
+def _constraints(trial) -> list[float]:
+    # Feasible when <= 0: the accuracy lost beyond the budget (read from the finished trial).
+    return [trial.user_attrs.get("constraint", 0.0)]
+
+
+class Search:
+    """One process's share of a search: trials until the study's budget is spent or this process's time is up."""
+
+    def __init__(self, recipe: Recipe, folder: Path, storage: str, progress=None, worker: bool = False):
+        if recipe.search is None:
+            raise GreencompressError("the recipe has no search: section (see recipes/resnet20_cifar10_search.yaml)")
+        if problems := missing_stages(recipe, recipe.search):
+            raise GreencompressError("; ".join(problems))
+        self.recipe, self.spec, self.folder, self.progress = recipe, recipe.search, folder, progress
+        self.base = _base_dict(recipe)
+        # The first process samples from the recipe's seed (a search on one process is reproducible); each worker
+        # from its own, or two workers started together would draw the same points.
+        self.study = open_study(recipe, storage, recipe.seed + (os.getpid() if worker else 0))
+        self._context = None  # model, data, baseline validation top-1, proxies: loaded on the first trial
+
+    def finished_trials(self) -> int:
+        """Trials that count against `budget.max_trials`: trained (complete or stopped early), not turned away."""
+        return sum(1 for t in self.study.get_trials(deepcopy=False)
+                   if t.state.name in FINISHED and t.user_attrs.get("stopped_by") not in ("proxy", "infeasible"))
+
+    def budget_spent(self) -> bool:
+        screened = sum(1 for t in self.study.get_trials(deepcopy=False) if t.state.name in FINISHED)
+        return (self.finished_trials() >= self.spec.budget.max_trials
+                or screened >= PROXY_CAP * self.spec.budget.max_trials)
+
+    def optimize(self) -> None:
+        import optuna
+
+        self._requeue_interrupted()
+        if self.budget_spent():
+            log.info("search: %d trials already finished, the budget's %d; nothing to run", self.finished_trials(),
+                     self.spec.budget.max_trials)
+            return
+        log.info("search: %d of %d trials finished; running until the budget is spent", self.finished_trials(),
+                 self.spec.budget.max_trials)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.study.optimize(
+            self._objective, timeout=self.spec.budget.max_time, catch=(GreencompressError,),
+            callbacks=[self._log_trial, self._stop_when_spent])
+
+    def _stop_when_spent(self, study, trial) -> None:
+        if self.budget_spent():
+            study.stop()
+
+    def _requeue_interrupted(self) -> None:
+        """A trial stopped by Ctrl-C (FAIL with `interrupted`) runs again first, resuming its own run folder."""
+        for trial in self.study.get_trials(deepcopy=False):
+            if trial.state.name == "FAIL" and trial.user_attrs.get("interrupted") and not trial.user_attrs.get("requeued"):
+                self.study.enqueue_trial(trial.params, user_attrs={"resume_dir": trial.user_attrs["run_dir"]})
+                self.study._storage.set_trial_user_attr(trial._trial_id, "requeued", True)
+                log.info("search: trial %d was interrupted; it runs again first, resuming %s", trial.number,
+                         trial.user_attrs["run_dir"])
+
+    def _objective(self, trial) -> list[float]:
+        import optuna
+
+        context = self._load()
+        params = sample(self.spec.space, trial)
+        name = recipe_name(self.recipe.name, trial.number)
+        trial_data = trial_recipe(self.base, self.spec, params, name)
+        trial_recipe_obj = Recipe.model_validate(trial_data, context={BASE_DIR_KEY: Path.cwd()})
+        runtime = params.get("runtime", trial_recipe_obj.benchmark.runtimes[0])
+        trial.set_user_attr("resolved_params", params)
+        trial.set_user_attr("host", _host())
+        trial.set_user_attr("pid", os.getpid())
+        if (twin := self._finished_twin(trial, params)) is not None:  # a small space: the same point drawn again
+            trial.set_user_attr("duplicate_of", twin.number)
+            for key in ("outcome", "constraint", "run_dir"):
+                trial.set_user_attr(key, twin.user_attrs[key])
+            log.info("trial %d: the same settings as trial %d, which finished; its results are reused", trial.number,
+                     twin.number)
+            return twin.values
+        if context.proxy_for(trial_recipe_obj, runtime) is not None:
+            stop = self._proxy_check(trial, context, trial_recipe_obj, runtime)
+            if stop:
+                raise optuna.TrialPruned(stop)
+        run_dir = Path(trial.user_attrs.get("resume_dir") or self._new_run_dir(trial.number))
+        trial.set_user_attr("run_dir", str(run_dir))
+        try:
+            report = context.run_trial(trial_recipe_obj, run_dir, self._early_stop(trial, context))
+        except HopelessTrial as stop:
+            trial.set_user_attr("stopped", str(stop))
+            trial.set_user_attr("stopped_by", "early_stop")
+            raise optuna.TrialPruned(str(stop)) from None
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            raise
+        outcome = read_outcome(report, runtime, self.spec.objectives.batch_size)
+        trial.set_user_attr("outcome", asdict(outcome))
+        trial.set_user_attr("constraint", outcome.accuracy_drop - self.spec.budget.max_accuracy_drop)
+        return outcome.objectives(self.spec)
+
+    def _finished_twin(self, trial, params: dict):
+        for other in self.study.get_trials(deepcopy=False):
+            if (other.number != trial.number and other.state.name == "COMPLETE"
+                    and other.user_attrs.get("resolved_params") == params and "outcome" in other.user_attrs):
+                return other
+        return None
+
+    def _proxy_check(self, trial, context, trial_recipe_obj: Recipe, runtime: str) -> str | None:
+        from greencompress.compress.prune import prune_structured
+        from greencompress.data import batches
+
+        prune = next(stage.config for stage in trial_recipe_obj.stages if stage.technique == "prune")
+        started = time.perf_counter()
+        try:
+            pruned = prune_structured(context.original, trial_recipe_obj.input_shape, prune,
+                                      batches(context.data.calibration, trial_recipe_obj.data.batch_size)).model
+        except GreencompressError as error:  # e.g. a MACs target these channel rounding rules cannot reach
+            trial.set_user_attr("stopped", f"infeasible: {error}")
+            trial.set_user_attr("stopped_by", "infeasible")
+            return f"infeasible: {error}"
+        result = context.proxy_for(trial_recipe_obj, runtime).measure(pruned)
+        trial.set_user_attr("proxy", {**asdict(result), "seconds": round(time.perf_counter() - started, 1)})
+        log.info("trial %d proxy: untrained pruned/unpruned latency on %s %.3fx [%.3f, %.3f]%s", trial.number, runtime,
+                 result.ratio, result.low, result.high, " (cached)" if result.cached else "")
+        limit = self.spec.proxy.max_latency_ratio
+        if result.ratio >= limit:
+            reason = (f"proxy: its channel counts run at {result.ratio:.3f}x the unpruned model's latency on {runtime} "
+                      f"untrained (limit {limit}); not worth fine-tuning")
+            trial.set_user_attr("stopped", reason)
+            trial.set_user_attr("stopped_by", "proxy")
+            return reason
+        return None
+
+    def _early_stop(self, trial, context):
+        if not self.spec.early_stop.enabled or context.baseline_validation_top1 is None:
+            return None
+        floor = context.baseline_validation_top1 - self.spec.budget.max_accuracy_drop - self.spec.early_stop.margin_points
+
+        def observer(epoch: int, validation_top1: float) -> None:
+            if epoch == 1:
+                trial.set_user_attr("first_epoch_validation_top1", 100 * validation_top1)
+                if 100 * validation_top1 < floor:
+                    raise HopelessTrial(f"early stop: validation top-1 {100 * validation_top1:.1f}% after one "
+                                        f"fine-tuning epoch, below {floor:.1f}% (unpruned "
+                                        f"{context.baseline_validation_top1:.1f}% - budget - margin)")
+        return observer
+
+    def _new_run_dir(self, number: int) -> Path:
+        run_dir = self.folder / "trials" / f"trial-{number:03d}"
+        suffix = 1
+        while run_dir.exists():  # another study in this folder, or a retried trial: never overwrite a run
+            suffix += 1
+            run_dir = self.folder / "trials" / f"trial-{number:03d}-{suffix}"
+        run_dir.mkdir(parents=True)
+        return run_dir
+
+    def _log_trial(self, study, trial) -> None:
+        outcome = trial.user_attrs.get("outcome")
+        if outcome:
+            log.info("trial %d done: %s top-1 %.2f%%, %.3g J/inference (%s), latency %.3f ms", trial.number,
+                     outcome["candidate"], outcome["top1"], outcome["joules_per_inference"], outcome["energy_method"],
+                     outcome["latency_p50_ms"])
+        else:
+            log.info("trial %d %s: %s", trial.number, trial.state.name.lower(),
+                     trial.user_attrs.get("stopped", "see its run folder"))
+
+    def _load(self):
+        if self._context is None:
+            self._context = _TrialContext(self.recipe, self.progress)
+        return self._context
+
+
+class _TrialContext:
+    """What every trial of one process shares: the model, the data, the unpruned validation top-1, the proxies."""
+
+    def __init__(self, recipe: Recipe, progress):
+        from greencompress.compress.finetune import validation_top1
+        from greencompress.data import load_data
+        from greencompress.models import load_model
+
+        self.recipe, self.progress = recipe, progress
+        self.data = load_data(recipe.data, recipe.seed)
+        self.original = load_model(recipe.model).module.eval()
+        finetune = next((stage.config for stage in recipe.stages if stage.technique == "finetune"), None)
+        self.baseline_validation_top1 = (100 * validation_top1(self.original, self.data.train, finetune, recipe.seed)
+                                         if finetune is not None and self.data.train is not None else None)
+        self.proxies = {}
+
+    def proxy_for(self, trial_recipe_obj: Recipe, runtime: str):
+        from greencompress.search.proxy import LatencyProxy
+
+        spec = self.recipe.search.proxy
+        prune = next((s.config for s in trial_recipe_obj.stages if s.technique == "prune"), None)
+        if not spec.enabled or prune is None or prune.method != "structured":
+            return None
+        if runtime not in self.proxies:
+            quantize = next((s.config for s in trial_recipe_obj.stages if s.technique == "quantize"), None)
+            self.proxies[runtime] = LatencyProxy(
+                self.original, trial_recipe_obj.input_shape, runtime, trial_recipe_obj.benchmark.runner_settings,
+                quantize, self.data.calibration, self.recipe.search.objectives.batch_size,
+                trial_recipe_obj.export.opset, spec.rounds, spec.window_s)
+        return self.proxies[runtime]
+
+    def run_trial(self, trial_recipe_obj: Recipe, run_dir: Path, observer):
+        import contextlib
+
+        from greencompress.compress.finetune import observe_epochs
+        from greencompress.pipeline import run
+
+        handler = logging.FileHandler(run_dir / "run.log")  # each trial's folder has its log, as a run's does
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setLevel(logging.DEBUG)
+        logging.getLogger().addHandler(handler)
+        try:
+            with observe_epochs(observer) if observer else contextlib.nullcontext():
+                return run(trial_recipe_obj, run_dir, progress=self.progress)
+        finally:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
+
+
+def _base_dict(recipe: Recipe) -> dict:
+    from greencompress.recipe import recipe_to_dict
+
+    return recipe_to_dict(recipe)
+
+
+def _host() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+def outcomes(study) -> list[tuple[object, Outcome | None]]:
+    """Every trial with its outcome (None for those stopped or failed)."""
+    return [(trial, Outcome(**trial.user_attrs["outcome"]) if "outcome" in trial.user_attrs else None)
+            for trial in study.get_trials(deepcopy=False)]

@@ -1,0 +1,238 @@
+"""What a search leaves: the Pareto front, every trial, the chosen candidate and its recipe as best.yaml.
+
+Written into the search folder as search.json (for scripts), search.md, search.html (the front with
+interval bars, and the trials table) and best.yaml: the chosen trial's resolved recipe, which
+`greencompress run best.yaml` reproduces.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from dataclasses import asdict, dataclass, field
+from html import escape
+from pathlib import Path
+
+import numpy as np
+
+from greencompress.files import write_text_atomic
+from greencompress.pareto import non_dominated
+from greencompress.search.trial import Outcome
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One trial as the summary shows it."""
+
+    number: int
+    state: str  # complete, pruned (stopped early, by the proxy or after one epoch), fail, running
+    params: dict
+    outcome: Outcome | None
+    proxy: dict | None
+    reason: str = ""
+    run_dir: str = ""
+    feasible: bool = False  # complete and within the accuracy budget
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The search's result; `chosen` is None when no trial is within the budget."""
+
+    objectives: list[str]
+    max_accuracy_drop: float
+    batch_size: int
+    rows: list[TrialRow]
+    front: list[int]  # trial numbers on the Pareto front (complete trials, every objective)
+    chosen: int | None
+    verdict: str  # whether the chosen one is faster than the unpruned model at its precision, by its paired interval
+    proxy_quality: dict = field(default_factory=dict)
+
+
+def rows_of(study) -> list[TrialRow]:
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        attrs = trial.user_attrs
+        outcome = Outcome(**attrs["outcome"]) if "outcome" in attrs else None
+        reason = attrs.get("stopped", "") or ("interrupted" if attrs.get("interrupted") else "")
+        rows.append(TrialRow(trial.number, trial.state.name.lower(), attrs.get("resolved_params", trial.params),
+                             outcome, attrs.get("proxy"), reason, attrs.get("run_dir", ""),
+                             outcome is not None and trial.state.name == "COMPLETE" and attrs.get("constraint", 1) <= 0))
+    return rows
+
+
+def choose(rows: list[TrialRow]) -> int | None:
+    """The lowest J/inference within the budget; trials whose energy intervals overlap it are ties, broken by latency."""
+    feasible = [row for row in rows if row.feasible]
+    if not feasible:
+        return None
+    lowest = min(feasible, key=lambda row: row.outcome.joules_per_inference)
+    ceiling = lowest.outcome.joules_per_inference + lowest.outcome.joules_ci95
+    tied = [row for row in feasible if row.outcome.joules_per_inference - row.outcome.joules_ci95 <= ceiling]
+    return min(tied, key=lambda row: (row.outcome.latency_p50_ms, row.outcome.joules_per_inference)).number
+
+
+def pareto_numbers(rows: list[TrialRow], objectives: list[str]) -> list[int]:
+    complete = [row for row in rows if row.outcome is not None and row.state == "complete"]
+    directions = ["maximize" if name == "top1" else "minimize" for name in objectives]
+    values = [[float(getattr(row.outcome, name)) for name in objectives] for row in complete]
+    return [complete[index].number for index in non_dominated(values, directions)]
+
+
+def proxy_quality(rows: list[TrialRow]) -> dict:
+    """How well the untrained latency ratio predicted the trained candidate's measured one (complete trials)."""
+    pairs = [(row.proxy["ratio"], row.outcome.latency_ratio["ratio"]) for row in rows
+             if row.proxy and row.outcome and row.outcome.latency_ratio]
+    if not pairs:
+        return {}
+    predicted, measured = np.array(pairs).T
+    quality = {"trials": len(pairs), "mean_abs_error": float(np.mean(np.abs(predicted - measured))),
+               "max_abs_error": float(np.max(np.abs(predicted - measured)))}
+    if len(pairs) >= 3 and np.std(predicted) > 0 and np.std(measured) > 0:
+        quality["correlation"] = float(np.corrcoef(predicted, measured)[0, 1])
+    return quality
+
+
+def summarize(study, spec) -> Summary:
+    rows = rows_of(study)
+    chosen = choose(rows)
+    return Summary(spec.objective_names, spec.budget.max_accuracy_drop, spec.objectives.batch_size, rows,
+                   pareto_numbers(rows, spec.objective_names), chosen, _verdict(rows, chosen, spec),
+                   proxy_quality(rows))
+
+
+def _verdict(rows: list[TrialRow], chosen: int | None, spec) -> str:
+    budget = spec.budget.max_accuracy_drop
+    if chosen is None:
+        finished = sum(1 for row in rows if row.outcome is not None)
+        return (f"No candidate within {budget} points of the unpruned top-1 among {finished} measured trials "
+                f"({len(rows)} in all); the measured front is below.")
+    row = next(row for row in rows if row.number == chosen)
+    outcome, latency = row.outcome, row.outcome.latency_ratio
+    if latency is None:
+        return f"Trial {chosen} is within the budget; no paired latency interval against {outcome.baseline}."
+    ratio = f"{latency['ratio']:.3f}x [{latency['ci95'][0]:.3f}, {latency['ci95'][1]:.3f}]"
+    faster = [r for r in rows if r.feasible and r.outcome.latency_ratio and r.outcome.latency_ratio["ci95"][1] < 1]
+    if latency["ci95"][1] < 1:
+        return (f"Trial {chosen} ({outcome.candidate}) is within {budget} points and faster than {outcome.baseline} on "
+                f"{outcome.runtime} at batch {outcome.batch_size}: latency {ratio}, an interval that excludes 1.")
+    others = (f"; trials {', '.join(str(r.number) for r in faster)} are faster by an interval excluding 1 but use "
+              "more energy") if faster else "; no candidate within the budget is faster by an interval excluding 1"
+    return (f"Trial {chosen} ({outcome.candidate}) has the lowest energy within {budget} points, but its latency "
+            f"against {outcome.baseline} on {outcome.runtime} at batch {outcome.batch_size} is {ratio}, which does "
+            f"not exclude 1 on the fast side{others}.")
+
+
+def write_summary(summary: Summary, folder: Path) -> Path | None:
+    """search.json, search.md, search.html and (when a trial was chosen) best.yaml; returns best.yaml's path."""
+    write_text_atomic(folder / "search.json", json.dumps(asdict(summary), indent=2, default=str))
+    write_text_atomic(folder / "search.md", render_markdown(summary))
+    write_text_atomic(folder / "search.html", render_html(summary))
+    if summary.chosen is None:
+        (folder / "best.yaml").unlink(missing_ok=True)
+        return None
+    row = next(row for row in summary.rows if row.number == summary.chosen)
+    best = folder / "best.yaml"
+    shutil.copyfile(Path(row.run_dir) / "recipe.resolved.yaml", best)
+    return best
+
+
+def _params_text(params: dict) -> str:
+    return ", ".join(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}"
+                     for key, value in params.items())
+
+
+def _interval_text(interval: dict | None) -> str:
+    if not interval:
+        return "-"
+    return f"{interval['ratio']:.3f}x [{interval['ci95'][0]:.3f}, {interval['ci95'][1]:.3f}]"
+
+
+def table_rows(summary: Summary, compact: bool = False) -> tuple[list[str], list[list[str]]]:
+    """The trials table; `compact` (for a terminal) leaves out the settings and shortens the notes."""
+    headers = ["trial", "state", "settings", "top-1 %", "drop (pts)", "J/inference", "latency p50 ms",
+               "latency vs unpruned (paired)", "proxy (untrained)", "note"]
+    rows = []
+    for row in summary.rows:
+        o = row.outcome
+        marks = ("chosen; " if row.number == summary.chosen else "") + ("front; " if row.number in summary.front else "")
+        rows.append([str(row.number), row.state, _params_text(row.params),
+                     f"{o.top1:.2f}" if o else "-", f"{o.accuracy_drop:.2f}" if o else "-",
+                     f"{o.joules_per_inference:.4g} ± {o.joules_ci95:.2g}" if o else "-",
+                     f"{o.latency_p50_ms:.3f}" if o else "-",
+                     _interval_text(o.latency_ratio) if o else "-",
+                     _interval_text({"ratio": row.proxy["ratio"], "ci95": [row.proxy["low"], row.proxy["high"]]})
+                     if row.proxy else "-",
+                     (marks + (row.reason or ("over budget" if o and not row.feasible else ""))).strip("; ")])
+    if compact:
+        headers.pop(2)
+        rows = [[*row[:2], *row[3:-1], row[-1].split(":")[0]] for row in rows]
+    return headers, rows
+
+
+def _method(summary: Summary) -> str:
+    methods = {(row.outcome.energy_method, row.outcome.measured) for row in summary.rows if row.outcome}
+    return ", ".join(f"{method} ({'measured' if measured else 'an ESTIMATE, not a measurement'})"
+                     for method, measured in sorted(methods)) or "none"
+
+
+def render_markdown(summary: Summary) -> str:
+    headers, rows = table_rows(summary)
+    lines = ["# greencompress search", "",
+             f"Objectives: {', '.join(summary.objectives)} at batch {summary.batch_size}; budget: at most "
+             f"{summary.max_accuracy_drop} points below the unpruned FP32 top-1. Energy: {_method(summary)}.", "",
+             f"**{summary.verdict}**", ""]
+    if summary.chosen is not None:
+        lines += [f"Chosen: trial {summary.chosen}; `greencompress run best.yaml` reproduces it.", ""]
+    lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows]
+    if summary.proxy_quality:
+        q = summary.proxy_quality
+        lines += ["", f"Proxy: untrained latency ratio against the trained candidate's measured ratio over {q['trials']} "
+                  f"trials: mean absolute error {q['mean_abs_error']:.3f}, largest {q['max_abs_error']:.3f}"
+                  + (f", correlation {q['correlation']:.2f}" if "correlation" in q else "") + "."]
+    return "\n".join(lines) + "\n"
+
+
+def render_html(summary: Summary) -> str:
+    from greencompress.report.html import STYLE, html_table
+
+    headers, rows = table_rows(summary)
+    plot = front_plot(summary)
+    figure = (f'<figure id="front"><img alt="top-1 against J per inference, Pareto front drawn" '
+              f'src="data:image/png;base64,{base64.b64encode(plot).decode()}"></figure>' if plot else "")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>greencompress search</title>"
+            f"<style>{STYLE}</style></head><body><h1>greencompress search</h1>"
+            f"<p class='note'>{escape(summary.verdict)}</p>"
+            f"<p class='method'>Objectives: {escape(', '.join(summary.objectives))} at batch {summary.batch_size}; "
+            f"energy: {escape(_method(summary))}. Bars: 95% intervals of J per inference.</p>"
+            f"{figure}<h2>Trials</h2>{html_table(headers, rows)}</body></html>")
+
+
+def front_plot(summary: Summary) -> bytes | None:
+    """Top-1 against J/inference for every measured trial, interval bars, the front joined, the chosen ringed."""
+    from greencompress.report.plots import _figure, _png
+
+    measured = [row for row in summary.rows if row.outcome is not None]
+    if not measured:
+        return None
+    figure, axes = _figure(7.0, 4.2)
+    for row in measured:
+        o = row.outcome
+        axes.errorbar(o.joules_per_inference, o.top1, xerr=o.joules_ci95, fmt="o",
+                      color="#1b9e77" if row.feasible else "#999999")
+        axes.annotate(str(row.number), (o.joules_per_inference, o.top1), fontsize=7, xytext=(3, 3),
+                      textcoords="offset points")
+    front = sorted((row.outcome.joules_per_inference, row.outcome.top1) for row in measured
+                   if row.number in summary.front)
+    if front:
+        axes.plot(*zip(*front), color="#d95f02", linestyle="--", label="Pareto front")
+    if summary.chosen is not None:
+        o = next(row.outcome for row in measured if row.number == summary.chosen)
+        axes.scatter([o.joules_per_inference], [o.top1], s=160, facecolors="none", edgecolors="#7570b3", label="chosen")
+    reference = measured[0].outcome.reference_top1
+    axes.axhline(reference - summary.max_accuracy_drop, color="grey", linestyle=":", label="accuracy budget")
+    axes.set_xlabel(f"J per inference (batch {summary.batch_size})")
+    axes.set_ylabel("top-1 accuracy (%)")
+    axes.legend(fontsize=8)
+    return _png(figure)

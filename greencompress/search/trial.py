@@ -1,0 +1,145 @@
+"""A trial: a point of the space written into the base recipe, run as an ordinary run, and read back.
+
+Each trial's recipe is a complete recipe without the `search:` section, saved in its run folder
+like any run's, so every point of the front can be re-run with `greencompress run` and inspected.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from greencompress.errors import GreencompressError
+from greencompress.recipe import Recipe, recipe_to_dict
+from greencompress.search.spec import Range, SearchSpec
+
+# Which stage of the base recipe each dimension of the space changes.
+STAGE_OF = {"prune_ratio": "prune", "target_macs": "prune", "importance": "prune", "round_to": "prune",
+            "layers": "prune", "finetune_epochs": "finetune", "calibration_method": "quantize", "qat": "quantize"}
+
+
+def sample(space, trial) -> dict[str, Any]:
+    """Draw one value for each dimension of `space` from an Optuna trial (choices as their index-free values)."""
+    params = {}
+    for name in space.dimensions():
+        choices = getattr(space, name)
+        if isinstance(choices, Range):
+            params[name] = trial.suggest_float(name, choices.low, choices.high, step=choices.step)
+        elif name == "layers":  # lists are not valid Optuna choices: draw the index, record the list
+            index = trial.suggest_categorical("layers", list(range(len(choices))))
+            params[name] = list(choices[index])
+        else:
+            params[name] = trial.suggest_categorical(name, list(choices))
+    return params
+
+
+def missing_stages(recipe: Recipe, spec: SearchSpec) -> list[str]:
+    """Dimensions of the space whose stage the base recipe lacks, as 'dimension needs a stage' messages."""
+    present = {stage.technique for stage in recipe.stages}
+    return [f"search.space.{name} varies stages.{STAGE_OF[name]}, which the recipe does not have"
+            for name in spec.space.dimensions() if name in STAGE_OF and STAGE_OF[name] not in present]
+
+
+def trial_recipe(base: dict, spec: SearchSpec, params: dict[str, Any], name: str) -> dict:
+    """The base recipe (as plain data, `search` dropped) with `params` written into its stages and benchmark."""
+    recipe = copy.deepcopy(base)
+    recipe.pop("search", None)
+    recipe["name"] = name
+    stages = {next(iter(stage)): next(iter(stage.values())) for stage in recipe["stages"]}
+    prune, finetune, quantize = stages.get("prune"), stages.get("finetune"), stages.get("quantize")
+    if "prune_ratio" in params:
+        prune.update(ratio=round(params["prune_ratio"], 4), target_macs=None)
+    if "target_macs" in params:
+        prune.update(target_macs=round(params["target_macs"], 4), ratio=None)
+    for key in ("importance", "round_to"):
+        if key in params:
+            prune[key] = params[key] if params[key] != 1 or key != "round_to" else None
+    if "layers" in params:
+        prune["ignore"] = params["layers"] + [layer for layer in base_ignore(base) if layer not in params["layers"]]
+    if "finetune_epochs" in params:
+        finetune["epochs"] = params["finetune_epochs"]
+    if "calibration_method" in params:
+        quantize["calibration_method"] = params["calibration_method"]
+    if "qat" in params:
+        quantize["qat"] = spec.qat_settings.model_dump(mode="json") if params["qat"] else None
+    benchmark = recipe.setdefault("benchmark", {})
+    benchmark["batch_sizes"] = [spec.objectives.batch_size]
+    benchmark["bf16"] = False  # the candidate is served in int8 or FP32; bf16 artifacts would only add windows
+    if "runtime" in params:
+        benchmark["runtimes"] = list(dict.fromkeys(["onnxruntime", params["runtime"]]))
+    return recipe
+
+
+def base_ignore(base: dict) -> list[str]:
+    """The layers the base recipe never prunes (its explicit `ignore`), kept in every trial."""
+    for stage in base["stages"]:
+        if "prune" in stage:
+            return list(stage["prune"].get("ignore") or [])
+    return []
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a finished trial measured: the candidate on its runtime against the unpruned model there."""
+
+    candidate: str  # artifact name in the trial's report
+    baseline: str  # the unpruned model at the candidate's precision on the same runtime
+    runtime: str
+    batch_size: int
+    top1: float  # percent
+    baseline_top1: float  # percent, the unpruned model at the candidate's precision
+    reference_top1: float  # percent, the unpruned FP32 model on the runtime: what the budget is counted against
+    joules_per_inference: float
+    joules_ci95: float
+    latency_p50_ms: float
+    size_bytes: int
+    energy_method: str
+    measured: bool
+    latency_ratio: dict | None  # paired interval against `baseline`: {ratio, ci95, rounds, within_noise}
+    energy_ratio: dict | None
+
+    def objectives(self, spec: SearchSpec) -> list[float]:
+        return [float(getattr(self, name)) for name in spec.objective_names]
+
+    @property
+    def accuracy_drop(self) -> float:
+        return self.reference_top1 - self.top1
+
+
+def read_outcome(report, runtime: str, batch_size: int) -> Outcome:
+    """The trial's candidate: its most compressed artifact on `runtime`, with the paired comparison to the unpruned one."""
+    from greencompress.report.schema import interval_to_dict
+
+    results = {result.artifact.name: result for result in report.artifacts}
+    on_runtime = [r for r in report.artifacts if r.artifact.runtime == runtime and not r.artifact.is_original_model]
+    if not on_runtime:
+        raise GreencompressError(f"trial {report.name}: no compressed artifact on {runtime} in its report")
+    # The last made is the most compressed (model techniques, then file techniques such as quantize).
+    candidate = max(on_runtime, key=lambda r: (len(r.artifact.techniques), r.artifact.precision != "fp32"))
+    bench = candidate.at_batch(batch_size)
+    comparison = next((c for c in report.comparisons if c.candidate == candidate.artifact.name
+                       and c.batch_size == batch_size and results[c.baseline].artifact.precision
+                       == candidate.artifact.precision), None)
+    reference = next(r for r in report.artifacts if r.artifact.runtime == runtime and r.artifact.is_original_model
+                     and r.artifact.precision == "fp32" and not r.artifact.file_techniques)
+    baseline = results[comparison.baseline] if comparison else reference
+    return Outcome(
+        candidate=candidate.artifact.name, baseline=baseline.artifact.name, runtime=runtime, batch_size=batch_size,
+        top1=100 * candidate.accuracy.top1, baseline_top1=100 * baseline.accuracy.top1,
+        reference_top1=100 * reference.accuracy.top1,
+        joules_per_inference=bench.joules_per_inference, joules_ci95=bench.energy.ci95_j,
+        latency_p50_ms=bench.latency.p50_ms, size_bytes=candidate.artifact.size_bytes or 0,
+        energy_method=bench.energy.method, measured=bench.energy.measured,
+        latency_ratio=interval_to_dict(comparison.latency_p50) if comparison else None,
+        energy_ratio=interval_to_dict(comparison.joules_per_inference) if comparison else None,
+    )
+
+
+def recipe_name(base_name: str, number: int) -> str:
+    return f"{base_name}-trial{number:03d}"
+
+
+def base_recipe_dict(recipe: Recipe) -> dict:
+    """The search recipe as plain data, every path absolute, ready to be varied per trial."""
+    return recipe_to_dict(recipe)

@@ -1,0 +1,74 @@
+"""The proxy's cache: keyed by CPU, runtime and widths, and used instead of timing again."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from torch import nn
+
+from greencompress.runtime import RunnerSettings
+from greencompress.search import proxy as proxy_module
+from greencompress.search.proxy import LatencyProxy, ProxyCache, ProxyResult, proxy_key, time_pair, width_signature
+
+CPU = {"model": "Intel Xeon", "flags": ["amx_int8", "avx2", "avx512_vnni"]}
+WIDTHS = [["conv1", [16, 3, 3, 3]], ["fc", [10, 16]]]
+PRUNED = [["conv1", [8, 3, 3, 3]], ["fc", [10, 8]]]
+
+
+def key(**changes) -> str:
+    settings = {"cpu": CPU, "runtime": "onnxruntime", "runtime_version": "1.23.0", "precision": "int8",
+                "batch_size": 1, "threads": 2, "baseline_widths": WIDTHS, "candidate_widths": PRUNED, **changes}
+    return proxy_key(**settings)
+
+
+def test_key_changes_with_everything_that_decides_speed_and_nothing_else():
+    assert key() == key()
+    different = [key(cpu={"model": "AMD EPYC", "flags": ["avx2"]}),
+                 key(cpu={**CPU, "flags": ["avx2"]}),  # same name, other instruction sets (a VM can hide some)
+                 key(runtime="openvino"), key(runtime_version="1.24.0"), key(precision="fp32"),
+                 key(batch_size=8), key(threads=1), key(candidate_widths=[["conv1", [12, 3, 3, 3]], ["fc", [10, 12]]])]
+    assert len({key(), *different}) == 1 + len(different)
+
+
+def test_cache_returns_what_was_put_marked_cached_and_skips_damaged_entries(tmp_path):
+    cache = ProxyCache(tmp_path)
+    result = ProxyResult(0.8, 0.7, 0.9, 7, 0.4, 0.5)
+    assert cache.get("k") is None
+    cache.put("k", result)
+    assert cache.get("k") == ProxyResult(0.8, 0.7, 0.9, 7, 0.4, 0.5, cached=True)
+    (tmp_path / "bad.json").write_text("{not json")
+    assert cache.get("bad") is None
+
+
+def test_paired_timing_finds_a_runner_that_does_half_the_work():
+    def work(size):
+        matrix = np.ones((size, size), dtype=np.float32)
+        return lambda inputs: matrix @ matrix
+
+    result = time_pair(work(96), work(160), np.zeros((1, 1), np.float32), rounds=5, window_s=0.05)
+    assert result.high < 1 and result.rounds == 5
+
+
+class Tiny(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.conv1, self.fc = nn.Conv2d(3, width, 3), nn.Linear(width, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv1(x).mean((2, 3)))
+
+
+@pytest.mark.slow
+def test_same_widths_on_the_same_cpu_are_timed_once_and_another_cpu_times_again(tmp_path, monkeypatch):
+    proxy = LatencyProxy(Tiny(16), (3, 8, 8), "onnxruntime", RunnerSettings(threads=1), None, None, 1, 18, 3, 0.02,
+                         ProxyCache(tmp_path))
+    assert width_signature(Tiny(8)) == [["conv1", [8, 3, 3, 3]], ["fc", [2, 8]]]
+    timed = []
+    real = proxy_module.time_pair
+    monkeypatch.setattr(proxy_module, "time_pair", lambda *a, **k: timed.append(1) or real(*a, **k))
+    first = proxy.measure(Tiny(8))
+    again = proxy.measure(Tiny(8))  # other weights, same widths
+    assert (first.cached, again.cached, len(timed)) == (False, True, 1)
+    assert again.ratio == first.ratio
+    monkeypatch.setattr(proxy_module, "cpu_identity", lambda: {"model": "another CPU", "flags": ["avx2"]})
+    assert proxy.measure(Tiny(8)).cached is False and len(timed) == 2

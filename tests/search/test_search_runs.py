@@ -1,0 +1,171 @@
+"""Real searches on the tiny recipe: trials are ordinary runs, best.yaml reproduces, Ctrl-C resumes, workers share.
+
+The tiny recipe (a 2-class ResNet-20 on a small image folder) prunes, fine-tunes and quantizes in a
+few seconds per trial; the proxy limit is set so that every candidate passes it and gets trained.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from greencompress.recipe import load_recipe
+
+pytestmark = pytest.mark.slow
+
+SEARCH = """search:
+  space:
+    prune_ratio: {{low: 0.2, high: 0.6, step: 0.1}}
+    round_to: [1, 4]
+    calibration_method: [minmax, percentile]
+  budget: {{max_trials: {trials}, max_accuracy_drop: 100}}
+  proxy: {{rounds: 3, window_s: 0.02, max_latency_ratio: 10}}
+output: {{dir: {output}}}
+"""
+
+
+def write_search_recipe(tiny_recipe: Path, trials: int) -> Path:
+    text = tiny_recipe.read_text().replace(
+        "  - quantize: {calibration_samples: 12}",
+        "  - prune: {ratio: 0.5}\n  - finetune: {epochs: 1, batch_size: 4}\n  - quantize: {calibration_samples: 12}")
+    tiny_recipe.write_text(text + SEARCH.format(trials=trials, output=tiny_recipe.parent / "runs"))
+    return tiny_recipe
+
+
+def open_search(path: Path, worker: bool = False):
+    from greencompress.search.study import Search, default_storage, search_folder
+
+    recipe = load_recipe(path)
+    folder = search_folder(recipe, None)
+    folder.mkdir(parents=True, exist_ok=True)
+    return Search(recipe, folder, default_storage(folder), worker=worker)
+
+
+def states(search) -> list[str]:
+    return [trial.state.name for trial in search.study.get_trials()]
+
+
+def test_search_runs_trials_as_runs_and_best_yaml_reproduces_the_accuracy_exactly(tiny_recipe, tmp_path):
+    from greencompress.pipeline import run
+    from greencompress.search.summary import summarize, write_summary
+    from greencompress.search.trial import read_outcome
+
+    search = open_search(write_search_recipe(tiny_recipe, trials=3))
+    search.optimize()
+    assert search.finished_trials() == 3 and states(search) == ["COMPLETE"] * 3
+    summary = summarize(search.study, search.spec)
+    best = write_summary(summary, search.folder)
+    assert summary.chosen is not None and summary.front
+    for row in summary.rows:  # every trial is an ordinary run folder with its report and recipe
+        assert (Path(row.run_dir) / "report.json").is_file() and (Path(row.run_dir) / "recipe.resolved.yaml").is_file()
+        assert row.proxy is not None and row.outcome.runtime == "onnxruntime"
+    html = (search.folder / "search.html").read_text()
+    assert "data:image/png;base64," in html and "Trials" in html
+
+    chosen = next(row for row in summary.rows if row.number == summary.chosen)
+    again = run(load_recipe(best), tmp_path / "again", shared_cache=tmp_path / "fresh-cache")  # nothing reused
+    reproduced = read_outcome(again, "onnxruntime", 1)
+    assert reproduced.candidate == chosen.outcome.candidate
+    assert reproduced.top1 == chosen.outcome.top1
+
+
+def test_ctrl_c_in_a_trial_resumes_it_and_never_reruns_finished_ones(tiny_recipe, monkeypatch):
+    from greencompress.search import study as study_module
+
+    real = study_module._TrialContext.run_trial
+    calls: list[str] = []
+
+    def interrupted_second(self, recipe, run_dir, observer):
+        calls.append(Path(run_dir).name)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, recipe, run_dir, observer)
+
+    monkeypatch.setattr(study_module._TrialContext, "run_trial", interrupted_second)
+    path = write_search_recipe(tiny_recipe, trials=3)
+    with pytest.raises(KeyboardInterrupt):
+        open_search(path).optimize()
+    first = open_search(path)
+    assert states(first) == ["COMPLETE", "FAIL"]
+    interrupted = first.study.trials[1]
+    assert interrupted.user_attrs["interrupted"] is True
+
+    calls.clear()
+    first.optimize()  # the same command again
+    assert calls[0] == "trial-001"  # the interrupted trial first, in its own run folder
+    assert "trial-000" not in calls
+    assert first.finished_trials() == 3
+    resumed = first.study.trials[2]
+    assert resumed.params == interrupted.params and resumed.state.name == "COMPLETE"
+
+
+@pytest.fixture
+def postgres_url():
+    """A PostgreSQL server started for the test (Debian's postgresql), or a skip saying why there is none."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'psycopg[binary]')")
+    bin_dirs = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+    initdb = shutil.which("initdb") or next((str(d / "initdb") for d in bin_dirs if (d / "initdb").exists()), None)
+    if initdb is None:
+        pytest.skip("no PostgreSQL server here (apt-get install postgresql)")
+    pg_ctl = str(Path(initdb).resolve().parent / "pg_ctl")
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        if shutil.which("runuser") is None:
+            pytest.skip("running as root without runuser: cannot start PostgreSQL as another user")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    folder = Path(tempfile.mkdtemp(prefix="greencompress-pg-"))
+    os.chmod(folder, 0o777)
+    data = folder / "data"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust"], check=True,
+                   capture_output=True)
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-w", "-l", str(folder / "server.log"), "-o",
+                    f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _interval(report: dict) -> tuple[float, float]:
+    lock = report["environment"]["measurement_lock"]
+    return tuple(datetime.strptime(lock[key], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
+                 for key in ("held_from_utc", "held_until_utc"))
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "postgresql"])
+def test_two_workers_share_one_study_without_duplicates_or_overlapping_windows(storage, tiny_recipe, tmp_path,
+                                                                                request):
+    path = write_search_recipe(tiny_recipe, trials=4)
+    url = (f"sqlite:///{tmp_path / 'shared.db'}" if storage == "sqlite" else request.getfixturevalue("postgres_url"))
+    command = [sys.executable, "-m", "greencompress.cli", "search", str(path), "--storage", url, "--worker", "--quiet"]
+    environment = {**os.environ, "GREENCOMPRESS_LOCK_DIR": str(tmp_path)}
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
+               for _ in range(2)]
+    outputs = [worker.communicate(timeout=600)[0] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], outputs
+
+    import optuna
+
+    trials = optuna.load_study(study_name="tiny", storage=url).get_trials()
+    finished = [t for t in trials if t.state.name == "COMPLETE"]
+    # The budget is checked after each trial: a worker that started before the last one finished may add one.
+    assert 4 <= len(finished) <= 5, [t.state.name for t in trials]
+    run_dirs = [t.user_attrs["run_dir"] for t in finished if "duplicate_of" not in t.user_attrs]
+    assert len(run_dirs) == len(set(run_dirs))  # no trial run twice
+    assert {t.user_attrs["pid"] for t in finished} == {w.pid for w in workers}  # both took part
+    intervals = sorted(_interval(json.loads((Path(d) / "report.json").read_text())) for d in run_dirs)
+    for (_, first_end), (second_start, _) in zip(intervals, intervals[1:]):
+        assert first_end <= second_start  # timing windows of two processes never overlapped

@@ -1,0 +1,67 @@
+"""The search: section: located errors for bad input, the sampler chosen from the objectives, durations read."""
+
+from __future__ import annotations
+
+import pytest
+
+from greencompress.errors import GreencompressError, RecipeError
+from greencompress.recipe import load_recipe
+from greencompress.search.spec import SearchSpec
+from greencompress.search.trial import trial_recipe
+
+
+def search_recipe(tiny_recipe, search: str, stages: str = "") -> object:
+    text = tiny_recipe.read_text()
+    if stages:
+        text = text.replace("  - quantize: {calibration_samples: 12}", stages)
+    tiny_recipe.write_text(text + search)
+    return tiny_recipe
+
+
+def test_errors_name_the_field_and_what_was_expected(tiny_recipe):
+    path = search_recipe(tiny_recipe, "search:\n  space: {prune_ratio: {low: 0.6, high: 0.2}, runtime: [tensorflow]}\n"
+                                      "  budget: {max_time: soon}\n")
+    with pytest.raises(RecipeError) as error:
+        load_recipe(path)
+    message = str(error.value)
+    assert "search.space.prune_ratio: low (0.6) must be <= high (0.2)" in message
+    assert "search.space.runtime" in message and "tensorflow" in message
+    assert "search.budget.max_time" in message and "'30m'" in message
+
+
+def test_both_pruning_targets_or_an_empty_space_are_refused(tiny_recipe):
+    both = "search:\n  space: {prune_ratio: {low: 0.2, high: 0.4}, target_macs: {low: 0.5, high: 0.8}}\n"
+    with pytest.raises(RecipeError, match="search.space: give prune_ratio or target_macs, not both"):
+        load_recipe(search_recipe(tiny_recipe, both))
+
+
+def test_a_dimension_whose_stage_is_missing_stops_the_search_before_any_trial(tiny_recipe, tmp_path):
+    from greencompress.search.study import Search
+
+    recipe = load_recipe(search_recipe(tiny_recipe, "search:\n  space: {finetune_epochs: [1, 2]}\n"))
+    with pytest.raises(GreencompressError, match="finetune_epochs varies stages.finetune, which the recipe does not"):
+        Search(recipe, tmp_path, f"sqlite:///{tmp_path / 'study.db'}")
+
+
+def test_sampler_follows_the_objectives_and_durations_read_as_seconds():
+    spec = SearchSpec.model_validate({"space": {"round_to": [1, 8]}, "budget": {"max_time": "1.5h"}})
+    assert (spec.objective_names, spec.sampler_name, spec.budget.max_time) == (
+        ["top1", "joules_per_inference"], "nsga2", 5400.0)
+    alone = SearchSpec.model_validate({"space": {"round_to": [1, 8]}, "objectives": {"accuracy": False}})
+    assert (alone.objective_names, alone.directions, alone.sampler_name) == (
+        ["joules_per_inference"], ["minimize"], "tpe")
+
+
+def test_a_trial_is_the_base_recipe_with_the_drawn_settings(tiny_recipe):
+    from greencompress.recipe import Recipe, recipe_to_dict
+
+    stages = "  - prune: {target_macs: 0.6, ignore: [fc]}\n  - finetune: {epochs: 3}\n  - quantize: {calibration_samples: 12}"
+    recipe = load_recipe(search_recipe(tiny_recipe, "search:\n  space: {prune_ratio: {low: 0.2, high: 0.4}}\n", stages))
+    params = {"prune_ratio": 0.25, "round_to": 1, "finetune_epochs": 2, "calibration_method": "percentile",
+              "qat": True, "layers": ["conv1"]}
+    trial = Recipe.model_validate(trial_recipe(recipe_to_dict(recipe), recipe.search, params, "tiny-trial007"))
+    prune, finetune, quantize = (stage.config for stage in trial.stages)
+    assert (prune.ratio, prune.target_macs, prune.round_to, prune.ignore) == (0.25, None, None, ["conv1", "fc"])
+    assert finetune.epochs == 2 and quantize.calibration_method == "percentile"
+    assert quantize.qat.learning_rate == recipe.search.qat_settings.learning_rate
+    assert (trial.name, trial.search, trial.benchmark.batch_sizes) == ("tiny-trial007", None, [1])

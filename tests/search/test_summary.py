@@ -1,0 +1,79 @@
+"""The chosen candidate, the budget and the verdict, on hand-made trials."""
+
+from __future__ import annotations
+
+import json
+
+from greencompress.search.summary import (
+    Summary,
+    TrialRow,
+    choose,
+    pareto_numbers,
+    proxy_quality,
+    render_html,
+    render_markdown,
+    write_summary,
+)
+from greencompress.search.trial import Outcome
+
+
+def outcome(top1: float, joules: float, latency_ms: float, ci: float = 0.0001, latency_ratio=None) -> Outcome:
+    return Outcome(candidate="onnxruntime-pruned-finetuned-int8", baseline="onnxruntime-int8", runtime="onnxruntime",
+                   batch_size=1, top1=top1, baseline_top1=91.4, reference_top1=91.4, joules_per_inference=joules,
+                   joules_ci95=ci, latency_p50_ms=latency_ms, size_bytes=300_000, energy_method="cpu-time-estimate",
+                   measured=False, latency_ratio=latency_ratio, energy_ratio=None)
+
+
+def row(number: int, result: Outcome | None, budget: float = 1.5, state: str = "complete", proxy=None) -> TrialRow:
+    feasible = result is not None and state == "complete" and result.reference_top1 - result.top1 <= budget
+    return TrialRow(number, state, {"prune_ratio": 0.3}, result, proxy, "", "", feasible)
+
+
+def test_the_lowest_energy_within_the_budget_is_chosen_never_one_over_it():
+    rows = [row(0, outcome(91.0, 0.0100, 0.60)),
+            row(1, outcome(88.0, 0.0050, 0.30)),  # cheapest, but 3.4 points down: over the 1.5 budget
+            row(2, outcome(90.2, 0.0080, 0.50)),
+            row(3, None, state="pruned")]
+    assert choose(rows) == 2
+
+
+def test_energy_ties_within_their_intervals_go_to_the_lower_latency():
+    rows = [row(0, outcome(91.0, 0.0080, 0.55, ci=0.0005)),
+            row(1, outcome(90.5, 0.0082, 0.45, ci=0.0005)),  # intervals overlap trial 0's: a tie, and faster
+            row(2, outcome(90.9, 0.0095, 0.30, ci=0.0001))]  # faster still, but clearly more energy
+    assert choose(rows) == 1
+
+
+def test_nothing_within_the_budget_chooses_nothing_and_says_so(tmp_path):
+    rows = [row(0, outcome(85.0, 0.0050, 0.30)), row(1, None, state="pruned")]
+    assert choose(rows) is None
+    summary = Summary(["top1", "joules_per_inference"], 1.5, 1, rows, [0], None, "No candidate within 1.5 points")
+    assert write_summary(summary, tmp_path) is None
+    assert not (tmp_path / "best.yaml").exists()
+    assert json.loads((tmp_path / "search.json").read_text())["chosen"] is None
+
+
+def test_front_holds_the_non_dominated_complete_trials():
+    rows = [row(0, outcome(91.0, 0.0100, 0.6)), row(1, outcome(90.0, 0.0110, 0.6)), row(2, outcome(89.0, 0.0070, 0.4)),
+            row(3, None, state="pruned")]
+    assert pareto_numbers(rows, ["top1", "joules_per_inference"]) == [0, 2]
+    assert pareto_numbers(rows, ["joules_per_inference"]) == [2]
+
+
+def test_summary_files_show_the_choice_the_estimate_and_best_yaml(tmp_path):
+    run_dir = tmp_path / "trial-001"
+    run_dir.mkdir()
+    (run_dir / "recipe.resolved.yaml").write_text("name: t1\n")
+    faster = {"ratio": 0.82, "ci95": [0.75, 0.90], "rounds": 5, "within_noise": False}
+    rows = [row(0, outcome(91.0, 0.0100, 0.6)),
+            TrialRow(1, "complete", {"prune_ratio": 0.25}, outcome(90.5, 0.0080, 0.5, latency_ratio=faster),
+                     {"ratio": 0.85, "low": 0.8, "high": 0.9}, "", str(run_dir), True)]
+    summary = Summary(["top1", "joules_per_inference"], 1.5, 1, rows, [0, 1], 1, "Trial 1 is faster",
+                      proxy_quality(rows))
+    best = write_summary(summary, tmp_path)
+    assert best.read_text() == "name: t1\n"
+    markdown = render_markdown(summary)
+    assert "an ESTIMATE, not a measurement" in markdown
+    assert "0.820x [0.750, 0.900]" in markdown and "chosen" in markdown
+    assert "mean absolute error 0.030" in markdown  # proxy 0.85 against 0.82 measured
+    assert "data:image/png;base64," in render_html(summary)
