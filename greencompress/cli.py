@@ -194,8 +194,10 @@ def validate(recipe_path: Path, overrides: tuple[str, ...]) -> None:
 
     recipe = load_recipe(recipe_path, list(overrides))
     stages = " -> ".join(stage.technique for stage in recipe.stages)
+    searched = (f"; search varies {', '.join(recipe.search.space.dimensions())} for "
+                f"{', '.join(recipe.search.objective_names)}" if recipe.search else "")
     stdout.print(f"{recipe_path}: valid recipe '{recipe.name}' ({recipe.model.source} model, "
-                 f"{recipe.data.kind} data, stages: {stages})", soft_wrap=True, markup=False)
+                 f"{recipe.data.kind} data, stages: {stages}{searched})", soft_wrap=True, markup=False)
 
 
 @cli.command()

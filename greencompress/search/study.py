@@ -29,8 +29,8 @@ from greencompress.search.trial import (
 log = logging.getLogger(__name__)
 
 # Trial states that count against `budget.max_trials`: finished ones, whichever way they finished, except those
-# the proxy turned away in seconds (they count against a cap of PROXY_CAP times the budget, so a space where
-# nothing passes the proxy still ends).
+# the proxy turned away in seconds and points drawn again (they count against a cap of PROXY_CAP times the
+# budget, so a space where nothing passes the proxy, or that is exhausted, still ends).
 FINISHED = ("COMPLETE", "PRUNED")
 PROXY_CAP = 4
 
@@ -50,17 +50,21 @@ def default_storage(folder: Path) -> str:
 
 def open_study(recipe: Recipe, storage: str, seed: int):
     """The study named after the recipe in `storage`; a different recipe under the same name is refused."""
+    import warnings
+
     import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
+    from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     spec = recipe.search
-    # A worker that dies stops beating; after the grace period its trial is failed and retried once elsewhere.
-    rdb = RDBStorage(storage, heartbeat_interval=30, grace_period=120,
-                     failed_trial_callback=RetryFailedTrialCallback(max_retry=1))
+    with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna 5; they are what resume relies on
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # A worker that dies stops beating; after the grace period its trial is failed and retried once elsewhere.
+        rdb = RDBStorage(storage, heartbeat_interval=30, grace_period=120,
+                         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+    # The budget is a constraint each finished trial sets (Trial.set_constraint); the samplers read it.
     samplers = {"nsga2": lambda: optuna.samplers.NSGAIISampler(
-                    seed=seed, population_size=max(4, min(50, spec.budget.max_trials // 3)),
-                    constraints_func=_constraints),
-                "tpe": lambda: optuna.samplers.TPESampler(seed=seed, constraints_func=_constraints),
+                    seed=seed, population_size=max(4, min(50, spec.budget.max_trials // 2))),
+                "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
                 "random": lambda: optuna.samplers.RandomSampler(seed=seed)}
     fingerprint = _fingerprint(recipe)
     # Whichever process comes first creates the study; the others join it.
@@ -84,11 +88,6 @@ def _fingerprint(recipe: Recipe) -> str:
     return stage_key("search", recipe_data)
 
 
-def _constraints(trial) -> list[float]:
-    # Feasible when <= 0: the accuracy lost beyond the budget (read from the finished trial).
-    return [trial.user_attrs.get("constraint", 0.0)]
-
-
 class Search:
     """One process's share of a search: trials until the study's budget is spent or this process's time is up."""
 
@@ -105,9 +104,11 @@ class Search:
         self._context = None  # model, data, baseline validation top-1, proxies: loaded on the first trial
 
     def finished_trials(self) -> int:
-        """Trials that count against `budget.max_trials`: trained (complete or stopped early), not turned away."""
+        """Trials that count against `budget.max_trials`: trained (complete or stopped early); not those turned
+        away by the proxy, and not a point drawn again (its results are the first draw's)."""
         return sum(1 for t in self.study.get_trials(deepcopy=False)
-                   if t.state.name in FINISHED and t.user_attrs.get("stopped_by") not in ("proxy", "infeasible"))
+                   if t.state.name in FINISHED and t.user_attrs.get("stopped_by") not in ("proxy", "infeasible")
+                   and "duplicate_of" not in t.user_attrs)
 
     def budget_spent(self) -> bool:
         screened = sum(1 for t in self.study.get_trials(deepcopy=False) if t.state.name in FINISHED)
@@ -126,7 +127,9 @@ class Search:
                  self.spec.budget.max_trials)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study.optimize(
-            self._objective, timeout=self.spec.budget.max_time, catch=(GreencompressError,),
+            # A candidate that breaks (export parity, a runtime's error) fails alone; a bug in greencompress stops all.
+            self._objective, timeout=self.spec.budget.max_time,
+            catch=(GreencompressError, RuntimeError, ValueError, OSError),
             callbacks=[self._log_trial, self._stop_when_spent])
 
     def _stop_when_spent(self, study, trial) -> None:
@@ -135,10 +138,12 @@ class Search:
 
     def _requeue_interrupted(self) -> None:
         """A trial stopped by Ctrl-C (FAIL with `interrupted`) runs again first, resuming its own run folder."""
-        for trial in self.study.get_trials(deepcopy=False):
-            if trial.state.name == "FAIL" and trial.user_attrs.get("interrupted") and not trial.user_attrs.get("requeued"):
-                self.study.enqueue_trial(trial.params, user_attrs={"resume_dir": trial.user_attrs["run_dir"]})
-                self.study._storage.set_trial_user_attr(trial._trial_id, "requeued", True)
+        trials = self.study.get_trials(deepcopy=False)
+        requeued = {t.user_attrs.get("resume_number") for t in trials}
+        for trial in trials:
+            if trial.state.name == "FAIL" and trial.user_attrs.get("interrupted") and trial.number not in requeued:
+                self.study.enqueue_trial(trial.params, user_attrs={"resume_dir": trial.user_attrs["run_dir"],
+                                                                   "resume_number": trial.number})
                 log.info("search: trial %d was interrupted; it runs again first, resuming %s", trial.number,
                          trial.user_attrs["run_dir"])
 
@@ -147,7 +152,8 @@ class Search:
 
         context = self._load()
         params = sample(self.spec.space, trial)
-        name = recipe_name(self.recipe.name, trial.number)
+        # A trial re-run after Ctrl-C keeps the first attempt's name, so its run folder resumes as the same run.
+        name = recipe_name(self.recipe.name, trial.user_attrs.get("resume_number", trial.number))
         trial_data = trial_recipe(self.base, self.spec, params, name)
         trial_recipe_obj = Recipe.model_validate(trial_data, context={BASE_DIR_KEY: Path.cwd()})
         runtime = params.get("runtime", trial_recipe_obj.benchmark.runtimes[0])
@@ -158,6 +164,7 @@ class Search:
             trial.set_user_attr("duplicate_of", twin.number)
             for key in ("outcome", "constraint", "run_dir"):
                 trial.set_user_attr(key, twin.user_attrs[key])
+            trial.set_constraint("accuracy_drop_beyond_budget", twin.user_attrs["constraint"])
             log.info("trial %d: the same settings as trial %d, which finished; its results are reused", trial.number,
                      twin.number)
             return twin.values
@@ -179,6 +186,7 @@ class Search:
         outcome = read_outcome(report, runtime, self.spec.objectives.batch_size)
         trial.set_user_attr("outcome", asdict(outcome))
         trial.set_user_attr("constraint", outcome.accuracy_drop - self.spec.budget.max_accuracy_drop)
+        trial.set_constraint("accuracy_drop_beyond_budget", trial.user_attrs["constraint"])  # feasible when <= 0
         return outcome.objectives(self.spec)
 
     def _finished_twin(self, trial, params: dict):

@@ -54,7 +54,8 @@ def rows_of(study) -> list[TrialRow]:
     for trial in study.get_trials(deepcopy=False):
         attrs = trial.user_attrs
         outcome = Outcome(**attrs["outcome"]) if "outcome" in attrs else None
-        reason = attrs.get("stopped", "") or ("interrupted" if attrs.get("interrupted") else "")
+        reason = (attrs.get("stopped", "") or ("interrupted" if attrs.get("interrupted") else "")
+                  or trial.system_attrs.get("fail_reason", "").split("\n")[0])
         rows.append(TrialRow(trial.number, trial.state.name.lower(), attrs.get("resolved_params", trial.params),
                              outcome, attrs.get("proxy"), reason, attrs.get("run_dir", ""),
                              outcome is not None and trial.state.name == "COMPLETE" and attrs.get("constraint", 1) <= 0))

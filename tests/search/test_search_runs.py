@@ -106,6 +106,8 @@ def test_ctrl_c_in_a_trial_resumes_it_and_never_reruns_finished_ones(tiny_recipe
     assert first.finished_trials() == 3
     resumed = first.study.trials[2]
     assert resumed.params == interrupted.params and resumed.state.name == "COMPLETE"
+    report = json.loads((Path(resumed.user_attrs["run_dir"]) / "report.json").read_text())
+    assert report["name"] == "tiny-trial001"  # the same run, resumed, not a new one in the old folder
 
 
 @pytest.fixture
