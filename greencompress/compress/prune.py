@@ -46,7 +46,7 @@ class PruneConfig(Section):
     ratio: float | None = Field(default=None, gt=0, lt=1)
     target_macs: float | None = Field(default=None, gt=0, lt=1)  # structured: instead of ratio, MACs kept vs baseline
     global_pruning: bool = False  # structured: rank channels across layers instead of within each
-    ignore: list[str] | None = None  # structured: layers never pruned (default: the final classifier)
+    ignore: list[str] | None = None  # structured: layers never pruned (besides the final classifier, always kept)
     round_to: int | None = Field(default=None, ge=1)  # structured: keep channel counts multiples of this
     iterative_steps: int = Field(default=1, ge=1)
     schedule: Literal["linear", "cubic"] = "linear"  # per-step targets; cubic removes most early (Zhu & Gupta, 2017)
@@ -145,7 +145,8 @@ def prune_structured(model: nn.Module, input_shape: tuple[int, int, int], config
     example = torch.zeros(1, *input_shape)
     modules = dict(model.named_modules())
     linears = [name for name, module in modules.items() if isinstance(module, nn.Linear)]
-    ignore = list(config.ignore) if config.ignore is not None else linears[-1:]  # the classifier by default
+    # The final classifier's outputs are the classes: never pruned, whatever else `ignore` lists.
+    ignore = list(dict.fromkeys([*(config.ignore or []), *linears[-1:]]))
     missing = [name for name in ignore if name not in modules]
     if missing:
         raise GreencompressError(f"stages.prune.ignore: no layer named {', '.join(missing)} in the model")

@@ -9,6 +9,7 @@ every proxy measurement holds the machine's measurement lock (measure/lock.py) w
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import asdict
@@ -175,7 +176,8 @@ class Search:
         run_dir = Path(trial.user_attrs.get("resume_dir") or self._new_run_dir(trial.number))
         trial.set_user_attr("run_dir", str(run_dir))
         try:
-            report = context.run_trial(trial_recipe_obj, run_dir, self._early_stop(trial, context))
+            epochs = next((stage.config.epochs for stage in trial_recipe_obj.stages if stage.technique == "finetune"), None)
+            report = context.run_trial(trial_recipe_obj, run_dir, self._early_stop(trial, context, epochs))
         except HopelessTrial as stop:
             trial.set_user_attr("stopped", str(stop))
             trial.set_user_attr("stopped_by", "early_stop")
@@ -222,18 +224,22 @@ class Search:
             return reason
         return None
 
-    def _early_stop(self, trial, context):
-        if not self.spec.early_stop.enabled or context.baseline_validation_top1 is None:
+    def _early_stop(self, trial, context, epochs: int | None):
+        if not self.spec.early_stop.enabled or context.baseline_validation_top1 is None or not epochs:
             return None
         floor = context.baseline_validation_top1 - self.spec.budget.max_accuracy_drop - self.spec.early_stop.margin_points
+        check_epoch = max(1, math.ceil(epochs * self.spec.early_stop.at_fraction))
+        checked = []
 
         def observer(epoch: int, validation_top1: float) -> None:
-            if epoch == 1:
-                trial.set_user_attr("first_epoch_validation_top1", 100 * validation_top1)
-                if 100 * validation_top1 < floor:
-                    raise HopelessTrial(f"early stop: validation top-1 {100 * validation_top1:.1f}% after one "
-                                        f"fine-tuning epoch, below {floor:.1f}% (unpruned "
-                                        f"{context.baseline_validation_top1:.1f}% - budget - margin)")
+            if epoch != check_epoch or checked:  # the trial's fine-tuning only (QAT after it has its own epochs)
+                return
+            checked.append(epoch)
+            trial.set_user_attr("checked_validation_top1", [epoch, 100 * validation_top1])
+            if 100 * validation_top1 < floor:
+                raise HopelessTrial(f"early stop: validation top-1 {100 * validation_top1:.1f}% after epoch {epoch} of "
+                                    f"{epochs}, below {floor:.1f}% (unpruned {context.baseline_validation_top1:.1f}% "
+                                    "- budget - margin)")
         return observer
 
     def _new_run_dir(self, number: int) -> Path:

@@ -63,6 +63,17 @@ def test_unknown_ignored_layer_is_named(resnet20):
         prune_structured(resnet20, (3, 32, 32), PruneConfig(ignore=["classifier"]), calibration_batches=None)
 
 
+def test_an_ignore_list_keeps_its_layers_and_the_classifier_s_outputs(resnet20):
+    protected = ["layer1.0.conv1", "layer2.0.conv1"]
+    result = prune_structured(resnet20, (3, 32, 32), PruneConfig(ignore=protected, ratio=0.5), calibration_batches=None)
+    model = result.model
+    assert (model.layer1[0].conv1.out_channels, model.layer2[0].conv1.out_channels) == (16, 32)
+    assert model.layer1[1].conv1.out_channels == 8  # not listed: pruned
+    assert model.linear.out_features == 10  # the classes, although `ignore` does not list the classifier
+    assert prune_structured(resnet20, (3, 32, 32), PruneConfig(ignore=[], ratio=0.5),
+                            calibration_batches=None).model.linear.out_features == 10
+
+
 @pytest.mark.parametrize("scope", ["global", "layer"])
 def test_unstructured_sparsity_is_exact_and_permanent(resnet20, scope):
     result = prune_unstructured(resnet20, PruneConfig(method="unstructured", sparsity=0.7, scope=scope))
