@@ -176,8 +176,8 @@ class Search:
         run_dir = Path(trial.user_attrs.get("resume_dir") or self._new_run_dir(trial.number))
         trial.set_user_attr("run_dir", str(run_dir))
         try:
-            epochs = next((stage.config.epochs for stage in trial_recipe_obj.stages if stage.technique == "finetune"), None)
-            report = context.run_trial(trial_recipe_obj, run_dir, self._early_stop(trial, context, epochs))
+            finetune = next((stage.config for stage in trial_recipe_obj.stages if stage.technique == "finetune"), None)
+            report = context.run_trial(trial_recipe_obj, run_dir, self._early_stop(trial, context, finetune))
         except HopelessTrial as stop:
             trial.set_user_attr("stopped", str(stop))
             trial.set_user_attr("stopped_by", "early_stop")
@@ -224,11 +224,15 @@ class Search:
             return reason
         return None
 
-    def _early_stop(self, trial, context, epochs: int | None):
-        if not self.spec.early_stop.enabled or context.baseline_validation_top1 is None or not epochs:
+    def _early_stop(self, trial, context, finetune):
+        if not self.spec.early_stop.enabled or context.baseline_validation_top1 is None or finetune is None:
             return None
         floor = context.baseline_validation_top1 - self.spec.budget.max_accuracy_drop - self.spec.early_stop.margin_points
-        check_epoch = max(1, math.ceil(epochs * self.spec.early_stop.at_fraction))
+        epochs = finetune.epochs
+        # Never within the warm-up or the epoch that ends it, and never at the last epoch (nothing left to save).
+        check_epoch = max(math.ceil(epochs * self.spec.early_stop.at_fraction), math.ceil(finetune.warmup_epochs) + 1)
+        if check_epoch >= epochs:
+            return None
         checked = []
 
         def observer(epoch: int, validation_top1: float) -> None:

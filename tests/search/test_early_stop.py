@@ -6,6 +6,7 @@ import types
 
 import pytest
 
+from greencompress.compress.finetune import FinetuneConfig
 from greencompress.search.spec import SearchSpec
 from greencompress.search.study import HopelessTrial, Search
 
@@ -18,11 +19,12 @@ class FakeTrial:
         self.user_attrs[key] = value
 
 
-def observer_for(epochs: int, baseline: float = 99.0, **early_stop):
+def observer_for(epochs: int | None, baseline: float = 99.0, warmup_epochs: float = 0.5, **early_stop):
     search = types.SimpleNamespace(spec=SearchSpec.model_validate(
         {"space": {"round_to": [8]}, "budget": {"max_accuracy_drop": 1.0}, "early_stop": early_stop}))
     trial = FakeTrial()
-    observer = Search._early_stop(search, trial, types.SimpleNamespace(baseline_validation_top1=baseline), epochs)
+    finetune = None if epochs is None else FinetuneConfig(epochs=epochs, warmup_epochs=warmup_epochs)
+    observer = Search._early_stop(search, trial, types.SimpleNamespace(baseline_validation_top1=baseline), finetune)
     return observer, trial
 
 
@@ -41,6 +43,16 @@ def test_a_candidate_above_the_floor_runs_on_and_is_checked_once():
     assert trial.user_attrs["checked_validation_top1"] == [2, 95.0]
 
 
-def test_no_check_without_fine_tuning_or_when_disabled():
+def test_no_check_without_fine_tuning_when_disabled_or_with_nothing_to_save():
     assert observer_for(epochs=None)[0] is None
     assert observer_for(epochs=3, enabled=False)[0] is None
+    assert observer_for(epochs=2)[0] is None  # epoch 1 ends the warm-up; epoch 2 is the last
+    assert observer_for(epochs=20, warmup_epochs=15)[0] is not None  # checked after epoch 16
+
+
+def test_the_check_waits_for_the_epoch_after_the_warm_up():
+    observer, trial = observer_for(epochs=10, at_fraction=0.1, warmup_epochs=2)  # not epoch 1: epoch 3
+    observer(1, 0.05)
+    observer(2, 0.05)
+    with pytest.raises(HopelessTrial, match="after epoch 3 of 10"):
+        observer(3, 0.05)
