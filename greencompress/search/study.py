@@ -17,7 +17,7 @@ from pathlib import Path
 
 from greencompress.config import BASE_DIR_KEY
 from greencompress.errors import GreencompressError
-from greencompress.recipe import Recipe
+from greencompress.recipe import Recipe, recipe_to_dict
 from greencompress.search.trial import (
     Outcome,
     missing_stages,
@@ -81,7 +81,6 @@ def open_study(recipe: Recipe, storage: str, seed: int):
 
 
 def _fingerprint(recipe: Recipe) -> str:
-    from greencompress.recipe import recipe_to_dict
     from greencompress.stages import stage_key
 
     recipe_data = recipe_to_dict(recipe)
@@ -98,7 +97,7 @@ class Search:
         if problems := missing_stages(recipe, recipe.search):
             raise GreencompressError("; ".join(problems))
         self.recipe, self.spec, self.folder, self.progress = recipe, recipe.search, folder, progress
-        self.base = _base_dict(recipe)
+        self.base = recipe_to_dict(recipe)
         # The first process samples from the recipe's seed (a search on one process is reproducible); each worker
         # from its own, or two workers started together would draw the same points.
         self.study = open_study(recipe, storage, recipe.seed + (os.getpid() if worker else 0))
@@ -318,12 +317,6 @@ class _TrialContext:
         finally:
             logging.getLogger().removeHandler(handler)
             handler.close()
-
-
-def _base_dict(recipe: Recipe) -> dict:
-    from greencompress.recipe import recipe_to_dict
-
-    return recipe_to_dict(recipe)
 
 
 def _host() -> str:

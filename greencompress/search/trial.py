@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from greencompress.errors import GreencompressError
-from greencompress.recipe import Recipe, recipe_to_dict
+from greencompress.recipe import Recipe
 from greencompress.search.spec import Range, SearchSpec
 
 # Which stage of the base recipe each dimension of the space changes.
@@ -138,8 +138,3 @@ def read_outcome(report, runtime: str, batch_size: int) -> Outcome:
 
 def recipe_name(base_name: str, number: int) -> str:
     return f"{base_name}-trial{number:03d}"
-
-
-def base_recipe_dict(recipe: Recipe) -> dict:
-    """The search recipe as plain data, every path absolute, ready to be varied per trial."""
-    return recipe_to_dict(recipe)
