@@ -209,9 +209,11 @@ def validate(recipe_path: Path, overrides: tuple[str, ...]) -> None:
               help="Optuna storage shared by every process of the search (default: sqlite in the search folder); "
                    "e.g. postgresql://user@host/db for workers on several machines.")
 @click.option("--worker", is_flag=True, help="Only run trials of the shared study; leave the summary to the first process.")
+@click.option("--report", "report_only", is_flag=True,
+              help="Run no trial: write the summary (front, table, best.yaml) of the study as it stands.")
 @click.option("--quiet", is_flag=True, help="No progress bars; the summary at the end.")
 def search(recipe_path: Path, output_dir: Path | None, overrides: tuple[str, ...], storage: str | None, worker: bool,
-           quiet: bool) -> None:
+           report_only: bool, quiet: bool) -> None:
     """Search RECIPE's search: space for the lowest J/inference within the accuracy budget.
 
     Every trial is an ordinary run in <output>/<name>-search/trials/. Run the same command again
@@ -230,7 +232,8 @@ def search(recipe_path: Path, output_dir: Path | None, overrides: tuple[str, ...
     try:
         with _progress(disable=quiet) as progress:
             session = Search(recipe, folder, storage or default_storage(folder), progress, worker=worker)
-            session.optimize()
+            if not report_only:
+                session.optimize()
         if worker:
             stdout.print(f"worker done: {session.finished_trials()} trials of the study finished", highlight=False)
             return

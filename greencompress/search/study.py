@@ -57,6 +57,7 @@ def open_study(recipe: Recipe, storage: str, seed: int):
     from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
     spec = recipe.search
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna 5; they are what resume relies on
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # A worker that dies stops beating; after the grace period its trial is failed and retried once elsewhere.
@@ -81,11 +82,13 @@ def open_study(recipe: Recipe, storage: str, seed: int):
 
 
 def _fingerprint(recipe: Recipe) -> str:
-    from greencompress.stages import stage_key
+    """A hash of the recipe alone: a later greencompress (or a worker on another machine) may join the study."""
+    import hashlib
+    import json
 
     recipe_data = recipe_to_dict(recipe)
     recipe_data.pop("output", None)  # where folders go does not change what a trial measures
-    return stage_key("search", recipe_data)
+    return hashlib.sha256(json.dumps(recipe_data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class Search:

@@ -64,13 +64,13 @@ def rows_of(study) -> list[TrialRow]:
 
 
 def choose(rows: list[TrialRow]) -> int | None:
-    """The lowest J/inference within the budget; trials whose energy intervals overlap it are ties, broken by latency."""
+    """The lowest J/inference within the budget; trials whose J lies inside its 95% interval are ties, broken by latency."""
     feasible = [row for row in rows if row.feasible]
     if not feasible:
         return None
     lowest = min(feasible, key=lambda row: row.outcome.joules_per_inference)
-    ceiling = lowest.outcome.joules_per_inference + lowest.outcome.joules_ci95
-    tied = [row for row in feasible if row.outcome.joules_per_inference - row.outcome.joules_ci95 <= ceiling]
+    tied = [row for row in feasible if row.outcome.joules_per_inference - lowest.outcome.joules_per_inference
+            <= lowest.outcome.joules_ci95]
     return min(tied, key=lambda row: (row.outcome.latency_p50_ms, row.outcome.joules_per_inference)).number
 
 

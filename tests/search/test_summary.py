@@ -37,11 +37,11 @@ def test_the_lowest_energy_within_the_budget_is_chosen_never_one_over_it():
     assert choose(rows) == 2
 
 
-def test_energy_ties_within_their_intervals_go_to_the_lower_latency():
+def test_energy_ties_within_the_lowest_s_interval_go_to_the_lower_latency():
     rows = [row(0, outcome(91.0, 0.0080, 0.55, ci=0.0005)),
-            row(1, outcome(90.5, 0.0082, 0.45, ci=0.0005)),  # intervals overlap trial 0's: a tie, and faster
-            row(2, outcome(90.9, 0.0095, 0.30, ci=0.0001))]  # faster still, but clearly more energy
-    assert choose(rows) == 1
+            row(1, outcome(90.5, 0.0082, 0.45, ci=0.0005)),  # inside trial 0's interval: a tie, and faster
+            row(2, outcome(90.9, 0.0095, 0.30, ci=0.0020))]  # faster still; intervals overlap, but its J is not
+    assert choose(rows) == 1                                 # inside the lowest's interval: more energy
 
 
 def test_nothing_within_the_budget_chooses_nothing_and_says_so(tmp_path):
