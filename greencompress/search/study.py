@@ -164,13 +164,11 @@ class Search:
         trial.set_user_attr("host", _host())
         trial.set_user_attr("pid", os.getpid())
         if (twin := self._finished_twin(trial, params)) is not None:  # a small space: the same point drawn again
+            # Stopped, not complete: the samplers then keep drawing new points (NSGA-II would breed from copies).
             trial.set_user_attr("duplicate_of", twin.number)
-            for key in ("outcome", "constraint", "run_dir"):
-                trial.set_user_attr(key, twin.user_attrs[key])
-            trial.set_constraint("accuracy_drop_beyond_budget", twin.user_attrs["constraint"])
-            log.info("trial %d: the same settings as trial %d, which finished; its results are reused", trial.number,
-                     twin.number)
-            return twin.values
+            trial.set_user_attr("stopped", f"same settings as trial {twin.number}: see its results")
+            log.info("trial %d: the same settings as trial %d, which finished; not run again", trial.number, twin.number)
+            raise optuna.TrialPruned(f"same settings as trial {twin.number}")
         if context.proxy_for(trial_recipe_obj, runtime) is not None:
             stop = self._proxy_check(trial, context, trial_recipe_obj, runtime)
             if stop:

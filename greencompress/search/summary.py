@@ -55,7 +55,6 @@ def rows_of(study) -> list[TrialRow]:
         attrs = trial.user_attrs
         outcome = Outcome(**attrs["outcome"]) if "outcome" in attrs else None
         reason = (attrs.get("stopped", "") or ("interrupted" if attrs.get("interrupted") else "")
-                  or (f"same settings as trial {attrs['duplicate_of']}: its results" if "duplicate_of" in attrs else "")
                   or trial.system_attrs.get("fail_reason", "").split("\n")[0])
         rows.append(TrialRow(trial.number, trial.state.name.lower(), attrs.get("resolved_params", trial.params),
                              outcome, attrs.get("proxy"), reason, attrs.get("run_dir", ""),
