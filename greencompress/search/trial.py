@@ -52,9 +52,10 @@ def trial_recipe(base: dict, spec: SearchSpec, params: dict[str, Any], name: str
         prune.update(ratio=round(params["prune_ratio"], 4), target_macs=None)
     if "target_macs" in params:
         prune.update(target_macs=round(params["target_macs"], 4), ratio=None)
-    for key in ("importance", "round_to"):
-        if key in params:
-            prune[key] = params[key] if params[key] != 1 or key != "round_to" else None
+    if "importance" in params:
+        prune["importance"] = params["importance"]
+    if "round_to" in params:
+        prune["round_to"] = params["round_to"] if params["round_to"] > 1 else None  # 1: any channel count
     if "layers" in params:
         prune["ignore"] = params["layers"] + [layer for layer in base_ignore(base) if layer not in params["layers"]]
     if "finetune_epochs" in params:
