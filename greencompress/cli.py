@@ -24,6 +24,7 @@ from rich.table import Table
 
 from greencompress import __version__
 from greencompress.errors import GreencompressError
+from greencompress.files import log_to_file
 
 console = Console(stderr=True)
 stdout = Console()
@@ -83,21 +84,14 @@ def run(recipe_path: Path | None, output_dir: Path | None, overrides: tuple[str,
         serve_fine_tuning(recipe)
         return
     run_dir = run_dir or create_run_dir(recipe, output_dir)
-    file_handler = logging.FileHandler(run_dir / "run.log")
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    file_handler.setLevel(logging.DEBUG)
-    logging.getLogger().addHandler(file_handler)
-    log.info("%s run folder: %s", "resuming" if resume_dir else "new", run_dir)
-    try:
+    with log_to_file(run_dir / "run.log"):
+        log.info("%s run folder: %s", "resuming" if resume_dir else "new", run_dir)
         with _progress(disable=quiet or as_json) as progress:
             report = run_pipeline(recipe, run_dir, recipe_path=recipe_path, progress=progress)
         if screenshot:
             from greencompress.report.screenshot import screenshot_html
 
             screenshot_html(run_dir / "report.html", run_dir / "report.png")
-    finally:
-        logging.getLogger().removeHandler(file_handler)
-        file_handler.close()
     if as_json:
         stdout.print_json(json.dumps(report.to_dict()))
     elif quiet:
@@ -226,10 +220,7 @@ def search(recipe_path: Path, output_dir: Path | None, overrides: tuple[str, ...
     recipe = load_recipe(recipe_path, list(overrides))
     folder = search_folder(recipe, output_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    file_handler = logging.FileHandler(folder / ("worker.log" if worker else "search.log"))
-    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.getLogger().addHandler(file_handler)
-    try:
+    with log_to_file(folder / ("worker.log" if worker else "search.log")):
         with _progress(disable=quiet) as progress:
             session = Search(recipe, folder, storage or default_storage(folder), progress, worker=worker)
             if not report_only:
@@ -239,10 +230,7 @@ def search(recipe_path: Path, output_dir: Path | None, overrides: tuple[str, ...
             return
         summary = summarize(session.study, recipe.search)
         best = write_summary(summary, folder)
-    finally:
-        logging.getLogger().removeHandler(file_handler)
-        file_handler.close()
-    from greencompress.search.summary import table_rows
+    from greencompress.search.summary import energy_method_text, table_rows
 
     headers, rows = table_rows(summary, compact=True)
     table = Table(title=f"search: {recipe.name}", title_justify="left")
@@ -251,6 +239,7 @@ def search(recipe_path: Path, output_dir: Path | None, overrides: tuple[str, ...
     for row in rows:
         table.add_row(*(escape(cell) for cell in row))
     stdout.print(table)
+    stdout.print(f"J/inference: {escape(energy_method_text(summary))}", highlight=False)
     stdout.print(escape(summary.verdict), highlight=False)
     stdout.print(f"search folder: {folder}" + (f"; best recipe: {best}" if best else ""), highlight=False,
                  soft_wrap=True)

@@ -1,7 +1,8 @@
-"""Small file helpers shared by the stages: content hashes and writes that never leave half a file."""
+"""Small file helpers: content hashes, writes that never leave half a file, and a log file for a block."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from pathlib import Path
@@ -41,3 +42,19 @@ def write_bytes_atomic(path: Path, data: bytes) -> None:
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_bytes(data)
     os.replace(temporary, path)
+
+
+@contextlib.contextmanager
+def log_to_file(path: Path):
+    """Within the block, every log record (DEBUG and up) is also written to `path`: a run's or search's log."""
+    import logging
+
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setLevel(logging.DEBUG)
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from greencompress.config import BASE_DIR_KEY
 from greencompress.errors import GreencompressError
+from greencompress.files import log_to_file
 from greencompress.recipe import Recipe, recipe_to_dict
 from greencompress.search.trial import (
-    Outcome,
     missing_stages,
     read_outcome,
     recipe_name,
@@ -308,25 +308,12 @@ class _TrialContext:
         from greencompress.compress.finetune import observe_epochs
         from greencompress.pipeline import run
 
-        handler = logging.FileHandler(run_dir / "run.log")  # each trial's folder has its log, as a run's does
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        handler.setLevel(logging.DEBUG)
-        logging.getLogger().addHandler(handler)
-        try:
+        with log_to_file(run_dir / "run.log"):  # each trial's folder has its log, as a run's does
             with observe_epochs(observer) if observer else contextlib.nullcontext():
                 return run(trial_recipe_obj, run_dir, progress=self.progress)
-        finally:
-            logging.getLogger().removeHandler(handler)
-            handler.close()
 
 
 def _host() -> str:
     import socket
 
     return socket.gethostname()
-
-
-def outcomes(study) -> list[tuple[object, Outcome | None]]:
-    """Every trial with its outcome (None for those stopped or failed)."""
-    return [(trial, Outcome(**trial.user_attrs["outcome"]) if "outcome" in trial.user_attrs else None)
-            for trial in study.get_trials(deepcopy=False)]

@@ -171,7 +171,8 @@ def table_rows(summary: Summary, compact: bool = False) -> tuple[list[str], list
     return headers, rows
 
 
-def _method(summary: Summary) -> str:
+def energy_method_text(summary: Summary) -> str:
+    """Where the trials' J/inference came from, and whether it is a measurement."""
     methods = {(row.outcome.energy_method, row.outcome.measured) for row in summary.rows if row.outcome}
     return ", ".join(f"{method} ({'measured' if measured else 'an ESTIMATE, not a measurement'})"
                      for method, measured in sorted(methods)) or "none"
@@ -181,7 +182,7 @@ def render_markdown(summary: Summary) -> str:
     headers, rows = table_rows(summary)
     lines = ["# greencompress search", "",
              f"Objectives: {', '.join(summary.objectives)} at batch {summary.batch_size}; budget: at most "
-             f"{summary.max_accuracy_drop} points below the unpruned FP32 top-1. Energy: {_method(summary)}.", "",
+             f"{summary.max_accuracy_drop} points below the unpruned FP32 top-1. Energy: {energy_method_text(summary)}.", "",
              f"**{summary.verdict}**", ""]
     if summary.chosen is not None:
         lines += [f"Chosen: trial {summary.chosen}; `greencompress run best.yaml` reproduces it.", ""]
@@ -206,7 +207,7 @@ def render_html(summary: Summary) -> str:
             f"<style>{STYLE}</style></head><body><h1>greencompress search</h1>"
             f"<p class='note'>{escape(summary.verdict)}</p>"
             f"<p class='method'>Objectives: {escape(', '.join(summary.objectives))} at batch {summary.batch_size}; "
-            f"energy: {escape(_method(summary))}. Bars: 95% intervals of J per inference.</p>"
+            f"energy: {escape(energy_method_text(summary))}. Bars: 95% intervals of J per inference.</p>"
             f"{figure}<h2>Trials</h2>{html_table(headers, rows)}</body></html>")
 
 
