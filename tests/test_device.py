@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import types
 
 import pytest
 
@@ -11,17 +10,8 @@ from greencompress.device import resolve_device
 from greencompress.errors import GreencompressError
 from greencompress.measure.energy import EnergySpec, select_meter
 from greencompress.measure.energy.combined import CombinedMeter
-from tests.measure.test_nvml import FakeGpu, fake_pynvml
+from tests.fake_gpu import FakeGpu, fake_pynvml, fake_torch
 from tests.measure.test_rapl import make_zone
-
-
-def fake_torch(gpus: list[str], cuda_version: str | None = "13.0"):
-    """A torch module as far as device.py reads it: CUDA build or not, and the GPUs it sees."""
-    properties = [types.SimpleNamespace(name=name, uuid=f"{index:08x}-0000-0000-0000-000000000000")
-                  for index, name in enumerate(gpus)]
-    cuda = types.SimpleNamespace(is_available=lambda: bool(gpus), device_count=lambda: len(gpus),
-                                 get_device_properties=lambda index: properties[index])
-    return types.SimpleNamespace(cuda=cuda, version=types.SimpleNamespace(cuda=cuda_version), __version__="2.14.1")
 
 
 def test_cpu_and_auto_without_a_gpu_measure_on_the_cpu():

@@ -3,67 +3,13 @@
 from __future__ import annotations
 
 import time
-import types
 
 import pytest
 
 from greencompress.measure.energy import EnergySpec, probe_meters
 from greencompress.measure.energy.meter import MeterUnavailable
 from greencompress.measure.energy.nvml import NvmlMeter
-
-NOT_SUPPORTED = 3
-
-
-class FakeGpu:
-    """A GPU at constant power whose energy counter, like a real one, only moves every `update_period_s`."""
-
-    def __init__(self, name: str, power_mw: float, has_counter: bool, update_period_s: float = 0.06,
-                 uuid: str | None = None):
-        self.name, self.power_mw, self.has_counter = name, power_mw, has_counter
-        self.update_period_s, self.uuid = update_period_s, uuid or f"GPU-{name}-{id(self):x}"
-        self.created = time.perf_counter()
-
-    def energy_mj(self) -> int:  # integrates the constant power exactly, up to the last update
-        elapsed = time.perf_counter() - self.created
-        return int(self.power_mw * (elapsed - elapsed % self.update_period_s))
-
-
-def fake_pynvml(gpus: list[FakeGpu], init_error: str | None = None) -> types.ModuleType:
-    module = types.ModuleType("pynvml")
-
-    class NVMLError(Exception):
-        def __init__(self, value):
-            self.value = value
-            super().__init__({NOT_SUPPORTED: "Not Supported"}.get(value, f"error {value}"))
-
-    def init():
-        if init_error:
-            raise NVMLError(init_error)
-
-    def total_energy(gpu):
-        if not gpu.has_counter:
-            raise NVMLError(NOT_SUPPORTED)
-        return gpu.energy_mj()
-
-    module.NVMLError = NVMLError
-    module.NVML_ERROR_NOT_SUPPORTED = NOT_SUPPORTED
-    module.nvmlInit = init
-    module.nvmlDeviceGetCount = lambda: len(gpus)
-    module.nvmlDeviceGetHandleByIndex = lambda index: gpus[index]
-    module.nvmlDeviceGetTotalEnergyConsumption = total_energy
-    module.nvmlDeviceGetPowerUsage = lambda gpu: int(gpu.power_mw)
-    module.nvmlDeviceGetName = lambda gpu: gpu.name.encode()
-    module.nvmlDeviceGetIndex = lambda gpu: gpus.index(gpu)
-    module.nvmlDeviceGetUUID = lambda gpu: gpu.uuid.encode()
-
-    def by_uuid(uuid):
-        for gpu in gpus:
-            if gpu.uuid.encode() == uuid:
-                return gpu
-        raise NVMLError(13)  # NVML_ERROR_NOT_FOUND
-
-    module.nvmlDeviceGetHandleByUUID = by_uuid
-    return module
+from tests.fake_gpu import NOT_SUPPORTED, FakeGpu, fake_pynvml, with_telemetry
 
 
 def test_counter_in_millijoules_becomes_joules_per_gpu():
@@ -157,15 +103,7 @@ def test_a_counter_that_goes_backwards_invalidates_the_window():
 
 def test_each_window_carries_clock_temperature_power_and_throttle_reasons():
     gpu = FakeGpu("H100", 300_000, True)
-    nvml = fake_pynvml([gpu])
-    nvml.NVML_TEMPERATURE_GPU, nvml.NVML_CLOCK_SM = 0, 1
-    nvml.nvmlDeviceGetTemperature = lambda handle, sensor: 71
-    nvml.nvmlDeviceGetClockInfo = lambda handle, clock: 1755
-    nvml.nvmlDeviceGetMaxClockInfo = lambda handle, clock: 1980
-    nvml.nvmlDeviceGetCurrentClocksThrottleReasons = lambda handle: 0x4 | 0x20  # power cap and thermal slowdown
-    nvml.nvmlSystemGetDriverVersion = lambda: b"560.35.03"
-    nvml.nvmlDeviceGetEnforcedPowerLimit = lambda handle: 700_000
-    nvml.nvmlDeviceGetMemoryInfo = lambda handle: types.SimpleNamespace(total=80 * 2**30)
+    nvml = with_telemetry(fake_pynvml([gpu]))
     meter = NvmlMeter(nvml=nvml, measure_period=False)
     meter.begin_window()
     reading = meter.end_window()
@@ -189,3 +127,23 @@ def test_queries_a_gpu_does_not_answer_are_left_empty():
     telemetry = meter.end_window().telemetry["gpu0"]
     assert telemetry["temperature_c"] is None and telemetry["sm_clock_mhz"] is None  # absent from this fake
     assert telemetry["throttle_reasons"] == [] and telemetry["power_w"] == 70.0
+
+
+def test_every_pynvml_name_the_code_and_the_fakes_use_exists_in_the_real_pynvml():
+    """A misspelt optional query would read as 'not supported' forever: names are checked against nvidia-ml-py."""
+    import re
+
+    import pynvml
+
+    from tests.conftest import REPO
+    from tests.fake_gpu import with_power_limits
+
+    used = set()
+    for source in [*(REPO / "greencompress").rglob("*.py"), REPO / "scripts" / "gpu_check.py"]:
+        text = source.read_text()
+        used |= set(re.findall(r"\bp?nvml\.((?:nvml|NVML)\w+)", text))  # attributes: nvml.nvmlInit()
+        used |= set(re.findall(r"\"((?:nvml[A-Z]|NVML_)\w+)\"", text))  # names of optional queries: "nvml..."
+    faked = {name for name in vars(with_power_limits(with_telemetry(fake_pynvml([]))))
+             if name.startswith(("nvml", "NVML_"))}
+    assert {"nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetCurrentClocksThrottleReasons", "NVML_CLOCK_SM"} <= used
+    assert sorted(name for name in used | faked if not hasattr(pynvml, name)) == []

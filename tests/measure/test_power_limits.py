@@ -6,27 +6,12 @@ import pytest
 
 from greencompress.errors import GreencompressError
 from greencompress.measure.energy.power_limits import gpu_power_limit, optimal_and_fastest
-from tests.measure.test_nvml import FakeGpu, fake_pynvml
-
-NO_PERMISSION = 4
+from tests.fake_gpu import FakeGpu, fake_pynvml, with_power_limits
 
 
 def nvml_with_limits(allowed: bool = True):
     gpu = FakeGpu("H100", 300_000, True)
-    nvml = fake_pynvml([gpu])
-    nvml.NVML_ERROR_NO_PERMISSION = NO_PERMISSION
-    gpu.limit_mw, gpu.history = 700_000, []
-    nvml.nvmlDeviceGetPowerManagementLimit = lambda handle: handle.limit_mw
-    nvml.nvmlDeviceGetPowerManagementLimitConstraints = lambda handle: (200_000, 700_000)
-
-    def set_limit(handle, milliwatts):
-        if not allowed:
-            raise nvml.NVMLError(NO_PERMISSION)
-        handle.limit_mw = milliwatts
-        handle.history.append(milliwatts)
-
-    nvml.nvmlDeviceSetPowerManagementLimit = set_limit
-    return nvml, gpu
+    return with_power_limits(fake_pynvml([gpu]), allowed), gpu
 
 
 def test_a_limit_is_applied_for_the_block_and_restored_even_when_it_fails():
