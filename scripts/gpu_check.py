@@ -1,6 +1,10 @@
-"""The GPU checks in one command, for a machine lent with an NVIDIA GPU (about 7 minutes on one H100).
+"""The GPU checks in one command, for a machine lent with an NVIDIA GPU (at most --budget-s, 7 minutes by default).
 
     python scripts/gpu_check.py --out $OUT          # writes gpu_check.json and gpu_check.md there
+    bash scripts/gpu_session.sh                     # on a lent machine: this, the GPU tests and a GPU run
+
+Parts (a), (b), (c) and (e) take about 2 minutes; (d) then measures model by model, batch size 32
+first, and skips (saying so) whatever would end past the budget.
 
 (a) NVML's energy counter against integrated sampled power, on a steady matrix-multiply load and on
     50 ms on/off pulses (sampled power is a ~1 s average on recent GPUs and misses pulses);
@@ -10,12 +14,13 @@
 (d) the default recipe's architecture (ResNet-18, 10 classes, 64x64) and ResNet-50 at 224x224, random
     weights, batch 1, 32 and 256: FP32 vs FP16 vs BF16 (weights cast) vs FP32 compiled, J/inference by
     the NVML counter with paired intervals, and latency, side by side in interleaved windows;
-(e) a GPU power-limit sweep of one model where NVML lets this process set limits (root), the limit
-    restored afterwards even on Ctrl-C; where it may not, it says why;
+(e) energy and time per matrix multiply at four GPU power limits, minimum to default, where NVML lets
+    this process set them (root), the limit restored afterwards even on Ctrl-C; where not, why not;
 (f) with onnxruntime-gpu: FP32 vs the FP16 export on the CUDA provider, and whether TensorRT runs
     the symmetric int8 graph whole (profiled node placement); without it, the reason.
-Needs only what the GPU machine has: PyTorch with CUDA and nvidia-ml-py. Every part that cannot run
-says why in the output instead of stopping the rest.
+Needs PyTorch with CUDA and nvidia-ml-py, which the lent machines have, and pydantic, which they lack:
+scripts/gpu_wheels.py fetches it to carry. Every part that cannot run says why in the output instead of
+stopping the rest.
 """
 
 from __future__ import annotations
@@ -23,9 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import threading
 import time
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from types import ModuleType
+from typing import Callable
 
 import numpy as np
 
@@ -33,9 +42,72 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from greencompress.measure.stats import mean_interval, paired_ratio_interval  # noqa: E402
 
-WINDOW_LENGTHS_S = (0.5, 1.0, 2.0, 5.0)
-BATCH_SIZES = (1, 32, 256)
+BATCH_SIZES = (32, 256, 1)  # in this order: what the time budget leaves out is batch 1 first
 PRECISIONS = ("fp32", "fp16", "bf16", "fp32-compiled")
+MODELS = (("resnet18", 10, 64), ("resnet50", 1000, 224))  # (torchvision name, classes, input size)
+
+
+@dataclass(frozen=True)
+class Durations:
+    """How long each check loads or watches the GPU, in seconds (a rehearsal on fakes runs them scaled down)."""
+
+    counter_load_s: float = 8.0  # (a) each of the steady and the pulsed load
+    pulse_s: float = 0.05  # (a) on for this long, then idle for this long
+    window_lengths_s: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0)  # (b)
+    windows_per_length: int = 5  # (b)
+    update_period_probe_s: float = 1.0  # (b) how long the counter's update period is watched
+    rest_s: float = 6.0  # (c) idle power before any load of this part
+    idle_load_s: float = 10.0  # (c)
+    after_load_s: float = 25.0  # (c) watched after the load
+    power_reading_s: float = 1.0  # (c) one power reading per this long
+    model_warmup_s: float = 2.0  # (d)
+    model_window_s: float = 1.0  # (d) raised by the meter to what its counter needs
+    model_windows: int = 5  # (d)
+    model_idle_s: float = 3.0  # (d)
+    model_reserve_s: float = 30.0  # (d) spare time a model and batch size needs beyond its windows (compiling)
+    limit_load_s: float = 5.0  # (e) at each power limit
+
+    def scaled(self, factor: float) -> Durations:
+        def scale(value):
+            if isinstance(value, tuple):
+                return tuple(v * factor for v in value)
+            return value * factor if isinstance(value, float) else value
+
+        return replace(self, **{f.name: scale(getattr(self, f.name)) for f in fields(self)})
+
+
+DURATIONS = Durations()
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """What the checks touch: NVML and the GPU's handle, a load to put on it, and the pipeline's own meter."""
+
+    nvml: ModuleType
+    handle: object
+    load: Callable[..., int]  # load(seconds, pulse_s=None) -> operations run
+    meter: object  # the EnergyMeter `greencompress run` would choose for this GPU
+    bf16: bool  # whether the GPU runs BF16
+
+
+class MatmulLoad:
+    """FP16 matrix multiplies on the GPU, each waited for; with `pulse_s`, on for pulse_s then idle as long."""
+
+    def __init__(self, torch, size: int = 8192):
+        self.torch = torch
+        self.matrix = torch.randn(size, size, device="cuda", dtype=torch.float16)
+
+    def __call__(self, seconds: float, pulse_s: float | None = None) -> int:
+        count, end = 0, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            burst_end = time.perf_counter() + (pulse_s or seconds)
+            while time.perf_counter() < burst_end:
+                self.matrix @ self.matrix
+                self.torch.cuda.synchronize()
+                count += 1
+            if pulse_s:
+                time.sleep(pulse_s)
+        return count
 
 
 def counter_vs_sampled(counter_j: float, sampled_j: float) -> float:
@@ -78,72 +150,60 @@ class PowerSampler:
         self.thread.join()
 
 
-def load(torch, seconds: float, pulse_s: float | None = None) -> None:
-    """A matrix-multiply load for `seconds`; with `pulse_s`, on for pulse_s then idle for pulse_s, repeatedly."""
-    a = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        burst_end = time.perf_counter() + (pulse_s or seconds)
-        while time.perf_counter() < burst_end:
-            a @ a
-            torch.cuda.synchronize()
-        if pulse_s:
-            time.sleep(pulse_s)
+def counter_j(gpu: Gpu) -> float:
+    return gpu.nvml.nvmlDeviceGetTotalEnergyConsumption(gpu.handle) / 1e3
 
 
-def counter_j(nvml, handle) -> float:
-    return nvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1e3
-
-
-def check_counter_vs_sampled(torch, nvml, handle, seconds: float) -> dict:
+def check_counter_vs_sampled(gpu: Gpu, durations: Durations) -> dict:
     results = {}
-    for name, pulse in (("steady", None), ("pulses_50ms", 0.05)):
-        start = counter_j(nvml, handle)
-        with PowerSampler(nvml, handle) as sampler:
-            load(torch, seconds, pulse)
-        counted = counter_j(nvml, handle) - start
+    for name, pulse in (("steady", None), (f"pulses_{durations.pulse_s * 1e3:g}ms", durations.pulse_s)):
+        start = counter_j(gpu)
+        with PowerSampler(gpu.nvml, gpu.handle) as sampler:
+            gpu.load(durations.counter_load_s, pulse)
+        counted = counter_j(gpu) - start
         results[name] = {"counter_j": counted, "sampled_j": sampler.joules,
                          "sampled_over_counter": counter_vs_sampled(counted, sampler.joules)}
     return results
 
 
-def check_window_lengths(torch, nvml, handle, windows: int = 6) -> dict:
+def check_window_lengths(gpu: Gpu, durations: Durations) -> dict:
     from greencompress.measure.energy.nvml import counter_update_period_s
 
-    results = {"counter_update_period_s": counter_update_period_s(nvml, handle, duration_s=1.0)}
-    for length in WINDOW_LENGTHS_S:
+    results = {"counter_update_period_s": counter_update_period_s(gpu.nvml, gpu.handle,
+                                                                  duration_s=durations.update_period_probe_s)}
+    for length in durations.window_lengths_s:
         watts = []
-        for _ in range(windows):
-            start, began = counter_j(nvml, handle), time.perf_counter()
-            load(torch, length)
-            watts.append((counter_j(nvml, handle) - start) / (time.perf_counter() - began))
+        for _ in range(durations.windows_per_length):
+            start, began = counter_j(gpu), time.perf_counter()
+            gpu.load(length)
+            watts.append((counter_j(gpu) - start) / (time.perf_counter() - began))
         interval = mean_interval(watts)
         results[f"{length:g}s"] = {"mean_w": interval.mean, "ci95_half_width_pct": 100 * interval.relative_half_width}
     return results
 
 
-def check_idle(torch, nvml, handle, rest_s: float = 10.0, after_s: float = 40.0) -> dict:
+def check_idle(gpu: Gpu, durations: Durations) -> dict:
     def power_series(seconds: float) -> tuple[list[float], list[float]]:
         times, watts, end = [], [], time.perf_counter() + seconds
         while time.perf_counter() < end:
-            start, began = counter_j(nvml, handle), time.perf_counter()
-            time.sleep(1.0)
+            start, began = counter_j(gpu), time.perf_counter()
+            time.sleep(durations.power_reading_s)
             times.append(began)
-            watts.append((counter_j(nvml, handle) - start) / (time.perf_counter() - began))
+            watts.append((counter_j(gpu) - start) / (time.perf_counter() - began))
         return times, watts
 
-    _, rest = power_series(rest_s)
-    load(torch, 15.0)
-    times, after = power_series(after_s)
+    _, rest = power_series(durations.rest_s)
+    gpu.load(durations.idle_load_s)
+    times, after = power_series(durations.after_load_s)
     rest_w = float(np.median(rest))
     return {"rest_w": rest_w, "first_second_after_load_w": after[0], "after_load_w": after,
             "settle_s": settle_time_s(times, after, rest_w)}
 
 
-def check_models(torch, meter, time_left) -> list[dict]:
+def check_models(gpu: Gpu, durations: Durations, time_left: Callable[[], float]) -> list[dict]:
     import torchvision
 
-    from greencompress.gpu_runtime import TorchCudaRunner
+    from greencompress import gpu_runtime
     from greencompress.measure.benchmark import (
         BenchmarkSpec,
         benchmark_interleaved,
@@ -151,25 +211,29 @@ def check_models(torch, meter, time_left) -> list[dict]:
     )
     from greencompress.runtime import RunnerSettings
 
-    idle = measure_idle(meter, 3.0)
+    idle = measure_idle(gpu.meter, durations.model_idle_s)
+    window_s = max(durations.model_window_s, getattr(gpu.meter, "min_window_s", 0.0))
+    models = {name: torchvision.models.get_model(name, weights=None, num_classes=classes).eval()
+              for name, classes, _ in MODELS}
     rows = []
-    for name, classes, size in (("resnet18", 10, 64), ("resnet50", 1000, 224)):
-        model = torchvision.models.get_model(name, weights=None, num_classes=classes).eval()
-        for batch in BATCH_SIZES:
-            if time_left() < 60:
-                rows.append({"model": name, "batch": batch, "skipped": "out of the time budget"})
+    for batch in BATCH_SIZES:  # batch size first: with little time left, each size still has one model
+        for name, _, size in MODELS:
+            variants = [p for p in PRECISIONS if gpu.bf16 or not p.startswith("bf16")]
+            needs_s = durations.model_reserve_s + len(variants) * (durations.model_warmup_s
+                                                                    + durations.model_windows * window_s)
+            if time_left() < needs_s:
+                rows.append({"model": name, "batch": batch,
+                             "skipped": f"out of the time budget (needs about {needs_s:.0f} s)"})
                 continue
-            runners = {}
-            for precision in PRECISIONS:
-                base = precision.removesuffix("-compiled")
-                if base == "bf16" and not torch.cuda.is_bf16_supported():
-                    continue
-                runners[precision] = TorchCudaRunner(model, RunnerSettings(1, precision=base,
-                                                                           compile=precision.endswith("compiled")))
-            spec = BenchmarkSpec(batch_sizes=[batch], warmup_iterations=5, warmup_s=2.0, window_s=1.0, windows=5,
-                                 max_windows=5, threads=1)
+            model = models[name]
+            runners = {precision: gpu_runtime.TorchCudaRunner(model, RunnerSettings(
+                1, precision=precision.removesuffix("-compiled"), compile=precision.endswith("compiled")))
+                for precision in variants}
+            spec = BenchmarkSpec(batch_sizes=[batch], warmup_iterations=5, warmup_s=durations.model_warmup_s,
+                                 window_s=durations.model_window_s, windows=durations.model_windows,
+                                 max_windows=durations.model_windows, threads=1)
             inputs = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
-            measured = benchmark_interleaved(runners, inputs, spec, meter, idle)
+            measured = benchmark_interleaved(runners, inputs, spec, gpu.meter, idle)
             fp32 = measured["fp32"]
             for precision, bench in measured.items():
                 energy = paired_ratio_interval(bench.energy.window_joules_per_inference,
@@ -185,7 +249,7 @@ def check_models(torch, meter, time_left) -> list[dict]:
     return rows
 
 
-def check_onnxruntime_gpu(torch, work: Path) -> dict:
+def check_onnxruntime_gpu(work: Path) -> dict:
     """FP32 vs the FP16 export on ONNX Runtime's CUDA provider, and whether TensorRT takes the int8 graph whole.
 
     TensorRT's int8 needs symmetric activations (quantize.activation_type: int8); a graph it took whole
@@ -193,6 +257,7 @@ def check_onnxruntime_gpu(torch, work: Path) -> dict:
     machine here has ONNX Runtime's CPU build only: then this part says so and the rest runs.
     """
     import onnxruntime
+    import torch
     import torchvision
 
     from greencompress.compress.quantize import QuantizeConfig, quantize_onnx
@@ -236,8 +301,9 @@ def _p50_ms(call, runs: int = 50) -> float:
     return float(np.median(durations) * 1e3)
 
 
-def check_power_limits(torch, nvml, handle, seconds_each: float = 8.0) -> dict:
-    """Energy per matmul at each power limit from the minimum to the default; the default limit always restored."""
+def check_power_limits(gpu: Gpu, durations: Durations) -> dict:
+    """Energy per matmul at limits from the minimum to the default; the original limit restored even on Ctrl-C."""
+    nvml, handle = gpu.nvml, gpu.handle
     try:
         low, high = nvml.nvmlDeviceGetPowerManagementLimitConstraints(handle)
         original = nvml.nvmlDeviceGetPowerManagementLimit(handle)
@@ -252,14 +318,10 @@ def check_power_limits(torch, nvml, handle, seconds_each: float = 8.0) -> dict:
             except nvml.NVMLError as error:
                 return {"skipped": f"setting a power limit was refused ({error}): measured at the current limit only",
                         "current_limit_w": original / 1e3}
-            a = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
-            start, began, count = counter_j(nvml, handle), time.perf_counter(), 0
-            while time.perf_counter() - began < seconds_each:
-                a @ a
-                count += 1
-            torch.cuda.synchronize()
+            start, began = counter_j(gpu), time.perf_counter()
+            count = gpu.load(durations.limit_load_s)
             elapsed = time.perf_counter() - began
-            results.append({"limit_w": limit / 1e3, "j_per_matmul": (counter_j(nvml, handle) - start) / count,
+            results.append({"limit_w": limit / 1e3, "j_per_matmul": (counter_j(gpu) - start) / count,
                             "ms_per_matmul": 1e3 * elapsed / count})
     finally:
         nvml.nvmlDeviceSetPowerManagementLimit(handle, original)
@@ -267,70 +329,135 @@ def check_power_limits(torch, nvml, handle, seconds_each: float = 8.0) -> dict:
 
 
 def markdown(report: dict) -> str:
-    lines = [f"GPU: {report['gpu']}", ""]
-    for name, value in report["counter_vs_sampled"].items():
-        lines.append(f"- {name}: counter {value['counter_j']:.1f} J, sampled power {value['sampled_j']:.1f} J, "
-                     f"sampled/counter {value['sampled_over_counter']:.3f}")
-    windows = report["window_lengths"]
-    lines.append(f"- counter update period: {windows.get('counter_update_period_s')} s")
-    lines += [f"- window {length}: power {v['mean_w']:.1f} W, 95% CI half-width {v['ci95_half_width_pct']:.2f}%"
-              for length, v in windows.items() if isinstance(v, dict)]
-    idle = report["idle"]
-    lines.append(f"- idle at rest {idle['rest_w']:.1f} W; first second after load {idle['first_second_after_load_w']:.1f} W; "
-                 f"settled after {idle['settle_s']} s")
-    lines += ["", "| model | input | batch | variant | p50 ms | J/inf (nvml-counter) | J ratio vs fp32 [95% CI] | "
-              "latency ratio [95% CI] |", "|---|---|---|---|---|---|---|---|"]
-    for row in report["models"]:
-        if "skipped" in row:
-            lines.append(f"| {row['model']} | | {row['batch']} | skipped: {row['skipped']} | | | | |")
-            continue
-        ratio = lambda r: f"{r[0]:.2f}x [{r[1]:.2f}, {r[2]:.2f}]" if r else "-"  # noqa: E731
-        lines.append(f"| {row['model']} | {row['input']} | {row['batch']} | {row['variant']} | {row['p50_ms']:.3f} | "
-                     f"{row['j_per_inference']:.4g} | {ratio(row['j_ratio'])} | {ratio(row['latency_ratio'])} |")
-    lines += ["", f"Power limits: {json.dumps(report['power_limits'])}",
-              f"ONNX Runtime on the GPU: {json.dumps(report.get('onnxruntime_gpu'))}", f"Total: {report['seconds']:.0f} s"]
+    """The short table for docs/BENCHMARKS.md; a part that failed or was skipped says so in its place."""
+    lines = [f"GPU: {report['gpu']}; energy meter: {report['meter']}", ""]
+    for name, render in (("counter_vs_sampled", _counter_lines), ("window_lengths", _window_lines),
+                         ("idle", _idle_lines), ("models", _model_lines), ("power_limits", _limit_lines),
+                         ("onnxruntime_gpu", lambda part: [f"- ONNX Runtime on the GPU: {json.dumps(part)}"])):
+        part = report.get(name)
+        if part is None:
+            lines.append(f"- {name}: not run")
+        elif isinstance(part, dict) and ("failed" in part or "skipped" in part):
+            lines.append(f"- {name}: {'failed' if 'failed' in part else 'skipped'}: "
+                         f"{part.get('failed') or part.get('skipped')}")
+        else:
+            try:
+                lines += render(part)
+            except (KeyError, TypeError, IndexError) as error:  # the JSON still holds the part as it came
+                lines.append(f"- {name}: not rendered ({error!r}); see gpu_check.json")
+    if "seconds" in report:
+        lines += ["", f"Total: {report['seconds']:.0f} s"]
     return "\n".join(lines) + "\n"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("."))
-    parser.add_argument("--budget-s", type=float, default=420.0, help="stop starting model checks past this")
-    arguments = parser.parse_args()
+STEADY_AGREEMENT = 0.05  # the goal: sampled power within 5% of the counter on a steady load
+TARGET_HALF_WIDTH_PCT = 3.0  # the window length that reaches this 95% CI half-width is the one to use
+
+
+def _counter_lines(part: dict) -> list[str]:
+    lines = [f"- {name}: counter {value['counter_j']:.1f} J, sampled power {value['sampled_j']:.1f} J, "
+             f"sampled/counter {value['sampled_over_counter']:.3f}" for name, value in part.items()]
+    steady = part["steady"]["sampled_over_counter"]
+    verdict = "within" if abs(steady - 1) <= STEADY_AGREEMENT else "outside"
+    return lines + [f"- steady load: sampled power {verdict} {STEADY_AGREEMENT:.0%} of the counter"]
+
+
+def _window_lines(part: dict) -> list[str]:
+    lengths = {name: value for name, value in part.items() if isinstance(value, dict)}
+    lines = [f"- counter update period: {part.get('counter_update_period_s')} s"]
+    lines += [f"- window {name}: power {v['mean_w']:.1f} W, 95% CI half-width {v['ci95_half_width_pct']:.2f}%"
+              for name, v in lengths.items()]
+    enough = [name for name, v in lengths.items() if v["ci95_half_width_pct"] <= TARGET_HALF_WIDTH_PCT]
+    return lines + [f"- shortest window with a half-width <= {TARGET_HALF_WIDTH_PCT:g}%: "
+                    f"{enough[0] if enough else 'none of those tried'}"]
+
+
+def _idle_lines(part: dict) -> list[str]:
+    return [f"- idle at rest {part['rest_w']:.1f} W; first second after load "
+            f"{part['first_second_after_load_w']:.1f} W; settled after {part['settle_s']} s"]
+
+
+def _model_lines(rows: list[dict]) -> list[str]:
+    def ratio(r):
+        return f"{r[0]:.2f}x [{r[1]:.2f}, {r[2]:.2f}]" if r else "-"
+
+    lines = ["", "| model | input | batch | variant | p50 ms | J/inference | method | J ratio vs fp32 [95% CI] | "
+             "latency ratio [95% CI] |", "|---|---|---|---|---|---|---|---|---|"]
+    for row in rows:
+        if "skipped" in row:
+            lines.append(f"| {row['model']} | | {row['batch']} | skipped: {row['skipped']} | | | | | |")
+            continue
+        lines.append(f"| {row['model']} | {row['input']} | {row['batch']} | {row['variant']} | {row['p50_ms']:.3f} | "
+                     f"{row['j_per_inference']:.4g} | {row['method']} | {ratio(row['j_ratio'])} | "
+                     f"{ratio(row['latency_ratio'])} |")
+    return lines + [""]
+
+
+def _limit_lines(part: dict) -> list[str]:
+    lines = ["| power limit W | J per matmul | ms per matmul |", "|---|---|---|"]
+    lines += [f"| {row['limit_w']:.0f} | {row['j_per_matmul']:.4g} | {row['ms_per_matmul']:.3f} |"
+              for row in part["limits"]]
+    return lines + [f"- limit restored to {part['restored_limit_w']:.0f} W", ""]
+
+
+def run_checks(gpu: Gpu, description: str, meter_reason: str, out: Path, budget_s: float,
+               durations: Durations) -> dict:
+    """Every part in turn, the JSON rewritten after each (a part that fails is written down, the rest still run)."""
     started = time.perf_counter()
-    import pynvml
-    import torch
-
-    from greencompress.device import resolve_device
-    from greencompress.measure.energy import EnergySpec, select_meter
-
-    device = resolve_device("cuda")
-    pynvml.nvmlInit()
-    handle = pynvml.nvmlDeviceGetHandleByUUID(device.uuid.encode())
-    meter, reason = select_meter(EnergySpec(), gpu_uuid=device.uuid)
-    report = {"gpu": f"{device.name} ({device.uuid}), driver {pynvml.nvmlSystemGetDriverVersion()}",
-              "meter": meter.method, "meter_reason": reason}
-    parts = (("counter_vs_sampled", lambda: check_counter_vs_sampled(torch, pynvml, handle, 10.0)),
-             ("window_lengths", lambda: check_window_lengths(torch, pynvml, handle)),
-             ("idle", lambda: check_idle(torch, pynvml, handle)),
-             ("models", lambda: check_models(torch, meter, lambda: arguments.budget_s - (time.perf_counter() - started))),
-             ("power_limits", lambda: check_power_limits(torch, pynvml, handle)),
-             ("onnxruntime_gpu", lambda: check_onnxruntime_gpu(torch, arguments.out)))
+    report = {"gpu": description, "meter": gpu.meter.method, "meter_reason": meter_reason}
+    parts = (("counter_vs_sampled", lambda: check_counter_vs_sampled(gpu, durations)),
+             ("window_lengths", lambda: check_window_lengths(gpu, durations)),
+             ("idle", lambda: check_idle(gpu, durations)),
+             ("power_limits", lambda: check_power_limits(gpu, durations)),
+             # Last of the timed parts: it takes what the budget leaves, model by model.
+             ("models", lambda: check_models(gpu, durations, lambda: budget_s - (time.perf_counter() - started))),
+             ("onnxruntime_gpu", lambda: _in_temporary_folder(check_onnxruntime_gpu)))
     for name, part in parts:
-        print(f"gpu_check: {name}", file=sys.stderr, flush=True)
+        print(f"gpu_check: {name} ({time.perf_counter() - started:.0f} s in)", file=sys.stderr, flush=True)
         try:
             report[name] = part()
         except Exception as error:  # one part failing must not lose the others: it is written down instead
             report[name] = {"failed": repr(error)}
-        (arguments.out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
+        (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
     report["seconds"] = time.perf_counter() - started
-    (arguments.out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "gpu_check.md").write_text(markdown(report))
+    return report
+
+
+def _in_temporary_folder(check: Callable[[Path], dict]) -> dict:
+    with tempfile.TemporaryDirectory(prefix="gpu_check-") as work:  # ONNX files stay off $OUT (8 files come back)
+        return check(Path(work))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("."))
+    parser.add_argument("--budget-s", type=float, default=420.0,
+                        help="seconds the check may take: a model check that would end later is skipped")
+    arguments = parser.parse_args(argv)
+    import pynvml
+    import torch
+
+    from greencompress.device import resolve_device
+    from greencompress.errors import GreencompressError
+    from greencompress.measure.energy import EnergySpec, select_meter
+
     try:
-        text = markdown(report)
-    except (KeyError, TypeError) as error:  # a failed part has no table: the JSON holds what there is
-        text = f"(table not rendered: {error!r}; see gpu_check.json)\n"
-    (arguments.out / "gpu_check.md").write_text(text)
-    print(text)
+        device = resolve_device("cuda")
+        meter, reason = select_meter(EnergySpec(), gpu_uuid=device.uuid)
+    except GreencompressError as error:  # no GPU, driver or NVML here: nothing to check
+        print(f"gpu_check: {error}", file=sys.stderr)
+        return 2
+    pynvml.nvmlInit()
+    gpu = Gpu(pynvml, pynvml.nvmlDeviceGetHandleByUUID(device.uuid.encode()), MatmulLoad(torch), meter,
+              torch.cuda.is_bf16_supported())
+    driver = pynvml.nvmlSystemGetDriverVersion()
+    description = f"{device.name} ({device.uuid}), driver {driver.decode() if isinstance(driver, bytes) else driver}"
+    print(f"gpu_check: {description}; meter {meter.method} ({reason})", file=sys.stderr, flush=True)
+    arguments.out.mkdir(parents=True, exist_ok=True)
+    run_checks(gpu, description, reason, arguments.out, arguments.budget_s, DURATIONS)
+    print((arguments.out / "gpu_check.md").read_text())
     return 0
 
 

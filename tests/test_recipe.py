@@ -9,6 +9,7 @@ import pytest
 from greencompress.errors import RecipeError
 from greencompress.recipe import load_recipe
 from tests.conftest import RECIPES, REPO
+from tests.fake_gpu import pretend_a_gpu
 
 MINIMAL = textwrap.dedent("""
     name: t
@@ -25,12 +26,24 @@ def error_of(path, overrides=()) -> str:
     return str(caught.value)
 
 
-def test_shipped_recipes_validate():
+def test_shipped_recipes_validate(monkeypatch):
     for path in RECIPES.glob("*.yaml"):
         if "cifar10" in path.name and not (RECIPES.parent.parent / "shared").is_dir():
             continue  # points at ../shared, absent outside this workplace
-        recipe = load_recipe(path)
+        recipe = load_recipe(path) if "device: cuda" not in path.read_text() else _on_a_gpu(path, monkeypatch)
         assert recipe.stages, path
+
+
+def _on_a_gpu(path, monkeypatch):
+    """A GPU recipe validates on a GPU (faked here where there is none); without one it says what is missing."""
+    import torch
+
+    if not torch.cuda.is_available():
+        assert "no runtime can run on cuda here" in error_of(path)
+        pretend_a_gpu(monkeypatch)
+    recipe = load_recipe(path)
+    assert "torch-cuda" in recipe.benchmark.runtimes
+    return recipe
 
 
 def test_defaults_are_filled_in(write_recipe):
@@ -138,7 +151,7 @@ def test_unreadable_or_malformed_files(write_recipe, tmp_path):
 
 
 @pytest.mark.parametrize("recipe_file", sorted(RECIPES.glob("*.yaml")), ids=lambda path: path.name)
-def test_every_shipped_recipe_reloads_from_its_resolved_form(recipe_file, tmp_path):
+def test_every_shipped_recipe_reloads_from_its_resolved_form(recipe_file, tmp_path, monkeypatch):
     """--resume reads recipe.resolved.yaml, where every default is written out: it must validate to the same recipe."""
     import yaml
 
@@ -146,6 +159,8 @@ def test_every_shipped_recipe_reloads_from_its_resolved_form(recipe_file, tmp_pa
 
     if "shared" in recipe_file.read_text() and not (REPO.parent / "shared").is_dir():
         pytest.skip("needs ../shared beside the checkout")
+    if "device: cuda" in recipe_file.read_text():
+        pretend_a_gpu(monkeypatch)
     recipe = load_recipe(recipe_file)
     resolved = tmp_path / "recipe.resolved.yaml"
     resolved.write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))

@@ -47,6 +47,7 @@ THROTTLE_REASONS = {0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "s
 LIMITING_REASONS = ("sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown",
                     "hw_power_brake_slowdown")
 COUNTER_SAMPLES_PER_WINDOW = 100  # a window spans this many counter updates: edge error under 2%
+MIN_COUNTER_WINDOW_S = 1.0  # however fast the counter, a window holds a second of work (clock and power settle)
 FALLBACK_COUNTER_WINDOW_S = 5.0  # where the update period cannot be measured (ML.ENERGY found 5 s stable on A100)
 
 
@@ -79,7 +80,7 @@ class NvmlMeter(EnergyMeter):
         if self.method == "nvml-power":
             self.min_window_s = 10.0
         elif self.counter_period_s:
-            self.min_window_s = max(1.0, COUNTER_SAMPLES_PER_WINDOW * self.counter_period_s)
+            self.min_window_s = max(MIN_COUNTER_WINDOW_S, COUNTER_SAMPLES_PER_WINDOW * self.counter_period_s)
         else:
             self.min_window_s = FALLBACK_COUNTER_WINDOW_S
         self.sample_interval_s = 1.0 / sample_hz
