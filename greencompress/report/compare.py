@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from greencompress.errors import GreencompressError
 from greencompress.measure.stats import unpaired_ratio_interval
+from greencompress.report.markdown import hardware_name
 from greencompress.report.schema import RunReport
 
 
@@ -26,7 +27,7 @@ def setting_mismatches(first: RunReport, other: RunReport) -> list[str]:
     """What differs between two runs in a way that makes their figures incomparable."""
     differences = []
     settings = {
-        "hardware": lambda r: f"{r.environment['cpu']['model']} x{r.environment['cpu']['logical_cores']}",
+        "hardware": lambda r: hardware_name(r.environment),
         "threads": lambda r: str(r.environment["threads"]),
         "energy method": lambda r: r.energy_meter.method,
     }

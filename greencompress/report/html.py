@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from html import escape
 
 from greencompress.measure.energy.carbon import carbon_per_million
@@ -13,6 +14,7 @@ from greencompress.report.markdown import (
     comparison_table,
     energy_legend,
     gate_lines,
+    gpu_sentence,
     headline_comparisons,
     interval_cell,
     plain_findings,
@@ -39,6 +41,11 @@ figure { margin: 1rem 0; } figure img { max-width: 100%; }
 """
 
 
+def _bold(text: str) -> str:
+    """Markdown's **bold** in an already escaped sentence shared with report.md."""
+    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+
+
 def render_html(report: RunReport) -> str:
     """The whole report.html: headline, per-artifact table, comparisons, plots, energy and carbon notes."""
     cpu = report.environment["cpu"]
@@ -53,6 +60,7 @@ def render_html(report: RunReport) -> str:
         f"({cpu['logical_cores']} logical cores; flags: {escape(', '.join(cpu['flags']) or 'none detected')}), "
         f"{report.environment['threads']} threads. Model: {escape(str(report.provenance.get('description', '')))}. "
         f"Data: {escape(report.data)}.</p>",
+        *([f"<p>Models ran on {_bold(escape(gpu))}.</p>"] if (gpu := gpu_sentence(report.environment)) else []),
         '<section id="headline"><h2>Headline</h2><div class="headline">',
         *[_headline_card(report, comparison) for comparison in headline_comparisons(report)],
         "</div>",

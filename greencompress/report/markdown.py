@@ -350,6 +350,7 @@ def render_markdown(report: RunReport) -> str:
         f"flags: {', '.join(cpu['flags']) or 'none detected'}), {environment['threads']} threads, "
         f"{environment['os']}; torch {versions['torch']}, onnxruntime {versions['onnxruntime']}, "
         f"greencompress {versions['greencompress']}." + _units_and_runtimes(environment),
+        *(["", f"Models ran on {sentence}."] if (sentence := gpu_sentence(environment)) else []),
         "",
         f"Model: {report.provenance.get('description', report.provenance.get('source'))}.  ",
         f"Data: {report.data}.",
@@ -418,6 +419,32 @@ def render_markdown(report: RunReport) -> str:
     if report.notes:
         lines += ["", "## Notes", "", *[f"- {note}" for note in report.notes]]
     return "\n".join(lines) + "\n"
+
+
+def gpu_sentence(environment: dict) -> str | None:
+    """The GPU a run measured on, as NVML identified it (name, UUID, driver, memory, limit, clocks); None on CPU."""
+    if not str(environment.get("device", "cpu")).startswith("cuda"):
+        return None
+    gpus = environment.get("gpu") or {}
+    if not gpus:
+        return f"{environment['device']} (NVML did not identify it)"
+    described = []
+    for domain, gpu in gpus.items():
+        facts = [gpu.get("uuid"), f"driver {gpu.get('driver')}"]
+        facts += [f"{gpu['memory_bytes'] / 2**30:.0f} GiB"] if gpu.get("memory_bytes") else []
+        facts += [f"power limit {gpu['power_limit_w']:g} W"] if gpu.get("power_limit_w") else []
+        facts += [f"SM clock up to {gpu['max_sm_clock_mhz']} MHz"] if gpu.get("max_sm_clock_mhz") else []
+        described.append(f"**{gpu.get('name')}** ({domain}, {environment['device']}: {', '.join(map(str, facts))})")
+    return "; ".join(described)
+
+
+def hardware_name(environment: dict) -> str:
+    """What `compare` requires to be equal between runs: the GPU model(s) a run used, and the host CPU."""
+    cpu = f"{environment['cpu']['model']} x{environment['cpu']['logical_cores']}"
+    gpus = environment.get("gpu") or {}
+    if str(environment.get("device", "cpu")).startswith("cuda"):
+        return " + ".join([*sorted(str(gpu.get("name")) for gpu in gpus.values()), cpu])
+    return cpu
 
 
 def _units_and_runtimes(environment: dict) -> str:

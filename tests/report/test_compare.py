@@ -35,6 +35,20 @@ def test_different_hardware_is_refused_unless_forced(tiny_run):
     assert forced.rows[0][-1] == ""
 
 
+def test_runs_on_different_gpus_are_refused_though_their_hosts_match(tiny_run):
+    _, report = tiny_run
+
+    def on(gpu: str):
+        return dataclasses.replace(report, environment={**report.environment, "device": "cuda:0",
+                                                        "gpu": {"gpu0": {"name": gpu, "uuid": f"GPU-{gpu}"}}})
+
+    assert compare_runs([on("NVIDIA H100"), on("NVIDIA H100")]).mismatches == []
+    with pytest.raises(GreencompressError, match=r"hardware 'NVIDIA A100 \+ .*' differs"):
+        compare_runs([on("NVIDIA H100"), on("NVIDIA A100")])
+    with pytest.raises(GreencompressError, match="hardware 'NVIDIA H100 \\+ "):
+        compare_runs([report, on("NVIDIA H100")])  # the same host, once on its CPU, once on a GPU
+
+
 def test_different_meter_or_batch_sizes_are_refused(tiny_run):
     _, report = tiny_run
     other_meter = dataclasses.replace(report, energy_meter=dataclasses.replace(report.energy_meter, method="rapl"))
