@@ -154,7 +154,7 @@ def _interval(report: dict) -> tuple[float, float]:
 @pytest.mark.parametrize("storage", ["sqlite", "postgresql"])
 def test_two_workers_share_one_study_without_duplicates_or_overlapping_windows(storage, tiny_recipe, tmp_path,
                                                                                 request):
-    path = write_search_recipe(tiny_recipe, trials=4)
+    path = write_search_recipe(tiny_recipe, trials=3)
     url = (f"sqlite:///{tmp_path / 'shared.db'}" if storage == "sqlite" else request.getfixturevalue("postgres_url"))
     command = [sys.executable, "-m", "greencompress", "search", str(path), "--storage", url, "--worker", "--quiet"]
     environment = {**os.environ, "GREENCOMPRESS_LOCK_DIR": str(tmp_path)}
@@ -168,7 +168,7 @@ def test_two_workers_share_one_study_without_duplicates_or_overlapping_windows(s
     trials = optuna.load_study(study_name="tiny", storage=url).get_trials()
     finished = [t for t in trials if t.state.name == "COMPLETE"]
     # The budget is checked after each trial: a worker that started before the last one finished may add one.
-    assert 4 <= len(finished) <= 5, [t.state.name for t in trials]
+    assert 3 <= len(finished) <= 4, [t.state.name for t in trials]
     run_dirs = [t.user_attrs["run_dir"] for t in finished if "duplicate_of" not in t.user_attrs]
     assert len(run_dirs) == len(set(run_dirs))  # no trial run twice
     # Trials come from the two workers (usually both; one may take them all when the other starts late).
