@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -82,3 +83,25 @@ def test_nvml_measures_the_gpu_torch_runs_on():
     torch.cuda.synchronize()
     reading = meter.end_window()
     assert reading.total_j > 0 and reading.measured and reading.telemetry
+
+
+@GPU
+def test_a_block_measured_on_the_gpu_holds_the_work_it_queued():
+    import greencompress
+
+    a = torch.randn(8192, 8192, device="cuda", dtype=torch.float16)
+    with greencompress.energy.measure(device="cuda") as idle:
+        time.sleep(0.5)  # the GPU idle: the baseline
+    with greencompress.energy.measure(device="cuda") as busy:
+        for _ in range(300):
+            a @ a  # queued, not waited for inside the block: measure() waits before closing the window
+    assert busy.method == "nvml-counter" and busy.measured and set(busy.by_domain) >= {"gpu0"}
+    assert busy.joules > 0 and busy.duration_s > 0
+    assert busy.joules / busy.duration_s > idle.joules / idle.duration_s  # more power under load
+
+
+@GPU
+def test_fine_tuning_trains_on_the_gpu_where_there_is_one():
+    from greencompress.compress.finetune import training_device
+
+    assert training_device("auto").type == "cuda" and training_device("cpu").type == "cpu"
