@@ -10,7 +10,8 @@ from greencompress.report.schema import RunReport
 _COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02"]
 
 
-def _figure(width: float = 6.4, height: float = 3.6):
+def new_figure(width: float = 6.4, height: float = 3.6):
+    """A figure and its axes for a report's plot (search.html draws its front with these too)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: never try to open a window
@@ -19,7 +20,8 @@ def _figure(width: float = 6.4, height: float = 3.6):
     return pyplot.subplots(figsize=(width, height), dpi=100)
 
 
-def _png(figure) -> bytes:
+def png_bytes(figure) -> bytes:
+    """The figure as PNG bytes, for embedding; the figure is closed."""
     from matplotlib import pyplot
 
     buffer = io.BytesIO()
@@ -50,7 +52,7 @@ def accuracy_vs_energy(report: RunReport, batch_size: int) -> bytes | None:
             points.append((result.artifact.name, bench.joules_per_inference, 100 * result.accuracy.top1, bench.energy))
     if not points:
         return None
-    figure, axes = _figure()
+    figure, axes = new_figure()
     for index, (name, joules, top1, energy) in enumerate(points):
         axes.errorbar(joules, top1, xerr=energy.ci95_j, fmt="o", color=_COLORS[index % len(_COLORS)], label=name)
     front = pareto_front([(joules, top1) for _, joules, top1, _ in points])
@@ -60,7 +62,7 @@ def accuracy_vs_energy(report: RunReport, batch_size: int) -> bytes | None:
     axes.set_xlabel(f"J per inference (batch {batch_size}, {report.energy_meter.method})")
     axes.set_ylabel("top-1 accuracy (%)")
     axes.legend(fontsize=8)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def latency_distribution(report: RunReport) -> bytes | None:
@@ -74,17 +76,17 @@ def latency_distribution(report: RunReport) -> bytes | None:
                 labels.append(f"{result.artifact.name}\nbatch {bench.latency.batch_size}")
     if not stats:
         return None
-    figure, axes = _figure(width=max(6.4, 1.1 * len(stats)))
+    figure, axes = new_figure(width=max(6.4, 1.1 * len(stats)))
     axes.bxp(stats, showfliers=False)
     axes.set_xticks(range(1, len(labels) + 1), labels, fontsize=7)
     axes.set_ylabel("latency per batch (ms)")
     axes.set_yscale("log")
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def energy_by_domain(report: RunReport, batch_size: int) -> bytes:
     """Stacked bars of joules per inference by domain (cpu, dram, gpu...) at one batch size."""
-    figure, axes = _figure()
+    figure, axes = new_figure()
     bars = domain_bars(report, batch_size)
     names = list(bars)
     domains = sorted({domain for by_domain in bars.values() for domain in by_domain})
@@ -96,7 +98,7 @@ def energy_by_domain(report: RunReport, batch_size: int) -> bytes:
     axes.set_ylabel(f"J per inference (batch {batch_size}, {report.energy_meter.method})")
     axes.tick_params(axis="x", labelsize=8)
     axes.legend(fontsize=8)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def power_timeline(report: RunReport) -> bytes | None:
@@ -109,7 +111,7 @@ def power_timeline(report: RunReport) -> bytes | None:
     if not windows:
         return None
     origin = min(start for _, start, _, _ in windows)
-    figure, axes = _figure(width=8)
+    figure, axes = new_figure(width=8)
     colors = {name: _COLORS[i % len(_COLORS)] for i, name in enumerate(dict.fromkeys(w[0] for w in windows))}
     for name, start, duration, joules in windows:
         axes.hlines(joules / duration, start - origin, start - origin + duration, color=colors[name], linewidth=3)
@@ -119,4 +121,4 @@ def power_timeline(report: RunReport) -> bytes | None:
     axes.set_xlabel("time since the first window (s)")
     axes.set_ylabel(f"mean power per window (W, {report.energy_meter.method})")
     axes.legend(fontsize=8)
-    return _png(figure)
+    return png_bytes(figure)

@@ -213,12 +213,12 @@ def render_html(summary: Summary) -> str:
 
 def front_plot(summary: Summary) -> bytes | None:
     """Top-1 against J/inference for every measured trial, interval bars, the front joined, the chosen ringed."""
-    from greencompress.report.plots import _figure, _png
+    from greencompress.report.plots import new_figure, png_bytes
 
     measured = [row for row in summary.rows if row.outcome is not None]
     if not measured:
         return None
-    figure, axes = _figure(7.0, 4.2)
+    figure, axes = new_figure(7.0, 4.2)
     for row in measured:
         o = row.outcome
         axes.errorbar(o.joules_per_inference, o.top1, xerr=o.joules_ci95, fmt="o",
@@ -237,4 +237,4 @@ def front_plot(summary: Summary) -> bytes | None:
     axes.set_xlabel(f"J per inference (batch {summary.batch_size})")
     axes.set_ylabel("top-1 accuracy (%)")
     axes.legend(fontsize=8)
-    return _png(figure)
+    return png_bytes(figure)
