@@ -303,29 +303,25 @@ def _p50_ms(call, runs: int = 50) -> float:
 
 def check_power_limits(gpu: Gpu, durations: Durations) -> dict:
     """Energy per matmul at limits from the minimum to the default; the original limit restored even on Ctrl-C."""
+    from greencompress.measure.energy.power_limits import gpu_power_limit
+
     nvml, handle = gpu.nvml, gpu.handle
     try:
         low, high = nvml.nvmlDeviceGetPowerManagementLimitConstraints(handle)
         original = nvml.nvmlDeviceGetPowerManagementLimit(handle)
     except nvml.NVMLError as error:
         return {"skipped": f"power limits cannot be read: {error}"}
-    limits = sorted({int(low + (high - low) * share) for share in (0.0, 0.33, 0.66)} | {original})
     results = []
-    try:
-        for limit in limits:
-            try:
-                nvml.nvmlDeviceSetPowerManagementLimit(handle, limit)
-            except nvml.NVMLError as error:
-                return {"skipped": f"setting a power limit was refused ({error}): measured at the current limit only",
-                        "current_limit_w": original / 1e3}
+    for milliwatts in sorted({int(low + (high - low) * share) for share in (0.0, 0.33, 0.66)} | {original}):
+        with gpu_power_limit(nvml, handle, milliwatts / 1e3) as limit:
+            if not limit.applied:
+                return {"skipped": limit.reason, "current_limit_w": original / 1e3}
             start, began = counter_j(gpu), time.perf_counter()
             count = gpu.load(durations.limit_load_s)
             elapsed = time.perf_counter() - began
-            results.append({"limit_w": limit / 1e3, "j_per_matmul": (counter_j(gpu) - start) / count,
+            results.append({"limit_w": milliwatts / 1e3, "j_per_matmul": (counter_j(gpu) - start) / count,
                             "ms_per_matmul": 1e3 * elapsed / count})
-    finally:
-        nvml.nvmlDeviceSetPowerManagementLimit(handle, original)
-    return {"limits": results, "restored_limit_w": original / 1e3}
+    return {"limits": results, "restored_limit_w": nvml.nvmlDeviceGetPowerManagementLimit(handle) / 1e3}
 
 
 def markdown(report: dict) -> str:

@@ -69,6 +69,19 @@ def test_the_gpu_check_runs_whole_on_a_fake_gpu(tmp_path, monkeypatch):
     assert "| resnet18 | 32 | 1 | fp16 |" in table and "restored to 700 W" in table
 
 
+def test_without_root_the_check_s_power_limits_say_why_and_change_nothing():
+    from tests.fake_gpu import FakeGpu, fake_pynvml, with_power_limits
+
+    check = gpu_check_module()
+    fake = FakeGpu("H100", 300_000, True)
+    nvml = with_power_limits(fake_pynvml([fake]), allowed=False)
+    gpu = check.Gpu(nvml, fake, SleepingLoad(None), meter=None, bf16=False)
+    result = check.check_power_limits(gpu, check.Durations().scaled(0.01))
+    assert result == {"skipped": "changing the power limit needs root; measured at the current 700 W",
+                      "current_limit_w": 700.0}
+    assert fake.history == [] and fake.limit_mw == 700_000
+
+
 def test_a_gpu_run_reports_measured_joules_the_gpu_and_each_window_s_clock(image_folder, tmp_path, monkeypatch):
     from greencompress.pipeline import create_run_dir, run
     from greencompress.recipe import load_recipe
