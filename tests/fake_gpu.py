@@ -149,7 +149,7 @@ def pretend_a_gpu(monkeypatch, name: str = "NVIDIA H100 80GB HBM3", bf16: bool =
     """
     import torch
 
-    from greencompress import device, gpu_runtime, pipeline
+    from greencompress import bench, device, gpu_runtime, pipeline
     from greencompress.measure.energy import nvml
 
     monkeypatch.setattr(nvml, "MIN_COUNTER_WINDOW_S", 0.1)
@@ -161,10 +161,11 @@ def pretend_a_gpu(monkeypatch, name: str = "NVIDIA H100 80GB HBM3", bf16: bool =
     def resolve(setting: str, torch_module=None):
         return real_resolve(setting, torch_module or torch_with_a_gpu)
 
-    for module in (device, pipeline):
+    for module in (device, pipeline, bench):
         monkeypatch.setattr(module, "resolve_device", resolve)
     monkeypatch.setattr(gpu_runtime, "cuda_unavailable", lambda: None)
     monkeypatch.setattr(gpu_runtime, "TorchCudaRunner", CpuStandIn)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *args, **kwargs: None)  # nothing is queued on a CPU
     CpuStandIn.made = []
     return gpu

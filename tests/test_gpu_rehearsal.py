@@ -128,6 +128,25 @@ def test_a_gpu_run_reports_measured_joules_the_gpu_and_each_window_s_clock(image
     html = (report.run_dir / "report.html").read_text()
     assert "Models ran on <b>NVIDIA H100 80GB HBM3</b>" in html
 
+def test_bench_and_measure_on_a_gpu_read_nvml_and_sweep_power_limits(monkeypatch):
+    import greencompress
+    from greencompress.bench import bench
+    from greencompress.measure.benchmark import BenchmarkSpec
+    from greencompress.measure.energy import EnergySpec
+
+    gpu = pretend_a_gpu(monkeypatch)
+    spec = BenchmarkSpec(device="cuda", batch_sizes=[2], window_s=0.05, windows=2, max_windows=2,
+                         warmup_iterations=1, threads=1)
+    result = bench("resnet18", 32, spec, EnergySpec(idle_s=0), power_limits_w=[300, 500])
+    assert result.runtime == "torch-cuda" and result.meter.method == "nvml-counter"
+    assert [(limit.asked_w, limit.applied) for limit, _ in result.by_power_limit] == [(300, True), (500, True)]
+    assert gpu.history == [300_000, 700_000, 500_000, 700_000]  # each limit, then the original again
+    assert all(b.energy.measured and b.energy.window_telemetry for b in result.benchmarks)
+    with greencompress.energy.measure(device="cuda") as measured:
+        sum(range(10**5))
+    assert measured.method == "nvml-counter" and measured.measured and "gpu0" in measured.by_domain
+
+
 def test_the_gpu_session_script_names_only_files_that_exist():
     script = (REPO / "scripts" / "gpu_session.sh").read_text()
     for relative in re.findall(r"(?:scripts|tests|recipes)/[\w./-]+\.(?:py|yaml)", script):
