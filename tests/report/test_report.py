@@ -117,6 +117,17 @@ def test_every_energy_figure_carries_method_band_and_idle_power():
     assert "NOISY" in markdown
 
 
+def test_active_energy_at_or_below_zero_is_called_idle_noise_not_printed_as_negative_joules():
+    import dataclasses
+
+    from greencompress.report.markdown import benchmark_cells
+
+    (bench,) = result("onnxruntime-fp32", "onnxruntime", "fp32", 1.0, 0.1).benchmarks
+    assert benchmark_cells(bench)[-1] == "0.08"
+    negative = dataclasses.replace(bench, energy=dataclasses.replace(bench.energy, active_joules_per_inference=-8e-5))
+    assert benchmark_cells(negative)[-1] == "below idle noise"
+
+
 def test_no_accuracy_is_shown_as_not_available():
     report = make_report([result("onnxruntime-fp32", "onnxruntime", "fp32", 1.0, 0.1, top1=None)])
     assert "| onnxruntime-fp32 | 1 | n/a | n/a |" in render_markdown(report)
