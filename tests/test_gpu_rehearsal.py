@@ -147,6 +147,35 @@ def test_bench_and_measure_on_a_gpu_read_nvml_and_sweep_power_limits(monkeypatch
     assert measured.method == "nvml-counter" and measured.measured and "gpu0" in measured.by_domain
 
 
+# Packages greencompress depends on that the lent GPU machines' image lacks and scripts/gpu_wheels.py does not carry.
+NOT_ON_THE_GPU_IMAGE = ("openvino", "optuna", "sqlalchemy", "alembic", "colorlog", "psycopg")
+
+BLOCKER = """
+import sys
+class Absent:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {absent!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (not on the GPU image)")
+sys.meta_path.insert(0, Absent())
+"""
+
+
+def test_the_gpu_session_s_commands_need_nothing_the_lent_machines_lack(tmp_path):
+    """Without a GPU both stop with exit 2 and the reason; a missing import would stop them with a traceback."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER.format(absent=set(NOT_ON_THE_GPU_IMAGE)))
+    environment = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
+    for command in (["scripts/gpu_check.py", "--out", str(tmp_path)],
+                    ["-m", "greencompress", "run", "recipes/resnet_prune_gpu.yaml", "--output", str(tmp_path)]):
+        done = subprocess.run([sys.executable, *command], cwd=REPO, env=environment, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        assert "no CUDA GPU" in done.stderr or "no runtime can run on cuda" in done.stderr
+
+
 def test_the_gpu_session_script_names_only_files_that_exist():
     script = (REPO / "scripts" / "gpu_session.sh").read_text()
     for relative in re.findall(r"(?:scripts|tests|recipes)/[\w./-]+\.(?:py|yaml)", script):
