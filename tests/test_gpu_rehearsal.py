@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, write_tiny_recipe
-from tests.fake_gpu import pretend_a_gpu
+from tests.fake_gpu import CpuStandIn, pretend_a_gpu
 from tests.test_gpu import gpu_check_module
 
 
@@ -58,6 +58,7 @@ def test_the_gpu_check_runs_whole_on_a_fake_gpu(tmp_path, monkeypatch):
     assert report["idle"]["rest_w"] == pytest.approx(300, rel=0.1) and report["idle"]["settle_s"] == 0.0
     rows = report["models"]
     assert [row["variant"] for row in rows] == ["fp32", "fp16", "fp32-compiled"]  # this GPU has no BF16
+    assert CpuStandIn.made == [("fp32", False), ("fp16", False), ("fp32", True)]  # the runners the GPU would build
     assert all(row["method"] == "nvml-counter" and row["j_ratio"] for row in rows)
     assert rows[0]["j_ratio"] == [1.0, 1.0, 1.0] and rows[0]["telemetry_last_window"]["gpu0"]["sm_clock_mhz"] == 1755
     limits = report["power_limits"]
