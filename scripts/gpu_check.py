@@ -60,7 +60,7 @@ class Durations:
     idle_load_s: float = 10.0  # (c)
     after_load_s: float = 25.0  # (c) watched after the load
     power_reading_s: float = 1.0  # (c) one power reading per this long
-    model_warmup_s: float = 2.0  # (d)
+    model_warmup_s: float = 1.0  # (d) per variant; the GPU's clock has settled in the parts before
     model_window_s: float = 1.0  # (d) raised by the meter to what its counter needs
     model_windows: int = 5  # (d)
     model_idle_s: float = 3.0  # (d)
@@ -326,7 +326,8 @@ def check_power_limits(gpu: Gpu, durations: Durations) -> dict:
 
 def markdown(report: dict) -> str:
     """The short table for docs/BENCHMARKS.md; a part that failed or was skipped says so in its place."""
-    lines = [f"GPU: {report['gpu']}; energy meter: {report['meter']}", ""]
+    lines = [f"GPU: {report['gpu']}; energy meter: {report['meter']} (windows of at least "
+             f"{report.get('meter_min_window_s')} s)", ""]
     for name, render in (("counter_vs_sampled", _counter_lines), ("window_lengths", _window_lines),
                          ("idle", _idle_lines), ("models", _model_lines), ("power_limits", _limit_lines),
                          ("onnxruntime_gpu", lambda part: [f"- ONNX Runtime on the GPU: {json.dumps(part)}"])):
@@ -400,7 +401,8 @@ def run_checks(gpu: Gpu, description: str, meter_reason: str, out: Path, budget_
                durations: Durations) -> dict:
     """Every part in turn, the JSON rewritten after each (a part that fails is written down, the rest still run)."""
     started = time.perf_counter()
-    report = {"gpu": description, "meter": gpu.meter.method, "meter_reason": meter_reason}
+    report = {"gpu": description, "meter": gpu.meter.method, "meter_reason": meter_reason,
+              "meter_min_window_s": getattr(gpu.meter, "min_window_s", None)}  # what sets (d)'s window length
     parts = (("counter_vs_sampled", lambda: check_counter_vs_sampled(gpu, durations)),
              ("window_lengths", lambda: check_window_lengths(gpu, durations)),
              ("idle", lambda: check_idle(gpu, durations)),

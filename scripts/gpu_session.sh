@@ -10,6 +10,10 @@
 #
 # Here, first:   .venv/bin/python scripts/gpu_wheels.py     (pydantic and torch-pruning, as wheels, in .whl/)
 # Then, through the device tool:  command "bash scripts/gpu_session.sh", carry [".whl"], timeout_s 600.
+# The check's model part gets what the run leaves (a few model and batch-size pairs, batch 32 first); once
+# this has run, a later GPU session can give the check the whole call for every pair:
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \
+#   PYTHONPATH=/tmp/site:$PWD python3 scripts/gpu_check.py --out $OUT --budget-s 540
 set -uo pipefail
 
 out=${OUT:-${1:-gpu-session}}
