@@ -190,6 +190,8 @@ def validate(recipe_path: Path, overrides: tuple[str, ...]) -> None:
     stages = " -> ".join(stage.technique for stage in recipe.stages)
     searched = (f"; search varies {', '.join(recipe.search.space.dimensions())} for "
                 f"{', '.join(recipe.search.objective_names)}" if recipe.search else "")
+    if recipe.search and recipe.search.space.runtime:
+        searched += f", each trial on the cheapest of {', '.join(recipe.search.space.runtime)}"
     stdout.print(f"{recipe_path}: valid recipe '{recipe.name}' ({recipe.model.source} model, "
                  f"{recipe.data.kind} data, stages: {stages}{searched})", soft_wrap=True, markup=False)
 

@@ -31,7 +31,7 @@ def main() -> int:
     row = next(r for r in summary["rows"] if r["number"] == summary["chosen"])
     (out / "run").mkdir(parents=True, exist_ok=True)
     report = run(load_recipe(folder / "best.yaml"), out / "run", shared_cache=out / "fresh-stage-cache")
-    again = read_outcome(report, row["outcome"]["runtime"], row["outcome"]["batch_size"])
+    again = read_outcome(report, [row["outcome"]["runtime"]], row["outcome"]["batch_size"])
     for key in ("candidate", "top1", "latency_ratio", "energy_ratio"):
         print(f"{key}: trial {row['number']}: {row['outcome'][key]} | best.yaml re-run: {getattr(again, key)}")
     return 0

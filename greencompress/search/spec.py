@@ -41,7 +41,10 @@ class SearchSpace(Section):
     finetune_epochs: list[int] | None = Field(default=None, min_length=1)
     calibration_method: list[Literal["minmax", "entropy", "percentile"]] | None = Field(default=None, min_length=1)
     qat: list[bool] | None = Field(default=None, min_length=1)  # quantization-aware fine-tuning on/off
-    runtime: list[str] | None = Field(default=None, min_length=1)  # the runtime the candidate is served on
+    # The runtimes a candidate may be served on. Not drawn: every trial measures its model on each (in the same
+    # interleaved rounds) and is scored on the cheapest, so no trained model is judged on the costlier one alone.
+    # Left out: the base recipe's benchmark.runtimes (every installed runtime by default).
+    runtime: list[str] | None = Field(default=None, min_length=1)
 
     @model_validator(mode="after")
     def _one_pruning_target(self) -> SearchSpace:
@@ -73,7 +76,8 @@ class SearchSpace(Section):
         return value
 
     def dimensions(self) -> list[str]:
-        return [name for name in type(self).model_fields if getattr(self, name) is not None]
+        """The settings drawn for each trial (the serving runtimes are measured, not drawn)."""
+        return [name for name in type(self).model_fields if getattr(self, name) is not None and name != "runtime"]
 
 
 class Objectives(Section):
@@ -147,8 +151,13 @@ class SearchSpec(Section):
     @model_validator(mode="after")
     def _something_to_optimise(self) -> SearchSpec:
         if not self.space.dimensions():
-            raise ValueError("space: name at least one setting to vary")
+            raise ValueError("space: name at least one setting to vary (runtime names where each trial is measured; "
+                             "it is not varied)")
         return self
+
+    def serving_runtimes(self, measured: list[str]) -> list[str]:
+        """The runtimes each trial is scored on, cheapest first wins: space.runtime, else all that a trial measures."""
+        return list(self.space.runtime or measured)
 
     @property
     def objective_names(self) -> list[str]:

@@ -75,10 +75,19 @@ def open_study(recipe: Recipe, storage: str, seed: int):
     if "fingerprint" not in study.user_attrs:
         study.set_user_attr("fingerprint", fingerprint)
         study.set_user_attr("objectives", spec.objective_names)
+        study.set_user_attr("scoring", SCORING)
     if study.user_attrs.get("fingerprint") != fingerprint:
         raise GreencompressError(f"the study {recipe.name!r} in {storage} was started from a different recipe; "
                                  "rename the recipe (its name names the study) or give another --storage")
+    if study.user_attrs.get("scoring") != SCORING:  # its trials' figures would not compare with new ones
+        raise GreencompressError(f"the study {recipe.name!r} in {storage} was started by an earlier greencompress that "
+                                 "scored each trial on one drawn runtime; this one scores it on the cheapest serving "
+                                 "runtime: give another --storage or rename the recipe to start afresh")
     return study
+
+
+# How a trial's figures are read from its run; a study keeps the trials of one way only.
+SCORING = "cheapest serving runtime"
 
 
 def _fingerprint(recipe: Recipe) -> str:
@@ -159,7 +168,7 @@ class Search:
         name = recipe_name(self.recipe.name, trial.user_attrs.get("resume_number", trial.number))
         trial_data = trial_recipe(self.base, self.spec, params, name)
         trial_recipe_obj = Recipe.model_validate(trial_data, context={BASE_DIR_KEY: Path.cwd()})
-        runtime = params.get("runtime", trial_recipe_obj.benchmark.runtimes[0])
+        runtimes = self.spec.serving_runtimes(trial_recipe_obj.benchmark.runtimes)
         trial.set_user_attr("resolved_params", params)
         trial.set_user_attr("host", _host())
         trial.set_user_attr("pid", os.getpid())
@@ -169,8 +178,8 @@ class Search:
             trial.set_user_attr("stopped", f"same settings as trial {twin.number}: see its results")
             log.info("trial %d: the same settings as trial %d, which finished; not run again", trial.number, twin.number)
             raise optuna.TrialPruned(f"same settings as trial {twin.number}")
-        if context.proxy_for(trial_recipe_obj, runtime) is not None:
-            stop = self._proxy_check(trial, context, trial_recipe_obj, runtime)
+        if context.proxy_for(trial_recipe_obj, runtimes[0]) is not None:
+            stop = self._proxy_check(trial, context, trial_recipe_obj, runtimes)
             if stop:
                 raise optuna.TrialPruned(stop)
         run_dir = Path(trial.user_attrs.get("resume_dir") or self._new_run_dir(trial.number))
@@ -185,7 +194,7 @@ class Search:
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
-        outcome = read_outcome(report, runtime, self.spec.objectives.batch_size)
+        outcome = read_outcome(report, runtimes, self.spec.objectives.batch_size)
         trial.set_user_attr("outcome", asdict(outcome))
         trial.set_user_attr("constraint", outcome.accuracy_drop - self.spec.budget.max_accuracy_drop)
         trial.set_constraint("accuracy_drop_beyond_budget", trial.user_attrs["constraint"])  # feasible when <= 0
@@ -198,7 +207,8 @@ class Search:
                 return other
         return None
 
-    def _proxy_check(self, trial, context, trial_recipe_obj: Recipe, runtime: str) -> str | None:
+    def _proxy_check(self, trial, context, trial_recipe_obj: Recipe, runtimes: list[str]) -> str | None:
+        """Why the candidate is not worth fine-tuning (its widths buy no speed on any serving runtime), or None."""
         from greencompress.compress.prune import prune_structured
         from greencompress.data import batches
 
@@ -211,14 +221,18 @@ class Search:
             trial.set_user_attr("stopped", f"infeasible: {error}")
             trial.set_user_attr("stopped_by", "infeasible")
             return f"infeasible: {error}"
-        result = context.proxy_for(trial_recipe_obj, runtime).measure(pruned)
-        trial.set_user_attr("proxy", {**asdict(result), "seconds": round(time.perf_counter() - started, 1)})
-        log.info("trial %d proxy: untrained pruned/unpruned latency on %s %.3fx [%.3f, %.3f]%s", trial.number, runtime,
-                 result.ratio, result.low, result.high, " (cached)" if result.cached else "")
+        results = {runtime: context.proxy_for(trial_recipe_obj, runtime).measure(pruned) for runtime in runtimes}
+        for runtime, result in results.items():
+            log.info("trial %d proxy: untrained pruned/unpruned latency on %s %.3fx [%.3f, %.3f]%s", trial.number,
+                     runtime, result.ratio, result.low, result.high, " (cached)" if result.cached else "")
+        best_runtime, best = min(results.items(), key=lambda item: item[1].ratio)
+        trial.set_user_attr("proxy", {**asdict(best), "runtime": best_runtime,
+                                      "by_runtime": {runtime: asdict(result) for runtime, result in results.items()},
+                                      "seconds": round(time.perf_counter() - started, 1)})
         limit = self.spec.proxy.max_latency_ratio
-        if result.ratio >= limit:
-            reason = (f"proxy: its channel counts run at {result.ratio:.3f}x the unpruned model's latency on {runtime} "
-                      f"untrained (limit {limit}); not worth fine-tuning")
+        if best.ratio >= limit:
+            reason = (f"proxy: its channel counts run at {best.ratio:.3f}x the unpruned model's latency on "
+                      f"{best_runtime} untrained, its best runtime (limit {limit}); not worth fine-tuning")
             trial.set_user_attr("stopped", reason)
             trial.set_user_attr("stopped_by", "proxy")
             return reason

@@ -82,7 +82,7 @@ def pareto_numbers(rows: list[TrialRow], objectives: list[str]) -> list[int]:
 
 def proxy_quality(rows: list[TrialRow]) -> dict:
     """How well the untrained latency ratio predicted the trained candidate's measured one (complete trials)."""
-    pairs = [(row.proxy["ratio"], row.outcome.latency_ratio["ratio"]) for row in rows
+    pairs = [(_proxy_on(row.proxy, row.outcome.runtime)["ratio"], row.outcome.latency_ratio["ratio"]) for row in rows
              if row.proxy and row.outcome and row.outcome.latency_ratio]
     if not pairs:
         return {}
@@ -92,6 +92,11 @@ def proxy_quality(rows: list[TrialRow]) -> dict:
     if len(pairs) >= 3 and np.std(predicted) > 0 and np.std(measured) > 0:
         quality["correlation"] = float(np.corrcoef(predicted, measured)[0, 1])
     return quality
+
+
+def _proxy_on(proxy: dict, runtime: str) -> dict:
+    """The proxy's result on `runtime` (a trial's proxy ran on each serving runtime; older trials on one)."""
+    return proxy.get("by_runtime", {}).get(runtime, proxy)
 
 
 def summarize(study, spec) -> Summary:
@@ -151,19 +156,20 @@ def _interval_text(interval: dict | None) -> str:
 
 def table_rows(summary: Summary, compact: bool = False) -> tuple[list[str], list[list[str]]]:
     """The trials table; `compact` (for a terminal) leaves out the settings and shortens the notes."""
-    headers = ["trial", "state", "settings", "top-1 %", "drop (pts)", "J/inference", "latency p50 ms",
+    headers = ["trial", "state", "settings", "runtime", "top-1 %", "drop (pts)", "J/inference", "latency p50 ms",
                "latency vs unpruned (paired)", "proxy (untrained)", "note"]
     rows = []
     for row in summary.rows:
         o = row.outcome
         marks = ("chosen; " if row.number == summary.chosen else "") + ("front; " if row.number in summary.front else "")
-        rows.append([str(row.number), row.state, _params_text(row.params),
+        proxy = _proxy_on(row.proxy, o.runtime) if row.proxy and o else row.proxy
+        rows.append([str(row.number), row.state, _params_text(row.params), o.runtime if o else "-",
                      f"{o.top1:.2f}" if o else "-", f"{o.accuracy_drop:.2f}" if o else "-",
                      f"{o.joules_per_inference:.4g} ± {o.joules_ci95:.2g}" if o else "-",
                      f"{o.latency_p50_ms:.3f}" if o else "-",
                      _interval_text(o.latency_ratio) if o else "-",
-                     _interval_text({"ratio": row.proxy["ratio"], "ci95": [row.proxy["low"], row.proxy["high"]]})
-                     if row.proxy else "-",
+                     _interval_text({"ratio": proxy["ratio"], "ci95": [proxy["low"], proxy["high"]]})
+                     if proxy else "-",
                      (marks + (row.reason or ("over budget" if o and not row.feasible else ""))).strip("; ")])
     if compact:
         headers.pop(2)

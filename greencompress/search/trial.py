@@ -67,8 +67,8 @@ def trial_recipe(base: dict, spec: SearchSpec, params: dict[str, Any], name: str
     benchmark = recipe.setdefault("benchmark", {})
     benchmark["batch_sizes"] = [spec.objectives.batch_size]
     benchmark["bf16"] = False  # the candidate is served in int8 or FP32; bf16 artifacts would only add windows
-    if "runtime" in params:
-        benchmark["runtimes"] = list(dict.fromkeys(["onnxruntime", params["runtime"]]))
+    if spec.space.runtime:  # every serving runtime measured in the same rounds (ONNX Runtime is always listed)
+        benchmark["runtimes"] = list(dict.fromkeys(["onnxruntime", *spec.space.runtime]))
     return recipe
 
 
@@ -108,14 +108,23 @@ class Outcome:
         return self.reference_top1 - self.top1
 
 
-def read_outcome(report, runtime: str, batch_size: int) -> Outcome:
-    """The trial's candidate: its most compressed artifact on `runtime`, with the paired comparison to the unpruned one."""
+def read_outcome(report, runtimes: list[str], batch_size: int) -> Outcome:
+    """The trial's candidate on the cheapest of `runtimes` at `batch_size` (lowest J/inference, all measured in
+    the same interleaved rounds), with its paired comparison to the unpruned model on that runtime."""
+    measured = [runtime for runtime in runtimes if any(
+        r.artifact.runtime == runtime and not r.artifact.is_original_model for r in report.artifacts)]
+    if not measured:
+        raise GreencompressError(f"trial {report.name}: no compressed artifact on {', '.join(runtimes)} in its report")
+    outcomes = [_outcome_on(report, runtime, batch_size) for runtime in measured]
+    return min(outcomes, key=lambda outcome: outcome.joules_per_inference)
+
+
+def _outcome_on(report, runtime: str, batch_size: int) -> Outcome:
+    """The trial's candidate on `runtime`: its most compressed artifact, paired with the unpruned one there."""
     from greencompress.report.schema import interval_to_dict
 
     results = {result.artifact.name: result for result in report.artifacts}
     on_runtime = [r for r in report.artifacts if r.artifact.runtime == runtime and not r.artifact.is_original_model]
-    if not on_runtime:
-        raise GreencompressError(f"trial {report.name}: no compressed artifact on {runtime} in its report")
     # The last made is the most compressed (model techniques, then file techniques such as quantize).
     candidate = max(on_runtime, key=lambda r: (len(r.artifact.techniques), r.artifact.precision != "fp32"))
     bench = candidate.at_batch(batch_size)

@@ -75,7 +75,7 @@ def test_search_runs_trials_as_runs_and_best_yaml_reproduces_the_accuracy_exactl
     chosen = next(row for row in summary.rows if row.number == summary.chosen)
     (tmp_path / "again").mkdir()
     again = run(load_recipe(best), tmp_path / "again", shared_cache=tmp_path / "fresh-cache")  # nothing reused
-    reproduced = read_outcome(again, "onnxruntime", 1)
+    reproduced = read_outcome(again, ["onnxruntime"], 1)
     assert reproduced.candidate == chosen.outcome.candidate
     assert reproduced.top1 == chosen.outcome.top1
 

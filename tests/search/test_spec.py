@@ -65,3 +65,33 @@ def test_a_trial_is_the_base_recipe_with_the_drawn_settings(tiny_recipe):
     assert finetune.epochs == 2 and quantize.calibration_method == "percentile"
     assert quantize.qat.learning_rate == recipe.search.qat_settings.learning_rate
     assert (trial.name, trial.search, trial.benchmark.batch_sizes) == ("tiny-trial007", None, [1])
+
+
+def test_serving_runtimes_are_measured_in_every_trial_not_drawn(tiny_recipe):
+    pytest.importorskip("openvino")
+    from greencompress.recipe import Recipe, recipe_to_dict
+
+    recipe = load_recipe(search_recipe(
+        tiny_recipe, "search:\n  space: {prune_ratio: {low: 0.2, high: 0.4}, runtime: [openvino]}\n",
+        "  - prune: {ratio: 0.3}\n  - quantize: {calibration_samples: 12}"))
+    assert recipe.search.space.dimensions() == ["prune_ratio"]  # what Optuna draws
+    trial = Recipe.model_validate(trial_recipe(recipe_to_dict(recipe), recipe.search, {"prune_ratio": 0.3}, "t"))
+    assert trial.benchmark.runtimes == ["onnxruntime", "openvino"]  # the reference runtime is always measured
+    assert recipe.search.serving_runtimes(trial.benchmark.runtimes) == ["openvino"]
+    with pytest.raises(RecipeError, match="runtime names where each trial is measured; it is not varied"):
+        load_recipe(search_recipe(tiny_recipe, "search:\n  space: {runtime: [onnxruntime]}\n"))
+
+
+def test_a_study_an_earlier_greencompress_scored_another_way_is_not_resumed(tiny_recipe, tmp_path):
+    import optuna
+
+    from greencompress.search.study import _fingerprint, open_study
+
+    recipe = load_recipe(search_recipe(tiny_recipe, "search:\n  space: {prune_ratio: {low: 0.2, high: 0.4}}\n",
+                                       "  - prune: {ratio: 0.3}\n  - quantize: {calibration_samples: 12}"))
+    storage = f"sqlite:///{tmp_path / 'old.db'}"
+    old = optuna.create_study(study_name=recipe.name, storage=storage, directions=recipe.search.directions)
+    old.set_user_attr("fingerprint", _fingerprint(recipe))  # as the earlier version left it: no "scoring"
+    with pytest.raises(GreencompressError, match="scored each trial on one drawn runtime"):
+        open_study(recipe, storage, 0)
+    assert open_study(recipe, f"sqlite:///{tmp_path / 'new.db'}", 0).user_attrs["scoring"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from greencompress.search.summary import (
@@ -12,6 +13,7 @@ from greencompress.search.summary import (
     proxy_quality,
     render_html,
     render_markdown,
+    table_rows,
     write_summary,
 )
 from greencompress.search.trial import Outcome
@@ -77,3 +79,33 @@ def test_summary_files_show_the_choice_the_estimate_and_best_yaml(tmp_path):
     assert "0.820x [0.750, 0.900]" in markdown and "chosen" in markdown
     assert "mean absolute error 0.030" in markdown  # proxy 0.85 against 0.82 measured
     assert "data:image/png;base64," in render_html(summary)
+
+
+def test_a_trial_is_scored_on_the_cheapest_of_its_serving_runtimes():
+    from greencompress.search.trial import read_outcome
+    from tests.report.test_report import make_report, result
+
+    report = make_report([result("onnxruntime-fp32", "onnxruntime", "fp32", 2.0, 0.10),
+                          result("onnxruntime-int8", "onnxruntime", "int8", 1.2, 0.06),
+                          result("onnxruntime-pruned-int8", "onnxruntime", "int8", 1.0, 0.05),
+                          result("openvino-fp32", "openvino", "fp32", 1.5, 0.08),
+                          result("openvino-int8", "openvino", "int8", 0.8, 0.04),
+                          result("openvino-pruned-int8", "openvino", "int8", 0.6, 0.03)])
+    both = read_outcome(report, ["onnxruntime", "openvino"], 1)
+    assert (both.runtime, both.candidate, both.joules_per_inference) == ("openvino", "openvino-pruned-int8", 0.03)
+    # Its pairing stays on its own runtime: against the unpruned int8 model on OpenVINO.
+    assert both.baseline == "openvino-int8" and abs(both.energy_ratio["ratio"] - 0.75) < 1e-9
+    alone = read_outcome(report, ["onnxruntime"], 1)  # a serving runtime the user named alone
+    assert (alone.runtime, alone.joules_per_inference) == ("onnxruntime", 0.05)
+
+
+def test_the_proxy_is_judged_on_the_runtime_the_trial_was_scored_on():
+    measured = {"ratio": 0.60, "ci95": [0.55, 0.65], "rounds": 5, "within_noise": False}
+    on_openvino = dataclasses.replace(outcome(91.0, 0.0100, 0.6, latency_ratio=measured), runtime="openvino")
+    proxy = {"ratio": 0.58, "low": 0.5, "high": 0.66, "runtime": "openvino",
+             "by_runtime": {"onnxruntime": {"ratio": 0.90, "low": 0.85, "high": 0.95},
+                            "openvino": {"ratio": 0.58, "low": 0.5, "high": 0.66}}}
+    rows = [row(0, on_openvino, proxy=proxy)]
+    assert abs(proxy_quality(rows)["mean_abs_error"] - 0.02) < 1e-9  # openvino's 0.58, not onnxruntime's 0.90
+    headers, (cells,) = table_rows(Summary(["top1", "joules_per_inference"], 1.5, 1, rows, [0], 0, "v"))
+    assert cells[headers.index("runtime")] == "openvino" and cells[headers.index("proxy (untrained)")].startswith("0.580x")
