@@ -61,8 +61,9 @@ def open_study(recipe: Recipe, storage: str, seed: int):
     with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna 5; they are what resume relies on
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # A worker that dies stops beating; after the grace period its trial is failed and retried once elsewhere.
-        rdb = RDBStorage(storage, heartbeat_interval=30, grace_period=120,
-                         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1))
+        rdb = _connected(lambda: RDBStorage(storage, heartbeat_interval=30, grace_period=120,
+                                            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
+                                                max_retry=1)))
     # The budget is a constraint each finished trial sets (Trial.set_constraint); the samplers read it.
     samplers = {"nsga2": lambda: optuna.samplers.NSGAIISampler(
                     seed=seed, population_size=max(4, min(50, spec.budget.max_trials // 2))),
@@ -84,6 +85,24 @@ def open_study(recipe: Recipe, storage: str, seed: int):
                                  "scored each trial on one drawn runtime; this one scores it on the cheapest serving "
                                  "runtime: give another --storage or rename the recipe to start afresh")
     return study
+
+
+def _connected(connect, attempts: int = 5):
+    """The storage, once its tables exist: workers started together on an empty PostgreSQL database each create
+    them, and all but one fail on the database's unique catalogue names; those try again once the tables are there."""
+    import random
+
+    import sqlalchemy.exc
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return connect()
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
+            if attempt == attempts:
+                raise
+            log.info("search: the storage's tables were being created by another worker (%s); trying again",
+                     type(error.orig).__name__ if getattr(error, "orig", None) else type(error).__name__)
+            time.sleep(0.2 * attempt + 0.3 * random.random())
 
 
 # How a trial's figures are read from its run; a study keeps the trials of one way only.

@@ -95,3 +95,25 @@ def test_a_study_an_earlier_greencompress_scored_another_way_is_not_resumed(tiny
     with pytest.raises(GreencompressError, match="scored each trial on one drawn runtime"):
         open_study(recipe, storage, 0)
     assert open_study(recipe, f"sqlite:///{tmp_path / 'new.db'}", 0).user_attrs["scoring"]
+
+
+def test_a_worker_that_loses_the_race_to_create_the_storage_s_tables_tries_again():
+    import sqlalchemy.exc
+
+    from greencompress.search.study import _connected
+
+    tries = []
+
+    def connect():  # what two workers on an empty PostgreSQL database saw: the other created the tables first
+        tries.append(1)
+        if len(tries) < 3:
+            raise sqlalchemy.exc.IntegrityError("CREATE TABLE studies", {}, Exception("pg_type_typname_nsp_index"))
+        return "storage"
+
+    assert _connected(connect) == "storage" and len(tries) == 3
+
+    def always_refused():
+        raise sqlalchemy.exc.IntegrityError("CREATE TABLE studies", {}, Exception("a real conflict"))
+
+    with pytest.raises(sqlalchemy.exc.IntegrityError):  # not forever: the error comes through in the end
+        _connected(always_refused, attempts=2)
