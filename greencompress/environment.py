@@ -164,3 +164,12 @@ def environment(threads: int, allow_spinning: bool | None = None, device: str = 
         },
         "runtimes": runtime_versions(),
     }
+
+
+def hardware_name(environment: dict) -> str:
+    """What `compare` requires to be equal between runs: the GPU model(s) a run used, and the host CPU."""
+    cpu = f"{environment['cpu']['model']} x{environment['cpu']['logical_cores']}"
+    gpus = environment.get("gpu") or {}
+    if str(environment.get("device", "cpu")).startswith("cuda"):
+        return " + ".join([*sorted(str(gpu.get("name")) for gpu in gpus.values()), cpu])
+    return cpu

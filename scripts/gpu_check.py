@@ -208,19 +208,22 @@ def check_models(gpu: Gpu, durations: Durations, time_left: Callable[[], float])
         BenchmarkSpec,
         benchmark_interleaved,
         measure_idle,
+        window_duration_s,
     )
     from greencompress.runtime import RunnerSettings
 
     idle = measure_idle(gpu.meter, durations.model_idle_s)
-    window_s = max(durations.model_window_s, getattr(gpu.meter, "min_window_s", 0.0))
     models = {name: torchvision.models.get_model(name, weights=None, num_classes=classes).eval()
               for name, classes, _ in MODELS}
+    variants = [p for p in PRECISIONS if gpu.bf16 or not p.startswith("bf16")]
     rows = []
     for batch in BATCH_SIZES:  # batch size first: with little time left, each size still has one model
+        spec = BenchmarkSpec(batch_sizes=[batch], warmup_iterations=5, warmup_s=durations.model_warmup_s,
+                             window_s=durations.model_window_s, windows=durations.model_windows,
+                             max_windows=durations.model_windows, threads=1)
+        needs_s = durations.model_reserve_s + len(variants) * (
+            durations.model_warmup_s + durations.model_windows * window_duration_s(spec, gpu.meter))
         for name, _, size in MODELS:
-            variants = [p for p in PRECISIONS if gpu.bf16 or not p.startswith("bf16")]
-            needs_s = durations.model_reserve_s + len(variants) * (durations.model_warmup_s
-                                                                    + durations.model_windows * window_s)
             if time_left() < needs_s:
                 rows.append({"model": name, "batch": batch,
                              "skipped": f"out of the time budget (needs about {needs_s:.0f} s)"})
@@ -229,9 +232,6 @@ def check_models(gpu: Gpu, durations: Durations, time_left: Callable[[], float])
             runners = {precision: gpu_runtime.TorchCudaRunner(model, RunnerSettings(
                 1, precision=precision.removesuffix("-compiled"), compile=precision.endswith("compiled")))
                 for precision in variants}
-            spec = BenchmarkSpec(batch_sizes=[batch], warmup_iterations=5, warmup_s=durations.model_warmup_s,
-                                 window_s=durations.model_window_s, windows=durations.model_windows,
-                                 max_windows=durations.model_windows, threads=1)
             inputs = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
             measured = benchmark_interleaved(runners, inputs, spec, gpu.meter, idle)
             fp32 = measured["fp32"]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from greencompress.environment import hardware_name
 from greencompress.errors import GreencompressError
 from greencompress.measure.stats import unpaired_ratio_interval
-from greencompress.report.markdown import hardware_name
 from greencompress.report.schema import RunReport
 
 

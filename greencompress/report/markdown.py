@@ -445,15 +445,6 @@ def gpu_sentence(environment: dict) -> str | None:
     return "; ".join(described)
 
 
-def hardware_name(environment: dict) -> str:
-    """What `compare` requires to be equal between runs: the GPU model(s) a run used, and the host CPU."""
-    cpu = f"{environment['cpu']['model']} x{environment['cpu']['logical_cores']}"
-    gpus = environment.get("gpu") or {}
-    if str(environment.get("device", "cpu")).startswith("cuda"):
-        return " + ".join([*sorted(str(gpu.get("name")) for gpu in gpus.values()), cpu])
-    return cpu
-
-
 def _units_and_runtimes(environment: dict) -> str:
     """What decides the ranking: the CPU's matrix units present, and each runtime's version (reports since 1.2)."""
     units = [name for name, present in environment["cpu"].get("matrix_units", {}).items() if present]

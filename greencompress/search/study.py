@@ -29,6 +29,9 @@ from greencompress.search.trial import (
 
 log = logging.getLogger(__name__)
 
+# How a trial's figures are read from its run; a study keeps the trials of one way only.
+SCORING = "cheapest serving runtime"
+
 # Trial states that count against `budget.max_trials`: finished ones, whichever way they finished, except those
 # the proxy turned away in seconds and points drawn again (they count against a cap of PROXY_CAP times the
 # budget, so a space where nothing passes the proxy, or that is exhausted, still ends).
@@ -101,12 +104,8 @@ def _connected(connect, attempts: int = 5):
             if attempt == attempts:
                 raise
             log.info("search: the storage's tables were being created by another worker (%s); trying again",
-                     type(error.orig).__name__ if getattr(error, "orig", None) else type(error).__name__)
+                     type(getattr(error, "orig", None) or error).__name__)
             time.sleep(0.2 * attempt + 0.3 * random.random())
-
-
-# How a trial's figures are read from its run; a study keeps the trials of one way only.
-SCORING = "cheapest serving runtime"
 
 
 def _fingerprint(recipe: Recipe) -> str:
