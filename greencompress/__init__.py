@@ -1,6 +1,6 @@
 """greencompress: compress a pretrained PyTorch model from a YAML recipe, and prove the saving."""
 
-__version__ = "0.1.0"
+from greencompress.core import __version__
 
 __all__ = ["energy", "__version__"]
 

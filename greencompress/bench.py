@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from greencompress.device import Device, resolve_device
-from greencompress.errors import GreencompressError
+from greencompress.core.errors import GreencompressError
+from greencompress.core.registry import UnknownName
 from greencompress.measure.benchmark import (
     Benchmark,
     BenchmarkSpec,
@@ -18,8 +18,10 @@ from greencompress.measure.benchmark import (
 )
 from greencompress.measure.energy import EnergySpec, MeterDescription, select_meter
 from greencompress.measure.energy.power_limits import PowerLimit, gpu_power_limit
-from greencompress.registry import UnknownName
-from greencompress.runtime import RUNTIMES, RuntimeSpec, set_threads
+from greencompress.runtimes import RUNTIMES
+from greencompress.runtimes.base import RuntimeSpec
+from greencompress.runtimes.device import Device, resolve_device
+from greencompress.runtimes.pytorch import set_threads
 
 
 @dataclass(frozen=True)

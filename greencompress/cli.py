@@ -22,9 +22,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from greencompress import __version__
-from greencompress.errors import GreencompressError
-from greencompress.files import log_to_file
+from greencompress.core import __version__
+from greencompress.core.errors import GreencompressError
+from greencompress.core.files import log_to_file
 
 console = Console(stderr=True)
 stdout = Console()
@@ -60,23 +60,25 @@ def run(recipe_path: Path | None, output_dir: Path | None, overrides: tuple[str,
     """
     import json
 
-    from greencompress import distributed
-    from greencompress.gates import GateFailed
-    from greencompress.pipeline import create_run_dir, serve_fine_tuning
-    from greencompress.pipeline import run as run_pipeline
-    from greencompress.recipe import load_recipe
+    from greencompress.compress import distributed
+    from greencompress.pipeline.execute import run as run_pipeline
+    from greencompress.pipeline.execute import serve_fine_tuning
+    from greencompress.pipeline.folder import create_run_dir
+    from greencompress.pipeline.gates import GateFailed
+    from greencompress.pipeline.recipe import load_recipe
+    from greencompress.search.spec import SearchRecipe
 
     if quiet or as_json:
         logging.getLogger().handlers[0].setLevel(logging.WARNING)
     if resume_dir is not None:
         if recipe_path is not None or overrides:
             raise click.UsageError("--resume takes the recipe saved in the run folder: give no RECIPE and no --set")
-        recipe = load_recipe(resume_dir / "recipe.resolved.yaml")
+        recipe = load_recipe(resume_dir / "recipe.resolved.yaml", schema=SearchRecipe)
         run_dir = resume_dir
     elif recipe_path is None:
         raise click.UsageError("give a RECIPE, or --resume RUN_DIR")
     else:
-        recipe = load_recipe(recipe_path, list(overrides))
+        recipe = load_recipe(recipe_path, list(overrides), schema=SearchRecipe)
         run_dir = None
     if distributed.init_from_environment() and not distributed.is_main():
         # Under torchrun, ranks other than 0 only lend a hand with fine-tuning; rank 0 writes and reports.
@@ -184,9 +186,10 @@ def compare(run_dirs: tuple[Path, ...], force: bool, output_format: str) -> None
 @_override_option
 def validate(recipe_path: Path, overrides: tuple[str, ...]) -> None:
     """Check RECIPE (schema, paths, model name) without running anything."""
-    from greencompress.recipe import load_recipe
+    from greencompress.pipeline.recipe import load_recipe
+    from greencompress.search.spec import SearchRecipe
 
-    recipe = load_recipe(recipe_path, list(overrides))
+    recipe = load_recipe(recipe_path, list(overrides), schema=SearchRecipe)
     stages = " -> ".join(stage.technique for stage in recipe.stages)
     searched = (f"; search varies {', '.join(recipe.search.space.dimensions())} for "
                 f"{', '.join(recipe.search.objective_names)}" if recipe.search else "")
@@ -215,11 +218,12 @@ def search(recipe_path: Path, output_dir: Path | None, overrides: tuple[str, ...
     Every trial is an ordinary run in <output>/<name>-search/trials/. Run the same command again
     to continue a stopped search; finished trials are not run again.
     """
-    from greencompress.recipe import load_recipe
+    from greencompress.pipeline.recipe import load_recipe
+    from greencompress.search.spec import SearchRecipe
     from greencompress.search.study import Search, default_storage, search_folder
     from greencompress.search.summary import summarize, write_summary
 
-    recipe = load_recipe(recipe_path, list(overrides))
+    recipe = load_recipe(recipe_path, list(overrides), schema=SearchRecipe)
     folder = search_folder(recipe, output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     with log_to_file(folder / ("worker.log" if worker else "search.log")):
@@ -272,7 +276,7 @@ def cache_list() -> None:
     """Every cache entry, least recently used first, with its size."""
     from datetime import datetime
 
-    from greencompress.cache import cache_dir, cache_entries, max_cache_bytes
+    from greencompress.core.cache import cache_dir, cache_entries, max_cache_bytes
 
     entries = cache_entries()
     rows = [[entry.kind, entry.description, f"{entry.size_bytes / 1e6:.1f}",
@@ -285,7 +289,7 @@ def cache_list() -> None:
 @cache.command("clear")
 def cache_clear() -> None:
     """Remove every cache entry (built-in models are trained again on next use)."""
-    from greencompress.cache import cache_dir, clear_cache
+    from greencompress.core.cache import cache_dir, clear_cache
 
     removed = clear_cache()
     stdout.print(f"removed {len(removed)} entries ({sum(e.size_bytes for e in removed) / 1e6:.1f} MB) from {cache_dir()}",
@@ -307,7 +311,7 @@ class _RegistryChoice(click.ParamType):
 
 
 def _runtime_names() -> list[str]:
-    from greencompress.runtime import RUNTIMES
+    from greencompress.runtimes import RUNTIMES
 
     return RUNTIMES.names()
 
@@ -390,13 +394,13 @@ def bench(model: str, input_size: int, batch_sizes: str | None, threads: int | N
 @cli.command()
 def plugins() -> None:
     """Every registered technique, runtime and meter, and where each comes from (greencompress or a package)."""
-    from greencompress.compress.technique import load_builtin_techniques
+    from greencompress.compress.technique import TECHNIQUES
     from greencompress.measure.energy import METERS
-    from greencompress.runtime import RUNTIMES
+    from greencompress.runtimes import RUNTIMES
 
     rows = []
     for kind, registry, describe in (
-            ("technique", load_builtin_techniques(), lambda t: f"works on the {t.works_on} model" if t.works_on == "torch"
+            ("technique", TECHNIQUES, lambda t: f"works on the {t.works_on} model" if t.works_on == "torch"
              else f"works on an {t.works_on} file"),
             ("runtime", RUNTIMES, lambda r: "runs " + ("PyTorch models" if r.runs == "torch" else "ONNX files")
              + (f" (unavailable: {reason})" if (reason := r.unavailable()) else "")),

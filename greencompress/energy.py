@@ -36,7 +36,7 @@ def measure(meter: str = "auto", cpu_watts_per_core: float | None = None, device
     power), plus the host CPU where RAPL can read it; GPU energy is never estimated. Work queued on
     the GPU is waited for before the window closes.
     """
-    from greencompress.device import resolve_device
+    from greencompress.runtimes.device import resolve_device
 
     gpu = resolve_device(device)
     chosen, reason = select_meter(EnergySpec(meter=meter, cpu_watts_per_core=cpu_watts_per_core),

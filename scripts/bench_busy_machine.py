@@ -13,9 +13,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from greencompress.environment import cpu_info
-from greencompress.pipeline import create_run_dir, run
-from greencompress.recipe import load_recipe
+from greencompress.core.hardware import cpu_info
+from greencompress.pipeline.execute import run
+from greencompress.pipeline.folder import create_run_dir
+from greencompress.pipeline.recipe import load_recipe
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from neighbour import busy_neighbour  # noqa: E402

@@ -45,21 +45,19 @@ sys.path.insert(0, str(REPO))
 
 from greencompress.compress.prune import PruneConfig, prune_structured  # noqa: E402
 from greencompress.compress.quantize import QuantizeConfig, quantize_onnx  # noqa: E402
-from greencompress.environment import cpu_info, environment  # noqa: E402
-from greencompress.export import export_onnx  # noqa: E402
-from greencompress.measure.benchmark import (  # noqa: E402
+from greencompress.core.hardware import cpu_info  # noqa: E402
+from greencompress.measure.benchmark import (
     BenchmarkSpec,
     benchmark_interleaved,
     measure_idle,
 )
 from greencompress.measure.energy import EnergySpec, select_meter  # noqa: E402
+from greencompress.measure.environment import environment
 from greencompress.measure.floor import floor_ratio_text, peak_mac_rate  # noqa: E402
-from greencompress.runtime import (  # noqa: E402
-    OnnxRuntimeRunner,
-    OpenVinoRunner,
-    TorchRunner,
-    set_threads,
-)
+from greencompress.runtimes.export import export_onnx  # noqa: E402
+from greencompress.runtimes.onnxruntime_cpu import OnnxRuntimeRunner
+from greencompress.runtimes.openvino_cpu import OpenVinoRunner
+from greencompress.runtimes.pytorch import TorchRunner, set_threads
 
 INPUT_SHAPE = (3, 224, 224)
 REFERENCES = ("ort-fp32", "ort-int8-defaults")  # every ratio is against these, measured in the same rounds

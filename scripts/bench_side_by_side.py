@@ -20,12 +20,16 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from greencompress.environment import cpu_info  # noqa: E402
-from greencompress.measure.benchmark import BenchmarkSpec, benchmark_interleaved, measure_idle  # noqa: E402
+from greencompress.core.hardware import cpu_info  # noqa: E402
+from greencompress.measure.benchmark import (  # noqa: E402
+    BenchmarkSpec,
+    benchmark_interleaved,
+    measure_idle,
+)
 from greencompress.measure.energy import EnergySpec, select_meter  # noqa: E402
 from greencompress.measure.lock import measurement_lock  # noqa: E402
 from greencompress.measure.stats import paired_ratio_interval  # noqa: E402
-from greencompress.runtime import RUNTIMES  # noqa: E402
+from greencompress.runtimes import RUNTIMES  # noqa: E402
 
 
 def candidate(argument: str) -> tuple[str, dict, dict]:

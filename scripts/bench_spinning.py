@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from greencompress.environment import cpu_info
+from greencompress.core.hardware import cpu_info
 from greencompress.measure.benchmark import (
     BenchmarkSpec,
     benchmark_interleaved,
@@ -25,7 +25,7 @@ from greencompress.measure.benchmark import (
 )
 from greencompress.measure.energy.estimate import EstimateMeter
 from greencompress.measure.stats import paired_ratio_interval
-from greencompress.runtime import OnnxRuntimeRunner
+from greencompress.runtimes.onnxruntime_cpu import OnnxRuntimeRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from neighbour import busy_neighbour  # noqa: E402
@@ -33,8 +33,9 @@ from neighbour import busy_neighbour  # noqa: E402
 
 def default_run_dir() -> Path:
     """Export and quantize the default recipe (cached after the first time) and return its run folder."""
-    from greencompress.pipeline import create_run_dir, run
-    from greencompress.recipe import load_recipe
+    from greencompress.pipeline.execute import run
+    from greencompress.pipeline.folder import create_run_dir
+    from greencompress.pipeline.recipe import load_recipe
 
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "resnet_int8.yaml",
                          ["benchmark.batch_sizes=[1]", "benchmark.windows=2", "benchmark.max_windows=2",

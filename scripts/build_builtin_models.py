@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 
-from greencompress.zoo import BUILTIN_MODELS, load_builtin
+from greencompress.models.zoo import BUILTIN_MODELS, load_builtin
 
 
 def main() -> None:

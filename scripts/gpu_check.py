@@ -203,14 +203,14 @@ def check_idle(gpu: Gpu, durations: Durations) -> dict:
 def check_models(gpu: Gpu, durations: Durations, time_left: Callable[[], float]) -> list[dict]:
     import torchvision
 
-    from greencompress import gpu_runtime
+    import greencompress.runtimes.pytorch_cuda as gpu_runtime
     from greencompress.measure.benchmark import (
         BenchmarkSpec,
         benchmark_interleaved,
         measure_idle,
         window_duration_s,
     )
-    from greencompress.runtime import RunnerSettings
+    from greencompress.runtimes.base import RunnerSettings
 
     idle = measure_idle(gpu.meter, durations.model_idle_s)
     models = {name: torchvision.models.get_model(name, weights=None, num_classes=classes).eval()
@@ -261,9 +261,12 @@ def check_onnxruntime_gpu(work: Path) -> dict:
     import torchvision
 
     from greencompress.compress.quantize import QuantizeConfig, quantize_onnx
-    from greencompress.export import export_onnx
-    from greencompress.gpu_runtime import OnnxRuntimeGpuRunner, provider_unavailable
-    from greencompress.runtime import RunnerSettings
+    from greencompress.runtimes.base import RunnerSettings
+    from greencompress.runtimes.export import export_onnx
+    from greencompress.runtimes.onnxruntime_gpu import (
+        OnnxRuntimeGpuRunner,
+        provider_unavailable,
+    )
 
     result = {"onnxruntime": onnxruntime.__version__, "providers": onnxruntime.get_available_providers()}
     if reason := provider_unavailable("CUDAExecutionProvider"):
@@ -437,9 +440,9 @@ def main(argv: list[str] | None = None) -> int:
     import pynvml
     import torch
 
-    from greencompress.device import resolve_device
-    from greencompress.errors import GreencompressError
+    from greencompress.core.errors import GreencompressError
     from greencompress.measure.energy import EnergySpec, select_meter
+    from greencompress.runtimes.device import resolve_device
 
     try:
         device = resolve_device("cuda")

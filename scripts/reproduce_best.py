@@ -16,8 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from greencompress.pipeline import run  # noqa: E402
-from greencompress.recipe import load_recipe  # noqa: E402
+from greencompress.pipeline.execute import run  # noqa: E402
+from greencompress.pipeline.recipe import load_recipe  # noqa: E402
 from greencompress.search.trial import read_outcome  # noqa: E402
 
 

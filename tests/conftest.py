@@ -81,7 +81,7 @@ def tiny_recipe(image_folder, tmp_path):
 def write_tiny_recipe(tmp_path: Path, image_folder: Path) -> Path:
     import torch
 
-    from greencompress.models import resolve_callable
+    from greencompress.models.sources import resolve_callable
 
     architecture = f"{RECIPES / 'models' / 'cifar_resnet.py'}:resnet20"
     torch.manual_seed(0)
@@ -95,8 +95,9 @@ def write_tiny_recipe(tmp_path: Path, image_folder: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """The tiny recipe run through the pipeline once per session: (run folder, RunReport). Treat as read-only."""
-    from greencompress.pipeline import create_run_dir, run
-    from greencompress.recipe import load_recipe
+    from greencompress.pipeline.execute import run
+    from greencompress.pipeline.folder import create_run_dir
+    from greencompress.pipeline.recipe import load_recipe
 
     base = tmp_path_factory.mktemp("tiny-run")
     recipe_path = write_tiny_recipe(base, make_image_folder(base / "images"))

@@ -7,21 +7,33 @@ from pathlib import Path
 import pytest
 from torch import nn
 
-from greencompress.artifacts import Made, plan_artifacts
 from greencompress.compress.technique import TorchModel
-from greencompress.environment import CpuInfo, physical_cores_allowed
+from greencompress.core.hardware import CpuInfo, physical_cores_allowed
 from greencompress.measure.benchmark import BenchmarkSpec
-from greencompress.runtime import RUNTIMES
+from greencompress.pipeline.artifacts import Made, plan_artifacts
+from greencompress.runtimes import RUNTIMES
 
 AMX = CpuInfo("Xeon with AMX", 2, ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "amx_bf16"))
 AVX2 = CpuInfo("EPYC with AVX2", 2, ("avx2", "fma"))
 
 
+def onnx_file(path: Path, weights: int) -> Path:
+    """A real ONNX file: y = x + w, w an FP32 initializer of `weights` elements."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.ones(weights, dtype=np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [weights])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [weights])], [w])
+    onnx.save(helper.make_model(graph), str(path))
+    return path
+
+
 def made(tmp_path: Path) -> list[Made]:
     model = TorchModel(nn.Linear(2, 2))
-    files = {name: tmp_path / name for name in ("model_fp32.onnx", "model_int8.onnx")}
-    for path in files.values():
-        path.write_bytes(b"x")
+    files = {name: onnx_file(tmp_path / name, 1000) for name in ("model_fp32.onnx", "model_int8.onnx")}
     return [Made(model, None, "fp32", (), (), 6, 4, "k0"),
             Made(model, files["model_fp32.onnx"], "fp32", (), (), 6, 4, "k1"),
             Made(model, files["model_int8.onnx"], "int8", (), ("quantize",), 6, 4, "k2")]
@@ -49,13 +61,23 @@ def test_a_bf16_artifact_runs_the_fp32_file_and_carries_its_own_precision(tmp_pa
     assert forced and "benchmark.bf16: true in the recipe" in reason
 
 
+def test_a_bf16_artifact_is_the_size_of_its_weights_at_two_bytes(tmp_path):
+    checkpoint = tmp_path / "checkpoint.pt"
+    checkpoint.write_bytes(bytes(100))
+    artifacts = plan_artifacts(made(tmp_path), ["openvino"], ("bf16",), checkpoint)
+    fp32_bytes = (tmp_path / "model_fp32.onnx").stat().st_size
+    assert artifacts["openvino-fp32"][0].size_bytes == fp32_bytes and artifacts["torch-fp32"][0].size_bytes == 100
+    assert artifacts["openvino-bf16"][0].size_bytes == fp32_bytes - 2000  # 1,000 FP32 weights at 2 bytes, not 4
+    assert artifacts["torch-bf16"][0].size_bytes == 100 - 2 * 6  # nn.Linear(2, 2): 6 FP32 parameters
+
+
 def test_bf16_runs_and_stays_close_to_fp32_where_the_cpu_has_it(tmp_path):
     import numpy as np
     import torch
 
-    from greencompress.environment import cpu_info
-    from greencompress.export import export_onnx
-    from greencompress.runtime import RunnerSettings
+    from greencompress.core.hardware import cpu_info
+    from greencompress.runtimes.base import RunnerSettings
+    from greencompress.runtimes.export import export_onnx
 
     if not cpu_info().has_bf16:
         pytest.skip("this CPU has no bf16 unit: bf16 artifacts are not made here (the test above checks that)")

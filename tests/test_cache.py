@@ -7,11 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from greencompress import stages
-from greencompress.cache import cache_dir, cache_entries, prune_cache
+from greencompress.pipeline import stages
 from greencompress.compress.quantize import Quantize, QuantizeConfig
-from greencompress.environment import CpuInfo
-from greencompress.stages import StageStore, stage_key
+from greencompress.core.cache import cache_dir, cache_entries, prune_cache
+from greencompress.core.hardware import CpuInfo
+from greencompress.pipeline.stages import StageStore, stage_key
 
 
 def test_cache_location_follows_greencompress_cache_then_xdg(monkeypatch, tmp_path):

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from greencompress.data import load_data
 from greencompress.measure.accuracy import evaluate
-from greencompress.recipe import load_recipe
-from greencompress.runtime import OnnxRuntimeRunner
+from greencompress.models.data import load_data
+from greencompress.pipeline.recipe import load_recipe
+from greencompress.runtimes.onnxruntime_cpu import OnnxRuntimeRunner
 from tests.conftest import RECIPES
 
 QUICK_BENCHMARK = ["--set", "benchmark.batch_sizes=[1]", "--set", "benchmark.window_s=0.2",

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from greencompress.data import (
+from greencompress.core.errors import DataError
+from greencompress.models.data import (
     DIGITS_SPLIT_SEED,
     DataSpec,
     batches,
     digits_split_indices,
     load_data,
 )
-from greencompress.errors import DataError
 
 
 def data_spec(**fields) -> DataSpec:

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from greencompress.device import resolve_device
-from greencompress.errors import GreencompressError
+from greencompress.core.errors import GreencompressError
 from greencompress.measure.energy import EnergySpec, select_meter
 from greencompress.measure.energy.combined import CombinedMeter
+from greencompress.runtimes.device import resolve_device
 from tests.fake_gpu import FakeGpu, fake_pynvml, fake_torch
 from tests.measure.test_rapl import make_zone
 

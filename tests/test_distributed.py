@@ -40,9 +40,9 @@ energy: {{idle_s: 0}}
 def ddp_recipe(tmp_path_factory):
     """A small CNN pretrained on real digits (in-process, a few seconds), and a prune + finetune recipe for it."""
     from greencompress.compress.finetune import finetune
-    from greencompress.data import load_data
-    from greencompress.models import resolve_callable
-    from greencompress.recipe import load_recipe
+    from greencompress.models.data import load_data
+    from greencompress.models.sources import resolve_callable
+    from greencompress.pipeline.recipe import load_recipe
 
     folder = tmp_path_factory.mktemp("ddp")
     (folder / "small_cnn.py").write_text(SMALL_CNN)

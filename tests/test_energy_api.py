@@ -9,10 +9,10 @@ import torch
 
 import greencompress
 from greencompress.bench import bench
-from greencompress.export import export_onnx
 from greencompress.measure.benchmark import BenchmarkSpec
 from greencompress.measure.energy import EnergySpec
-from greencompress.models import resolve_callable
+from greencompress.models.sources import resolve_callable
+from greencompress.runtimes.export import export_onnx
 from tests.conftest import RECIPES
 from tests.test_cli import greencompress as greencompress_cli
 
@@ -54,7 +54,7 @@ def test_bench_runs_the_same_onnx_file_on_openvino(tmp_path):
 
 
 def test_bench_measures_every_installed_runtime_side_by_side_unless_one_is_named(tmp_path):
-    from greencompress.runtime import RUNTIMES
+    from greencompress.runtimes import RUNTIMES
 
     torch.manual_seed(0)
     model = resolve_callable(f"{RECIPES / 'models' / 'cifar_resnet.py'}:resnet20")().eval()

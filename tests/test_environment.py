@@ -1,4 +1,4 @@
-from greencompress.environment import cpu_info
+from greencompress.core.hardware import cpu_info
 
 
 def test_cpu_flags_and_vnni_are_parsed_from_cpuinfo(tmp_path):
@@ -22,7 +22,7 @@ def test_cpu_without_vnni(tmp_path):
 
 
 def test_topology_from_a_fake_sysfs_tree(tmp_path):
-    from greencompress.environment import cpu_topology
+    from greencompress.core.hardware import cpu_topology
 
     cpu = tmp_path / "cpu"
     (cpu / "smt").mkdir(parents=True)
@@ -52,3 +52,21 @@ def test_the_estimate_says_how_its_watts_meet_hyperthreads():
     assumptions = " ".join(EstimateMeter(7.0, threads_per_core=2).describe().assumptions)
     assert "SMT is on (2 threads per core)" in assumptions and "up to 2x too much" in assumptions
     assert "a CPU-second is a core-second" in " ".join(EstimateMeter(7.0, threads_per_core=1).describe().assumptions)
+
+
+def test_the_environment_lists_usable_runtimes_apart_from_registered_but_unavailable_ones(monkeypatch):
+    from greencompress.measure.environment import runtime_versions, unavailable_runtimes
+    from greencompress.report.markdown import units_and_runtimes
+    from greencompress.runtimes import RUNTIMES, RuntimeSpec
+
+    ghost = RuntimeSpec("ghost-gpu", "onnx", lambda path, settings: None, check=lambda: "no GPU here")
+    monkeypatch.setitem(RUNTIMES._entries, ghost.name, ghost)
+    usable, unavailable = runtime_versions(), unavailable_runtimes()
+    assert "ghost-gpu" not in usable and unavailable["ghost-gpu"] == "no GPU here"
+    assert set(usable) | set(unavailable) == set(RUNTIMES.names())
+    assert usable["onnxruntime"] == __import__("onnxruntime").__version__
+    line = units_and_runtimes({"cpu": {"model": "Test CPU", "matrix_units": {"avx2": True}},
+                                    "runtimes": usable, "runtimes_unavailable": unavailable})
+    usable_part, _, unavailable_part = line.partition("Registered but unavailable here:")
+    assert "ghost-gpu" not in usable_part and "ghost-gpu (no GPU here)" in unavailable_part
+    assert f"onnxruntime {usable['onnxruntime']}" in usable_part

@@ -7,10 +7,11 @@ import onnx
 import pytest
 import torch
 
-from greencompress.errors import ParityError
-from greencompress.export import check_parity, export_onnx
-from greencompress.models import resolve_callable
-from greencompress.runtime import OnnxRuntimeRunner, TorchRunner
+from greencompress.core.errors import ParityError
+from greencompress.models.sources import resolve_callable
+from greencompress.runtimes.export import check_parity, export_onnx
+from greencompress.runtimes.onnxruntime_cpu import OnnxRuntimeRunner
+from greencompress.runtimes.pytorch import TorchRunner
 from tests.conftest import RECIPES
 
 

@@ -2,13 +2,13 @@
 
 import pytest
 
-from greencompress.errors import GreencompressError
-from greencompress.gates import (
+from greencompress.core.errors import GreencompressError
+from greencompress.measure.stats import RatioInterval
+from greencompress.pipeline.gates import (
     GatesSpec,
     check_energy_gate_is_measurable,
     evaluate_gates,
 )
-from greencompress.measure.stats import RatioInterval
 from greencompress.report.schema import Comparison
 
 

@@ -55,8 +55,9 @@ def test_the_check_s_arithmetic_on_known_series():
 
 @GPU
 def test_pytorch_on_the_gpu_in_each_precision_agrees_with_the_cpu():
-    from greencompress.gpu_runtime import TorchCudaRunner
-    from greencompress.runtime import RunnerSettings, TorchRunner
+    from greencompress.runtimes.base import RunnerSettings
+    from greencompress.runtimes.pytorch import TorchRunner
+    from greencompress.runtimes.pytorch_cuda import TorchCudaRunner
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
@@ -70,8 +71,8 @@ def test_pytorch_on_the_gpu_in_each_precision_agrees_with_the_cpu():
 
 @GPU
 def test_nvml_measures_the_gpu_torch_runs_on():
-    from greencompress.device import resolve_device
     from greencompress.measure.energy.nvml import NvmlMeter
+    from greencompress.runtimes.device import resolve_device
 
     device = resolve_device("cuda")
     meter = NvmlMeter(device_uuids=[device.uuid])

@@ -9,11 +9,11 @@ import onnx
 import pytest
 import torch
 
-from greencompress.export import convert_to_fp16, export_onnx, is_quantized
-from greencompress.gpu_runtime import node_placement
 from greencompress.measure.benchmark import BenchmarkSpec
 from greencompress.measure.latency import run_window
-from greencompress.models import resolve_callable
+from greencompress.models.sources import resolve_callable
+from greencompress.runtimes.export import convert_to_fp16, export_onnx, is_quantized
+from greencompress.runtimes.onnxruntime_gpu import node_placement
 from tests.conftest import RECIPES
 from tests.measure.test_power_limits import nvml_with_limits
 
@@ -70,10 +70,10 @@ def test_power_limits_in_a_recipe_need_a_gpu_device():
 
 
 def test_the_sweep_measures_every_artifact_at_each_limit_and_restores_the_original(tmp_path):
-    from greencompress.data import DataSplits
     from greencompress.measure.energy.estimate import EstimateMeter
-    from greencompress.measurement import sweep_power_limits
-    from greencompress.stages import StageStore
+    from greencompress.models.data import DataSplits
+    from greencompress.pipeline.measurement import sweep_power_limits
+    from greencompress.pipeline.stages import StageStore
 
     nvml, gpu = nvml_with_limits()
     spec = BenchmarkSpec.model_construct(**{**BenchmarkSpec().model_dump(), "batch_sizes": [2], "windows": 2,

@@ -84,8 +84,9 @@ def test_without_root_the_check_s_power_limits_say_why_and_change_nothing():
 
 
 def test_a_gpu_run_reports_measured_joules_the_gpu_and_each_window_s_clock(image_folder, tmp_path, monkeypatch):
-    from greencompress.pipeline import create_run_dir, run
-    from greencompress.recipe import load_recipe
+    from greencompress.pipeline.execute import run
+    from greencompress.pipeline.folder import create_run_dir
+    from greencompress.pipeline.recipe import load_recipe
 
     gpu = pretend_a_gpu(monkeypatch, bf16=False)
     path = write_tiny_recipe(tmp_path, image_folder)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from greencompress.errors import ModelLoadError
-from greencompress.models import ModelSpec, load_model, load_state_dict
+from greencompress.core.errors import ModelLoadError
+from greencompress.models.sources import ModelSpec, load_model, load_state_dict
 from tests.conftest import RECIPES
 
 ARCHITECTURE = f"{RECIPES / 'models' / 'cifar_resnet.py'}:resnet20"
@@ -18,7 +18,7 @@ ARCHITECTURE = f"{RECIPES / 'models' / 'cifar_resnet.py'}:resnet20"
 
 @pytest.fixture
 def reference_model():
-    from greencompress.models import resolve_callable
+    from greencompress.models.sources import resolve_callable
 
     torch.manual_seed(0)
     return resolve_callable(ARCHITECTURE)()

@@ -1,6 +1,6 @@
 """Pareto dominance on known points: two and three objectives, maximised and minimised, ties kept."""
 
-from greencompress.pareto import dominates, non_dominated
+from greencompress.report.pareto import dominates, non_dominated
 
 
 def test_dominance_needs_no_worse_everywhere_and_better_somewhere():

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import logging
 
-from greencompress.pipeline import create_run_dir, run
-from greencompress.recipe import load_recipe
+from greencompress.pipeline.execute import run
+from greencompress.pipeline.folder import create_run_dir
+from greencompress.pipeline.recipe import load_recipe
 
 
 def with_stages(recipe_path, stages: str):
@@ -47,7 +48,7 @@ def test_prune_finetune_quantize_chain(tiny_recipe, tmp_path, caplog):
 def test_stage_order_and_labels_are_checked(tiny_recipe, write_recipe):
     import pytest
 
-    from greencompress.errors import RecipeError
+    from greencompress.core.errors import RecipeError
 
     text = tiny_recipe.read_text()
     bad_order = text.replace("stages:\n  - quantize: {calibration_samples: 12}",
@@ -78,7 +79,7 @@ def test_quantization_aware_finetuning_through_the_pipeline(tiny_recipe, tmp_pat
 def test_qat_needs_static_per_channel_int8(tiny_recipe, write_recipe):
     import pytest
 
-    from greencompress.errors import RecipeError
+    from greencompress.core.errors import RecipeError
 
     text = tiny_recipe.read_text().replace("  - quantize: {calibration_samples: 12}",
                                            "  - quantize: {method: dynamic, qat: {epochs: 1}}")
@@ -91,7 +92,8 @@ def test_openvino_runs_every_exported_model_beside_onnx_runtime(tiny_recipe, tmp
     import pytest
 
     pytest.importorskip("openvino")
-    from greencompress.runtime import OnnxRuntimeRunner, OpenVinoRunner
+    from greencompress.runtimes.onnxruntime_cpu import OnnxRuntimeRunner
+    from greencompress.runtimes.openvino_cpu import OpenVinoRunner
 
     tiny_recipe.write_text(tiny_recipe.read_text().replace("runtimes: [onnxruntime]", "runtimes: [onnxruntime, openvino]"))
     recipe = load_recipe(tiny_recipe)
@@ -115,7 +117,7 @@ def test_openvino_runs_every_exported_model_beside_onnx_runtime(tiny_recipe, tmp
 def test_runtimes_must_include_onnx_runtime(tiny_recipe, write_recipe):
     import pytest
 
-    from greencompress.errors import RecipeError
+    from greencompress.core.errors import RecipeError
 
     text = tiny_recipe.read_text().replace("runtimes: [onnxruntime]", "runtimes: [openvino]")
     with pytest.raises(RecipeError, match="benchmark.runtimes: onnxruntime runs every exported model"):

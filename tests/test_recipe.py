@@ -6,8 +6,9 @@ import textwrap
 
 import pytest
 
-from greencompress.errors import RecipeError
-from greencompress.recipe import load_recipe
+from greencompress.core.errors import RecipeError
+from greencompress.pipeline.recipe import load_recipe
+from greencompress.search.spec import SearchRecipe
 from tests.conftest import RECIPES, REPO
 from tests.fake_gpu import pretend_a_gpu
 
@@ -30,7 +31,7 @@ def test_shipped_recipes_validate(monkeypatch):
     for path in RECIPES.glob("*.yaml"):
         if "cifar10" in path.name and not (RECIPES.parent.parent / "shared").is_dir():
             continue  # points at ../shared, absent outside this workplace
-        recipe = load_recipe(path) if "device: cuda" not in path.read_text() else _on_a_gpu(path, monkeypatch)
+        recipe = load_recipe(path, schema=SearchRecipe) if "device: cuda" not in path.read_text() else _on_a_gpu(path, monkeypatch)
         assert recipe.stages, path
 
 
@@ -139,9 +140,15 @@ def test_bad_overrides_are_reported(write_recipe):
 
 
 def test_stage_with_two_techniques_is_rejected(write_recipe):
-    # Only one technique exists yet, so an empty entry stands in for "not exactly one".
     message = error_of(write_recipe(MINIMAL.replace("- quantize: {}", "- {}")))
     assert "stages.0: each stage names exactly one technique" in message
+    message = error_of(write_recipe(MINIMAL.replace("- quantize: {}", "- {prune: {}, quantize: {}}")))
+    assert "stages.0: each stage names exactly one technique; this one names prune and quantize" in message
+
+
+def test_a_key_beside_the_stage_s_technique_is_named(write_recipe):
+    message = error_of(write_recipe(MINIMAL.replace("- quantize: {}", "- quantize: {}\n    zz_unknown_key: 1")))
+    assert "stages.0.zz_unknown_key: unknown key beside the technique 'quantize'" in message
 
 
 def test_unreadable_or_malformed_files(write_recipe, tmp_path):
@@ -155,7 +162,7 @@ def test_every_shipped_recipe_reloads_from_its_resolved_form(recipe_file, tmp_pa
     """--resume reads recipe.resolved.yaml, where every default is written out: it must validate to the same recipe."""
     import yaml
 
-    from greencompress.recipe import recipe_to_dict
+    from greencompress.pipeline.recipe import recipe_to_dict
 
     if "shared" in recipe_file.read_text() and not (REPO.parent / "shared").is_dir():
         pytest.skip("needs ../shared beside the checkout")

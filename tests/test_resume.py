@@ -10,10 +10,11 @@ import sys
 
 import pytest
 
-from greencompress import measurement
+from greencompress.pipeline import measurement
 from greencompress.compress import quantize
-from greencompress.pipeline import create_run_dir, run
-from greencompress.recipe import load_recipe
+from greencompress.pipeline.execute import run
+from greencompress.pipeline.folder import create_run_dir
+from greencompress.pipeline.recipe import load_recipe
 
 
 @pytest.fixture

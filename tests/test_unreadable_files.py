@@ -8,8 +8,8 @@ import os
 
 import pytest
 
-from greencompress.errors import ModelLoadError
-from greencompress.models import load_state_dict
+from greencompress.core.errors import ModelLoadError
+from greencompress.models.sources import load_state_dict
 from tests.conftest import make_image_folder
 from tests.test_cli import BASE, greencompress
 

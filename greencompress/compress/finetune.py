@@ -18,15 +18,15 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, Subset
 from torch.utils.data.distributed import DistributedSampler
 
-from greencompress import distributed
+from greencompress.compress import distributed
 from greencompress.compress.technique import (
     StageContext,
     StageOutput,
     Technique,
     TorchModel,
 )
-from greencompress.config import Section
-from greencompress.files import write_bytes_atomic
+from greencompress.core.config import Section
+from greencompress.core.files import write_bytes_atomic
 
 
 class DistillationConfig(Section):
@@ -199,7 +199,7 @@ def training_device(setting: str) -> torch.device:
     if setting == "cpu" or (setting == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
-        from greencompress.errors import GreencompressError
+        from greencompress.core.errors import GreencompressError
 
         raise GreencompressError("finetune.device: cuda asked for, but PyTorch sees no CUDA GPU here")
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))

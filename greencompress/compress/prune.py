@@ -26,8 +26,8 @@ from greencompress.compress.technique import (
     Technique,
     TorchModel,
 )
-from greencompress.config import Section
-from greencompress.errors import GreencompressError
+from greencompress.core.config import Section
+from greencompress.core.errors import GreencompressError
 
 log = logging.getLogger(__name__)
 
@@ -232,15 +232,6 @@ def _ratio_for_macs(model: nn.Module, example: torch.Tensor, config, kept: list[
 _MAX_RATIO = 0.95
 
 
-def replay_pruning(model: nn.Module, input_shape: tuple[int, int, int], pruning_history: list) -> nn.Module:
-    """Apply a recorded structured pruning to a fresh copy of the original architecture (in place)."""
-    import torch_pruning as tp
-
-    graph = tp.DependencyGraph().build_dependency(model, torch.zeros(1, *input_shape))
-    graph.load_pruning_history(pruning_history)
-    return model
-
-
 @dataclass(frozen=True)
 class SparsityResult:
     """Unstructured pruning: zeros per layer, in total, and what that does to a compressed file."""
@@ -313,7 +304,7 @@ class Prune(Technique):
                 "zipped_bytes_before": result.zipped_bytes_before, "zipped_bytes_after": result.zipped_bytes_after,
                 "note": "zeros are not skipped by dense runtimes: expect a smaller compressed file, not lower latency",
             }, model=TorchModel(result.model, source.pruning_history))
-        from greencompress.data import batches
+        from greencompress.models.data import batches
 
         result = prune_structured(source.module, context.input_shape, config,
                                   batches(context.data.calibration, context.batch_size, limit=context.batch_size),

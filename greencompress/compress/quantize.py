@@ -12,9 +12,9 @@ from pydantic import Field, model_validator
 
 from greencompress.compress.finetune import FinetuneConfig
 from greencompress.compress.technique import StageContext, StageOutput, Technique
-from greencompress.config import Section
-from greencompress.data import batches
-from greencompress.environment import cpu_info
+from greencompress.core.config import Section
+from greencompress.core.hardware import cpu_info
+from greencompress.models.data import batches
 
 log = logging.getLogger(__name__)
 

@@ -13,6 +13,8 @@ import the pipeline or the recipe. Register a new one in one file:
             return StageOutput(model=TorchModel(rounded, source.pruning_history), settings=..., metrics=...)
 
     TECHNIQUES.register(RoundWeights())     # or, from a package, an entry point in "greencompress.techniques"
+
+greencompress's own techniques (prune.py, finetune.py, quantize.py) register in compress/__init__.py.
 """
 
 from __future__ import annotations
@@ -27,11 +29,11 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from greencompress.files import write_bytes_atomic
-from greencompress.registry import Registry
+from greencompress.core.files import write_bytes_atomic
+from greencompress.core.registry import Registry
 
 if TYPE_CHECKING:
-    from greencompress.data import DataSplits
+    from greencompress.models.data import DataSplits
 
 
 @dataclass(frozen=True)
@@ -56,12 +58,20 @@ class TorchModel:
     @staticmethod
     def rebuild(original: nn.Module, input_shape, pruning_history, state_dict: dict) -> TorchModel:
         """`original` pruned as recorded and given these weights."""
-        from greencompress.compress.prune import replay_pruning
-
         if pruning_history:
             replay_pruning(original, input_shape, list(pruning_history))
         original.load_state_dict(state_dict)
         return TorchModel(original.eval(), tuple(pruning_history))
+
+
+def replay_pruning(model: nn.Module, input_shape: tuple[int, int, int], pruning_history: list) -> nn.Module:
+    """Apply a recorded structured pruning to a fresh copy of the original architecture (in place)."""
+    import torch_pruning as tp
+
+    graph = tp.DependencyGraph().build_dependency(model, torch.zeros(1, *input_shape))
+    graph.load_pruning_history(pruning_history)
+    return model
+
 
 
 class FineTuner(Protocol):
@@ -135,26 +145,8 @@ TECHNIQUES: Registry[Technique] = Registry("technique", "greencompress.technique
 
 
 def technique(name: str) -> Technique:
-    """The registered technique `name`, with the built-ins loaded."""
-    load_builtin_techniques()
+    """The registered technique `name` (the built-ins register when greencompress.compress is imported)."""
     return TECHNIQUES.get(name)
-
-
-def load_builtin_techniques() -> Registry[Technique]:
-    """The registry with greencompress's own techniques in it (registered on first use, in this order)."""
-    global _builtins_registered
-    if not _builtins_registered:
-        from greencompress.compress.finetune import Finetune
-        from greencompress.compress.prune import Prune
-        from greencompress.compress.quantize import Quantize
-
-        for builtin in (Prune(), Finetune(), Quantize()):
-            TECHNIQUES.register(builtin)
-        _builtins_registered = True
-    return TECHNIQUES
-
-
-_builtins_registered = False
 
 
 def tag_words(techniques: tuple[str, ...]) -> str:

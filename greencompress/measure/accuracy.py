@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from greencompress.data import batches
+from greencompress.models.data import batches
 
 
 @dataclass(frozen=True)

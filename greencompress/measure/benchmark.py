@@ -17,13 +17,13 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from greencompress.config import Section
+from greencompress.core.config import Section
+from greencompress.core.registry import unknown_choice
 from greencompress.measure.energy import EnergyMeter, Uncertainty
 from greencompress.measure.latency import Latency, Window, latency_stats, run_window
 from greencompress.measure.load import BUSY_SHARE, LoadMonitor
 from greencompress.measure.stats import mean_interval
-from greencompress.registry import unknown_choice
-from greencompress.runtime import RunnerSettings
+from greencompress.runtimes.base import RunnerSettings
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ class BenchmarkSpec(Section):
     @field_validator("device")
     @classmethod
     def _device_form(cls, value: str) -> str:
-        from greencompress.device import check_device_setting
+        from greencompress.runtimes.device import check_device_setting
 
         return check_device_setting(value)
 
@@ -75,7 +75,7 @@ class BenchmarkSpec(Section):
     @classmethod
     def _resolve_threads(cls, value: str | int) -> int:
         if value == "auto":
-            from greencompress.environment import physical_cores_allowed
+            from greencompress.core.hardware import physical_cores_allowed
 
             return physical_cores_allowed()
         if value < 1:
@@ -85,7 +85,7 @@ class BenchmarkSpec(Section):
     @field_validator("runtimes")
     @classmethod
     def _runtimes_available(cls, value: str | list[str], info: ValidationInfo) -> list[str]:
-        from greencompress.runtime import RUNTIMES
+        from greencompress.runtimes import RUNTIMES
 
         kind = device_kind(info.data.get("device", "cpu"))
         if value == "auto":
@@ -111,7 +111,7 @@ class BenchmarkSpec(Section):
 
     def bf16_decision(self, cpu=None) -> tuple[bool, str]:
         """Whether bf16 artifacts are measured in this run, and why (in words for the report)."""
-        from greencompress.environment import cpu_info
+        from greencompress.core.hardware import cpu_info
 
         cpu = cpu or cpu_info()
         if self.bf16 != "auto":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from greencompress.environment import CpuInfo
+from greencompress.core.hardware import CpuInfo
 
 FMA_PORTS = 2  # vector FMA units per core on current Xeon and EPYC cores
 # AMX (Sapphire Rapids and later): 2,048 int8 or 1,024 bf16 operations per cycle per core, i.e. 1,024 and 512

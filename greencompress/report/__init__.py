@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from greencompress.files import write_text_atomic
+from greencompress.core.files import write_text_atomic
 from greencompress.report.schema import RunReport, load_report
 
 __all__ = ["RunReport", "load_report", "write_reports"]

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from greencompress.environment import hardware_name
-from greencompress.errors import GreencompressError
+from greencompress.core.errors import GreencompressError
+from greencompress.measure.environment import hardware_name
 from greencompress.measure.stats import unpaired_ratio_interval
 from greencompress.report.schema import RunReport
 

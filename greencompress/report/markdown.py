@@ -161,7 +161,7 @@ def runtime_table(report: RunReport) -> Table | None:
 
     A separate view from the comparisons, which never mix runtimes: this one says where to deploy.
     """
-    from greencompress.runtime import RUNTIMES
+    from greencompress.runtimes import RUNTIMES
 
     onnx_runtimes = list(dict.fromkeys(r.artifact.runtime for r in report.artifacts if r.artifact.source == "onnx"))
     if len(onnx_runtimes) < 2:
@@ -321,9 +321,9 @@ def stage_lines(report: RunReport) -> list[str]:
     Each technique words its own facts (Technique.describe); a technique that is not installed
     here (a plugin's, in a report from elsewhere) gets its settings and the generic facts only.
     """
-    from greencompress.compress.technique import load_builtin_techniques
+    from greencompress.compress.technique import TECHNIQUES
 
-    registry = load_builtin_techniques()
+    registry = TECHNIQUES
     lines = []
     for stage in report.stages:
         metrics, facts = stage.metrics, []
@@ -356,7 +356,7 @@ def render_markdown(report: RunReport) -> str:
         f"Measured {report.created_utc} on **{cpu['model']}** ({cpu['logical_cores']} logical cores; "
         f"flags: {', '.join(cpu['flags']) or 'none detected'}), {environment['threads']} threads, "
         f"{environment['os']}; torch {versions['torch']}, onnxruntime {versions['onnxruntime']}, "
-        f"greencompress {versions['greencompress']}." + _units_and_runtimes(environment),
+        f"greencompress {versions['greencompress']}." + units_and_runtimes(environment),
         *(["", f"Models ran on {sentence}."] if (sentence := gpu_sentence(environment)) else []),
         "",
         f"Model: {report.provenance.get('description', report.provenance.get('source'))}.  ",
@@ -445,13 +445,16 @@ def gpu_sentence(environment: dict) -> str | None:
     return "; ".join(described)
 
 
-def _units_and_runtimes(environment: dict) -> str:
+def units_and_runtimes(environment: dict) -> str:
     """What decides the ranking: the CPU's matrix units present, and each runtime's version (reports since 1.2)."""
     units = [name for name, present in environment["cpu"].get("matrix_units", {}).items() if present]
+    # Older reports listed every registered runtime, those that could not run here as "not installed".
     runtimes = [f"{name} {version}" for name, version in environment.get("runtimes", {}).items()
                 if version != "not installed"]
+    unavailable = [f"{name} ({reason})" for name, reason in environment.get("runtimes_unavailable", {}).items()]
     return ((f" Matrix units: {', '.join(units) or 'none of AVX2, VNNI, AMX'}." if "matrix_units" in environment["cpu"]
-             else "") + (f" Runtimes: {', '.join(runtimes)}." if runtimes else ""))
+             else "") + (f" Runtimes usable here: {', '.join(runtimes)}." if runtimes else "")
+            + (f" Registered but unavailable here: {'; '.join(unavailable)}." if unavailable else ""))
 
 
 def markdown_table(table: Table) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from greencompress.pareto import non_dominated
+from greencompress.report.pareto import non_dominated
 from greencompress.report.schema import RunReport
 
 _COLORS = ["#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02"]

@@ -8,21 +8,29 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from greencompress.files import read_utf8, write_text_atomic
+from greencompress.core.files import read_utf8, write_text_atomic
 from greencompress.measure.accuracy import Accuracy
 from greencompress.measure.benchmark import Benchmark, IdleBaseline, idle_drift
 from greencompress.measure.energy import MeterDescription
 from greencompress.measure.energy.carbon import CarbonSettings, carbon_per_million
 from greencompress.measure.load import BUSY_SHARE
 from greencompress.measure.stats import RatioInterval, paired_ratio_interval
-from greencompress.runtime import Artifact
-
-if TYPE_CHECKING:
-    from greencompress.gates import GateResult
+from greencompress.runtimes.base import Artifact
 
 SCHEMA_VERSION = "1.2"
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One quality gate on one comparison: the budget, the value found, and whether it holds."""
+
+    gate: str
+    comparison: str
+    threshold: float
+    value: float
+    passed: bool
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -310,7 +318,7 @@ def load_report(path: Path) -> RunReport:
     Any 1.x report loads; another major version fails with a message saying which versions this
     greencompress reads, never with a KeyError.
     """
-    from greencompress.errors import GreencompressError
+    from greencompress.core.errors import GreencompressError
 
     file = path / "report.json" if path.is_dir() else path
     try:
@@ -364,7 +372,6 @@ def _benchmark_from(latency: dict, energy: dict) -> Benchmark:
 
 
 def _report_from_dict(data: dict) -> RunReport:
-    from greencompress.gates import GateResult
     from greencompress.measure.energy.carbon import GridIntensity
 
     carbon = data["carbon"]

@@ -6,7 +6,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from greencompress.errors import GreencompressError
+from greencompress.core.errors import GreencompressError
 
 _BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from greencompress.cache import cache_dir
-from greencompress.files import write_text_atomic
+from greencompress.core.cache import cache_dir
+from greencompress.core.files import write_text_atomic
 from greencompress.measure.lock import measurement_lock
 from greencompress.measure.stats import paired_ratio_interval
 
@@ -51,7 +51,7 @@ def width_signature(model: nn.Module) -> list[list]:
 
 def cpu_identity() -> dict:
     """The CPU as far as kernels care: its model name and the instruction-set flags runtimes dispatch on."""
-    from greencompress.environment import cpu_info
+    from greencompress.core.hardware import cpu_info
 
     cpu = cpu_info()
     return {"model": cpu.model, "flags": sorted(cpu.flags)}
@@ -120,7 +120,7 @@ class LatencyProxy:
         self.baseline_file: Path | None = None
 
     def key(self, candidate: nn.Module) -> str:
-        from greencompress.environment import runtime_versions
+        from greencompress.measure.environment import runtime_versions
 
         return proxy_key(cpu_identity(), self.runtime, runtime_versions().get(self.runtime, "unknown"),
                          "int8" if self.quantize is not None else "fp32", self.batch_size, self.settings.threads,
@@ -131,7 +131,7 @@ class LatencyProxy:
         if (found := self.cache.get(key)) is not None:
             log.info("proxy: widths already timed on this CPU and runtime (cache %s): %.3fx", key, found.ratio)
             return found
-        from greencompress.runtime import RUNTIMES
+        from greencompress.runtimes import RUNTIMES
 
         if self.baseline_file is None:
             self.baseline_file = self._file(self.original, "baseline")
@@ -147,7 +147,7 @@ class LatencyProxy:
 
     def _file(self, model: nn.Module, stem: str) -> Path:
         from greencompress.compress.quantize import quantize_onnx
-        from greencompress.export import export_onnx
+        from greencompress.runtimes.export import export_onnx
 
         fp32 = export_onnx(model, self.input_shape, self.scratch / f"{stem}.onnx", self.opset)
         if self.quantize is None:

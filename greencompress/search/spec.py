@@ -12,7 +12,8 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from greencompress.compress.finetune import FinetuneConfig
-from greencompress.config import Section
+from greencompress.core.config import Section
+from greencompress.pipeline.recipe import Recipe
 
 
 class Range(Section):
@@ -62,8 +63,8 @@ class SearchSpace(Section):
     @field_validator("runtime")
     @classmethod
     def _registered_cpu_runtimes(cls, value: list[str] | None) -> list[str] | None:
-        from greencompress.registry import unknown_choice
-        from greencompress.runtime import RUNTIMES
+        from greencompress.core.registry import unknown_choice
+        from greencompress.runtimes import RUNTIMES
 
         for name in value or ():
             if name not in RUNTIMES:
@@ -175,3 +176,15 @@ class SearchSpec(Section):
         if self.sampler != "auto":
             return self.sampler
         return "nsga2" if len(self.objective_names) > 1 else "tpe"
+
+
+class SearchRecipe(Recipe):
+    """A recipe whose `search:` section is validated: what `greencompress search` (and `run`, `validate`) load."""
+
+    search: SearchSpec | None = None
+
+    @model_validator(mode="after")
+    def _budget_is_measurable(self) -> SearchRecipe:
+        if self.search is not None and self.data.kind == "synthetic":
+            raise ValueError("search: the budget is an accuracy drop, which synthetic data cannot measure")
+        return self

@@ -15,10 +15,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from greencompress.config import BASE_DIR_KEY
-from greencompress.errors import GreencompressError
-from greencompress.files import log_to_file
-from greencompress.recipe import Recipe, recipe_to_dict
+from greencompress.core.config import BASE_DIR_KEY
+from greencompress.core.errors import GreencompressError
+from greencompress.core.files import log_to_file
+from greencompress.pipeline.recipe import Recipe, recipe_to_dict
 from greencompress.search.trial import (
     missing_stages,
     read_outcome,
@@ -228,7 +228,7 @@ class Search:
     def _proxy_check(self, trial, context, trial_recipe_obj: Recipe, runtimes: list[str]) -> str | None:
         """Why the candidate is not worth fine-tuning (its widths buy no speed on any serving runtime), or None."""
         from greencompress.compress.prune import prune_structured
-        from greencompress.data import batches
+        from greencompress.models.data import batches
 
         prune = next(stage.config for stage in trial_recipe_obj.stages if stage.technique == "prune")
         started = time.perf_counter()
@@ -308,8 +308,8 @@ class _TrialContext:
 
     def __init__(self, recipe: Recipe, progress):
         from greencompress.compress.finetune import validation_top1
-        from greencompress.data import load_data
-        from greencompress.models import load_model
+        from greencompress.models.data import load_data
+        from greencompress.models.sources import load_model
 
         self.recipe, self.progress = recipe, progress
         self.data = load_data(recipe.data, recipe.seed)
@@ -338,7 +338,7 @@ class _TrialContext:
         import contextlib
 
         from greencompress.compress.finetune import observe_epochs
-        from greencompress.pipeline import run
+        from greencompress.pipeline.execute import run
 
         with log_to_file(run_dir / "run.log"):  # each trial's folder has its log, as a run's does
             with observe_epochs(observer) if observer else contextlib.nullcontext():

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from greencompress.files import write_text_atomic
-from greencompress.pareto import non_dominated
+from greencompress.core.files import write_text_atomic
+from greencompress.report.pareto import non_dominated
 from greencompress.search.trial import Outcome
 
 

@@ -10,8 +10,8 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-from greencompress.errors import GreencompressError
-from greencompress.recipe import Recipe
+from greencompress.core.errors import GreencompressError
+from greencompress.pipeline.recipe import Recipe
 from greencompress.search.spec import Range, SearchSpec
 
 # Which stage of the base recipe each dimension of the space changes.

@@ -113,8 +113,12 @@ def test_augmentation_is_seeded_and_keeps_shapes():
 def test_training_on_a_gpu_that_is_not_there_is_a_clear_error(tmp_path):
     import torch
 
-    from greencompress.compress.finetune import FinetuneConfig, finetune, training_device
-    from greencompress.errors import GreencompressError
+    from greencompress.compress.finetune import (
+        FinetuneConfig,
+        finetune,
+        training_device,
+    )
+    from greencompress.core.errors import GreencompressError
 
     assert training_device("cpu").type == "cpu"
     assert training_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -9,11 +9,11 @@ from greencompress.compress.prune import (
     PruneConfig,
     prune_structured,
     prune_unstructured,
-    replay_pruning,
     unsafe_channel_layers,
 )
-from greencompress.errors import GreencompressError
-from greencompress.models import resolve_callable
+from greencompress.compress.technique import replay_pruning
+from greencompress.core.errors import GreencompressError
+from greencompress.models.sources import resolve_callable
 from tests.conftest import RECIPES
 
 ARCHITECTURE = f"{RECIPES / 'models' / 'cifar_resnet.py'}:resnet20"
@@ -118,7 +118,7 @@ def test_iterative_steps_follow_the_schedule_and_train_in_between(resnet20, sche
     assert torch.allclose(result.model.linear.bias, resnet20.linear.bias + 2.0)  # trained after steps 1 and 2
     assert step_targets("cubic", 0.5, 3)[0] > step_targets("linear", 0.5, 3)[0]
     # The history handed over between steps rebuilds the model as pruned so far (what torchrun ranks receive).
-    from greencompress.compress.prune import replay_pruning
+    from greencompress.compress.technique import replay_pruning
 
     fresh = replay_pruning(__import__("copy").deepcopy(resnet20), (3, 32, 32), list(histories[0]))
     assert fresh.layer1[0].conv1.out_channels == expected[0]

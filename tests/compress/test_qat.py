@@ -24,9 +24,9 @@ from greencompress.compress.quantize import (
     quantize_onnx,
     resolve_reduce_range,
 )
-from greencompress.data import digits_split_indices, digits_tensors
-from greencompress.environment import cpu_info
-from greencompress.export import export_onnx
+from greencompress.core.hardware import cpu_info
+from greencompress.models.data import digits_split_indices, digits_tensors
+from greencompress.runtimes.export import export_onnx
 
 
 def small_cnn() -> nn.Module:

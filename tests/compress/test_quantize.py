@@ -13,10 +13,10 @@ from greencompress.compress.quantize import (
     quantize_onnx,
     resolve_reduce_range,
 )
-from greencompress.environment import CpuInfo
-from greencompress.export import export_onnx
-from greencompress.models import resolve_callable
-from greencompress.runtime import OnnxRuntimeRunner
+from greencompress.core.hardware import CpuInfo
+from greencompress.models.sources import resolve_callable
+from greencompress.runtimes.export import export_onnx
+from greencompress.runtimes.onnxruntime_cpu import OnnxRuntimeRunner
 from tests.conftest import RECIPES
 
 
@@ -72,8 +72,8 @@ def test_symmetric_int8_activations_for_tensorrt(tmp_path):
     from torch.utils.data import TensorDataset
 
     from greencompress.compress.quantize import QuantizeConfig, quantize_onnx
-    from greencompress.export import export_onnx
-    from greencompress.runtime import OnnxRuntimeRunner
+    from greencompress.runtimes.export import export_onnx
+    from greencompress.runtimes.onnxruntime_cpu import OnnxRuntimeRunner
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()

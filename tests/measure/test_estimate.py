@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from greencompress.environment import CpuInfo
+from greencompress.core.hardware import CpuInfo
 from greencompress.measure.energy import EnergySpec, select_meter
 from greencompress.measure.energy.estimate import (
     DEFAULT_WATTS_PER_CORE,

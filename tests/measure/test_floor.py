@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from greencompress.environment import cpu_info
+from greencompress.core.hardware import cpu_info
 from greencompress.measure.floor import peak_mac_rate
 
 AVX512_VNNI = "fpu sse2 avx avx2 fma avx512f avx512bw avx512_vnni"

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from greencompress.errors import GreencompressError
-from greencompress.measure.energy.power_limits import gpu_power_limit, optimal_and_fastest
+from greencompress.core.errors import GreencompressError
+from greencompress.measure.energy.power_limits import (
+    gpu_power_limit,
+    optimal_and_fastest,
+)
 from tests.fake_gpu import FakeGpu, fake_pynvml, with_power_limits
 
 

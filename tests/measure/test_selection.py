@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from greencompress.errors import GreencompressError
+from greencompress.core.errors import GreencompressError
 from greencompress.measure.energy import EnergySpec, select_meter
 from greencompress.measure.energy.estimate import EstimateMeter
 from greencompress.measure.energy.rapl import RaplMeter

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from greencompress.errors import GreencompressError
+from greencompress.core.errors import GreencompressError
 from greencompress.report.compare import compare_runs, render_comparison
 
 

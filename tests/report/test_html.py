@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from greencompress.errors import GreencompressError
+from greencompress.core.errors import GreencompressError
 from greencompress.report import load_report, write_reports
 from greencompress.report.plots import pareto_front
 

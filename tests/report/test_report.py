@@ -20,7 +20,7 @@ from greencompress.report.schema import (
     StageRecord,
     compare_same_runtime,
 )
-from greencompress.runtime import Artifact
+from greencompress.runtimes.base import Artifact
 
 BAND = Uncertainty(0.6, 2.0, "test band")
 

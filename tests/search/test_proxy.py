@@ -6,9 +6,16 @@ import numpy as np
 import pytest
 from torch import nn
 
-from greencompress.runtime import RunnerSettings
+from greencompress.runtimes.base import RunnerSettings
 from greencompress.search import proxy as proxy_module
-from greencompress.search.proxy import LatencyProxy, ProxyCache, ProxyResult, proxy_key, time_pair, width_signature
+from greencompress.search.proxy import (
+    LatencyProxy,
+    ProxyCache,
+    ProxyResult,
+    proxy_key,
+    time_pair,
+    width_signature,
+)
 
 CPU = {"model": "Intel Xeon", "flags": ["amx_int8", "avx2", "avx512_vnni"]}
 WIDTHS = [["conv1", [16, 3, 3, 3]], ["fc", [10, 16]]]

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from greencompress.recipe import load_recipe
+from greencompress.pipeline.recipe import load_recipe
+from greencompress.search.spec import SearchRecipe
 
 pytestmark = pytest.mark.slow
 
@@ -44,7 +45,7 @@ def write_search_recipe(tiny_recipe: Path, trials: int) -> Path:
 def open_search(path: Path, worker: bool = False):
     from greencompress.search.study import Search, default_storage, search_folder
 
-    recipe = load_recipe(path)
+    recipe = load_recipe(path, schema=SearchRecipe)
     folder = search_folder(recipe, None)
     folder.mkdir(parents=True, exist_ok=True)
     return Search(recipe, folder, default_storage(folder), worker=worker)
@@ -55,7 +56,7 @@ def states(search) -> list[str]:
 
 
 def test_search_runs_trials_as_runs_and_best_yaml_reproduces_the_accuracy_exactly(tiny_recipe, tmp_path):
-    from greencompress.pipeline import run
+    from greencompress.pipeline.execute import run
     from greencompress.search.summary import summarize, write_summary
     from greencompress.search.trial import read_outcome
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from greencompress.errors import GreencompressError, RecipeError
-from greencompress.recipe import load_recipe
+from greencompress.core.errors import GreencompressError, RecipeError
+from greencompress.pipeline.recipe import load_recipe
+from greencompress.search.spec import SearchRecipe
 from greencompress.search.spec import SearchSpec
 from greencompress.search.trial import trial_recipe
 
@@ -22,7 +23,7 @@ def test_errors_name_the_field_and_what_was_expected(tiny_recipe):
     path = search_recipe(tiny_recipe, "search:\n  space: {prune_ratio: {low: 0.6, high: 0.2}, runtime: [tensorflow]}\n"
                                       "  budget: {max_time: soon}\n")
     with pytest.raises(RecipeError) as error:
-        load_recipe(path)
+        load_recipe(path, schema=SearchRecipe)
     message = str(error.value)
     assert "search.space.prune_ratio: low (0.6) must be <= high (0.2)" in message
     assert "search.space.runtime" in message and "tensorflow" in message
@@ -32,13 +33,13 @@ def test_errors_name_the_field_and_what_was_expected(tiny_recipe):
 def test_both_pruning_targets_or_an_empty_space_are_refused(tiny_recipe):
     both = "search:\n  space: {prune_ratio: {low: 0.2, high: 0.4}, target_macs: {low: 0.5, high: 0.8}}\n"
     with pytest.raises(RecipeError, match="search.space: give prune_ratio or target_macs, not both"):
-        load_recipe(search_recipe(tiny_recipe, both))
+        load_recipe(search_recipe(tiny_recipe, both), schema=SearchRecipe)
 
 
 def test_a_dimension_whose_stage_is_missing_stops_the_search_before_any_trial(tiny_recipe, tmp_path):
     from greencompress.search.study import Search
 
-    recipe = load_recipe(search_recipe(tiny_recipe, "search:\n  space: {finetune_epochs: [1, 2]}\n"))
+    recipe = load_recipe(search_recipe(tiny_recipe, "search:\n  space: {finetune_epochs: [1, 2]}\n"), schema=SearchRecipe)
     with pytest.raises(GreencompressError, match="finetune_epochs varies stages.finetune, which the recipe does not"):
         Search(recipe, tmp_path, f"sqlite:///{tmp_path / 'study.db'}")
 
@@ -53,10 +54,10 @@ def test_sampler_follows_the_objectives_and_durations_read_as_seconds():
 
 
 def test_a_trial_is_the_base_recipe_with_the_drawn_settings(tiny_recipe):
-    from greencompress.recipe import Recipe, recipe_to_dict
+    from greencompress.pipeline.recipe import Recipe, recipe_to_dict
 
     stages = "  - prune: {target_macs: 0.6, ignore: [fc]}\n  - finetune: {epochs: 3}\n  - quantize: {calibration_samples: 12}"
-    recipe = load_recipe(search_recipe(tiny_recipe, "search:\n  space: {prune_ratio: {low: 0.2, high: 0.4}}\n", stages))
+    recipe = load_recipe(search_recipe(tiny_recipe, "search:\n  space: {prune_ratio: {low: 0.2, high: 0.4}}\n", stages), schema=SearchRecipe)
     params = {"prune_ratio": 0.25, "round_to": 1, "finetune_epochs": 2, "calibration_method": "percentile",
               "qat": True, "layers": ["conv1"]}
     trial = Recipe.model_validate(trial_recipe(recipe_to_dict(recipe), recipe.search, params, "tiny-trial007"))
@@ -69,17 +70,17 @@ def test_a_trial_is_the_base_recipe_with_the_drawn_settings(tiny_recipe):
 
 def test_serving_runtimes_are_measured_in_every_trial_not_drawn(tiny_recipe):
     pytest.importorskip("openvino")
-    from greencompress.recipe import Recipe, recipe_to_dict
+    from greencompress.pipeline.recipe import Recipe, recipe_to_dict
 
     recipe = load_recipe(search_recipe(
         tiny_recipe, "search:\n  space: {prune_ratio: {low: 0.2, high: 0.4}, runtime: [openvino]}\n",
-        "  - prune: {ratio: 0.3}\n  - quantize: {calibration_samples: 12}"))
+        "  - prune: {ratio: 0.3}\n  - quantize: {calibration_samples: 12}"), schema=SearchRecipe)
     assert recipe.search.space.dimensions() == ["prune_ratio"]  # what Optuna draws
     trial = Recipe.model_validate(trial_recipe(recipe_to_dict(recipe), recipe.search, {"prune_ratio": 0.3}, "t"))
     assert trial.benchmark.runtimes == ["onnxruntime", "openvino"]  # the reference runtime is always measured
     assert recipe.search.serving_runtimes(trial.benchmark.runtimes) == ["openvino"]
     with pytest.raises(RecipeError, match="runtime names where each trial is measured; it is not varied"):
-        load_recipe(search_recipe(tiny_recipe, "search:\n  space: {runtime: [onnxruntime]}\n"))
+        load_recipe(search_recipe(tiny_recipe, "search:\n  space: {runtime: [onnxruntime]}\n"), schema=SearchRecipe)
 
 
 def test_a_study_an_earlier_greencompress_scored_another_way_is_not_resumed(tiny_recipe, tmp_path):
@@ -88,7 +89,7 @@ def test_a_study_an_earlier_greencompress_scored_another_way_is_not_resumed(tiny
     from greencompress.search.study import _fingerprint, open_study
 
     recipe = load_recipe(search_recipe(tiny_recipe, "search:\n  space: {prune_ratio: {low: 0.2, high: 0.4}}\n",
-                                       "  - prune: {ratio: 0.3}\n  - quantize: {calibration_samples: 12}"))
+                                       "  - prune: {ratio: 0.3}\n  - quantize: {calibration_samples: 12}"), schema=SearchRecipe)
     storage = f"sqlite:///{tmp_path / 'old.db'}"
     old = optuna.create_study(study_name=recipe.name, storage=storage, directions=recipe.search.directions)
     old.set_user_attr("fingerprint", _fingerprint(recipe))  # as the earlier version left it: no "scoring"

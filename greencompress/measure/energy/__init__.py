@@ -7,52 +7,25 @@ estimated. A plugin adds a meter with a `MeterSpec` in the `greencompress.meters
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-from types import ModuleType
-from typing import Callable
 
 from pydantic import Field, field_validator
 
-from greencompress.config import Section
-from greencompress.errors import GreencompressError
+from greencompress.core.config import Section
+from greencompress.core.errors import GreencompressError
+from greencompress.core.registry import unknown_choice
 from greencompress.measure.energy.meter import (
+    METERS,
     EnergyMeter,
     EnergyReading,
     MeterDescription,
+    MeterSpec,
     MeterUnavailable,
+    Probe,
     Uncertainty,
 )
-from greencompress.registry import Registry, unknown_choice
 
 __all__ = ["EnergyMeter", "EnergyReading", "EnergySpec", "METERS", "MeterChoice", "MeterDescription", "MeterSpec",
            "MeterUnavailable", "Probe", "Uncertainty", "probe_meters", "select_meter"]
-
-
-@dataclass(frozen=True)
-class Probe:
-    """What a meter may need to start: the recipe's energy section, and the hardware seams tests replace."""
-
-    spec: EnergySpec
-    nvml: ModuleType | None = None  # a fake pynvml in tests
-    powercap_root: Path | None = None  # a temporary powercap tree in tests
-    gpu_uuids: tuple[str, ...] | None = None  # the GPUs to measure (None: every GPU NVML sees)
-
-
-@dataclass(frozen=True)
-class MeterSpec:
-    """A registered meter: the method it labels figures with, its domain, and how to start it here.
-
-    `start` raises MeterUnavailable with a reason a user can act on. `fallback` meters (the
-    estimate) are used by `auto` only when no measured meter of the domain starts.
-    """
-
-    method: str
-    domain: str  # "cpu" or "gpu"
-    start: Callable[[Probe], EnergyMeter]
-    fallback: bool = False
-
-
-METERS: Registry[MeterSpec] = Registry("energy meter", "greencompress.meters", lambda spec: spec.method)
 
 
 class EnergySpec(Section):

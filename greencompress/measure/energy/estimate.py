@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from greencompress.environment import cpu_info, cpu_topology
+from greencompress.core.hardware import cpu_info, cpu_topology
 from greencompress.measure.energy.meter import (
     EnergyMeter,
     EnergyReading,

@@ -8,6 +8,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Callable
+
+from greencompress.core.config import Section
+from greencompress.core.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -31,10 +37,6 @@ class EnergyReading:
     telemetry: dict = field(default_factory=dict)  # per domain at the window's end (GPU clock, temperature...)
 
     def __post_init__(self):
-        from greencompress.measure.energy import (
-            METERS,  # the registry sits above this module
-        )
-
         if self.method not in METERS:  # only registered methods appear in reports
             raise ValueError(f"unknown energy method {self.method!r}; expected one of {tuple(METERS.names())}")
 
@@ -85,3 +87,30 @@ class EnergyMeter(ABC):
     @abstractmethod
     def describe(self) -> MeterDescription:
         """The method, domains and assumptions of this meter."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a meter may need to start: the recipe's energy section, and the hardware seams tests replace."""
+
+    spec: Section  # the recipe's energy section (EnergySpec)
+    nvml: ModuleType | None = None  # a fake pynvml in tests
+    powercap_root: Path | None = None  # a temporary powercap tree in tests
+    gpu_uuids: tuple[str, ...] | None = None  # the GPUs to measure (None: every GPU NVML sees)
+
+
+@dataclass(frozen=True)
+class MeterSpec:
+    """A registered meter: the method it labels figures with, its domain, and how to start it here.
+
+    `start` raises MeterUnavailable with a reason a user can act on. `fallback` meters (the
+    estimate) are used by `auto` only when no measured meter of the domain starts.
+    """
+
+    method: str
+    domain: str  # "cpu" or "gpu"
+    start: Callable[[Probe], EnergyMeter]
+    fallback: bool = False
+
+
+METERS: Registry[MeterSpec] = Registry("energy meter", "greencompress.meters", lambda spec: spec.method)

@@ -14,7 +14,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Iterator
 
-from greencompress.errors import GreencompressError
+from greencompress.core.errors import GreencompressError
 
 
 @dataclass(frozen=True)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from pydantic import Field
 
-from greencompress.config import Section
-from greencompress.errors import GreencompressError
-from greencompress.report.schema import Comparison
+from greencompress.core.config import Section
+from greencompress.core.errors import GreencompressError
+from greencompress.report.schema import Comparison, GateResult
 
 
 class GatesSpec(Section):
@@ -24,18 +22,6 @@ class GateFailed(GreencompressError):
     """At least one quality gate failed; the reports are written all the same."""
 
     exit_code = 3
-
-
-@dataclass(frozen=True)
-class GateResult:
-    """One gate on one comparison: the budget, the value found, and whether it holds."""
-
-    gate: str
-    comparison: str
-    threshold: float
-    value: float
-    passed: bool
-    detail: str
 
 
 def check_energy_gate_is_measurable(gates: GatesSpec, meter_measured: bool, meter_method: str) -> None:

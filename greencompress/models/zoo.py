@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from greencompress.cache import cache_dir, mark_used
-from greencompress.files import file_sha256
+from greencompress.core.cache import cache_dir, mark_used
+from greencompress.core.files import file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ def load_builtin(name: str, progress=None) -> tuple[nn.Module, dict]:
 
 def train_builtin(spec: BuiltinModel, progress=None) -> tuple[nn.Module, dict]:
     """Train the built-in model on the digits training split; returns it and how it was made."""
-    from greencompress.data import digits_split_indices, digits_tensors
+    from greencompress.models.data import digits_split_indices, digits_tensors
 
     config = spec.training
     torch.manual_seed(config.seed)

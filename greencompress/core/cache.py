@@ -30,7 +30,7 @@ def max_cache_bytes() -> int:
     try:
         gigabytes = float(text) if text else DEFAULT_MAX_GB
     except ValueError:
-        from greencompress.errors import GreencompressError
+        from greencompress.core.errors import GreencompressError
 
         raise GreencompressError(f"GREENCOMPRESS_CACHE_MAX_GB={text!r}: expected a number of gigabytes") from None
     return int(gigabytes * 1024**3)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from greencompress.files import write_text_atomic
-from greencompress.recipe import Recipe, recipe_to_dict
+from greencompress.core.files import write_text_atomic
+from greencompress.pipeline.recipe import Recipe, recipe_to_dict
 
 
 def create_run_dir(recipe: Recipe, output_dir: Path | None = None) -> Path:

@@ -1,31 +1,17 @@
-"""Runners on an NVIDIA GPU: PyTorch (FP32, FP16, BF16, optionally compiled) and ONNX Runtime's CUDA/TensorRT providers.
+"""ONNX Runtime on an NVIDIA GPU through its CUDA and TensorRT providers, with I/O binding in timed calls.
 
-What is timed is the model on the GPU and nothing else: `prepare(inputs)` copies a batch to the
-device once and returns a call that runs on it and waits for the GPU (so each timed call is
-whole), without copying the logits back; `__call__` (for accuracy) copies in and out as usual.
-PyTorch's call returns its own duration from CUDA events; ONNX Runtime's is timed on the host
-around a synchronized I/O-bound run.
+A timed call runs on inputs already bound on the GPU and waits for the outputs there, so what is
+timed is the model alone; the host times it around the synchronized run.
 """
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
 
-from greencompress.runtime import Runner, RunnerSettings
-
-TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
-
-
-def cuda_unavailable() -> str | None:
-    """Why PyTorch cannot run on a GPU here, or None."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return "no CUDA GPU visible to PyTorch here"
-    return None
+from greencompress.runtimes.base import RUNTIMES, Runner, RunnerSettings, RuntimeSpec
+from greencompress.runtimes.export import convert_to_fp16, is_quantized
 
 
 def provider_unavailable(provider: str) -> str | None:
@@ -40,51 +26,11 @@ def provider_unavailable(provider: str) -> str | None:
     return None
 
 
-class TorchCudaRunner(Runner):
-    """PyTorch on a CUDA GPU. FP16 and BF16 cast the weights (and inputs) to that type; the logits come back as FP32."""
-
-    def __init__(self, model, settings: RunnerSettings):
-        import torch
-
-        self.torch = torch
-        self.device = torch.device("cuda", settings.device_index)
-        self.dtype = getattr(torch, TORCH_DTYPES[settings.precision])
-        self.model = copy.deepcopy(model).to(self.device, self.dtype).eval()
-        if settings.compile:
-            self.model = torch.compile(self.model)
-
-    def __call__(self, inputs: np.ndarray) -> np.ndarray:
-        with self.torch.inference_mode():
-            batch = self.torch.from_numpy(inputs).to(self.device, self.dtype)
-            return self.model(batch).float().cpu().numpy()
-
-    def prepare(self, inputs: np.ndarray):
-        """A call that runs the model on `inputs` already on the GPU, waits for it, and returns the GPU's time in ns.
-
-        The time is read from CUDA events recorded on the stream around the model, so host-side launch
-        jitter between calls is not counted; the window's energy still covers the whole wall-clock span.
-        """
-        batch = self.torch.from_numpy(inputs).to(self.device, self.dtype)
-        start, end = (self.torch.cuda.Event(enable_timing=True) for _ in range(2))
-
-        def run() -> int:
-            with self.torch.inference_mode():
-                start.record()
-                self.model(batch)
-                end.record()
-            end.synchronize()
-            return int(start.elapsed_time(end) * 1e6)  # elapsed_time is in milliseconds
-
-        return run
-
-
 class OnnxRuntimeGpuRunner(Runner):
     """ONNX Runtime with a GPU provider; I/O binding keeps inputs and outputs on the GPU in timed calls."""
 
     def __init__(self, path: Path, settings: RunnerSettings, provider: str):
         import onnxruntime
-
-        from greencompress.export import convert_to_fp16, is_quantized
 
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -151,3 +97,14 @@ def node_placement(profile_json: str) -> dict[str, int]:
         if event.get("cat") == "Node" and provider and event.get("name", "").endswith("_kernel_time"):
             counts[provider] = counts.get(provider, 0) + 1
     return counts
+
+
+RUNTIMES.register(RuntimeSpec(
+    "onnxruntime-cuda", "onnx", lambda path, settings: OnnxRuntimeGpuRunner(path, settings, "CUDAExecutionProvider"),
+    "ORT-CUDA", "onnxruntime", reduced_precisions=("fp16",), device="cuda",
+    check=lambda: provider_unavailable("CUDAExecutionProvider")))
+RUNTIMES.register(RuntimeSpec(
+    "onnxruntime-tensorrt", "onnx",
+    lambda path, settings: OnnxRuntimeGpuRunner(path, settings, "TensorrtExecutionProvider"), "ORT-TRT",
+    "onnxruntime", reduced_precisions=("fp16",), device="cuda",
+    check=lambda: provider_unavailable("TensorrtExecutionProvider")))

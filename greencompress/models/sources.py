@@ -15,10 +15,10 @@ import torch
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from torch import nn
 
-from greencompress.config import Section, resolve_existing, resolve_path
-from greencompress.errors import ModelLoadError
-from greencompress.files import file_sha256
-from greencompress.registry import unknown_choice
+from greencompress.core.config import Section, resolve_existing, resolve_path
+from greencompress.core.errors import ModelLoadError
+from greencompress.core.files import file_sha256
+from greencompress.core.registry import unknown_choice
 
 
 class ModelSpec(Section):
@@ -71,7 +71,7 @@ class ModelSpec(Section):
         if self.source in ("torchvision", "checkpoint"):
             _check_torchvision_name(self.name)
         if self.source == "builtin":
-            from greencompress.zoo import BUILTIN_MODELS
+            from greencompress.models.zoo import BUILTIN_MODELS
 
             if self.name not in BUILTIN_MODELS:
                 raise ValueError(unknown_choice("builtin model", self.name, sorted(BUILTIN_MODELS)))
@@ -103,7 +103,7 @@ def load_model(spec: ModelSpec, progress=None) -> LoadedModel:
 
 
 def _from_builtin(spec: ModelSpec, progress) -> tuple[nn.Module, dict]:
-    from greencompress.zoo import load_builtin
+    from greencompress.models.zoo import load_builtin
 
     return load_builtin(spec.name, progress)
 

@@ -1,10 +1,10 @@
-"""What the numbers were measured on: CPU model and flags, threads, OS and library versions."""
+"""The CPU this process runs on: model, the flags that decide int8/bf16 speed, cores, SMT and clocks (from /proc and sysfs)."""
 
 from __future__ import annotations
 
 import os
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -115,61 +115,3 @@ def physical_cores_allowed(sys_cpu: Path = Path("/sys/devices/system/cpu"), allo
         core = _read(sys_cpu / f"cpu{cpu}" / "topology" / "core_id")
         cores.add((package, core) if core is not None else ("cpu", cpu))
     return max(1, len(cores))
-
-
-def runtime_versions() -> dict[str, str]:
-    """The installed version of every registered runtime's package."""
-    from importlib import metadata
-
-    from greencompress.runtime import RUNTIMES
-
-    versions = {}
-    for spec in RUNTIMES:
-        package = spec.module or spec.name
-        try:
-            versions[spec.name] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[spec.name] = "not installed"
-    return versions
-
-
-def environment(threads: int, allow_spinning: bool | None = None, device: str = "cpu", gpus: dict | None = None) -> dict:
-    """A JSON-ready description of the machine and software a run measured on."""
-    import numpy
-    import onnx
-    import onnxruntime
-    import torch
-    import torchvision
-
-    from greencompress import __version__
-
-    cpu = cpu_info()
-    return {
-        "cpu": {**asdict(cpu), "vnni": cpu.has_vnni, "matrix_units": cpu.matrix_units},
-        "threads": threads,
-        # Thread counts are set per runtime; the threads are not pinned to cores beyond the process's affinity.
-        "topology": asdict(cpu_topology()),
-        "onnxruntime_spinning": allow_spinning,  # intra-op workers spin-wait (true) or sleep (false) between tasks
-        "device": device,  # where the artifacts ran: "cpu" or "cuda:N"
-        "gpu": gpus or None,  # per GPU measured: name, UUID, driver, memory, power limit, clocks (NVML)
-        "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "versions": {
-            "greencompress": __version__,
-            "torch": torch.__version__,
-            "torchvision": torchvision.__version__,
-            "onnx": onnx.__version__,
-            "onnxruntime": onnxruntime.__version__,
-            "numpy": numpy.__version__,
-        },
-        "runtimes": runtime_versions(),
-    }
-
-
-def hardware_name(environment: dict) -> str:
-    """What `compare` requires to be equal between runs: the GPU model(s) a run used, and the host CPU."""
-    cpu = f"{environment['cpu']['model']} x{environment['cpu']['logical_cores']}"
-    gpus = environment.get("gpu") or {}
-    if str(environment.get("device", "cpu")).startswith("cuda"):
-        return " + ".join([*sorted(str(gpu.get("name")) for gpu in gpus.values()), cpu])
-    return cpu

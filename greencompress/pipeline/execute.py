@@ -19,28 +19,34 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from greencompress import distributed
-from greencompress.artifacts import (
+from greencompress.compress import distributed
+from greencompress.compress.technique import StageContext, TorchModel, tag_words
+from greencompress.compress.training import FineTuning, serve
+from greencompress.core.cache import cache_dir
+from greencompress.core.files import write_text_atomic
+from greencompress.measure.accuracy import evaluate
+from greencompress.measure.energy import select_meter
+from greencompress.measure.energy.carbon import carbon_settings
+from greencompress.measure.environment import environment
+from greencompress.measure.lock import measurement_lock
+from greencompress.models.data import batches, load_data
+from greencompress.models.sources import LoadedModel, load_model
+from greencompress.pipeline.artifacts import (
     Made,
     artifact_name,
     plan_artifacts,
     reduced_precisions,
 )
-from greencompress.cache import cache_dir
-from greencompress.compress.technique import StageContext, TorchModel, tag_words
-from greencompress.data import batches, load_data
-from greencompress.device import resolve_device
-from greencompress.environment import environment
-from greencompress.export import EXPORTER, export_with_parity
-from greencompress.files import write_text_atomic
-from greencompress.gates import check_energy_gate_is_measurable, evaluate_gates
-from greencompress.measure.accuracy import evaluate
-from greencompress.measure.energy import select_meter
-from greencompress.measure.energy.carbon import carbon_settings
-from greencompress.measure.lock import measurement_lock
-from greencompress.measurement import accuracies, benchmark_all, saved_idle_checks, sweep_power_limits
-from greencompress.models import LoadedModel, load_model
-from greencompress.recipe import Recipe, recipe_to_dict
+from greencompress.pipeline.folder import create_run_dir, interrupted_note, save_recipe
+from greencompress.pipeline.gates import check_energy_gate_is_measurable, evaluate_gates
+from greencompress.pipeline.measurement import (
+    accuracies,
+    benchmark_all,
+    saved_idle_checks,
+    sweep_power_limits,
+)
+from greencompress.pipeline.recipe import Recipe, recipe_to_dict
+from greencompress.pipeline.stages import StageStore, stage_key
 from greencompress.report import write_reports
 from greencompress.report.schema import (
     ArtifactResult,
@@ -48,10 +54,10 @@ from greencompress.report.schema import (
     StageRecord,
     compare_same_runtime,
 )
-from greencompress.run_folder import create_run_dir, interrupted_note, save_recipe
-from greencompress.runtime import RUNTIMES, TorchRunner, set_threads
-from greencompress.stages import StageStore, stage_key
-from greencompress.training import FineTuning, serve
+from greencompress.runtimes import RUNTIMES
+from greencompress.runtimes.device import resolve_device
+from greencompress.runtimes.export import EXPORTER, export_with_parity
+from greencompress.runtimes.pytorch import TorchRunner, set_threads
 
 __all__ = ["create_run_dir", "run", "serve_fine_tuning"]
 

@@ -12,8 +12,8 @@ import torch
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-from greencompress.config import Section, resolve_path
-from greencompress.errors import DataError
+from greencompress.core.config import Section, resolve_path
+from greencompress.core.errors import DataError
 
 
 class DataSpec(Section):

@@ -13,8 +13,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from greencompress.config import Section
-from greencompress.errors import ParityError
+from greencompress.core.config import Section
+from greencompress.core.errors import ParityError
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,8 @@ def check_parity(reference, candidate, batches, max_abs_diff: float, min_top1_ag
 def export_with_parity(model: nn.Module, input_shape: tuple[int, int, int], output: Path, spec: ExportSpec,
                        parity_batches, threads: int) -> Parity:
     """Export `model` to `output` and check it against PyTorch on `parity_batches`; the file appears only if it passes."""
-    from greencompress.runtime import OnnxRuntimeRunner, TorchRunner
+    from greencompress.runtimes.onnxruntime_cpu import OnnxRuntimeRunner
+    from greencompress.runtimes.pytorch import TorchRunner
 
     log.info("stage export: %s to ONNX (%s, opset %d)", output.name, EXPORTER, spec.opset)
     temporary = output.with_name(f".{output.name}.tmp")
@@ -109,3 +110,13 @@ def is_quantized(path: Path) -> bool:
     graph = onnx.load(str(path), load_external_data=False).graph
     return any(node.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger")
                for node in graph.node)
+
+
+def size_at_half_precision(path: Path) -> int:
+    """Bytes of an FP32 ONNX file with its FP32 weights held at 2 bytes each (bf16, fp16): what a runtime keeps."""
+    import onnx
+    from onnx import TensorProto
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    float_elements = sum(int(np.prod(tensor.dims)) for tensor in graph.initializer if tensor.data_type == TensorProto.FLOAT)
+    return path.stat().st_size - 2 * float_elements

@@ -18,8 +18,8 @@ from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
 
-from greencompress.cache import mark_used, prune_cache
-from greencompress.files import write_text_atomic
+from greencompress.core.cache import mark_used, prune_cache
+from greencompress.core.files import write_text_atomic
 
 log = logging.getLogger(__name__)
 

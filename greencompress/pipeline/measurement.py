@@ -12,7 +12,6 @@ from dataclasses import asdict
 
 import numpy as np
 
-from greencompress.data import DataSplits, batches
 from greencompress.measure.accuracy import Accuracy, evaluate
 from greencompress.measure.benchmark import (
     Benchmark,
@@ -23,8 +22,9 @@ from greencompress.measure.benchmark import (
     window_duration_s,
 )
 from greencompress.measure.load import BUSY_SHARE
+from greencompress.models.data import DataSplits, batches
+from greencompress.pipeline.stages import StageStore
 from greencompress.report.schema import benchmark_from_dict, benchmark_to_dict
-from greencompress.stages import StageStore
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def sweep_power_limits(runners: dict, data: DataSplits, spec: BenchmarkSpec, met
     not), and J/inference with its interval and latency p50 measured under it.
     """
     from greencompress.measure.energy.power_limits import gpu_power_limit
-    from greencompress.stages import stage_key
+    from greencompress.pipeline.stages import stage_key
 
     if nvml is None:
         import pynvml as nvml

@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 
-from greencompress.errors import GreencompressError
+from greencompress.core.errors import GreencompressError
 
 
 @dataclass(frozen=True)

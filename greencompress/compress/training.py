@@ -15,11 +15,11 @@ from typing import Callable
 
 from torch import nn
 
-from greencompress import distributed
+from greencompress.compress import distributed
 from greencompress.compress.finetune import FinetuneConfig, finetune
 from greencompress.compress.qat import quantization_aware_finetune
 from greencompress.compress.technique import TorchModel
-from greencompress.data import DataSplits
+from greencompress.models.data import DataSplits
 
 
 class FineTuning:

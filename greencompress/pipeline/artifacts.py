@@ -9,11 +9,15 @@ own accuracy, compared with FP32 on the same runtime.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
+
 from greencompress.compress.technique import TorchModel, tag_words
-from greencompress.runtime import RUNTIMES, Artifact, RuntimeSpec
+from greencompress.runtimes import RUNTIMES
+from greencompress.runtimes.base import Artifact, RuntimeSpec
+from greencompress.runtimes.export import size_at_half_precision
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ def plan_artifacts(made: list[Made], runtimes: list[str], reduced: tuple[str, ..
     for precision in ("fp32", *(p for p in reduced if p in reference_spec.reduced_precisions)):
         reference = Artifact.of_file(f"{reference_runtime}-{precision}", reference_runtime, precision, reference_path,
                                      original.params, original.macs, source="torch")
+        reference = _at_reduced_precision(reference, original.model.module) if precision != "fp32" else reference
         artifacts[reference.name] = (reference, original.model.module)
     for runtime in runtimes:
         spec = RUNTIMES.get(runtime)
@@ -77,6 +82,8 @@ def plan_artifacts(made: list[Made], runtimes: list[str], reduced: tuple[str, ..
                                         item.path, item.params, item.macs, source=spec.runs,
                                         model_techniques=item.model_techniques,
                                         file_techniques=item.file_techniques if precision == item.precision else ())
+            if precision != item.precision:
+                artifact = _at_reduced_precision(artifact, item.path if spec.runs == "onnx" else item.model.module)
             artifacts.setdefault(artifact.name, (artifact, item.path if spec.runs == "onnx" else item.model.module))
     return artifacts
 
@@ -86,3 +93,17 @@ def _runs(spec: RuntimeSpec, item: Made, reference_runtime: str) -> bool:
         return item.path is not None
     # The reference runtime runs the original model as the reference already; other torch runtimes run it too.
     return item.path is None and bool(item.model_techniques or spec.name != reference_runtime)
+
+
+def _at_reduced_precision(artifact: Artifact, source) -> Artifact:
+    """An FP32 model run at bf16/fp16 holds its weights at 2 bytes each: its size is that, not the FP32 file's.
+
+    `source` is what the runtime runs: an ONNX file (its FP32 initializers count) or the PyTorch model (its FP32
+    parameters and buffers count; the artifact's file is then the checkpoint).
+    """
+    if artifact.path is None:
+        return artifact
+    if isinstance(source, Path):
+        return replace(artifact, size_bytes=size_at_half_precision(source))
+    float_elements = sum(t.numel() for t in source.state_dict().values() if t.dtype == torch.float32)
+    return replace(artifact, size_bytes=artifact.size_bytes - 2 * float_elements)

@@ -1,0 +1,36 @@
+"""PyTorch eager on the CPU: the as-trained reference every run measures, in FP32 or under bf16 autocast."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from greencompress.runtimes.base import RUNTIMES, Runner, RuntimeSpec
+
+
+class TorchRunner(Runner):
+    """PyTorch eager, in inference mode; the thread count is set process-wide by `set_threads`.
+
+    `precision="bf16"` runs the FP32 weights under CPU autocast to bfloat16 (matrix products in bf16,
+    accumulation and the logits in FP32); the default is true FP32.
+    """
+
+    def __init__(self, model: nn.Module, precision: str = "fp32"):
+        self.model = model.eval()
+        self.bf16 = precision == "bf16"
+
+    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            return self.model(torch.from_numpy(inputs)).float().numpy()
+
+
+def set_threads(threads: int) -> None:
+    """Set PyTorch's intra-op thread count (ONNX Runtime sessions take theirs at creation); nothing is pinned to cores."""
+    torch.set_num_threads(threads)
+
+
+
+# PyTorch runs the original model as the as-trained reference in every run; `auto` does not add it again.
+RUNTIMES.register(RuntimeSpec("torch", "torch", lambda model, settings: TorchRunner(model, settings.precision), "torch",
+                              reduced_precisions=("bf16",), in_auto=False))
