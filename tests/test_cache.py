@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from greencompress.pipeline import stages
 from greencompress.compress.quantize import Quantize, QuantizeConfig
 from greencompress.core.cache import cache_dir, cache_entries, prune_cache
 from greencompress.core.hardware import CpuInfo
+from greencompress.pipeline import stages
 from greencompress.pipeline.stages import StageStore, stage_key
 
 

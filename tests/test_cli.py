@@ -114,6 +114,7 @@ def test_synthetic_data_reports_no_accuracy(write_recipe, tmp_path):
     assert "n/a" in (run_dir / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_validate_accepts_the_default_recipe():
     result = greencompress("validate", str(RECIPES / "resnet_int8.yaml"))
     assert result.returncode == 0 and "valid recipe 'resnet18-digits-int8'" in result.stdout
@@ -135,6 +136,7 @@ stages:
     (("{kind: digits, image_size: 64}", "{kind: imagefolder, root: /nonexistent/images}"), "data.root: folder not found: /nonexistent/images"),
     (("benchmark:", "benchmark:\n  batch_sizes: [0]"), "benchmark.batch_sizes: batch size must be >= 1, got 0"),
 ])
+@pytest.mark.slow
 def test_bad_input_exits_2_with_a_message_and_no_traceback(change, expected, tmp_path):
     old, new = change
     text = BASE + "benchmark:\n  threads: 1\n"
@@ -147,6 +149,7 @@ def test_bad_input_exits_2_with_a_message_and_no_traceback(change, expected, tmp
     assert not (tmp_path / "runs").exists()  # nothing started
 
 
+@pytest.mark.slow
 def test_unreadable_image_folder_exits_2_without_traceback(tmp_path):
     for split in ("train", "val"):
         (tmp_path / "images" / split).mkdir(parents=True)  # no class folders, no images

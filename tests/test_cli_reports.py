@@ -10,6 +10,8 @@ import pytest
 
 from tests.test_cli import greencompress
 
+pytestmark = pytest.mark.slow  # end-to-end: runs the pipeline or the command line
+
 
 @pytest.fixture
 def cache_env(tmp_path, monkeypatch):

@@ -39,6 +39,7 @@ def test_a_visible_gpu_is_named_by_its_uuid_for_nvml():
     assert resolve_device("auto", fake_torch(["H100"])).torch_name == "cuda:0"
 
 
+@pytest.mark.slow
 def test_a_recipe_on_cuda_fails_cleanly_on_a_machine_without_one(tiny_recipe, tmp_path):
     from tests.test_cli import greencompress
 
@@ -84,6 +85,7 @@ def test_measure_on_a_gpu_that_is_not_there_fails_before_the_block():
     assert ran == []
 
 
+@pytest.mark.slow
 def test_power_limit_sweeps_need_a_gpu():
     from tests.test_energy_api import greencompress_cli
 

@@ -81,6 +81,7 @@ def top1(report: dict, name: str) -> float:
     return next(a["accuracy"]["top1"] for a in report["artifacts"] if a["name"] == name)
 
 
+@pytest.mark.slow
 def test_two_process_torchrun_finetune_matches_one_process(ddp_recipe, tmp_path):
     single = run_cli([sys.executable, "-m"], ddp_recipe, tmp_path / "single")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]

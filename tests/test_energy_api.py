@@ -28,6 +28,7 @@ def test_measure_any_block_of_code():
     assert "estimate" in m.reason
 
 
+@pytest.mark.slow
 def test_bench_an_onnx_file_with_a_dynamic_batch(tmp_path):
     torch.manual_seed(0)
     model = resolve_callable(f"{RECIPES / 'models' / 'cifar_resnet.py'}:resnet20")().eval()
@@ -41,6 +42,7 @@ def test_bench_an_onnx_file_with_a_dynamic_batch(tmp_path):
         assert benchmark.latency.p50_ms > 0 and benchmark.energy.joules_per_inference > 0
 
 
+@pytest.mark.slow
 def test_bench_runs_the_same_onnx_file_on_openvino(tmp_path):
     pytest.importorskip("openvino")
     torch.manual_seed(0)
@@ -53,6 +55,7 @@ def test_bench_runs_the_same_onnx_file_on_openvino(tmp_path):
     assert all(len(b.latency.window_p50_ms) == 2 for b in result.benchmarks)
 
 
+@pytest.mark.slow
 def test_bench_measures_every_installed_runtime_side_by_side_unless_one_is_named(tmp_path):
     from greencompress.runtimes import RUNTIMES
 
@@ -69,6 +72,7 @@ def test_bench_measures_every_installed_runtime_side_by_side_unless_one_is_named
     assert list(named.by_runtime) == ["onnxruntime"]
 
 
+@pytest.mark.slow
 def test_bench_rejects_an_unknown_model_with_a_message():
     result = greencompress_cli("bench", "resnt18")
     assert result.returncode == 2 and "neither an .onnx file nor a torchvision" in result.stderr

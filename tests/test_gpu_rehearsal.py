@@ -19,6 +19,8 @@ from tests.conftest import REPO, write_tiny_recipe
 from tests.fake_gpu import CpuStandIn, pretend_a_gpu
 from tests.test_gpu import gpu_check_module
 
+pytestmark = pytest.mark.slow  # end-to-end: runs the pipeline or the command line
+
 
 class SleepingLoad:
     """The matrix-multiply load's interface: `seconds` of 'work', one operation per millisecond."""

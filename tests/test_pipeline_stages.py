@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
+import pytest
+
 from greencompress.pipeline.execute import run
 from greencompress.pipeline.folder import create_run_dir
 from greencompress.pipeline.recipe import load_recipe
@@ -16,6 +18,7 @@ def with_stages(recipe_path, stages: str):
     return load_recipe(recipe_path)
 
 
+@pytest.mark.slow
 def test_prune_finetune_quantize_chain(tiny_recipe, tmp_path, caplog):
     recipe = with_stages(tiny_recipe, "  - prune: {ratio: 0.5}\n  - finetune: {epochs: 2, batch_size: 4, "
                                       "distillation: {temperature: 2.0, alpha: 0.5}}")
@@ -57,6 +60,7 @@ def test_stage_order_and_labels_are_checked(tiny_recipe, write_recipe):
         load_recipe(write_recipe(bad_order, "order.yaml"))
 
 
+@pytest.mark.slow
 def test_quantization_aware_finetuning_through_the_pipeline(tiny_recipe, tmp_path):
     import onnx
 
@@ -87,6 +91,7 @@ def test_qat_needs_static_per_channel_int8(tiny_recipe, write_recipe):
         load_recipe(write_recipe(text, "qat.yaml"))
 
 
+@pytest.mark.slow
 def test_openvino_runs_every_exported_model_beside_onnx_runtime(tiny_recipe, tmp_path):
     import numpy as np
     import pytest

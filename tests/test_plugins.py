@@ -42,6 +42,7 @@ def greencompress(environment: dict, *args: str) -> subprocess.CompletedProcess:
                           env=environment, stdin=subprocess.DEVNULL, timeout=600)
 
 
+@pytest.mark.slow
 def test_plugins_lists_what_an_installed_package_registers(tmp_path):
     result = greencompress(install_toys(tmp_path / "site"), "plugins")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -84,6 +85,7 @@ def test_a_recipe_uses_a_plugin_technique_runtime_and_meter_end_to_end(tmp_path)
     assert "energy saved" not in markdown
 
 
+@pytest.mark.slow
 def test_a_plugin_that_fails_to_load_is_named_and_the_rest_still_work(tmp_path):
     environment = install_toys(tmp_path / "site")
     (tmp_path / "site" / "greencompress_toys" / "__init__.py").write_text("raise ImportError('broken on purpose')\n")

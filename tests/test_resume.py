@@ -10,11 +10,13 @@ import sys
 
 import pytest
 
-from greencompress.pipeline import measurement
 from greencompress.compress import quantize
+from greencompress.pipeline import measurement
 from greencompress.pipeline.execute import run
 from greencompress.pipeline.folder import create_run_dir
 from greencompress.pipeline.recipe import load_recipe
+
+pytestmark = pytest.mark.slow  # end-to-end: runs the pipeline or the command line
 
 
 @pytest.fixture

@@ -22,6 +22,7 @@ def one_error_line(result) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_a_recipe_that_is_not_utf8_names_the_file_and_the_byte(tmp_path):
     path = tmp_path / "latin1.yaml"
     path.write_bytes(BASE.replace("name: bad", "name: caf\xe9").encode("latin-1"))
@@ -33,6 +34,7 @@ def test_a_recipe_that_is_not_utf8_names_the_file_and_the_byte(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.slow
 def test_a_report_that_is_not_utf8_or_not_json(tmp_path):
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -43,6 +45,7 @@ def test_a_report_that_is_not_utf8_or_not_json(tmp_path):
     assert "report.json: not valid JSON" in one_error_line(greencompress("compare", str(run_dir), str(run_dir)))
 
 
+@pytest.mark.slow
 def test_class_folders_whose_names_are_not_utf8(tmp_path):
     root = make_image_folder(tmp_path / "images")
     for split in ("train", "val"):
@@ -64,6 +67,7 @@ def test_checkpoints_that_are_neither_zip_nor_pickle(tmp_path, content):
         load_state_dict(path)
 
 
+@pytest.mark.slow
 def test_an_unreadable_checkpoint_exits_2_from_the_command_line(tmp_path):
     (tmp_path / "weights.pt").write_bytes(b"plain text, not a checkpoint\n")
     recipe = tmp_path / "r.yaml"

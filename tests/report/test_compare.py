@@ -10,6 +10,7 @@ from greencompress.core.errors import GreencompressError
 from greencompress.report.compare import compare_runs, render_comparison
 
 
+@pytest.mark.slow
 def test_two_runs_side_by_side_with_deltas(tiny_run):
     _, report = tiny_run
     comparison = compare_runs([report, report])

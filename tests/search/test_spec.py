@@ -6,8 +6,7 @@ import pytest
 
 from greencompress.core.errors import GreencompressError, RecipeError
 from greencompress.pipeline.recipe import load_recipe
-from greencompress.search.spec import SearchRecipe
-from greencompress.search.spec import SearchSpec
+from greencompress.search.spec import SearchRecipe, SearchSpec
 from greencompress.search.trial import trial_recipe
 
 
