@@ -28,6 +28,8 @@ from greencompress.core.files import log_to_file
 
 console = Console(stderr=True)
 stdout = Console()
+PLAIN_WIDTH = 1_000  # columns when standard output is not a terminal: wide enough that no name is cut
+COMPARE_BLOCKS_BELOW = 100  # columns: a narrower terminal gets `compare` as one block per artifact
 log = logging.getLogger("greencompress")
 
 _override_option = click.option(
@@ -40,6 +42,9 @@ _override_option = click.option(
 @click.version_option(__version__, prog_name="greencompress")
 def cli() -> None:
     """Compress a pretrained PyTorch model from a YAML recipe, and prove the saving."""
+    if not stdout.is_terminal:
+        # Piped or captured (CI logs, `| tee`): plain text at the tables' full width, never cut to 80 columns.
+        stdout.width = PLAIN_WIDTH
 
 
 @cli.command()
@@ -52,8 +57,10 @@ def cli() -> None:
 @click.option("--quiet", is_flag=True, help="No progress or tables; errors and the run folder only.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to standard output instead of tables.")
 @click.option("--screenshot", is_flag=True, help="Also save report.png, report.html shown in headless Chromium.")
+@click.option("--details", is_flag=True,
+              help="Also print every table and note (shown anyway where the terminal is wide enough).")
 def run(recipe_path: Path | None, output_dir: Path | None, overrides: tuple[str, ...], resume_dir: Path | None,
-        quiet: bool, as_json: bool, screenshot: bool) -> None:
+        quiet: bool, as_json: bool, screenshot: bool, details: bool) -> None:
     """Run RECIPE: export, compress, measure before/after, and write the report.
 
     Exit codes: 0 ok, 2 bad input, 3 a quality gate failed, 4 export parity broken, 130 interrupted.
@@ -99,18 +106,20 @@ def run(recipe_path: Path | None, output_dir: Path | None, overrides: tuple[str,
     elif quiet:
         stdout.print(str(run_dir), soft_wrap=True, markup=False, highlight=False)
     else:
-        _print_summary(report)
+        _print_summary(report, details)
     if not report.gates_passed:
         failed = [f"{gate.gate} on {gate.comparison}: {gate.detail}" for gate in report.gates if not gate.passed]
         raise GateFailed("quality gate failed (reports are written):\n  " + "\n  ".join(failed))
 
 
-def _print_summary(report) -> None:
+def _print_summary(report, details: bool = False) -> None:
+    """The decision first, then the recommendation, gates and where the reports are; the tables where they fit."""
     from greencompress.report.markdown import (
         artifact_table,
         carbon_legend,
         carbon_table,
         comparison_table,
+        decision_lines,
         energy_legend,
         headline,
         headline_comparisons,
@@ -120,30 +129,49 @@ def _print_summary(report) -> None:
         runtime_table,
     )
 
-    stdout.print(_rich_table("Results (all columns in report.md)", artifact_table(report, compact=True)))
-    stdout.print(escape(energy_legend(report)), soft_wrap=True)
-    stdout.print(_rich_table("Carbon", carbon_table(report)))
-    stdout.print(escape(carbon_legend(report)), soft_wrap=True)
-    stdout.print(_rich_table(f"Compressed vs baseline: same runtime, hardware, batch size (energy: {report.energy_meter.method})",
-                             comparison_table(report)))
-    for comparison in headline_comparisons(report):
-        stdout.print(f"[bold]{escape(headline(comparison, report.energy_meter.proportional_to))}[/]", soft_wrap=True)
-    runtimes = runtime_table(report)
-    if runtimes is not None:
-        stdout.print(_rich_table(f"The same model on each runtime (where to deploy it; energy: "
-                                 f"{report.energy_meter.method})", runtimes))
-    recommendation = recommendation_table(report)
-    if recommendation is not None:
-        stdout.print(_rich_table("Deployment recommendation", recommendation))
-        stdout.print(escape(recommendation_note(report)), soft_wrap=True)
-    for finding in plain_findings(report):
-        stdout.print(f"[bold yellow]Note:[/] {escape(finding)}", soft_wrap=True)
+    runtimes, recommendation = runtime_table(report), recommendation_table(report)
+    tables = [_rich_table("Results (all columns in report.md)", artifact_table(report, compact=True)),
+              _rich_table("Carbon", carbon_table(report)),
+              _rich_table(f"Compressed vs baseline: same runtime, hardware, batch size (energy: "
+                          f"{report.energy_meter.method})", comparison_table(report)),
+              *([_rich_table(f"The same model on each runtime (where to deploy it; energy: {report.energy_meter.method})",
+                             runtimes)] if runtimes is not None else []),
+              *([_rich_table("Deployment recommendation", recommendation)] if recommendation is not None else [])]
+    details = details or all(_fits(table) for table in tables)
+    # The first line is the decision: what to deploy, and what it saves against the model as the user gave it.
+    for line in decision_lines(report) or ["No artifact is within the accuracy budget: nothing to recommend"]:
+        stdout.print(f"[bold]{escape(line)}.[/]", soft_wrap=True)
+    if details:
+        stdout.print(tables[0])
+        stdout.print(escape(energy_legend(report)), soft_wrap=True)
+        stdout.print(tables[1])
+        stdout.print(escape(carbon_legend(report)), soft_wrap=True)
+        for table in tables[2:]:
+            stdout.print(table)
+        for comparison in headline_comparisons(report):
+            stdout.print(f"[bold]{escape(headline(comparison, report.energy_meter.proportional_to))}[/]", soft_wrap=True)
+        for finding in plain_findings(report):
+            stdout.print(f"[bold yellow]Note:[/] {escape(finding)}", soft_wrap=True)
+    stdout.print(escape(recommendation_note(report)), soft_wrap=True)
     for gate in report.gates:
         status = "[green]pass[/]" if gate.passed else "[bold red]FAIL[/]"
         stdout.print(f"Gate {gate.gate}: {status} ({escape(gate.comparison)}: {escape(gate.detail)})", soft_wrap=True)
+    if not details:
+        notes = len(plain_findings(report))
+        stdout.print(f"Tables{f' and {notes} notes' if notes else ''}: report.md, or `greencompress run --details`.",
+                     soft_wrap=True, markup=False, highlight=False)
     run_dir = report.run_dir
     stdout.print(f"Report: {run_dir / 'report.md'} (and report.html)\nRun folder: {run_dir}", soft_wrap=True,
                  markup=False, highlight=False)
+
+
+def _fits(table: Table) -> bool:
+    """Whether `table` fits the console at its natural width (no column squeezed)."""
+    from rich.measure import Measurement
+
+    # Measured as if unbounded: a measurement is otherwise clamped to the console's width.
+    natural = Measurement.get(stdout, stdout.options.update(width=PLAIN_WIDTH, max_width=PLAIN_WIDTH), table).maximum
+    return natural <= stdout.width
 
 
 @cli.command()
@@ -174,7 +202,13 @@ def compare(run_dirs: tuple[Path, ...], force: bool, output_format: str) -> None
 
     comparison = compare_runs([load_report(path) for path in run_dirs], force=force)
     if output_format == "terminal":
-        stdout.print(_rich_table("Runs compared with the first", (comparison.headers, comparison.rows)))
+        if stdout.width >= COMPARE_BLOCKS_BELOW:
+            stdout.print(_rich_table("Runs compared with the first", (comparison.headers, comparison.rows)))
+        else:  # eleven columns do not fit: one block per artifact and run, one figure a line
+            for row in comparison.rows:
+                stdout.print("\n".join([f"{row[1]} (run {row[0]}, batch {row[2]})",
+                                         *[f"  {header}: {cell}" for header, cell in zip(comparison.headers[3:], row[3:])
+                                           if cell]]), soft_wrap=True, markup=False, highlight=False)
         for mismatch in comparison.mismatches:
             stdout.print(f"[bold yellow]Forced:[/] {escape(mismatch)}", soft_wrap=True)
     else:
@@ -447,7 +481,7 @@ def _rich_table(title: str, table) -> Table:
     headers, rows = table
     rendered = Table(title=title)
     for header in headers:
-        rendered.add_column(header)
+        rendered.add_column(header, overflow="fold")  # a name too long for its column wraps; it is never cut
     for row in rows:
         rendered.add_row(*row)
     return rendered

@@ -53,7 +53,7 @@ def test_default_recipe_end_to_end(tmp_path):
     assert ort_int8["latency"]["1"]["iterations"] >= 30  # 3 windows of >= 10 runs
     assert ort_int8["energy"]["1"]["windows"] == 3 and ort_int8["energy"]["1"]["idle_power_w"]["cpu"] >= 0
     assert "Energy method: estimate (ESTIMATED, not measured)" in result.stdout
-    (comparison,) = [c for c in report["comparisons"] if c["runtime"] == "onnxruntime"]
+    (comparison,) = [c for c in report["comparisons"] if c["runtime"] == "onnxruntime" and not c["deployment"]]
     assert (comparison["candidate"], comparison["baseline"], comparison["batch_size"]) == (
         "onnxruntime-int8", "onnxruntime-fp32", 1)
     assert "## Compressed vs baseline" in (run_dir / "report.md").read_text()
@@ -74,6 +74,14 @@ def test_default_recipe_end_to_end(tmp_path):
     (recommendation,) = report["recommendations"]
     assert recommendation["artifact"] in artifacts and recommendation["ranked_by"].startswith("p50 latency")
     assert "Deployment recommendation" in result.stdout
+    # The first line printed is the decision against the model as given, with its intervals; report.json holds it.
+    (decision,) = [c for c in report["comparisons"] if c["deployment"]]
+    assert (decision["baseline"], decision["baseline_runtime"]) == ("torch-fp32", "torch")
+    assert decision["candidate"] == recommendation["artifact"] and decision["latency_p50"]["ci95"][0] > 0
+    first = result.stdout.strip().splitlines()[0]
+    assert first.startswith(f"Deploy {decision['candidate']} at batch 1: ") or first.startswith("Keep your model")
+    assert (run_dir / "report.md").read_text().splitlines()[2].startswith(f"**{first[:-1]}")
+    assert "…" not in result.stdout  # piped: full width, no name cut
 
     # The int8 file on disk is the one the report describes: its accuracy, recomputed here, matches.
     recipe = load_recipe(run_dir / "recipe.resolved.yaml")

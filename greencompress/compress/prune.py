@@ -28,6 +28,7 @@ from greencompress.compress.technique import (
 )
 from greencompress.core.config import Section
 from greencompress.core.errors import GreencompressError
+from greencompress.core.logs import log_folded
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +153,7 @@ def prune_structured(model: nn.Module, input_shape: tuple[int, int, int], config
         raise GreencompressError(f"stages.prune.ignore: no layer named {', '.join(missing)} in the model")
     convs = [name for name, module in modules.items() if isinstance(module, nn.Conv2d) and name not in ignore]
     untouched = unsafe_channel_layers(model, example, convs)
-    for name, reason in untouched.items():
-        log.info("prune: leaving %s untouched: %s", name, reason)
+    log_folded(log, "prune: left untouched, layers:", untouched)
     kept = [*ignore, *untouched]
     macs_before, params_before = tp.utils.count_ops_and_params(model, example)
     ratio = config.structured_ratio

@@ -9,6 +9,7 @@ confidence interval on joules per inference is wider than `target_relative_ci`, 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ class BenchmarkSpec(Section):
     max_window_s: float = Field(default=30.0, gt=0)  # a window ends here even if a slow model ran fewer times
     windows: int = Field(default=5, ge=2)
     max_windows: int = Field(default=10, ge=2)
+    # Instead of max_windows: keep adding rounds while a figure's interval is wider than the target, until this many
+    # seconds per batch size have been spent (a noisy machine then gets a longer, stated, measurement).
+    max_time_s: float | None = Field(default=None, gt=0)
     target_relative_ci: float = Field(default=0.05, gt=0)  # 95% CI half-width / mean, on joules per inference
     # Intra-op threads of every runtime; `auto`: the physical cores this process may use (its affinity mask).
     # Resolved when the recipe is read, so the report and recipe.resolved.yaml say the number used.
@@ -52,6 +56,10 @@ class BenchmarkSpec(Section):
     # torch; onnxruntime is the reference and always listed. PyTorch eager runs the original model regardless.
     # `auto`: every installed runtime (ONNX Runtime, OpenVINO, ...), resolved when the recipe is read.
     runtimes: Literal["auto"] | list[str] = Field(default="auto", validate_default=True)
+    # The runtime you serve the model on today: reports set the recommended deployment against the original FP32
+    # model on it. None: PyTorch (the as-trained reference every run measures). Must be measured: torch, or listed
+    # in `runtimes`.
+    baseline: str | None = None
     # bf16 inference of the FP32 models (OpenVINO's precision hint, PyTorch autocast) as artifacts of their own:
     # `auto` where the CPU has a bf16 unit (AMX-BF16 or AVX512_BF16), true/false to force it. (On a GPU, PyTorch
     # runs FP16 and BF16 weights whenever the GPU supports them.)
@@ -104,6 +112,15 @@ class BenchmarkSpec(Section):
         if kind == "cpu" and "onnxruntime" not in value:
             raise ValueError("onnxruntime runs every exported model and must be listed (add others beside it)")
         return list(dict.fromkeys(value))
+
+    @field_validator("baseline")
+    @classmethod
+    def _baseline_measured(cls, value: str | None, info: ValidationInfo) -> str | None:
+        measured = ["torch" if device_kind(info.data.get("device", "cpu")) == "cpu" else "torch-cuda",
+                    *info.data.get("runtimes", [])]
+        if value is not None and value not in measured:
+            raise ValueError(f"the baseline must be a runtime this run measures ({', '.join(measured)}), got {value!r}")
+        return value
 
     @property
     def runner_settings(self) -> RunnerSettings:
@@ -167,6 +184,7 @@ class IdleBaseline:
 
 
 IDLE_WINDOWS = 3  # sub-windows per idle measurement: enough for an interval, so drift can be told from noise
+MAX_ROUNDS = 1_000  # with benchmark.max_time_s: a bound on rounds however short the windows
 
 
 def measure_idle(meter: EnergyMeter, seconds: float, when: str = "before benchmarking") -> IdleBaseline:
@@ -258,8 +276,10 @@ def benchmark_interleaved(runners: dict, inputs: np.ndarray, spec: BenchmarkSpec
     windows: dict[str, list[Window]] = {name: [] for name in runners}
     names = list(runners)
     task = progress.add_task(f"benchmark windows (batch {len(inputs)})", total=spec.windows * len(names)) if progress else None
-    for round_index in range(spec.max_windows):
-        if round_index >= spec.windows and not _any_too_wide(windows, idle, spec.target_relative_ci):
+    started = time.perf_counter()
+    for round_index in itertools.count():
+        if round_index >= spec.windows and (not _any_too_wide(windows, idle, spec.target_relative_ci)
+                                            or _budget_spent(spec, round_index, time.perf_counter() - started)):
             break
         if round_index >= spec.windows and progress:
             progress.update(task, total=(round_index + 1) * len(names))
@@ -272,6 +292,13 @@ def benchmark_interleaved(runners: dict, inputs: np.ndarray, spec: BenchmarkSpec
             if progress:
                 progress.update(task, advance=1)
     return {name: _summarize(measured, idle, spec.target_relative_ci) for name, measured in windows.items()}
+
+
+def _budget_spent(spec: BenchmarkSpec, rounds_done: int, elapsed_s: float) -> bool:
+    """Whether extra rounds must stop: `max_time_s` spent where set (the round cap then a safety net), else max_windows."""
+    if spec.max_time_s is not None:
+        return elapsed_s >= spec.max_time_s or rounds_done >= MAX_ROUNDS
+    return rounds_done >= spec.max_windows
 
 
 def _per_inference(windows: list[Window], idle: IdleBaseline) -> tuple[list[float], list[float]]:

@@ -12,6 +12,7 @@ from greencompress.report.markdown import (
     carbon_legend,
     carbon_table,
     comparison_table,
+    decision_lines,
     energy_legend,
     gate_lines,
     gpu_sentence,
@@ -32,6 +33,7 @@ table { border-collapse: collapse; margin: 0.5rem 0 1rem; font-size: 0.9rem; }
 th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 .headline { display: flex; gap: 1rem; flex-wrap: wrap; }
+.decision { font-size: 1.15rem; margin: 0.3rem 0; }
 .card { border: 1px solid #ccc; border-radius: 6px; padding: 0.75rem 1rem; min-width: 16rem; }
 .card .big { font-size: 1.6rem; font-weight: 600; }
 .method { font-size: 0.8rem; color: #555; }
@@ -56,6 +58,7 @@ def render_html(report: RunReport) -> str:
         f"<style>{STYLE}</style></head><body>",
         f"<h1>greencompress report: {escape(report.name)}</h1>",
         *([] if report.complete else [f'<p class="note"><b>INCOMPLETE</b>: {escape(report.notes[-1])}</p>']),
+        *[f'<p class="decision"><b>{escape(line)}.</b></p>' for line in decision_lines(report)],
         f"<p>Measured {escape(report.created_utc)} on <b>{escape(cpu['model'])}</b> "
         f"({cpu['logical_cores']} logical cores; flags: {escape(', '.join(cpu['flags']) or 'none detected')}), "
         f"{report.environment['threads']} threads. Model: {escape(str(report.provenance.get('description', '')))}. "

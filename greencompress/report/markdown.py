@@ -148,6 +148,32 @@ def headline(c: Comparison, estimated_from: str = "CPU time") -> str:
             f"{c.batch_size}: {saving_phrase(c, estimated_from)}{bounds}{suffix}")
 
 
+def decision_line(c: Comparison, estimated_from: str = "CPU time") -> str:
+    """The answer a user came for, at one batch size: what to deploy and what it saves against the model they gave."""
+    if c.candidate == c.baseline:
+        return (f"Keep your model as given ({c.baseline}) at batch {c.batch_size}: nothing within the accuracy "
+                f"budget ranks above it")
+    what = "energy" if c.measured else f"{estimated_from} (energy estimate: not measured here)"
+    facts = [f"{_interval_text(c.latency_p50, c.latency_p50_ratio)} the p50 latency",
+             f"{_interval_text(c.joules_per_inference, c.joules_per_inference_ratio)} the {what}"]
+    tail = [f"{c.top1_delta_points:+.2f} pt top-1" if c.top1_delta_points is not None else "top-1 not measured",
+            f"{c.size_ratio:.2f}x size" if c.size_ratio is not None else "size not comparable"]
+    return (f"Deploy {c.candidate} at batch {c.batch_size}: {' and '.join(facts)} of your model as given "
+            f"({c.baseline}), {', '.join(tail)}")
+
+
+def decision_lines(report: RunReport) -> list[str]:
+    """One decision per batch size (the recommendation against the user's model), for the first lines of a report."""
+    return [decision_line(c, report.energy_meter.proportional_to) for c in report.decisions]
+
+
+def _interval_text(interval: RatioInterval | None, overall_ratio: float) -> str:
+    if interval is None:
+        return f"{overall_ratio:.2f}x (no interval)"
+    text = f"{interval.ratio:.2f}x [{interval.low:.2f}, {interval.high:.2f}]"
+    return f"{text} (within noise)" if interval.within_noise else text
+
+
 def headline_comparisons(report: RunReport) -> list[Comparison]:
     """The comparisons at the smallest batch size measured: the latency-bound case most services run."""
     if not report.comparisons:
@@ -267,14 +293,18 @@ def plain_findings(report: RunReport) -> list[str]:
     if report.idle_drift:
         findings.append(f"Idle power is not stable: {report.idle_drift}.")
     findings += gpu_telemetry_findings(report)
-    for result in report.artifacts:
-        for bench in result.benchmarks:
-            if bench.energy.noisy:
-                findings.append(
-                    f"{result.artifact.name} at batch size {bench.latency.batch_size}: energy per inference is NOISY "
-                    f"(95% CI +-{100 * bench.energy.relative_ci95:.1f}% after {bench.energy.windows} windows); "
-                    f"treat small differences as unresolved."
-                )
+    noisy = [f"{result.artifact.name} at batch {bench.latency.batch_size} (+-{100 * bench.energy.relative_ci95:.1f}% "
+             f"after {bench.energy.windows} windows)"
+             for result in report.artifacts for bench in result.benchmarks if bench.energy.noisy]
+    if noisy:  # one line, however many: each figure is also marked "noisy" in the tables
+        settings = report.recipe.get("benchmark") or {}
+        stopped = (f"the benchmark.max_time_s budget ({settings['max_time_s']:g} s per batch size) was spent"
+                   if settings.get("max_time_s") else
+                   f"measuring stopped at benchmark.max_windows ({settings.get('max_windows', 'its limit')}); "
+                   f"benchmark.max_time_s keeps measuring such figures for a time you choose")
+        findings.append(f"Energy per inference is NOISY (95% CI wider than the target) for {len(noisy)} of "
+                        f"{sum(len(r.benchmarks) for r in report.artifacts)} figures: {'; '.join(noisy)}; {stopped}. "
+                        f"Treat small differences among them as unresolved.")
     if not report.energy_meter.measured:
         basis = report.energy_meter.proportional_to
         findings.append(
@@ -353,6 +383,8 @@ def render_markdown(report: RunReport) -> str:
     lines = [
         f"# greencompress report: {report.name}" + ("" if report.complete else " (INCOMPLETE)"),
         "",
+        *[f"**{line}.**  " for line in decision_lines(report)],
+        *([""] if report.decisions else []),
         f"Measured {report.created_utc} on **{cpu['model']}** ({cpu['logical_cores']} logical cores; "
         f"flags: {', '.join(cpu['flags']) or 'none detected'}), {environment['threads']} threads, "
         f"{environment['os']}; torch {versions['torch']}, onnxruntime {versions['onnxruntime']}, "

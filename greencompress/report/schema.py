@@ -56,10 +56,12 @@ class ArtifactResult:
 
 @dataclass(frozen=True)
 class Comparison:
-    """A compressed artifact against its baseline on the same runtime, hardware and batch size.
+    """A compressed artifact against its baseline on the same hardware and batch size.
 
     The `*_ratio` floats are ratios of the overall figures; the intervals pair window i of the
     candidate with window i of the baseline (the same interleaved round) and are what reports print.
+    Comparisons that judge a technique stay on one runtime; a `deployment` comparison sets the
+    recommended artifact against the model as the user gave it, so its runtimes may differ (both named).
     """
 
     baseline: str
@@ -75,10 +77,17 @@ class Comparison:
     latency_p50: RatioInterval | None = None  # per-round ratio of window medians
     joules_per_inference: RatioInterval | None = None
     active_joules_per_inference: RatioInterval | None = None  # None where active energy was not above 0 in a window
+    baseline_runtime: str | None = None  # None in reports from before it was recorded: the same as `runtime`
+    deployment: bool = False  # the recommended artifact against the user's model (RunReport.decisions)
 
     @property
     def faster(self) -> bool:
         return self.latency_p50_ratio < 1.0
+
+    @property
+    def runtimes(self) -> tuple[str, str]:
+        """(baseline's runtime, candidate's runtime)."""
+        return self.baseline_runtime or self.runtime, self.runtime
 
 
 def compare_same_runtime(results: list[ArtifactResult]) -> list[Comparison]:
@@ -97,24 +106,40 @@ def compare_same_runtime(results: list[ArtifactResult]) -> list[Comparison]:
                 continue
             for bench in candidate.benchmarks:
                 reference = baseline.at_batch(bench.latency.batch_size)
-                if reference is None or reference.energy.method != bench.energy.method:
-                    continue
-                sizes = baseline.artifact.size_bytes, candidate.artifact.size_bytes
-                accuracies = baseline.accuracy, candidate.accuracy
-                comparisons.append(Comparison(
-                    **paired_intervals(bench, reference),
-                    baseline=baseline.artifact.name,
-                    candidate=candidate.artifact.name,
-                    runtime=candidate.artifact.runtime,
-                    batch_size=bench.latency.batch_size,
-                    latency_p50_ratio=bench.latency.p50_ms / reference.latency.p50_ms,
-                    joules_per_inference_ratio=bench.joules_per_inference / reference.joules_per_inference,
-                    energy_method=bench.energy.method,
-                    size_ratio=sizes[1] / sizes[0] if all(sizes) else None,
-                    top1_delta_points=(100 * (accuracies[1].top1 - accuracies[0].top1)) if all(accuracies) else None,
-                    measured=bench.energy.measured and reference.energy.measured,
-                ))
+                if reference is not None and reference.energy.method == bench.energy.method:
+                    comparisons.append(compare_pair(baseline, candidate, bench.latency.batch_size))
     return comparisons
+
+
+def compare_pair(baseline: ArtifactResult, candidate: ArtifactResult, batch_size: int,
+                 deployment: bool = False) -> Comparison:
+    """`candidate` over `baseline` at one batch size: overall ratios and intervals paired over the shared rounds."""
+    bench, reference = candidate.at_batch(batch_size), baseline.at_batch(batch_size)
+    sizes = baseline.artifact.size_bytes, candidate.artifact.size_bytes
+    accuracies = baseline.accuracy, candidate.accuracy
+    return Comparison(
+        **paired_intervals(bench, reference),
+        baseline=baseline.artifact.name,
+        candidate=candidate.artifact.name,
+        runtime=candidate.artifact.runtime,
+        baseline_runtime=baseline.artifact.runtime,
+        batch_size=batch_size,
+        latency_p50_ratio=bench.latency.p50_ms / reference.latency.p50_ms,
+        joules_per_inference_ratio=bench.joules_per_inference / reference.joules_per_inference,
+        energy_method=bench.energy.method,
+        size_ratio=sizes[1] / sizes[0] if all(sizes) else None,
+        top1_delta_points=(100 * (accuracies[1].top1 - accuracies[0].top1)) if all(accuracies) else None,
+        measured=bench.energy.measured and reference.energy.measured,
+        deployment=deployment,
+    )
+
+
+def users_model(results: list[ArtifactResult], runtime: str | None) -> ArtifactResult | None:
+    """The model as the user gave it: the original FP32 model on `runtime` (None: the PyTorch reference, listed first)."""
+    originals = [result for result in results if result.artifact.is_original_model
+                 and result.artifact.precision == "fp32" and not result.artifact.file_techniques]
+    named = [result for result in originals if runtime is None or result.artifact.runtime == runtime]
+    return named[0] if named else None
 
 
 def _is_baseline_for(baseline: Artifact, candidate: Artifact) -> bool:
@@ -204,6 +229,19 @@ class RunReport:
         return recommend(self.artifacts, self.energy_meter.measured, self.energy_meter.method, budget)
 
     @property
+    def baseline_runtime(self) -> str | None:
+        """The runtime the user serves their model on today (benchmark.baseline; None: PyTorch, the reference)."""
+        return (self.recipe.get("benchmark") or {}).get("baseline")
+
+    @property
+    def decisions(self) -> list[Comparison]:
+        """Per batch size: the recommended deployment against the model as the user gave it, paired over rounds."""
+        user = users_model(self.artifacts, self.baseline_runtime)
+        by_name = {result.artifact.name: result for result in self.artifacts}
+        return [compare_pair(user, by_name[r.artifact], r.batch_size, deployment=True)
+                for r in self.recommendations if user is not None and user.at_batch(r.batch_size) is not None]
+
+    @property
     def idle_drift(self) -> str | None:
         return idle_drift(list(self.idle_checks))
 
@@ -234,7 +272,8 @@ class RunReport:
                                  busy_share_threshold=BUSY_SHARE),
             "carbon": {**asdict(self.carbon), "basis": "total joules per inference x PUE x grid intensity"},
             "artifacts": [_artifact_dict(result, self.carbon) for result in self.artifacts],
-            "comparisons": [_comparison_dict(c) for c in self.comparisons],
+            # The technique comparisons (same runtime), then the deployment decisions (`deployment`: true).
+            "comparisons": [_comparison_dict(c) for c in (*self.comparisons, *self.decisions)],
             "recommendations": [{**{k: v for k, v in asdict(r).items() if k != "versus_runner_up"},
                                  "versus_runner_up": interval_to_dict(r.versus_runner_up),
                                  "within_noise": r.within_noise} for r in self.recommendations],
@@ -397,7 +436,8 @@ def _report_from_dict(data: dict) -> RunReport:
         idle_checks=tuple(IdleBaseline(**check) for check in meter.get("idle_checks", ())),
         carbon=carbon_settings,
         artifacts=results,
-        comparisons=[_comparison_from_dict(c) for c in data["comparisons"]],
+        # Decisions are derived from the artifacts again (RunReport.decisions), not read twice.
+        comparisons=[_comparison_from_dict(c) for c in data["comparisons"] if not c.get("deployment")],
         notes=data["notes"],
         gates=tuple(GateResult(**gate) for gate in data.get("gates", ())),
         complete=data.get("complete", True),

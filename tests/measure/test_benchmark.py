@@ -99,6 +99,27 @@ def test_noisy_energy_gets_extra_windows_then_is_flagged():
     assert not results["b"].energy.noisy
 
 
+def test_a_time_budget_keeps_measuring_a_noisy_figure_past_max_windows_until_it_is_spent():
+    log: list[str] = []
+    noisy = [1.0, 3.0] * 200
+    meter = ScriptedMeter({"a": noisy}, log)
+    slow = runner("a", log)
+
+    def timed(inputs):  # 1 ms a call: 4 calls a window
+        import time
+
+        time.sleep(0.001)
+        return slow(inputs)
+
+    (result,) = benchmark_interleaved({"a": timed}, np.zeros(1), spec(max_time_s=0.25), meter, no_idle()).values()
+    assert result.energy.windows > 6 and result.energy.noisy  # beyond max_windows, and still noisy: it says so
+    assert result.latency.iterations < 4 * 0.25 / 0.004 + 8  # and no longer than the budget (plus one round)
+    steady = ScriptedMeter({"a": [2.0] * 10}, log)
+    (result,) = benchmark_interleaved({"a": runner("a", log)}, np.zeros(1), spec(max_time_s=60), steady,
+                                      no_idle()).values()
+    assert result.energy.windows == 3  # within the target: no extra round, however much time is left
+
+
 def test_idle_power_is_subtracted_for_the_active_figure():
     log: list[str] = []
     meter = ScriptedMeter({"a": [1.0] * 10}, log)

@@ -12,7 +12,7 @@ from greencompress.measure.benchmark import Benchmark, EnergyResult, IdleBaselin
 from greencompress.measure.energy import MeterDescription, Uncertainty
 from greencompress.measure.energy.carbon import carbon_settings
 from greencompress.measure.latency import Latency
-from greencompress.report.markdown import render_markdown
+from greencompress.report.markdown import plain_findings, render_markdown
 from greencompress.report.schema import (
     SCHEMA_VERSION,
     ArtifactResult,
@@ -115,6 +115,18 @@ def test_every_energy_figure_carries_method_band_and_idle_power():
     assert "idle power before benchmarking 2 W" in markdown
     assert "idle power before benchmarking, measured for 3.0 s with the same meter: cpu 2.000 W" in markdown
     assert "NOISY" in markdown
+
+
+def test_noisy_figures_are_named_in_one_line_with_what_stopped_the_measurement():
+    import dataclasses
+
+    results = [result(f"onnxruntime-{p}", "onnxruntime", p, 1.0, 0.1, relative_ci=0.09) for p in ("fp32", "int8")]
+    report = make_report(results)
+    (line,) = [finding for finding in plain_findings(report) if "NOISY" in finding]
+    assert "for 2 of 2 figures: onnxruntime-fp32 at batch 1 (+-9.0% after 5 windows); onnxruntime-int8" in line
+    assert "benchmark.max_time_s keeps measuring" in line
+    timed = dataclasses.replace(report, recipe={"benchmark": {"max_time_s": 120}})
+    assert "the benchmark.max_time_s budget (120 s per batch size) was spent" in " ".join(plain_findings(timed))
 
 
 def test_active_energy_at_or_below_zero_is_called_idle_noise_not_printed_as_negative_joules():
