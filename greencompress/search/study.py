@@ -20,11 +20,13 @@ from greencompress.core.errors import GreencompressError
 from greencompress.core.files import log_to_file
 from greencompress.pipeline.recipe import Recipe, recipe_to_dict
 from greencompress.search.trial import (
+    host_name,
     missing_stages,
     read_outcome,
     recipe_name,
     sample,
     trial_recipe,
+    worker_gone,
 )
 
 log = logging.getLogger(__name__)
@@ -148,7 +150,7 @@ class Search:
     def optimize(self) -> None:
         import optuna
 
-        self._requeue_interrupted()
+        self._requeue_interrupted(self._fail_dead_trials())
         if self.budget_spent():
             log.info("search: %d trials already finished, the budget's %d; nothing to run", self.finished_trials(),
                      self.spec.budget.max_trials)
@@ -166,16 +168,35 @@ class Search:
         if self.budget_spent():
             study.stop()
 
-    def _requeue_interrupted(self) -> None:
-        """A trial stopped by Ctrl-C (FAIL with `interrupted`) runs again first, resuming its own run folder."""
+    def _fail_dead_trials(self) -> dict[int, str]:
+        """Trials still RUNNING whose worker on this host is gone (killed, SIGKILL, a crash): failed; why, by number.
+
+        Optuna's heartbeat finds such a trial only after its grace period, and for workers on other hosts;
+        here its process id shows at once that it died. `_requeue_interrupted` then runs it again.
+        """
+        from optuna.trial import TrialState
+
+        dead = {}
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if (why := worker_gone(trial.user_attrs)) is None:
+                continue
+            self.study.tell(trial.number, state=TrialState.FAIL)
+            dead[trial.number] = why
+            log.info("search: trial %d: %s; the trial is failed and runs again", trial.number, why)
+        return dead
+
+    def _requeue_interrupted(self, dead: dict[int, str]) -> None:
+        """A trial stopped by Ctrl-C, or whose worker died, runs again first, resuming its own run folder."""
         trials = self.study.get_trials(deepcopy=False)
         requeued = {t.user_attrs.get("resume_number") for t in trials}
         for trial in trials:
-            if trial.state.name == "FAIL" and trial.user_attrs.get("interrupted") and trial.number not in requeued:
+            why = "interrupted" if trial.user_attrs.get("interrupted") else dead.get(trial.number)
+            if trial.state.name == "FAIL" and why and "run_dir" in trial.user_attrs and trial.number not in requeued:
                 self.study.enqueue_trial(trial.params, user_attrs={"resume_dir": trial.user_attrs["run_dir"],
-                                                                   "resume_number": trial.number})
-                log.info("search: trial %d was interrupted; it runs again first, resuming %s", trial.number,
-                         trial.user_attrs["run_dir"])
+                                                                   "resume_number": trial.number,
+                                                                   "retry_of_reason": why})
+                log.info("search: trial %d was %s; it runs again first, resuming %s", trial.number,
+                         "interrupted" if why == "interrupted" else "left by a dead worker", trial.user_attrs["run_dir"])
 
     def _objective(self, trial) -> list[float]:
         import optuna
@@ -188,7 +209,7 @@ class Search:
         trial_recipe_obj = Recipe.model_validate(trial_data, context={BASE_DIR_KEY: Path.cwd()})
         runtimes = self.spec.serving_runtimes(trial_recipe_obj.benchmark.runtimes)
         trial.set_user_attr("resolved_params", params)
-        trial.set_user_attr("host", _host())
+        trial.set_user_attr("host", host_name())
         trial.set_user_attr("pid", os.getpid())
         if (twin := self._finished_twin(trial, params)) is not None:  # a small space: the same point drawn again
             # Stopped, not complete: the samplers then keep drawing new points (NSGA-II would breed from copies).
@@ -343,9 +364,3 @@ class _TrialContext:
         with log_to_file(run_dir / "run.log"):  # each trial's folder has its log, as a run's does
             with observe_epochs(observer) if observer else contextlib.nullcontext():
                 return run(trial_recipe_obj, run_dir, progress=self.progress)
-
-
-def _host() -> str:
-    import socket
-
-    return socket.gethostname()

@@ -18,7 +18,7 @@ import numpy as np
 
 from greencompress.core.files import write_text_atomic
 from greencompress.report.pareto import non_dominated
-from greencompress.search.trial import Outcome
+from greencompress.search.trial import Outcome, worker_gone
 
 
 @dataclass(frozen=True)
@@ -50,13 +50,29 @@ class Summary:
 
 
 def rows_of(study) -> list[TrialRow]:
+    trials = study.get_trials(deepcopy=False)
+    # Which trial ran another's settings again: after Ctrl-C or a dead worker (resume_number), or Optuna's retry of
+    # a trial whose heartbeat stopped (failed_trial).
+    retried_as, retry_reasons = {}, {}
+    for trial in trials:
+        for origin in (trial.user_attrs.get("resume_number"), trial.system_attrs.get("failed_trial")):
+            if origin is not None:
+                retried_as.setdefault(origin, trial.number)
+                retry_reasons.setdefault(origin, trial.user_attrs.get("retry_of_reason"))
     rows = []
-    for trial in study.get_trials(deepcopy=False):
+    for trial in trials:
         attrs = trial.user_attrs
         outcome = Outcome(**attrs["outcome"]) if "outcome" in attrs else None
+        state = trial.state.name.lower()
+        if state == "running" and (gone := worker_gone(attrs)):  # killed, and the search not run again since
+            state, attrs = "fail", {**attrs, "stopped": f"{gone}; run the search again to retry it"}
         reason = (attrs.get("stopped", "") or ("interrupted" if attrs.get("interrupted") else "")
                   or trial.system_attrs.get("fail_reason", "").split("\n")[0])
-        rows.append(TrialRow(trial.number, trial.state.name.lower(), attrs.get("resolved_params", trial.params),
+        if state == "fail" and not reason and trial.number in retried_as:
+            reason = retry_reasons[trial.number] or "its worker stopped beating (heartbeat expired)"
+        if trial.number in retried_as:
+            reason += f"; retried as trial {retried_as[trial.number]}"
+        rows.append(TrialRow(trial.number, state, attrs.get("resolved_params", trial.params),
                              outcome, attrs.get("proxy"), reason, attrs.get("run_dir", ""),
                              outcome is not None and trial.state.name == "COMPLETE" and attrs.get("constraint", 1) <= 0))
     return rows

@@ -7,6 +7,7 @@ like any run's, so every point of the front can be re-run with `greencompress ru
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,3 +149,24 @@ def _outcome_on(report, runtime: str, batch_size: int) -> Outcome:
 
 def recipe_name(base_name: str, number: int) -> str:
     return f"{base_name}-trial{number:03d}"
+
+
+def host_name() -> str:
+    """This machine's name, recorded with each trial's process id to tell later whether its worker still lives."""
+    import socket
+
+    return socket.gethostname()
+
+
+def worker_gone(trial_attrs: dict) -> str | None:
+    """Why a RUNNING trial's worker is known dead (its process on this host is gone), or None (alive, or elsewhere)."""
+    pid, host = trial_attrs.get("pid"), trial_attrs.get("host")
+    if pid is None or host != host_name() or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)  # signal 0: is there such a process?
+    except ProcessLookupError:
+        return f"its worker (pid {pid} on {host}) was killed or crashed before finishing it"
+    except PermissionError:
+        pass  # it exists, owned by someone else
+    return None

@@ -7,7 +7,6 @@ import io
 import statistics
 
 import pytest
-
 from rich.console import Console
 
 from greencompress.report.markdown import decision_lines, render_markdown

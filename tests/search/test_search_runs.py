@@ -115,6 +115,32 @@ def test_ctrl_c_in_a_trial_resumes_it_and_never_reruns_finished_ones(tiny_recipe
     assert report["name"] == "tiny-trial001"  # the same run, resumed, not a new one in the old folder
 
 
+def test_a_search_killed_hard_mid_trial_then_run_again_names_the_dead_trial_and_its_retry(tiny_recipe):
+    import signal
+    import time
+
+    path = write_search_recipe(tiny_recipe, trials=2)
+    command = [sys.executable, "-m", "greencompress", "search", str(path)]
+    folder = tiny_recipe.parent / "runs" / "tiny-search"
+    worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (folder / "trials" / "trial-001").is_dir() and worker.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert worker.poll() is None, "the search ended before its second trial started"
+    worker.send_signal(signal.SIGKILL)  # no handler runs: the trial stays RUNNING in the study
+    worker.wait()
+
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    rows = {row["number"]: row for row in json.loads((folder / "search.json").read_text())["rows"]}
+    assert "running" not in {row["state"] for row in rows.values()}
+    assert rows[1]["state"] == "fail" and "killed or crashed" in rows[1]["reason"]
+    retry = int(rows[1]["reason"].rsplit("retried as trial ", 1)[1])
+    assert rows[retry]["state"] == "complete" and rows[retry]["params"] == rows[1]["params"]
+    assert rows[retry]["run_dir"] == rows[1]["run_dir"]  # the same run folder, resumed
+    assert f"retried as trial {retry}" in (folder / "search.md").read_text()
+
+
 @pytest.fixture
 def postgres_url():
     """A PostgreSQL server started for the test (Debian's postgresql), or a skip saying why there is none."""

@@ -109,3 +109,41 @@ def test_the_proxy_is_judged_on_the_runtime_the_trial_was_scored_on():
     assert abs(proxy_quality(rows)["mean_abs_error"] - 0.02) < 1e-9  # openvino's 0.58, not onnxruntime's 0.90
     headers, (cells,) = table_rows(Summary(["top1", "joules_per_inference"], 1.5, 1, rows, [0], 0, "v"))
     assert cells[headers.index("runtime")] == "openvino" and cells[headers.index("proxy (untrained)")].startswith("0.580x")
+
+
+def test_no_trial_stays_running_when_its_worker_is_gone_and_each_dead_trial_names_its_retry():
+    import subprocess
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from greencompress.search.summary import rows_of
+    from greencompress.search.trial import host_name
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    dead_pid = subprocess.Popen(["true"])  # a process id that no longer runs
+    dead_pid.wait()
+    killed = study.ask()  # left RUNNING by a SIGKILLed worker, then failed on resume and retried
+    study.tell(killed, state=TrialState.FAIL)
+    retry = study.ask()
+    retry.set_user_attr("resume_number", killed.number)
+    retry.set_user_attr("retry_of_reason", "its worker (pid 1 on h) was killed or crashed before finishing it")
+    study.tell(retry, [90.0, 0.1])
+    stale = study.ask()  # another host's worker stopped beating: Optuna failed it and retried it
+    study.tell(stale, state=TrialState.FAIL)
+    stale_retry = study.ask()
+    study._storage.set_trial_system_attr(stale_retry._trial_id, "failed_trial", stale.number)
+    study.tell(stale_retry, [91.0, 0.1])
+    gone = study.ask()  # killed, and the search not run again yet
+    gone.set_user_attr("host", host_name())
+    gone.set_user_attr("pid", dead_pid.pid)
+    alive = study.ask()  # a worker still at work
+    alive.set_user_attr("host", host_name())
+    alive.set_user_attr("pid", __import__("os").getppid())
+    rows = {row.number: row for row in rows_of(study)}
+    assert rows[killed.number].reason == ("its worker (pid 1 on h) was killed or crashed before finishing it; "
+                                          f"retried as trial {retry.number}")
+    assert rows[stale.number].reason == f"its worker stopped beating (heartbeat expired); retried as trial {stale_retry.number}"
+    assert rows[gone.number].state == "fail" and "run the search again to retry it" in rows[gone.number].reason
+    assert rows[alive.number].state == "running"
