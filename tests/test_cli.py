@@ -20,8 +20,11 @@ QUICK_BENCHMARK = ["--set", "benchmark.batch_sizes=[1]", "--set", "benchmark.win
 
 
 def greencompress(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The command as a user pipes it (`| cat`, a CI log): no terminal, COLUMNS=80."""
+    import os
+
     return subprocess.run([sys.executable, "-m", "greencompress", *args], capture_output=True, text=True,
-                          cwd=cwd, stdin=subprocess.DEVNULL, timeout=600)
+                          cwd=cwd, stdin=subprocess.DEVNULL, timeout=600, env={**os.environ, "COLUMNS": "80"})
 
 
 def only_run_dir(output: Path) -> Path:
@@ -81,7 +84,8 @@ def test_default_recipe_end_to_end(tmp_path):
     first = result.stdout.strip().splitlines()[0]
     assert first.startswith(f"Deploy {decision['candidate']} at batch 1: ") or first.startswith("Keep your model")
     assert (run_dir / "report.md").read_text().splitlines()[2].startswith(f"**{first[:-1]}")
-    assert "…" not in result.stdout  # piped: full width, no name cut
+    assert "…" not in result.stdout  # piped at COLUMNS=80: plain text at full width, no name cut
+    assert all(f" {name} " in result.stdout for name in artifacts)
 
     # The int8 file on disk is the one the report describes: its accuracy, recomputed here, matches.
     recipe = load_recipe(run_dir / "recipe.resolved.yaml")

@@ -70,6 +70,9 @@ def test_json_mode_prints_the_report_and_report_command_re_renders(tiny_recipe, 
     assert refused.returncode == 2 and "refusing to compare" in refused.stderr and "Traceback" not in refused.stderr
     forced = greencompress("compare", str(run_dir), str(other), "--force")
     assert forced.returncode == 0 and "Forced:" in forced.stdout and "Some Other CPU" in forced.stdout
+    piped = greencompress("compare", str(run_dir), str(run_dir))  # no terminal, COLUMNS=80 (the helper's)
+    assert piped.returncode == 0 and "…" not in piped.stdout
+    assert all(f" {artifact['name']} " in piped.stdout for artifact in data["artifacts"])
 
 
 def test_a_named_meter_that_is_missing_stops_before_any_work(tiny_recipe, tmp_path, cache_env, monkeypatch):
