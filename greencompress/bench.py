@@ -29,7 +29,7 @@ class BenchResult:
     """What `bench` measured: per runtime, one Benchmark per batch size, all in the same interleaved rounds."""
 
     model: str
-    input_shape: tuple[int, int, int]
+    input_shape: tuple[int, ...] | dict[str, tuple[int, ...]]  # one sample's shape, or each named input's
     meter: MeterDescription
     meter_reason: str
     idle: IdleBaseline
@@ -48,9 +48,14 @@ class BenchResult:
 
 
 def bench(model: str, input_size: int, benchmark: BenchmarkSpec, energy: EnergySpec, seed: int = 0,
-          progress=None, runtime: str | None = None, power_limits_w: list[float] | None = None) -> BenchResult:
+          progress=None, runtime: str | None = None, power_limits_w: list[float] | None = None,
+          sequence_length: int = 128) -> BenchResult:
     """Benchmark `model`: an .onnx file on `runtime`, or on every installed runtime that runs files when None; or a
     torchvision model name with random weights on a runtime that runs PyTorch models (default torch).
+
+    A file's inputs are made from what it declares: float inputs as random images (`input_size` for symbolic
+    height and width), integer inputs as tokens of `sequence_length` (ids below the vocabulary the file's embedding
+    holds, an attention mask of ones, token types of zeros), every input the file declares fed.
 
     `power_limits_w` (on a GPU) measures everything again at each GPU power limit, restoring the original after.
     """
@@ -58,7 +63,7 @@ def bench(model: str, input_size: int, benchmark: BenchmarkSpec, energy: EnergyS
     device = resolve_device(benchmark.device)
     if power_limits_w and device.kind != "cuda":
         raise GreencompressError("--gpu-power-limits needs --device cuda (a GPU whose limit NVML can set)")
-    runners, input_shape = _runners(model, input_size, benchmark, runtime, device)
+    runners, input_shape = _runners(model, input_size, benchmark, runtime, device, sequence_length)
     meter, reason = select_meter(energy, gpu_uuid=device.uuid if device.kind == "cuda" else None)
     idle = measure_idle(meter, energy.idle_s)
 
@@ -66,7 +71,8 @@ def bench(model: str, input_size: int, benchmark: BenchmarkSpec, energy: EnergyS
         rng = np.random.default_rng(seed)
         by_runtime: dict[str, list[Benchmark]] = {name: [] for name in runners}
         for batch_size in benchmark.batch_sizes:
-            inputs = rng.standard_normal((batch_size, *input_shape), dtype=np.float32)
+            inputs = (_token_batch(model, input_shape, batch_size, rng) if isinstance(input_shape, dict)
+                      else rng.standard_normal((batch_size, *input_shape), dtype=np.float32))
             for name, measured in benchmark_interleaved(runners, inputs, benchmark, meter, idle, progress).items():
                 by_runtime[name].append(measured)
         return by_runtime
@@ -84,8 +90,9 @@ def bench(model: str, input_size: int, benchmark: BenchmarkSpec, energy: EnergyS
     return BenchResult(model, input_shape, meter.describe(), reason, idle, by_runtime, tuple(by_limit))
 
 
-def _runners(model: str, input_size: int, benchmark: BenchmarkSpec, runtime: str | None, device: Device):
-    """{runtime name: runner} and the input shape of one sample, on `device`."""
+def _runners(model: str, input_size: int, benchmark: BenchmarkSpec, runtime: str | None, device: Device,
+             sequence_length: int = 128):
+    """{runtime name: runner} and one sample's input shape (per input name for a file with several), on `device`."""
     settings = replace(benchmark.runner_settings, device_index=device.index or 0)
     if model.endswith(".onnx"):
         import onnx
@@ -96,10 +103,17 @@ def _runners(model: str, input_size: int, benchmark: BenchmarkSpec, runtime: str
         path = Path(model)
         if not path.is_file():
             raise GreencompressError(f"{path}: ONNX file not found")
-        dims = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[1:]
-        # Fixed dimensions come from the file; symbolic ones from --input-size (3 channels).
-        shape = tuple(dim.dim_value if dim.HasField("dim_value") else (3 if index == 0 else input_size)
-                      for index, dim in enumerate(dims))
+        graph = onnx.load(str(path), load_external_data=False).graph
+        inputs = [tensor for tensor in graph.input if tensor.name not in {i.name for i in graph.initializer}]
+        if len(inputs) == 1 and inputs[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
+            dims = inputs[0].type.tensor_type.shape.dim[1:]
+            # Fixed dimensions come from the file; symbolic ones from --input-size (3 channels).
+            shape = tuple(dim.dim_value if dim.HasField("dim_value") else (3 if index == 0 else input_size)
+                          for index, dim in enumerate(dims))
+        else:
+            shape = {tensor.name: tuple(dim.dim_value if dim.HasField("dim_value") else sequence_length
+                                        for dim in tensor.type.tensor_type.shape.dim[1:]) for tensor in inputs}
+            _check_token_inputs(path, inputs)
         return {spec.name: spec.runner(path, settings) for spec in specs}, shape
     import torchvision
 
@@ -120,3 +134,44 @@ def _runtime(name: str, runs: str, what: str) -> RuntimeSpec:
         kind = "an exported .onnx file" if spec.runs == "onnx" else "a PyTorch model"
         raise GreencompressError(f"--runtime {name} runs {kind}; {what}")
     return spec
+
+
+def _check_token_inputs(path: Path, inputs) -> None:
+    import onnx
+
+    for tensor in inputs:
+        if tensor.type.tensor_type.elem_type not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
+            raise GreencompressError(f"{path}: input {tensor.name!r} is neither the one float image input nor integer "
+                                     f"tokens; bench cannot make data for it")
+
+
+def _token_batch(model: str, shapes: dict[str, tuple[int, ...]], batch_size: int, rng) -> dict[str, np.ndarray]:
+    """Token inputs for a transformer file: ids below its vocabulary, masks of ones, token types of zeros."""
+    import onnx
+
+    graph = onnx.load(model, load_external_data=False).graph
+    declared = {tensor.name: tensor.type.tensor_type.elem_type for tensor in graph.input}
+    batch = {}
+    for name, shape in shapes.items():
+        dtype = np.int32 if declared[name] == onnx.TensorProto.INT32 else np.int64
+        if "mask" in name:
+            batch[name] = np.ones((batch_size, *shape), dtype=dtype)
+        elif "type" in name or "segment" in name:
+            batch[name] = np.zeros((batch_size, *shape), dtype=dtype)
+        else:
+            batch[name] = rng.integers(0, _vocabulary(graph, name), (batch_size, *shape)).astype(dtype)
+    return batch
+
+
+def _vocabulary(graph, input_name: str) -> int:
+    """How many ids `input_name` may hold: the rows of the word-embedding table it indexes, else 2.
+
+    (A transformer's latency does not depend on which ids it reads, only on how many: any valid id will do.)
+    """
+    tables = {tensor.name: tensor.dims[0] for tensor in graph.initializer if len(tensor.dims) == 2}
+    for node in graph.node:
+        if node.op_type == "Gather" and node.input[1:2] == [input_name] and node.input[0] in tables:
+            return tables[node.input[0]]
+        if node.op_type == "EmbedLayerNormalization" and node.input[0] == input_name and node.input[2] in tables:
+            return tables[node.input[2]]  # ONNX Runtime's fused embedding: (input_ids, segment_ids, word_embedding...)
+    return 2

@@ -372,9 +372,11 @@ def _meter_names() -> list[str]:
 @click.option("--device", default=None, help="cpu (default), cuda, cuda:N or auto: where MODEL runs and is measured.")
 @click.option("--gpu-power-limits", default=None, metavar="W,W,...",
               help="On a GPU: measure again at each power limit in watts (needs root; the limit is restored after).")
+@click.option("--sequence-length", type=click.IntRange(min=1), default=128, show_default=True,
+              help="Tokens per input, for a file whose inputs are token ids (a transformer).")
 def bench(model: str, input_size: int, batch_sizes: str | None, threads: int | None, window_s: float | None,
           windows: int | None, meter: str | None, runtime: str | None, device: str | None,
-          gpu_power_limits: str | None) -> None:
+          gpu_power_limits: str | None, sequence_length: int) -> None:
     """Measure latency and energy of MODEL (an .onnx file, or a torchvision model name) on this machine."""
     from pydantic import ValidationError
 
@@ -409,7 +411,7 @@ def bench(model: str, input_size: int, batch_sizes: str | None, threads: int | N
     energy = EnergySpec(**({"meter": meter} if meter is not None else {}))
     with _progress() as progress:
         result = run_bench(model, input_size, benchmark, energy, progress=progress, runtime=runtime,
-                           power_limits_w=limits)
+                           power_limits_w=limits, sequence_length=sequence_length)
     if result.by_power_limit:
         _print_power_limits(result)
     headers = ["runtime", "batch", "p50 ms", "p99 ms", "items/s", f"J/inf ({result.meter.method})", "95% CI",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -84,3 +85,45 @@ def test_meters_command_reports_each_domain_with_reasons():
     assert result.returncode == 0
     assert "cpu:" in result.stdout and "gpu:" in result.stdout
     assert "rapl:" in result.stdout and "nvml-counter:" in result.stdout
+
+
+def token_model(path, vocabulary: int = 50, hidden: int = 8, classes: int = 3):
+    """A real ONNX file shaped like a transformer classifier's: int64 input_ids, attention_mask and token_type_ids
+    of [batch, sequence], word and token-type embeddings, masked mean pooling, a linear head."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    tables = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+              for name, shape in (("words", (vocabulary, hidden)), ("types", (2, hidden)), ("head", (hidden, classes)))]
+    axes = numpy_helper.from_array(np.array([2], dtype=np.int64), "axes")
+    nodes = [helper.make_node("Gather", ["words", "input_ids"], ["w"]),
+             helper.make_node("Gather", ["types", "token_type_ids"], ["t"]),
+             helper.make_node("Add", ["w", "t"], ["e"]),
+             helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+             helper.make_node("Unsqueeze", ["m", "axes"], ["m3"]),
+             helper.make_node("Mul", ["e", "m3"], ["masked"]),
+             helper.make_node("ReduceMean", ["masked"], ["pooled"], axes=[1], keepdims=0),
+             helper.make_node("MatMul", ["pooled", "head"], ["logits"])]
+    token = [helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "sequence"])
+             for name in ("input_ids", "attention_mask", "token_type_ids")]
+    graph = helper.make_graph(nodes, "tokens", token, [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
+                                                                                     ["batch", classes])],
+                              [*tables, axes])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_bench_feeds_every_input_a_transformer_file_declares(tmp_path):
+    from greencompress.bench import bench
+    from greencompress.measure.benchmark import BenchmarkSpec
+    from greencompress.measure.energy import EnergySpec
+
+    path = token_model(tmp_path / "tokens.onnx")
+    spec = BenchmarkSpec(batch_sizes=[1, 4], window_s=0.01, windows=2, max_windows=2, min_iterations=3, threads=1)
+    result = bench(str(path), 32, spec, EnergySpec(meter="estimate", idle_s=0.0), sequence_length=16)
+    assert result.input_shape == {"input_ids": (16,), "attention_mask": (16,), "token_type_ids": (16,)}
+    assert set(result.by_runtime) >= {"onnxruntime", "openvino"}  # OpenVINO runs the same file, every input fed
+    for benchmarks in result.by_runtime.values():
+        assert [b.latency.batch_size for b in benchmarks] == [1, 4]
+        assert benchmarks[1].energy.inferences % 4 == 0  # whole batches of 4 counted as 4 inferences each

@@ -24,7 +24,7 @@ from greencompress.measure.energy import EnergyMeter, Uncertainty
 from greencompress.measure.latency import Latency, Window, latency_stats, run_window
 from greencompress.measure.load import BUSY_SHARE, LoadMonitor
 from greencompress.measure.stats import mean_interval
-from greencompress.runtimes.base import RunnerSettings
+from greencompress.runtimes.base import Inputs, RunnerSettings, batch_size_of
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +262,7 @@ def window_duration_s(spec: BenchmarkSpec, meter: EnergyMeter) -> float:
     return max(spec.window_s, meter.min_window_s)
 
 
-def benchmark_interleaved(runners: dict, inputs: np.ndarray, spec: BenchmarkSpec, meter: EnergyMeter,
+def benchmark_interleaved(runners: dict, inputs: Inputs, spec: BenchmarkSpec, meter: EnergyMeter,
                           idle: IdleBaseline, progress=None, load: LoadMonitor | None = None) -> dict[str, Benchmark]:
     """Measure every runner on the same `inputs` in interleaved rounds; returns a Benchmark per runner name."""
     window_s = window_duration_s(spec, meter)
@@ -275,7 +275,7 @@ def benchmark_interleaved(runners: dict, inputs: np.ndarray, spec: BenchmarkSpec
             runner(inputs)
     windows: dict[str, list[Window]] = {name: [] for name in runners}
     names = list(runners)
-    task = progress.add_task(f"benchmark windows (batch {len(inputs)})", total=spec.windows * len(names)) if progress else None
+    task = progress.add_task(f"benchmark windows (batch {batch_size_of(inputs)})", total=spec.windows * len(names)) if progress else None
     started = time.perf_counter()
     for round_index in itertools.count():
         if round_index >= spec.windows and (not _any_too_wide(windows, idle, spec.target_relative_ci)

@@ -10,6 +10,7 @@ import numpy as np
 
 from greencompress.measure.energy import EnergyMeter, EnergyReading
 from greencompress.measure.load import LoadMonitor
+from greencompress.runtimes.base import Inputs, batch_size_of
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ class Window:
         return len(self.durations_ns) * self.batch_size
 
 
-def run_window(runner, inputs: np.ndarray, meter: EnergyMeter, min_duration_s: float, min_iterations: int,
+def run_window(runner, inputs: Inputs, meter: EnergyMeter, min_duration_s: float, min_iterations: int,
                max_duration_s: float, load: LoadMonitor | None = None) -> Window:
     """Run back-to-back until both `min_duration_s` and `min_iterations` are reached, or `max_duration_s`.
 
@@ -88,4 +89,4 @@ def run_window(runner, inputs: np.ndarray, meter: EnergyMeter, min_duration_s: f
         if (len(durations_ns) >= min_iterations and elapsed >= min_ns) or elapsed >= max_ns:
             break
     reading = meter.end_window()
-    return Window(durations_ns, reading, len(inputs), started_s, load.end() if load is not None else None)
+    return Window(durations_ns, reading, batch_size_of(inputs), started_s, load.end() if load is not None else None)

@@ -62,11 +62,24 @@ class Artifact:
         return not self.model_techniques
 
 
+Inputs = np.ndarray | dict[str, np.ndarray]  # one array (images, NCHW float32), or named arrays (token ids, masks)
+
+
 class Runner(ABC):
-    """Runs a batch (float32 NCHW numpy array) and returns the logits as a numpy array."""
+    """Runs a batch and returns the first output (the logits) as a numpy array.
+
+    A batch is one array for a model with one input, or a mapping from input name to array for a model
+    with several (a transformer's input_ids, attention_mask, token_type_ids); runners that run files
+    accept both.
+    """
 
     @abstractmethod
-    def __call__(self, inputs: np.ndarray) -> np.ndarray: ...
+    def __call__(self, inputs: Inputs) -> np.ndarray: ...
+
+
+def batch_size_of(inputs: Inputs) -> int:
+    """The number of samples in a batch: the first dimension of its (first) array."""
+    return len(next(iter(inputs.values())) if isinstance(inputs, dict) else inputs)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from greencompress.runtimes.base import RUNTIMES, Runner, RuntimeSpec
+from greencompress.runtimes.base import RUNTIMES, Inputs, Runner, RuntimeSpec
 
 
 class OnnxRuntimeRunner(Runner):
@@ -28,8 +28,8 @@ class OnnxRuntimeRunner(Runner):
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
-    def __call__(self, inputs: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: inputs})[0]
+    def __call__(self, inputs: Inputs) -> np.ndarray:
+        return self.session.run(None, inputs if isinstance(inputs, dict) else {self.input_name: inputs})[0]
 
 
 RUNTIMES.register(RuntimeSpec(

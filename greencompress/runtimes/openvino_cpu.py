@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from greencompress.runtimes.base import RUNTIMES, Runner, RuntimeSpec
+from greencompress.runtimes.base import RUNTIMES, Inputs, Runner, RuntimeSpec
 
 
 class OpenVinoRunner(Runner):
@@ -25,19 +25,20 @@ class OpenVinoRunner(Runner):
         # on its own, and an "fp32" figure would not be FP32.
         self.config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
                        "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
-        self.requests: dict[tuple[int, ...], object] = {}
+        self.requests: dict[tuple, object] = {}  # compiled per set of input shapes
 
-    def __call__(self, inputs: np.ndarray) -> np.ndarray:
-        request = self.requests.get(inputs.shape)
+    def __call__(self, inputs: Inputs) -> np.ndarray:
+        named = inputs if isinstance(inputs, dict) else {self.model.inputs[0].any_name: inputs}
+        shapes = tuple((name, array.shape) for name, array in named.items())
+        request = self.requests.get(shapes)
         if request is None:
             import openvino
 
             model = self.model.clone()
-            model.reshape({model.inputs[0]: openvino.PartialShape(list(inputs.shape))})
-            request = self.requests[inputs.shape] = self.core.compile_model(model, "CPU", self.config).create_infer_request()
-        request.infer({0: inputs})
+            model.reshape({name: openvino.PartialShape(list(shape)) for name, shape in shapes})
+            request = self.requests[shapes] = self.core.compile_model(model, "CPU", self.config).create_infer_request()
+        request.infer(named)
         return request.get_output_tensor(0).data.copy()
-
 
 RUNTIMES.register(RuntimeSpec(
     "openvino", "onnx", lambda path, settings: OpenVinoRunner(path, settings.threads, settings.precision), "OV",
