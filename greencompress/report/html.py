@@ -64,7 +64,7 @@ def render_html(report: RunReport) -> str:
         f"{report.environment['threads']} threads. Model: {escape(str(report.provenance.get('description', '')))}. "
         f"Data: {escape(report.data)}.</p>",
         *([f"<p>Models ran on {_bold(escape(gpu))}.</p>"] if (gpu := gpu_sentence(report.environment)) else []),
-        '<section id="headline"><h2>Headline</h2><div class="headline">',
+        '<section id="headline"><h2>What each technique bought, on its own runtime</h2><div class="headline">',
         *[_headline_card(report, comparison) for comparison in headline_comparisons(report)],
         "</div>",
         *[f'<p class="note">{escape(finding)}</p>' for finding in plain_findings(report)],
