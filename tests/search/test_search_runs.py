@@ -119,14 +119,14 @@ def test_a_search_killed_hard_mid_trial_then_run_again_names_the_dead_trial_and_
     import signal
     import time
 
-    path = write_search_recipe(tiny_recipe, trials=2)
+    path = write_search_recipe(tiny_recipe, trials=1)
     command = [sys.executable, "-m", "greencompress", "search", str(path)]
     folder = tiny_recipe.parent / "runs" / "tiny-search"
     worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while not (folder / "trials" / "trial-001").is_dir() and worker.poll() is None and time.monotonic() < deadline:
+    while not (folder / "trials" / "trial-000").is_dir() and worker.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert worker.poll() is None, "the search ended before its second trial started"
+    assert worker.poll() is None, "the search ended before its trial started"
     worker.send_signal(signal.SIGKILL)  # no handler runs: the trial stays RUNNING in the study
     worker.wait()
 
@@ -134,10 +134,10 @@ def test_a_search_killed_hard_mid_trial_then_run_again_names_the_dead_trial_and_
     assert again.returncode == 0, again.stderr[-3000:]
     rows = {row["number"]: row for row in json.loads((folder / "search.json").read_text())["rows"]}
     assert "running" not in {row["state"] for row in rows.values()}
-    assert rows[1]["state"] == "fail" and "killed or crashed" in rows[1]["reason"]
-    retry = int(rows[1]["reason"].rsplit("retried as trial ", 1)[1])
-    assert rows[retry]["state"] == "complete" and rows[retry]["params"] == rows[1]["params"]
-    assert rows[retry]["run_dir"] == rows[1]["run_dir"]  # the same run folder, resumed
+    assert rows[0]["state"] == "fail" and "killed or crashed" in rows[0]["reason"]
+    retry = int(rows[0]["reason"].rsplit("retried as trial ", 1)[1])
+    assert rows[retry]["state"] == "complete" and rows[retry]["params"] == rows[0]["params"]
+    assert rows[retry]["run_dir"] == rows[0]["run_dir"]  # the same run folder, resumed
     assert f"retried as trial {retry}" in (folder / "search.md").read_text()
 
 
