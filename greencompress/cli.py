@@ -139,7 +139,7 @@ def _print_summary(report, details: bool = False) -> None:
               *([_rich_table("Deployment recommendation", recommendation)] if recommendation is not None else [])]
     details = details or all(_fits(table) for table in tables)
     # The first line is the decision: what to deploy, and what it saves against the model as the user gave it.
-    for line in decision_lines(report) or ["No artifact is within the accuracy budget: nothing to recommend"]:
+    for line in decision_lines(report):
         stdout.print(f"[bold]{escape(line)}.[/]", soft_wrap=True)
     if details:
         stdout.print(tables[0])

@@ -164,7 +164,13 @@ def decision_line(c: Comparison, estimated_from: str = "CPU time") -> str:
 
 def decision_lines(report: RunReport) -> list[str]:
     """One decision per batch size (the recommendation against the user's model), for the first lines of a report."""
-    return [decision_line(c, report.energy_meter.proportional_to) for c in report.decisions]
+    decisions = report.decisions
+    if decisions:
+        return [decision_line(c, report.energy_meter.proportional_to) for c in decisions]
+    if not report.recommendations:
+        return ["Keep your model as given: no artifact is within the accuracy budget"]
+    return [f"Deploy {r.artifact} at batch {r.batch_size} (the original FP32 model was not measured at that batch size "
+            f"to compare it with)" for r in report.recommendations]
 
 
 def _interval_text(interval: RatioInterval | None, overall_ratio: float) -> str:
@@ -384,7 +390,7 @@ def render_markdown(report: RunReport) -> str:
         f"# greencompress report: {report.name}" + ("" if report.complete else " (INCOMPLETE)"),
         "",
         *[f"**{line}.**  " for line in decision_lines(report)],
-        *([""] if report.decisions else []),
+        "",
         f"Measured {report.created_utc} on **{cpu['model']}** ({cpu['logical_cores']} logical cores; "
         f"flags: {', '.join(cpu['flags']) or 'none detected'}), {environment['threads']} threads, "
         f"{environment['os']}; torch {versions['torch']}, onnxruntime {versions['onnxruntime']}, "

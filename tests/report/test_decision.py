@@ -69,6 +69,13 @@ def test_when_nothing_beats_the_model_as_given_the_line_says_keep_it():
                                       "accuracy budget ranks above it"]
 
 
+def test_with_nothing_within_the_budget_the_first_line_says_to_keep_the_model():
+    report = dataclasses.replace(default_run(), recipe={"gates": {"max_accuracy_drop": -1.0}})
+    assert report.recommendations == [] and decision_lines(report) == [
+        "Keep your model as given: no artifact is within the accuracy budget"]
+    assert render_markdown(report).splitlines()[2].startswith("**Keep your model as given")
+
+
 def test_the_terminal_summary_starts_with_the_decision_and_cuts_no_name():
     from greencompress import cli
 
