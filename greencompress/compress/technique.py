@@ -75,7 +75,7 @@ def replay_pruning(model: nn.Module, input_shape: tuple[int, int, int], pruning_
 
 
 class FineTuner(Protocol):
-    """The fine-tuning service a technique is handed (greencompress/training.py implements it).
+    """The fine-tuning service a technique is handed (compress/training.py implements it).
 
     `kind` is "finetune" (distilling, where configured, from the original model) or "qat"
     (quantization-aware, distilling from the float model it starts from); under torchrun every

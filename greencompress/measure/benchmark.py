@@ -50,9 +50,9 @@ class BenchmarkSpec(Section):
     # CPU time, and far less harm on a busy one (docs/BENCHMARKS.md, scripts/bench_spinning.py).
     allow_spinning: bool = False
     # Where to measure: cpu, cuda (the first GPU), cuda:N, or auto (a GPU when PyTorch sees one). Declared before
-    # `runtimes`, whose `auto` depends on it; checked against the machine when the run starts (device.py).
+    # `runtimes`, whose `auto` depends on it; checked against the machine when the run starts (runtimes/device.py).
     device: str = "cpu"
-    # Registered runtimes (runtime.py) that run every exported file, or every PyTorch model for those that run
+    # Registered runtimes (runtimes/) that run every exported file, or every PyTorch model for those that run
     # torch; onnxruntime is the reference and always listed. PyTorch eager runs the original model regardless.
     # `auto`: every installed runtime (ONNX Runtime, OpenVINO, ...), resolved when the recipe is read.
     runtimes: Literal["auto"] | list[str] = Field(default="auto", validate_default=True)

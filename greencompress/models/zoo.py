@@ -2,7 +2,7 @@
 
 No pretrained weights can be downloaded where greencompress runs its own tests, so the default
 recipe's checkpoint is made by a deterministic, documented routine on data that ships with
-scikit-learn. The file lands in the cache folder (greencompress/cache.py) under a name that hashes
+scikit-learn. The file lands in the cache folder (greencompress/core/cache.py) under a name that hashes
 the routine's settings, so a changed routine never reuses a stale file.
 """
 
