@@ -489,7 +489,9 @@ def units_and_runtimes(environment: dict) -> str:
     # Older reports listed every registered runtime, those that could not run here as "not installed".
     runtimes = [f"{name} {version}" for name, version in environment.get("runtimes", {}).items()
                 if version != "not installed"]
-    unavailable = [f"{name} ({reason})" for name, reason in environment.get("runtimes_unavailable", {}).items()]
+    # The reason's first clause (the whole, with what to install, is in report.json).
+    unavailable = [f"{name} ({reason.split(' (')[0].split(': ')[0]})"
+                   for name, reason in environment.get("runtimes_unavailable", {}).items()]
     return ((f" Matrix units: {', '.join(units) or 'none of AVX2, VNNI, AMX'}." if "matrix_units" in environment["cpu"]
              else "") + (f" Runtimes usable here: {', '.join(runtimes)}." if runtimes else "")
             + (f" Registered but unavailable here: {'; '.join(unavailable)}." if unavailable else ""))
