@@ -186,17 +186,21 @@ class Search:
         return dead
 
     def _requeue_interrupted(self, dead: dict[int, str]) -> None:
-        """A trial stopped by Ctrl-C, or whose worker died, runs again first, resuming its own run folder."""
+        """A trial stopped by Ctrl-C, or whose worker died, runs again first, resuming its run folder if it had one."""
         trials = self.study.get_trials(deepcopy=False)
-        requeued = {t.user_attrs.get("resume_number") for t in trials}
+        requeued = {t.user_attrs.get("retry_of", t.user_attrs.get("resume_number")) for t in trials}
         for trial in trials:
             why = "interrupted" if trial.user_attrs.get("interrupted") else dead.get(trial.number)
-            if trial.state.name == "FAIL" and why and "run_dir" in trial.user_attrs and trial.number not in requeued:
-                self.study.enqueue_trial(trial.params, user_attrs={"resume_dir": trial.user_attrs["run_dir"],
-                                                                   "resume_number": trial.number,
-                                                                   "retry_of_reason": why})
-                log.info("search: trial %d was %s; it runs again first, resuming %s", trial.number,
-                         "interrupted" if why == "interrupted" else "left by a dead worker", trial.user_attrs["run_dir"])
+            if trial.state.name != "FAIL" or not why or trial.number in requeued:
+                continue
+            # A worker may die before its trial has a run folder (during the proxy): the retry then starts afresh.
+            resume = ({"resume_dir": trial.user_attrs["run_dir"], "resume_number": trial.number}
+                      if "run_dir" in trial.user_attrs else {})
+            self.study.enqueue_trial(trial.params, user_attrs={**resume, "retry_of": trial.number,
+                                                               "retry_of_reason": why})
+            log.info("search: trial %d was %s; it runs again first%s", trial.number,
+                     "interrupted" if why == "interrupted" else "left by a dead worker",
+                     f", resuming {resume['resume_dir']}" if resume else "")
 
     def _objective(self, trial) -> list[float]:
         import optuna

@@ -51,11 +51,12 @@ class Summary:
 
 def rows_of(study) -> list[TrialRow]:
     trials = study.get_trials(deepcopy=False)
-    # Which trial ran another's settings again: after Ctrl-C or a dead worker (resume_number), or Optuna's retry of
+    # Which trial ran another's settings again: after Ctrl-C or a dead worker (retry_of), or Optuna's retry of
     # a trial whose heartbeat stopped (failed_trial).
     retried_as, retry_reasons = {}, {}
     for trial in trials:
-        for origin in (trial.user_attrs.get("resume_number"), trial.system_attrs.get("failed_trial")):
+        for origin in (trial.user_attrs.get("retry_of", trial.user_attrs.get("resume_number")),
+                       trial.system_attrs.get("failed_trial")):
             if origin is not None:
                 retried_as.setdefault(origin, trial.number)
                 retry_reasons.setdefault(origin, trial.user_attrs.get("retry_of_reason"))

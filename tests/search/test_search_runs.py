@@ -122,22 +122,27 @@ def test_a_search_killed_hard_mid_trial_then_run_again_names_the_dead_trial_and_
     path = write_search_recipe(tiny_recipe, trials=1)
     command = [sys.executable, "-m", "greencompress", "search", str(path)]
     folder = tiny_recipe.parent / "runs" / "tiny-search"
-    worker = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = (tiny_recipe.parent / "first.log").open("w")
+    worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 300
-    while not (folder / "trials" / "trial-000").is_dir() and worker.poll() is None and time.monotonic() < deadline:
+    # Killed once a trial's run has started (whichever trial: the proxy may turn some candidates away first).
+    while not list(folder.glob("trials/trial-*/run.log")) and worker.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert worker.poll() is None, "the search ended before its trial started"
+    assert worker.poll() is None, "the search ended before a trial started:\n" + \
+        (tiny_recipe.parent / "first.log").read_text()[-3000:]
     worker.send_signal(signal.SIGKILL)  # no handler runs: the trial stays RUNNING in the study
     worker.wait()
+    log.close()
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     rows = {row["number"]: row for row in json.loads((folder / "search.json").read_text())["rows"]}
     assert "running" not in {row["state"] for row in rows.values()}
-    assert rows[0]["state"] == "fail" and "killed or crashed" in rows[0]["reason"]
-    retry = int(rows[0]["reason"].rsplit("retried as trial ", 1)[1])
-    assert rows[retry]["state"] == "complete" and rows[retry]["params"] == rows[0]["params"]
-    assert rows[retry]["run_dir"] == rows[0]["run_dir"]  # the same run folder, resumed
+    (dead,) = [row for row in rows.values() if "killed or crashed" in row["reason"]]
+    assert dead["state"] == "fail" and dead["run_dir"]
+    retry = int(dead["reason"].rsplit("retried as trial ", 1)[1])
+    assert rows[retry]["state"] == "complete" and rows[retry]["params"] == dead["params"]
+    assert rows[retry]["run_dir"] == dead["run_dir"]  # the same run folder, resumed
     assert f"retried as trial {retry}" in (folder / "search.md").read_text()
 
 

@@ -127,7 +127,7 @@ def test_no_trial_stays_running_when_its_worker_is_gone_and_each_dead_trial_name
     killed = study.ask()  # left RUNNING by a SIGKILLed worker, then failed on resume and retried
     study.tell(killed, state=TrialState.FAIL)
     retry = study.ask()
-    retry.set_user_attr("resume_number", killed.number)
+    retry.set_user_attr("retry_of", killed.number)
     retry.set_user_attr("retry_of_reason", "its worker (pid 1 on h) was killed or crashed before finishing it")
     study.tell(retry, [90.0, 0.1])
     stale = study.ask()  # another host's worker stopped beating: Optuna failed it and retried it
