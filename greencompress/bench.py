@@ -63,7 +63,7 @@ def bench(model: str, input_size: int, benchmark: BenchmarkSpec, energy: EnergyS
     device = resolve_device(benchmark.device)
     if power_limits_w and device.kind != "cuda":
         raise GreencompressError("--gpu-power-limits needs --device cuda (a GPU whose limit NVML can set)")
-    runners, input_shape = _runners(model, input_size, benchmark, runtime, device, sequence_length)
+    runners, input_shape, make_batch = _runners(model, input_size, benchmark, runtime, device, sequence_length)
     meter, reason = select_meter(energy, gpu_uuid=device.uuid if device.kind == "cuda" else None)
     idle = measure_idle(meter, energy.idle_s)
 
@@ -71,8 +71,7 @@ def bench(model: str, input_size: int, benchmark: BenchmarkSpec, energy: EnergyS
         rng = np.random.default_rng(seed)
         by_runtime: dict[str, list[Benchmark]] = {name: [] for name in runners}
         for batch_size in benchmark.batch_sizes:
-            inputs = (_token_batch(model, input_shape, batch_size, rng) if isinstance(input_shape, dict)
-                      else rng.standard_normal((batch_size, *input_shape), dtype=np.float32))
+            inputs = make_batch(batch_size, rng)
             for name, measured in benchmark_interleaved(runners, inputs, benchmark, meter, idle, progress).items():
                 by_runtime[name].append(measured)
         return by_runtime
@@ -92,7 +91,8 @@ def bench(model: str, input_size: int, benchmark: BenchmarkSpec, energy: EnergyS
 
 def _runners(model: str, input_size: int, benchmark: BenchmarkSpec, runtime: str | None, device: Device,
              sequence_length: int = 128):
-    """{runtime name: runner} and one sample's input shape (per input name for a file with several), on `device`."""
+    """{runtime name: runner}, one sample's input shape (per input name for a file with several), and
+    `make_batch(batch_size, rng)`, which makes a batch of inputs for them; on `device`."""
     settings = replace(benchmark.runner_settings, device_index=device.index or 0)
     if model.endswith(".onnx"):
         import onnx
@@ -104,17 +104,19 @@ def _runners(model: str, input_size: int, benchmark: BenchmarkSpec, runtime: str
         if not path.is_file():
             raise GreencompressError(f"{path}: ONNX file not found")
         graph = onnx.load(str(path), load_external_data=False).graph
-        inputs = [tensor for tensor in graph.input if tensor.name not in {i.name for i in graph.initializer}]
+        weights = {tensor.name for tensor in graph.initializer}
+        inputs = [tensor for tensor in graph.input if tensor.name not in weights]
         if len(inputs) == 1 and inputs[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
             dims = inputs[0].type.tensor_type.shape.dim[1:]
             # Fixed dimensions come from the file; symbolic ones from --input-size (3 channels).
             shape = tuple(dim.dim_value if dim.HasField("dim_value") else (3 if index == 0 else input_size)
                           for index, dim in enumerate(dims))
+            make_batch = _image_batches(shape)
         else:
             shape = {tensor.name: tuple(dim.dim_value if dim.HasField("dim_value") else sequence_length
                                         for dim in tensor.type.tensor_type.shape.dim[1:]) for tensor in inputs}
-            _check_token_inputs(path, inputs)
-        return {spec.name: spec.runner(path, settings) for spec in specs}, shape
+            make_batch = _token_batches(path, graph, inputs, shape)
+        return {spec.name: spec.runner(path, settings) for spec in specs}, shape, make_batch
     import torchvision
 
     if model not in torchvision.models.list_models(module=torchvision.models):
@@ -122,7 +124,8 @@ def _runners(model: str, input_size: int, benchmark: BenchmarkSpec, runtime: str
     default = "torch" if device.kind == "cpu" else "torch-cuda"
     spec = _runtime(runtime or default, "torch", f"{model!r} is a torchvision name")
     network = torchvision.models.get_model(model, weights=None).eval()
-    return {spec.name: spec.runner(network, settings)}, (3, input_size, input_size)
+    shape = (3, input_size, input_size)
+    return {spec.name: spec.runner(network, settings)}, shape, _image_batches(shape)
 
 
 def _runtime(name: str, runs: str, what: str) -> RuntimeSpec:
@@ -136,31 +139,35 @@ def _runtime(name: str, runs: str, what: str) -> RuntimeSpec:
     return spec
 
 
-def _check_token_inputs(path: Path, inputs) -> None:
+def _image_batches(shape: tuple[int, ...]):
+    """Random float32 images of `shape`, a batch at a time."""
+    return lambda batch_size, rng: rng.standard_normal((batch_size, *shape), dtype=np.float32)
+
+
+def _token_batches(path: Path, graph, inputs, shapes: dict[str, tuple[int, ...]]):
+    """Token inputs for a transformer file, a batch at a time: ids below its vocabulary, masks of ones, token types
+    of zeros."""
     import onnx
 
+    kinds = {}  # per input: its integer type, and how its values are made
     for tensor in inputs:
-        if tensor.type.tensor_type.elem_type not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
+        elem_type = tensor.type.tensor_type.elem_type
+        if elem_type not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
             raise GreencompressError(f"{path}: input {tensor.name!r} is neither the one float image input nor integer "
                                      f"tokens; bench cannot make data for it")
+        dtype = np.int32 if elem_type == onnx.TensorProto.INT32 else np.int64
+        fill = 1 if "mask" in tensor.name else 0 if ("type" in tensor.name or "segment" in tensor.name) else None
+        kinds[tensor.name] = (dtype, fill, _vocabulary(graph, tensor.name) if fill is None else 0)
 
+    def make(batch_size: int, rng) -> dict[str, np.ndarray]:
+        batch = {}
+        for name, (dtype, fill, vocabulary) in kinds.items():
+            size = (batch_size, *shapes[name])
+            batch[name] = np.full(size, fill, dtype=dtype) if fill is not None else \
+                rng.integers(0, vocabulary, size).astype(dtype)
+        return batch
 
-def _token_batch(model: str, shapes: dict[str, tuple[int, ...]], batch_size: int, rng) -> dict[str, np.ndarray]:
-    """Token inputs for a transformer file: ids below its vocabulary, masks of ones, token types of zeros."""
-    import onnx
-
-    graph = onnx.load(model, load_external_data=False).graph
-    declared = {tensor.name: tensor.type.tensor_type.elem_type for tensor in graph.input}
-    batch = {}
-    for name, shape in shapes.items():
-        dtype = np.int32 if declared[name] == onnx.TensorProto.INT32 else np.int64
-        if "mask" in name:
-            batch[name] = np.ones((batch_size, *shape), dtype=dtype)
-        elif "type" in name or "segment" in name:
-            batch[name] = np.zeros((batch_size, *shape), dtype=dtype)
-        else:
-            batch[name] = rng.integers(0, _vocabulary(graph, name), (batch_size, *shape)).astype(dtype)
-    return batch
+    return make
 
 
 def _vocabulary(graph, input_name: str) -> int:

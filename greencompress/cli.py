@@ -72,20 +72,18 @@ def run(recipe_path: Path | None, output_dir: Path | None, overrides: tuple[str,
     from greencompress.pipeline.execute import serve_fine_tuning
     from greencompress.pipeline.folder import create_run_dir
     from greencompress.pipeline.gates import GateFailed
-    from greencompress.pipeline.recipe import load_recipe
-    from greencompress.search.spec import SearchRecipe
 
     if quiet or as_json:
         logging.getLogger().handlers[0].setLevel(logging.WARNING)
     if resume_dir is not None:
         if recipe_path is not None or overrides:
             raise click.UsageError("--resume takes the recipe saved in the run folder: give no RECIPE and no --set")
-        recipe = load_recipe(resume_dir / "recipe.resolved.yaml", schema=SearchRecipe)
+        recipe = _load_recipe(resume_dir / "recipe.resolved.yaml")
         run_dir = resume_dir
     elif recipe_path is None:
         raise click.UsageError("give a RECIPE, or --resume RUN_DIR")
     else:
-        recipe = load_recipe(recipe_path, list(overrides), schema=SearchRecipe)
+        recipe = _load_recipe(recipe_path, overrides)
         run_dir = None
     if distributed.init_from_environment() and not distributed.is_main():
         # Under torchrun, ranks other than 0 only lend a hand with fine-tuning; rank 0 writes and reports.
@@ -165,6 +163,14 @@ def _print_summary(report, details: bool = False) -> None:
                  markup=False, highlight=False)
 
 
+def _load_recipe(path: Path, overrides=()):
+    """The recipe with its `search:` section validated too, as every command reads it."""
+    from greencompress.pipeline.recipe import load_recipe
+    from greencompress.search.spec import SearchRecipe
+
+    return load_recipe(path, list(overrides), schema=SearchRecipe)
+
+
 def _fits(table: Table) -> bool:
     """Whether `table` fits the console at its natural width (no column squeezed)."""
     from rich.measure import Measurement
@@ -220,10 +226,8 @@ def compare(run_dirs: tuple[Path, ...], force: bool, output_format: str) -> None
 @_override_option
 def validate(recipe_path: Path, overrides: tuple[str, ...]) -> None:
     """Check RECIPE (schema, paths, model name) without running anything."""
-    from greencompress.pipeline.recipe import load_recipe
-    from greencompress.search.spec import SearchRecipe
 
-    recipe = load_recipe(recipe_path, list(overrides), schema=SearchRecipe)
+    recipe = _load_recipe(recipe_path, overrides)
     stages = " -> ".join(stage.technique for stage in recipe.stages)
     searched = (f"; search varies {', '.join(recipe.search.space.dimensions())} for "
                 f"{', '.join(recipe.search.objective_names)}" if recipe.search else "")
@@ -252,12 +256,10 @@ def search(recipe_path: Path, output_dir: Path | None, overrides: tuple[str, ...
     Every trial is an ordinary run in <output>/<name>-search/trials/. Run the same command again
     to continue a stopped search; finished trials are not run again.
     """
-    from greencompress.pipeline.recipe import load_recipe
-    from greencompress.search.spec import SearchRecipe
     from greencompress.search.study import Search, default_storage, search_folder
     from greencompress.search.summary import summarize, write_summary
 
-    recipe = load_recipe(recipe_path, list(overrides), schema=SearchRecipe)
+    recipe = _load_recipe(recipe_path, overrides)
     folder = search_folder(recipe, output_dir)
     folder.mkdir(parents=True, exist_ok=True)
     with log_to_file(folder / ("worker.log" if worker else "search.log")):

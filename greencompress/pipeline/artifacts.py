@@ -78,13 +78,14 @@ def plan_artifacts(made: list[Made], runtimes: list[str], reduced: tuple[str, ..
         for precision in (p for p in reduced if p in spec.reduced_precisions):
             precisions += [(item, precision) for item in runs if item.precision == "fp32" and not item.file_techniques]
         for item, precision in precisions:
+            source = item.path if spec.runs == "onnx" else item.model.module
             artifact = Artifact.of_file(artifact_name(runtime, item.model_techniques, precision), runtime, precision,
                                         item.path, item.params, item.macs, source=spec.runs,
                                         model_techniques=item.model_techniques,
                                         file_techniques=item.file_techniques if precision == item.precision else ())
             if precision != item.precision:
-                artifact = _at_reduced_precision(artifact, item.path if spec.runs == "onnx" else item.model.module)
-            artifacts.setdefault(artifact.name, (artifact, item.path if spec.runs == "onnx" else item.model.module))
+                artifact = _at_reduced_precision(artifact, source)
+            artifacts.setdefault(artifact.name, (artifact, source))
     return artifacts
 
 

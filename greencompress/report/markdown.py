@@ -124,8 +124,12 @@ def ratio_cell(interval: RatioInterval | None, overall_ratio: float | None) -> s
     """`0.43x [0.41, 0.45] (57% less)`, or `within noise` when the interval holds 1."""
     if interval is None:
         return f"{overall_ratio:.2f}x (no interval)" if overall_ratio is not None else "n/a"
-    text = f"{interval.ratio:.2f}x [{interval.low:.2f}, {interval.high:.2f}]"
-    return text + (" within noise" if interval.within_noise else f" ({_change(interval.ratio)})")
+    return bracketed(interval) + (" within noise" if interval.within_noise else f" ({_change(interval.ratio)})")
+
+
+def bracketed(interval: RatioInterval) -> str:
+    """`0.43x [0.41, 0.45]`: a paired ratio and its 95% interval."""
+    return f"{interval.ratio:.2f}x [{interval.low:.2f}, {interval.high:.2f}]"
 
 
 def saving_phrase(c: Comparison, estimated_from: str = "CPU time") -> str:
@@ -176,8 +180,7 @@ def decision_lines(report: RunReport) -> list[str]:
 def _interval_text(interval: RatioInterval | None, overall_ratio: float) -> str:
     if interval is None:
         return f"{overall_ratio:.2f}x (no interval)"
-    text = f"{interval.ratio:.2f}x [{interval.low:.2f}, {interval.high:.2f}]"
-    return f"{text} (within noise)" if interval.within_noise else text
+    return f"{bracketed(interval)} (within noise)" if interval.within_noise else bracketed(interval)
 
 
 def headline_comparisons(report: RunReport) -> list[Comparison]:
@@ -237,7 +240,7 @@ def recommendation_table(report: RunReport) -> Table | None:
             margin = "only candidate"
         else:
             v = r.versus_runner_up
-            margin = (f"{v.ratio:.2f}x [{v.low:.2f}, {v.high:.2f}] of {r.runner_up}"
+            margin = (f"{bracketed(v)} of {r.runner_up}"
                       + (" (within noise)" if r.within_noise else ""))
         drop = f"{0.0 - r.top1_drop_points:+.2f} pt" if r.top1_drop_points is not None else "n/a"
         rows.append([str(r.batch_size), f"{r.artifact} ({r.runtime}, {r.precision})", figure, margin, drop])
@@ -359,11 +362,10 @@ def stage_lines(report: RunReport) -> list[str]:
     """
     from greencompress.compress.technique import TECHNIQUES
 
-    registry = TECHNIQUES
     lines = []
     for stage in report.stages:
         metrics, facts = stage.metrics, []
-        method = registry.get(stage.technique) if stage.technique in registry else None
+        method = TECHNIQUES.get(stage.technique) if stage.technique in TECHNIQUES else None
         if "top1" in metrics:
             facts.append(f"top-1 after it {100 * metrics['top1']:.2f}%")
         if "macs" in metrics:

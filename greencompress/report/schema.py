@@ -229,14 +229,10 @@ class RunReport:
         return recommend(self.artifacts, self.energy_meter.measured, self.energy_meter.method, budget)
 
     @property
-    def baseline_runtime(self) -> str | None:
-        """The runtime the user serves their model on today (benchmark.baseline; None: PyTorch, the reference)."""
-        return (self.recipe.get("benchmark") or {}).get("baseline")
-
-    @property
     def decisions(self) -> list[Comparison]:
         """Per batch size: the recommended deployment against the model as the user gave it, paired over rounds."""
-        user = users_model(self.artifacts, self.baseline_runtime)
+        # benchmark.baseline: the runtime the user serves their model on today (None: PyTorch, the reference).
+        user = users_model(self.artifacts, (self.recipe.get("benchmark") or {}).get("baseline"))
         by_name = {result.artifact.name: result for result in self.artifacts}
         return [compare_pair(user, by_name[r.artifact], r.batch_size, deployment=True)
                 for r in self.recommendations if user is not None and user.at_batch(r.batch_size) is not None]

@@ -150,7 +150,7 @@ class Search:
     def optimize(self) -> None:
         import optuna
 
-        self._requeue_interrupted(self._fail_dead_trials())
+        self._requeue_stopped(self._fail_dead_trials())
         if self.budget_spent():
             log.info("search: %d trials already finished, the budget's %d; nothing to run", self.finished_trials(),
                      self.spec.budget.max_trials)
@@ -172,7 +172,7 @@ class Search:
         """Trials still RUNNING whose worker on this host is gone (killed, SIGKILL, a crash): failed; why, by number.
 
         Optuna's heartbeat finds such a trial only after its grace period, and for workers on other hosts;
-        here its process id shows at once that it died. `_requeue_interrupted` then runs it again.
+        here its process id shows at once that it died. `_requeue_stopped` then runs it again.
         """
         from optuna.trial import TrialState
 
@@ -185,7 +185,7 @@ class Search:
             log.info("search: trial %d: %s; the trial is failed and runs again", trial.number, why)
         return dead
 
-    def _requeue_interrupted(self, dead: dict[int, str]) -> None:
+    def _requeue_stopped(self, dead: dict[int, str]) -> None:
         """A trial stopped by Ctrl-C, or whose worker died, runs again first, resuming its run folder if it had one."""
         trials = self.study.get_trials(deepcopy=False)
         requeued = {t.user_attrs.get("retry_of", t.user_attrs.get("resume_number")) for t in trials}
