@@ -15,6 +15,7 @@ from greencompress.compress.technique import StageContext, StageOutput, Techniqu
 from greencompress.core.config import Section
 from greencompress.core.hardware import cpu_info
 from greencompress.models.data import batches
+from greencompress.runtimes.base import batch_size_of
 
 log = logging.getLogger(__name__)
 
@@ -86,15 +87,19 @@ def quantize_onnx(fp32_path: Path, output_path: Path, config: QuantizeConfig, ca
     with tempfile.TemporaryDirectory() as scratch:
         # Shape inference and graph folding first, as ONNX Runtime's quantization guide recommends.
         prepared = Path(scratch) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared))
+        # A graph with ONNX Runtime's fused transformer operators: symbolic shape inference stops on them
+        # ("Incomplete symbolic shape inference"), and the quantizer must be told the float type it cannot infer.
+        fused = _has_contrib_operators(fp32_path)
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=fused)
+        extra = {"DefaultTensorType": 1} if fused else {}  # 1: onnx.TensorProto.FLOAT
         if config.method == "dynamic":
             quantize_dynamic(str(prepared), str(output_path), weight_type=QuantType.QInt8,
-                             per_channel=config.per_channel, reduce_range=reduce_range)
+                             per_channel=config.per_channel, reduce_range=reduce_range, extra_options=extra)
             samples, overrides = 0, {}
         else:
             overrides = _range_overrides(prepared, input_ranges or {})
             samples = _quantize_static(prepared, output_path, config, calibration, batch_size, reduce_range,
-                                       overrides, progress)
+                                       overrides, progress, extra)
     return QuantizeResult(
         path=output_path,
         method=config.method,
@@ -109,6 +114,12 @@ def quantize_onnx(fp32_path: Path, output_path: Path, config: QuantizeConfig, ca
         format="QDQ" if config.method == "static" else "QOperator (dynamic)",
         trained_input_ranges=len(overrides),
     )
+
+
+def _has_contrib_operators(path: Path) -> bool:
+    import onnx
+
+    return any(node.domain == "com.microsoft" for node in onnx.load(str(path), load_external_data=False).graph.node)
 
 
 def _range_overrides(model_path: Path, input_ranges: dict[str, tuple[float, float]]) -> dict[str, list[dict]]:
@@ -138,7 +149,7 @@ def _range_overrides(model_path: Path, input_ranges: dict[str, tuple[float, floa
 
 
 def _quantize_static(prepared: Path, output_path: Path, config: QuantizeConfig, calibration, batch_size: int,
-                     reduce_range: bool, overrides: dict[str, list[dict]], progress) -> int:
+                     reduce_range: bool, overrides: dict[str, list[dict]], progress, extra: dict) -> int:
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -161,8 +172,8 @@ def _quantize_static(prepared: Path, output_path: Path, config: QuantizeConfig, 
             if inputs is None:
                 return None
             if progress:
-                progress.update(task, advance=len(inputs))
-            return {input_name: inputs}
+                progress.update(task, advance=batch_size_of(inputs))
+            return inputs if isinstance(inputs, dict) else {input_name: inputs}
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
@@ -172,7 +183,7 @@ def _quantize_static(prepared: Path, output_path: Path, config: QuantizeConfig, 
         activation_type=QuantType.QInt8 if config.activation_type == "int8" else QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         calibrate_method=methods[config.calibration_method],
-        extra_options={**({"TensorQuantOverrides": overrides} if overrides else {}),
+        extra_options={**extra, **({"TensorQuantOverrides": overrides} if overrides else {}),
                        **({"ActivationSymmetric": True} if config.activation_type == "int8" else {})},
     )
     return samples

@@ -31,6 +31,7 @@ from torch import nn
 
 from greencompress.core.files import write_bytes_atomic
 from greencompress.core.registry import Registry
+from greencompress.models.inputs import ModelInputs, as_model_inputs
 
 if TYPE_CHECKING:
     from greencompress.models.data import DataSplits
@@ -50,7 +51,7 @@ class TorchModel:
         write_bytes_atomic(path, buffer.getvalue())
 
     @staticmethod
-    def load(path: Path, original: nn.Module, input_shape: tuple[int, int, int]) -> TorchModel:
+    def load(path: Path, original: nn.Module, input_shape: ModelInputs | tuple[int, ...]) -> TorchModel:
         """Rebuild a saved model on `original` (the unpruned architecture, changed in place)."""
         state = torch.load(path, map_location="cpu", weights_only=True)
         return TorchModel.rebuild(original, input_shape, state["pruning_history"], state["state_dict"])
@@ -64,11 +65,11 @@ class TorchModel:
         return TorchModel(original.eval(), tuple(pruning_history))
 
 
-def replay_pruning(model: nn.Module, input_shape: tuple[int, int, int], pruning_history: list) -> nn.Module:
+def replay_pruning(model: nn.Module, input_shape: ModelInputs | tuple[int, ...], pruning_history: list) -> nn.Module:
     """Apply a recorded structured pruning to a fresh copy of the original architecture (in place)."""
     import torch_pruning as tp
 
-    graph = tp.DependencyGraph().build_dependency(model, torch.zeros(1, *input_shape))
+    graph = tp.DependencyGraph().build_dependency(model, as_model_inputs(input_shape).example(1))
     graph.load_pruning_history(pruning_history)
     return model
 
@@ -90,7 +91,7 @@ class StageContext:
     """What a technique may use besides its config and source: never the whole recipe."""
 
     data: DataSplits
-    input_shape: tuple[int, int, int]
+    input_shape: ModelInputs  # what the model takes (one image's shape, or token tensors)
     batch_size: int  # the data section's batch size, for calibration and evaluation
     seed: int
     work_dir: Path  # this stage's own folder for checkpoints (resumable)

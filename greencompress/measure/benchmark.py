@@ -33,6 +33,8 @@ class BenchmarkSpec(Section):
     """Latency and energy measurement: per batch size, interleaved windows of back-to-back runs (docs/energy.md)."""
 
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 8], min_length=1)
+    # Transformers: every benchmarked input is real text padded (or cut) to this many tokens.
+    sequence_length: int = Field(default=128, ge=2)
     warmup_iterations: int = Field(default=10, ge=0)
     window_s: float = Field(default=1.0, gt=0)  # raised to the meter's shortest supported window
     min_iterations: int = Field(default=10, ge=1)  # per window

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -12,8 +12,15 @@ import torch
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
-from greencompress.core.config import Section, resolve_path
+from greencompress.core.config import Section, resolve_existing, resolve_path
 from greencompress.core.errors import DataError
+from greencompress.models.text import (
+    Tokenization,
+    TokenizedTexts,
+    read_text_table,
+    token_lengths,
+    tokenize,
+)
 
 
 class DataSpec(Section):
@@ -22,11 +29,23 @@ class DataSpec(Section):
     `digits`: scikit-learn's bundled handwritten digits (real, offline), seeded stratified split;
     `imagefolder`: `root/<eval_split>/<class>/*.png` and `root/<calibration_split>/...`;
     `cifar10`: torchvision's CIFAR-10 under `root` (downloaded only if `download: true`);
-    `synthetic`: random inputs, for latency and energy only (no accuracy is reported).
+    `synthetic`: random inputs, for latency and energy only (no accuracy is reported);
+    `text`: labelled texts from `path` (CSV with a header row, or JSONL), or the shipped WordNet glosses
+    when no path is given, tokenised by the model's tokenizer (a `huggingface` model). Rows whose
+    `split_column` is `eval_split` are evaluated, those of `calibration_split` calibrate and train;
+    without that column, a seeded stratified split by `test_fraction`.
     """
 
-    kind: Literal["digits", "imagefolder", "cifar10", "synthetic"]
+    kind: Literal["digits", "imagefolder", "cifar10", "synthetic", "text"]
     root: Path | None = None
+    path: Path | None = None
+    text_column: str = "text"
+    text_pair_column: str | None = None
+    label_column: str = "label"
+    split_column: str = "split"
+    max_length: int | None = Field(default=None, ge=2)  # tokens per text, longer ones cut; None: the model's maximum
+    # Accuracy batches: padded to the longest text of each batch (`longest`), or every one to max_length.
+    padding: Literal["longest", "max_length"] = "longest"
     download: bool = False
     eval_split: str = "val"
     calibration_split: str = "train"
@@ -51,6 +70,8 @@ class DataSpec(Section):
             raise ValueError(f"folder not found: {path}")
         return path
 
+    _check_path = field_validator("path")(resolve_existing)
+
     @field_validator("std")
     @classmethod
     def _std_positive(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
@@ -60,6 +81,8 @@ class DataSpec(Section):
 
     @model_validator(mode="after")
     def _root_when_needed(self) -> DataSpec:
+        if self.path is not None and self.kind != "text":
+            raise ValueError(f"'path' is the file of kind 'text'; kind '{self.kind}' reads 'root'")
         if self.kind in ("imagefolder", "cifar10") and self.root is None:
             raise ValueError(f"kind '{self.kind}' needs 'root'")
         if self.kind == "imagefolder":
@@ -83,32 +106,59 @@ class DataSplits:
     num_classes: int
     labelled: bool
     description: str
+    token_lengths: dict | None = None  # text: median, p95, max tokens per evaluated text, and how many were cut
 
 
-def load_data(spec: DataSpec, seed: int) -> DataSplits:
-    """Build the splits a DataSpec describes; raises DataError when data is missing or unreadable."""
-    builders = {"digits": _digits, "imagefolder": _imagefolder, "cifar10": _cifar10, "synthetic": _synthetic}
-    splits = builders[spec.kind](spec, seed)
+def load_data(spec: DataSpec, seed: int, tokenization: Tokenization | None = None) -> DataSplits:
+    """Build the splits a DataSpec describes; raises DataError when data is missing or unreadable.
+
+    Text is tokenised by the model's tokenizer and labelled in its head's label order (when it has a head).
+    """
+    if spec.kind == "text":
+        splits = _text(spec, seed, tokenization)
+    else:
+        builders = {"digits": _digits, "imagefolder": _imagefolder, "cifar10": _cifar10, "synthetic": _synthetic}
+        splits = builders[spec.kind](spec, seed)
     if spec.eval_samples is not None and spec.eval_samples < len(splits.eval):
         generator = torch.Generator().manual_seed(seed)
         keep = torch.randperm(len(splits.eval), generator=generator)[: spec.eval_samples].sort().values
-        splits = DataSplits(
-            eval=Subset(splits.eval, keep.tolist()),
-            calibration=splits.calibration,
-            train=splits.train,
-            num_classes=splits.num_classes,
-            labelled=splits.labelled,
-            description=f"{splits.description}; eval subset of {spec.eval_samples} (seed {seed})",
-        )
+        splits = replace(splits, eval=Subset(splits.eval, keep.tolist()),
+                         description=f"{splits.description}; eval subset of {spec.eval_samples} (seed {seed})")
     return splits
 
 
 def batches(dataset: Dataset, batch_size: int, limit: int | None = None):
-    """Yield (inputs as float32 numpy NCHW, labels as int64 numpy) in dataset order, at most `limit` samples."""
+    """Yield (inputs, labels as int64 numpy) in dataset order, at most `limit` samples.
+
+    Inputs are float32 numpy NCHW for images, named int64 arrays padded per batch for text.
+    """
     if limit is not None and limit < len(dataset):
         dataset = Subset(dataset, range(limit))
+    texts = _texts_under(dataset)
+    if texts is not None:
+        yield from DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, collate_fn=texts.collate)
+        return
     for inputs, labels in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0):
         yield inputs.numpy().astype(np.float32, copy=False), labels.numpy()
+
+
+def fixed_batch(dataset: Dataset, batch_size: int, sequence_length: int | None = None) -> np.ndarray | dict[str, np.ndarray]:
+    """One batch of exactly `batch_size` real samples (repeated when the set is smaller), for benchmarks.
+
+    Text is padded (or truncated) to exactly `sequence_length` tokens, the shape being measured.
+    """
+    texts = _texts_under(dataset)
+    if texts is not None:
+        items = [dataset[index % len(dataset)] for index in range(batch_size)]
+        return texts.collate(items, length=sequence_length)[0]
+    sample = next(batches(dataset, batch_size))[0]
+    return np.ascontiguousarray(np.resize(sample, (batch_size, *sample.shape[1:])))
+
+
+def _texts_under(dataset: Dataset) -> TokenizedTexts | None:
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset if isinstance(dataset, TokenizedTexts) else None
 
 
 def digits_tensors(image_size: int, mean, std) -> tuple[torch.Tensor, torch.Tensor]:
@@ -238,3 +288,58 @@ def _synthetic(spec: DataSpec, seed: int) -> DataSplits:
         description=f"synthetic: {spec.synthetic_samples} random normal inputs (seed {seed}); no accuracy",
     )
 
+
+
+def _text(spec: DataSpec, seed: int, model: Tokenization | None) -> DataSplits:
+    if model is None:
+        raise DataError("data.kind text: needs a model with a tokenizer (model.source: huggingface)")
+    table = read_text_table(spec.path, spec.text_column, spec.text_pair_column, spec.label_column, spec.split_column)
+    limit = model.max_sequence_length
+    max_length = spec.max_length or limit
+    if max_length > limit:
+        raise DataError(f"data.max_length: {spec.max_length} is above the model's maximum sequence length {limit} "
+                        f"(its config's max_position_embeddings)")
+    names = model.label_names or tuple(sorted(set(table.labels)))
+    index_of = {name: index for index, name in enumerate(names)}
+    unknown = sorted(set(table.labels) - set(index_of))
+    if unknown:
+        raise DataError(f"{table.source}: data.label_column: label(s) {', '.join(map(repr, unknown[:5]))} are not in "
+                        f"the model's head, whose labels are: {', '.join(names)}")
+    labels = np.array([index_of[label] for label in table.labels], dtype=np.int64)
+    if table.splits is not None:
+        rows = {}
+        for field, split in (("eval_split", spec.eval_split), ("calibration_split", spec.calibration_split)):
+            rows[split] = [index for index, name in enumerate(table.splits) if name == split]
+            if not rows[split]:
+                raise DataError(f"{table.source}: data.{field}: no rows with {spec.split_column} {split!r}; "
+                                f"splits there: {', '.join(sorted(set(table.splits)))}")
+        eval_rows, train_rows = rows[spec.eval_split], rows[spec.calibration_split]
+        how = f"{spec.split_column} column: '{spec.eval_split}' evaluated, '{spec.calibration_split}' calibrates"
+    else:
+        from sklearn.model_selection import train_test_split
+
+        train_rows, eval_rows = (sorted(part) for part in train_test_split(
+            list(range(len(labels))), test_size=spec.test_fraction, stratify=labels, random_state=seed))
+        how = f"stratified split, {spec.test_fraction:.0%} evaluated (seed {seed})"
+
+    def part(rows: list[int]) -> TokenizedTexts:
+        return TokenizedTexts(tokenize(table, rows, model.tokenizer, max_length), labels[rows],
+                              model.input_names, model.tokenizer.pad_token_id or 0, spec.padding, max_length)
+
+    eval_set, train_set = part(eval_rows), part(train_rows)
+    lengths = token_lengths(eval_set, model.tokenizer, table, eval_rows)
+    order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))
+    padding = ("each batch padded to its longest text" if spec.padding == "longest"
+               else f"every text padded to {max_length} tokens")
+    return DataSplits(
+        eval=eval_set,
+        calibration=Subset(train_set, order.tolist()),
+        train=train_set,
+        num_classes=len(names),
+        labelled=True,
+        description=(f"text {table.source}: {len(eval_rows)} evaluated / {len(train_rows)} training texts, "
+                     f"{len(names)} classes ({how}); tokens per evaluated text: median {lengths['median']}, p95 "
+                     f"{lengths['p95']}, max {lengths['max']} (max_length {max_length}, "
+                     f"{lengths['truncated']} of {lengths['checked_for_truncation']} cut); accuracy: {padding}"),
+        token_lengths=lengths,
+    )

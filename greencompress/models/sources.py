@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import pickle
 import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import TYPE_CHECKING, Any, Callable, Literal
 
-import torch
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from torch import nn
 
@@ -19,6 +17,12 @@ from greencompress.core.config import Section, resolve_existing, resolve_path
 from greencompress.core.errors import ModelLoadError
 from greencompress.core.files import file_sha256
 from greencompress.core.registry import unknown_choice
+from greencompress.models.checkpoints import few, load_state_dict
+from greencompress.models.inputs import ModelInputs
+from greencompress.models.text import Tokenization
+
+if TYPE_CHECKING:
+    from greencompress.models.data import DataSplits
 
 
 class ModelSpec(Section):
@@ -28,10 +32,14 @@ class ModelSpec(Section):
     `torchvision`: a torchvision classifier by name, with a weights enum or none;
     `checkpoint`: a torchvision architecture by name, with weights from a local checkpoint file;
     `callable`: the user's own architecture, `package.module:function` (or `file.py:function`,
-    relative to the recipe), plus a local checkpoint.
+    relative to the recipe), plus a local checkpoint;
+    `huggingface`: a local folder that `from_pretrained` accepts (or a zip of one; with `package`, the
+    path is inside that installed Python package), for a `task`: text-classification (the folder's
+    head) or sentence-embedding (its pooling, scored by a nearest-centroid head fitted on the data).
+    Offline only; a config that asks for custom code is refused unless `trust_remote_code`.
     """
 
-    source: Literal["builtin", "torchvision", "checkpoint", "callable"]
+    source: Literal["builtin", "torchvision", "checkpoint", "callable", "huggingface"]
     name: str | None = None
     weights: str | None = None
     num_classes: int | None = Field(default=None, ge=1)
@@ -39,6 +47,10 @@ class ModelSpec(Section):
     kwargs: dict[str, Any] = Field(default_factory=dict)
     checkpoint: Path | None = None
     trust_checkpoint: bool = False
+    package: str | None = None
+    path: Path | None = None
+    task: Literal["text-classification", "sentence-embedding"] | None = None
+    trust_remote_code: bool = False
 
     _check_checkpoint = field_validator("checkpoint")(resolve_existing)
 
@@ -57,6 +69,16 @@ class ModelSpec(Section):
             return f"{file}:{function}"
         return value
 
+    @field_validator("path")
+    @classmethod
+    def _path_beside_recipe(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        if value is None or info.data.get("package"):
+            return value  # inside the package, found when the model loads
+        path = resolve_path(value, info)
+        if not path.exists():
+            raise ValueError(f"folder or zip not found: {path}")
+        return path
+
     @model_validator(mode="after")
     def _fields_for_source(self) -> ModelSpec:
         needed = {
@@ -64,6 +86,7 @@ class ModelSpec(Section):
             "torchvision": ("name",),
             "checkpoint": ("name", "checkpoint"),
             "callable": ("architecture", "checkpoint"),
+            "huggingface": ("path", "task"),
         }[self.source]
         missing = [field for field in needed if getattr(self, field) is None]
         if missing:
@@ -75,6 +98,11 @@ class ModelSpec(Section):
 
             if self.name not in BUILTIN_MODELS:
                 raise ValueError(unknown_choice("builtin model", self.name, sorted(BUILTIN_MODELS)))
+        hugging_only = [f for f in ("path", "package", "task") if getattr(self, f) is not None]
+        if self.trust_remote_code:
+            hugging_only.append("trust_remote_code")
+        if hugging_only and self.source != "huggingface":
+            raise ValueError(f"{', '.join(hugging_only)}: for source 'huggingface' only")
         if self.weights is not None and self.source != "torchvision":
             raise ValueError("'weights' applies to source 'torchvision' only; use 'checkpoint' for a file")
         return self
@@ -90,14 +118,45 @@ def _check_torchvision_name(name: str) -> None:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model in eval mode and its provenance (source, file, sha256, how it was made)."""
+    """A model in eval mode and its provenance (source, file, sha256, how it was made).
+
+    A transformer also brings its tokenizer, its inputs (token tensors) and its head's label names.
+    `inputs` is None for image models: their shape is the data's (Recipe.input_shape).
+    """
 
     module: nn.Module
     provenance: dict
+    tokenizer: object | None = None
+    inputs: ModelInputs | None = None
+    label_names: tuple[str, ...] | None = None
+
+    def tokenization(self) -> Tokenization | None:
+        """What text data needs from this model to be tokenised and labelled; None for image models."""
+        if self.tokenizer is None:
+            return None
+        return Tokenization(self.tokenizer, self.inputs.names, self.inputs.max_sequence_length, self.label_names)
+
+    def fit_head(self, data: DataSplits, batch_size: int) -> dict:
+        """Fit what the model's head learns from the data (a sentence embedder's class centroids); {} when nothing."""
+        from greencompress.models.data import batches
+        from greencompress.models.huggingface import SentenceEmbedder, fit_centroids
+
+        if not isinstance(self.module, SentenceEmbedder):
+            return {}
+        return fit_centroids(self.module, batches(data.train, batch_size), data.num_classes)
 
 
 def load_model(spec: ModelSpec, progress=None) -> LoadedModel:
     """Build the model of a ModelSpec in eval mode; raises ModelLoadError with what to do when it cannot."""
+    if spec.source == "huggingface":
+        from greencompress.models.huggingface import load_huggingface, model_folder
+
+        loaded = load_huggingface(model_folder(spec.path, spec.package), spec.task, spec.trust_remote_code,
+                                  spec.trust_checkpoint)
+        origin = f"{spec.path} in the installed package {spec.package}" if spec.package else str(spec.path)
+        provenance = {**loaded.provenance, "origin": origin,
+                      "description": f"{loaded.provenance['description']}, from {origin}"}
+        return LoadedModel(loaded.module, provenance, loaded.tokenizer, loaded.inputs, loaded.label_names)
     module, provenance = _SOURCES[spec.source](spec, progress)
     return LoadedModel(module=module.eval(), provenance=provenance)
 
@@ -210,69 +269,14 @@ def _with_checkpoint(model: nn.Module, spec: ModelSpec, architecture: str) -> tu
         raise ModelLoadError(f"{spec.checkpoint}: does not fit the {architecture}: {error}") from None
     problems = []
     if result.missing_keys:
-        problems.append(f"missing from the checkpoint: {_few(result.missing_keys)}")
+        problems.append(f"missing from the checkpoint: {few(result.missing_keys)}")
     if result.unexpected_keys:
-        problems.append(f"not in the architecture: {_few(result.unexpected_keys)}")
+        problems.append(f"not in the architecture: {few(result.unexpected_keys)}")
     if problems:
         raise ModelLoadError(f"{spec.checkpoint}: does not fit the {architecture}: " + "; ".join(problems))
     return model, {"source": spec.source, "architecture": spec.architecture or spec.name,
                    "checkpoint": str(spec.checkpoint), "sha256": file_sha256(spec.checkpoint),
                    "description": f"{architecture} with weights from {spec.checkpoint.name}"}
-
-
-def load_state_dict(path: Path, trust: bool = False) -> dict[str, torch.Tensor]:
-    """Tensors of a checkpoint file, unwrapped from `state_dict`/`model` and stripped of `module.` prefixes.
-
-    The file is untrusted: it is read with `weights_only=True`. A file that needs arbitrary
-    unpickling is refused unless `trust` is set, because unpickling can run code stored in it.
-    """
-    try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        needed_global = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
-        if needed_global is None:  # not a pickle the unpickler understands at all
-            raise ModelLoadError(f"{path}: not a readable PyTorch checkpoint: {_last_line(error)}") from None
-        if not trust:
-            raise ModelLoadError(
-                f"{path}: refused: the checkpoint holds a Python object ({needed_global.group(1)}), not only tensors "
-                f"and plain containers. Loading it would unpickle arbitrary objects, which can run code stored in "
-                f"the file.\nIf you trust where the file comes from, set 'model.trust_checkpoint: true' in the "
-                f"recipe; better, re-save it as a plain state_dict: torch.save(model.state_dict(), path)"
-            ) from None
-        content = torch.load(path, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError, EOFError, ValueError) as error:
-        raise ModelLoadError(f"{path}: not a readable PyTorch checkpoint: {error}") from None
-    if isinstance(content, nn.Module):
-        content = content.state_dict()
-    for wrapper_key in ("state_dict", "model", "model_state_dict"):
-        if isinstance(content, dict) and isinstance(content.get(wrapper_key), (dict, nn.Module)):
-            inner = content[wrapper_key]
-            content = inner.state_dict() if isinstance(inner, nn.Module) else inner
-            break
-    if not isinstance(content, dict) or not all(isinstance(value, torch.Tensor) for value in content.values()):
-        raise ModelLoadError(
-            f"{path}: expected a state_dict (names -> tensors), or one under 'state_dict' or 'model'; "
-            f"found {type(content).__name__} with keys {_few(list(content)) if isinstance(content, dict) else '-'}"
-        )
-    return {_strip_wrappers(name): tensor for name, tensor in content.items()}
-
-
-def _strip_wrappers(name: str) -> str:
-    # DataParallel/DistributedDataParallel save 'module.'; torch.compile saves '_orig_mod.'.
-    for prefix in ("module.", "_orig_mod."):
-        while name.startswith(prefix):
-            name = name[len(prefix):]
-    return name
-
-
-def _last_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-2] if len(lines) > 1 and lines[-1].startswith("Check the documentation") else (lines[-1] if lines else "")
-
-
-def _few(names: list[str], limit: int = 5) -> str:
-    shown = ", ".join(names[:limit])
-    return shown + (f" (and {len(names) - limit} more)" if len(names) > limit else "")
 
 
 _SOURCES = {

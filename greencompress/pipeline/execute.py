@@ -23,6 +23,7 @@ from greencompress.compress import distributed
 from greencompress.compress.technique import StageContext, TorchModel, tag_words
 from greencompress.compress.training import FineTuning, serve
 from greencompress.core.cache import cache_dir
+from greencompress.core.errors import RecipeError
 from greencompress.core.files import write_text_atomic
 from greencompress.measure.accuracy import evaluate
 from greencompress.measure.energy import select_meter
@@ -30,6 +31,7 @@ from greencompress.measure.energy.carbon import carbon_settings
 from greencompress.measure.environment import environment
 from greencompress.measure.lock import measurement_lock
 from greencompress.models.data import batches, load_data
+from greencompress.models.inputs import ModelInputs
 from greencompress.models.sources import LoadedModel, load_model
 from greencompress.pipeline.artifacts import (
     Made,
@@ -115,13 +117,19 @@ class _Run:
         meter, reason = select_meter(recipe.energy, gpu_uuid=self.device.uuid if self.device.kind == "cuda" else None)
         log.info("energy meter: %s (%s)", meter.method, reason)
         check_energy_gate_is_measurable(recipe.gates, meter.describe().measured, meter.method)
-        log.info("stage load: data (%s) and model (%s)", recipe.data.kind, recipe.model.source)
-        self.data = load_data(recipe.data, recipe.seed)
-        self.loaded = load_model(recipe.model, self.progress)
+        log.info("stage load: model (%s) and data (%s)", recipe.model.source, recipe.data.kind)
+        self.loaded = load_model(recipe.model, self.progress)  # first: text data is tokenised by the model's tokenizer
+        self.inputs = self.loaded.inputs or ModelInputs.image(recipe.input_shape)
+        check_sequence_length(recipe, self.inputs)
+        self.data = load_data(recipe.data, recipe.seed, self.loaded.tokenization())
+        self.head = self.loaded.fit_head(self.data, recipe.data.batch_size)
+        if self.head:
+            log.info("model head: %s (%d texts)", self.head["head"], self.head["texts"])
         self.fine_tuning = FineTuning(self.loaded.module, self.data, recipe.seed, self.progress)
         self.finished.append("load")
         original = self._made(TorchModel(self.loaded.module), (), stage_key(
-            "load", recipe.model.model_dump(mode="json"), self.loaded.provenance.get("sha256")))
+            "load", recipe.model.model_dump(mode="json"), self.loaded.provenance.get("sha256"),
+            *([recipe.data.model_dump(mode="json"), recipe.seed] if self.head else [])))
         exports = [self._export(original, "model_fp32.onnx", "export")]
         compressed = self._model_stages(original)
         if compressed is not None:
@@ -132,23 +140,25 @@ class _Run:
     def _made(self, model: TorchModel, techniques: tuple[str, ...], key: str) -> Made:
         import torch_pruning
 
-        macs, params = torch_pruning.utils.count_ops_and_params(model.module, torch.zeros(1, *self.recipe.input_shape))
+        # A transformer's MACs are those of one sequence of the benchmarked length.
+        example = self.inputs.example(1, self.recipe.benchmark.sequence_length)
+        macs, params = torch_pruning.utils.count_ops_and_params(model.module, example)
         return Made(model, None, "fp32", techniques, (), int(params), int(macs), key)
 
     def _context(self, work_dir: Path, output_path: Path | None = None, source: TorchModel | None = None):
         recipe = self.recipe
-        return StageContext(self.data, recipe.input_shape, recipe.data.batch_size, recipe.seed, work_dir, output_path,
+        return StageContext(self.data, self.inputs, recipe.data.batch_size, recipe.seed, work_dir, output_path,
                             source, self.fine_tuning, lambda model, path: asdict(self._export_checked(model, path)),
                             self.progress)
 
     def _export_checked(self, model, output: Path):
         recipe = self.recipe
-        return export_with_parity(model, recipe.input_shape, output, recipe.export,
+        return export_with_parity(model, self.inputs, output, recipe.export,
                                   batches(self.data.eval, recipe.data.batch_size, limit=recipe.export.parity_samples),
                                   recipe.benchmark.threads)
 
     def _export(self, source: Made, file_name: str, stage: str) -> Made:
-        key = stage_key(stage, source.key, self.recipe.input_shape, self.recipe.export.model_dump())
+        key = stage_key(stage, source.key, asdict(self.inputs), self.recipe.export.model_dump())
         record = self.store.finished(stage, key, files=(file_name,))
         if record is None:
             record = {"parity": asdict(self._export_checked(source.model.module, self.run_dir / file_name))}
@@ -176,11 +186,17 @@ class _Run:
                 current.save(self.run_dir / output)
                 self.store.save(name, key, record, files=(output,), share=True)
             else:
-                current = TorchModel.load(self.run_dir / output, load_model(recipe.model).module, recipe.input_shape)
+                current = TorchModel.load(self.run_dir / output, self._fresh_original(), self.inputs)
             self.records.append(StageRecord(stage.technique, record["settings"], record["metrics"]))
             self.finished.append(name)
             done += (stage.technique,)
         return self._made(current, done, key) if done else None
+
+    def _fresh_original(self):
+        """A new copy of the loaded model, its fitted head included (to rebuild a saved stage's model on)."""
+        import copy
+
+        return copy.deepcopy(self.loaded.module)
 
     def _file_stages(self, exports: list[Made]) -> list[Made]:
         """The techniques on an ONNX file, each on every export (the original model's, and the compressed one's)."""
@@ -260,11 +276,23 @@ class _Run:
         return final
 
 
+def check_sequence_length(recipe: Recipe, inputs: ModelInputs) -> None:
+    """A benchmarked sequence length the model cannot take stops the run before any work."""
+    if inputs.are_tokens and recipe.benchmark.sequence_length > inputs.max_sequence_length:
+        raise RecipeError(f"benchmark.sequence_length: {recipe.benchmark.sequence_length} is above the model's maximum "
+                          f"sequence length {inputs.max_sequence_length} (its config's max_position_embeddings)")
+
+
 def _report(recipe: Recipe, attempt: _Run, results: list[ArtifactResult], meter, meter_reason: str, idle_checks,
             created: str, complete: bool) -> RunReport:
     comparisons = compare_same_runtime(results)
     notes = [] if attempt.data.labelled else ["Synthetic inputs: no accuracy is reported, only latency and energy."]
     notes.append(attempt.precision_reason + ".")
+    if attempt.inputs.are_tokens:
+        length = recipe.benchmark.sequence_length
+        notes.append(f"Transformer benchmarks: every input is a real evaluated text padded (or cut) to {length} tokens, "
+                     f"attention_mask 0 on padding; tokens/s = items/s x {length}; Wh per 1,000 queries = "
+                     f"J/inference / 3.6 (AI Energy Score's unit). Real lengths are in the data line above.")
     if not complete:
         notes.append(f"INCOMPLETE: interrupted during benchmarking; resume with: greencompress run --resume "
                      f"{attempt.run_dir}")
@@ -274,7 +302,8 @@ def _report(recipe: Recipe, attempt: _Run, results: list[ArtifactResult], meter,
         environment={**environment(recipe.benchmark.threads, recipe.benchmark.allow_spinning, attempt.device.torch_name,
                                    meter.identity() if hasattr(meter, "identity") else None),
                      **({"measurement_lock": attempt.lock.to_dict()} if attempt.lock else {})},
-        provenance=loaded.provenance, data=attempt.data.description,
+        provenance={**loaded.provenance, **({"head": attempt.head} if attempt.head else {})},
+        data=attempt.data.description,
         export={"exporter": EXPORTER, "opset": recipe.export.opset, "torch_version": torch.__version__,
                 "parity": attempt.parity},
         stages=attempt.records, energy_meter=meter.describe(), energy_meter_reason=meter_reason,

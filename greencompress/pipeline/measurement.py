@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict
 
-import numpy as np
-
 from greencompress.measure.accuracy import Accuracy, evaluate
 from greencompress.measure.benchmark import (
     Benchmark,
@@ -22,7 +20,7 @@ from greencompress.measure.benchmark import (
     window_duration_s,
 )
 from greencompress.measure.load import BUSY_SHARE
-from greencompress.models.data import DataSplits, batches
+from greencompress.models.data import DataSplits, fixed_batch
 from greencompress.pipeline.stages import StageStore
 from greencompress.report.schema import benchmark_from_dict, benchmark_to_dict
 
@@ -56,7 +54,6 @@ def benchmark_all(runners: dict, data: DataSplits, spec: BenchmarkSpec, meter, i
     Batch sizes finished by an interrupted run are read back; the rest are measured between an idle
     check before them and one after them, both appended to `idle_checks` (and saved).
     """
-    sample = next(batches(data.eval, max(spec.batch_sizes)))[0]
     records = {size: store.finished(f"benchmark-batch{size}", key) for size in spec.batch_sizes}
     remaining = [size for size, record in records.items() if record is None]
 
@@ -69,8 +66,8 @@ def benchmark_all(runners: dict, data: DataSplits, spec: BenchmarkSpec, meter, i
     idle = check_idle("before benchmarking" if not idle_checks else "on resume") if remaining else None
     for batch_size, record in records.items():
         if record is None:
-            # Real evaluation images, repeated when the split is smaller than the batch.
-            inputs = np.ascontiguousarray(np.resize(sample, (batch_size, *sample.shape[1:])))
+            # Real evaluation samples, repeated when the split is smaller than the batch; text at the set length.
+            inputs = fixed_batch(data.eval, batch_size, spec.sequence_length)
             log.info("benchmarking batch size %d: %d-%d windows of %.1f s per artifact, interleaved", batch_size,
                      spec.windows, spec.max_windows, window_duration_s(spec, meter))
             measured = benchmark_interleaved(runners, inputs, spec, meter, idle, progress)

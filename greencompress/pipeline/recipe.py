@@ -41,6 +41,7 @@ from greencompress.measure.energy import EnergySpec
 from greencompress.models.data import DataSpec
 from greencompress.models.sources import ModelSpec
 from greencompress.pipeline.gates import GatesSpec
+from greencompress.runtimes import RUNTIMES
 from greencompress.runtimes.export import ExportSpec
 
 __all__ = ["BenchmarkSpec", "DataSpec", "DistillationConfig", "EnergySpec", "ExportSpec", "FinetuneConfig", "GatesSpec",
@@ -130,11 +131,33 @@ class Recipe(Section):
         for name in dict.fromkeys(names):
             if names.count(name) > 1 and kinds[names.index(name)] == "onnx":
                 raise ValueError(f"stages: at most one {name} stage")
+        if self.model.source == "huggingface":
+            self._check_transformer_stages()
+        elif self.data.kind == "text":
+            raise ValueError("data.kind text: needs a model with a tokenizer (model.source: huggingface)")
         labelled = [stage.technique for stage in self.stages if stage.method.needs_labels(stage.config)]
         if labelled and self.data.kind == "synthetic":
             raise ValueError(f"stages: {', '.join(dict.fromkeys(labelled))} need labelled training data; "
                              "data.kind synthetic has none")
         return self
+
+    def _check_transformer_stages(self) -> None:
+        if self.data.kind != "text":
+            raise ValueError(f"data.kind: a huggingface model ({self.model.task}) is fed and scored with text: "
+                             f"kind 'text', got {self.data.kind!r}")
+        # What runs on a transformer today: int8 of its exported file. Its PyTorch model is not yet trained or
+        # pruned (prune removes CNN channels; fine-tuning and QAT feed image batches).
+        unsupported = [f"stages.{index}.{stage.technique}" for index, stage in enumerate(self.stages)
+                       if stage.method.works_on == "torch" or getattr(stage.config, "qat", None) is not None]
+        if unsupported:
+            raise ValueError(f"{', '.join(unsupported)}: not available for a huggingface model yet; its stages can "
+                             f"be: quantize (static or dynamic, without qat)")
+        others = [name for name in self.benchmark.runtimes if RUNTIMES.get(name).runs == "onnx" and name != "onnxruntime"
+                  and not name.startswith("onnxruntime")]
+        if self.export.transformer_fusion and others:
+            raise ValueError(f"benchmark.runtimes: {', '.join(others)} cannot read the file export.transformer_fusion "
+                             f"writes (it holds ONNX Runtime's own fused operators): list only onnxruntime, or set "
+                             f"export.transformer_fusion: false to measure the portable graph on every runtime")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,8 @@ from torch import nn
 
 from greencompress.core.config import Section
 from greencompress.core.errors import ParityError
+from greencompress.models.inputs import ModelInputs, as_model_inputs
+from greencompress.runtimes.base import batch_size_of
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +26,9 @@ class ExportSpec(Section):
     """ONNX export and the parity check against PyTorch."""
 
     opset: int = Field(default=18, ge=13)
+    # Transformers: ONNX Runtime's transformer optimizer (Attention, SkipLayerNormalization, BiasGelu,
+    # EmbedLayerNormalization) on the exported file, before quantization, where it knows the architecture.
+    transformer_fusion: bool = True
     parity_samples: int = Field(default=64, ge=1)
     parity_max_abs_diff: float = Field(default=1e-3, gt=0)
     parity_min_top1_agreement: float = Field(default=0.99, gt=0, le=1)
@@ -37,12 +43,25 @@ class Parity:
     samples: int
     max_abs_diff: float
     top1_agreement: float
+    fusion: dict | str | None = None  # transformers: the operators ONNX Runtime's optimizer fused, or why none
 
 
-def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: Path, opset: int) -> Path:
-    """Export `model` to a single self-contained ONNX file with a dynamic batch dimension."""
+def export_onnx(model: nn.Module, inputs: ModelInputs | tuple[int, ...], path: Path, opset: int,
+                fusion: bool = False) -> Path:
+    """Export `model` to a single self-contained ONNX file with a dynamic batch (and sequence) dimension.
+
+    `inputs`: the model's inputs, or one image's shape. `fusion`: apply ONNX Runtime's transformer fusions.
+    """
+    _export(model, as_model_inputs(inputs), path, opset, fusion)
+    return path
+
+
+def _export(model: nn.Module, inputs: ModelInputs, path: Path, opset: int, fusion: bool) -> dict:
+    """The export; returns what was done beyond it: for a transformer, the fused operators (`fusion`)."""
+    if inputs.are_tokens:
+        return _export_transformer(model, inputs, path, opset, fusion)
     # Batch 2, not 1: torch.export specializes dimensions of size 1, which would fix the batch size.
-    example = torch.randn(2, *input_shape)
+    example = torch.randn(2, *inputs.image_shape)
     batch = torch.export.Dim("batch", min=1, max=4096)
     chatter = io.StringIO()  # the exporter prints its steps; keep them for the log, not the terminal
     with contextlib.redirect_stdout(chatter):
@@ -52,7 +71,38 @@ def export_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: Path,
             external_data=False, verbose=False,
         )
     log.debug("exporter output:\n%s", chatter.getvalue())
-    return path
+    return {}
+
+
+def _export_transformer(model: nn.Module, inputs: ModelInputs, path: Path, opset: int, fusion: bool) -> dict:
+    # The TorchScript exporter, not torch.export: ONNX Runtime's transformer optimizer matches the graph it
+    # writes for eager attention, while on torch.export's graph of MiniLM it stopped with "Graph is not a DAG"
+    # (torch 2.14, onnxruntime 1.32). Its trace is checked on texts of several lengths by the parity check.
+    with torch.no_grad():
+        several = isinstance(model(*inputs.example(2, 8)), (tuple, list))
+    outputs = ["logits", "embedding"] if several else ["logits"]
+    axes = {name: {0: "batch", 1: "sequence"} for name in inputs.names}
+    axes.update({name: {0: "batch"} for name in outputs})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tracer warnings about Python values; parity on real text decides
+        torch.onnx.export(model.eval(), inputs.example(2, 16), str(path), dynamo=False, opset_version=min(opset, 17),
+                          input_names=list(inputs.names), output_names=outputs, dynamic_axes=axes)
+    if not fusion or inputs.fusion is None:
+        return {"fusion": None if not fusion else "none: ONNX Runtime has no transformer fusions for this architecture"}
+    from onnxruntime.transformers import optimizer
+
+    logging.disable(logging.INFO)  # the optimizer logs each pattern it tried, with tracebacks, at DEBUG
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            optimized = optimizer.optimize_model(str(path), model_type=inputs.fusion.model_type,
+                                                 num_heads=inputs.fusion.num_heads,
+                                                 hidden_size=inputs.fusion.hidden_size, opt_level=0)
+    finally:
+        logging.disable(logging.NOTSET)
+    fused = {name: count for name, count in optimized.get_fused_operator_statistics().items() if count}
+    optimized.save_model_to_file(str(path))
+    log.info("transformer fusion: %s", ", ".join(f"{count} {name}" for name, count in fused.items()) or "nothing fused")
+    return {"fusion": fused}
 
 
 def check_parity(reference, candidate, batches, max_abs_diff: float, min_top1_agreement: float) -> Parity:
@@ -62,7 +112,7 @@ def check_parity(reference, candidate, batches, max_abs_diff: float, min_top1_ag
         expected, actual = reference(inputs), candidate(inputs)
         worst = max(worst, float(np.abs(expected - actual).max()))
         agree += int((expected.argmax(1) == actual.argmax(1)).sum())
-        total += len(inputs)
+        total += batch_size_of(inputs)
     parity = Parity(samples=total, max_abs_diff=worst, top1_agreement=agree / total)
     if parity.max_abs_diff > max_abs_diff or parity.top1_agreement < min_top1_agreement:
         raise ParityError(
@@ -73,21 +123,24 @@ def check_parity(reference, candidate, batches, max_abs_diff: float, min_top1_ag
     return parity
 
 
-def export_with_parity(model: nn.Module, input_shape: tuple[int, int, int], output: Path, spec: ExportSpec,
+def export_with_parity(model: nn.Module, inputs: ModelInputs | tuple[int, ...], output: Path, spec: ExportSpec,
                        parity_batches, threads: int) -> Parity:
-    """Export `model` to `output` and check it against PyTorch on `parity_batches`; the file appears only if it passes."""
+    """Export `model` to `output` and check it against PyTorch on `parity_batches`; the file appears only if it passes.
+
+    Text batches come padded to their longest text, so the check covers several lengths and paddings.
+    """
     from greencompress.runtimes.onnxruntime_cpu import OnnxRuntimeRunner
     from greencompress.runtimes.pytorch import TorchRunner
 
     log.info("stage export: %s to ONNX (%s, opset %d)", output.name, EXPORTER, spec.opset)
     temporary = output.with_name(f".{output.name}.tmp")
-    export_onnx(model, input_shape, temporary, spec.opset)
+    done = _export(model, as_model_inputs(inputs), temporary, spec.opset, spec.transformer_fusion)
     parity = check_parity(TorchRunner(model), OnnxRuntimeRunner(temporary, threads), parity_batches,
                           spec.parity_max_abs_diff, spec.parity_min_top1_agreement)
     temporary.replace(output)  # only a model that passed parity gets its real name
     log.info("parity: max |diff| %.3g, top-1 agreement %.2f%% on %d inputs",
              parity.max_abs_diff, 100 * parity.top1_agreement, parity.samples)
-    return parity
+    return replace(parity, fusion=done.get("fusion")) if "fusion" in done else parity
 
 
 def convert_to_fp16(source: Path, output: Path) -> Path:

