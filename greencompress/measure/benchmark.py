@@ -33,8 +33,8 @@ class BenchmarkSpec(Section):
     """Latency and energy measurement: per batch size, interleaved windows of back-to-back runs (docs/energy.md)."""
 
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 8], min_length=1)
-    # Transformers: every benchmarked input is real text padded (or cut) to this many tokens.
-    sequence_length: int = Field(default=128, ge=2)
+    # Transformers: each batch size is measured at each of these lengths, real texts padded (or cut) to it.
+    sequence_lengths: list[int] = Field(default_factory=lambda: [128], min_length=1)
     warmup_iterations: int = Field(default=10, ge=0)
     window_s: float = Field(default=1.0, gt=0)  # raised to the meter's shortest supported window
     min_iterations: int = Field(default=10, ge=1)  # per window
@@ -158,6 +158,14 @@ class BenchmarkSpec(Section):
         for index, size in enumerate(value):
             if size < 1:
                 raise ValueError(f"batch size must be >= 1, got {size} at position {index}")
+        return sorted(set(value))
+
+    @field_validator("sequence_lengths")
+    @classmethod
+    def _token_counts(cls, value: list[int]) -> list[int]:
+        for index, length in enumerate(value):
+            if length < 2:
+                raise ValueError(f"a sequence holds at least 2 tokens ([CLS] and [SEP]), got {length} at position {index}")
         return sorted(set(value))
 
 

@@ -26,8 +26,33 @@ class Latency:
     throughput_per_s: float
     percentiles_ms: tuple[float, ...] = ()  # the 0th..100th percentiles: the distribution, for plots
     window_p50_ms: tuple[float, ...] = ()  # the median of each window, in the order measured: the spread over rounds
+    sequence_length: int | None = None  # transformers: tokens per input (padded); None for image models
+
+    @property
+    def shape(self) -> tuple[int, int | None]:
+        """What a figure is keyed by: (batch size, sequence length or None)."""
+        return self.batch_size, self.sequence_length
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        return self.throughput_per_s * self.sequence_length if self.sequence_length else None
 
 
+
+
+def shape_label(batch_size: int, sequence_length: int | None = None) -> str:
+    """How reports name a measured shape: `8`, or `8 x 128` (batch x tokens) for a transformer."""
+    return str(batch_size) if sequence_length is None else f"{batch_size} x {sequence_length}"
+
+
+def shape_words(batch_size: int, sequence_length: int | None = None) -> str:
+    """The shape in a sentence: `batch 8`, or `batch 8, sequence 128`."""
+    return f"batch {batch_size}" + (f", sequence {sequence_length}" if sequence_length is not None else "")
+
+
+def shape_key(batch_size: int, sequence_length: int | None = None) -> str:
+    """The shape as a report.json key: `8`, or `8x128`."""
+    return str(batch_size) if sequence_length is None else f"{batch_size}x{sequence_length}"
 
 
 def latency_stats(durations_ns, batch_size: int, window_p50_ms=()) -> Latency:

@@ -58,7 +58,7 @@ from greencompress.report.schema import (
 )
 from greencompress.runtimes import RUNTIMES
 from greencompress.runtimes.device import resolve_device
-from greencompress.runtimes.export import EXPORTER, export_with_parity
+from greencompress.runtimes.export import export_with_parity, exporter_of
 from greencompress.runtimes.pytorch import TorchRunner, set_threads
 
 __all__ = ["create_run_dir", "run", "serve_fine_tuning"]
@@ -140,8 +140,8 @@ class _Run:
     def _made(self, model: TorchModel, techniques: tuple[str, ...], key: str) -> Made:
         import torch_pruning
 
-        # A transformer's MACs are those of one sequence of the benchmarked length.
-        example = self.inputs.example(1, self.recipe.benchmark.sequence_length)
+        # A transformer's MACs are those of one sequence of the longest benchmarked length.
+        example = self.inputs.example(1, max(self.recipe.benchmark.sequence_lengths))
         macs, params = torch_pruning.utils.count_ops_and_params(model.module, example)
         return Made(model, None, "fp32", techniques, (), int(params), int(macs), key)
 
@@ -260,7 +260,7 @@ class _Run:
         try:
             with measurement_lock(f"run {recipe.name}") as self.lock:  # never beside another process's windows
                 benchmark_all(runners, self.data, recipe.benchmark, meter, recipe.energy.idle_s, store, key,
-                              benchmarks, idle_checks, self.progress)
+                              benchmarks, idle_checks, self.progress, self.inputs.are_tokens)
                 if recipe.benchmark.gpu_power_limits:
                     self.sweep = sweep_power_limits(runners, self.data, recipe.benchmark, meter, recipe.energy.idle_s,
                                                     store, key, self.device.uuid, self.progress)
@@ -278,9 +278,10 @@ class _Run:
 
 def check_sequence_length(recipe: Recipe, inputs: ModelInputs) -> None:
     """A benchmarked sequence length the model cannot take stops the run before any work."""
-    if inputs.are_tokens and recipe.benchmark.sequence_length > inputs.max_sequence_length:
-        raise RecipeError(f"benchmark.sequence_length: {recipe.benchmark.sequence_length} is above the model's maximum "
-                          f"sequence length {inputs.max_sequence_length} (its config's max_position_embeddings)")
+    too_long = [length for length in recipe.benchmark.sequence_lengths if length > inputs.max_sequence_length]
+    if inputs.are_tokens and too_long:
+        raise RecipeError(f"benchmark.sequence_lengths: {too_long[0]} is above the model's maximum sequence length "
+                          f"{inputs.max_sequence_length} (its config's max_position_embeddings)")
 
 
 def _report(recipe: Recipe, attempt: _Run, results: list[ArtifactResult], meter, meter_reason: str, idle_checks,
@@ -289,10 +290,10 @@ def _report(recipe: Recipe, attempt: _Run, results: list[ArtifactResult], meter,
     notes = [] if attempt.data.labelled else ["Synthetic inputs: no accuracy is reported, only latency and energy."]
     notes.append(attempt.precision_reason + ".")
     if attempt.inputs.are_tokens:
-        length = recipe.benchmark.sequence_length
-        notes.append(f"Transformer benchmarks: every input is a real evaluated text padded (or cut) to {length} tokens, "
-                     f"attention_mask 0 on padding; tokens/s = items/s x {length}; Wh per 1,000 queries = "
-                     f"J/inference / 3.6 (AI Energy Score's unit). Real lengths are in the data line above.")
+        lengths = ", ".join(map(str, recipe.benchmark.sequence_lengths))
+        notes.append(f"Transformer benchmarks (shape: batch x sequence): every input is a real evaluated text padded "
+                     f"(or cut) to the sequence length ({lengths} tokens), attention_mask 0 on padding. Real text "
+                     f"lengths are in the data line.")
     if not complete:
         notes.append(f"INCOMPLETE: interrupted during benchmarking; resume with: greencompress run --resume "
                      f"{attempt.run_dir}")
@@ -304,7 +305,8 @@ def _report(recipe: Recipe, attempt: _Run, results: list[ArtifactResult], meter,
                      **({"measurement_lock": attempt.lock.to_dict()} if attempt.lock else {})},
         provenance={**loaded.provenance, **({"head": attempt.head} if attempt.head else {})},
         data=attempt.data.description,
-        export={"exporter": EXPORTER, "opset": recipe.export.opset, "torch_version": torch.__version__,
+        export={**dict(zip(("exporter", "opset"), exporter_of(attempt.inputs, recipe.export.opset))),
+                "torch_version": torch.__version__,
                 "parity": attempt.parity},
         stages=attempt.records, energy_meter=meter.describe(), energy_meter_reason=meter_reason,
         idle=idle_checks[0], idle_checks=tuple(idle_checks),

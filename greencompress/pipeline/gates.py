@@ -6,6 +6,7 @@ from pydantic import Field
 
 from greencompress.core.config import Section
 from greencompress.core.errors import GreencompressError
+from greencompress.measure.latency import shape_words
 from greencompress.report.schema import Comparison, GateResult
 
 
@@ -41,7 +42,7 @@ def evaluate_gates(gates: GatesSpec, comparisons: list[Comparison]) -> list[Gate
     """
     results = []
     for c in comparisons:
-        label = f"{c.candidate} vs {c.baseline}, batch {c.batch_size}"
+        label = f"{c.candidate} vs {c.baseline}, {shape_words(c.batch_size, c.sequence_length)}"
         if gates.max_accuracy_drop is not None and c.top1_delta_points is not None:
             drop = -c.top1_delta_points
             results.append(GateResult("max_accuracy_drop", label, gates.max_accuracy_drop, drop,

@@ -8,7 +8,7 @@ cache of another run.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from greencompress.measure.accuracy import Accuracy, evaluate
 from greencompress.measure.benchmark import (
@@ -19,6 +19,7 @@ from greencompress.measure.benchmark import (
     measure_idle,
     window_duration_s,
 )
+from greencompress.measure.latency import shape_key, shape_words
 from greencompress.measure.load import BUSY_SHARE
 from greencompress.models.data import DataSplits, fixed_batch
 from greencompress.pipeline.stages import StageStore
@@ -48,13 +49,16 @@ def _accuracy(name: str, runner, data: DataSplits, batch_size: int, progress) ->
 
 
 def benchmark_all(runners: dict, data: DataSplits, spec: BenchmarkSpec, meter, idle_s: float, store: StageStore,
-                  key: str, results: dict[str, list[Benchmark]], idle_checks: list[IdleBaseline], progress=None) -> None:
-    """Every runner at every batch size, on the same real inputs, interleaved; appends to `results` as it goes.
+                  key: str, results: dict[str, list[Benchmark]], idle_checks: list[IdleBaseline], progress=None,
+                  tokens: bool = False) -> None:
+    """Every runner at every batch size (and, for a transformer, every sequence length), on the same real inputs,
+    interleaved; appends to `results` as it goes.
 
-    Batch sizes finished by an interrupted run are read back; the rest are measured between an idle
+    Shapes finished by an interrupted run are read back; the rest are measured between an idle
     check before them and one after them, both appended to `idle_checks` (and saved).
     """
-    records = {size: store.finished(f"benchmark-batch{size}", key) for size in spec.batch_sizes}
+    shapes = [(size, length) for size in spec.batch_sizes for length in (spec.sequence_lengths if tokens else [None])]
+    records = {shape: store.finished("benchmark-batch{}".format(shape_key(*shape)), key) for shape in shapes}
     remaining = [size for size, record in records.items() if record is None]
 
     def check_idle(when: str) -> IdleBaseline:
@@ -64,19 +68,20 @@ def benchmark_all(runners: dict, data: DataSplits, spec: BenchmarkSpec, meter, i
         return idle_checks[-1]
 
     idle = check_idle("before benchmarking" if not idle_checks else "on resume") if remaining else None
-    for batch_size, record in records.items():
+    for (batch_size, length), record in records.items():
         if record is None:
-            # Real evaluation samples, repeated when the split is smaller than the batch; text at the set length.
-            inputs = fixed_batch(data.eval, batch_size, spec.sequence_length)
-            log.info("benchmarking batch size %d: %d-%d windows of %.1f s per artifact, interleaved", batch_size,
+            # Real evaluation samples, repeated when the split is smaller than the batch; text padded to the length.
+            inputs = fixed_batch(data.eval, batch_size, length)
+            log.info("benchmarking %s: %d-%d windows of %.1f s per artifact, interleaved", shape_words(batch_size, length),
                      spec.windows, spec.max_windows, window_duration_s(spec, meter))
             measured = benchmark_interleaved(runners, inputs, spec, meter, idle, progress)
-            record = {name: benchmark_to_dict(bench) for name, bench in measured.items()}
-            store.save(f"benchmark-batch{batch_size}", key, record)
+            record = {name: benchmark_to_dict(replace(bench, latency=replace(bench.latency, sequence_length=length)))
+                      for name, bench in measured.items()}
+            store.save("benchmark-batch{}".format(shape_key(batch_size, length)), key, record)
         for name, bench in record.items():
             bench = benchmark_from_dict(bench)
             results[name].append(bench)
-            _warn_if_unsettled(name, batch_size, bench)
+            _warn_if_unsettled(name, shape_words(batch_size, length), bench)
     if remaining:
         check_idle("after the last round")
 
@@ -86,13 +91,13 @@ def saved_idle_checks(store: StageStore, key: str) -> list[IdleBaseline]:
     return [IdleBaseline(**check) for check in (store.finished("idle", key) or {}).get("checks", [])]
 
 
-def _warn_if_unsettled(name: str, batch_size: int, bench: Benchmark) -> None:
+def _warn_if_unsettled(name: str, shape: str, bench: Benchmark) -> None:
     if bench.energy.noisy:
-        log.warning("%s at batch size %d: energy still varies by +-%.1f%% after %d windows (noisy)",
-                    name, batch_size, 100 * bench.energy.relative_ci95, bench.energy.windows)
+        log.warning("%s at %s: energy still varies by +-%.1f%% after %d windows (noisy)",
+                    name, shape, 100 * bench.energy.relative_ci95, bench.energy.windows)
     if bench.energy.busy_windows:
-        log.warning("%s at batch size %d: %d of %d windows ran while other processes used over %.0f%% of the machine",
-                    name, batch_size, bench.energy.busy_windows, bench.energy.windows, 100 * BUSY_SHARE)
+        log.warning("%s at %s: %d of %d windows ran while other processes used over %.0f%% of the machine",
+                    name, shape, bench.energy.busy_windows, bench.energy.windows, 100 * BUSY_SHARE)
 
 
 def sweep_power_limits(runners: dict, data: DataSplits, spec: BenchmarkSpec, meter, idle_s: float, store: StageStore,

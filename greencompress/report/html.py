@@ -7,6 +7,7 @@ import re
 from html import escape
 
 from greencompress.measure.energy.carbon import carbon_per_million
+from greencompress.measure.latency import shape_label, shape_words
 from greencompress.report import plots
 from greencompress.report.markdown import (
     carbon_legend,
@@ -102,8 +103,9 @@ def render_html(report: RunReport) -> str:
 
 def _headline_card(report: RunReport, comparison: Comparison) -> str:
     by_name = {r.artifact.name: r for r in report.artifacts}
-    baseline = by_name[comparison.baseline].at_batch(comparison.batch_size).energy
-    candidate = by_name[comparison.candidate].at_batch(comparison.batch_size).energy
+    shape = comparison.batch_size, comparison.sequence_length
+    baseline = by_name[comparison.baseline].at_batch(*shape).energy
+    candidate = by_name[comparison.candidate].at_batch(*shape).energy
     before = carbon_per_million(baseline.joules_per_inference, report.carbon).g_co2e_per_million
     after = carbon_per_million(candidate.joules_per_inference, report.carbon).g_co2e_per_million
     interval = comparison.joules_per_inference
@@ -111,7 +113,7 @@ def _headline_card(report: RunReport, comparison: Comparison) -> str:
     quantity = "J" if comparison.measured else f"J (estimated from {report.energy_meter.proportional_to})"
     return (
         '<div class="card">'
-        f"<div>{escape(comparison.candidate)} vs {escape(comparison.baseline)}, batch {comparison.batch_size}</div>"
+        f"<div>{escape(comparison.candidate)} vs {escape(comparison.baseline)}, {shape_words(*shape)}</div>"
         f'<div class="big">{escape(saving_phrase(comparison, report.energy_meter.proportional_to))}</div>'
         + (f"<div>ratio {interval.ratio:.2f}x, 95% CI [{interval.low:.2f}, {interval.high:.2f}] "
            f"({escape(interval.method)})</div>" if interval else "")
@@ -132,7 +134,7 @@ def _artifact_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
         artifact = result.artifact
         for bench in result.benchmarks:
             rows.append([
-                artifact.name, str(bench.latency.batch_size),
+                artifact.name, shape_label(*bench.latency.shape),
                 f"{100 * result.accuracy.top1:.2f}%" if result.accuracy else "n/a",
                 f"{bench.latency.p50_ms:.3f}", f"{bench.latency.p99_ms:.3f}", f"{bench.latency.throughput_per_s:.1f}",
                 f"{bench.joules_per_inference:.4g}", interval_cell(bench.energy),
@@ -143,11 +145,14 @@ def _artifact_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
 
 
 def _figures(report: RunReport) -> list[str]:
-    batch = min(b.latency.batch_size for r in report.artifacts for b in r.benchmarks)
+    # The smallest shape measured: batch 1 (and the shortest sequence) is what latency-bound services run.
+    shape = min((b.latency.shape for r in report.artifacts for b in r.benchmarks), key=lambda s: (s[0], s[1] or 0))
     figures = [
-        ("accuracy-vs-energy", f"Accuracy against energy per inference (batch {batch})", plots.accuracy_vs_energy(report, batch)),
+        ("accuracy-vs-energy", f"Accuracy against energy per inference ({shape_words(*shape)})",
+         plots.accuracy_vs_energy(report, *shape)),
         ("latency", "Latency per batch (box: p25-p75, whiskers: p1-p99)", plots.latency_distribution(report)),
-        ("energy-by-domain", f"Energy per inference by domain (batch {batch})", plots.energy_by_domain(report, batch)),
+        ("energy-by-domain", f"Energy per inference by domain ({shape_words(*shape)})",
+         plots.energy_by_domain(report, *shape)),
         ("timeline", "Mean power of each benchmark window", plots.power_timeline(report)),
     ]
     html = []

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from greencompress.measure.energy.carbon import carbon_per_million
+from greencompress.measure.latency import shape_label, shape_words
 from greencompress.measure.load import BUSY_SHARE
 from greencompress.measure.stats import RatioInterval
 from greencompress.report.schema import Comparison, RunReport
@@ -25,7 +26,7 @@ def artifact_table(report: RunReport, compact: bool = False) -> Table:
         artifact, accuracy = result.artifact, result.accuracy
         for bench in result.benchmarks:
             rows.append([
-                artifact.name, str(bench.latency.batch_size),
+                artifact.name, shape_label(*bench.latency.shape),
                 _percent(accuracy.top1) if accuracy else "n/a", _percent(accuracy.top5) if accuracy else "n/a",
                 f"{artifact.size_bytes / 1e6:.2f}" if artifact.size_bytes else "-",
                 *benchmark_cells(bench),
@@ -39,7 +40,8 @@ def artifact_table(report: RunReport, compact: bool = False) -> Table:
 def benchmark_cells(bench) -> list[str]:
     """p50 ms, p99 ms, items/s, J/inf, its 95% CI (and "noisy"), active J/inf: one Benchmark as table cells."""
     latency, energy = bench.latency, bench.energy
-    return [f"{latency.p50_ms:.3f}", f"{latency.p99_ms:.3f}", f"{latency.throughput_per_s:.1f}",
+    throughput = f"{latency.throughput_per_s:.1f}" + (f" ({latency.tokens_per_s:.0f} tok/s)" if latency.tokens_per_s else "")
+    return [f"{latency.p50_ms:.3f}", f"{latency.p99_ms:.3f}", throughput,
             f"{energy.joules_per_inference:.4g}", interval_cell(energy), active_cell(energy)]
 
 
@@ -59,14 +61,14 @@ def interval_cell(energy) -> str:
 def carbon_table(report: RunReport) -> Table:
     """Energy, emissions and cost of a million inferences, per artifact and batch size."""
     settings = report.carbon
-    headers = ["artifact", "batch", "kWh / M inferences", "g CO2e / M inferences"]
+    headers = ["artifact", "batch", "kWh / M inferences (= Wh / 1k)", "g CO2e / M inferences"]
     if settings.price_per_kwh is not None:
         headers.append(f"{settings.currency} / M inferences")
     rows = []
     for result in report.artifacts:
         for bench in result.benchmarks:
             per_million = carbon_per_million(bench.joules_per_inference, settings)
-            row = [result.artifact.name, str(bench.latency.batch_size), f"{per_million.kwh_per_million:.4g}",
+            row = [result.artifact.name, shape_label(*bench.latency.shape), f"{per_million.kwh_per_million:.4g}",
                    f"{per_million.g_co2e_per_million:.4g}"]
             if per_million.cost_per_million is not None:
                 row.append(f"{per_million.cost_per_million:.4g}")
@@ -110,7 +112,7 @@ def comparison_table(report: RunReport) -> Table:
     rows = []
     for c in report.comparisons:
         rows.append([
-            f"{_short(c.candidate, c.runtime)} vs {_short(c.baseline, c.runtime)} on {c.runtime}", str(c.batch_size),
+            f"{_short(c.candidate, c.runtime)} vs {_short(c.baseline, c.runtime)} on {c.runtime}", shape_label(c.batch_size, c.sequence_length),
             ratio_cell(c.latency_p50, c.latency_p50_ratio),
             ratio_cell(c.joules_per_inference, c.joules_per_inference_ratio),
             *([ratio_cell(c.active_joules_per_inference, None)] if measured else []),
@@ -148,21 +150,21 @@ def headline(c: Comparison, estimated_from: str = "CPU time") -> str:
     interval = c.joules_per_inference
     bounds = f" (ratio {interval.ratio:.2f}x, 95% CI [{interval.low:.2f}, {interval.high:.2f}])" if interval else ""
     suffix = "" if c.measured else f"; energy was not measured on this machine: {c.energy_method}"
-    return (f"{_short(c.candidate, c.runtime)} vs {_short(c.baseline, c.runtime)} on {c.runtime}, batch "
-            f"{c.batch_size}: {saving_phrase(c, estimated_from)}{bounds}{suffix}")
+    return (f"{_short(c.candidate, c.runtime)} vs {_short(c.baseline, c.runtime)} on {c.runtime}, "
+            f"{shape_words(c.batch_size, c.sequence_length)}: {saving_phrase(c, estimated_from)}{bounds}{suffix}")
 
 
 def decision_line(c: Comparison, estimated_from: str = "CPU time") -> str:
     """The answer a user came for, at one batch size: what to deploy and what it saves against the model they gave."""
     if c.candidate == c.baseline:
-        return (f"Keep your model as given ({c.baseline}) at batch {c.batch_size}: nothing within the accuracy "
+        return (f"Keep your model as given ({c.baseline}) at {shape_words(c.batch_size, c.sequence_length)}: nothing within the accuracy "
                 f"budget ranks above it")
     what = "energy" if c.measured else f"{estimated_from} (energy estimate: not measured here)"
     facts = [f"{_interval_text(c.latency_p50, c.latency_p50_ratio)} the p50 latency",
              f"{_interval_text(c.joules_per_inference, c.joules_per_inference_ratio)} the {what}"]
     tail = [f"{c.top1_delta_points:+.2f} pt top-1" if c.top1_delta_points is not None else "top-1 not measured",
             f"{c.size_ratio:.2f}x size" if c.size_ratio is not None else "size not comparable"]
-    return (f"Deploy {c.candidate} at batch {c.batch_size}: {' and '.join(facts)} of your model as given "
+    return (f"Deploy {c.candidate} at {shape_words(c.batch_size, c.sequence_length)}: {' and '.join(facts)} of your model as given "
             f"({c.baseline}), {', '.join(tail)}")
 
 
@@ -173,7 +175,7 @@ def decision_lines(report: RunReport) -> list[str]:
         return [decision_line(c, report.energy_meter.proportional_to) for c in decisions]
     if not report.recommendations:
         return ["Keep your model as given: no artifact is within the accuracy budget"]
-    return [f"Deploy {r.artifact} at batch {r.batch_size} (the original FP32 model was not measured at that batch size "
+    return [f"Deploy {r.artifact} at {shape_words(r.batch_size, r.sequence_length)} (the original FP32 model was not measured at that batch size "
             f"to compare it with)" for r in report.recommendations]
 
 
@@ -212,8 +214,8 @@ def runtime_table(report: RunReport) -> Table | None:
     rows = []
     for (file_name, _), results in by_file.items():
         for bench in next(iter(results.values())).benchmarks:
-            batch = bench.latency.batch_size
-            found = {runtime: results[runtime].at_batch(batch) for runtime in onnx_runtimes if runtime in results}
+            shape = bench.latency.shape
+            found = {runtime: results[runtime].at_batch(*shape) for runtime in onnx_runtimes if runtime in results}
             if len(found) < len(onnx_runtimes) or None in found.values():
                 continue
             cheapest = min(found, key=lambda runtime: found[runtime].joules_per_inference)
@@ -221,7 +223,7 @@ def runtime_table(report: RunReport) -> Table | None:
             # Overlapping 95% intervals: the ranking is not resolved by this measurement.
             tied = any(other.energy.joules_per_inference - other.energy.ci95_j <= best.joules_per_inference + best.ci95_j
                        for runtime, other in found.items() if runtime != cheapest)
-            rows.append([file_name, str(batch), *[f"{found[r].latency.p50_ms:.3f}" for r in onnx_runtimes],
+            rows.append([file_name, shape_label(*shape), *[f"{found[r].latency.p50_ms:.3f}" for r in onnx_runtimes],
                          *[f"{found[r].joules_per_inference:.4g}" for r in onnx_runtimes],
                          cheapest + (" (within noise)" if tied else "")])
     return headers, rows
@@ -243,7 +245,7 @@ def recommendation_table(report: RunReport) -> Table | None:
             margin = (f"{bracketed(v)} of {r.runner_up}"
                       + (" (within noise)" if r.within_noise else ""))
         drop = f"{0.0 - r.top1_drop_points:+.2f} pt" if r.top1_drop_points is not None else "n/a"
-        rows.append([str(r.batch_size), f"{r.artifact} ({r.runtime}, {r.precision})", figure, margin, drop])
+        rows.append([shape_label(r.batch_size, r.sequence_length), f"{r.artifact} ({r.runtime}, {r.precision})", figure, margin, drop])
     return headers, rows
 
 
@@ -273,7 +275,7 @@ def plain_findings(report: RunReport) -> list[str]:
         interval = c.latency_p50
         ratio = f"{interval.ratio if interval else c.latency_p50_ratio:.2f}x"
         bounds = f" (95% CI [{interval.low:.2f}, {interval.high:.2f}])" if interval else ""
-        where = f"on {c.runtime} at batch size {c.batch_size}"
+        where = f"on {c.runtime} at {shape_words(c.batch_size, c.sequence_length).replace('batch', 'batch size', 1)}"
         if pruning_only and (c.latency_p50_ratio > 0.95 or (interval and interval.within_noise)):
             findings.append(
                 f"Pruning bought no real speed: {c.candidate} runs at {ratio} the p50 latency of {c.baseline} "
@@ -302,7 +304,7 @@ def plain_findings(report: RunReport) -> list[str]:
     if report.idle_drift:
         findings.append(f"Idle power is not stable: {report.idle_drift}.")
     findings += gpu_telemetry_findings(report)
-    noisy = [f"{result.artifact.name} at batch {bench.latency.batch_size} (+-{100 * bench.energy.relative_ci95:.1f}% "
+    noisy = [f"{result.artifact.name} at {shape_words(*bench.latency.shape)} (+-{100 * bench.energy.relative_ci95:.1f}% "
              f"after {bench.energy.windows} windows)"
              for result in report.artifacts for bench in result.benchmarks if bench.energy.noisy]
     if noisy:  # one line, however many: each figure is also marked "noisy" in the tables

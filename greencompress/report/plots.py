@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 
+from greencompress.measure.latency import shape_words
 from greencompress.report.pareto import non_dominated
 from greencompress.report.schema import RunReport
 
@@ -53,10 +54,10 @@ def _rows_height(rows: int, minimum: float = 3.6) -> float:
     return max(minimum, _ROW_INCHES * rows + 1.2)
 
 
-def domain_bars(report: RunReport, batch_size: int) -> dict[str, dict[str, float]]:
+def domain_bars(report: RunReport, batch_size: int, sequence_length: int | None = None) -> dict[str, dict[str, float]]:
     """Joules per inference by domain for each artifact at one batch size: each adds up to the table's figure."""
-    return {r.artifact.name: dict(r.at_batch(batch_size).energy.joules_per_inference_by_domain)
-            for r in report.artifacts if r.at_batch(batch_size)}
+    return {r.artifact.name: dict(r.at_batch(batch_size, sequence_length).energy.joules_per_inference_by_domain)
+            for r in report.artifacts if r.at_batch(batch_size, sequence_length)}
 
 
 def accuracy_range(top1_percent: list[float]) -> tuple[float, float]:
@@ -66,11 +67,11 @@ def accuracy_range(top1_percent: list[float]) -> tuple[float, float]:
     return max(0.0, low - margin), min(100.0, high + margin)
 
 
-def accuracy_vs_energy_figure(report: RunReport, batch_size: int):
+def accuracy_vs_energy_figure(report: RunReport, batch_size: int, sequence_length: int | None = None):
     """Top-1 against joules per inference at one batch size, the Pareto front drawn; None without accuracy."""
     points = []
     for result in report.artifacts:
-        bench = result.at_batch(batch_size)
+        bench = result.at_batch(batch_size, sequence_length)
         if result.accuracy and bench:
             points.append((result.artifact.name, bench.joules_per_inference, 100 * result.accuracy.top1, bench.energy))
     if not points:
@@ -85,7 +86,7 @@ def accuracy_vs_energy_figure(report: RunReport, batch_size: int):
     axes.step(*zip(*front), where="post", linestyle="--", color="grey", linewidth=1, label="Pareto front")
     axes.plot(*zip(*front), "o", markersize=12, markerfacecolor="none", color="grey")
     axes.set_ylim(*accuracy_range([top1 for _, _, top1, _ in points]))
-    axes.set_xlabel(f"J per inference (batch {batch_size}, {report.energy_meter.method})")
+    axes.set_xlabel(f"J per inference ({shape_words(batch_size, sequence_length)}, {report.energy_meter.method})")
     axes.set_ylabel("top-1 accuracy (%)")
     # Beside the axes, one entry per line: inside, 7-20 names would cover the points they label.
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
@@ -93,8 +94,8 @@ def accuracy_vs_energy_figure(report: RunReport, batch_size: int):
     return figure
 
 
-def accuracy_vs_energy(report: RunReport, batch_size: int) -> bytes | None:
-    figure = accuracy_vs_energy_figure(report, batch_size)
+def accuracy_vs_energy(report: RunReport, batch_size: int, sequence_length: int | None = None) -> bytes | None:
+    figure = accuracy_vs_energy_figure(report, batch_size, sequence_length)
     return png_bytes(figure) if figure is not None else None
 
 
@@ -106,7 +107,7 @@ def latency_distribution_figure(report: RunReport):
             q = bench.latency.percentiles_ms
             if len(q) == 101:
                 stats.append({"whislo": q[1], "q1": q[25], "med": q[50], "q3": q[75], "whishi": q[99], "fliers": []})
-                labels.append(f"{result.artifact.name}, batch {bench.latency.batch_size}")
+                labels.append(f"{result.artifact.name}, {shape_words(*bench.latency.shape)}")
     if not stats:
         return None
     figure, axes = new_figure(width=8.4, height=_rows_height(len(stats)))
@@ -123,9 +124,9 @@ def latency_distribution(report: RunReport) -> bytes | None:
     return png_bytes(figure) if figure is not None else None
 
 
-def energy_by_domain_figure(report: RunReport, batch_size: int):
+def energy_by_domain_figure(report: RunReport, batch_size: int, sequence_length: int | None = None):
     """Stacked horizontal bars of joules per inference by domain (cpu, dram, gpu...) at one batch size."""
-    bars = domain_bars(report, batch_size)
+    bars = domain_bars(report, batch_size, sequence_length)
     names = list(bars)[::-1]  # the first artifact on top
     figure, axes = new_figure(width=8.4, height=_rows_height(len(names)))
     domains = sorted({domain for by_domain in bars.values() for domain in by_domain})
@@ -134,15 +135,15 @@ def energy_by_domain_figure(report: RunReport, batch_size: int):
         values = [bars[name].get(domain, 0.0) for name in names]
         axes.barh(names, values, left=lefts, color=_COLORS[index % len(_COLORS)], label=domain)
         lefts = [left + value for left, value in zip(lefts, values)]
-    axes.set_xlabel(f"J per inference (batch {batch_size}, {report.energy_meter.method})")
+    axes.set_xlabel(f"J per inference ({shape_words(batch_size, sequence_length)}, {report.energy_meter.method})")
     axes.tick_params(axis="y", labelsize=8)
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     figure.tight_layout()
     return figure
 
 
-def energy_by_domain(report: RunReport, batch_size: int) -> bytes:
-    return png_bytes(energy_by_domain_figure(report, batch_size))
+def energy_by_domain(report: RunReport, batch_size: int, sequence_length: int | None = None) -> bytes:
+    return png_bytes(energy_by_domain_figure(report, batch_size, sequence_length))
 
 
 def power_timeline_figure(report: RunReport):

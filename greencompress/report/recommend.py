@@ -19,7 +19,7 @@ DEFAULT_BUDGET_POINTS = 1.0  # when the recipe sets no gates.max_accuracy_drop
 
 @dataclass(frozen=True)
 class Recommendation:
-    """The artifact to deploy at one batch size, what ranked it, and how sure the ranking is."""
+    """The artifact to deploy at one batch size (and sequence length), what ranked it, and how sure the ranking is."""
 
     batch_size: int
     artifact: str
@@ -32,6 +32,7 @@ class Recommendation:
     versus_runner_up: RatioInterval | None  # the winner's figure over the runner-up's, paired over rounds
     over_budget: tuple[str, ...]  # artifacts left out: top-1 more than the budget below the original's
     budget_points: float
+    sequence_length: int | None = None  # transformers: tokens per input
 
     @property
     def within_noise(self) -> bool:
@@ -40,28 +41,29 @@ class Recommendation:
 
 def recommend(results, energy_measured: bool, energy_method: str,
               budget_points: float | None = None) -> list[Recommendation]:
-    """One recommendation per batch size measured, from a run's ArtifactResults."""
+    """One recommendation per shape measured (batch size, and sequence length for a transformer)."""
     budget = DEFAULT_BUDGET_POINTS if budget_points is None else budget_points
     reference = _original_top1(results)
-    batch_sizes = sorted({bench.latency.batch_size for result in results for bench in result.benchmarks})
+    shapes = sorted({bench.latency.shape for result in results for bench in result.benchmarks},
+                    key=lambda shape: (shape[0], shape[1] or 0))
     recommendations = []
-    for batch_size in batch_sizes:
-        measured = [result for result in results if result.at_batch(batch_size) is not None]
+    for shape in shapes:
+        measured = [result for result in results if result.at_batch(*shape) is not None]
         drops = {result.artifact.name: _drop(result, reference) for result in measured}
         within = [result for result in measured if drops[result.artifact.name] is None
                   or drops[result.artifact.name] <= budget + 1e-9]
         if not within:
             continue
-        ranked = sorted(within, key=lambda result: _figure(result.at_batch(batch_size), energy_measured))
+        ranked = sorted(within, key=lambda result: _figure(result.at_batch(*shape), energy_measured))
         best, runner_up = ranked[0], (ranked[1] if len(ranked) > 1 else None)
-        interval = _versus(best.at_batch(batch_size), runner_up.at_batch(batch_size), energy_measured) \
+        interval = _versus(best.at_batch(*shape), runner_up.at_batch(*shape), energy_measured) \
             if runner_up else None
         recommendations.append(Recommendation(
-            batch_size, best.artifact.name, best.artifact.runtime, best.artifact.precision,
+            shape[0], best.artifact.name, best.artifact.runtime, best.artifact.precision,
             f"J/inference ({energy_method})" if energy_measured else f"p50 latency (energy is an {energy_method})",
-            _figure(best.at_batch(batch_size), energy_measured), drops[best.artifact.name],
+            _figure(best.at_batch(*shape), energy_measured), drops[best.artifact.name],
             runner_up.artifact.name if runner_up else None, interval,
-            tuple(result.artifact.name for result in measured if result not in within), budget))
+            tuple(result.artifact.name for result in measured if result not in within), budget, shape[1]))
     return recommendations
 
 

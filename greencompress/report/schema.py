@@ -14,6 +14,7 @@ from greencompress.measure.accuracy import Accuracy
 from greencompress.measure.benchmark import Benchmark, IdleBaseline, idle_drift
 from greencompress.measure.energy import MeterDescription
 from greencompress.measure.energy.carbon import CarbonSettings, carbon_per_million
+from greencompress.measure.latency import shape_key
 from greencompress.measure.load import BUSY_SHARE
 from greencompress.measure.stats import RatioInterval, paired_ratio_interval
 from greencompress.runtimes.base import Artifact
@@ -50,8 +51,9 @@ class ArtifactResult:
     accuracy: Accuracy | None
     benchmarks: tuple[Benchmark, ...]
 
-    def at_batch(self, batch_size: int) -> Benchmark | None:
-        return next((b for b in self.benchmarks if b.latency.batch_size == batch_size), None)
+    def at_batch(self, batch_size: int, sequence_length: int | None = None) -> Benchmark | None:
+        """The benchmark at one shape: a batch size (and, for a transformer, a sequence length)."""
+        return next((b for b in self.benchmarks if b.latency.shape == (batch_size, sequence_length)), None)
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,7 @@ class Comparison:
     active_joules_per_inference: RatioInterval | None = None  # None where active energy was not above 0 in a window
     baseline_runtime: str | None = None  # None in reports from before it was recorded: the same as `runtime`
     deployment: bool = False  # the recommended artifact against the user's model (RunReport.decisions)
+    sequence_length: int | None = None  # transformers: tokens per input; None for image models
 
     @property
     def faster(self) -> bool:
@@ -105,16 +108,16 @@ def compare_same_runtime(results: list[ArtifactResult]) -> list[Comparison]:
             if not _is_baseline_for(baseline.artifact, candidate.artifact):
                 continue
             for bench in candidate.benchmarks:
-                reference = baseline.at_batch(bench.latency.batch_size)
+                reference = baseline.at_batch(*bench.latency.shape)
                 if reference is not None and reference.energy.method == bench.energy.method:
-                    comparisons.append(compare_pair(baseline, candidate, bench.latency.batch_size))
+                    comparisons.append(compare_pair(baseline, candidate, *bench.latency.shape))
     return comparisons
 
 
 def compare_pair(baseline: ArtifactResult, candidate: ArtifactResult, batch_size: int,
-                 deployment: bool = False) -> Comparison:
-    """`candidate` over `baseline` at one batch size: overall ratios and intervals paired over the shared rounds."""
-    bench, reference = candidate.at_batch(batch_size), baseline.at_batch(batch_size)
+                 sequence_length: int | None = None, deployment: bool = False) -> Comparison:
+    """`candidate` over `baseline` at one shape: overall ratios and intervals paired over the shared rounds."""
+    bench, reference = candidate.at_batch(batch_size, sequence_length), baseline.at_batch(batch_size, sequence_length)
     sizes = baseline.artifact.size_bytes, candidate.artifact.size_bytes
     accuracies = baseline.accuracy, candidate.accuracy
     return Comparison(
@@ -124,6 +127,7 @@ def compare_pair(baseline: ArtifactResult, candidate: ArtifactResult, batch_size
         runtime=candidate.artifact.runtime,
         baseline_runtime=baseline.artifact.runtime,
         batch_size=batch_size,
+        sequence_length=sequence_length,
         latency_p50_ratio=bench.latency.p50_ms / reference.latency.p50_ms,
         joules_per_inference_ratio=bench.joules_per_inference / reference.joules_per_inference,
         energy_method=bench.energy.method,
@@ -234,8 +238,9 @@ class RunReport:
         # benchmark.baseline: the runtime the user serves their model on today (None: PyTorch, the reference).
         user = users_model(self.artifacts, (self.recipe.get("benchmark") or {}).get("baseline"))
         by_name = {result.artifact.name: result for result in self.artifacts}
-        return [compare_pair(user, by_name[r.artifact], r.batch_size, deployment=True)
-                for r in self.recommendations if user is not None and user.at_batch(r.batch_size) is not None]
+        return [compare_pair(user, by_name[r.artifact], r.batch_size, r.sequence_length, deployment=True)
+                for r in self.recommendations
+                if user is not None and user.at_batch(r.batch_size, r.sequence_length) is not None]
 
     @property
     def idle_drift(self) -> str | None:
@@ -297,8 +302,8 @@ def _artifact_dict(result: ArtifactResult, carbon: CarbonSettings) -> dict:
         "model_techniques": list(artifact.model_techniques),
         "file_techniques": list(artifact.file_techniques),
         "accuracy": asdict(result.accuracy) if result.accuracy else None,
-        "latency": {str(b.latency.batch_size): asdict(b.latency) for b in result.benchmarks},
-        "energy": {str(b.latency.batch_size): _energy_dict(b, carbon) for b in result.benchmarks},
+        "latency": {shape_key(*b.latency.shape): asdict(b.latency) for b in result.benchmarks},
+        "energy": {shape_key(*b.latency.shape): _energy_dict(b, carbon) for b in result.benchmarks},
     }
 
 
@@ -315,6 +320,7 @@ def _energy_dict(bench: Benchmark, carbon: CarbonSettings | None = None) -> dict
     energy = bench.energy
     return {
         "joules_per_inference": energy.joules_per_inference,
+        "wh_per_1000_inferences": energy.joules_per_inference / 3.6,  # AI Energy Score's unit (per 1,000 queries)
         "ci95_j": energy.ci95_j,
         "relative_ci95": energy.relative_ci95,
         "active_joules_per_inference": energy.active_joules_per_inference,

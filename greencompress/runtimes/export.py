@@ -34,6 +34,14 @@ class ExportSpec(Section):
     parity_min_top1_agreement: float = Field(default=0.99, gt=0, le=1)
 
 EXPORTER = "torch.onnx.export(dynamo=True)"  # the torch.export-based exporter; TorchScript export is deprecated
+# Transformers: the TorchScript exporter, whose graph ONNX Runtime's transformer optimizer fuses (_export_transformer).
+TOKEN_EXPORTER = "torch.onnx.export(dynamo=False)"
+TOKEN_OPSET = 17  # the highest the TorchScript exporter writes
+
+
+def exporter_of(inputs: ModelInputs | tuple[int, ...], opset: int) -> tuple[str, int]:
+    """(the exporter used for a model with these inputs, the opset it writes)."""
+    return (TOKEN_EXPORTER, min(opset, TOKEN_OPSET)) if as_model_inputs(inputs).are_tokens else (EXPORTER, opset)
 
 
 @dataclass(frozen=True)
@@ -85,7 +93,8 @@ def _export_transformer(model: nn.Module, inputs: ModelInputs, path: Path, opset
     axes.update({name: {0: "batch"} for name in outputs})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python values; parity on real text decides
-        torch.onnx.export(model.eval(), inputs.example(2, 16), str(path), dynamo=False, opset_version=min(opset, 17),
+        torch.onnx.export(model.eval(), inputs.example(2, 16), str(path), dynamo=False,
+                          opset_version=exporter_of(inputs, opset)[1],
                           input_names=list(inputs.names), output_names=outputs, dynamic_axes=axes)
     if not fusion or inputs.fusion is None:
         return {"fusion": None if not fusion else "none: ONNX Runtime has no transformer fusions for this architecture"}
@@ -97,9 +106,9 @@ def _export_transformer(model: nn.Module, inputs: ModelInputs, path: Path, opset
             optimized = optimizer.optimize_model(str(path), model_type=inputs.fusion.model_type,
                                                  num_heads=inputs.fusion.num_heads,
                                                  hidden_size=inputs.fusion.hidden_size, opt_level=0)
+            fused = {name: count for name, count in optimized.get_fused_operator_statistics().items() if count}
     finally:
         logging.disable(logging.NOTSET)
-    fused = {name: count for name, count in optimized.get_fused_operator_statistics().items() if count}
     optimized.save_model_to_file(str(path))
     log.info("transformer fusion: %s", ", ".join(f"{count} {name}" for name, count in fused.items()) or "nothing fused")
     return {"fusion": fused}
@@ -132,7 +141,7 @@ def export_with_parity(model: nn.Module, inputs: ModelInputs | tuple[int, ...], 
     from greencompress.runtimes.onnxruntime_cpu import OnnxRuntimeRunner
     from greencompress.runtimes.pytorch import TorchRunner
 
-    log.info("stage export: %s to ONNX (%s, opset %d)", output.name, EXPORTER, spec.opset)
+    log.info("stage export: %s to ONNX (%s, opset %d)", output.name, *exporter_of(inputs, spec.opset))
     temporary = output.with_name(f".{output.name}.tmp")
     done = _export(model, as_model_inputs(inputs), temporary, spec.opset, spec.transformer_fusion)
     parity = check_parity(TorchRunner(model), OnnxRuntimeRunner(temporary, threads), parity_batches,

@@ -154,7 +154,7 @@ def test_bring_your_own_text_classifier_through_a_recipe(bert_folder, tmp_path, 
         data: {{kind: text, path: {csv_file}, eval_split: test, calibration_split: train, batch_size: 16}}
         stages:
           - quantize: {{method: dynamic}}
-        benchmark: {{batch_sizes: [1], sequence_length: 32, runtimes: [onnxruntime], windows: 2, max_windows: 2,
+        benchmark: {{batch_sizes: [1], sequence_lengths: [16, 32], runtimes: [onnxruntime], windows: 2, max_windows: 2,
                      window_s: 0.05, warmup_iterations: 1, min_iterations: 2}}
         energy: {{idle_s: 0.1}}
         output: {{dir: {tmp_path / "runs"}}}
@@ -173,7 +173,18 @@ def test_bring_your_own_text_classifier_through_a_recipe(bert_folder, tmp_path, 
     for length in (9, 32):
         assert runner(fixed_batch(load_data(recipe.data, 0, load_model(recipe.model).tokenization()).eval, 2,
                                   length)).shape == (2, 6)
-    assert any("padded (or cut) to 32 tokens" in note for note in saved["notes"])
+    assert any("padded (or cut) to the sequence length (16, 32 tokens)" in note for note in saved["notes"])
+    # Every figure is keyed by batch size and sequence length, and so is every comparison and decision.
+    int8_entry = next(item for item in saved["artifacts"] if item["name"] == "onnxruntime-int8")
+    assert set(int8_entry["latency"]) == {"1x16", "1x32"}
+    assert int8_entry["latency"]["1x32"]["sequence_length"] == 32
+    assert int8_entry["energy"]["1x16"]["wh_per_1000_inferences"] == pytest.approx(
+        int8_entry["energy"]["1x16"]["joules_per_inference"] / 3.6)
+    same_runtime = [(c["batch_size"], c["sequence_length"]) for c in saved["comparisons"] if not c["deployment"]]
+    assert sorted(same_runtime) == [(1, 16), (1, 32)]
+    markdown = (run_dir / "report.md").read_text()
+    assert "at batch 1, sequence 16:" in markdown.splitlines()[2] and "| 1 x 32 |" in markdown
+    assert "tok/s)" in markdown
 
 
 # --- bad input: each names the file and the field ---------------------------------------------------------------
@@ -266,11 +277,11 @@ def test_sequence_length_above_the_model_maximum_stops_the_run(bert_folder, tmp_
         model: {{source: huggingface, path: {bert_folder}, task: text-classification}}
         data: {{kind: text}}
         stages: [{{quantize: {{method: dynamic}}}}]
-        benchmark: {{sequence_length: 512, runtimes: [onnxruntime]}}
+        benchmark: {{sequence_lengths: [32, 512], runtimes: [onnxruntime]}}
     """))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    with pytest.raises(GreencompressError, match="benchmark.sequence_length: 512 is above the model's maximum sequence "
+    with pytest.raises(GreencompressError, match="benchmark.sequence_lengths: 512 is above the model's maximum sequence "
                                                  "length 64") as caught:
         run(recipe, run_dir)
     assert caught.value.exit_code == 2
