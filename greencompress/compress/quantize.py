@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
+from torch.utils.data import Subset
 
 from greencompress.compress.finetune import FinetuneConfig
 from greencompress.compress.technique import StageContext, StageOutput, Technique
 from greencompress.core.config import Section
 from greencompress.core.hardware import cpu_info
+from greencompress.core.logs import quiet_libraries
 from greencompress.models.data import batches
 from greencompress.runtimes.base import batch_size_of
 
@@ -35,6 +37,11 @@ class QuantizeConfig(Section):
     # uint8 asymmetric activations suit CPU kernels (u8 x s8); int8 symmetric ones are what TensorRT's int8 needs.
     activation_type: Literal["uint8", "int8"] = "uint8"
     qat: FinetuneConfig | None = None
+    # Static int8: when the int8 file's top-1 on held-out calibration-split samples (never the evaluated ones) is more
+    # than this many points below the FP32 file's, layers are kept in float, those with the largest input peaks
+    # first (1, 2, 4, ... of them), until it is within; None: no check.
+    fallback_max_drop: float | None = Field(default=None, ge=0)
+    fallback_samples: int = Field(default=256, ge=8)
 
     @model_validator(mode="after")
     def _qat_needs_static_per_channel(self) -> QuantizeConfig:
@@ -42,6 +49,8 @@ class QuantizeConfig(Section):
             raise ValueError("qat simulates static, per-channel int8: it needs method: static and per_channel: true")
         if self.qat is not None and self.activation_type != "uint8":
             raise ValueError("qat simulates ONNX Runtime's uint8 activations: it needs activation_type: uint8")
+        if self.fallback_max_drop is not None and self.method != "static":
+            raise ValueError("fallback_max_drop keeps layers of a static int8 model in float: it needs method: static")
         if self.method == "dynamic" and self.activation_type != "uint8":
             raise ValueError("dynamic quantization computes uint8 activations at run time: activation_type: uint8")
         return self
@@ -62,6 +71,9 @@ class QuantizeResult:
     weight_type: str
     format: str
     trained_input_ranges: int = 0  # layer inputs quantized on the range QAT trained under, not a calibrated one
+    float_operators: tuple[str, ...] = ()  # operator types left in float by design (a transformer's sensitive ones)
+    kept_in_float: tuple[str, ...] = ()  # layers the accuracy fallback kept in float
+    fallback: tuple[dict, ...] = ()  # each fallback step: layers kept in float, top-1 drop in points on held-out samples
 
 
 def resolve_reduce_range(setting: str | bool) -> tuple[bool, str]:
@@ -90,16 +102,36 @@ def quantize_onnx(fp32_path: Path, output_path: Path, config: QuantizeConfig, ca
         # A graph with ONNX Runtime's fused transformer operators: symbolic shape inference stops on them
         # ("Incomplete symbolic shape inference"), and the quantizer must be told the float type it cannot infer.
         fused = _has_contrib_operators(fp32_path)
-        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=fused)
+        with quiet_libraries():
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=fused)
+        if fused:
+            _type_fused_outputs(prepared)
         extra = {"DefaultTensorType": 1} if fused else {}  # 1: onnx.TensorProto.FLOAT
+        # A transformer's static int8 quantizes its matrix products only: LayerNorm, GELU, the residual Adds and
+        # Softmax stay in float, where naive min-max calibration is known to wreck accuracy (optimum#151). The small
+        # Gemm heads stay float too: the exporter may share their bias tensor with a LayerNorm's, which int8 cannot.
+        only = ("MatMul",) if takes_tokens(prepared) and config.method == "static" else None
+        prepared_types = _operator_types(prepared)
+        kept, steps = (), ()
         if config.method == "dynamic":
-            quantize_dynamic(str(prepared), str(output_path), weight_type=QuantType.QInt8,
-                             per_channel=config.per_channel, reduce_range=reduce_range, extra_options=extra)
+            with quiet_libraries():
+                quantize_dynamic(str(prepared), str(output_path), weight_type=QuantType.QInt8,
+                                 per_channel=config.per_channel, reduce_range=reduce_range, extra_options=extra)
             samples, overrides = 0, {}
         else:
             overrides = _range_overrides(prepared, input_ranges or {})
-            samples = _quantize_static(prepared, output_path, config, calibration, batch_size, reduce_range,
-                                       overrides, progress, extra)
+
+            def quantize(excluded: tuple[str, ...]) -> int:
+                return _quantize_static(prepared, output_path, config, calibration, batch_size, reduce_range,
+                                        overrides, progress, extra, only, excluded)
+
+            samples = quantize(())
+            if config.fallback_max_drop is not None:
+                from greencompress.compress.fallback import keep_layers_in_float
+
+                held_out = Subset(calibration, range(samples, min(len(calibration), samples + config.fallback_samples)))
+                kept, steps = keep_layers_in_float(prepared, output_path, quantize, held_out, batch_size,
+                                                   config.fallback_max_drop, only)
     return QuantizeResult(
         path=output_path,
         method=config.method,
@@ -113,7 +145,53 @@ def quantize_onnx(fp32_path: Path, output_path: Path, config: QuantizeConfig, ca
         weight_type="int8",
         format="QDQ" if config.method == "static" else "QOperator (dynamic)",
         trained_input_ranges=len(overrides),
+        float_operators=_float_operators(prepared_types, only) if only else (),
+        kept_in_float=kept,
+        fallback=steps,
     )
+
+
+def takes_tokens(path: Path) -> bool:
+    """Whether an ONNX model's inputs are integer token tensors (a transformer), not float images."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return any(item.type.tensor_type.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) for item in graph.input)
+
+
+def _float_operators(types: set[str], quantized: tuple[str, ...]) -> tuple[str, ...]:
+    """The compute operators of a graph left in float when only `quantized` types are (shape plumbing not named)."""
+    plumbing = {"Shape", "Gather", "Unsqueeze", "Concat", "Reshape", "Transpose", "Cast", "Constant", "Slice", "Squeeze",
+                "Expand", "Range", "Equal", "Where", "And", "GreaterOrEqual", "Flatten", "Identity", "ConstantOfShape"}
+    return tuple(sorted(types - set(quantized) - plumbing))
+
+
+def _operator_types(path: Path) -> set[str]:
+    import onnx
+
+    return {node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node}
+
+
+def _type_fused_outputs(path: Path) -> None:
+    """Declare the element type of ONNX Runtime's fused operators' outputs, which ONNX shape inference cannot infer.
+
+    Without it the static quantizer skips every product fed by a fused LayerNorm or Attention ("failed to infer the
+    type of tensor"), leaving a transformer nearly all float. Their outputs are float, but for the mask index
+    of EmbedLayerNormalization (int32).
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    typed = {info.name for info in (*model.graph.value_info, *model.graph.output, *model.graph.input)}
+    for node in model.graph.node:
+        if node.domain != "com.microsoft":
+            continue
+        for index, name in enumerate(node.output):
+            if name and name not in typed:
+                element = onnx.TensorProto.INT32 if node.op_type == "EmbedLayerNormalization" and index == 1 else \
+                    onnx.TensorProto.FLOAT
+                model.graph.value_info.append(onnx.helper.make_tensor_value_info(name, element, None))
+    onnx.save(onnx.shape_inference.infer_shapes(model), str(path))
 
 
 def _has_contrib_operators(path: Path) -> bool:
@@ -149,7 +227,8 @@ def _range_overrides(model_path: Path, input_ranges: dict[str, tuple[float, floa
 
 
 def _quantize_static(prepared: Path, output_path: Path, config: QuantizeConfig, calibration, batch_size: int,
-                     reduce_range: bool, overrides: dict[str, list[dict]], progress, extra: dict) -> int:
+                     reduce_range: bool, overrides: dict[str, list[dict]], progress, extra: dict,
+                     only: tuple[str, ...] | None = None, excluded: tuple[str, ...] = ()) -> int:
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -177,15 +256,19 @@ def _quantize_static(prepared: Path, output_path: Path, config: QuantizeConfig, 
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}
-    quantize_static(
-        str(prepared), str(output_path), Reader(),
-        quant_format=QuantFormat.QDQ, per_channel=config.per_channel, reduce_range=reduce_range,
-        activation_type=QuantType.QInt8 if config.activation_type == "int8" else QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
-        calibrate_method=methods[config.calibration_method],
-        extra_options={**extra, **({"TensorQuantOverrides": overrides} if overrides else {}),
-                       **({"ActivationSymmetric": True} if config.activation_type == "int8" else {})},
-    )
+    # On a fused transformer graph the quantizer warns for every tensor of ONNX Runtime's own operators it cannot type
+    # (they stay float, as intended): only errors show then.
+    with quiet_libraries(logging.WARNING if extra else logging.INFO):
+        quantize_static(
+            str(prepared), str(output_path), Reader(),
+            quant_format=QuantFormat.QDQ, per_channel=config.per_channel, reduce_range=reduce_range,
+            activation_type=QuantType.QInt8 if config.activation_type == "int8" else QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=methods[config.calibration_method],
+            op_types_to_quantize=list(only) if only else None, nodes_to_exclude=list(excluded),
+            extra_options={**extra, **({"TensorQuantOverrides": overrides} if overrides else {}),
+                           **({"ActivationSymmetric": True} if config.activation_type == "int8" else {})},
+        )
     return samples
 
 
@@ -196,6 +279,9 @@ class Quantize(Technique):
 
     def needs_labels(self, config: QuantizeConfig) -> bool:
         return config.qat is not None
+
+    def variant(self, config: QuantizeConfig) -> str:
+        return config.method
 
     def resolved(self, config: QuantizeConfig) -> dict:
         return {**config.model_dump(mode="json"), "reduce_range": resolve_reduce_range(config.reduce_range)[0]}
@@ -223,7 +309,22 @@ class Quantize(Technique):
         settings["quantization_aware_finetuning"] = config.qat is not None
         return StageOutput(settings, metrics, path=output, precision="int8")
 
+    def shown_settings(self, settings: dict) -> dict:
+        shown = {key: value for key, value in settings.items()
+                 if key not in ("float_operators", "kept_in_float", "fallback") or value}
+        if shown.get("float_operators"):
+            shown["float_operators"] = ", ".join(shown["float_operators"])
+        if shown.get("fallback"):
+            last = shown["fallback"][-1]
+            shown["fallback"] = (f"{last['kept_in_float']} layer(s) kept in float, top-1 {last['top1_drop_points']:+.2f} pt "
+                                 f"below FP32 on {last['samples']} held-out calibration-split samples")
+        return shown
+
     def describe(self, settings: dict, metrics: dict) -> list[str]:
+        kept = settings.get("kept_in_float") or ()
+        if kept:
+            return [f"static int8 kept {len(kept)} layer(s) in float to stay within the fallback budget: "
+                    f"{', '.join(kept)}"]
         return [f"quantization-aware fine-tuning of {source}: best validation epoch {facts['qat_best_epoch']} of "
                 f"{len(facts['qat_history'])}" for source, facts in metrics.get("by_source", {}).items()
                 if "qat_best_epoch" in facts]

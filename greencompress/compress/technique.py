@@ -137,6 +137,11 @@ class Technique(ABC):
         """The settings worth showing in the stage line (those that apply to the method chosen)."""
         return settings
 
+    def variant(self, config: BaseModel) -> str:
+        """The word that tells two stages of this technique apart in one recipe (quantize: `dynamic`, `static`);
+        a technique that returns "" for every config can appear once per recipe (ONNX-file techniques)."""
+        return ""
+
     def resolved(self, config: BaseModel) -> dict:
         """The settings as this machine will apply them (`auto` decided): what a cache key must hold."""
         return config.model_dump(mode="json")

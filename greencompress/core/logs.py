@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 
@@ -20,3 +21,14 @@ def log_folded(log: logging.Logger, action: str, reasons: dict[str, str]) -> Non
     for kind, names in by_kind.items():
         log.info("%s %d (%s%s): %s", action, len(names), kind,
                  "; each one's detail in run.log" if any(" (" in reasons[n] for n in names) else "", ", ".join(names))
+
+
+@contextlib.contextmanager
+def quiet_libraries(level: int = logging.INFO):
+    """Silence records at `level` and below while a library call runs (ONNX Runtime's optimizer and quantizer log
+    every pattern tried and every tensor's parameters on the root logger); by default warnings still show."""
+    logging.disable(level)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)

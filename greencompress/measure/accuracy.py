@@ -1,4 +1,4 @@
-"""Top-1 and top-5 accuracy of a runner on a labelled split."""
+"""Top-1 and top-5 accuracy of a runner on a labelled split; for an embedding model, agreement with the FP32 one."""
 
 from __future__ import annotations
 
@@ -11,23 +11,56 @@ from greencompress.models.data import batches
 
 @dataclass(frozen=True)
 class Accuracy:
-    """Fractions in [0, 1] over `samples` images."""
+    """Fractions in [0, 1] over `samples` inputs.
+
+    For a model that also returns an embedding, how its embeddings agree with the FP32 model's on the
+    same texts: the mean cosine, and the share of texts whose nearest other text is the same by both.
+    """
 
     top1: float
     top5: float
     samples: int
+    embedding_cosine: float | None = None
+    neighbour_agreement: float | None = None
 
 
 def evaluate(runner, dataset, batch_size: int, progress=None, label: str = "evaluating") -> Accuracy:
     """Accuracy of `runner` on every sample of `dataset`."""
+    return evaluate_with_embeddings(runner, dataset, batch_size, progress, label)[0]
+
+
+def evaluate_with_embeddings(runner, dataset, batch_size: int, progress=None,
+                             label: str = "evaluating") -> tuple[Accuracy, np.ndarray | None]:
+    """Accuracy of `runner` on every sample of `dataset`, and its embeddings when the model returns them (else None)."""
     task = progress.add_task(label, total=len(dataset)) if progress else None
     top1 = top5 = total = 0
+    embeddings = []
     for inputs, labels in batches(dataset, batch_size):
-        logits = runner(inputs)
+        outputs = runner.outputs(inputs) if hasattr(runner, "outputs") else (runner(inputs),)
+        logits = outputs[0]
+        if len(outputs) > 1:
+            embeddings.append(outputs[1])
         ranked = np.argsort(-logits, axis=1)[:, :5]
         top1 += int((ranked[:, 0] == labels).sum())
         top5 += int((ranked == labels[:, None]).any(axis=1).sum())
         total += len(labels)
         if progress:
             progress.update(task, advance=len(labels))
-    return Accuracy(top1=top1 / total, top5=top5 / total, samples=total)
+    return (Accuracy(top1=top1 / total, top5=top5 / total, samples=total),
+            np.concatenate(embeddings) if embeddings else None)
+
+
+def embedding_agreement(embeddings: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """(mean cosine of each embedding to the reference's for the same input, nearest-neighbour agreement)."""
+    def unit(values):
+        return values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-12)
+
+    ours, theirs = unit(embeddings.astype(np.float64)), unit(reference.astype(np.float64))
+    cosine = float((ours * theirs).sum(axis=1).mean())
+
+    def nearest(values):
+        similarity = values @ values.T
+        np.fill_diagonal(similarity, -np.inf)
+        return similarity.argmax(axis=1)
+
+    return cosine, float((nearest(ours) == nearest(theirs)).mean())

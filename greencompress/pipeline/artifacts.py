@@ -32,6 +32,7 @@ class Made:
     params: int
     macs: int
     key: str  # the stage key of what made it
+    variant: str = ""  # which of several stages of one file technique made it (quantize: "dynamic", "static")
 
 
 def reduced_precisions(benchmark, device) -> tuple[tuple[str, ...], str]:
@@ -50,9 +51,11 @@ def reduced_precisions(benchmark, device) -> tuple[tuple[str, ...], str]:
     return ("fp16",), f"on {device.name}: FP16 measured with the weights cast to it; this GPU has no BF16"
 
 
-def artifact_name(runtime: str, model_techniques: tuple[str, ...], precision: str) -> str:
-    """An artifact's name for people: `onnxruntime-pruned-finetuned-int8`. Reports read the lineage fields instead."""
-    return "-".join(part for part in (runtime, tag_words(model_techniques), precision) if part)
+def artifact_name(runtime: str, model_techniques: tuple[str, ...], precision: str, variant: str = "") -> str:
+    """An artifact's name for people: `onnxruntime-pruned-finetuned-int8` (`-int8-dynamic` beside a static one).
+
+    Reports read the lineage fields instead."""
+    return "-".join(part for part in (runtime, tag_words(model_techniques), precision, variant) if part)
 
 
 def plan_artifacts(made: list[Made], runtimes: list[str], reduced: tuple[str, ...],
@@ -79,7 +82,9 @@ def plan_artifacts(made: list[Made], runtimes: list[str], reduced: tuple[str, ..
             precisions += [(item, precision) for item in runs if item.precision == "fp32" and not item.file_techniques]
         for item, precision in precisions:
             source = item.path if spec.runs == "onnx" else item.model.module
-            artifact = Artifact.of_file(artifact_name(runtime, item.model_techniques, precision), runtime, precision,
+            variant = item.variant if precision == item.precision else ""
+            artifact = Artifact.of_file(artifact_name(runtime, item.model_techniques, precision, variant), runtime,
+                                        precision,
                                         item.path, item.params, item.macs, source=spec.runs,
                                         model_techniques=item.model_techniques,
                                         file_techniques=item.file_techniques if precision == item.precision else ())

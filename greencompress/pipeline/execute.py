@@ -201,12 +201,16 @@ class _Run:
     def _file_stages(self, exports: list[Made]) -> list[Made]:
         """The techniques on an ONNX file, each on every export (the original model's, and the compressed one's)."""
         recipe, made = self.recipe, []
-        for stage in [s for s in recipe.stages if s.method.works_on == "onnx"]:
+        on_files = [s for s in recipe.stages if s.method.works_on == "onnx"]
+        for stage in on_files:
             settings, by_source = {}, {}
+            # Named by variant only beside another stage of the technique (recipe.py checks they differ).
+            alike = sum(other.technique == stage.technique for other in on_files) > 1
+            variant = stage.method.variant(stage.config) if alike else ""
             for source in exports:
                 tags = tag_words(source.model_techniques)
-                name = f"{stage.technique}-{tags}" if tags else stage.technique
-                file_name = f"model_{'compressed_' if tags else ''}{stage.method.tag}.onnx"
+                name = "-".join(part for part in (stage.technique, variant, tags) if part)
+                file_name = f"model_{'compressed_' if tags else ''}{stage.method.tag}{'_' + variant if variant else ''}.onnx"
                 key = stage_key(stage.technique, source.key, stage.method.resolved(stage.config),
                                 recipe.data.model_dump(mode="json"), recipe.seed)
                 record = self.store.finished(name, key, files=(file_name,))
@@ -220,9 +224,10 @@ class _Run:
                 if record["metrics"]:
                     by_source[artifact_name("onnxruntime", source.model_techniques, source.precision)] = record["metrics"]
                 made.append(replace(source, path=self.run_dir / file_name, precision=record["precision"],
-                                    file_techniques=(*source.file_techniques, stage.technique), key=key))
+                                    file_techniques=(*source.file_techniques, stage.technique), key=key,
+                                    variant=variant))
             self.records.append(StageRecord(stage.technique, settings, {"by_source": by_source} if by_source else {}))
-            self.finished.append(stage.technique)
+            self.finished.append("-".join(part for part in (stage.technique, variant) if part))
         return made
 
     def _torch_metrics(self, model: TorchModel, label: str) -> dict:

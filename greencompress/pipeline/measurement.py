@@ -10,7 +10,11 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, replace
 
-from greencompress.measure.accuracy import Accuracy, evaluate
+from greencompress.measure.accuracy import (
+    Accuracy,
+    embedding_agreement,
+    evaluate_with_embeddings,
+)
 from greencompress.measure.benchmark import (
     Benchmark,
     BenchmarkSpec,
@@ -33,19 +37,27 @@ def accuracies(runners: dict, data: DataSplits, batch_size: int, store: StageSto
     """Top-1/top-5 of every runner on the evaluation split (None for all without labels)."""
     record = store.finished("accuracy", key)
     if record is None:
-        record = {name: _accuracy(name, runner, data, batch_size, progress) for name, runner in runners.items()}
+        record, reference = {}, None  # the first runner is the FP32 reference: its embeddings are the ones to agree with
+        for name, runner in runners.items():
+            record[name], embeddings = _accuracy(name, runner, data, batch_size, progress)
+            if embeddings is not None:
+                reference = embeddings if reference is None else reference
+                cosine, neighbours = embedding_agreement(embeddings, reference)
+                record[name] = replace(record[name], embedding_cosine=cosine, neighbour_agreement=neighbours)
+                log.info("%s: embeddings agree with the FP32 model's: mean cosine %.4f, nearest neighbour kept for "
+                         "%.1f%% of texts", name, cosine, 100 * neighbours)
         record = {name: asdict(value) if value else None for name, value in record.items()}
         store.save("accuracy", key, record)
     return {name: Accuracy(**value) if value else None for name, value in record.items()}
 
 
-def _accuracy(name: str, runner, data: DataSplits, batch_size: int, progress) -> Accuracy | None:
+def _accuracy(name: str, runner, data: DataSplits, batch_size: int, progress) -> tuple[Accuracy | None, object]:
     if not data.labelled:
-        return None
-    accuracy = evaluate(runner, data.eval, batch_size, progress, f"evaluating {name}")
+        return None, None
+    accuracy, embeddings = evaluate_with_embeddings(runner, data.eval, batch_size, progress, f"evaluating {name}")
     log.info("%s: top-1 %.2f%%, top-5 %.2f%% on %d samples", name, 100 * accuracy.top1, 100 * accuracy.top5,
              accuracy.samples)
-    return accuracy
+    return accuracy, embeddings
 
 
 def benchmark_all(runners: dict, data: DataSplits, spec: BenchmarkSpec, meter, idle_s: float, store: StageStore,

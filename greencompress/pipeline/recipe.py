@@ -130,7 +130,12 @@ class Recipe(Section):
                              f"change the PyTorch model, which is then exported), got {' -> '.join(names)}")
         for name in dict.fromkeys(names):
             if names.count(name) > 1 and kinds[names.index(name)] == "onnx":
-                raise ValueError(f"stages: at most one {name} stage")
+                # Several stages of one file technique each make their own file from the same export, told apart by
+                # their variant (quantize: dynamic and static); two alike would make the same file twice.
+                variants = [stage.method.variant(stage.config) for stage in self.stages if stage.technique == name]
+                if "" in variants or len(set(variants)) < len(variants):
+                    raise ValueError(f"stages: several {name} stages must differ in kind (for quantize: one `method: "
+                                     f"dynamic`, one `method: static`), got {', '.join(v or '-' for v in variants)}")
         if self.model.source == "huggingface":
             self._check_transformer_stages()
         elif self.data.kind == "text":

@@ -14,6 +14,7 @@ from greencompress.report.markdown import (
     carbon_table,
     comparison_table,
     decision_lines,
+    embedding_agreement_line,
     energy_legend,
     gate_lines,
     gpu_sentence,
@@ -64,6 +65,7 @@ def render_html(report: RunReport) -> str:
         f"({cpu['logical_cores']} logical cores; flags: {escape(', '.join(cpu['flags']) or 'none detected')}), "
         f"{report.environment['threads']} threads. Model: {escape(str(report.provenance.get('description', '')))}. "
         f"Data: {escape(report.data)}.</p>",
+        *([f"<p>{escape(line)}</p>"] if (line := embedding_agreement_line(report)) else []),
         *([f"<p>Models ran on {_bold(escape(gpu))}.</p>"] if (gpu := gpu_sentence(report.environment)) else []),
         '<section id="headline"><h2>What each technique bought, on its own runtime</h2><div class="headline">',
         *[_headline_card(report, comparison) for comparison in headline_comparisons(report)],

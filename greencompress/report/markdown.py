@@ -403,6 +403,7 @@ def render_markdown(report: RunReport) -> str:
         "",
         f"Model: {report.provenance.get('description', report.provenance.get('source'))}.  ",
         f"Data: {report.data}.",
+        *(["", line] if (line := embedding_agreement_line(report)) else []),
         "",
         "## Results",
         "",
@@ -514,6 +515,16 @@ def _settings(settings: dict) -> str:
 
 def _percent(fraction: float) -> str:
     return f"{100 * fraction:.2f}%"
+
+
+def embedding_agreement_line(report: RunReport) -> str | None:
+    """How each artifact's embeddings agree with the FP32 model's (sentence embedders only), or None."""
+    parts = [f"{r.artifact.name} {r.accuracy.embedding_cosine:.4f} ({100 * r.accuracy.neighbour_agreement:.1f}%)"
+             for r in report.artifacts if r.accuracy is not None and r.accuracy.embedding_cosine is not None]
+    if not parts:
+        return None
+    return ("Embeddings against the FP32 model's, on the evaluated texts: mean cosine (share of texts whose nearest "
+            "other text stays the same): " + "; ".join(parts) + ".")
 
 
 def _short(artifact_name: str, runtime: str) -> str:

@@ -19,7 +19,7 @@ from greencompress.measure.load import BUSY_SHARE
 from greencompress.measure.stats import RatioInterval, paired_ratio_interval
 from greencompress.runtimes.base import Artifact
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 
 
 @dataclass(frozen=True)

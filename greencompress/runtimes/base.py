@@ -76,6 +76,10 @@ class Runner(ABC):
     @abstractmethod
     def __call__(self, inputs: Inputs) -> np.ndarray: ...
 
+    def outputs(self, inputs: Inputs) -> tuple[np.ndarray, ...]:
+        """Every output of the model (a sentence embedder's logits, then its embedding); the logits alone by default."""
+        return (self(inputs),)
+
 
 def batch_size_of(inputs: Inputs) -> int:
     """The number of samples in a batch: the first dimension of its (first) array."""

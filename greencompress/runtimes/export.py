@@ -16,6 +16,7 @@ from torch import nn
 
 from greencompress.core.config import Section
 from greencompress.core.errors import ParityError
+from greencompress.core.logs import quiet_libraries
 from greencompress.models.inputs import ModelInputs, as_model_inputs
 from greencompress.runtimes.base import batch_size_of
 
@@ -100,15 +101,11 @@ def _export_transformer(model: nn.Module, inputs: ModelInputs, path: Path, opset
         return {"fusion": None if not fusion else "none: ONNX Runtime has no transformer fusions for this architecture"}
     from onnxruntime.transformers import optimizer
 
-    logging.disable(logging.INFO)  # the optimizer logs each pattern it tried, with tracebacks, at DEBUG
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            optimized = optimizer.optimize_model(str(path), model_type=inputs.fusion.model_type,
-                                                 num_heads=inputs.fusion.num_heads,
-                                                 hidden_size=inputs.fusion.hidden_size, opt_level=0)
-            fused = {name: count for name, count in optimized.get_fused_operator_statistics().items() if count}
-    finally:
-        logging.disable(logging.NOTSET)
+    with quiet_libraries(), contextlib.redirect_stdout(io.StringIO()):  # it logs each pattern tried, at DEBUG
+        optimized = optimizer.optimize_model(str(path), model_type=inputs.fusion.model_type,
+                                             num_heads=inputs.fusion.num_heads,
+                                             hidden_size=inputs.fusion.hidden_size, opt_level=0)
+        fused = {name: count for name, count in optimized.get_fused_operator_statistics().items() if count}
     optimized.save_model_to_file(str(path))
     log.info("transformer fusion: %s", ", ".join(f"{count} {name}" for name, count in fused.items()) or "nothing fused")
     return {"fusion": fused}

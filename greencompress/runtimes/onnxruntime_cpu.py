@@ -29,7 +29,10 @@ class OnnxRuntimeRunner(Runner):
         self.input_name = self.session.get_inputs()[0].name
 
     def __call__(self, inputs: Inputs) -> np.ndarray:
-        return self.session.run(None, inputs if isinstance(inputs, dict) else {self.input_name: inputs})[0]
+        return self.outputs(inputs)[0]
+
+    def outputs(self, inputs: Inputs) -> tuple[np.ndarray, ...]:
+        return tuple(self.session.run(None, inputs if isinstance(inputs, dict) else {self.input_name: inputs}))
 
 
 RUNTIMES.register(RuntimeSpec(

@@ -28,6 +28,13 @@ class OpenVinoRunner(Runner):
         self.requests: dict[tuple, object] = {}  # compiled per set of input shapes
 
     def __call__(self, inputs: Inputs) -> np.ndarray:
+        return self._infer(inputs).get_output_tensor(0).data.copy()
+
+    def outputs(self, inputs: Inputs) -> tuple[np.ndarray, ...]:
+        request = self._infer(inputs)
+        return tuple(request.get_output_tensor(index).data.copy() for index in range(len(self.model.outputs)))
+
+    def _infer(self, inputs: Inputs):
         named = inputs if isinstance(inputs, dict) else {self.model.inputs[0].any_name: inputs}
         shapes = tuple((name, array.shape) for name, array in named.items())
         request = self.requests.get(shapes)
@@ -38,7 +45,7 @@ class OpenVinoRunner(Runner):
             model.reshape({name: openvino.PartialShape(list(shape)) for name, shape in shapes})
             request = self.requests[shapes] = self.core.compile_model(model, "CPU", self.config).create_infer_request()
         request.infer(named)
-        return request.get_output_tensor(0).data.copy()
+        return request
 
 RUNTIMES.register(RuntimeSpec(
     "openvino", "onnx", lambda path, settings: OpenVinoRunner(path, settings.threads, settings.precision), "OV",

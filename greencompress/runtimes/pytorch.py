@@ -24,6 +24,11 @@ class TorchRunner(Runner):
         with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
             return first_output(call_model(self.model, inputs)).float().numpy()
 
+    def outputs(self, inputs: Inputs) -> tuple[np.ndarray, ...]:
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            output = call_model(self.model, inputs)
+        return tuple(item.float().numpy() for item in (output if isinstance(output, (tuple, list)) else (output,)))
+
 
 def call_model(model: nn.Module, inputs: Inputs):
     """`model` on one numpy array, or on named arrays passed as keyword arguments (token tensors)."""
