@@ -132,14 +132,22 @@ def _optimum(folder: Path, scratch: Path, threads: int, centroids: np.ndarray) -
     vnni = cpu_info().has_vnni
     preset = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False) if vnni else \
         AutoQuantizationConfig.avx2(is_static=False, per_channel=False)
-    quantizer = ORTQuantizer.from_pretrained(scratch / "optimum-o2", file_name="model_optimized.onnx")
-    quantizer.quantize(save_dir=scratch / "optimum-int8", quantization_config=preset)
+    how = "ORTOptimizer O2 + ORTQuantizer"
+    try:
+        quantizer = ORTQuantizer.from_pretrained(scratch / "optimum-o2", file_name="model_optimized.onnx")
+        quantizer.quantize(save_dir=scratch / "optimum-int8", quantization_config=preset)
+    except RuntimeError as error:  # its quantizer cannot type the fused graph's tensors: what its users then do
+        print(f"  optimum: quantizing the O2 graph failed ({str(error)[:90]}...); quantizing the unfused export",
+              file=sys.stderr)
+        ORTQuantizer.from_pretrained(scratch / "optimum").quantize(save_dir=scratch / "optimum-int8",
+                                                                   quantization_config=preset)
+        how = "ORTQuantizer on the unfused export (on the O2 graph it failed: 'Unable to find data type')"
     path = next((scratch / "optimum-int8").glob("*quantized*.onnx"))
     session = OnnxRuntimeRunner(path, threads).session
     names = {item.name for item in session.get_inputs()}
     run = lambda inputs: session.run(["last_hidden_state"], {k: v for k, v in inputs.items() if k in names})[0]  # noqa: E731
     return Variant("optimum-int8-dynamic", EmbeddingsToLogits(run, centroids, "tokens"),
-                   f"ORTOptimizer O2 + ORTQuantizer {'avx512_vnni' if vnni else 'avx2'} preset, dynamic")
+                   f"{how}, {'avx512_vnni' if vnni else 'avx2'} preset, dynamic")
 
 
 def _nncf(plain: Path, data, threads: int, scratch: Path) -> Variant:

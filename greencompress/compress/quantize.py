@@ -316,8 +316,10 @@ class Quantize(Technique):
             shown["float_operators"] = ", ".join(shown["float_operators"])
         if shown.get("fallback"):
             last = shown["fallback"][-1]
-            shown["fallback"] = (f"{last['kept_in_float']} layer(s) kept in float, top-1 {last['top1_drop_points']:+.2f} pt "
+            shown["fallback"] = (f"{last['kept_in_float']} layer(s) kept in float, top-1 {last['top1_drop_points']:.2f} pt "
                                  f"below FP32 on {last['samples']} held-out calibration-split samples")
+        if shown.get("kept_in_float"):
+            shown["kept_in_float"] = ", ".join(shown["kept_in_float"])
         return shown
 
     def describe(self, settings: dict, metrics: dict) -> list[str]:

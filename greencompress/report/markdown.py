@@ -61,7 +61,9 @@ def interval_cell(energy) -> str:
 def carbon_table(report: RunReport) -> Table:
     """Energy, emissions and cost of a million inferences, per artifact and batch size."""
     settings = report.carbon
-    headers = ["artifact", "batch", "kWh / M inferences (= Wh / 1k)", "g CO2e / M inferences"]
+    tokens = any(b.latency.sequence_length for r in report.artifacts for b in r.benchmarks)
+    # kWh per million inferences is Wh per 1,000: AI Energy Score's unit, which transformer users compare against.
+    headers = ["artifact", "batch", "kWh / M inferences" + (" (= Wh / 1k)" if tokens else ""), "g CO2e / M inferences"]
     if settings.price_per_kwh is not None:
         headers.append(f"{settings.currency} / M inferences")
     rows = []
