@@ -26,7 +26,9 @@ from greencompress.compress.technique import (
     TorchModel,
 )
 from greencompress.core.config import Section
+from greencompress.core.errors import GreencompressError
 from greencompress.core.files import write_bytes_atomic
+from greencompress.models.data import tensor_collate
 
 
 class DistillationConfig(Section):
@@ -112,12 +114,14 @@ def finetune(model: nn.Module, train_set: Dataset, config: FinetuneConfig, seed:
         # Each rank trains on its share of every batch; gradients are averaged, so the recipe's batch
         # size and learning rate keep their meaning.
         sampler = DistributedSampler(training, num_replicas=world, rank=distributed.rank(), shuffle=True, seed=seed)
-        loader = DataLoader(training, batch_size=max(1, config.batch_size // world), sampler=sampler, num_workers=0)
+        loader = DataLoader(training, batch_size=max(1, config.batch_size // world), sampler=sampler, num_workers=0,
+                            collate_fn=tensor_collate(training))
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         log.info("finetune: data-parallel on %d processes, %d samples per process and step", world, loader.batch_size)
     else:
         sampler = None
-        loader = DataLoader(training, batch_size=config.batch_size, shuffle=True, generator=generator, num_workers=0)
+        loader = DataLoader(training, batch_size=config.batch_size, shuffle=True, generator=generator, num_workers=0,
+                            collate_fn=tensor_collate(training))
         trained = model
     optimizer = _optimizer(model, config)
     steps_per_epoch = len(loader)
@@ -156,9 +160,9 @@ def finetune(model: nn.Module, train_set: Dataset, config: FinetuneConfig, seed:
             sampler.set_epoch(epoch)
         total_loss = 0.0
         for inputs, labels in loader:
-            inputs = augment(inputs, config.augment, generator).to(device)
+            inputs = to_device(augment(inputs, config.augment, generator), device)
             labels = labels.to(device)
-            logits = trained(inputs)
+            logits = forward(trained, inputs)
             loss = loss_function(logits, labels)
             if teacher is not None and config.distillation is not None:
                 loss = _distill(loss, logits, teacher, inputs, config)
@@ -205,8 +209,22 @@ def training_device(setting: str) -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def augment(inputs: torch.Tensor, kinds, generator: torch.Generator) -> torch.Tensor:
+def forward(model: nn.Module, inputs):
+    """The logits of `model` on an image batch, or on named token tensors (passed as keyword arguments)."""
+    output = model(**inputs) if isinstance(inputs, dict) else model(inputs)
+    return output[0] if isinstance(output, (tuple, list)) else output  # a sentence embedder adds its embedding
+
+
+def to_device(inputs, device: torch.device):
+    return {name: tensor.to(device) for name, tensor in inputs.items()} if isinstance(inputs, dict) else inputs.to(device)
+
+
+def augment(inputs, kinds, generator: torch.Generator):
     """Seeded per-sample augmentation of a normalized NCHW batch (padding is 0, the per-channel mean)."""
+    if isinstance(inputs, dict):
+        if kinds:
+            raise GreencompressError(f"finetune.augment: {', '.join(kinds)} apply to images, not to text batches")
+        return inputs
     if "random_crop" in kinds:
         pad = max(1, inputs.shape[-1] // 8)  # 4 pixels at 32x32, the usual CIFAR setting
         padded = nn.functional.pad(inputs, (pad, pad, pad, pad))
@@ -243,7 +261,7 @@ def _warmup_cosine(config: FinetuneConfig, steps_per_epoch: int):
 def _distill(hard_loss, logits, teacher: nn.Module, inputs, config: FinetuneConfig):
     temperature, alpha = config.distillation.temperature, config.distillation.alpha
     with torch.no_grad():
-        teacher_logits = teacher(inputs)
+        teacher_logits = forward(teacher, inputs)
     soft = nn.functional.kl_div(nn.functional.log_softmax(logits / temperature, dim=1),
                                 nn.functional.softmax(teacher_logits / temperature, dim=1), reduction="batchmean")
     # T^2 keeps the soft term's gradients on the scale of the hard term's (Hinton et al., 2015).
@@ -254,8 +272,8 @@ def _top1(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.dev
     model.eval()
     correct = total = 0
     with torch.no_grad():
-        for inputs, labels in DataLoader(dataset, batch_size=batch_size, num_workers=0):
-            correct += int((model(inputs.to(device)).argmax(1).cpu() == labels).sum())
+        for inputs, labels in DataLoader(dataset, batch_size=batch_size, num_workers=0, collate_fn=tensor_collate(dataset)):
+            correct += int((forward(model, to_device(inputs, device)).argmax(1).cpu() == labels).sum())
             total += len(labels)
     return correct / total
 

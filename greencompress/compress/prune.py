@@ -29,6 +29,7 @@ from greencompress.compress.technique import (
 from greencompress.core.config import Section
 from greencompress.core.errors import GreencompressError
 from greencompress.core.logs import log_folded
+from greencompress.models.inputs import ModelInputs, as_model_inputs
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def unsafe_channel_layers(model: nn.Module, example: torch.Tensor, candidates: l
     return unsafe
 
 
-def prune_structured(model: nn.Module, input_shape: tuple[int, int, int], config, calibration_batches,
+def prune_structured(model: nn.Module, input_shape: ModelInputs | tuple[int, ...], config, calibration_batches,
                      train_between: TrainBetween | None = None) -> StructuredResult:
     """Remove channels: `config.ratio` (default 0.5) of each prunable layer, or as many as `config.target_macs` asks.
 
@@ -143,7 +144,8 @@ def prune_structured(model: nn.Module, input_shape: tuple[int, int, int], config
     import torch_pruning as tp
 
     model = copy.deepcopy(model).eval()
-    example = torch.zeros(1, *input_shape)
+    # Channel pruning works on image models (a recipe refuses it for transformers): one image, zeros.
+    example = as_model_inputs(input_shape).example(1)[0]
     modules = dict(model.named_modules())
     linears = [name for name, module in modules.items() if isinstance(module, nn.Linear)]
     # The final classifier's outputs are the classes: never pruned, whatever else `ignore` lists.

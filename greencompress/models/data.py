@@ -155,6 +155,20 @@ def fixed_batch(dataset: Dataset, batch_size: int, sequence_length: int | None =
     return np.ascontiguousarray(np.resize(sample, (batch_size, *sample.shape[1:])))
 
 
+def tensor_collate(dataset: Dataset):
+    """The collate function that makes training batches of `dataset`: text padded per batch into named int64
+    tensors; None (PyTorch's default) for images."""
+    texts = _texts_under(dataset)
+    if texts is None:
+        return None
+
+    def collate(items):
+        inputs, labels = texts.collate(items)
+        return {name: torch.from_numpy(array) for name, array in inputs.items()}, torch.from_numpy(labels)
+
+    return collate
+
+
 def _texts_under(dataset: Dataset) -> TokenizedTexts | None:
     while isinstance(dataset, Subset):
         dataset = dataset.dataset
@@ -305,6 +319,9 @@ def _text(spec: DataSpec, seed: int, model: Tokenization | None) -> DataSplits:
     if unknown:
         raise DataError(f"{table.source}: data.label_column: label(s) {', '.join(map(repr, unknown[:5]))} are not in "
                         f"the model's head, whose labels are: {', '.join(names)}")
+    if model.new_head_classes is not None and len(names) != model.new_head_classes:
+        raise DataError(f"{table.source}: data.label_column: {len(names)} labels ({', '.join(names[:8])}) but "
+                        f"model.num_classes is {model.new_head_classes}: the new head must have one output per label")
     labels = np.array([index_of[label] for label in table.labels], dtype=np.int64)
     if table.splits is not None:
         rows = {}

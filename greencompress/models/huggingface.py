@@ -90,8 +90,13 @@ def _extracted(archive: Path) -> Path:
     return target
 
 
-def load_huggingface(folder: Path, task: str, trust_remote_code: bool, trust_checkpoint: bool) -> HuggingFaceModel:
-    """Load the folder's tokenizer and model for `task`, offline; raises ModelLoadError naming what is wrong."""
+def load_huggingface(folder: Path, task: str, trust_remote_code: bool, trust_checkpoint: bool,
+                     num_classes: int | None = None) -> HuggingFaceModel:
+    """Load the folder's tokenizer and model for `task`, offline; raises ModelLoadError naming what is wrong.
+
+    text-classification on an encoder without a head: with `num_classes`, a new head initialised at random
+    (a finetune stage must train it); without, refused.
+    """
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise ModelLoadError(f"model.path: {folder} has no config.json: not a Hugging Face model folder "
@@ -120,12 +125,14 @@ def load_huggingface(folder: Path, task: str, trust_remote_code: bool, trust_che
     has_head = any(name.endswith("ForSequenceClassification") for name in config.architectures or ())
     try:
         if task == "text-classification":
-            if not has_head:
+            if not has_head and num_classes is None:
                 raise ModelLoadError(f"model.task: {folder} has no sequence-classification head (architectures: "
-                                     f"{config.architectures}); use task 'sentence-embedding', or save a fine-tuned "
-                                     f"classifier (AutoModelForSequenceClassification) there")
-            network = transformers.AutoModelForSequenceClassification.from_pretrained(folder, **options)
-            module, labels = TextClassifier(network), tuple(network.config.id2label[i] for i in range(network.config.num_labels))
+                                     f"{config.architectures}); set model.num_classes and add a finetune stage to train "
+                                     f"a new one, or use task 'sentence-embedding'")
+            extra = {} if has_head else {"num_labels": num_classes}
+            network = transformers.AutoModelForSequenceClassification.from_pretrained(folder, **options, **extra)
+            module = TextClassifier(network)
+            labels = tuple(network.config.id2label[i] for i in range(network.config.num_labels)) if has_head else None
         else:
             encoder = transformers.AutoModel.from_pretrained(folder, **options)
             pooling, normalize = _pooling(folder)
@@ -142,6 +149,7 @@ def load_huggingface(folder: Path, task: str, trust_remote_code: bool, trust_che
     inputs = ModelInputs.tokens(names, int(getattr(config, "max_position_embeddings", 512)), fusion)
     weights = next((folder / name for name in ("model.safetensors", "pytorch_model.bin") if (folder / name).is_file()), None)
     provenance = {"source": "huggingface", "folder": str(folder), "task": task, "model_type": config.model_type,
+                  **({"new_head": num_classes} if task == "text-classification" and not has_head else {}),
                   "architecture": (config.architectures or [type(module).__name__])[0],
                   "trust_remote_code": trust_remote_code,
                   **({"checkpoint": str(weights), "sha256": file_sha256(weights)} if weights else {}),

@@ -134,7 +134,8 @@ class LoadedModel:
         """What text data needs from this model to be tokenised and labelled; None for image models."""
         if self.tokenizer is None:
             return None
-        return Tokenization(self.tokenizer, self.inputs.names, self.inputs.max_sequence_length, self.label_names)
+        return Tokenization(self.tokenizer, self.inputs.names, self.inputs.max_sequence_length, self.label_names,
+                            self.provenance.get("new_head"))
 
     def fit_head(self, data: DataSplits, batch_size: int) -> dict:
         """Fit what the model's head learns from the data (a sentence embedder's class centroids); {} when nothing."""
@@ -152,7 +153,7 @@ def load_model(spec: ModelSpec, progress=None) -> LoadedModel:
         from greencompress.models.huggingface import load_huggingface, model_folder
 
         loaded = load_huggingface(model_folder(spec.path, spec.package), spec.task, spec.trust_remote_code,
-                                  spec.trust_checkpoint)
+                                  spec.trust_checkpoint, spec.num_classes)
         origin = f"{spec.path} in the installed package {spec.package}" if spec.package else str(spec.path)
         provenance = {**loaded.provenance, "origin": origin,
                       "description": f"{loaded.provenance['description']}, from {origin}"}

@@ -59,6 +59,7 @@ class Tokenization:
     input_names: tuple[str, ...]
     max_sequence_length: int
     label_names: tuple[str, ...] | None
+    new_head_classes: int | None = None  # a head to be trained: the data must have exactly this many labels
 
 
 @dataclass(frozen=True)

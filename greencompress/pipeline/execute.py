@@ -121,6 +121,9 @@ class _Run:
         self.loaded = load_model(recipe.model, self.progress)  # first: text data is tokenised by the model's tokenizer
         self.inputs = self.loaded.inputs or ModelInputs.image(recipe.input_shape)
         check_sequence_length(recipe, self.inputs)
+        if self.loaded.provenance.get("new_head") and not any(s.technique == "finetune" for s in recipe.stages):
+            raise RecipeError("stages: the model folder has no classification head, so greencompress made a new one "
+                              "at random: add a finetune stage (before quantize) to train it")
         self.data = load_data(recipe.data, recipe.seed, self.loaded.tokenization())
         self.head = self.loaded.fit_head(self.data, recipe.data.batch_size)
         if self.head:

@@ -150,13 +150,13 @@ class Recipe(Section):
         if self.data.kind != "text":
             raise ValueError(f"data.kind: a huggingface model ({self.model.task}) is fed and scored with text: "
                              f"kind 'text', got {self.data.kind!r}")
-        # What runs on a transformer today: int8 of its exported file. Its PyTorch model is not yet trained or
-        # pruned (prune removes CNN channels; fine-tuning and QAT feed image batches).
+        # What runs on a transformer today: fine-tuning (with distillation) and int8 of its exported file. Channel
+        # pruning removes CNN channels, and QAT simulates the int8 of convolutions and Gemms.
         unsupported = [f"stages.{index}.{stage.technique}" for index, stage in enumerate(self.stages)
-                       if stage.method.works_on == "torch" or getattr(stage.config, "qat", None) is not None]
+                       if stage.technique == "prune" or getattr(stage.config, "qat", None) is not None]
         if unsupported:
             raise ValueError(f"{', '.join(unsupported)}: not available for a huggingface model yet; its stages can "
-                             f"be: quantize (static or dynamic, without qat)")
+                             f"be: finetune, quantize (static or dynamic, without qat)")
         others = [name for name in self.benchmark.runtimes if RUNTIMES.get(name).runs == "onnx" and name != "onnxruntime"
                   and not name.startswith("onnxruntime")]
         if self.export.transformer_fusion and others:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from greencompress.core.errors import GreencompressError
 from greencompress.measure.environment import hardware_name
+from greencompress.measure.latency import shape_label, shape_words
 from greencompress.measure.stats import unpaired_ratio_interval
 from greencompress.report.schema import RunReport
 
@@ -43,7 +44,7 @@ def compare_runs(reports: list[RunReport], force: bool = False) -> RunComparison
         raise GreencompressError("compare needs at least two run folders")
     first = reports[0]
     mismatches = [m for report in reports[1:] for m in setting_mismatches(first, report)]
-    reference = {(r.artifact.runtime, r.artifact.precision, b.latency.batch_size): (r, b)
+    reference = {(r.artifact.runtime, r.artifact.precision, b.latency.shape): (r, b)
                  for r in first.artifacts for b in r.benchmarks}
     headers = ["run", "artifact", "batch", "top-1", "Δ top-1", "p50 ms", "Δ p50 [95% CI]", "J/inf",
                "Δ J/inf [95% CI]", "method", "mark"]
@@ -53,15 +54,16 @@ def compare_runs(reports: list[RunReport], force: bool = False) -> RunComparison
         mark = "" if index == 0 or not setting_mismatches(first, report) else "FORCED: different settings"
         for result in report.artifacts:
             for bench in result.benchmarks:
-                key = (result.artifact.runtime, result.artifact.precision, bench.latency.batch_size)
+                key = (result.artifact.runtime, result.artifact.precision, bench.latency.shape)
                 base = reference.get(key)
                 if base is None:
-                    unmatched.append(f"{report.run_dir}: {result.artifact.name} at batch {bench.latency.batch_size} "
-                                     f"has no counterpart (runtime, precision, batch size) in {first.run_dir}")
+                    unmatched.append(f"{report.run_dir}: {result.artifact.name} at {shape_words(*bench.latency.shape)} "
+                                     f"has no counterpart (runtime, precision, batch size, sequence length) in "
+                                     f"{first.run_dir}")
                     continue
                 base_result, base_bench = base
                 rows.append([
-                    f"#{index + 1} {report.name}", result.artifact.name, str(bench.latency.batch_size),
+                    f"#{index + 1} {report.name}", result.artifact.name, shape_label(*bench.latency.shape),
                     f"{100 * result.accuracy.top1:.2f}%" if result.accuracy else "n/a",
                     _delta_points(result.accuracy, base_result.accuracy) if index else "",
                     f"{bench.latency.p50_ms:.3f}",
