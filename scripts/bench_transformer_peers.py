@@ -43,7 +43,11 @@ sys.path.insert(0, str(REPO))
 from greencompress.compress.quantize import QuantizeConfig, quantize_onnx  # noqa: E402
 from greencompress.core.hardware import cpu_info  # noqa: E402
 from greencompress.measure.accuracy import evaluate  # noqa: E402
-from greencompress.measure.benchmark import BenchmarkSpec, benchmark_interleaved, measure_idle  # noqa: E402
+from greencompress.measure.benchmark import (  # noqa: E402
+    BenchmarkSpec,
+    benchmark_interleaved,
+    measure_idle,
+)
 from greencompress.measure.energy import EnergySpec, select_meter  # noqa: E402
 from greencompress.measure.stats import paired_ratio_interval  # noqa: E402
 from greencompress.models.data import batches, fixed_batch, load_data  # noqa: E402
@@ -123,8 +127,15 @@ def build(threads: int, scratch: Path) -> tuple[list[Variant], dict[str, str], o
 
 
 def _optimum(folder: Path, scratch: Path, threads: int, centroids: np.ndarray) -> Variant:
-    from optimum.onnxruntime import ORTModelForFeatureExtraction, ORTOptimizer, ORTQuantizer
-    from optimum.onnxruntime.configuration import AutoOptimizationConfig, AutoQuantizationConfig
+    from optimum.onnxruntime import (
+        ORTModelForFeatureExtraction,
+        ORTOptimizer,
+        ORTQuantizer,
+    )
+    from optimum.onnxruntime.configuration import (
+        AutoOptimizationConfig,
+        AutoQuantizationConfig,
+    )
 
     exported = ORTModelForFeatureExtraction.from_pretrained(folder, export=True)
     exported.save_pretrained(scratch / "optimum")
@@ -163,7 +174,10 @@ def _nncf(plain: Path, data, threads: int, scratch: Path) -> Variant:
 
 
 def _sentence_transformers(folder: Path, scratch: Path, threads: int, centroids: np.ndarray) -> Variant:
-    from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
+    from sentence_transformers import (
+        SentenceTransformer,
+        export_dynamic_quantized_onnx_model,
+    )
 
     target = scratch / "st"
     model = SentenceTransformer(str(folder), backend="onnx", device="cpu", model_kwargs={"export": True})

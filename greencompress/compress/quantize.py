@@ -101,16 +101,17 @@ def quantize_onnx(fp32_path: Path, output_path: Path, config: QuantizeConfig, ca
         prepared = Path(scratch) / "prepared.onnx"
         # A graph with ONNX Runtime's fused transformer operators: symbolic shape inference stops on them
         # ("Incomplete symbolic shape inference"), and the quantizer must be told the float type it cannot infer.
-        fused = _has_contrib_operators(fp32_path)
+        # A transformer's graph, fused or not, stops it too (the exported attention mask's shape arithmetic).
+        fused, tokens = _has_contrib_operators(fp32_path), takes_tokens(fp32_path)
         with quiet_libraries():
-            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=fused)
+            quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=fused or tokens)
         if fused:
             _type_fused_outputs(prepared)
-        extra = {"DefaultTensorType": 1} if fused else {}  # 1: onnx.TensorProto.FLOAT
+        extra = {"DefaultTensorType": 1} if fused or tokens else {}  # 1: onnx.TensorProto.FLOAT
         # A transformer's static int8 quantizes its matrix products only: LayerNorm, GELU, the residual Adds and
         # Softmax stay in float, where naive min-max calibration is known to wreck accuracy (optimum#151). The small
         # Gemm heads stay float too: the exporter may share their bias tensor with a LayerNorm's, which int8 cannot.
-        only = ("MatMul",) if takes_tokens(prepared) and config.method == "static" else None
+        only = ("MatMul",) if tokens and config.method == "static" else None
         prepared_types = _operator_types(prepared)
         kept, steps = (), ()
         if config.method == "dynamic":

@@ -58,7 +58,11 @@ from greencompress.report.schema import (
 )
 from greencompress.runtimes import RUNTIMES
 from greencompress.runtimes.device import resolve_device
-from greencompress.runtimes.export import export_with_parity, exporter_of
+from greencompress.runtimes.export import (
+    export_with_parity,
+    exporter_of,
+    resolve_fusion,
+)
 from greencompress.runtimes.pytorch import TorchRunner, set_threads
 
 __all__ = ["create_run_dir", "run", "serve_fine_tuning"]
@@ -120,6 +124,7 @@ class _Run:
         log.info("stage load: model (%s) and data (%s)", recipe.model.source, recipe.data.kind)
         self.loaded = load_model(recipe.model, self.progress)  # first: text data is tokenised by the model's tokenizer
         self.inputs = self.loaded.inputs or ModelInputs.image(recipe.input_shape)
+        self.export_spec, self.fusion_off = resolve_fusion(recipe.export, recipe.benchmark.runtimes)
         check_sequence_length(recipe, self.inputs)
         if self.loaded.provenance.get("new_head") and not any(s.technique == "finetune" for s in recipe.stages):
             raise RecipeError("stages: the model folder has no classification head, so greencompress made a new one "
@@ -156,12 +161,13 @@ class _Run:
 
     def _export_checked(self, model, output: Path):
         recipe = self.recipe
-        return export_with_parity(model, self.inputs, output, recipe.export,
-                                  batches(self.data.eval, recipe.data.batch_size, limit=recipe.export.parity_samples),
-                                  recipe.benchmark.threads)
+        parity = export_with_parity(model, self.inputs, output, self.export_spec,
+                                    batches(self.data.eval, recipe.data.batch_size, limit=recipe.export.parity_samples),
+                                    recipe.benchmark.threads)
+        return replace(parity, fusion=self.fusion_off) if self.inputs.are_tokens and self.fusion_off else parity
 
     def _export(self, source: Made, file_name: str, stage: str) -> Made:
-        key = stage_key(stage, source.key, asdict(self.inputs), self.recipe.export.model_dump())
+        key = stage_key(stage, source.key, asdict(self.inputs), self.export_spec.model_dump())
         record = self.store.finished(stage, key, files=(file_name,))
         if record is None:
             record = {"parity": asdict(self._export_checked(source.model.module, self.run_dir / file_name))}

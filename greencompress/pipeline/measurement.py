@@ -84,7 +84,8 @@ def benchmark_all(runners: dict, data: DataSplits, spec: BenchmarkSpec, meter, i
         if record is None:
             # Real evaluation samples, repeated when the split is smaller than the batch; text padded to the length.
             inputs = fixed_batch(data.eval, batch_size, length)
-            log.info("benchmarking %s: %d-%d windows of %.1f s per artifact, interleaved", shape_words(batch_size, length),
+            log.info("benchmarking batch size %d%s: %d-%d windows of %.1f s per artifact, interleaved", batch_size,
+                     f", sequence {length}" if length is not None else "",
                      spec.windows, spec.max_windows, window_duration_s(spec, meter))
             measured = benchmark_interleaved(runners, inputs, spec, meter, idle, progress)
             record = {name: benchmark_to_dict(replace(bench, latency=replace(bench.latency, sequence_length=length)))

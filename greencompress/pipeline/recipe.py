@@ -159,10 +159,10 @@ class Recipe(Section):
                              f"be: finetune, quantize (static or dynamic, without qat)")
         others = [name for name in self.benchmark.runtimes if RUNTIMES.get(name).runs == "onnx" and name != "onnxruntime"
                   and not name.startswith("onnxruntime")]
-        if self.export.transformer_fusion and others:
+        if self.export.transformer_fusion is True and others:
             raise ValueError(f"benchmark.runtimes: {', '.join(others)} cannot read the file export.transformer_fusion "
                              f"writes (it holds ONNX Runtime's own fused operators): list only onnxruntime, or set "
-                             f"export.transformer_fusion: false to measure the portable graph on every runtime")
+                             f"export.transformer_fusion: auto or false to measure the portable graph on every runtime")
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

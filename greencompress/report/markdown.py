@@ -460,7 +460,7 @@ def render_markdown(report: RunReport) -> str:
         "",
         f"Exporter: `{report.export['exporter']}`, opset {report.export['opset']}. Parity with PyTorch on "
         f"{report.export['parity']['samples']} real inputs: max |difference| {report.export['parity']['max_abs_diff']:.3g}, "
-        f"top-1 agreement {report.export['parity']['top1_agreement']:.2%}.",
+        f"top-1 agreement {report.export['parity']['top1_agreement']:.2%}." + _fusion_sentence(report.export['parity']),
         "",
         "## Stages",
         "",
@@ -517,6 +517,16 @@ def _settings(settings: dict) -> str:
 
 def _percent(fraction: float) -> str:
     return f"{100 * fraction:.2f}%"
+
+
+def _fusion_sentence(parity: dict) -> str:
+    """What ONNX Runtime's transformer optimizer did to the exported file (transformers only)."""
+    fusion = parity.get("fusion")
+    if not fusion:
+        return ""
+    if isinstance(fusion, str):
+        return f" Transformer fusions: {fusion}."
+    return " Transformer fusions: " + ", ".join(f"{count} {name}" for name, count in fusion.items()) + "."
 
 
 def embedding_agreement_line(report: RunReport) -> str | None:

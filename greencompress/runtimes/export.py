@@ -8,6 +8,7 @@ import logging
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -28,8 +29,10 @@ class ExportSpec(Section):
 
     opset: int = Field(default=18, ge=13)
     # Transformers: ONNX Runtime's transformer optimizer (Attention, SkipLayerNormalization, BiasGelu,
-    # EmbedLayerNormalization) on the exported file, before quantization, where it knows the architecture.
-    transformer_fusion: bool = True
+    # EmbedLayerNormalization) on the exported file, before quantization, where it knows the architecture. The fused
+    # file holds ONNX Runtime's own operators: `auto` fuses when ONNX Runtime is the only runtime of files measured,
+    # and keeps the portable graph when another (OpenVINO) must read the same file.
+    transformer_fusion: Literal["auto"] | bool = "auto"
     parity_samples: int = Field(default=64, ge=1)
     parity_max_abs_diff: float = Field(default=1e-3, gt=0)
     parity_min_top1_agreement: float = Field(default=0.99, gt=0, le=1)
@@ -53,6 +56,18 @@ class Parity:
     max_abs_diff: float
     top1_agreement: float
     fusion: dict | str | None = None  # transformers: the operators ONNX Runtime's optimizer fused, or why none
+
+
+def resolve_fusion(spec: ExportSpec, runtimes: list[str]) -> tuple[ExportSpec, str | None]:
+    """`spec` with `transformer_fusion: auto` decided for these runtimes, and why it is off when auto turned it off."""
+    if spec.transformer_fusion != "auto":
+        return spec, None
+    others = [name for name in runtimes if not name.startswith("onnxruntime") and name not in ("torch", "torch-cuda")]
+    if others:
+        return spec.model_copy(update={"transformer_fusion": False}), (
+            f"off: {', '.join(others)} measured too, which cannot read ONNX Runtime's fused operators "
+            f"(export.transformer_fusion: auto)")
+    return spec.model_copy(update={"transformer_fusion": True}), None
 
 
 def export_onnx(model: nn.Module, inputs: ModelInputs | tuple[int, ...], path: Path, opset: int,
@@ -140,7 +155,7 @@ def export_with_parity(model: nn.Module, inputs: ModelInputs | tuple[int, ...], 
 
     log.info("stage export: %s to ONNX (%s, opset %d)", output.name, *exporter_of(inputs, spec.opset))
     temporary = output.with_name(f".{output.name}.tmp")
-    done = _export(model, as_model_inputs(inputs), temporary, spec.opset, spec.transformer_fusion)
+    done = _export(model, as_model_inputs(inputs), temporary, spec.opset, spec.transformer_fusion is not False)
     parity = check_parity(TorchRunner(model), OnnxRuntimeRunner(temporary, threads), parity_batches,
                           spec.parity_max_abs_diff, spec.parity_min_top1_agreement)
     temporary.replace(output)  # only a model that passed parity gets its real name

@@ -357,6 +357,7 @@ def test_recipe_level_mismatches_exit_2_before_any_work(bert_folder, tmp_path, w
         stages:
           - %s
         benchmark: {{runtimes: %s}}
+        export: {{transformer_fusion: true}}
     """
     cases = {
         ("digits", "quantize: {}", "[onnxruntime]"): "data.kind: a huggingface model",
@@ -373,6 +374,17 @@ def test_recipe_level_mismatches_exit_2_before_any_work(bert_folder, tmp_path, w
     with pytest.raises(RecipeError, match="data.kind text: needs a model with a tokenizer"):
         load_recipe(write_recipe("name: t\nmodel: {source: builtin, name: resnet18-digits-64}\ndata: {kind: text}\n"
                                  "stages: [{quantize: {}}]\n"))
+
+
+def test_fusion_auto_keeps_the_portable_graph_while_openvino_reads_the_same_files():
+    from greencompress.runtimes.export import resolve_fusion
+
+    spec, why = resolve_fusion(ExportSpec(), ["onnxruntime"])
+    assert spec.transformer_fusion is True and why is None
+    spec, why = resolve_fusion(ExportSpec(), ["onnxruntime", "openvino"])
+    assert spec.transformer_fusion is False and "openvino measured too" in why
+    spec, why = resolve_fusion(ExportSpec(transformer_fusion=False), ["onnxruntime"])
+    assert spec.transformer_fusion is False and why is None
 
 
 def test_sequence_length_above_the_model_maximum_stops_the_run(bert_folder, tmp_path, write_recipe):
