@@ -102,7 +102,7 @@ def quantize_onnx(fp32_path: Path, output_path: Path, config: QuantizeConfig, ca
         # A graph with ONNX Runtime's fused transformer operators: symbolic shape inference stops on them
         # ("Incomplete symbolic shape inference"), and the quantizer must be told the float type it cannot infer.
         # A transformer's graph, fused or not, stops it too (the exported attention mask's shape arithmetic).
-        fused, tokens = _has_contrib_operators(fp32_path), takes_tokens(fp32_path)
+        fused, tokens = _graph_kind(fp32_path)
         with quiet_libraries():
             quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=fused or tokens)
         if fused:
@@ -112,7 +112,7 @@ def quantize_onnx(fp32_path: Path, output_path: Path, config: QuantizeConfig, ca
         # Softmax stay in float, where naive min-max calibration is known to wreck accuracy (optimum#151). The small
         # Gemm heads stay float too: the exporter may share their bias tensor with a LayerNorm's, which int8 cannot.
         only = ("MatMul",) if tokens and config.method == "static" else None
-        prepared_types = _operator_types(prepared)
+        float_operators = _float_operators(_operator_types(prepared), only) if only else ()
         kept, steps = (), ()
         if config.method == "dynamic":
             with quiet_libraries():
@@ -146,18 +146,20 @@ def quantize_onnx(fp32_path: Path, output_path: Path, config: QuantizeConfig, ca
         weight_type="int8",
         format="QDQ" if config.method == "static" else "QOperator (dynamic)",
         trained_input_ranges=len(overrides),
-        float_operators=_float_operators(prepared_types, only) if only else (),
+        float_operators=float_operators,
         kept_in_float=kept,
         fallback=steps,
     )
 
 
-def takes_tokens(path: Path) -> bool:
-    """Whether an ONNX model's inputs are integer token tensors (a transformer), not float images."""
+def _graph_kind(path: Path) -> tuple[bool, bool]:
+    """(holds ONNX Runtime's fused transformer operators, takes integer token tensors rather than float images)."""
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
-    return any(item.type.tensor_type.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) for item in graph.input)
+    fused = any(node.domain == "com.microsoft" for node in graph.node)
+    tokens = any(item.type.tensor_type.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) for item in graph.input)
+    return fused, tokens
 
 
 def _float_operators(types: set[str], quantized: tuple[str, ...]) -> tuple[str, ...]:
@@ -193,12 +195,6 @@ def _type_fused_outputs(path: Path) -> None:
                     onnx.TensorProto.FLOAT
                 model.graph.value_info.append(onnx.helper.make_tensor_value_info(name, element, None))
     onnx.save(onnx.shape_inference.infer_shapes(model), str(path))
-
-
-def _has_contrib_operators(path: Path) -> bool:
-    import onnx
-
-    return any(node.domain == "com.microsoft" for node in onnx.load(str(path), load_external_data=False).graph.node)
 
 
 def _range_overrides(model_path: Path, input_ranges: dict[str, tuple[float, float]]) -> dict[str, list[dict]]:

@@ -152,20 +152,14 @@ class BenchmarkSpec(Section):
                 raise ValueError(f"gpu_power_limits: positive watts expected, got {self.gpu_power_limits}")
         return self
 
-    @field_validator("batch_sizes")
+    @field_validator("batch_sizes", "sequence_lengths")
     @classmethod
-    def _positive_batches(cls, value: list[int]) -> list[int]:
+    def _sizes_in_range(cls, value: list[int], info: ValidationInfo) -> list[int]:
+        # A sequence holds at least [CLS] and [SEP].
+        least, what = (1, "batch size") if info.field_name == "batch_sizes" else (2, "sequence length")
         for index, size in enumerate(value):
-            if size < 1:
-                raise ValueError(f"batch size must be >= 1, got {size} at position {index}")
-        return sorted(set(value))
-
-    @field_validator("sequence_lengths")
-    @classmethod
-    def _token_counts(cls, value: list[int]) -> list[int]:
-        for index, length in enumerate(value):
-            if length < 2:
-                raise ValueError(f"a sequence holds at least 2 tokens ([CLS] and [SEP]), got {length} at position {index}")
+            if size < least:
+                raise ValueError(f"{what} must be >= {least}, got {size} at position {index}")
         return sorted(set(value))
 
 

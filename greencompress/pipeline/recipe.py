@@ -41,8 +41,7 @@ from greencompress.measure.energy import EnergySpec
 from greencompress.models.data import DataSpec
 from greencompress.models.sources import ModelSpec
 from greencompress.pipeline.gates import GatesSpec
-from greencompress.runtimes import RUNTIMES
-from greencompress.runtimes.export import ExportSpec
+from greencompress.runtimes.export import ExportSpec, runtimes_without_fusion
 
 __all__ = ["BenchmarkSpec", "DataSpec", "DistillationConfig", "EnergySpec", "ExportSpec", "FinetuneConfig", "GatesSpec",
            "ModelSpec", "OutputSpec", "PruneConfig", "QuantizeConfig", "Recipe", "Stage", "load_recipe",
@@ -157,8 +156,7 @@ class Recipe(Section):
         if unsupported:
             raise ValueError(f"{', '.join(unsupported)}: not available for a huggingface model yet; its stages can "
                              f"be: finetune, quantize (static or dynamic, without qat)")
-        others = [name for name in self.benchmark.runtimes if RUNTIMES.get(name).runs == "onnx" and name != "onnxruntime"
-                  and not name.startswith("onnxruntime")]
+        others = runtimes_without_fusion(self.benchmark.runtimes)
         if self.export.transformer_fusion is True and others:
             raise ValueError(f"benchmark.runtimes: {', '.join(others)} cannot read the file export.transformer_fusion "
                              f"writes (it holds ONNX Runtime's own fused operators): list only onnxruntime, or set "

@@ -19,7 +19,7 @@ from greencompress.core.config import Section
 from greencompress.core.errors import ParityError
 from greencompress.core.logs import quiet_libraries
 from greencompress.models.inputs import ModelInputs, as_model_inputs
-from greencompress.runtimes.base import batch_size_of
+from greencompress.runtimes.base import RUNTIMES, batch_size_of
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +58,16 @@ class Parity:
     fusion: dict | str | None = None  # transformers: the operators ONNX Runtime's optimizer fused, or why none
 
 
+def runtimes_without_fusion(runtimes: list[str]) -> list[str]:
+    """The runtimes of files among `runtimes` that cannot read ONNX Runtime's fused operators (all but its own)."""
+    return [name for name in runtimes if RUNTIMES.get(name).runs == "onnx" and not name.startswith("onnxruntime")]
+
+
 def resolve_fusion(spec: ExportSpec, runtimes: list[str]) -> tuple[ExportSpec, str | None]:
     """`spec` with `transformer_fusion: auto` decided for these runtimes, and why it is off when auto turned it off."""
     if spec.transformer_fusion != "auto":
         return spec, None
-    others = [name for name in runtimes if not name.startswith("onnxruntime") and name not in ("torch", "torch-cuda")]
+    others = runtimes_without_fusion(runtimes)
     if others:
         return spec.model_copy(update={"transformer_fusion": False}), (
             f"off: {', '.join(others)} measured too, which cannot read ONNX Runtime's fused operators "
