@@ -106,7 +106,6 @@ class DataSplits:
     num_classes: int
     labelled: bool
     description: str
-    token_lengths: dict | None = None  # text: median, p95, max tokens per evaluated text, and how many were cut
 
 
 def load_data(spec: DataSpec, seed: int, tokenization: Tokenization | None = None) -> DataSplits:
@@ -358,5 +357,4 @@ def _text(spec: DataSpec, seed: int, model: Tokenization | None) -> DataSplits:
                      f"{len(names)} classes ({how}); tokens per evaluated text: median {lengths['median']}, p95 "
                      f"{lengths['p95']}, max {lengths['max']} (max_length {max_length}, "
                      f"{lengths['truncated']} of {lengths['checked_for_truncation']} cut); accuracy: {padding}"),
-        token_lengths=lengths,
     )

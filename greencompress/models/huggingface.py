@@ -31,7 +31,6 @@ from greencompress.models.inputs import TOKEN_INPUT_NAMES, FusionHint, ModelInpu
 
 log = logging.getLogger(__name__)
 
-TASKS = ("text-classification", "sentence-embedding")
 # Architectures whose exported graph ONNX Runtime's transformer optimizer fuses (Attention, SkipLayerNorm, ...).
 FUSION_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "electra": "bert", "distilbert": "bert",
                       "mpnet": "bert"}
