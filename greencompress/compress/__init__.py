@@ -1,10 +1,11 @@
-"""Compression techniques (technique.py: the seam; prune.py, finetune.py, qat.py, quantize.py) and the training
+"""Compression techniques (technique.py: the seam; prune.py, depth.py, finetune.py, qat.py, quantize.py) and the training
 they use (training.py, distributed.py). Importing the package registers the built-in techniques, in this order."""
 
+from greencompress.compress.depth import Depth
 from greencompress.compress.finetune import Finetune
 from greencompress.compress.prune import Prune
 from greencompress.compress.quantize import Quantize
 from greencompress.compress.technique import TECHNIQUES
 
-for _builtin in (Prune(), Finetune(), Quantize()):
+for _builtin in (Depth(), Prune(), Finetune(), Quantize()):
     TECHNIQUES.register(_builtin)

@@ -32,7 +32,10 @@ from greencompress.models.data import tensor_collate
 
 
 class DistillationConfig(Section):
-    """Knowledge distillation from the unpruned model: loss = alpha * KD(T) + (1 - alpha) * cross-entropy."""
+    """Knowledge distillation from the unpruned model: loss = alpha * KD(T) + (1 - alpha) * cross-entropy.
+
+    For a sentence embedder KD is 1 - cosine to the unpruned model's embedding (the temperature does not apply).
+    """
 
     temperature: float = Field(default=4.0, gt=0)
     alpha: float = Field(default=0.5, ge=0, le=1)
@@ -162,10 +165,10 @@ def finetune(model: nn.Module, train_set: Dataset, config: FinetuneConfig, seed:
         for inputs, labels in loader:
             inputs = to_device(augment(inputs, config.augment, generator), device)
             labels = labels.to(device)
-            logits = forward(trained, inputs)
-            loss = loss_function(logits, labels)
+            output = model_output(trained, inputs)
+            loss = loss_function(_logits(output), labels)
             if teacher is not None and config.distillation is not None:
-                loss = _distill(loss, logits, teacher, inputs, config)
+                loss = _distill(loss, output, teacher, inputs, config)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -209,10 +212,18 @@ def training_device(setting: str) -> torch.device:
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def forward(model: nn.Module, inputs):
-    """The logits of `model` on an image batch, or on named token tensors (passed as keyword arguments)."""
-    output = model(**inputs) if isinstance(inputs, dict) else model(inputs)
+def model_output(model: nn.Module, inputs):
+    """What `model` returns for an image batch, or for named token tensors (passed as keyword arguments)."""
+    return model(**inputs) if isinstance(inputs, dict) else model(inputs)
+
+
+def _logits(output):
     return output[0] if isinstance(output, (tuple, list)) else output  # a sentence embedder adds its embedding
+
+
+def forward(model: nn.Module, inputs):
+    """The logits of `model` on an image batch, or on named token tensors."""
+    return _logits(model_output(model, inputs))
 
 
 def to_device(inputs, device: torch.device):
@@ -258,10 +269,16 @@ def _warmup_cosine(config: FinetuneConfig, steps_per_epoch: int):
     return factor
 
 
-def _distill(hard_loss, logits, teacher: nn.Module, inputs, config: FinetuneConfig):
+def _distill(hard_loss, output, teacher: nn.Module, inputs, config: FinetuneConfig):
+    """alpha x soft + (1 - alpha) x hard. Soft: the KL divergence of softened logits; for a sentence embedder (its
+    output carries the embedding), 1 - cosine to the teacher's embedding, which is what its users deploy."""
     temperature, alpha = config.distillation.temperature, config.distillation.alpha
     with torch.no_grad():
-        teacher_logits = forward(teacher, inputs)
+        taught = model_output(teacher, inputs)
+    if isinstance(output, (tuple, list)) and isinstance(taught, (tuple, list)) and len(output) > 1:
+        soft = (1 - nn.functional.cosine_similarity(output[1], taught[1], dim=-1)).mean()
+        return alpha * soft + (1 - alpha) * hard_loss
+    logits, teacher_logits = _logits(output), _logits(taught)
     soft = nn.functional.kl_div(nn.functional.log_softmax(logits / temperature, dim=1),
                                 nn.functional.softmax(teacher_logits / temperature, dim=1), reduction="batchmean")
     # T^2 keeps the soft term's gradients on the scale of the hard term's (Hinton et al., 2015).

@@ -43,9 +43,13 @@ class PruneConfig(Section):
     """
 
     method: Literal["structured", "unstructured"] = "structured"
-    importance: Literal["l1", "l2", "bn_scale", "taylor", "random"] = "l1"  # structured: channel score
-    # structured: share of each prunable layer's channels removed (0.5 when neither this nor target_macs is set)
+    # structured: what decides which channels (heads, neurons) go; `activation` is for transformers' heads and neurons
+    importance: Literal["l1", "l2", "bn_scale", "taylor", "random", "activation"] = "l1"
+    # structured: share of each prunable layer's channels removed (0.5 when neither this nor target_macs is set);
+    # on a transformer, the share of each layer's attention heads and FFN neurons, unless `heads` or `ffn` is set
     ratio: float | None = Field(default=None, gt=0, lt=1)
+    heads: float | None = Field(default=None, ge=0, lt=1)  # transformers: share of each layer's heads removed
+    ffn: float | None = Field(default=None, ge=0, lt=1)  # transformers: share of each layer's FFN neurons removed
     target_macs: float | None = Field(default=None, gt=0, lt=1)  # structured: instead of ratio, MACs kept vs baseline
     global_pruning: bool = False  # structured: rank channels across layers instead of within each
     ignore: list[str] | None = None  # structured: layers never pruned (besides the final classifier, always kept)
@@ -62,8 +66,9 @@ class PruneConfig(Section):
     def _one_target(self) -> PruneConfig:
         if self.target_macs is not None and self.ratio is not None:
             raise ValueError("set either ratio or target_macs, not both")
-        if self.method == "unstructured" and (self.ratio, self.target_macs, self.round_to) != (None, None, None):
-            raise ValueError("ratio, target_macs and round_to apply to structured pruning; "
+        if self.method == "unstructured" and (self.ratio, self.target_macs, self.round_to, self.heads,
+                                              self.ffn) != (None,) * 5:
+            raise ValueError("ratio, target_macs, round_to, heads and ffn apply to structured pruning; "
                              "unstructured pruning takes sparsity and scope")
         return self
 
@@ -76,6 +81,13 @@ class PruneConfig(Section):
     def structured_ratio(self) -> float:
         """The ratio to prune at when target_macs does not decide it."""
         return 0.5 if self.ratio is None else self.ratio
+
+    @property
+    def encoder_ratios(self) -> tuple[float, float]:
+        """(heads, FFN neurons) shares a transformer loses: `ratio` for both unless either is set on its own."""
+        if self.heads is None and self.ffn is None:
+            return self.structured_ratio, self.structured_ratio
+        return self.heads or 0.0, self.ffn or 0.0
 
 
 # Fine-tuning between pruning steps: (model, step, this pruning's history so far) -> the trained model.
@@ -150,6 +162,10 @@ def prune_structured(model: nn.Module, input_shape: ModelInputs | tuple[int, ...
     linears = [name for name, module in modules.items() if isinstance(module, nn.Linear)]
     # The final classifier's outputs are the classes: never pruned, whatever else `ignore` lists.
     ignore = list(dict.fromkeys([*(config.ignore or []), *linears[-1:]]))
+    # A layer inside a block that a depth stage removed (now an identity) is gone, not misspelt.
+    removed = [name for name in ignore if name not in modules and any(
+        isinstance(modules.get(name.rsplit(".", cut)[0]), nn.Identity) for cut in range(1, name.count(".") + 1))]
+    ignore = [name for name in ignore if name not in removed]
     missing = [name for name in ignore if name not in modules]
     if missing:
         raise GreencompressError(f"stages.prune.ignore: no layer named {', '.join(missing)} in the model")
@@ -308,6 +324,8 @@ class Prune(Technique):
             }, model=TorchModel(result.model, source.pruning_history))
         from greencompress.models.data import batches
 
+        if context.input_shape.are_tokens:
+            return self._prune_encoder(config, source, context)
         result = prune_structured(source.module, context.input_shape, config,
                                   batches(context.data.calibration, context.batch_size, limit=context.batch_size),
                                   train_between)
@@ -316,6 +334,24 @@ class Prune(Technique):
             "params_before": result.params_before, "params_after": result.params_after,
             "untouched_layers": result.untouched_layers,
         }, model=TorchModel(result.model, (*source.pruning_history, *result.pruning_history)))
+
+    @staticmethod
+    def _prune_encoder(config: PruneConfig, source: TorchModel, context: StageContext) -> StageOutput:
+        from greencompress.compress.encoder_prune import prune_encoder
+        from greencompress.models.data import batches
+
+        model = copy.deepcopy(source.module).eval()
+        heads, ffn = config.encoder_ratios
+        calibration = batches(context.data.calibration, context.batch_size, limit=128)
+        before = sum(p.numel() for p in model.parameters())
+        result = prune_encoder(model, heads, ffn, config.importance, calibration, config.round_to, context.seed)
+        settings = config.model_dump(mode="json")
+        settings.update(heads=heads, ffn=ffn)
+        return StageOutput(settings, {
+            "heads_before": result.heads_before, "heads_after": result.heads_after,
+            "ffn_before": result.ffn_before, "ffn_after": result.ffn_after,
+            "params_before": before, "params_after": sum(p.numel() for p in model.parameters()),
+        }, model=TorchModel(model, (*source.pruning_history, *result.records)))
 
     @staticmethod
     def _trainer_between_steps(config: PruneConfig, source: TorchModel, context: StageContext) -> TrainBetween | None:
@@ -335,6 +371,10 @@ class Prune(Technique):
         if "macs_before" in metrics:
             facts.append(f"MACs {metrics['macs_before'] / 1e6:.1f} M -> {metrics['macs_after'] / 1e6:.1f} M"
                          + (f" (ratio used {metrics['ratio']:.3f})" if "ratio" in metrics else ""))
+        if "heads_before" in metrics:
+            facts.append(f"attention heads {metrics['heads_before']} -> {metrics['heads_after']} and FFN neurons "
+                         f"{metrics['ffn_before']} -> {metrics['ffn_after']} per layer; parameters "
+                         f"{metrics['params_before'] / 1e6:.1f} M -> {metrics['params_after'] / 1e6:.1f} M")
         if metrics.get("untouched_layers"):
             facts.append(f"left untouched (unsafe to prune): {', '.join(metrics['untouched_layers'])}")
         if "total_sparsity" in metrics:
@@ -346,8 +386,9 @@ class Prune(Technique):
     def shown_settings(self, settings: dict) -> dict:
         # Settings that do not apply to the method (or that target_macs replaces) are left out.
         hidden = _NOT_FOR.get(settings.get("method"), ())
-        return {key: value for key, value in settings.items() if key not in hidden}
+        return {key: value for key, value in settings.items()
+                if key not in hidden and not (key in ("heads", "ffn") and value is None)}
 
 
 _NOT_FOR = {"structured": ("sparsity", "scope"),
-            "unstructured": ("importance", "ratio", "target_macs", "global_pruning", "ignore", "round_to")}
+            "unstructured": ("importance", "ratio", "target_macs", "global_pruning", "ignore", "round_to", "heads", "ffn")}

@@ -66,13 +66,27 @@ class TorchModel:
 
 
 def replay_pruning(model: nn.Module, input_shape: ModelInputs | tuple[int, ...], pruning_history: list) -> nn.Module:
-    """Apply a recorded structured pruning to a fresh copy of the original architecture (in place)."""
-    import torch_pruning as tp
+    """Apply a recorded structured pruning to a fresh copy of the original architecture (in place).
 
-    graph = tp.DependencyGraph().build_dependency(model, as_model_inputs(input_shape).example(1))
-    graph.load_pruning_history(pruning_history)
+    The history mixes Torch-Pruning's channel records with greencompress's own (encoder heads, FFN
+    neurons and layers; CNN blocks), each replayed in the order it was made.
+    """
+    from greencompress.compress import block_surgery, encoder_surgery
+
+    channels: list = []
+    for record in [*pruning_history, None]:
+        if record is not None and not (encoder_surgery.is_encoder_record(record) or block_surgery.is_block_record(record)):
+            channels.append(record)
+            continue
+        if channels:  # the channel records since the last structural one, on the model as it is now
+            import torch_pruning as tp
+
+            graph = tp.DependencyGraph().build_dependency(model, as_model_inputs(input_shape).example(1))
+            graph.load_pruning_history(channels)
+            channels = []
+        if record is not None:
+            (encoder_surgery.replay if encoder_surgery.is_encoder_record(record) else block_surgery.replay)(model, record)
     return model
-
 
 
 class FineTuner(Protocol):

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from greencompress.core.cache import cache_dir
-from greencompress.core.errors import ModelLoadError
+from greencompress.core.errors import GreencompressError, ModelLoadError
 from greencompress.core.files import file_sha256
 from greencompress.models.checkpoints import load_state_dict
 from greencompress.models.inputs import TOKEN_INPUT_NAMES, FusionHint, ModelInputs
@@ -246,3 +246,30 @@ def fit_centroids(embedder: SentenceEmbedder, labelled_batches, num_classes: int
     return {"head": "nearest class centroid (cosine) of the training split's FP32 embeddings",
             "texts": int(counts.sum()), "pooling": embedder.pooling, "normalize": embedder.normalize}
 
+
+
+def save_folder(module: nn.Module, tokenizer, folder: Path) -> str | None:
+    """Save the task module's Hugging Face network and tokenizer as a folder `from_pretrained` reloads; returns why
+    not when the network's config cannot describe it (transformers 5 has no `pruned_heads`: removed heads)."""
+    from greencompress.models.encoder_layout import encoder_layers
+
+    network = module.network if isinstance(module, TextClassifier) else module.encoder
+    config = network.config
+    heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", None)
+    try:
+        layers = encoder_layers(network)
+    except GreencompressError:
+        layers = []
+    if heads and any(parts.heads != heads for parts in layers):
+        return (f"not saved as a Hugging Face folder: attention heads were removed, which transformers "
+                f"{_transformers_version()} configs cannot state (no pruned_heads); reload it through greencompress "
+                f"or deploy its ONNX file")
+    network.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return None
+
+
+def _transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__

@@ -114,6 +114,7 @@ class _Run:
         self.records: list[StageRecord] = []
         self.lock = None  # the machine's measurement lock, once held (measure/lock.py)
         self.sweep: tuple[dict, ...] = ()  # rows of a GPU power-limit sweep (benchmark.gpu_power_limits)
+        self.hugging_face_folder: str | None = None  # where the compressed transformer was saved, or why it was not
 
     def execute(self, created: str) -> RunReport:
         recipe = self.recipe
@@ -140,6 +141,8 @@ class _Run:
             *([recipe.data.model_dump(mode="json"), recipe.seed] if self.head else [])))
         exports = [self._export(original, "model_fp32.onnx", "export")]
         compressed = self._model_stages(original)
+        if compressed is not None and self.loaded.tokenizer is not None:
+            self._save_hugging_face_folder(compressed)
         if compressed is not None:
             exports.append(self._export(compressed, "model_compressed_fp32.onnx", "export-compressed"))
         made = [original, *([compressed] if compressed else []), *exports, *self._file_stages(exports)]
@@ -200,6 +203,22 @@ class _Run:
             self.finished.append(name)
             done += (stage.technique,)
         return self._made(current, done, key) if done else None
+
+    def _save_hugging_face_folder(self, compressed: Made) -> None:
+        """The compressed transformer as a folder plain transformers reloads (model_compressed_hf/), where it can."""
+        import shutil
+        import tempfile
+
+        from greencompress.models.huggingface import save_folder
+
+        target = self.run_dir / "model_compressed_hf"
+        with tempfile.TemporaryDirectory(dir=self.run_dir) as scratch:
+            why_not = save_folder(compressed.model.module, self.loaded.tokenizer, Path(scratch) / "folder")
+            if why_not is None:
+                shutil.rmtree(target, ignore_errors=True)
+                (Path(scratch) / "folder").rename(target)
+        self.hugging_face_folder = why_not or f"{target.name}/ (save_pretrained: reloads with from_pretrained)"
+        log.info("compressed model: %s", self.hugging_face_folder)
 
     def _fresh_original(self):
         """A new copy of the loaded model, its fitted head included (to rebuild a saved stage's model on)."""
@@ -308,6 +327,8 @@ def _report(recipe: Recipe, attempt: _Run, results: list[ArtifactResult], meter,
         notes.append(f"Transformer benchmarks (shape: batch x sequence): every input is a real evaluated text padded "
                      f"(or cut) to the sequence length ({lengths} tokens), attention_mask 0 on padding. Real text "
                      f"lengths are in the data line.")
+    if attempt.hugging_face_folder:
+        notes.append(f"Compressed transformer: {attempt.hugging_face_folder}.")
     if not complete:
         notes.append(f"INCOMPLETE: interrupted during benchmarking; resume with: greencompress run --resume "
                      f"{attempt.run_dir}")

@@ -139,6 +139,14 @@ class Recipe(Section):
             self._check_transformer_stages()
         elif self.data.kind == "text":
             raise ValueError("data.kind text: needs a model with a tokenizer (model.source: huggingface)")
+        else:
+            for index, stage in enumerate(self.stages):
+                if stage.technique == "prune" and (stage.config.heads, stage.config.ffn) != (None, None):
+                    raise ValueError(f"stages.{index}.prune: heads and ffn apply to transformers (model.source: "
+                                     f"huggingface); a CNN's structured pruning takes ratio or target_macs")
+                if stage.technique == "prune" and stage.config.importance == "activation":
+                    raise ValueError(f"stages.{index}.prune.importance: activation scores transformers' heads and "
+                                     f"FFN neurons; for a CNN's channels use l1, l2, bn_scale, taylor or random")
         labelled = [stage.technique for stage in self.stages if stage.method.needs_labels(stage.config)]
         if labelled and self.data.kind == "synthetic":
             raise ValueError(f"stages: {', '.join(dict.fromkeys(labelled))} need labelled training data; "
@@ -149,13 +157,25 @@ class Recipe(Section):
         if self.data.kind != "text":
             raise ValueError(f"data.kind: a huggingface model ({self.model.task}) is fed and scored with text: "
                              f"kind 'text', got {self.data.kind!r}")
-        # What runs on a transformer today: fine-tuning (with distillation) and int8 of its exported file. Channel
-        # pruning removes CNN channels, and QAT simulates the int8 of convolutions and Gemms.
-        unsupported = [f"stages.{index}.{stage.technique}" for index, stage in enumerate(self.stages)
-                       if stage.technique == "prune" or getattr(stage.config, "qat", None) is not None]
+        # What runs on a transformer: depth (whole layers), prune (heads and FFN neurons, or zeros), fine-tuning
+        # (with distillation) and int8 of its exported file. QAT simulates the int8 of convolutions and Gemms.
+        unsupported = [f"stages.{index}.{stage.technique}.qat" for index, stage in enumerate(self.stages)
+                       if getattr(stage.config, "qat", None) is not None]
         if unsupported:
-            raise ValueError(f"{', '.join(unsupported)}: not available for a huggingface model yet; its stages can "
-                             f"be: finetune, quantize (static or dynamic, without qat)")
+            raise ValueError(f"{', '.join(unsupported)}: not available for a huggingface model yet; quantize it "
+                             f"(static or dynamic) without qat")
+        for index, stage in enumerate(self.stages):
+            if stage.technique != "prune" or stage.config.method != "structured":
+                continue
+            config = stage.config
+            channel_only = {"target_macs": config.target_macs is not None, "global_pruning": config.global_pruning,
+                            "ignore": bool(config.ignore), "iterative_steps": config.iterative_steps > 1,
+                            "importance": config.importance in ("bn_scale", "taylor")}
+            wrong = [key for key, used in channel_only.items() if used]
+            if wrong:
+                raise ValueError(f"stages.{index}.prune.{wrong[0]}: not for a transformer, whose structured pruning "
+                                 f"removes heads and FFN neurons (settings: ratio or heads/ffn, importance l1, l2, "
+                                 f"activation or random, round_to)")
         others = runtimes_without_fusion(self.benchmark.runtimes)
         if self.export.transformer_fusion is True and others:
             raise ValueError(f"benchmark.runtimes: {', '.join(others)} cannot read the file export.transformer_fusion "

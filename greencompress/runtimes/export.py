@@ -16,8 +16,9 @@ from pydantic import Field
 from torch import nn
 
 from greencompress.core.config import Section
-from greencompress.core.errors import ParityError
+from greencompress.core.errors import GreencompressError, ParityError
 from greencompress.core.logs import quiet_libraries
+from greencompress.models.encoder_layout import attention_shape
 from greencompress.models.inputs import ModelInputs, as_model_inputs
 from greencompress.runtimes.base import RUNTIMES, batch_size_of
 
@@ -119,12 +120,22 @@ def _export_transformer(model: nn.Module, inputs: ModelInputs, path: Path, opset
                           input_names=list(inputs.names), output_names=outputs, dynamic_axes=axes)
     if not fusion or inputs.fusion is None:
         return {"fusion": None if not fusion else "none: ONNX Runtime has no transformer fusions for this architecture"}
+    # The head count of the model as it is now (pruning may have removed heads), not of the folder's config: the
+    # fusion reshapes by it. One count for the whole graph, so layers that differ are left unfused.
+    try:
+        shape = attention_shape(model)
+    except GreencompressError:  # a layout greencompress cannot read (it cannot prune its heads either): the config's
+        shape = (inputs.fusion.num_heads, inputs.fusion.hidden_size)
+    if shape is None:
+        return {"fusion": "none: the layers have different attention head counts (ONNX Runtime's Attention fusion "
+                          "takes one count per graph)"}
     from onnxruntime.transformers import optimizer
 
-    with quiet_libraries(), contextlib.redirect_stdout(io.StringIO()):  # it logs each pattern tried, at DEBUG
-        optimized = optimizer.optimize_model(str(path), model_type=inputs.fusion.model_type,
-                                             num_heads=inputs.fusion.num_heads,
-                                             hidden_size=inputs.fusion.hidden_size, opt_level=0)
+    # It logs each pattern tried, at DEBUG, and warns that a pruned attention's width differs from the model's
+    # (it fuses it right: parity checks the file); what it fused is reported below.
+    with quiet_libraries(logging.WARNING), contextlib.redirect_stdout(io.StringIO()):
+        optimized = optimizer.optimize_model(str(path), model_type=inputs.fusion.model_type, num_heads=shape[0],
+                                             hidden_size=shape[1], opt_level=0)
         fused = {name: count for name, count in optimized.get_fused_operator_statistics().items() if count}
     optimized.save_model_to_file(str(path))
     log.info("transformer fusion: %s", ", ".join(f"{count} {name}" for name, count in fused.items()) or "nothing fused")

@@ -168,6 +168,8 @@ def test_bring_your_own_text_classifier_through_a_recipe(bert_folder, tmp_path, 
         model: {{source: huggingface, path: {bert_folder}, task: text-classification}}
         data: {{kind: text, path: {csv_file}, eval_split: test, calibration_split: train, batch_size: 16}}
         stages:
+          - depth: {{remove: 1}}
+          - prune: {{heads: 0.5, ffn: 0.5, importance: activation}}
           - finetune: {{epochs: 1, batch_size: 16, device: cpu, distillation: {{}}}}
           - quantize: {{method: dynamic}}
           - quantize: {{method: static, calibration_samples: 32}}
@@ -181,9 +183,17 @@ def test_bring_your_own_text_classifier_through_a_recipe(bert_folder, tmp_path, 
     report = run(recipe, run_dir)
     names = {result.artifact.name for result in report.artifacts}
     assert {"torch-fp32", "onnxruntime-fp32", "onnxruntime-int8-dynamic", "onnxruntime-int8-static",
-            "onnxruntime-finetuned-fp32", "onnxruntime-finetuned-int8-dynamic"} <= names
+            "onnxruntime-shallower-pruned-finetuned-fp32", "onnxruntime-shallower-pruned-finetuned-int8-dynamic"} <= names
     finetuned = next(stage for stage in report.stages if stage.technique == "finetune")
     assert len(finetuned.metrics["history"]) == 1 and "top1" in finetuned.metrics
+    # A layer, half the heads and half the FFN neurons went; the compressed model reloads from its record.
+    depth = next(stage for stage in report.stages if stage.technique == "depth")
+    assert (depth.metrics["before"], depth.metrics["after"]) == (2, 1)
+    pruned = next(stage for stage in report.stages if stage.technique == "prune")
+    assert (pruned.metrics["heads_after"], pruned.metrics["ffn_after"]) == (2, 32)
+    # Without some heads, no transformers config can describe it: no folder, and the report says why.
+    assert not (run_dir / "model_compressed_hf").exists()
+    assert any("attention heads were removed" in note for note in report.notes)
     saved = json.loads((run_dir / "report.json").read_text())
     assert saved["export"]["parity"]["fusion"]["Attention"] == 2
     assert "tokens per evaluated text: median" in saved["data"]
@@ -361,8 +371,8 @@ def test_recipe_level_mismatches_exit_2_before_any_work(bert_folder, tmp_path, w
     """
     cases = {
         ("digits", "quantize: {}", "[onnxruntime]"): "data.kind: a huggingface model",
-        ("text", "prune: {}", "[onnxruntime]"): "stages.0.prune: not available for a huggingface model yet",
-        ("text", "quantize: {qat: {}}", "[onnxruntime]"): "stages.0.quantize: not available for a huggingface model",
+        ("text", "prune: {global_pruning: true}", "[onnxruntime]"): "stages.0.prune.global_pruning: not for a transformer",
+        ("text", "quantize: {qat: {}}", "[onnxruntime]"): "stages.0.quantize.qat: not available for a huggingface model",
         ("text", "quantize: {}", "[onnxruntime, openvino]"): "openvino cannot read the file export.transformer_fusion",
     }
     cases[("text", "quantize: {}\n          - quantize: {method: static}", "[onnxruntime]")] = (

@@ -1,0 +1,200 @@
+"""Depth: remove whole transformer layers, or whole residual blocks of a CNN, the least important first.
+
+At batch 1 a deep, thin network pays per layer more than per channel, so fewer layers buy speed
+that narrower ones do not. Candidates are an encoder's layers, or a CNN's blocks that keep their
+input's shape (identity shortcut: a downsampling block changes the shape and is never a candidate).
+
+Importance is measured on calibration data, never guessed:
+- `output_change` (default): the change in the model's outputs (1 - cosine, per sample) when the
+  candidate is bypassed; chosen greedily, so each choice sees the ones made before it;
+- `similarity`: 1 - cosine of a candidate's input and output (a block that barely changes its input
+  is cheap to drop), one forward pass for all candidates.
+A removed CNN block becomes an identity; a removed encoder layer leaves the layer list (and the
+config's layer count). The record replays the removal on a fresh copy of the original model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from greencompress.compress import encoder_surgery
+from greencompress.compress.block_surgery import block_candidates, remove_blocks
+from greencompress.compress.technique import (
+    StageContext,
+    StageOutput,
+    Technique,
+    TorchModel,
+)
+from greencompress.core.config import Section
+from greencompress.core.errors import GreencompressError
+from greencompress.models.encoder_layout import layer_list
+from greencompress.models.inputs import ModelInputs, as_model_inputs
+
+log = logging.getLogger(__name__)
+
+
+class DepthConfig(Section):
+    """Whole layers (transformers) or identity residual blocks (CNNs) removed, least important first."""
+
+    remove: int = Field(default=1, ge=1)  # how many layers or blocks go
+    importance: Literal["output_change", "similarity"] = "output_change"
+    samples: int = Field(default=128, ge=1)  # calibration samples the importance is measured on
+
+
+@contextlib.contextmanager
+def _bypassed(model: nn.Module, candidates: list, is_encoder: bool):
+    """Within the block, `candidates` are skipped (encoder layer indices, or CNN block names)."""
+    if is_encoder:
+        owner, attribute, layers = layer_list(model)
+        setattr(owner, attribute, nn.ModuleList([layer for i, layer in enumerate(layers) if i not in set(candidates)]))
+        try:
+            yield
+        finally:
+            setattr(owner, attribute, layers)
+        return
+    originals = {name: model.get_submodule(name) for name in candidates}
+    remove_blocks(model, list(candidates))
+    try:
+        yield
+    finally:
+        for name, module in originals.items():
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
+
+
+def _call(model: nn.Module, inputs):
+    if isinstance(inputs, dict):
+        return model(**{name: torch.as_tensor(value) for name, value in inputs.items()})
+    return model(torch.as_tensor(inputs))
+
+
+def _flat(output) -> torch.Tensor:
+    parts = output if isinstance(output, (tuple, list)) else (output,)
+    return torch.cat([part.flatten(1).to(torch.float32) for part in parts], dim=1)
+
+
+@torch.no_grad()
+def _outputs(model: nn.Module, calibration: list) -> torch.Tensor:
+    return torch.cat([_flat(_call(model, inputs)) for inputs, _ in calibration])
+
+
+@torch.no_grad()
+def output_change(model: nn.Module, calibration: list, removed: list, is_encoder: bool,
+                  reference: torch.Tensor | None = None) -> float:
+    """Mean 1 - cosine between the model's outputs with `removed` bypassed and its full outputs."""
+    reference = _outputs(model, calibration) if reference is None else reference
+    with _bypassed(model, removed, is_encoder):
+        changed = _outputs(model, calibration)
+    return float((1 - nn.functional.cosine_similarity(changed, reference, dim=1)).mean())
+
+
+@torch.no_grad()
+def _input_output_change(model: nn.Module, calibration: list, candidates: list, is_encoder: bool) -> dict:
+    modules = (dict(enumerate(layer_list(model)[2])) if is_encoder
+               else {name: model.get_submodule(name) for name in candidates})
+    totals = {key: [0.0, 0] for key in candidates}
+
+    def hook(key):
+        def record(_module, args, output):
+            first = output[0] if isinstance(output, (tuple, list)) else output
+            cosine = nn.functional.cosine_similarity(args[0].flatten(1) if args else first.flatten(1), first.flatten(1),
+                                                     dim=1)
+            totals[key][0] += float((1 - cosine).sum())
+            totals[key][1] += len(cosine)
+        return record
+
+    handles = [modules[key].register_forward_hook(hook(key)) for key in candidates]
+    try:
+        for inputs, _ in calibration:
+            _call(model, inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {key: total / max(count, 1) for key, (total, count) in totals.items()}
+
+
+def choose_removals(model: nn.Module, inputs: ModelInputs | tuple[int, ...], calibration: list, count: int,
+                    importance: str) -> tuple[list, dict]:
+    """The `count` layers (indices) or blocks (names) to remove, and the importance measured for each candidate."""
+    inputs = as_model_inputs(inputs)
+    model.eval()
+    is_encoder = inputs.are_tokens
+    candidates = (list(range(len(layer_list(model)[2]))) if is_encoder
+                  else block_candidates(model, inputs))
+    if count > len(candidates) - (1 if is_encoder else 0):
+        what = "encoder layers" if is_encoder else "removable blocks (same shape in and out)"
+        raise GreencompressError(f"stages.depth.remove: {count} asked for, the model has {len(candidates)} {what}"
+                                 + (": at least one layer must stay" if is_encoder else ""))
+    if importance == "similarity":
+        measured = _input_output_change(model, calibration, candidates, is_encoder)
+        chosen = sorted(candidates, key=lambda key: measured[key])[:count]
+        return chosen, {str(key): value for key, value in measured.items()}
+    reference = _outputs(model, calibration)
+    chosen: list = []
+    measured: dict = {}
+    for step in range(count):
+        changes = {key: output_change(model, calibration, [*chosen, key], is_encoder, reference)
+                   for key in candidates if key not in chosen}
+        if step == 0:
+            measured = {str(key): value for key, value in changes.items()}
+        best = min(changes, key=changes.get)
+        log.info("depth: step %d: bypassing %s changes the outputs by %.4f (1 - cosine)", step + 1, best, changes[best])
+        chosen.append(best)
+    return chosen, measured
+
+
+def shallower(model: nn.Module, inputs: ModelInputs | tuple[int, ...], config: DepthConfig, calibration: list) -> nn.Module:
+    """A copy of `model` without the `config.remove` least important layers or blocks (what the stage makes)."""
+    model, inputs = copy.deepcopy(model).eval(), as_model_inputs(inputs)
+    chosen, _ = choose_removals(model, inputs, calibration, config.remove, config.importance)
+    if inputs.are_tokens:
+        encoder_surgery.remove_layers(model, chosen)
+    else:
+        remove_blocks(model, chosen)
+    return model
+
+
+class Depth(Technique):
+    """Whole transformer layers or identity residual blocks removed, by measured importance."""
+
+    name, config, works_on, tag = "depth", DepthConfig, "torch", "shallower"
+
+    def apply(self, config: DepthConfig, source: TorchModel, context: StageContext) -> StageOutput:
+        from greencompress.models.data import batches
+
+        model = copy.deepcopy(source.module).eval()
+        calibration = list(batches(context.data.calibration, context.batch_size, limit=config.samples))
+        if not calibration:
+            raise GreencompressError("stages.depth: the calibration split is empty; importance needs data")
+        chosen, measured = choose_removals(model, context.input_shape, calibration, config.remove, config.importance)
+        if context.input_shape.are_tokens:
+            before = len(layer_list(model)[2])
+            record = encoder_surgery.remove_layers(model, chosen)
+            removed = [f"layer {index}" for index in sorted(chosen)]
+            after = len(layer_list(model)[2])
+        else:
+            before = len(block_candidates(model, context.input_shape))
+            record = remove_blocks(model, chosen)
+            removed = sorted(chosen)
+            after = before - len(chosen)
+        with torch.no_grad():
+            _call(model, {n: t.numpy() for n, t in zip(context.input_shape.names, context.input_shape.example(1))}
+                  if context.input_shape.are_tokens else context.input_shape.example(1)[0])
+        log.info("depth: removed %s (%d -> %d)", ", ".join(removed), before, after)
+        return StageOutput(config.model_dump(mode="json"), {
+            "removed": removed, "before": before, "after": after, "importance": measured,
+            "what": "encoder layers" if context.input_shape.are_tokens else "residual blocks",
+        }, model=TorchModel(model, (*source.pruning_history, record)))
+
+    def describe(self, settings: dict, metrics: dict) -> list[str]:
+        if "removed" not in metrics:
+            return []
+        return [f"{metrics['what']} {metrics['before']} -> {metrics['after']} (removed {', '.join(metrics['removed'])}, "
+                f"by {settings['importance'].replace('_', ' ')})"]
