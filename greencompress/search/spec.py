@@ -39,6 +39,9 @@ class SearchSpace(Section):
     round_to: list[int] | None = Field(default=None, min_length=1)  # 1 keeps any channel count
     # Alternative `stages.prune.ignore` lists: which layers are never pruned (the classifier is kept regardless).
     layers: list[list[str]] | None = Field(default=None, min_length=1)
+    # Whole residual blocks (CNNs) or encoder layers removed by a `depth` stage before pruning; 0 removes none. The
+    # stage is added to trials that draw more than 0 when the base recipe has none (its settings: depth.py's defaults).
+    depth: list[int] | None = Field(default=None, min_length=1)
     finetune_epochs: list[int] | None = Field(default=None, min_length=1)
     calibration_method: list[Literal["minmax", "entropy", "percentile"]] | None = Field(default=None, min_length=1)
     qat: list[bool] | None = Field(default=None, min_length=1)  # quantization-aware fine-tuning on/off
@@ -74,6 +77,13 @@ class SearchSpace(Section):
                 raise ValueError(f"{name} runs PyTorch models; the search serves exported files (onnxruntime, ...)")
             if reason := spec.unavailable():
                 raise ValueError(reason)
+        return value
+
+    @field_validator("depth")
+    @classmethod
+    def _not_negative(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and min(value) < 0:
+            raise ValueError(f"every choice must be >= 0 (layers or blocks removed), got {value}")
         return value
 
     def dimensions(self) -> list[str]:
@@ -162,9 +172,10 @@ class SearchSpec(Section):
 
     @property
     def objective_names(self) -> list[str]:
+        """Energy and latency as paired ratios to the anchor each trial measures (search/trial.py: Outcome)."""
         names = ["top1"] if self.objectives.accuracy else []
-        names.append("joules_per_inference")
-        return names + [name for name, on in (("latency_p50_ms", self.objectives.latency),
+        names.append("energy_ratio")
+        return names + [name for name, on in (("latency_ratio", self.objectives.latency),
                                                ("size_bytes", self.objectives.size)) if on]
 
     @property

@@ -32,7 +32,7 @@ from greencompress.search.trial import (
 log = logging.getLogger(__name__)
 
 # How a trial's figures are read from its run; a study keeps the trials of one way only.
-SCORING = "cheapest serving runtime"
+SCORING = "paired ratio to the anchor, cheapest serving runtime"
 
 # Trial states that count against `budget.max_trials`: finished ones, whichever way they finished, except those
 # the proxy turned away in seconds and points drawn again (they count against a cap of PROXY_CAP times the
@@ -87,8 +87,9 @@ def open_study(recipe: Recipe, storage: str, seed: int):
                                  "rename the recipe (its name names the study) or give another --storage")
     if study.user_attrs.get("scoring") != SCORING:  # its trials' figures would not compare with new ones
         raise GreencompressError(f"the study {recipe.name!r} in {storage} was started by an earlier greencompress that "
-                                 "scored each trial on one drawn runtime; this one scores it on the cheapest serving "
-                                 "runtime: give another --storage or rename the recipe to start afresh")
+                                 f"scored trials by {study.user_attrs.get('scoring', 'one drawn runtime')}; this one "
+                                 f"scores them by {SCORING}: give another --storage or rename the recipe to start "
+                                 f"afresh")
     return study
 
 
@@ -251,15 +252,23 @@ class Search:
         return None
 
     def _proxy_check(self, trial, context, trial_recipe_obj: Recipe, runtimes: list[str]) -> str | None:
-        """Why the candidate is not worth fine-tuning (its widths buy no speed on any serving runtime), or None."""
+        """Why the candidate is not worth fine-tuning (its widths and depth buy no speed on any serving runtime), or None."""
+        from greencompress.compress.depth import shallower
         from greencompress.compress.prune import prune_structured
         from greencompress.models.data import batches
 
-        prune = next(stage.config for stage in trial_recipe_obj.stages if stage.technique == "prune")
+        prune = next((stage.config for stage in trial_recipe_obj.stages if stage.technique == "prune"), None)
+        depth = next((stage.config for stage in trial_recipe_obj.stages if stage.technique == "depth"), None)
         started = time.perf_counter()
         try:
-            pruned = prune_structured(context.original, trial_recipe_obj.input_shape, prune,
-                                      batches(context.data.calibration, trial_recipe_obj.data.batch_size)).model
+            pruned = context.original
+            if depth is not None:  # the blocks the trial will remove: chosen the same way, on the same data
+                pruned = shallower(pruned, trial_recipe_obj.input_shape, depth,
+                                   list(batches(context.data.calibration, trial_recipe_obj.data.batch_size,
+                                                limit=depth.samples)))
+            if prune is not None:
+                pruned = prune_structured(pruned, trial_recipe_obj.input_shape, prune,
+                                          batches(context.data.calibration, trial_recipe_obj.data.batch_size)).model
         except GreencompressError as error:  # e.g. a MACs target these channel rounding rules cannot reach
             trial.set_user_attr("stopped", f"infeasible: {error}")
             trial.set_user_attr("stopped_by", "infeasible")
@@ -274,7 +283,7 @@ class Search:
                                       "seconds": round(time.perf_counter() - started, 1)})
         limit = self.spec.proxy.max_latency_ratio
         if best.ratio >= limit:
-            reason = (f"proxy: its channel counts run at {best.ratio:.3f}x the unpruned model's latency on "
+            reason = (f"proxy: its structure runs at {best.ratio:.3f}x the unpruned model's latency on "
                       f"{best_runtime} untrained, its best runtime (limit {limit}); not worth fine-tuning")
             trial.set_user_attr("stopped", reason)
             trial.set_user_attr("stopped_by", "proxy")
@@ -315,8 +324,10 @@ class Search:
     def _log_trial(self, study, trial) -> None:
         outcome = trial.user_attrs.get("outcome")
         if outcome:
-            log.info("trial %d done: %s top-1 %.2f%%, %.3g J/inference (%s), latency %.3f ms", trial.number,
+            paired = outcome.get("anchor_energy_ratio")
+            log.info("trial %d done: %s top-1 %.2f%%, %.3g J/inference (%s)%s, latency %.3f ms", trial.number,
                      outcome["candidate"], outcome["top1"], outcome["joules_per_inference"], outcome["energy_method"],
+                     f", {paired['ratio']:.3f}x {outcome['anchor']}'s in the same rounds" if paired else "",
                      outcome["latency_p50_ms"])
         else:
             log.info("trial %d %s: %s", trial.number, trial.state.name.lower(),
@@ -349,7 +360,8 @@ class _TrialContext:
 
         spec = self.recipe.search.proxy
         prune = next((s.config for s in trial_recipe_obj.stages if s.technique == "prune"), None)
-        if not spec.enabled or prune is None or prune.method != "structured":
+        depth = any(s.technique == "depth" for s in trial_recipe_obj.stages)
+        if not spec.enabled or not (depth or (prune is not None and prune.method == "structured")):
             return None
         if runtime not in self.proxies:
             quantize = next((s.config for s in trial_recipe_obj.stages if s.technique == "quantize"), None)

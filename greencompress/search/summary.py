@@ -79,21 +79,33 @@ def rows_of(study) -> list[TrialRow]:
     return rows
 
 
+def energy_interval(outcome: Outcome) -> tuple[float, float, float]:
+    """(ratio, low, high) of the J/inference the trial ranks by: paired to its anchor; absolute J (with its
+    interval) for a trial recorded before anchors existed."""
+    paired = outcome.anchor_energy_ratio
+    if paired:
+        return paired["ratio"], paired["ci95"][0], paired["ci95"][1]
+    joules, spread = outcome.joules_per_inference, outcome.joules_ci95
+    return joules, joules - spread, joules + spread
+
+
 def choose(rows: list[TrialRow]) -> int | None:
-    """The lowest J/inference within the budget; trials whose J lies inside its 95% interval are ties, broken by latency."""
+    """The lowest J/inference ratio to the anchor within the budget; trials whose ratio lies inside its 95% interval
+    are ties, broken by latency (its ratio to the anchor)."""
     feasible = [row for row in rows if row.feasible]
     if not feasible:
         return None
-    lowest = min(feasible, key=lambda row: row.outcome.joules_per_inference)
-    tied = [row for row in feasible if row.outcome.joules_per_inference - lowest.outcome.joules_per_inference
-            <= lowest.outcome.joules_ci95]
-    return min(tied, key=lambda row: (row.outcome.latency_p50_ms, row.outcome.joules_per_inference)).number
+    lowest = min(feasible, key=lambda row: energy_interval(row.outcome)[0])
+    _, _, high = energy_interval(lowest.outcome)
+    tied = [row for row in feasible if energy_interval(row.outcome)[0] <= high]
+    return min(tied, key=lambda row: (row.outcome.objective("latency_ratio") if row.outcome.anchor_latency_ratio
+                                      else row.outcome.latency_p50_ms, energy_interval(row.outcome)[0])).number
 
 
 def pareto_numbers(rows: list[TrialRow], objectives: list[str]) -> list[int]:
     complete = [row for row in rows if row.outcome is not None and row.state == "complete"]
     directions = ["maximize" if name == "top1" else "minimize" for name in objectives]
-    values = [[float(getattr(row.outcome, name)) for name in objectives] for row in complete]
+    values = [[row.outcome.objective(name) for name in objectives] for row in complete]
     return [complete[index].number for index in non_dominated(values, directions)]
 
 
@@ -146,6 +158,11 @@ def _verdict(rows: list[TrialRow], chosen: int | None, spec) -> str:
             f"not exclude 1 on the fast side{others}.")
 
 
+RANKING_NOTE = ("Trials rank by their J/inference as a ratio to the anchor (the original FP32 model on ONNX Runtime), "
+                "paired over the interleaved rounds of their own run: absolute joules drift with the machine's state "
+                "between trials, ratios within one run do not.")
+
+
 def write_summary(summary: Summary, folder: Path) -> Path | None:
     """search.json, search.md, search.html and (when a trial was chosen) best.yaml; returns best.yaml's path."""
     write_text_atomic(folder / "search.json", json.dumps(asdict(summary), indent=2, default=str))
@@ -173,7 +190,9 @@ def _interval_text(interval: dict | None) -> str:
 
 def table_rows(summary: Summary, compact: bool = False) -> tuple[list[str], list[list[str]]]:
     """The trials table; `compact` (for a terminal) leaves out the settings and shortens the notes."""
-    headers = ["trial", "state", "settings", "runtime", "top-1 %", "drop (pts)", "J/inference", "latency p50 ms",
+    anchors = sorted({row.outcome.anchor for row in summary.rows if row.outcome and row.outcome.anchor})
+    headers = ["trial", "state", "settings", "runtime", "top-1 %", "drop (pts)",
+               f"J/inference vs {' / '.join(anchors) or 'anchor'} (paired, ranks)", "J/inference", "latency p50 ms",
                "latency vs unpruned (paired)", "proxy (untrained)", "note"]
     rows = []
     for row in summary.rows:
@@ -182,6 +201,7 @@ def table_rows(summary: Summary, compact: bool = False) -> tuple[list[str], list
         proxy = _proxy_on(row.proxy, o.runtime) if row.proxy and o else row.proxy
         rows.append([str(row.number), row.state, _params_text(row.params), o.runtime if o else "-",
                      f"{o.top1:.2f}" if o else "-", f"{o.accuracy_drop:.2f}" if o else "-",
+                     _interval_text(o.anchor_energy_ratio) if o else "-",
                      f"{o.joules_per_inference:.4g} ± {o.joules_ci95:.2g}" if o else "-",
                      f"{o.latency_p50_ms:.3f}" if o else "-",
                      _interval_text(o.latency_ratio) if o else "-",
@@ -205,7 +225,8 @@ def render_markdown(summary: Summary) -> str:
     headers, rows = table_rows(summary)
     lines = ["# greencompress search", "",
              f"Objectives: {', '.join(summary.objectives)} at batch {summary.batch_size}; budget: at most "
-             f"{summary.max_accuracy_drop} points below the unpruned FP32 top-1. Energy: {energy_method_text(summary)}.", "",
+             f"{summary.max_accuracy_drop} points below the unpruned FP32 top-1. Energy: {energy_method_text(summary)}.",
+             "", RANKING_NOTE, "",
              f"**{summary.verdict}**", ""]
     if summary.chosen is not None:
         lines += [f"Chosen: trial {summary.chosen}; `greencompress run best.yaml` reproduces it.", ""]
@@ -230,7 +251,7 @@ def render_html(summary: Summary) -> str:
             f"<style>{STYLE}</style></head><body><h1>greencompress search</h1>"
             f"<p class='note'>{escape(summary.verdict)}</p>"
             f"<p class='method'>Objectives: {escape(', '.join(summary.objectives))} at batch {summary.batch_size}; "
-            f"energy: {escape(energy_method_text(summary))}. Bars: 95% intervals of J per inference.</p>"
+            f"energy: {escape(energy_method_text(summary))}. {escape(RANKING_NOTE)} Bars: 95% paired intervals.</p>"
             f"{figure}<h2>Trials</h2>{html_table(headers, rows)}</body></html>")
 
 
@@ -244,20 +265,22 @@ def front_plot(summary: Summary) -> bytes | None:
     figure, axes = new_figure(7.0, 4.2)
     for row in measured:
         o = row.outcome
-        axes.errorbar(o.joules_per_inference, o.top1, xerr=o.joules_ci95, fmt="o",
+        ratio, low, high = energy_interval(o)
+        axes.errorbar(ratio, o.top1, xerr=[[ratio - low], [high - ratio]], fmt="o",
                       color="#1b9e77" if row.feasible else "#999999")
-        axes.annotate(str(row.number), (o.joules_per_inference, o.top1), fontsize=7, xytext=(3, 3),
-                      textcoords="offset points")
-    front = sorted((row.outcome.joules_per_inference, row.outcome.top1) for row in measured
+        axes.annotate(str(row.number), (ratio, o.top1), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    front = sorted((energy_interval(row.outcome)[0], row.outcome.top1) for row in measured
                    if row.number in summary.front)
     if front:
         axes.plot(*zip(*front), color="#d95f02", linestyle="--", label="Pareto front")
     if summary.chosen is not None:
         o = next(row.outcome for row in measured if row.number == summary.chosen)
-        axes.scatter([o.joules_per_inference], [o.top1], s=160, facecolors="none", edgecolors="#7570b3", label="chosen")
+        axes.scatter([energy_interval(o)[0]], [o.top1], s=160, facecolors="none", edgecolors="#7570b3", label="chosen")
     reference = measured[0].outcome.reference_top1
     axes.axhline(reference - summary.max_accuracy_drop, color="grey", linestyle=":", label="accuracy budget")
-    axes.set_xlabel(f"J per inference (batch {summary.batch_size})")
+    anchor = measured[0].outcome.anchor
+    axes.set_xlabel(f"J per inference / {anchor}'s, same rounds (batch {summary.batch_size})" if anchor
+                    else f"J per inference (batch {summary.batch_size})")
     axes.set_ylabel("top-1 accuracy (%)")
     axes.legend(fontsize=8)
     return png_bytes(figure)

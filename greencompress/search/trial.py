@@ -59,6 +59,8 @@ def trial_recipe(base: dict, spec: SearchSpec, params: dict[str, Any], name: str
         prune["round_to"] = params["round_to"] if params["round_to"] > 1 else None  # 1: any channel count
     if "layers" in params:
         prune["ignore"] = params["layers"] + [layer for layer in base_ignore(base) if layer not in params["layers"]]
+    if "depth" in params:
+        _set_depth(recipe["stages"], params["depth"])
     if "finetune_epochs" in params:
         finetune["epochs"] = params["finetune_epochs"]
     if "calibration_method" in params:
@@ -73,6 +75,18 @@ def trial_recipe(base: dict, spec: SearchSpec, params: dict[str, Any], name: str
     return recipe
 
 
+def _set_depth(stages: list[dict], remove: int) -> None:
+    """The trial's `depth` stage removes `remove` layers or blocks: updated, added first, or (for 0) taken out."""
+    index = next((i for i, stage in enumerate(stages) if "depth" in stage), None)
+    if remove == 0:
+        if index is not None:
+            stages.pop(index)
+    elif index is None:
+        stages.insert(0, {"depth": {"remove": remove}})
+    else:
+        stages[index]["depth"] = {**(stages[index]["depth"] or {}), "remove": remove}
+
+
 def base_ignore(base: dict) -> list[str]:
     """The layers the base recipe never prunes (its explicit `ignore`), kept in every trial."""
     for stage in base["stages"]:
@@ -83,7 +97,14 @@ def base_ignore(base: dict) -> list[str]:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a finished trial measured: the candidate on its runtime against the unpruned model there."""
+    """What a finished trial measured: the candidate on its runtime, paired with references of the same rounds.
+
+    Trials are ranked by ratios, never by absolute joules: the same artifact's J/inference moved 30% between two
+    searches on a shared machine while its ratio to a model measured in the same interleaved rounds held. The
+    reference that ranks is the *anchor*, one model every trial measures: the original FP32 model on ONNX Runtime
+    (on the candidate's runtime where ONNX Runtime is not measured). `baseline` (the unpruned model at the
+    candidate's precision on its runtime) says what the pruning bought there.
+    """
 
     candidate: str  # artifact name in the trial's report
     baseline: str  # the unpruned model at the candidate's precision on the same runtime
@@ -92,7 +113,7 @@ class Outcome:
     top1: float  # percent
     baseline_top1: float  # percent, the unpruned model at the candidate's precision
     reference_top1: float  # percent, the unpruned FP32 model on the runtime: what the budget is counted against
-    joules_per_inference: float
+    joules_per_inference: float  # absolute: shown, never ranked
     joules_ci95: float
     latency_p50_ms: float
     size_bytes: int
@@ -100,9 +121,19 @@ class Outcome:
     measured: bool
     latency_ratio: dict | None  # paired interval against `baseline`: {ratio, ci95, rounds, within_noise}
     energy_ratio: dict | None
+    anchor: str | None = None  # the model every trial measures; None in studies written before anchors
+    anchor_energy_ratio: dict | None = None  # paired J/inference interval against `anchor`: what ranks trials
+    anchor_latency_ratio: dict | None = None
 
     def objectives(self, spec: SearchSpec) -> list[float]:
-        return [float(getattr(self, name)) for name in spec.objective_names]
+        return [self.objective(name) for name in spec.objective_names]
+
+    def objective(self, name: str) -> float:
+        if name == "energy_ratio":
+            return float(self.anchor_energy_ratio["ratio"]) if self.anchor_energy_ratio else float("inf")
+        if name == "latency_ratio":
+            return float(self.anchor_latency_ratio["ratio"]) if self.anchor_latency_ratio else float("inf")
+        return float(getattr(self, name))
 
     @property
     def accuracy_drop(self) -> float:
@@ -110,19 +141,25 @@ class Outcome:
 
 
 def read_outcome(report, runtimes: list[str], batch_size: int) -> Outcome:
-    """The trial's candidate on the cheapest of `runtimes` at `batch_size` (lowest J/inference, all measured in
-    the same interleaved rounds), with its paired comparison to the unpruned model on that runtime."""
+    """The trial's candidate on the cheapest of `runtimes` at `batch_size` (lowest J/inference against the anchor,
+    all measured in the same interleaved rounds), with its paired comparisons to the anchor and to the unpruned
+    model on that runtime."""
     measured = [runtime for runtime in runtimes if any(
         r.artifact.runtime == runtime and not r.artifact.is_original_model for r in report.artifacts)]
     if not measured:
         raise GreencompressError(f"trial {report.name}: no compressed artifact on {', '.join(runtimes)} in its report")
     outcomes = [_outcome_on(report, runtime, batch_size) for runtime in measured]
-    return min(outcomes, key=lambda outcome: outcome.joules_per_inference)
+    return min(outcomes, key=lambda outcome: outcome.objective("energy_ratio"))
+
+
+def _original_fp32(report, runtime: str):
+    return next((r for r in report.artifacts if r.artifact.runtime == runtime and r.artifact.is_original_model
+                 and r.artifact.precision == "fp32" and not r.artifact.file_techniques), None)
 
 
 def _outcome_on(report, runtime: str, batch_size: int) -> Outcome:
-    """The trial's candidate on `runtime`: its most compressed artifact, paired with the unpruned one there."""
-    from greencompress.report.schema import interval_to_dict
+    """The trial's candidate on `runtime`: its most compressed artifact, paired with the anchor and the unpruned one."""
+    from greencompress.report.schema import compare_pair, interval_to_dict
 
     results = {result.artifact.name: result for result in report.artifacts}
     on_runtime = [r for r in report.artifacts if r.artifact.runtime == runtime and not r.artifact.is_original_model]
@@ -132,9 +169,10 @@ def _outcome_on(report, runtime: str, batch_size: int) -> Outcome:
     comparison = next((c for c in report.comparisons if c.candidate == candidate.artifact.name
                        and c.batch_size == batch_size and results[c.baseline].artifact.precision
                        == candidate.artifact.precision), None)
-    reference = next(r for r in report.artifacts if r.artifact.runtime == runtime and r.artifact.is_original_model
-                     and r.artifact.precision == "fp32" and not r.artifact.file_techniques)
+    reference = _original_fp32(report, runtime)
     baseline = results[comparison.baseline] if comparison else reference
+    anchor = _original_fp32(report, "onnxruntime") or reference
+    paired = compare_pair(anchor, candidate, batch_size) if anchor.at_batch(batch_size) is not None else None
     return Outcome(
         candidate=candidate.artifact.name, baseline=baseline.artifact.name, runtime=runtime, batch_size=batch_size,
         top1=100 * candidate.accuracy.top1, baseline_top1=100 * baseline.accuracy.top1,
@@ -144,6 +182,9 @@ def _outcome_on(report, runtime: str, batch_size: int) -> Outcome:
         energy_method=bench.energy.method, measured=bench.energy.measured,
         latency_ratio=interval_to_dict(comparison.latency_p50) if comparison else None,
         energy_ratio=interval_to_dict(comparison.joules_per_inference) if comparison else None,
+        anchor=anchor.artifact.name,
+        anchor_energy_ratio=interval_to_dict(paired.joules_per_inference) if paired else None,
+        anchor_latency_ratio=interval_to_dict(paired.latency_p50) if paired else None,
     )
 
 

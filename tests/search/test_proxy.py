@@ -79,3 +79,21 @@ def test_same_widths_on_the_same_cpu_are_timed_once_and_another_cpu_times_again(
     assert again.ratio == first.ratio
     monkeypatch.setattr(proxy_module, "cpu_identity", lambda: {"model": "another CPU", "flags": ["avx2"]})
     assert proxy.measure(Tiny(8)).cached is False and len(timed) == 2
+
+
+@pytest.mark.slow
+def test_the_proxy_times_a_shallower_model_and_keys_it_apart_from_the_whole_one(tmp_path):
+    """Depth in the proxy: the user's ResNet-20 architecture (untrained) without 4 of its 7 removable blocks."""
+    from greencompress.compress.depth import DepthConfig, shallower
+    from greencompress.models.sources import resolve_callable
+    from tests.compress.test_prune import ARCHITECTURE
+
+    model = resolve_callable(ARCHITECTURE)().eval()
+    calibration = [(np.random.default_rng(0).normal(size=(8, 3, 32, 32)).astype(np.float32), np.zeros(8, np.int64))]
+    shallow = shallower(model, (3, 32, 32), DepthConfig(remove=4), calibration)
+    assert len(width_signature(shallow)) == len(width_signature(model)) - 8  # two convolutions per block
+    proxy = LatencyProxy(model, (3, 32, 32), "onnxruntime", RunnerSettings(threads=1), None, None, 1, 18, 5, 0.05,
+                         ProxyCache(tmp_path))
+    result = proxy.measure(shallow)
+    # 12 of 19 convolutions' work remain: the untrained shallower model is timed faster, pairwise.
+    assert result.ratio < 0.9 and result.rounds == 5 and not result.cached

@@ -46,10 +46,10 @@ def test_a_dimension_whose_stage_is_missing_stops_the_search_before_any_trial(ti
 def test_sampler_follows_the_objectives_and_durations_read_as_seconds():
     spec = SearchSpec.model_validate({"space": {"round_to": [1, 8]}, "budget": {"max_time": "1.5h"}})
     assert (spec.objective_names, spec.sampler_name, spec.budget.max_time) == (
-        ["top1", "joules_per_inference"], "nsga2", 5400.0)
+        ["top1", "energy_ratio"], "nsga2", 5400.0)
     alone = SearchSpec.model_validate({"space": {"round_to": [1, 8]}, "objectives": {"accuracy": False}})
     assert (alone.objective_names, alone.directions, alone.sampler_name) == (
-        ["joules_per_inference"], ["minimize"], "tpe")
+        ["energy_ratio"], ["minimize"], "tpe")
 
 
 def test_a_trial_is_the_base_recipe_with_the_drawn_settings(tiny_recipe):
@@ -65,6 +65,29 @@ def test_a_trial_is_the_base_recipe_with_the_drawn_settings(tiny_recipe):
     assert finetune.epochs == 2 and quantize.calibration_method == "percentile"
     assert quantize.qat.learning_rate == recipe.search.qat_settings.learning_rate
     assert (trial.name, trial.search, trial.benchmark.batch_sizes) == ("tiny-trial007", None, [1])
+
+
+def test_depth_drawn_adds_updates_or_takes_out_the_depth_stage(tiny_recipe):
+    from greencompress.pipeline.recipe import Recipe, recipe_to_dict
+
+    stages = "  - prune: {ratio: 0.3}\n  - finetune: {epochs: 3}\n  - quantize: {calibration_samples: 12}"
+    recipe = load_recipe(search_recipe(tiny_recipe, "search:\n  space: {depth: [0, 2]}\n", stages), schema=SearchRecipe)
+    assert recipe.search.space.dimensions() == ["depth"]
+
+    def techniques(params, base=recipe_to_dict(recipe)):
+        trial = Recipe.model_validate(trial_recipe(base, recipe.search, params, "t"))
+        return [(stage.technique, getattr(stage.config, "remove", None)) for stage in trial.stages]
+
+    assert techniques({"depth": 2}) == [("depth", 2), ("prune", None), ("finetune", None), ("quantize", None)]
+    assert techniques({"depth": 0}) == [("prune", None), ("finetune", None), ("quantize", None)]
+    with_stage = recipe_to_dict(recipe)
+    with_stage["stages"].insert(0, {"depth": {"remove": 1, "importance": "similarity"}})
+    assert techniques({"depth": 3}, with_stage)[0] == ("depth", 3)
+    assert Recipe.model_validate(trial_recipe(with_stage, recipe.search, {"depth": 3}, "t")).stages[0].config.importance \
+        == "similarity"
+    assert techniques({"depth": 0}, with_stage)[0] == ("prune", None)
+    with pytest.raises(RecipeError, match="every choice must be >= 0"):
+        load_recipe(search_recipe(tiny_recipe, "search:\n  space: {depth: [-1]}\n"), schema=SearchRecipe)
 
 
 def test_serving_runtimes_are_measured_in_every_trial_not_drawn(tiny_recipe):
@@ -92,7 +115,11 @@ def test_a_study_an_earlier_greencompress_scored_another_way_is_not_resumed(tiny
     storage = f"sqlite:///{tmp_path / 'old.db'}"
     old = optuna.create_study(study_name=recipe.name, storage=storage, directions=recipe.search.directions)
     old.set_user_attr("fingerprint", _fingerprint(recipe))  # as the earlier version left it: no "scoring"
-    with pytest.raises(GreencompressError, match="scored each trial on one drawn runtime"):
+    with pytest.raises(GreencompressError, match="scored trials by one drawn runtime; this one scores them by paired "
+                                                 "ratio to the anchor"):
+        open_study(recipe, storage, 0)
+    old.set_user_attr("scoring", "cheapest serving runtime")  # the next version: absolute joules ranked trials
+    with pytest.raises(GreencompressError, match="scored trials by cheapest serving runtime"):
         open_study(recipe, storage, 0)
     assert open_study(recipe, f"sqlite:///{tmp_path / 'new.db'}", 0).user_attrs["scoring"]
 

@@ -18,12 +18,20 @@ from greencompress.search.summary import (
 )
 from greencompress.search.trial import Outcome
 
+ANCHOR_JOULES, ANCHOR_MS = 0.02, 1.0  # the original FP32 model on ONNX Runtime, as every hand-made trial measured it
+
+
+def interval(ratio: float, spread: float = 0.0) -> dict:
+    return {"ratio": ratio, "ci95": [ratio - spread, ratio + spread], "rounds": 5, "within_noise": False}
+
 
 def outcome(top1: float, joules: float, latency_ms: float, ci: float = 0.0001, latency_ratio=None) -> Outcome:
     return Outcome(candidate="onnxruntime-pruned-finetuned-int8", baseline="onnxruntime-int8", runtime="onnxruntime",
                    batch_size=1, top1=top1, baseline_top1=91.4, reference_top1=91.4, joules_per_inference=joules,
                    joules_ci95=ci, latency_p50_ms=latency_ms, size_bytes=300_000, energy_method="cpu-time-estimate",
-                   measured=False, latency_ratio=latency_ratio, energy_ratio=None)
+                   measured=False, latency_ratio=latency_ratio, energy_ratio=None, anchor="onnxruntime-fp32",
+                   anchor_energy_ratio=interval(joules / ANCHOR_JOULES, ci / ANCHOR_JOULES),
+                   anchor_latency_ratio=interval(latency_ms / ANCHOR_MS))
 
 
 def row(number: int, result: Outcome | None, budget: float = 1.5, state: str = "complete", proxy=None) -> TrialRow:
@@ -49,7 +57,7 @@ def test_energy_ties_within_the_lowest_s_interval_go_to_the_lower_latency():
 def test_nothing_within_the_budget_chooses_nothing_and_says_so(tmp_path):
     rows = [row(0, outcome(85.0, 0.0050, 0.30)), row(1, None, state="pruned")]
     assert choose(rows) is None
-    summary = Summary(["top1", "joules_per_inference"], 1.5, 1, rows, [0], None, "No candidate within 1.5 points")
+    summary = Summary(["top1", "energy_ratio"], 1.5, 1, rows, [0], None, "No candidate within 1.5 points")
     assert write_summary(summary, tmp_path) is None
     assert not (tmp_path / "best.yaml").exists()
     assert json.loads((tmp_path / "search.json").read_text())["chosen"] is None
@@ -58,8 +66,8 @@ def test_nothing_within_the_budget_chooses_nothing_and_says_so(tmp_path):
 def test_front_holds_the_non_dominated_complete_trials():
     rows = [row(0, outcome(91.0, 0.0100, 0.6)), row(1, outcome(90.0, 0.0110, 0.6)), row(2, outcome(89.0, 0.0070, 0.4)),
             row(3, None, state="pruned")]
-    assert pareto_numbers(rows, ["top1", "joules_per_inference"]) == [0, 2]
-    assert pareto_numbers(rows, ["joules_per_inference"]) == [2]
+    assert pareto_numbers(rows, ["top1", "energy_ratio"]) == [0, 2]
+    assert pareto_numbers(rows, ["energy_ratio"]) == [2]
 
 
 def test_summary_files_show_the_choice_the_estimate_and_best_yaml(tmp_path):
@@ -70,13 +78,14 @@ def test_summary_files_show_the_choice_the_estimate_and_best_yaml(tmp_path):
     rows = [row(0, outcome(91.0, 0.0100, 0.6)),
             TrialRow(1, "complete", {"prune_ratio": 0.25}, outcome(90.5, 0.0080, 0.5, latency_ratio=faster),
                      {"ratio": 0.85, "low": 0.8, "high": 0.9}, "", str(run_dir), True)]
-    summary = Summary(["top1", "joules_per_inference"], 1.5, 1, rows, [0, 1], 1, "Trial 1 is faster",
+    summary = Summary(["top1", "energy_ratio"], 1.5, 1, rows, [0, 1], 1, "Trial 1 is faster",
                       proxy_quality(rows))
     best = write_summary(summary, tmp_path)
     assert best.read_text() == "name: t1\n"
     markdown = render_markdown(summary)
     assert "an ESTIMATE, not a measurement" in markdown
     assert "0.820x [0.750, 0.900]" in markdown and "chosen" in markdown
+    assert "J/inference vs onnxruntime-fp32 (paired, ranks)" in markdown and "0.400x [0.395, 0.405]" in markdown
     assert "mean absolute error 0.030" in markdown  # proxy 0.85 against 0.82 measured
     assert "data:image/png;base64," in render_html(summary)
 
@@ -107,7 +116,7 @@ def test_the_proxy_is_judged_on_the_runtime_the_trial_was_scored_on():
                             "openvino": {"ratio": 0.58, "low": 0.5, "high": 0.66}}}
     rows = [row(0, on_openvino, proxy=proxy)]
     assert abs(proxy_quality(rows)["mean_abs_error"] - 0.02) < 1e-9  # openvino's 0.58, not onnxruntime's 0.90
-    headers, (cells,) = table_rows(Summary(["top1", "joules_per_inference"], 1.5, 1, rows, [0], 0, "v"))
+    headers, (cells,) = table_rows(Summary(["top1", "energy_ratio"], 1.5, 1, rows, [0], 0, "v"))
     assert cells[headers.index("runtime")] == "openvino" and cells[headers.index("proxy (untrained)")].startswith("0.580x")
 
 
@@ -147,3 +156,33 @@ def test_no_trial_stays_running_when_its_worker_is_gone_and_each_dead_trial_name
     assert rows[stale.number].reason == f"its worker stopped beating (heartbeat expired); retried as trial {stale_retry.number}"
     assert rows[gone.number].state == "fail" and "run the search again to retry it" in rows[gone.number].reason
     assert rows[alive.number].state == "running"
+
+
+def test_two_searches_rank_their_common_trials_alike_though_the_machine_drifted_between_trials():
+    """Hand-made rounds: each trial's run measures the anchor and its candidate in the same interleaved rounds.
+    In the second search the machine ran 30% slower while trial 1 ran (another tenant, a warmer CPU): its absolute
+    joules rank it last there, while its ratio to the anchor, drifting with it, keeps every trial's place."""
+    from greencompress.search.trial import read_outcome
+    from tests.report.test_report import make_report, result
+
+    candidate_share = {0: 0.50, 1: 0.40, 2: 0.45}  # what each trial's model costs against the original, truly
+
+    def trial_report(number: int, machine: float, rounds: tuple):
+        share = candidate_share[number]
+        return make_report([
+            result("onnxruntime-fp32", "onnxruntime", "fp32", 2.0 * machine, 0.02 * machine, rounds=rounds),
+            result("onnxruntime-int8", "onnxruntime", "int8", 1.2 * machine, 0.012 * machine, rounds=rounds),
+            result("onnxruntime-pruned-int8", "onnxruntime", "int8", 2.0 * share * machine, 0.02 * share * machine,
+                   rounds=rounds)])
+
+    steady = (1.0, 1.02, 0.98, 1.01, 0.99)
+    first = {n: read_outcome(trial_report(n, 1.0, steady), ["onnxruntime"], 1) for n in candidate_share}
+    second = {n: read_outcome(trial_report(n, 1.3 if n == 1 else 1.0, tuple(1.0 + 0.05 * i for i in range(5))),
+                              ["onnxruntime"], 1) for n in candidate_share}
+    by_ratio = [sorted(outcomes, key=lambda n: outcomes[n].objective("energy_ratio")) for outcomes in (first, second)]
+    assert by_ratio[0] == by_ratio[1] == [1, 2, 0]
+    assert second[1].anchor == "onnxruntime-fp32" and abs(second[1].anchor_energy_ratio["ratio"] - 0.40) < 1e-9
+    # Ranked by absolute joules, the second search would have put the best trial last.
+    assert sorted(second, key=lambda n: second[n].joules_per_inference) == [2, 0, 1]
+    rows = [row(n, second[n]) for n in second]
+    assert choose(rows) == 1
