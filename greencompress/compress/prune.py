@@ -13,7 +13,7 @@ import logging
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field, field_serializer, model_validator
@@ -53,7 +53,9 @@ class PruneConfig(Section):
     target_macs: float | None = Field(default=None, gt=0, lt=1)  # structured: instead of ratio, MACs kept vs baseline
     global_pruning: bool = False  # structured: rank channels across layers instead of within each
     ignore: list[str] | None = None  # structured: layers never pruned (besides the final classifier, always kept)
-    round_to: int | None = Field(default=None, ge=1)  # structured: keep channel counts multiples of this
+    # structured: keep channel counts multiples of this; `auto`: the rounding whose untrained pruned model runs
+    # fastest against the unpruned one on every served runtime and batch size (measured, cached per CPU)
+    round_to: Annotated[int, Field(ge=1)] | Literal["auto"] | None = None
     iterative_steps: int = Field(default=1, ge=1)
     schedule: Literal["linear", "cubic"] = "linear"  # per-step targets; cubic removes most early (Zhu & Gupta, 2017)
     finetune_between: FinetuneConfig | None = None  # fine-tuning after every step but the last
@@ -75,7 +77,9 @@ class PruneConfig(Section):
     @field_serializer("ratio")
     def _effective_ratio(self, value: float | None) -> float | None:
         # The resolved recipe states the ratio structured pruning uses, not null (target_macs decides it otherwise).
-        return self.structured_ratio if self.method == "structured" and self.target_macs is None else value
+        # A transformer's `heads`/`ffn`, when given, replace the ratio: it stays as written.
+        chosen_elsewhere = self.target_macs is not None or self.heads is not None or self.ffn is not None
+        return self.structured_ratio if self.method == "structured" and not chosen_elsewhere else value
 
     @property
     def structured_ratio(self) -> float:
@@ -146,15 +150,19 @@ def unsafe_channel_layers(model: nn.Module, example: torch.Tensor, candidates: l
 
 
 def prune_structured(model: nn.Module, input_shape: ModelInputs | tuple[int, ...], config, calibration_batches,
-                     train_between: TrainBetween | None = None) -> StructuredResult:
+                     train_between: TrainBetween | None = None, untouched: dict[str, str] | None = None
+                     ) -> StructuredResult:
     """Remove channels: `config.ratio` (default 0.5) of each prunable layer, or as many as `config.target_macs` asks.
 
     Unsafe groups and `config.ignore` layers are left untouched. With `iterative_steps`, the ratio is
     reached step by step; `train_between(model, step, history)` (if given) fine-tunes after each step
-    but the last, `history` being this pruning's record so far.
+    but the last, `history` being this pruning's record so far. `untouched`: the unsafe layers when already
+    known for this model (`unsafe_channel_layers` tries every layer: the slow part for a caller that prunes often).
     """
     import torch_pruning as tp
 
+    if config.round_to == "auto":
+        raise ValueError("prune_structured: round_to 'auto' is decided by choose_round_to first")
     model = copy.deepcopy(model).eval()
     # Channel pruning works on image models (a recipe refuses it for transformers): one image, zeros.
     example = as_model_inputs(input_shape).example(1)[0]
@@ -170,8 +178,10 @@ def prune_structured(model: nn.Module, input_shape: ModelInputs | tuple[int, ...
     if missing:
         raise GreencompressError(f"stages.prune.ignore: no layer named {', '.join(missing)} in the model")
     convs = [name for name, module in modules.items() if isinstance(module, nn.Conv2d) and name not in ignore]
-    untouched = unsafe_channel_layers(model, example, convs)
-    log_folded(log, "prune: left untouched, layers:", untouched)
+    if untouched is None:
+        untouched = unsafe_channel_layers(model, example, convs)
+        log_folded(log, "prune: left untouched, layers:", untouched)
+    untouched = dict(untouched)
     kept = [*ignore, *untouched]
     macs_before, params_before = tp.utils.count_ops_and_params(model, example)
     ratio = config.structured_ratio
@@ -198,6 +208,50 @@ def prune_structured(model: nn.Module, input_shape: ModelInputs | tuple[int, ...
     macs_after, params_after = tp.utils.count_ops_and_params(model, example)
     return StructuredResult(model, pruner.pruning_history(), untouched, int(macs_before), int(macs_after),
                             int(params_before), int(params_after), ratio)
+
+
+ROUND_TO_CHOICES = (1, 4, 8, 16, 32)
+
+
+def choose_round_to(model: nn.Module, input_shape, config: PruneConfig, calibration, latency_check,
+                    choices: tuple[int, ...] = ROUND_TO_CHOICES) -> dict:
+    """`round_to: auto`: prune an untrained copy at each rounding, time it against `model` where the run serves it,
+    and take the rounding whose slowest case (runtime x batch size) is fastest; ties on that go to finer rounding.
+
+    Fewer channels are not always less time: with channel counts left odd, ONNX Runtime's int8 convolutions ran a
+    pruned ResNet-56 2x slower than the unpruned model (docs/BENCHMARKS.md). Returns the choice, every measurement,
+    and where even the chosen model is still slower (`slower_on`).
+    """
+    if latency_check is None:
+        raise GreencompressError("stages.prune.round_to: auto times the pruned model on the run's file runtimes, and "
+                                 "this run has none (benchmark.runtimes); give a number")
+    by_rounding, untouched = {}, None
+    for round_to in choices:
+        trial = config.model_copy(update={"round_to": None if round_to == 1 else round_to})
+        try:
+            result = prune_structured(model, input_shape, trial, calibration(), untouched=untouched)
+            pruned, untouched = result.model, result.untouched_layers
+        except GreencompressError as error:  # e.g. a MACs target this rounding cannot reach
+            log.info("prune: round_to %d: %s", round_to, error)
+            continue
+        by_rounding[round_to] = latency_check(pruned, model)
+        log.info("prune: round_to %d: untrained pruned/unpruned latency %s", round_to, ", ".join(
+            f"{m['runtime']} batch {m['batch_size']} {m['ratio']:.3f}x" for m in by_rounding[round_to]))
+    if not by_rounding:
+        raise GreencompressError("stages.prune.round_to: auto: no rounding of "
+                                 f"{', '.join(map(str, choices))} can prune this model as asked")
+    worst = {round_to: max(m["ratio"] for m in measured) for round_to, measured in by_rounding.items()}
+    best = min(worst.values())
+    # Within 2% of the best worst case: the finer rounding, which keeps the recipe's ratio more closely.
+    chosen = min(round_to for round_to, ratio in worst.items() if ratio <= best * 1.02)
+    slower = [f"{m['runtime']} at batch {m['batch_size']} ({m['ratio']:.2f}x untrained)" for m in by_rounding[chosen]
+              if m["low"] > 1]
+    log.info("prune: round_to auto -> %d (slowest case %.3fx the unpruned model)", chosen, worst[chosen])
+    if slower:
+        log.warning("prune: even with round_to %d the pruned model runs slower than the unpruned one on %s", chosen,
+                    ", ".join(slower))
+    return {"round_to": None if chosen == 1 else chosen, "chosen": chosen, "worst_ratio": worst[chosen],
+            "measured": {str(round_to): measured for round_to, measured in by_rounding.items()}, "slower_on": slower}
 
 
 def step_targets(schedule: str, final: float, steps: int) -> list[float]:
@@ -326,13 +380,21 @@ class Prune(Technique):
 
         if context.input_shape.are_tokens:
             return self._prune_encoder(config, source, context)
-        result = prune_structured(source.module, context.input_shape, config,
-                                  batches(context.data.calibration, context.batch_size, limit=context.batch_size),
-                                  train_between)
-        return StageOutput(config.model_dump(mode="json"), {
+        def calibration():
+            return batches(context.data.calibration, context.batch_size, limit=context.batch_size)
+
+        rounding = {}
+        if config.round_to == "auto":
+            rounding = choose_round_to(source.module, context.input_shape, config, calibration, context.latency_check)
+            config = config.model_copy(update={"round_to": rounding["round_to"]})
+        result = prune_structured(source.module, context.input_shape, config, calibration(), train_between)
+        settings = config.model_dump(mode="json")
+        if rounding:
+            settings["round_to"] = f"auto ({rounding['round_to'] or 1})"
+        return StageOutput(settings, {
             "ratio": result.ratio, "macs_before": result.macs_before, "macs_after": result.macs_after,
             "params_before": result.params_before, "params_after": result.params_after,
-            "untouched_layers": result.untouched_layers,
+            "untouched_layers": result.untouched_layers, **({"round_to_auto": rounding} if rounding else {}),
         }, model=TorchModel(result.model, (*source.pruning_history, *result.pruning_history)))
 
     @staticmethod
@@ -375,6 +437,12 @@ class Prune(Technique):
             facts.append(f"attention heads {metrics['heads_before']} -> {metrics['heads_after']} and FFN neurons "
                          f"{metrics['ffn_before']} -> {metrics['ffn_after']} per layer; parameters "
                          f"{metrics['params_before'] / 1e6:.1f} M -> {metrics['params_after'] / 1e6:.1f} M")
+        if "round_to_auto" in metrics:
+            auto = metrics["round_to_auto"]
+            facts.append(f"round_to auto chose {auto['chosen']}: slowest served case {auto['worst_ratio']:.2f}x the "
+                         f"unpruned model, untrained")
+            if auto["slower_on"]:
+                facts.append(f"still SLOWER than the unpruned model on {', '.join(auto['slower_on'])}")
         if metrics.get("untouched_layers"):
             facts.append(f"left untouched (unsafe to prune): {', '.join(metrics['untouched_layers'])}")
         if "total_sparsity" in metrics:
@@ -383,9 +451,20 @@ class Prune(Technique):
                          f"MB; {metrics['note']}")
         return facts
 
+    def resolved(self, config: PruneConfig) -> dict:
+        settings = config.model_dump(mode="json")
+        if config.round_to == "auto":  # decided by timing on this CPU (the run adds where and at which batch sizes)
+            from greencompress.core.hardware import cpu_info
+
+            cpu = cpu_info()
+            settings["round_to_cpu"] = {"model": cpu.model, "flags": sorted(cpu.flags)}
+        return settings
+
     def shown_settings(self, settings: dict) -> dict:
         # Settings that do not apply to the method (or that target_macs replaces) are left out.
         hidden = _NOT_FOR.get(settings.get("method"), ())
+        if settings.get("heads") is not None or settings.get("ffn") is not None:
+            hidden = (*hidden, "ratio")  # a transformer's: heads and ffn say what was removed
         return {key: value for key, value in settings.items()
                 if key not in hidden and not (key in ("heads", "ffn") and value is None)}
 

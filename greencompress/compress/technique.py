@@ -100,6 +100,13 @@ class FineTuner(Protocol):
     def __call__(self, kind: str, model: TorchModel, config, work_dir: Path, reduce_range: bool = False): ...
 
 
+class LatencyCheck(Protocol):
+    """Untrained latency of `candidate` over `baseline`, exported as the run serves them (pipeline/proxy.py): one
+    dict per serving runtime and batch size, {runtime, batch_size, ratio, low, high} (a paired 95% interval)."""
+
+    def __call__(self, candidate: nn.Module, baseline: nn.Module) -> list[dict]: ...
+
+
 @dataclass(frozen=True)
 class StageContext:
     """What a technique may use besides its config and source: never the whole recipe."""
@@ -114,6 +121,7 @@ class StageContext:
     fine_tune: FineTuner
     export: Callable[[nn.Module, Path], dict]  # export + parity check of a torch model; returns the parity record
     progress: Any = None
+    latency_check: LatencyCheck | None = None  # None where nothing can be timed (no file runtime)
 
 
 @dataclass(frozen=True)

@@ -160,7 +160,19 @@ class _Run:
         recipe = self.recipe
         return StageContext(self.data, self.inputs, recipe.data.batch_size, recipe.seed, work_dir, output_path,
                             source, self.fine_tuning, lambda model, path: asdict(self._export_checked(model, path)),
-                            self.progress)
+                            self.progress, self._latency_check())
+
+    def _latency_check(self):
+        """Untrained latency on the run's file runtimes at its batch sizes and served precision (image models)."""
+        from greencompress.pipeline.proxy import UntrainedLatency
+
+        recipe = self.recipe
+        runtimes = [name for name in recipe.benchmark.runtimes if RUNTIMES.get(name).runs == "onnx"]
+        if not runtimes or self.inputs.are_tokens:
+            return None
+        quantize = next((stage.config for stage in recipe.stages if stage.technique == "quantize"), None)
+        return UntrainedLatency(self.inputs.image_shape, runtimes, list(recipe.benchmark.batch_sizes),
+                                recipe.benchmark.runner_settings, quantize, self.data.calibration, recipe.export.opset)
 
     def _export_checked(self, model, output: Path):
         recipe = self.recipe
@@ -186,7 +198,11 @@ class _Run:
         for index, stage in enumerate([s for s in recipe.stages if s.method.works_on == "torch"], start=1):
             name, output = f"{index}-{stage.technique}", f"model_{index}_{stage.technique}.pt"
             # Training on N processes shuffles differently from one: the process count is part of the key.
-            key = stage_key(name, key, stage.method.resolved(stage.config), recipe.data.model_dump(mode="json"), recipe.seed,
+            resolved = stage.method.resolved(stage.config)
+            if resolved.get("round_to") == "auto":  # measured where the run serves: those places decide it too
+                resolved["timed_on"] = {"runtimes": recipe.benchmark.runtimes, "batch_sizes": recipe.benchmark.batch_sizes,
+                                        "threads": recipe.benchmark.threads}
+            key = stage_key(name, key, resolved, recipe.data.model_dump(mode="json"), recipe.seed,
                             distributed.world_size())
             record = self.store.finished(name, key, files=(output,))
             if record is None:
@@ -280,7 +296,10 @@ class _Run:
         settings = replace(recipe.benchmark.runner_settings, device_index=self.device.index or 0)
         runners = {name: RUNTIMES.get(artifact.runtime).runner(source, replace(settings, precision=artifact.precision))
                    for name, (artifact, source) in artifacts.items()}
-        accuracy = accuracies(runners, self.data, recipe.data.batch_size, store, key, self.progress)
+        # The original FP32 model as trained (PyTorch): what every artifact's embeddings must agree with.
+        reference = next((name for name, (artifact, _) in artifacts.items() if artifact.is_original_model
+                          and artifact.precision == "fp32" and artifact.source == "torch"), None)
+        accuracy = accuracies(runners, self.data, recipe.data.batch_size, store, key, self.progress, reference)
         self.finished.append("accuracy")
         idle_checks = saved_idle_checks(store, key)
         benchmarks: dict[str, list] = {name: [] for name in artifacts}

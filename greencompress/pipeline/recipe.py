@@ -168,14 +168,15 @@ class Recipe(Section):
             if stage.technique != "prune" or stage.config.method != "structured":
                 continue
             config = stage.config
-            channel_only = {"target_macs": config.target_macs is not None, "global_pruning": config.global_pruning,
+            channel_only = {"round_to": config.round_to == "auto",
+                            "target_macs": config.target_macs is not None, "global_pruning": config.global_pruning,
                             "ignore": bool(config.ignore), "iterative_steps": config.iterative_steps > 1,
                             "importance": config.importance in ("bn_scale", "taylor")}
             wrong = [key for key, used in channel_only.items() if used]
             if wrong:
                 raise ValueError(f"stages.{index}.prune.{wrong[0]}: not for a transformer, whose structured pruning "
                                  f"removes heads and FFN neurons (settings: ratio or heads/ffn, importance l1, l2, "
-                                 f"activation or random, round_to)")
+                                 f"activation or random, round_to as a number)")
         others = runtimes_without_fusion(self.benchmark.runtimes)
         if self.export.transformer_fusion is True and others:
             raise ValueError(f"benchmark.runtimes: {', '.join(others)} cannot read the file export.transformer_fusion "

@@ -198,4 +198,7 @@ class SearchRecipe(Recipe):
     def _budget_is_measurable(self) -> SearchRecipe:
         if self.search is not None and self.data.kind == "synthetic":
             raise ValueError("search: the budget is an accuracy drop, which synthetic data cannot measure")
+        if self.search is not None and any(getattr(stage.config, "round_to", None) == "auto" for stage in self.stages):
+            raise ValueError("stages.prune.round_to: auto times roundings in one run; a search draws them "
+                             "(search.space.round_to, timed by its proxy): give the base recipe a number")
         return self

@@ -356,7 +356,7 @@ class _TrialContext:
         self.proxies = {}
 
     def proxy_for(self, trial_recipe_obj: Recipe, runtime: str):
-        from greencompress.search.proxy import LatencyProxy
+        from greencompress.pipeline.proxy import LatencyProxy
 
         spec = self.recipe.search.proxy
         prune = next((s.config for s in trial_recipe_obj.stages if s.technique == "prune"), None)

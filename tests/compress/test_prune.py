@@ -142,7 +142,7 @@ def test_gradual_unstructured_sparsity_grows_and_ends_on_target(resnet20):
 @pytest.mark.parametrize("fields, message", [
     ({"ratio": 1.0}, "less than 1"),
     ({"ratio": 0.0}, "greater than 0"),
-    ({"importance": "magnitude"}, "'l1', 'l2', 'bn_scale', 'taylor' or 'random'"),
+    ({"importance": "magnitude"}, "'l1', 'l2', 'bn_scale', 'taylor', 'random' or 'activation'"),
     ({"ratio": 0.3, "target_macs": 0.5}, "either ratio or target_macs"),
     ({"method": "unstructured", "ratio": 0.3}, "unstructured pruning takes sparsity"),
 ])
@@ -151,3 +151,32 @@ def test_bad_prune_options_are_refused(fields, message):
 
     with pytest.raises(ValidationError, match=message):
         PruneConfig(**fields)
+
+
+@pytest.mark.slow
+def test_round_to_auto_takes_the_rounding_the_runtimes_run_fastest_and_names_where_it_is_still_slower(resnet20):
+    """The proxy's choice, on a stand-in for the timing: channel counts that are not multiples of 8 run slow on one
+    runtime (as ONNX Runtime's int8 convolutions did on the pruned ResNet-56), the rest at their MACs."""
+    from greencompress.compress.prune import Prune, choose_round_to
+
+    def latency_check(candidate, baseline):
+        widths = [m.out_channels for m in candidate.modules() if isinstance(m, torch.nn.Conv2d)]
+        share = sum(widths) / sum(m.out_channels for m in baseline.modules() if isinstance(m, torch.nn.Conv2d))
+        odd = any(width % 8 for width in widths)
+        return [{"runtime": "onnxruntime", "batch_size": 1, "ratio": (2.0 if odd else share), "low": 0, "high": 0},
+                {"runtime": "openvino", "batch_size": 1, "ratio": share, "low": 0, "high": 0}]
+
+    config = PruneConfig(ratio=0.4, round_to="auto")
+    choice = choose_round_to(resnet20, (3, 32, 32), config, lambda: None, latency_check, choices=(1, 4, 8, 16))
+    assert choice["measured"]["1"][0]["ratio"] == 2.0  # counts left odd: the trap
+    assert choice["chosen"] == 8 and choice["round_to"] == 8 and choice["worst_ratio"] < 1 and not choice["slower_on"]
+
+    def always_slower(candidate, baseline):
+        return [{"runtime": "onnxruntime", "batch_size": 32, "ratio": 1.3, "low": 1.2, "high": 1.4}]
+
+    stuck = choose_round_to(resnet20, (3, 32, 32), config, lambda: None, always_slower, choices=(1,))
+    assert stuck["chosen"] == 1 and stuck["slower_on"] == ["onnxruntime at batch 32 (1.30x untrained)"]
+    facts = Prune().describe({}, {"round_to_auto": stuck})
+    assert "still SLOWER than the unpruned model on onnxruntime at batch 32" in " ".join(facts)
+    with pytest.raises(GreencompressError, match="round_to: auto times the pruned model on the run's file runtimes"):
+        choose_round_to(resnet20, (3, 32, 32), config, lambda: None, None)

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 from torch import nn
 
-from greencompress.runtimes.base import RunnerSettings
-from greencompress.search import proxy as proxy_module
-from greencompress.search.proxy import (
+from greencompress.pipeline import proxy as proxy_module
+from greencompress.pipeline.proxy import (
     LatencyProxy,
     ProxyCache,
     ProxyResult,
@@ -16,6 +15,7 @@ from greencompress.search.proxy import (
     time_pair,
     width_signature,
 )
+from greencompress.runtimes.base import RunnerSettings
 
 CPU = {"model": "Intel Xeon", "flags": ["amx_int8", "avx2", "avx512_vnni"]}
 WIDTHS = [["conv1", [16, 3, 3, 3]], ["fc", [10, 16]]]

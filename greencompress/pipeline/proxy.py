@@ -1,9 +1,10 @@
-"""The cheap proxy: does a candidate's set of channel counts buy speed on the runtime, before any training?
+"""The cheap proxy: does a candidate's structure (channel counts, depth) buy speed on the runtime, before training?
 
 Latency does not depend on weights, so a pruned but untrained model, exported (and quantized when
 the recipe quantizes), predicts the trained candidate's latency in seconds. It is timed against the
 unpruned model at the same precision, in interleaved pairs of short windows, and the paired ratio
-decides whether the candidate is worth fine-tuning. The result is cached under a key of everything
+decides whether a search's candidate is worth fine-tuning, and which channel rounding a pruning
+stage's `round_to: auto` takes (`UntrainedLatency`). The result is cached under a key of everything
 that decides it: the CPU (model and instruction-set flags), the runtime and its version, the
 precision, batch size, threads, and both models' layer widths. The same widths on the same CPU and
 runtime are never timed twice, whichever pruning settings produced them.
@@ -159,3 +160,25 @@ class LatencyProxy:
                       self.calibration, 32)
         fp32.unlink()
         return int8
+
+
+class UntrainedLatency:
+    """The `LatencyCheck` a run hands its stages (compress/technique.py): a candidate against the model it came from,
+    untrained, on every file runtime the run serves and at every benchmarked batch size, at the served precision."""
+
+    def __init__(self, input_shape, runtimes: list[str], batch_sizes: list[int], settings, quantize, calibration,
+                 opset: int, rounds: int = 7, window_s: float = 0.25):
+        self.input_shape, self.runtimes, self.batch_sizes, self.settings = input_shape, runtimes, batch_sizes, settings
+        self.quantize, self.calibration, self.opset, self.rounds, self.window_s = (quantize, calibration, opset, rounds,
+                                                                                   window_s)
+
+    def __call__(self, candidate: nn.Module, baseline: nn.Module) -> list[dict]:
+        measured = []
+        for runtime in self.runtimes:
+            for batch_size in self.batch_sizes:
+                proxy = LatencyProxy(baseline, self.input_shape, runtime, self.settings, self.quantize,
+                                     self.calibration, batch_size, self.opset, self.rounds, self.window_s)
+                result = proxy.measure(candidate)
+                measured.append({"runtime": runtime, "batch_size": batch_size, "ratio": result.ratio,
+                                 "low": result.low, "high": result.high, "cached": result.cached})
+        return measured
