@@ -102,15 +102,18 @@ def _input_output_change(model: nn.Module, calibration: list, candidates: list, 
     totals = {key: [0.0, 0] for key in candidates}
 
     def hook(key):
-        def record(_module, args, output):
-            first = output[0] if isinstance(output, (tuple, list)) else output
-            cosine = nn.functional.cosine_similarity(args[0].flatten(1) if args else first.flatten(1), first.flatten(1),
-                                                     dim=1)
+        def record(_module, args, kwargs, output):
+            given = args[0] if args else kwargs.get("hidden_states")
+            if not isinstance(given, torch.Tensor):
+                raise GreencompressError(f"stages.depth.importance similarity: cannot see the input of {key}; "
+                                         f"use output_change")
+            result = output[0] if isinstance(output, (tuple, list)) else output
+            cosine = nn.functional.cosine_similarity(given.flatten(1), result.flatten(1), dim=1)
             totals[key][0] += float((1 - cosine).sum())
             totals[key][1] += len(cosine)
         return record
 
-    handles = [modules[key].register_forward_hook(hook(key)) for key in candidates]
+    handles = [modules[key].register_forward_hook(hook(key), with_kwargs=True) for key in candidates]
     try:
         for inputs, _ in calibration:
             _call(model, inputs)
@@ -150,14 +153,16 @@ def choose_removals(model: nn.Module, inputs: ModelInputs | tuple[int, ...], cal
     return chosen, measured
 
 
+def _remove(model: nn.Module, chosen: list, is_encoder: bool) -> list:
+    """Remove the chosen encoder layers (indices) or CNN blocks (names) in place; returns the record."""
+    return encoder_surgery.remove_layers(model, chosen) if is_encoder else remove_blocks(model, chosen)
+
+
 def shallower(model: nn.Module, inputs: ModelInputs | tuple[int, ...], config: DepthConfig, calibration: list) -> nn.Module:
     """A copy of `model` without the `config.remove` least important layers or blocks (what the stage makes)."""
     model, inputs = copy.deepcopy(model).eval(), as_model_inputs(inputs)
     chosen, _ = choose_removals(model, inputs, calibration, config.remove, config.importance)
-    if inputs.are_tokens:
-        encoder_surgery.remove_layers(model, chosen)
-    else:
-        remove_blocks(model, chosen)
+    _remove(model, chosen, inputs.are_tokens)
     return model
 
 
@@ -169,28 +174,20 @@ class Depth(Technique):
     def apply(self, config: DepthConfig, source: TorchModel, context: StageContext) -> StageOutput:
         from greencompress.models.data import batches
 
-        model = copy.deepcopy(source.module).eval()
+        model, inputs = copy.deepcopy(source.module).eval(), context.input_shape
         calibration = list(batches(context.data.calibration, context.batch_size, limit=config.samples))
         if not calibration:
             raise GreencompressError("stages.depth: the calibration split is empty; importance needs data")
-        chosen, measured = choose_removals(model, context.input_shape, calibration, config.remove, config.importance)
-        if context.input_shape.are_tokens:
-            before = len(layer_list(model)[2])
-            record = encoder_surgery.remove_layers(model, chosen)
-            removed = [f"layer {index}" for index in sorted(chosen)]
-            after = len(layer_list(model)[2])
-        else:
-            before = len(block_candidates(model, context.input_shape))
-            record = remove_blocks(model, chosen)
-            removed = sorted(chosen)
-            after = before - len(chosen)
+        before = len(layer_list(model)[2]) if inputs.are_tokens else len(block_candidates(model, inputs))
+        chosen, measured = choose_removals(model, inputs, calibration, config.remove, config.importance)
+        record = _remove(model, chosen, inputs.are_tokens)
         with torch.no_grad():
-            _call(model, {n: t.numpy() for n, t in zip(context.input_shape.names, context.input_shape.example(1))}
-                  if context.input_shape.are_tokens else context.input_shape.example(1)[0])
-        log.info("depth: removed %s (%d -> %d)", ", ".join(removed), before, after)
+            model(*inputs.example(1))  # a broken model must never leave this stage
+        removed = [f"layer {index}" for index in sorted(chosen)] if inputs.are_tokens else sorted(chosen)
+        log.info("depth: removed %s (%d -> %d)", ", ".join(removed), before, before - len(chosen))
         return StageOutput(config.model_dump(mode="json"), {
-            "removed": removed, "before": before, "after": after, "importance": measured,
-            "what": "encoder layers" if context.input_shape.are_tokens else "residual blocks",
+            "removed": removed, "before": before, "after": before - len(chosen), "importance": measured,
+            "what": "encoder layers" if inputs.are_tokens else "residual blocks",
         }, model=TorchModel(model, (*source.pruning_history, record)))
 
     def describe(self, settings: dict, metrics: dict) -> list[str]:

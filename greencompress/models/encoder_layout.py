@@ -13,8 +13,8 @@ from torch import nn
 
 from greencompress.core.errors import GreencompressError
 
-# Where the parts of one encoder layer live, per family: BERT (MiniLM, RoBERTa, ELECTRA, XLM-R, MPNet-like), ViT,
-# DistilBERT. The first path that exists wins.
+# Where the parts of one encoder layer live, per family: BERT (MiniLM, RoBERTa, ELECTRA, XLM-R), ViT, DistilBERT.
+# The first path that exists wins.
 LAYER_PARTS = {
     "attention": ("attention.self", "attention.attention", "attention"),
     "query": ("attention.self.query", "attention.attention.query", "attention.q_lin"),
@@ -25,7 +25,6 @@ LAYER_PARTS = {
     "ffn_out": ("output.dense", "ffn.lin2"),
 }
 _LAYER_LISTS = ("encoder.layer", "transformer.layer")
-
 
 
 @dataclass(frozen=True)

@@ -33,12 +33,18 @@ log = logging.getLogger(__name__)
 
 
 def accuracies(runners: dict, data: DataSplits, batch_size: int, store: StageStore, key: str,
-               progress=None) -> dict[str, Accuracy | None]:
-    """Top-1/top-5 of every runner on the evaluation split (None for all without labels)."""
+               progress=None, reference: str | None = None) -> dict[str, Accuracy | None]:
+    """Top-1/top-5 of every runner on the evaluation split (None for all without labels).
+
+    A sentence embedder's embeddings are also compared with those of `reference` (the original FP32 model as
+    trained; by default the first runner), which is evaluated first.
+    """
     record = store.finished("accuracy", key)
     if record is None:
-        record, reference = {}, None  # the first runner is the FP32 reference: its embeddings are the ones to agree with
-        for name, runner in runners.items():
+        order = sorted(runners, key=lambda name: name != reference) if reference in runners else list(runners)
+        record, reference = {}, None
+        for name in order:
+            runner = runners[name]
             record[name], embeddings = _accuracy(name, runner, data, batch_size, progress)
             if embeddings is not None:
                 reference = embeddings if reference is None else reference
@@ -46,7 +52,7 @@ def accuracies(runners: dict, data: DataSplits, batch_size: int, store: StageSto
                 record[name] = replace(record[name], embedding_cosine=cosine, neighbour_agreement=neighbours)
                 log.info("%s: embeddings agree with the FP32 model's: mean cosine %.4f, nearest neighbour kept for "
                          "%.1f%% of texts", name, cosine, 100 * neighbours)
-        record = {name: asdict(value) if value else None for name, value in record.items()}
+        record = {name: asdict(record[name]) if record[name] else None for name in runners}
         store.save("accuracy", key, record)
     return {name: Accuracy(**value) if value else None for name, value in record.items()}
 

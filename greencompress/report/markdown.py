@@ -272,20 +272,23 @@ def plain_findings(report: RunReport) -> list[str]:
     by_name = {result.artifact.name: result.artifact for result in report.artifacts}
     for c in report.comparisons:
         candidate, baseline = by_name[c.candidate], by_name[c.baseline]
-        pruning_only = ("prune" in candidate.model_techniques and "prune" not in baseline.model_techniques
-                        and candidate.precision == baseline.precision)
+        # Structure removed (channels, heads, FFN neurons by prune; layers or blocks by depth), same precision.
+        removed = [name for name in ("depth", "prune") if name in candidate.model_techniques
+                   and name not in baseline.model_techniques]
+        pruning_only = bool(removed) and candidate.precision == baseline.precision
+        what = {("depth",): "Removing layers", ("prune",): "Pruning"}.get(tuple(removed), "Removing layers and pruning")
         interval = c.latency_p50
         ratio = f"{interval.ratio if interval else c.latency_p50_ratio:.2f}x"
         bounds = f" (95% CI [{interval.low:.2f}, {interval.high:.2f}])" if interval else ""
         where = f"on {c.runtime} at {shape_words(c.batch_size, c.sequence_length).replace('batch', 'batch size', 1)}"
         if pruning_only and (c.latency_p50_ratio > 0.95 or (interval and interval.within_noise)):
             findings.append(
-                f"Pruning bought no real speed: {c.candidate} runs at {ratio} the p50 latency of {c.baseline} "
-                f"{where}{bounds}, despite fewer MACs. Channel counts that are multiples of 8 (prune: round_to: 8), a "
-                f"larger batch or a lower ratio may help."
+                f"{what} bought no real speed: {c.candidate} runs at {ratio} the p50 latency of {c.baseline} "
+                f"{where}{bounds}, despite fewer MACs. Channel counts the runtime's kernels run fast (prune: round_to: "
+                f"auto), removing whole layers (depth), a larger batch or a lower ratio may help."
             )
         elif pruning_only:
-            findings.append(f"Pruning bought real speed: {c.candidate} runs at {ratio} the p50 latency of "
+            findings.append(f"{what} bought real speed: {c.candidate} runs at {ratio} the p50 latency of "
                             f"{c.baseline} {where}{bounds}.")
         elif interval is not None and interval.within_noise:
             findings.append(f"{c.candidate} and {c.baseline} {where}: no latency difference this measurement can "

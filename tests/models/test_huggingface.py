@@ -224,6 +224,7 @@ def test_bring_your_own_text_classifier_through_a_recipe(bert_folder, tmp_path, 
     markdown = (run_dir / "report.md").read_text()
     assert "at batch 1, sequence 16:" in markdown.splitlines()[2] and "| 1 x 32 |" in markdown
     assert "tok/s)" in markdown
+    assert "Removing layers and pruning bought" in markdown  # what the removed structure did to latency, in words
 
 
 def test_fallback_keeps_the_layers_with_the_largest_input_peaks_in_float_until_within_budget(bert_folder, tmp_path):

@@ -185,7 +185,7 @@ def test_pruning_without_speed_gets_a_warning_with_what_may_help():
     assert ("onnxruntime-int8", "onnxruntime-pruned-int8") not in pairs
     markdown = render_markdown(report)
     assert "Pruning bought no real speed: onnxruntime-pruned-int8 runs at 0.98x" in markdown
-    assert "round_to: 8" in markdown
+    assert "round_to: auto" in markdown
 
 
 def test_pruning_that_pays_is_stated_too():
