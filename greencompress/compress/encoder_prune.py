@@ -23,9 +23,6 @@ from greencompress.models.encoder_layout import EncoderLayer, encoder_layers
 
 log = logging.getLogger(__name__)
 
-ENCODER_CRITERIA = ("l1", "l2", "activation", "random")
-
-
 @dataclass(frozen=True)
 class EncoderScores:
     """Importance per layer: one value per head and one per FFN neuron (higher = keep)."""

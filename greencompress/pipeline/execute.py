@@ -141,9 +141,9 @@ class _Run:
             *([recipe.data.model_dump(mode="json"), recipe.seed] if self.head else [])))
         exports = [self._export(original, "model_fp32.onnx", "export")]
         compressed = self._model_stages(original)
-        if compressed is not None and self.loaded.tokenizer is not None:
-            self._save_hugging_face_folder(compressed)
         if compressed is not None:
+            if self.loaded.tokenizer is not None:
+                self._save_hugging_face_folder(compressed)
             exports.append(self._export(compressed, "model_compressed_fp32.onnx", "export-compressed"))
         made = [original, *([compressed] if compressed else []), *exports, *self._file_stages(exports)]
         return self._measure(made, meter, reason, created)

@@ -44,8 +44,7 @@ def accuracies(runners: dict, data: DataSplits, batch_size: int, store: StageSto
         order = sorted(runners, key=lambda name: name != reference) if reference in runners else list(runners)
         record, reference = {}, None
         for name in order:
-            runner = runners[name]
-            record[name], embeddings = _accuracy(name, runner, data, batch_size, progress)
+            record[name], embeddings = _accuracy(name, runners[name], data, batch_size, progress)
             if embeddings is not None:
                 reference = embeddings if reference is None else reference
                 cosine, neighbours = embedding_agreement(embeddings, reference)
