@@ -103,9 +103,9 @@ def test_ctrl_c_from_the_command_line_then_resume(tiny_recipe, tmp_path):
     import time
 
     env = {**os.environ, "GREENCOMPRESS_CACHE": str(tmp_path / "cache")}
-    # Windows of 2 s: batch size 2 takes 3 artifacts x 3 windows x 2 s, time enough to press Ctrl-C inside it.
+    # Windows of 0.8 s: batch size 2 takes 3 artifacts x 3 windows x 0.8 s, time enough to press Ctrl-C inside it.
     command = [sys.executable, "-m", "greencompress", "run", str(tiny_recipe), "--output", str(tmp_path / "runs"),
-               "--set", "benchmark.windows=3", "--set", "benchmark.max_windows=3", "--set", "benchmark.window_s=2"]
+               "--set", "benchmark.windows=3", "--set", "benchmark.max_windows=3", "--set", "benchmark.window_s=0.8"]
     # A shell that starts jobs in the background makes them ignore SIGINT, and Python keeps it ignored:
     # give the child the default disposition, as a terminal would.
     process = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,
@@ -114,7 +114,7 @@ def test_ctrl_c_from_the_command_line_then_resume(tiny_recipe, tmp_path):
     while not list((tmp_path / "runs").glob("tiny/*/stages/benchmark-batch1.json")):
         assert process.poll() is None and time.monotonic() < deadline, "the run ended before batch size 1 finished"
         time.sleep(0.2)
-    time.sleep(1.0)  # well inside batch size 2's 18 s
+    time.sleep(1.0)  # well inside batch size 2's 7 s
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=120) == 130
     (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
@@ -135,7 +135,7 @@ def test_sigterm_is_handled_like_ctrl_c(tiny_recipe, tmp_path):
 
     env = {**os.environ, "GREENCOMPRESS_CACHE": str(tmp_path / "cache")}
     command = [sys.executable, "-m", "greencompress", "run", str(tiny_recipe), "--output", str(tmp_path / "runs"),
-               "--set", "benchmark.windows=3", "--set", "benchmark.max_windows=3", "--set", "benchmark.window_s=2"]
+               "--set", "benchmark.windows=3", "--set", "benchmark.max_windows=3", "--set", "benchmark.window_s=0.8"]
     process = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 240
     while not list((tmp_path / "runs").glob("tiny/*/stages/benchmark-batch1.json")):
