@@ -99,3 +99,48 @@ def unpaired_ratio_interval(candidate, baseline, confidence: float = 0.95) -> Ra
     freedom = (var_c + var_b) ** 2 / (var_c**2 / (len(log_c) - 1) + var_b**2 / (len(log_b) - 1))
     half = stats.t.ppf(0.5 + confidence / 2, df=freedom) * standard_error
     return RatioInterval(math.exp(center), math.exp(center - half), math.exp(center + half), rounds, paired=False)
+
+
+@dataclass(frozen=True)
+class AccuracyDrop:
+    """How much lower a candidate's top-1 is than a reference's on the same samples, with a one-sided bound.
+
+    `lost`: samples the reference classifies right and the candidate wrong; `gained`: the reverse. Only these
+    discordant samples carry information about the difference (McNemar), so the bound is on them.
+    """
+
+    lost: int
+    gained: int
+    samples: int
+    upper_points: float  # the drop is below this many points with `confidence`
+    confidence: float = 0.95
+
+    @property
+    def points(self) -> float:
+        return 100.0 * (self.lost - self.gained) / self.samples
+
+
+def accuracy_drop(reference_correct, candidate_correct, confidence: float = 0.95) -> AccuracyDrop:
+    """The paired top-1 drop of a candidate against a reference, per-sample correctness given as booleans.
+
+    The one-sided upper bound is the Wald interval for a difference of matched proportions after adding half a
+    sample to each of the four cells (Agresti and Min, Statistics in Medicine 24:729-740, 2005): without that
+    correction, no disagreement on 16 samples would "prove" a drop of 0.
+    """
+    from scipy import stats
+
+    reference, candidate = np.asarray(reference_correct, bool), np.asarray(candidate_correct, bool)
+    if reference.shape != candidate.shape or reference.size == 0:
+        raise ValueError(f"accuracy_drop: needs the same non-empty samples, got {reference.shape} and {candidate.shape}")
+    lost, gained = int((reference & ~candidate).sum()), int((~reference & candidate).sum())
+    n = reference.size + 2.0
+    b, c = lost + 0.5, gained + 0.5
+    difference = (b - c) / n
+    spread = math.sqrt(max((b + c) - (b - c) ** 2 / n, 0.0)) / n
+    upper = difference + stats.norm.ppf(confidence) * spread
+    return AccuracyDrop(lost, gained, int(reference.size), float(100.0 * upper), confidence)
+
+
+def smallest_certifiable_drop(samples: int, confidence: float = 0.95) -> float:
+    """The lowest upper bound (points) `accuracy_drop` can give on `samples`: that of a candidate agreeing on all."""
+    return accuracy_drop(np.ones(samples, bool), np.ones(samples, bool), confidence).upper_points

@@ -47,3 +47,21 @@ def test_unpaired_interval_holds_the_true_ratio_of_two_independent_series():
     interval = unpaired_ratio_interval(candidate, baseline)
     assert interval.low < 0.4 < interval.high and interval.high / interval.low < 1.1
     assert not interval.paired and "Welch" in interval.method
+
+
+def test_accuracy_drop_counts_discordant_samples_and_bounds_the_drop_from_above():
+    from greencompress.measure.stats import accuracy_drop, smallest_certifiable_drop
+
+    reference = np.array([True] * 90 + [False] * 10)
+    candidate = reference.copy()
+    candidate[:4] = False  # 4 lost
+    candidate[95] = True  # 1 gained
+    drop = accuracy_drop(reference, candidate)
+    assert (drop.lost, drop.gained, drop.samples) == (4, 1, 100) and drop.points == 3.0
+    # Agresti-Min: half a sample added to each cell, n + 2 = 102; by hand: 3/102 + 1.645 * sqrt(6 - 9/102) / 102.
+    assert drop.upper_points == pytest.approx(100 * (3 / 102 + 1.6448536 * np.sqrt(6 - 9 / 102) / 102), rel=1e-6)
+    # Full agreement still bounds the drop above 0, less so the more samples: 256 cannot certify 0.5 pt, 1,024 can.
+    assert smallest_certifiable_drop(256) > 0.5 > smallest_certifiable_drop(1024) > 0
+    assert accuracy_drop(reference, reference).points == 0
+    with pytest.raises(ValueError, match="same non-empty samples"):
+        accuracy_drop(reference, candidate[:50])
