@@ -128,7 +128,7 @@ def choose_removals(model: nn.Module, inputs: ModelInputs | tuple[int, ...], cal
     """The `count` layers (indices) or blocks (names) to remove, and the importance measured for each candidate."""
     inputs = as_model_inputs(inputs)
     model.eval()
-    is_encoder = inputs.are_tokens
+    is_encoder = inputs.encoder
     candidates = (list(range(len(layer_list(model)[2]))) if is_encoder
                   else block_candidates(model, inputs))
     if count > len(candidates) - (1 if is_encoder else 0):
@@ -162,7 +162,7 @@ def shallower(model: nn.Module, inputs: ModelInputs | tuple[int, ...], config: D
     """A copy of `model` without the `config.remove` least important layers or blocks (what the stage makes)."""
     model, inputs = copy.deepcopy(model).eval(), as_model_inputs(inputs)
     chosen, _ = choose_removals(model, inputs, calibration, config.remove, config.importance)
-    _remove(model, chosen, inputs.are_tokens)
+    _remove(model, chosen, inputs.encoder)
     return model
 
 
@@ -178,16 +178,16 @@ class Depth(Technique):
         calibration = list(batches(context.data.calibration, context.batch_size, limit=config.samples))
         if not calibration:
             raise GreencompressError("stages.depth: the calibration split is empty; importance needs data")
-        before = len(layer_list(model)[2]) if inputs.are_tokens else len(block_candidates(model, inputs))
+        before = len(layer_list(model)[2]) if inputs.encoder else len(block_candidates(model, inputs))
         chosen, measured = choose_removals(model, inputs, calibration, config.remove, config.importance)
-        record = _remove(model, chosen, inputs.are_tokens)
+        record = _remove(model, chosen, inputs.encoder)
         with torch.no_grad():
             model(*inputs.example(1))  # a broken model must never leave this stage
-        removed = [f"layer {index}" for index in sorted(chosen)] if inputs.are_tokens else sorted(chosen)
+        removed = [f"layer {index}" for index in sorted(chosen)] if inputs.encoder else sorted(chosen)
         log.info("depth: removed %s (%d -> %d)", ", ".join(removed), before, before - len(chosen))
         return StageOutput(config.model_dump(mode="json"), {
             "removed": removed, "before": before, "after": before - len(chosen), "importance": measured,
-            "what": "encoder layers" if inputs.are_tokens else "residual blocks",
+            "what": "encoder layers" if inputs.encoder else "residual blocks",
         }, model=TorchModel(model, (*source.pruning_history, record)))
 
     def describe(self, settings: dict, metrics: dict) -> list[str]:

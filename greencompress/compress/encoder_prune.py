@@ -5,8 +5,9 @@ Attention fusion takes one for the whole graph) and one FFN width (which the con
 Which ones go is decided per layer by a criterion:
 
 - `l1` / `l2`: the norm of the weights that make and consume the head or neuron (no data);
-- `activation`: how much each head or neuron adds to the layer's output on calibration text, the
-  mean norm of its contribution through the output projection over real (unpadded) tokens;
+- `activation`: how much each head or neuron adds to the layer's output on calibration data, the
+  mean norm of its contribution through the output projection over real (unpadded) tokens (for a ViT,
+  every patch and its class token);
 - `random`: a seeded control that any criterion should beat.
 """
 
@@ -53,6 +54,9 @@ def _activation_scores(model: nn.Module, layers: list[EncoderLayer], calibration
 
         def hook(_module, args):
             context = args[0]  # (batch, sequence, heads x size): each head's attention output, side by side
+            if state["mask"] is None:  # images: every position is a real patch (or the class token)
+                state["mask"] = torch.ones(context.shape[:2])
+                state["tokens"] += float(context.shape[0] * context.shape[1])
             weight = parts.attention_output.weight.view(parts.attention_output.out_features, parts.heads, parts.head_size)
             split = context.view(*context.shape[:-1], parts.heads, parts.head_size)
             contribution = torch.einsum("bshd,ohd->bsho", split, weight).norm(dim=-1)  # (batch, sequence, heads)
@@ -72,10 +76,14 @@ def _activation_scores(model: nn.Module, layers: list[EncoderLayer], calibration
     try:
         model.eval()
         for inputs, _ in calibration:
-            tensors = {name: torch.as_tensor(value) for name, value in inputs.items()}
-            state["mask"] = tensors["attention_mask"].to(torch.float32)
-            state["tokens"] += float(state["mask"].sum())
-            model(**tensors)
+            if isinstance(inputs, dict):
+                tensors = {name: torch.as_tensor(value) for name, value in inputs.items()}
+                state["mask"] = tensors["attention_mask"].to(torch.float32)
+                state["tokens"] += float(state["mask"].sum())
+                model(**tensors)
+            else:
+                state["mask"] = None  # set by the first layer's hook, from the sequence the patches make
+                model(torch.as_tensor(inputs))
     finally:
         for handle in handles:
             handle.remove()

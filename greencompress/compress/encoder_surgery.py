@@ -78,7 +78,22 @@ def remove_heads(model: nn.Module, removed: dict[int, list[int]]) -> list:
                 setattr(attention, attribute, len(kept_heads))
         if hasattr(attention, "all_head_size"):
             attention.all_head_size = len(kept_heads) * size
+    _state_head_count(model)
     return [HEADS, [[index, sorted(heads)] for index, heads in sorted(removed.items()) if heads]]
+
+
+def _state_head_count(model: nn.Module) -> None:
+    """Write the head count into the config where the config can state it: every layer keeps the same count, and the
+    attention takes its head width from `config.head_dim` (transformers 5's q_proj/o_proj layout, e.g. ViT). BERT's
+    attention derives it as hidden_size / num_attention_heads, so there a smaller count would misstate the width."""
+    layers = encoder_layers(model)
+    counts, sizes = {parts.heads for parts in layers}, {parts.head_size for parts in layers}
+    if len(counts) != 1 or len(sizes) != 1 or not all(hasattr(parts.attention, "head_dim") for parts in layers):
+        return
+    count, size = counts.pop(), sizes.pop()
+    for config in configs(model):
+        if hasattr(config, "num_attention_heads"):
+            config.num_attention_heads, config.head_dim = count, size
 
 
 def remove_ffn_neurons(model: nn.Module, removed: dict[int, list[int]]) -> list:

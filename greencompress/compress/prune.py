@@ -378,7 +378,7 @@ class Prune(Technique):
             }, model=TorchModel(result.model, source.pruning_history))
         from greencompress.models.data import batches
 
-        if context.input_shape.are_tokens:
+        if context.input_shape.encoder:
             return self._prune_encoder(config, source, context)
         def calibration():
             return batches(context.data.calibration, context.batch_size, limit=context.batch_size)

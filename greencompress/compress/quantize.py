@@ -87,11 +87,14 @@ def resolve_reduce_range(setting: str | bool) -> tuple[bool, str]:
 
 
 def quantize_onnx(fp32_path: Path, output_path: Path, config: QuantizeConfig, calibration, batch_size: int,
-                  progress=None, input_ranges: dict[str, tuple[float, float]] | None = None) -> QuantizeResult:
+                  progress=None, input_ranges: dict[str, tuple[float, float]] | None = None,
+                  transformer: bool = False) -> QuantizeResult:
     """Quantize `fp32_path` to int8 at `output_path`; static mode calibrates on `calibration` samples.
 
     `input_ranges` (layer name -> (min, max), from quantization-aware training) fixes the range of
     each named Conv/Gemm layer's input instead of calibrating it; the other tensors are calibrated.
+    `transformer`: the graph is a transformer encoder's (a file taking tokens is known to be one; a ViT's takes
+    images), whose static int8 keeps the operators known to be sensitive in float.
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -112,7 +115,7 @@ def quantize_onnx(fp32_path: Path, output_path: Path, config: QuantizeConfig, ca
         # A transformer's static int8 quantizes its matrix products only: LayerNorm, GELU, the residual Adds and
         # Softmax stay in float, where naive min-max calibration is known to wreck accuracy (optimum#151). The small
         # Gemm heads stay float too: the exporter may share their bias tensor with a LayerNorm's, which int8 cannot.
-        only = ("MatMul",) if tokens and config.method == "static" else None
+        only = ("MatMul",) if (tokens or transformer) and config.method == "static" else None
         float_operators = _float_operators(_operator_types(prepared), only) if only else ()
         kept, steps = (), ()
         if config.method == "dynamic":
@@ -301,7 +304,7 @@ class Quantize(Technique):
                            "qat_resumed_from_epoch": trained.resumed_from_epoch, "qat_export_parity": parity}
                 input_ranges = trained.input_ranges
             result = quantize_onnx(fp32_path, temporary, config, context.data.calibration, context.batch_size,
-                                   context.progress, input_ranges)
+                                   context.progress, input_ranges, transformer=context.input_shape.encoder)
         temporary.replace(output)
         settings = {key: value for key, value in asdict(result).items() if key != "path"}
         settings["quantization_aware_finetuning"] = config.qat is not None

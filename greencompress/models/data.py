@@ -106,24 +106,62 @@ class DataSplits:
     num_classes: int
     labelled: bool
     description: str
+    class_names: tuple[str, ...] | None = None  # image classes in label order (folder names); None when unnamed
 
 
-def load_data(spec: DataSpec, seed: int, tokenization: Tokenization | None = None) -> DataSplits:
+def load_data(spec: DataSpec, seed: int, tokenization: Tokenization | None = None,
+              head_labels: tuple[str, ...] | None = None) -> DataSplits:
     """Build the splits a DataSpec describes; raises DataError when data is missing or unreadable.
 
     Text is tokenised by the model's tokenizer and labelled in its head's label order (when it has a head).
+    Images are labelled in `head_labels` order when given (an image model whose head names its labels): each
+    class is matched to the head's label of the same name.
     """
     if spec.kind == "text":
         splits = _text(spec, seed, tokenization)
     else:
         builders = {"digits": _digits, "imagefolder": _imagefolder, "cifar10": _cifar10, "synthetic": _synthetic}
         splits = builders[spec.kind](spec, seed)
+        if head_labels is not None and splits.class_names is not None:
+            splits = _in_head_order(splits, head_labels, spec)
     if spec.eval_samples is not None and spec.eval_samples < len(splits.eval):
         generator = torch.Generator().manual_seed(seed)
         keep = torch.randperm(len(splits.eval), generator=generator)[: spec.eval_samples].sort().values
         splits = replace(splits, eval=Subset(splits.eval, keep.tolist()),
                          description=f"{splits.description}; eval subset of {spec.eval_samples} (seed {seed})")
     return splits
+
+
+class _Relabelled(Dataset):
+    """A labelled dataset whose labels are looked up in `mapping` (old label -> new)."""
+
+    def __init__(self, dataset: Dataset, mapping: list[int]):
+        self.dataset, self.mapping = dataset, mapping
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        item, label = self.dataset[index]
+        return item, self.mapping[int(label)]
+
+
+def _in_head_order(splits: DataSplits, head_labels: tuple[str, ...], spec: DataSpec) -> DataSplits:
+    """The splits with each class's label set to the index of the head's label of the same name."""
+    index_of = {name: index for index, name in enumerate(head_labels)}
+    unknown = [name for name in splits.class_names if name not in index_of]
+    if unknown:
+        shown = ", ".join(head_labels[:10]) + (f", ... ({len(head_labels)} in all)" if len(head_labels) > 10 else "")
+        raise DataError(f"data.root: class(es) {', '.join(map(repr, unknown[:5]))} of {spec.root or spec.kind} are not "
+                        f"labels of the model's head, whose labels are: {shown}; name each class folder after its label")
+    mapping = [index_of[name] for name in splits.class_names]
+    if mapping == list(range(len(head_labels))):
+        return splits
+    relabel = [_Relabelled(part, mapping) if part is not None else None
+               for part in (splits.eval, splits.calibration, splits.train)]
+    return replace(splits, eval=relabel[0], calibration=relabel[1], train=relabel[2], num_classes=len(head_labels),
+                   class_names=tuple(head_labels),
+                   description=f"{splits.description}; classes matched by name to the head's {len(head_labels)} labels")
 
 
 def batches(dataset: Dataset, batch_size: int, limit: int | None = None):
@@ -213,6 +251,7 @@ def _digits(spec: DataSpec, seed: int) -> DataSplits:
             f"scikit-learn digits, {len(test)} test / {len(train)} train images "
             f"(stratified, split seed {DIGITS_SPLIT_SEED}), upscaled 8x8 -> {spec.image_size}x{spec.image_size}"
         ),
+        class_names=tuple(str(digit) for digit in range(10)),
     )
 
 
@@ -262,6 +301,7 @@ def _imagefolder(spec: DataSpec, seed: int) -> DataSplits:
             f"image folder {spec.root}: {len(eval_set)} images in '{spec.eval_split}', "
             f"{len(calibration_set)} in '{spec.calibration_split}', {len(eval_set.classes)} classes"
         ),
+        class_names=tuple(eval_set.classes),
     )
 
 
@@ -283,6 +323,7 @@ def _cifar10(spec: DataSpec, seed: int) -> DataSplits:
         num_classes=10,
         labelled=True,
         description=f"CIFAR-10 at {spec.root}: {len(test)} test / {len(train)} train images",
+        class_names=tuple(test.classes),
     )
 
 

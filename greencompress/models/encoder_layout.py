@@ -13,18 +13,20 @@ from torch import nn
 
 from greencompress.core.errors import GreencompressError
 
-# Where the parts of one encoder layer live, per family: BERT (MiniLM, RoBERTa, ELECTRA, XLM-R), ViT, DistilBERT.
+# Where the parts of one encoder layer live, per family: BERT (MiniLM, RoBERTa, ELECTRA, XLM-R), ViT before
+# transformers 5.x rewrote it, DistilBERT, and the q_proj/o_proj/mlp layout transformers 5 gives ViT.
 # The first path that exists wins.
 LAYER_PARTS = {
     "attention": ("attention.self", "attention.attention", "attention"),
-    "query": ("attention.self.query", "attention.attention.query", "attention.q_lin"),
-    "key": ("attention.self.key", "attention.attention.key", "attention.k_lin"),
-    "value": ("attention.self.value", "attention.attention.value", "attention.v_lin"),
-    "attention_output": ("attention.output.dense", "attention.out_lin"),
-    "ffn_in": ("intermediate.dense", "ffn.lin1"),
-    "ffn_out": ("output.dense", "ffn.lin2"),
+    "query": ("attention.self.query", "attention.attention.query", "attention.q_lin", "attention.q_proj"),
+    "key": ("attention.self.key", "attention.attention.key", "attention.k_lin", "attention.k_proj"),
+    "value": ("attention.self.value", "attention.attention.value", "attention.v_lin", "attention.v_proj"),
+    "attention_output": ("attention.output.dense", "attention.out_lin", "attention.o_proj"),
+    "ffn_in": ("intermediate.dense", "ffn.lin1", "mlp.fc1"),
+    "ffn_out": ("output.dense", "ffn.lin2", "mlp.fc2"),
 }
-_LAYER_LISTS = ("encoder.layer", "transformer.layer")
+_LAYER_LISTS = ("encoder.layer", "transformer.layer", "vit.layers")
+_HEAD_SIZE = ("attention_head_size", "head_dim")  # the attribute of the attention module that holds one head's width
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,7 @@ class EncoderLayer:
 
     @property
     def head_size(self) -> int:
-        return int(self.attention.attention_head_size)
+        return int(next(getattr(self.attention, name) for name in _HEAD_SIZE if hasattr(self.attention, name)))
 
     @property
     def heads(self) -> int:
@@ -80,7 +82,7 @@ def encoder_layers(model: nn.Module) -> list[EncoderLayer]:
         parts = {part: next((m for m in (find_module(layer, path) for path in paths) if m is not None), None)
                  for part, paths in LAYER_PARTS.items()}
         missing = [part for part, module in parts.items() if module is None]
-        if missing or not hasattr(parts["attention"], "attention_head_size"):
+        if missing or not any(hasattr(parts["attention"], name) for name in _HEAD_SIZE):
             raise GreencompressError(f"encoder layer {index} ({type(layer).__name__}): no {', '.join(missing) or 'head size'}"
                                      f": this architecture's layout is not known to greencompress's head/FFN removal")
         found.append(EncoderLayer(**parts))

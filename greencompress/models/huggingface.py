@@ -7,7 +7,9 @@ so export, quantization, accuracy and benchmarks treat it as any classifier:
 - `sentence-embedding`: the encoder, the folder's pooling (mean by default) and L2 normalisation,
   scored by a nearest-centroid classifier whose centroids are the mean FP32 embedding of each
   class in the training split (`fit_centroids`); the exported file returns the embedding as its
-  second output, so it deploys as an embedding model.
+  second output, so it deploys as an embedding model;
+- `image-classification`: a vision transformer (ViT family) with its image-classification head, fed
+  one image tensor like a CNN; its structure (heads, FFN neurons, layers) is an encoder's.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import torch
 from torch import nn
 
 from greencompress.core.cache import cache_dir
-from greencompress.core.errors import GreencompressError, ModelLoadError
+from greencompress.core.errors import GreencompressError, ModelLoadError, RecipeError
 from greencompress.core.files import file_sha256
 from greencompress.models.checkpoints import load_state_dict
 from greencompress.models.inputs import TOKEN_INPUT_NAMES, FusionHint, ModelInputs
@@ -38,14 +40,24 @@ _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model",
 
 
 @dataclass(frozen=True)
+class ImagePreprocessing:
+    """How the folder's image processor (preprocessor_config.json) prepares images: the data must match it."""
+
+    size: tuple[int, int]  # height, width
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class HuggingFaceModel:
-    """A task module over a Hugging Face encoder, its tokenizer, its inputs and where it came from."""
+    """A task module over a Hugging Face encoder, its tokenizer (None for images), its inputs and where it came from."""
 
     module: nn.Module
-    tokenizer: object
+    tokenizer: object | None
     inputs: ModelInputs
     label_names: tuple[str, ...] | None  # the head's labels, in logit order; None while the head is to be fitted
     provenance: dict
+    image_preprocessing: ImagePreprocessing | None = None
 
 
 def model_folder(path: Path, package: str | None) -> Path:
@@ -107,7 +119,8 @@ def load_huggingface(folder: Path, task: str, trust_remote_code: bool, trust_che
     if "auto_map" in config_json and not trust_remote_code:
         raise ModelLoadError(f"{config_file}: refused: the config asks for custom code ({', '.join(config_json['auto_map'])}) "
                              f"that would run from the folder. If you trust it, set 'model.trust_remote_code: true'")
-    if not any((folder / name).is_file() for name in _TOKENIZER_FILES):
+    images = task == "image-classification"
+    if not images and not any((folder / name).is_file() for name in _TOKENIZER_FILES):
         raise ModelLoadError(f"model.path: {folder} has no tokenizer (none of {', '.join(_TOKENIZER_FILES)}); save it "
                              f"beside the model with tokenizer.save_pretrained(folder)")
     state_dict = _vetted_pickle(folder, trust_checkpoint)
@@ -115,15 +128,25 @@ def load_huggingface(folder: Path, task: str, trust_remote_code: bool, trust_che
     options = {"local_files_only": True, "trust_remote_code": trust_remote_code}
     try:
         config = transformers.AutoConfig.from_pretrained(folder, **options)
-        tokenizer = transformers.AutoTokenizer.from_pretrained(folder, **options)
+        tokenizer = None if images else transformers.AutoTokenizer.from_pretrained(folder, **options)
     except (OSError, ValueError, KeyError) as error:
         raise ModelLoadError(f"model.path: {folder}: cannot load its config or tokenizer: {error}") from None
     # Eager attention: ONNX Runtime fuses the exported graph of eager attention into its Attention kernel; the SDPA
     # graph it does not fuse at all (measured on MiniLM, docs/BENCHMARKS.md).
     options.update(attn_implementation="eager", **({"state_dict": state_dict} if state_dict is not None else {}))
-    has_head = any(name.endswith("ForSequenceClassification") for name in config.architectures or ())
+    head_suffix = "ForImageClassification" if images else "ForSequenceClassification"
+    has_head = any(name.endswith(head_suffix) for name in config.architectures or ())
     try:
-        if task == "text-classification":
+        if images:
+            if not has_head and num_classes is None:
+                raise ModelLoadError(f"model.task: {folder} has no image-classification head (architectures: "
+                                     f"{config.architectures}); set model.num_classes and add a finetune stage to train "
+                                     f"a new one")
+            extra = {} if has_head else {"num_labels": num_classes}
+            network = transformers.AutoModelForImageClassification.from_pretrained(folder, **options, **extra)
+            module = ImageClassifier(network)
+            labels = _named_labels(network.config) if has_head else None
+        elif task == "text-classification":
             if not has_head and num_classes is None:
                 raise ModelLoadError(f"model.task: {folder} has no sequence-classification head (architectures: "
                                      f"{config.architectures}); set model.num_classes and add a finetune stage to train "
@@ -138,23 +161,68 @@ def load_huggingface(folder: Path, task: str, trust_remote_code: bool, trust_che
             module, labels = SentenceEmbedder(encoder, pooling, normalize), None
     except (OSError, ValueError, RuntimeError) as error:
         raise ModelLoadError(f"model.path: {folder}: cannot load the model for task {task!r}: {error}") from None
-    names = tuple(name for name in TOKEN_INPUT_NAMES
-                  if name != "token_type_ids" or getattr(config, "type_vocab_size", 0) > 1)
-    fusion = None
-    if config.model_type in FUSION_MODEL_TYPES:
-        heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", 0)
-        width = getattr(config, "hidden_size", None) or getattr(config, "dim", 0)
-        fusion = FusionHint(FUSION_MODEL_TYPES[config.model_type], int(heads), int(width))
-    inputs = ModelInputs.tokens(names, int(getattr(config, "max_position_embeddings", 512)), fusion)
+    preprocessing = None
+    if images:
+        preprocessing = _image_preprocessing(folder, config)
+        inputs = ModelInputs.image((int(getattr(config, "num_channels", 3)), *preprocessing.size), encoder=True)
+    else:
+        names = tuple(name for name in TOKEN_INPUT_NAMES
+                      if name != "token_type_ids" or getattr(config, "type_vocab_size", 0) > 1)
+        fusion = None
+        if config.model_type in FUSION_MODEL_TYPES:
+            heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", 0)
+            width = getattr(config, "hidden_size", None) or getattr(config, "dim", 0)
+            fusion = FusionHint(FUSION_MODEL_TYPES[config.model_type], int(heads), int(width))
+        inputs = ModelInputs.tokens(names, int(getattr(config, "max_position_embeddings", 512)), fusion)
     weights = next((folder / name for name in ("model.safetensors", "pytorch_model.bin") if (folder / name).is_file()), None)
     provenance = {"source": "huggingface", "folder": str(folder), "task": task, "model_type": config.model_type,
-                  **({"new_head": num_classes} if task == "text-classification" and not has_head else {}),
+                  **({"new_head": num_classes} if task != "sentence-embedding" and not has_head else {}),
                   "architecture": (config.architectures or [type(module).__name__])[0],
                   "trust_remote_code": trust_remote_code,
                   **({"checkpoint": str(weights), "sha256": file_sha256(weights)} if weights else {}),
                   "description": f"Hugging Face {config.model_type} ({type(module).__name__}) for {task}"
                                  + (" (custom code from the folder trusted by the recipe)" if trust_remote_code else "")}
-    return HuggingFaceModel(module.eval(), tokenizer, inputs, labels, provenance)
+    return HuggingFaceModel(module.eval(), tokenizer, inputs, labels, provenance, preprocessing)
+
+
+def _named_labels(config) -> tuple[str, ...] | None:
+    """The head's label names in logit order; None when they are transformers' placeholders (LABEL_0, ...)."""
+    names = tuple(str(config.id2label[index]) for index in range(config.num_labels))
+    return None if all(name == f"LABEL_{index}" for index, name in enumerate(names)) else names
+
+
+def _image_preprocessing(folder: Path, config) -> ImagePreprocessing:
+    """The image size the model was built for (its config) and the normalisation its image processor applies."""
+    size = getattr(config, "image_size", 224)
+    size = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # ViTImageProcessor's defaults
+    processor_file = folder / "preprocessor_config.json"
+    if processor_file.is_file():
+        try:
+            settings = json.loads(processor_file.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as error:
+            raise ModelLoadError(f"{processor_file}: not valid JSON: {error}") from None
+        if settings.get("do_normalize", True):
+            mean = tuple(float(v) for v in settings.get("image_mean", mean))
+            std = tuple(float(v) for v in settings.get("image_std", std))
+        else:
+            mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    return ImagePreprocessing(size, mean, std)
+
+
+def check_image_data(preprocessing: ImagePreprocessing, data_spec, folder: Path) -> None:
+    """Refuse image data prepared otherwise than the model's processor prepares it (size, mean, std): its accuracy
+    would be that of wrong inputs, and a ViT's position embeddings fix the size."""
+    height, width = preprocessing.size
+    if (data_spec.image_size, data_spec.image_size) != (height, width):
+        raise RecipeError(f"data.image_size: the model in {folder} takes {height}x{width} images (config.json "
+                             f"image_size), got {data_spec.image_size}: set data.image_size: {height}")
+    for field, expected in (("mean", preprocessing.mean), ("std", preprocessing.std)):
+        given = getattr(data_spec, field)
+        if len(given) != len(expected) or any(abs(a - b) > 1e-4 for a, b in zip(given, expected)):
+            raise RecipeError(f"data.{field}: the model in {folder} normalises images with {field} "
+                                 f"{list(expected)} (preprocessor_config.json, or ViT's default without one), got "
+                                 f"{list(given)}: set data.{field}: {list(expected)}")
 
 
 def _quiet_transformers():
@@ -196,6 +264,17 @@ class TextClassifier(nn.Module):
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         return self.network(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
+
+
+class ImageClassifier(nn.Module):
+    """An image-classification transformer with a forward over one image tensor that returns its logits."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+
+    def forward(self, input):
+        return self.network(pixel_values=input).logits
 
 
 class SentenceEmbedder(nn.Module):
@@ -248,12 +327,13 @@ def fit_centroids(embedder: SentenceEmbedder, labelled_batches, num_classes: int
 
 
 
-def save_folder(module: nn.Module, tokenizer, folder: Path) -> str | None:
-    """Save the task module's Hugging Face network and tokenizer as a folder `from_pretrained` reloads; returns why
-    not when the network's config cannot describe it (transformers 5 has no `pruned_heads`: removed heads)."""
+def save_folder(module: nn.Module, tokenizer, folder: Path, processor_file: Path | None = None) -> str | None:
+    """Save the task module's Hugging Face network and tokenizer (or, for images, a copy of the processor's
+    `processor_file`) as a folder `from_pretrained` reloads; returns why not when the network's config cannot
+    describe it (transformers 5 has no `pruned_heads`: removed heads)."""
     from greencompress.models.encoder_layout import encoder_layers
 
-    network = module.network if isinstance(module, TextClassifier) else module.encoder
+    network = module.network if isinstance(module, (TextClassifier, ImageClassifier)) else module.encoder
     config = network.config
     heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", None)
     try:
@@ -265,7 +345,10 @@ def save_folder(module: nn.Module, tokenizer, folder: Path) -> str | None:
                 f"{_transformers_version()} configs cannot state (no pruned_heads); reload it through greencompress "
                 f"or deploy its ONNX file")
     network.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+    if processor_file is not None and processor_file.is_file():
+        shutil.copyfile(processor_file, folder / processor_file.name)
     return None
 
 

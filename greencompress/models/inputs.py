@@ -29,20 +29,23 @@ class ModelInputs:
     tensors (`input_ids`, `attention_mask`, and `token_type_ids` where its config has token types),
     each batch x sequence int64; `max_sequence_length` is its position-embedding limit.
     `fusion` says how ONNX Runtime's transformer optimizer can fuse it, None when it has no fusions for it.
+    `encoder`: the model is a Hugging Face transformer encoder (a text model, or a ViT taking images), whose
+    structure is attention heads, FFN neurons and layers rather than a CNN's channels and blocks.
     """
 
     names: tuple[str, ...]
     image_shape: tuple[int, ...] | None = None
     max_sequence_length: int = 0
     fusion: FusionHint | None = None
+    encoder: bool = False
 
     @classmethod
-    def image(cls, shape: tuple[int, ...]) -> ModelInputs:
-        return cls(("input",), tuple(shape))
+    def image(cls, shape: tuple[int, ...], encoder: bool = False) -> ModelInputs:
+        return cls(("input",), tuple(shape), encoder=encoder)
 
     @classmethod
     def tokens(cls, names: tuple[str, ...], max_sequence_length: int, fusion: FusionHint | None) -> ModelInputs:
-        return cls(tuple(names), None, max_sequence_length, fusion)
+        return cls(tuple(names), None, max_sequence_length, fusion, encoder=True)
 
     @property
     def are_tokens(self) -> bool:

@@ -23,6 +23,7 @@ from greencompress.models.text import Tokenization
 
 if TYPE_CHECKING:
     from greencompress.models.data import DataSplits
+    from greencompress.models.huggingface import ImagePreprocessing
 
 
 class ModelSpec(Section):
@@ -35,7 +36,8 @@ class ModelSpec(Section):
     relative to the recipe), plus a local checkpoint;
     `huggingface`: a local folder that `from_pretrained` accepts (or a zip of one; with `package`, the
     path is inside that installed Python package), for a `task`: text-classification (the folder's
-    head) or sentence-embedding (its pooling, scored by a nearest-centroid head fitted on the data).
+    head), sentence-embedding (its pooling, scored by a nearest-centroid head fitted on the data) or
+    image-classification (a ViT-family model and its head, on image data prepared as its processor says).
     Offline only; a config that asks for custom code is refused unless `trust_remote_code`.
     """
 
@@ -49,7 +51,7 @@ class ModelSpec(Section):
     trust_checkpoint: bool = False
     package: str | None = None
     path: Path | None = None
-    task: Literal["text-classification", "sentence-embedding"] | None = None
+    task: Literal["text-classification", "sentence-embedding", "image-classification"] | None = None
     trust_remote_code: bool = False
 
     _check_checkpoint = field_validator("checkpoint")(resolve_existing)
@@ -120,8 +122,9 @@ def _check_torchvision_name(name: str) -> None:
 class LoadedModel:
     """A model in eval mode and its provenance (source, file, sha256, how it was made).
 
-    A transformer also brings its tokenizer, its inputs (token tensors) and its head's label names.
-    `inputs` is None for image models: their shape is the data's (Recipe.input_shape).
+    A transformer also brings its tokenizer (text), its inputs and its head's label names; a vision
+    transformer, how its processor prepares images. `inputs` is None for CNNs: their shape is the
+    data's (Recipe.input_shape).
     """
 
     module: nn.Module
@@ -129,6 +132,7 @@ class LoadedModel:
     tokenizer: object | None = None
     inputs: ModelInputs | None = None
     label_names: tuple[str, ...] | None = None
+    image_preprocessing: ImagePreprocessing | None = None
 
     def tokenization(self) -> Tokenization | None:
         """What text data needs from this model to be tokenised and labelled; None for image models."""
@@ -157,7 +161,8 @@ def load_model(spec: ModelSpec, progress=None) -> LoadedModel:
         origin = f"{spec.path} in the installed package {spec.package}" if spec.package else str(spec.path)
         provenance = {**loaded.provenance, "origin": origin,
                       "description": f"{loaded.provenance['description']}, from {origin}"}
-        return LoadedModel(loaded.module, provenance, loaded.tokenizer, loaded.inputs, loaded.label_names)
+        return LoadedModel(loaded.module, provenance, loaded.tokenizer, loaded.inputs, loaded.label_names,
+                           loaded.image_preprocessing)
     module, provenance = _SOURCES[spec.source](spec, progress)
     return LoadedModel(module=module.eval(), provenance=provenance)
 

@@ -23,14 +23,14 @@ from greencompress.compress import distributed
 from greencompress.compress.technique import StageContext, TorchModel, tag_words
 from greencompress.compress.training import FineTuning, serve
 from greencompress.core.cache import cache_dir
-from greencompress.core.errors import RecipeError
+from greencompress.core.errors import DataError, RecipeError
 from greencompress.core.files import write_text_atomic
 from greencompress.measure.accuracy import evaluate
 from greencompress.measure.energy import select_meter
 from greencompress.measure.energy.carbon import carbon_settings
 from greencompress.measure.environment import environment
 from greencompress.measure.lock import measurement_lock
-from greencompress.models.data import batches, load_data
+from greencompress.models.data import DataSplits, batches, load_data
 from greencompress.models.inputs import ModelInputs
 from greencompress.models.sources import LoadedModel, load_model
 from greencompress.pipeline.artifacts import (
@@ -101,8 +101,26 @@ def serve_fine_tuning(recipe: Recipe) -> None:
     """The loop of a torchrun rank other than 0: train along with rank 0 whenever it fine-tunes, write nothing."""
     torch.manual_seed(recipe.seed)
     set_threads(recipe.benchmark.threads)
-    serve(lambda: load_model(recipe.model).module, load_data(recipe.data, recipe.seed), recipe.seed,
-          recipe.input_shape)
+    loaded = load_model(recipe.model)
+    serve(lambda: load_model(recipe.model).module, load_model_data(recipe, loaded), recipe.seed, recipe.input_shape)
+
+
+def load_model_data(recipe: Recipe, loaded: LoadedModel) -> DataSplits:
+    """The recipe's data as the model needs it: text tokenised by its tokenizer, images checked against how a
+    vision transformer's processor prepares them and labelled in its head's order."""
+    if loaded.image_preprocessing is not None:
+        from greencompress.models.huggingface import check_image_data
+
+        check_image_data(loaded.image_preprocessing, recipe.data, loaded.provenance["folder"])
+    data = load_data(recipe.data, recipe.seed, loaded.tokenization(),
+                     loaded.label_names if loaded.tokenizer is None else None)
+    head = getattr(getattr(loaded.module, "network", None), "config", None)
+    if loaded.image_preprocessing is not None and head is not None and data.labelled \
+            and head.num_labels != data.num_classes:
+        raise DataError(f"data: {data.num_classes} classes, but the model's head has {head.num_labels} outputs with no "
+                        f"label names to match them by; set model.num_classes: {data.num_classes} with a finetune "
+                        f"stage for a new head, or name the head's labels (config.json id2label)")
+    return data
 
 
 class _Run:
@@ -130,7 +148,7 @@ class _Run:
         if self.loaded.provenance.get("new_head") and not any(s.technique == "finetune" for s in recipe.stages):
             raise RecipeError("stages: the model folder has no classification head, so greencompress made a new one "
                               "at random: add a finetune stage (before quantize) to train it")
-        self.data = load_data(recipe.data, recipe.seed, self.loaded.tokenization())
+        self.data = load_model_data(recipe, self.loaded)
         self.head = self.loaded.fit_head(self.data, recipe.data.batch_size)
         if self.head:
             log.info("model head: %s (%d texts)", self.head["head"], self.head["texts"])
@@ -142,7 +160,7 @@ class _Run:
         exports = [self._export(original, "model_fp32.onnx", "export")]
         compressed = self._model_stages(original)
         if compressed is not None:
-            if self.loaded.tokenizer is not None:
+            if self.loaded.provenance.get("source") == "huggingface":
                 self._save_hugging_face_folder(compressed)
             exports.append(self._export(compressed, "model_compressed_fp32.onnx", "export-compressed"))
         made = [original, *([compressed] if compressed else []), *exports, *self._file_stages(exports)]
@@ -163,12 +181,12 @@ class _Run:
                             self.progress, self._latency_check())
 
     def _latency_check(self):
-        """Untrained latency on the run's file runtimes at its batch sizes and served precision (image models)."""
+        """Untrained latency on the run's file runtimes at its batch sizes and served precision (CNNs: it prunes channels)."""
         from greencompress.pipeline.proxy import UntrainedLatency
 
         recipe = self.recipe
         runtimes = [name for name in recipe.benchmark.runtimes if RUNTIMES.get(name).runs == "onnx"]
-        if not runtimes or self.inputs.are_tokens:
+        if not runtimes or self.inputs.encoder:
             return None
         quantize = next((stage.config for stage in recipe.stages if stage.technique == "quantize"), None)
         return UntrainedLatency(self.inputs.image_shape, runtimes, list(recipe.benchmark.batch_sizes),
@@ -229,7 +247,8 @@ class _Run:
 
         target = self.run_dir / "model_compressed_hf"
         with tempfile.TemporaryDirectory(dir=self.run_dir) as scratch:
-            why_not = save_folder(compressed.model.module, self.loaded.tokenizer, Path(scratch) / "folder")
+            why_not = save_folder(compressed.model.module, self.loaded.tokenizer, Path(scratch) / "folder",
+                                  Path(self.loaded.provenance["folder"]) / "preprocessor_config.json")
             if why_not is None:
                 shutil.rmtree(target, ignore_errors=True)
                 (Path(scratch) / "folder").rename(target)

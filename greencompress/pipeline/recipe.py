@@ -154,7 +154,11 @@ class Recipe(Section):
         return self
 
     def _check_transformer_stages(self) -> None:
-        if self.data.kind != "text":
+        if self.model.task == "image-classification":
+            if self.data.kind == "text":
+                raise ValueError("data.kind: an image-classification model is fed images: kind imagefolder, cifar10, "
+                                 "digits or synthetic, got 'text'")
+        elif self.data.kind != "text":
             raise ValueError(f"data.kind: a huggingface model ({self.model.task}) is fed and scored with text: "
                              f"kind 'text', got {self.data.kind!r}")
         # What runs on a transformer: depth (whole layers), prune (heads and FFN neurons, or zeros), fine-tuning
