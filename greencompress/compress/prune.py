@@ -359,6 +359,20 @@ def zipped_state_bytes(model: nn.Module) -> int:
     return len(packed.getvalue())
 
 
+# Calibration samples a transformer's heads and FFN neurons are scored on (the `activation` criterion).
+ENCODER_SCORING_SAMPLES = 128
+
+
+def pruned_encoder(model: nn.Module, config: PruneConfig, calibration_batches, seed: int) -> nn.Module:
+    """A copy of a transformer without the heads and FFN neurons `config` removes (what the stage makes, untrained)."""
+    from greencompress.compress.encoder_prune import prune_encoder
+
+    model = copy.deepcopy(model).eval()
+    heads, ffn = config.encoder_ratios
+    prune_encoder(model, heads, ffn, config.importance, calibration_batches, config.round_to, seed)
+    return model
+
+
 class Prune(Technique):
     """Structured (channels removed) or unstructured (weights zeroed) pruning of the PyTorch model."""
 
@@ -404,7 +418,7 @@ class Prune(Technique):
 
         model = copy.deepcopy(source.module).eval()
         heads, ffn = config.encoder_ratios
-        calibration = batches(context.data.calibration, context.batch_size, limit=128)
+        calibration = batches(context.data.calibration, context.batch_size, limit=ENCODER_SCORING_SAMPLES)
         before = sum(p.numel() for p in model.parameters())
         result = prune_encoder(model, heads, ffn, config.importance, calibration, config.round_to, context.seed)
         settings = config.model_dump(mode="json")

@@ -17,7 +17,7 @@ import torch
 from greencompress.compress.technique import TorchModel, tag_words
 from greencompress.runtimes import RUNTIMES
 from greencompress.runtimes.base import Artifact, RuntimeSpec
-from greencompress.runtimes.export import size_at_half_precision
+from greencompress.runtimes.export import reads_fused_operators, size_at_half_precision
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class Made:
     macs: int
     key: str  # the stage key of what made it
     variant: str = ""  # which of several stages of one file technique made it (quantize: "dynamic", "static")
+    fused: bool = False  # the file holds ONNX Runtime's fused transformer operators (only ONNX Runtime reads them)
 
 
 def reduced_precisions(benchmark, device) -> tuple[tuple[str, ...], str]:
@@ -74,9 +75,10 @@ def plan_artifacts(made: list[Made], runtimes: list[str], reduced: tuple[str, ..
                                      original.params, original.macs, source="torch")
         reference = _at_reduced_precision(reference, original.model.module) if precision != "fp32" else reference
         artifacts[reference.name] = (reference, original.model.module)
+    fused_twins = {_lineage(item) for item in made if item.fused}
     for runtime in runtimes:
         spec = RUNTIMES.get(runtime)
-        runs = [item for item in made if _runs(spec, item, reference_runtime)]
+        runs = [item for item in made if _runs(spec, item, reference_runtime, fused_twins)]
         precisions = [(item, item.precision) for item in runs]
         for precision in (p for p in reduced if p in spec.reduced_precisions):
             precisions += [(item, precision) for item in runs if item.precision == "fp32" and not item.file_techniques]
@@ -94,9 +96,18 @@ def plan_artifacts(made: list[Made], runtimes: list[str], reduced: tuple[str, ..
     return artifacts
 
 
-def _runs(spec: RuntimeSpec, item: Made, reference_runtime: str) -> bool:
+def _lineage(item: Made) -> tuple:
+    return item.model_techniques, item.file_techniques, item.variant
+
+
+def _runs(spec: RuntimeSpec, item: Made, reference_runtime: str, fused_twins: set) -> bool:
     if spec.runs == "onnx":
-        return item.path is not None
+        if item.path is None:
+            return False
+        # ONNX Runtime runs the fused file where one was made; every other runtime the portable one.
+        if reads_fused_operators(spec.name):
+            return item.fused or _lineage(item) not in fused_twins
+        return not item.fused
     # The reference runtime runs the original model as the reference already; other torch runtimes run it too.
     return item.path is None and bool(item.model_techniques or spec.name != reference_runtime)
 

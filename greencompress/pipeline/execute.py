@@ -61,7 +61,7 @@ from greencompress.runtimes.device import resolve_device
 from greencompress.runtimes.export import (
     export_with_parity,
     exporter_of,
-    resolve_fusion,
+    plan_fusion,
 )
 from greencompress.runtimes.pytorch import TorchRunner, set_threads
 
@@ -143,7 +143,7 @@ class _Run:
         log.info("stage load: model (%s) and data (%s)", recipe.model.source, recipe.data.kind)
         self.loaded = load_model(recipe.model, self.progress)  # first: text data is tokenised by the model's tokenizer
         self.inputs = self.loaded.inputs or ModelInputs.image(recipe.input_shape)
-        self.export_spec, self.fusion_off = resolve_fusion(recipe.export, recipe.benchmark.runtimes)
+        self.fusion = plan_fusion(recipe.export, recipe.benchmark.runtimes, self.inputs)
         check_sequence_length(recipe, self.inputs)
         if self.loaded.provenance.get("new_head") and not any(s.technique == "finetune" for s in recipe.stages):
             raise RecipeError("stages: the model folder has no classification head, so greencompress made a new one "
@@ -157,12 +157,12 @@ class _Run:
         original = self._made(TorchModel(self.loaded.module), (), stage_key(
             "load", recipe.model.model_dump(mode="json"), self.loaded.provenance.get("sha256"),
             *([recipe.data.model_dump(mode="json"), recipe.seed] if self.head else [])))
-        exports = [self._export(original, "model_fp32.onnx", "export")]
+        exports = self._exports(original, "model_fp32", "export")
         compressed = self._model_stages(original)
         if compressed is not None:
             if self.loaded.provenance.get("source") == "huggingface":
                 self._save_hugging_face_folder(compressed)
-            exports.append(self._export(compressed, "model_compressed_fp32.onnx", "export-compressed"))
+            exports += self._exports(compressed, "model_compressed_fp32", "export-compressed")
         made = [original, *([compressed] if compressed else []), *exports, *self._file_stages(exports)]
         return self._measure(made, meter, reason, created)
 
@@ -177,7 +177,8 @@ class _Run:
     def _context(self, work_dir: Path, output_path: Path | None = None, source: TorchModel | None = None):
         recipe = self.recipe
         return StageContext(self.data, self.inputs, recipe.data.batch_size, recipe.seed, work_dir, output_path,
-                            source, self.fine_tuning, lambda model, path: asdict(self._export_checked(model, path)),
+                            source, self.fine_tuning,
+                            lambda model, path: asdict(self._export_checked(model, path, not self.fusion.portable)),
                             self.progress, self._latency_check())
 
     def _latency_check(self):
@@ -192,23 +193,37 @@ class _Run:
         return UntrainedLatency(self.inputs.image_shape, runtimes, list(recipe.benchmark.batch_sizes),
                                 recipe.benchmark.runner_settings, quantize, self.data.calibration, recipe.export.opset)
 
-    def _export_checked(self, model, output: Path):
+    def _export_checked(self, model, output: Path, fused: bool):
         recipe = self.recipe
-        parity = export_with_parity(model, self.inputs, output, self.export_spec,
-                                    batches(self.data.eval, recipe.data.batch_size, limit=recipe.export.parity_samples),
-                                    recipe.benchmark.threads)
-        return replace(parity, fusion=self.fusion_off) if self.inputs.are_tokens and self.fusion_off else parity
+        return export_with_parity(model, self.inputs, output, self.fusion.spec(recipe.export, fused),
+                                  batches(self.data.eval, recipe.data.batch_size, limit=recipe.export.parity_samples),
+                                  recipe.benchmark.threads)
 
-    def _export(self, source: Made, file_name: str, stage: str) -> Made:
-        key = stage_key(stage, source.key, asdict(self.inputs), self.export_spec.model_dump())
+    def _exports(self, source: Made, stem: str, stage: str) -> list[Made]:
+        """The exports of one model the fusion plan asks for: the portable graph, the fused one, or both (the fused
+        twin then named `..._fused.onnx`)."""
+        made, parities = [], []
+        for fused in [False] * self.fusion.portable + [True] * self.fusion.fused:
+            twin = "_fused" if fused and self.fusion.portable else ""
+            exported, parity = self._export(source, f"{stem}{twin}.onnx", stage + twin.replace("_", "-"), fused)
+            made.append(exported)
+            parities.append(parity)
+        if stage == "export":  # the report's export line: the first file's parity, and what fusion did
+            fusions = parities[-1].get("fusion")
+            if self.fusion.note and isinstance(fusions, dict):
+                fusions = f"{self.fusion.note}; fused: " + ", ".join(f"{n} {name}" for name, n in fusions.items())
+            self.parity = {**parities[0], "fusion": fusions or self.fusion.note}
+        return made
+
+    def _export(self, source: Made, file_name: str, stage: str, fused: bool) -> tuple[Made, dict]:
+        spec = self.fusion.spec(self.recipe.export, fused)
+        key = stage_key(stage, source.key, asdict(self.inputs), spec.model_dump())
         record = self.store.finished(stage, key, files=(file_name,))
         if record is None:
-            record = {"parity": asdict(self._export_checked(source.model.module, self.run_dir / file_name))}
+            record = {"parity": asdict(self._export_checked(source.model.module, self.run_dir / file_name, fused))}
             self.store.save(stage, key, record, files=(file_name,), share=True)
-        if stage == "export":
-            self.parity = record["parity"]
         self.finished.append(stage)
-        return replace(source, path=self.run_dir / file_name, key=key)
+        return replace(source, path=self.run_dir / file_name, key=key, fused=fused), record["parity"]
 
     def _model_stages(self, original: Made) -> Made | None:
         """The techniques on the PyTorch model, each on the last one's output; None when the recipe has none."""
@@ -272,8 +287,10 @@ class _Run:
             variant = stage.method.variant(stage.config) if alike else ""
             for source in exports:
                 tags = tag_words(source.model_techniques)
-                name = "-".join(part for part in (stage.technique, variant, tags) if part)
-                file_name = f"model_{'compressed_' if tags else ''}{stage.method.tag}{'_' + variant if variant else ''}.onnx"
+                twin = "fused" if source.fused and self.fusion.portable else ""  # beside a portable file of its own
+                name = "-".join(part for part in (stage.technique, variant, tags, twin) if part)
+                file_name = (f"model_{'compressed_' if tags else ''}{stage.method.tag}{'_' + variant if variant else ''}"
+                             f"{'_' + twin if twin else ''}.onnx")
                 key = stage_key(stage.technique, source.key, stage.method.resolved(stage.config),
                                 recipe.data.model_dump(mode="json"), recipe.seed)
                 record = self.store.finished(name, key, files=(file_name,))

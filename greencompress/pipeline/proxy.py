@@ -59,11 +59,12 @@ def cpu_identity() -> dict:
 
 
 def proxy_key(cpu: dict, runtime: str, runtime_version: str, precision: str, batch_size: int, threads: int,
-              baseline_widths: list, candidate_widths: list) -> str:
+              baseline_widths: list, candidate_widths: list, sequence_length: int | None = None) -> str:
     """The cache key of one proxy measurement: a hash of everything that decides its result."""
+    shape = {"sequence": sequence_length} if sequence_length is not None else {}  # transformers: tokens per input
     text = json.dumps({"cpu": cpu, "runtime": runtime, "version": runtime_version, "precision": precision,
                        "batch": batch_size, "threads": threads, "baseline": baseline_widths,
-                       "candidate": candidate_widths}, sort_keys=True)
+                       "candidate": candidate_widths, **shape}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -88,7 +89,7 @@ class ProxyCache:
         write_text_atomic(self.root / f"{key}.json", json.dumps({**asdict(result), "cached": False}))
 
 
-def time_pair(candidate, baseline, inputs: np.ndarray, rounds: int, window_s: float) -> ProxyResult:
+def time_pair(candidate, baseline, inputs, rounds: int, window_s: float) -> ProxyResult:
     """Interleaved windows of back-to-back calls (order alternating each round); ratio of window medians, paired."""
     for runner in (candidate, baseline):
         for _ in range(3):
@@ -109,13 +110,21 @@ def time_pair(candidate, baseline, inputs: np.ndarray, rounds: int, window_s: fl
 
 
 class LatencyProxy:
-    """Times pruned-untrained candidates against the unpruned model on one runtime, through the cache."""
+    """Times pruned-untrained candidates against the unpruned model on one runtime, through the cache.
 
-    def __init__(self, original: nn.Module, input_shape, runtime: str, settings, quantize, calibration,
-                 batch_size: int, opset: int, rounds: int, window_s: float, cache: ProxyCache | None = None):
-        self.original, self.input_shape, self.runtime, self.settings = original, input_shape, runtime, settings
+    `inputs`: the model's inputs (or one image's shape). Images are random (values do not change the cost);
+    a transformer gets real calibration texts padded to `sequence_length` tokens, the shape it is scored at.
+    """
+
+    def __init__(self, original: nn.Module, inputs, runtime: str, settings, quantize, calibration,
+                 batch_size: int, opset: int, rounds: int, window_s: float, cache: ProxyCache | None = None,
+                 sequence_length: int | None = None):
+        from greencompress.models.inputs import as_model_inputs
+
+        self.original, self.inputs, self.runtime, self.settings = original, as_model_inputs(inputs), runtime, settings
         self.quantize, self.calibration, self.batch_size, self.opset = quantize, calibration, batch_size, opset
         self.rounds, self.window_s = rounds, window_s
+        self.sequence_length = sequence_length if self.inputs.are_tokens else None
         self.cache = cache or ProxyCache()
         self.scratch = Path(tempfile.mkdtemp(prefix="greencompress-proxy-"))
         self.baseline_file: Path | None = None
@@ -125,7 +134,7 @@ class LatencyProxy:
 
         return proxy_key(cpu_identity(), self.runtime, runtime_versions().get(self.runtime, "unknown"),
                          "int8" if self.quantize is not None else "fp32", self.batch_size, self.settings.threads,
-                         width_signature(self.original), width_signature(candidate))
+                         width_signature(self.original), width_signature(candidate), self.sequence_length)
 
     def measure(self, candidate: nn.Module) -> ProxyResult:
         key = self.key(candidate)
@@ -139,25 +148,34 @@ class LatencyProxy:
         candidate_file = self._file(candidate, f"candidate-{key}")
         spec = RUNTIMES.get(self.runtime)
         runners = [spec.runner(path, self.settings) for path in (candidate_file, self.baseline_file)]
-        inputs = np.random.default_rng(0).standard_normal((self.batch_size, *self.input_shape), dtype=np.float32)
         with measurement_lock("search proxy"):
-            result = time_pair(*runners, inputs, self.rounds, self.window_s)
+            result = time_pair(*runners, self._feed(), self.rounds, self.window_s)
         candidate_file.unlink()
         self.cache.put(key, result)
         return result
+
+    def _feed(self):
+        if not self.inputs.are_tokens:
+            return np.random.default_rng(0).standard_normal((self.batch_size, *self.inputs.image_shape),
+                                                            dtype=np.float32)
+        from greencompress.models.data import fixed_batch
+
+        return fixed_batch(self.calibration, self.batch_size, self.sequence_length or 128)
 
     def _file(self, model: nn.Module, stem: str) -> Path:
         from greencompress.compress.quantize import quantize_onnx
         from greencompress.runtimes.export import export_onnx
 
-        fp32 = export_onnx(model, self.input_shape, self.scratch / f"{stem}.onnx", self.opset)
+        # A transformer's file is the portable graph: its speed against the unpruned one, not the fusions', decides.
+        fp32 = export_onnx(model, self.inputs, self.scratch / f"{stem}.onnx", self.opset)
         if self.quantize is None:
             return fp32
         int8 = self.scratch / f"{stem}-int8.onnx"
         # Speed does not depend on the ranges: a few calibration batches and minmax are enough here.
         quantize_onnx(fp32, int8, self.quantize.model_copy(update={"calibration_samples": 32, "qat": None,
-                                                                   "calibration_method": "minmax"}),
-                      self.calibration, 32)
+                                                                   "calibration_method": "minmax",
+                                                                   "fallback_max_drop": None}),
+                      self.calibration, 32, transformer=self.inputs.encoder)
         fp32.unlink()
         return int8
 

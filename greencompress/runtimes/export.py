@@ -59,21 +59,50 @@ class Parity:
     fusion: dict | str | None = None  # transformers: the operators ONNX Runtime's optimizer fused, or why none
 
 
+def reads_fused_operators(runtime: str) -> bool:
+    """Whether a runtime of files reads ONNX Runtime's own fused transformer operators (only ONNX Runtime does)."""
+    return runtime.startswith("onnxruntime")
+
+
 def runtimes_without_fusion(runtimes: list[str]) -> list[str]:
     """The runtimes of files among `runtimes` that cannot read ONNX Runtime's fused operators (all but its own)."""
-    return [name for name in runtimes if RUNTIMES.get(name).runs == "onnx" and not name.startswith("onnxruntime")]
+    return [name for name in runtimes if RUNTIMES.get(name).runs == "onnx" and not reads_fused_operators(name)]
 
 
-def resolve_fusion(spec: ExportSpec, runtimes: list[str]) -> tuple[ExportSpec, str | None]:
-    """`spec` with `transformer_fusion: auto` decided for these runtimes, and why it is off when auto turned it off."""
-    if spec.transformer_fusion != "auto":
-        return spec, None
+@dataclass(frozen=True)
+class FusionPlan:
+    """Which exports a run makes of each model: the portable graph, ONNX Runtime's fused one, or both side by side
+    (ONNX Runtime then runs the fused files, other runtimes the portable ones), and what the report says of it."""
+
+    portable: bool
+    fused: bool
+    note: str | None = None
+
+    def spec(self, base: ExportSpec, fused: bool) -> ExportSpec:
+        return base.model_copy(update={"transformer_fusion": fused})
+
+
+def plan_fusion(spec: ExportSpec, runtimes: list[str], inputs: ModelInputs | tuple[int, ...]) -> FusionPlan:
+    """The exports for `spec.transformer_fusion` on these runtimes: `auto` fuses where ONNX Runtime runs the files
+    and the architecture has fusions, and keeps a portable twin for every other runtime of files."""
+    inputs = as_model_inputs(inputs)
+    if spec.transformer_fusion is False or inputs.fusion is None:
+        unknown = inputs.are_tokens and spec.transformer_fusion is not False
+        return FusionPlan(portable=True, fused=False, note=(
+            "none: ONNX Runtime has no transformer fusions for this architecture" if unknown else None))
+    if spec.transformer_fusion is True:
+        return FusionPlan(portable=False, fused=True)
+    file_runtimes = [name for name in runtimes if RUNTIMES.get(name).runs == "onnx"]
     others = runtimes_without_fusion(runtimes)
-    if others:
-        return spec.model_copy(update={"transformer_fusion": False}), (
-            f"off: {', '.join(others)} measured too, which cannot read ONNX Runtime's fused operators "
-            f"(export.transformer_fusion: auto)")
-    return spec.model_copy(update={"transformer_fusion": True}), None
+    if not any(reads_fused_operators(name) for name in file_runtimes):
+        return FusionPlan(portable=True, fused=False, note=(
+            "off: no ONNX Runtime among the runtimes of files, and only it reads its fused operators "
+            "(export.transformer_fusion: auto)"))
+    if not others:
+        return FusionPlan(portable=False, fused=True)
+    return FusionPlan(portable=True, fused=True, note=(
+        f"ONNX Runtime runs a fused twin of each file, and {' and '.join(others)} the portable graph, which holds "
+        f"none of ONNX Runtime's own operators (export.transformer_fusion: auto)"))
 
 
 def export_onnx(model: nn.Module, inputs: ModelInputs | tuple[int, ...], path: Path, opset: int,

@@ -35,7 +35,12 @@ class SearchSpace(Section):
 
     prune_ratio: Range | None = None  # stages.prune.ratio: share of each prunable layer's channels removed
     target_macs: Range | None = None  # stages.prune.target_macs: MACs kept, instead of prune_ratio
-    importance: list[Literal["l1", "l2", "bn_scale", "taylor", "random"]] | None = Field(default=None, min_length=1)
+    # Transformers (model.source huggingface): stages.prune.heads and .ffn, the share of every encoder layer's
+    # attention heads and FFN neurons removed; a list of choices may hold 0 (none removed).
+    heads: Range | list[float] | None = None
+    ffn: Range | list[float] | None = None
+    importance: list[Literal["l1", "l2", "bn_scale", "taylor", "random", "activation"]] | None = Field(
+        default=None, min_length=1)
     round_to: list[int] | None = Field(default=None, min_length=1)  # 1 keeps any channel count
     # Alternative `stages.prune.ignore` lists: which layers are never pruned (the classifier is kept regardless).
     layers: list[list[str]] | None = Field(default=None, min_length=1)
@@ -79,6 +84,13 @@ class SearchSpace(Section):
                 raise ValueError(reason)
         return value
 
+    @field_validator("heads", "ffn")
+    @classmethod
+    def _shares(cls, value):
+        if isinstance(value, list) and (not value or min(value) < 0 or max(value) >= 1):
+            raise ValueError(f"expected shares removed, each >= 0 and < 1, got {value}")
+        return value
+
     @field_validator("depth")
     @classmethod
     def _not_negative(cls, value: list[int] | None) -> list[int] | None:
@@ -92,9 +104,11 @@ class SearchSpace(Section):
 
 
 class Objectives(Section):
-    """What the search minimises and maximises, all read at one batch size on the candidate's runtime."""
+    """What the search minimises and maximises, all read at one batch size (and, for a text transformer, one
+    sequence length: the base recipe's longest benchmarked one unless given) on the candidate's runtime."""
 
     batch_size: int = Field(default=1, ge=1)
+    sequence_length: int | None = Field(default=None, ge=1)
     accuracy: bool = True  # maximise top-1; false: accuracy is only the budget's constraint (one objective: TPE)
     latency: bool = False  # also minimise latency p50
     size: bool = False  # also minimise the file's size
@@ -198,7 +212,33 @@ class SearchRecipe(Recipe):
     def _budget_is_measurable(self) -> SearchRecipe:
         if self.search is not None and self.data.kind == "synthetic":
             raise ValueError("search: the budget is an accuracy drop, which synthetic data cannot measure")
+        if self.search is not None:
+            self._space_fits_the_model(self.search.space)
         if self.search is not None and any(getattr(stage.config, "round_to", None) == "auto" for stage in self.stages):
             raise ValueError("stages.prune.round_to: auto times roundings in one run; a search draws them "
                              "(search.space.round_to, timed by its proxy): give the base recipe a number")
         return self
+
+    def _space_fits_the_model(self, space: SearchSpace) -> None:
+        """Dimensions the model cannot take are refused here, not trial by trial."""
+        transformer = self.model.source == "huggingface"
+        if transformer:
+            wrong = [name for name in ("target_macs", "layers", "qat") if getattr(space, name) is not None]
+            wrong += ["importance"] * any(choice in ("bn_scale", "taylor") for choice in space.importance or ())
+            if wrong:
+                raise ValueError(f"search.space.{wrong[0]}: not for a transformer, whose structure is heads, FFN "
+                                 f"neurons and layers (space: heads, ffn, depth, prune_ratio, importance l1, l2, "
+                                 f"activation or random, round_to, finetune_epochs, calibration_method)")
+        else:
+            wrong = [name for name in ("heads", "ffn") if getattr(space, name) is not None]
+            wrong += ["importance"] * ("activation" in (space.importance or ()))
+            if wrong:
+                raise ValueError(f"search.space.{wrong[0]}: for transformers (model.source: huggingface); a CNN's "
+                                 f"space varies prune_ratio or target_macs, importance l1, l2, bn_scale, taylor or "
+                                 f"random, round_to, layers and depth")
+
+    def scored_sequence_length(self) -> int | None:
+        """The sequence length trials are scored (and measured) at; None for models that take images."""
+        if self.model.source != "huggingface" or self.model.task == "image-classification":
+            return None
+        return self.search.objectives.sequence_length or max(self.benchmark.sequence_lengths)

@@ -210,7 +210,7 @@ class Search:
         params = sample(self.spec.space, trial)
         # A trial re-run after Ctrl-C keeps the first attempt's name, so its run folder resumes as the same run.
         name = recipe_name(self.recipe.name, trial.user_attrs.get("resume_number", trial.number))
-        trial_data = trial_recipe(self.base, self.spec, params, name)
+        trial_data = trial_recipe(self.base, self.spec, params, name, self.recipe.scored_sequence_length())
         trial_recipe_obj = Recipe.model_validate(trial_data, context={BASE_DIR_KEY: Path.cwd()})
         runtimes = self.spec.serving_runtimes(trial_recipe_obj.benchmark.runtimes)
         trial.set_user_attr("resolved_params", params)
@@ -238,7 +238,7 @@ class Search:
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
-        outcome = read_outcome(report, runtimes, self.spec.objectives.batch_size)
+        outcome = read_outcome(report, runtimes, self.spec.objectives.batch_size, self.recipe.scored_sequence_length())
         trial.set_user_attr("outcome", asdict(outcome))
         trial.set_user_attr("constraint", outcome.accuracy_drop - self.spec.budget.max_accuracy_drop)
         trial.set_constraint("accuracy_drop_beyond_budget", trial.user_attrs["constraint"])  # feasible when <= 0
@@ -254,21 +254,23 @@ class Search:
     def _proxy_check(self, trial, context, trial_recipe_obj: Recipe, runtimes: list[str]) -> str | None:
         """Why the candidate is not worth fine-tuning (its widths and depth buy no speed on any serving runtime), or None."""
         from greencompress.compress.depth import shallower
-        from greencompress.compress.prune import prune_structured
+        from greencompress.compress.prune import prune_structured, pruned_encoder
         from greencompress.models.data import batches
 
         prune = next((stage.config for stage in trial_recipe_obj.stages if stage.technique == "prune"), None)
         depth = next((stage.config for stage in trial_recipe_obj.stages if stage.technique == "depth"), None)
-        started = time.perf_counter()
+        batch_size, started = trial_recipe_obj.data.batch_size, time.perf_counter()
         try:
             pruned = context.original
             if depth is not None:  # the blocks the trial will remove: chosen the same way, on the same data
-                pruned = shallower(pruned, trial_recipe_obj.input_shape, depth,
-                                   list(batches(context.data.calibration, trial_recipe_obj.data.batch_size,
-                                                limit=depth.samples)))
-            if prune is not None:
-                pruned = prune_structured(pruned, trial_recipe_obj.input_shape, prune,
-                                          batches(context.data.calibration, trial_recipe_obj.data.batch_size)).model
+                pruned = shallower(pruned, context.inputs, depth,
+                                   list(batches(context.data.calibration, batch_size, limit=depth.samples)))
+            if prune is not None and context.inputs.encoder:  # heads and FFN neurons, as the stage removes them
+                pruned = pruned_encoder(pruned, prune, batches(context.data.calibration, batch_size, limit=128),
+                                        trial_recipe_obj.seed)
+            elif prune is not None:
+                pruned = prune_structured(pruned, context.inputs, prune,
+                                          batches(context.data.calibration, batch_size)).model
         except GreencompressError as error:  # e.g. a MACs target these channel rounding rules cannot reach
             trial.set_user_attr("stopped", f"infeasible: {error}")
             trial.set_user_attr("stopped_by", "infeasible")
@@ -344,12 +346,16 @@ class _TrialContext:
 
     def __init__(self, recipe: Recipe, progress):
         from greencompress.compress.finetune import validation_top1
-        from greencompress.models.data import load_data
+        from greencompress.models.inputs import ModelInputs
         from greencompress.models.sources import load_model
+        from greencompress.pipeline.execute import load_model_data
 
         self.recipe, self.progress = recipe, progress
-        self.data = load_data(recipe.data, recipe.seed)
-        self.original = load_model(recipe.model).module.eval()
+        loaded = load_model(recipe.model)
+        self.data = load_model_data(recipe, loaded)  # text tokenised by the model's tokenizer, as a trial's run does
+        loaded.fit_head(self.data, recipe.data.batch_size)  # a sentence embedder's centroids: its top-1 needs them
+        self.inputs = loaded.inputs or ModelInputs.image(recipe.input_shape)
+        self.original = loaded.module.eval()
         finetune = next((stage.config for stage in recipe.stages if stage.technique == "finetune"), None)
         self.baseline_validation_top1 = (100 * validation_top1(self.original, self.data.train, finetune, recipe.seed)
                                          if finetune is not None and self.data.train is not None else None)
@@ -366,9 +372,10 @@ class _TrialContext:
         if runtime not in self.proxies:
             quantize = next((s.config for s in trial_recipe_obj.stages if s.technique == "quantize"), None)
             self.proxies[runtime] = LatencyProxy(
-                self.original, trial_recipe_obj.input_shape, runtime, trial_recipe_obj.benchmark.runner_settings,
+                self.original, self.inputs, runtime, trial_recipe_obj.benchmark.runner_settings,
                 quantize, self.data.calibration, self.recipe.search.objectives.batch_size,
-                trial_recipe_obj.export.opset, spec.rounds, spec.window_s)
+                trial_recipe_obj.export.opset, spec.rounds, spec.window_s,
+                sequence_length=self.recipe.scored_sequence_length())
         return self.proxies[runtime]
 
     def run_trial(self, trial_recipe_obj: Recipe, run_dir: Path, observer):

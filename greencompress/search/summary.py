@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from greencompress.core.files import write_text_atomic
+from greencompress.measure.latency import shape_words
 from greencompress.report.pareto import non_dominated
 from greencompress.search.trial import Outcome, worker_gone
 
@@ -47,6 +48,11 @@ class Summary:
     chosen: int | None
     verdict: str  # whether the chosen one is faster than the unpruned model at its precision, by its paired interval
     proxy_quality: dict = field(default_factory=dict)
+    sequence_length: int | None = None  # a text transformer's trials: the tokens per input they were scored at
+
+    @property
+    def shape(self) -> str:
+        return shape_words(self.batch_size, self.sequence_length)
 
 
 def rows_of(study) -> list[TrialRow]:
@@ -131,9 +137,10 @@ def _proxy_on(proxy: dict, runtime: str) -> dict:
 def summarize(study, spec) -> Summary:
     rows = rows_of(study)
     chosen = choose(rows)
+    scored = next((row.outcome.sequence_length for row in rows if row.outcome is not None), None)
     return Summary(spec.objective_names, spec.budget.max_accuracy_drop, spec.objectives.batch_size, rows,
                    pareto_numbers(rows, spec.objective_names), chosen, _verdict(rows, chosen, spec),
-                   proxy_quality(rows))
+                   proxy_quality(rows), scored)
 
 
 def _verdict(rows: list[TrialRow], chosen: int | None, spec) -> str:
@@ -150,11 +157,11 @@ def _verdict(rows: list[TrialRow], chosen: int | None, spec) -> str:
     faster = [r for r in rows if r.feasible and r.outcome.latency_ratio and r.outcome.latency_ratio["ci95"][1] < 1]
     if latency["ci95"][1] < 1:
         return (f"Trial {chosen} ({outcome.candidate}) is within {budget} points and faster than {outcome.baseline} on "
-                f"{outcome.runtime} at batch {outcome.batch_size}: latency {ratio}, an interval that excludes 1.")
+                f"{outcome.runtime} at {shape_words(outcome.batch_size, outcome.sequence_length)}: latency {ratio}, an interval that excludes 1.")
     others = (f"; trials {', '.join(str(r.number) for r in faster)} are faster by an interval excluding 1 but use "
               "more energy") if faster else "; no candidate within the budget is faster by an interval excluding 1"
     return (f"Trial {chosen} ({outcome.candidate}) has the lowest energy within {budget} points, but its latency "
-            f"against {outcome.baseline} on {outcome.runtime} at batch {outcome.batch_size} is {ratio}, which does "
+            f"against {outcome.baseline} on {outcome.runtime} at {shape_words(outcome.batch_size, outcome.sequence_length)} is {ratio}, which does "
             f"not exclude 1 on the fast side{others}.")
 
 
@@ -224,7 +231,7 @@ def energy_method_text(summary: Summary) -> str:
 def render_markdown(summary: Summary) -> str:
     headers, rows = table_rows(summary)
     lines = ["# greencompress search", "",
-             f"Objectives: {', '.join(summary.objectives)} at batch {summary.batch_size}; budget: at most "
+             f"Objectives: {', '.join(summary.objectives)} at {summary.shape}; budget: at most "
              f"{summary.max_accuracy_drop} points below the unpruned FP32 top-1. Energy: {energy_method_text(summary)}.",
              "", RANKING_NOTE, "",
              f"**{summary.verdict}**", ""]
@@ -250,7 +257,7 @@ def render_html(summary: Summary) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>greencompress search</title>"
             f"<style>{STYLE}</style></head><body><h1>greencompress search</h1>"
             f"<p class='note'>{escape(summary.verdict)}</p>"
-            f"<p class='method'>Objectives: {escape(', '.join(summary.objectives))} at batch {summary.batch_size}; "
+            f"<p class='method'>Objectives: {escape(', '.join(summary.objectives))} at {summary.shape}; "
             f"energy: {escape(energy_method_text(summary))}. {escape(RANKING_NOTE)} Bars: 95% paired intervals.</p>"
             f"{figure}<h2>Trials</h2>{html_table(headers, rows)}</body></html>")
 
@@ -279,8 +286,8 @@ def front_plot(summary: Summary) -> bytes | None:
     reference = measured[0].outcome.reference_top1
     axes.axhline(reference - summary.max_accuracy_drop, color="grey", linestyle=":", label="accuracy budget")
     anchor = measured[0].outcome.anchor
-    axes.set_xlabel(f"J per inference / {anchor}'s, same rounds (batch {summary.batch_size})" if anchor
-                    else f"J per inference (batch {summary.batch_size})")
+    axes.set_xlabel(f"J per inference / {anchor}'s, same rounds ({summary.shape})" if anchor
+                    else f"J per inference ({summary.shape})")
     axes.set_ylabel("top-1 accuracy (%)")
     axes.legend(fontsize=8)
     return png_bytes(figure)

@@ -16,8 +16,9 @@ from greencompress.pipeline.recipe import Recipe
 from greencompress.search.spec import Range, SearchSpec
 
 # Which stage of the base recipe each dimension of the space changes.
-STAGE_OF = {"prune_ratio": "prune", "target_macs": "prune", "importance": "prune", "round_to": "prune",
-            "layers": "prune", "finetune_epochs": "finetune", "calibration_method": "quantize", "qat": "quantize"}
+STAGE_OF = {"prune_ratio": "prune", "target_macs": "prune", "heads": "prune", "ffn": "prune", "importance": "prune",
+            "round_to": "prune", "layers": "prune", "finetune_epochs": "finetune", "calibration_method": "quantize",
+            "qat": "quantize"}
 
 
 def sample(space, trial) -> dict[str, Any]:
@@ -42,8 +43,11 @@ def missing_stages(recipe: Recipe, spec: SearchSpec) -> list[str]:
             for name in spec.space.dimensions() if name in STAGE_OF and STAGE_OF[name] not in present]
 
 
-def trial_recipe(base: dict, spec: SearchSpec, params: dict[str, Any], name: str) -> dict:
-    """The base recipe (as plain data, `search` dropped) with `params` written into its stages and benchmark."""
+def trial_recipe(base: dict, spec: SearchSpec, params: dict[str, Any], name: str,
+                 sequence_length: int | None = None) -> dict:
+    """The base recipe (as plain data, `search` dropped) with `params` written into its stages and benchmark.
+
+    `sequence_length`: a text transformer's trials measure that one length, the one they are scored at."""
     recipe = copy.deepcopy(base)
     recipe.pop("search", None)
     recipe["name"] = name
@@ -53,6 +57,9 @@ def trial_recipe(base: dict, spec: SearchSpec, params: dict[str, Any], name: str
         prune.update(ratio=round(params["prune_ratio"], 4), target_macs=None)
     if "target_macs" in params:
         prune.update(target_macs=round(params["target_macs"], 4), ratio=None)
+    if "heads" in params or "ffn" in params:  # a transformer: the share not drawn keeps the base recipe's
+        heads, ffn = _encoder_shares(prune)
+        prune.update(heads=round(params.get("heads", heads), 4), ffn=round(params.get("ffn", ffn), 4), ratio=None)
     if "importance" in params:
         prune["importance"] = params["importance"]
     if "round_to" in params:
@@ -69,6 +76,8 @@ def trial_recipe(base: dict, spec: SearchSpec, params: dict[str, Any], name: str
         quantize["qat"] = spec.qat_settings.model_dump(mode="json") if params["qat"] else None
     benchmark = recipe.setdefault("benchmark", {})
     benchmark["batch_sizes"] = [spec.objectives.batch_size]
+    if sequence_length is not None:
+        benchmark["sequence_lengths"] = [sequence_length]
     benchmark["bf16"] = False  # the candidate is served in int8 or FP32; bf16 artifacts would only add windows
     if spec.space.runtime:  # every serving runtime measured in the same rounds (ONNX Runtime is always listed)
         benchmark["runtimes"] = list(dict.fromkeys(["onnxruntime", *spec.space.runtime]))
@@ -85,6 +94,15 @@ def _set_depth(stages: list[dict], remove: int) -> None:
         stages.insert(0, {"depth": {"remove": remove}})
     else:
         stages[index]["depth"] = {**(stages[index]["depth"] or {}), "remove": remove}
+
+
+def _encoder_shares(prune: dict) -> tuple[float, float]:
+    """(heads, FFN) shares a prune stage's settings remove from a transformer, as PruneConfig.encoder_ratios reads
+    them: `ratio` for both unless either is set."""
+    if prune.get("heads") is None and prune.get("ffn") is None:
+        ratio = prune.get("ratio") or 0.5
+        return ratio, ratio
+    return prune.get("heads") or 0.0, prune.get("ffn") or 0.0
 
 
 def base_ignore(base: dict) -> list[str]:
@@ -124,6 +142,7 @@ class Outcome:
     anchor: str | None = None  # the model every trial measures; None in studies written before anchors
     anchor_energy_ratio: dict | None = None  # paired J/inference interval against `anchor`: what ranks trials
     anchor_latency_ratio: dict | None = None
+    sequence_length: int | None = None  # a text transformer's: tokens per input at which it was scored
 
     def objectives(self, spec: SearchSpec) -> list[float]:
         return [self.objective(name) for name in spec.objective_names]
@@ -140,15 +159,15 @@ class Outcome:
         return self.reference_top1 - self.top1
 
 
-def read_outcome(report, runtimes: list[str], batch_size: int) -> Outcome:
-    """The trial's candidate on the cheapest of `runtimes` at `batch_size` (lowest J/inference against the anchor,
-    all measured in the same interleaved rounds), with its paired comparisons to the anchor and to the unpruned
-    model on that runtime."""
+def read_outcome(report, runtimes: list[str], batch_size: int, sequence_length: int | None = None) -> Outcome:
+    """The trial's candidate on the cheapest of `runtimes` at `batch_size` (and `sequence_length`: a text
+    transformer's) (lowest J/inference against the anchor, all measured in the same interleaved rounds), with its
+    paired comparisons to the anchor and to the unpruned model on that runtime."""
     measured = [runtime for runtime in runtimes if any(
         r.artifact.runtime == runtime and not r.artifact.is_original_model for r in report.artifacts)]
     if not measured:
         raise GreencompressError(f"trial {report.name}: no compressed artifact on {', '.join(runtimes)} in its report")
-    outcomes = [_outcome_on(report, runtime, batch_size) for runtime in measured]
+    outcomes = [_outcome_on(report, runtime, batch_size, sequence_length) for runtime in measured]
     return min(outcomes, key=lambda outcome: outcome.objective("energy_ratio"))
 
 
@@ -157,7 +176,7 @@ def _original_fp32(report, runtime: str):
                  and r.artifact.precision == "fp32" and not r.artifact.file_techniques), None)
 
 
-def _outcome_on(report, runtime: str, batch_size: int) -> Outcome:
+def _outcome_on(report, runtime: str, batch_size: int, sequence_length: int | None = None) -> Outcome:
     """The trial's candidate on `runtime`: its most compressed artifact, paired with the anchor and the unpruned one."""
     from greencompress.report.schema import compare_pair, interval_to_dict
 
@@ -165,14 +184,15 @@ def _outcome_on(report, runtime: str, batch_size: int) -> Outcome:
     on_runtime = [r for r in report.artifacts if r.artifact.runtime == runtime and not r.artifact.is_original_model]
     # The last made is the most compressed (model techniques, then file techniques such as quantize).
     candidate = max(on_runtime, key=lambda r: (len(r.artifact.techniques), r.artifact.precision != "fp32"))
-    bench = candidate.at_batch(batch_size)
+    bench = candidate.at_batch(batch_size, sequence_length)
     comparison = next((c for c in report.comparisons if c.candidate == candidate.artifact.name
-                       and c.batch_size == batch_size and results[c.baseline].artifact.precision
-                       == candidate.artifact.precision), None)
+                       and c.batch_size == batch_size and c.sequence_length == sequence_length
+                       and results[c.baseline].artifact.precision == candidate.artifact.precision), None)
     reference = _original_fp32(report, runtime)
     baseline = results[comparison.baseline] if comparison else reference
     anchor = _original_fp32(report, "onnxruntime") or reference
-    paired = compare_pair(anchor, candidate, batch_size) if anchor.at_batch(batch_size) is not None else None
+    paired = (compare_pair(anchor, candidate, batch_size, sequence_length)
+              if anchor.at_batch(batch_size, sequence_length) is not None else None)
     return Outcome(
         candidate=candidate.artifact.name, baseline=baseline.artifact.name, runtime=runtime, batch_size=batch_size,
         top1=100 * candidate.accuracy.top1, baseline_top1=100 * baseline.accuracy.top1,
@@ -185,6 +205,7 @@ def _outcome_on(report, runtime: str, batch_size: int) -> Outcome:
         anchor=anchor.artifact.name,
         anchor_energy_ratio=interval_to_dict(paired.joules_per_inference) if paired else None,
         anchor_latency_ratio=interval_to_dict(paired.latency_p50) if paired else None,
+        sequence_length=sequence_length,
     )
 
 

@@ -405,15 +405,59 @@ def test_recipe_level_mismatches_exit_2_before_any_work(bert_folder, tmp_path, w
                                  "stages: [{quantize: {}}]\n"))
 
 
-def test_fusion_auto_keeps_the_portable_graph_while_openvino_reads_the_same_files():
-    from greencompress.runtimes.export import resolve_fusion
+def test_fusion_auto_fuses_for_onnx_runtime_and_keeps_a_portable_twin_for_openvino():
+    from greencompress.models.inputs import FusionHint, ModelInputs
+    from greencompress.runtimes.export import plan_fusion
 
-    spec, why = resolve_fusion(ExportSpec(), ["onnxruntime"])
-    assert spec.transformer_fusion is True and why is None
-    spec, why = resolve_fusion(ExportSpec(), ["onnxruntime", "openvino"])
-    assert spec.transformer_fusion is False and "openvino measured too" in why
-    spec, why = resolve_fusion(ExportSpec(transformer_fusion=False), ["onnxruntime"])
-    assert spec.transformer_fusion is False and why is None
+    bert = ModelInputs.tokens(("input_ids", "attention_mask"), 64, FusionHint("bert", 4, 32))
+    plan = plan_fusion(ExportSpec(), ["onnxruntime"], bert)
+    assert (plan.portable, plan.fused, plan.note) == (False, True, None)
+    plan = plan_fusion(ExportSpec(), ["onnxruntime", "openvino"], bert)
+    assert (plan.portable, plan.fused) == (True, True) and "and openvino the portable graph" in plan.note
+    plan = plan_fusion(ExportSpec(), ["openvino"], bert)
+    assert (plan.portable, plan.fused) == (True, False) and "no ONNX Runtime" in plan.note
+    plan = plan_fusion(ExportSpec(transformer_fusion=False), ["onnxruntime"], bert)
+    assert (plan.portable, plan.fused, plan.note) == (True, False, None)
+    # Nothing to fuse: an image model (CNN or ViT) gets its one portable file, whatever the setting.
+    for setting in ("auto", True):
+        plan = plan_fusion(ExportSpec(transformer_fusion=setting), ["onnxruntime", "openvino"], ModelInputs.image((3, 8, 8)))
+        assert (plan.portable, plan.fused, plan.note) == (True, False, None)
+    unfusable = ModelInputs.tokens(("input_ids", "attention_mask"), 64, None)
+    assert "no transformer fusions" in plan_fusion(ExportSpec(), ["onnxruntime"], unfusable).note
+
+
+@pytest.mark.slow
+def test_onnx_runtime_runs_fused_files_and_openvino_their_portable_twins_in_one_run(bert_folder, tmp_path,
+                                                                                   write_recipe):
+    from greencompress.pipeline import run
+
+    recipe = load_recipe(write_recipe(f"""
+        name: tiny-bert
+        model: {{source: huggingface, path: {bert_folder}, task: text-classification}}
+        data: {{kind: text, path: {write_csv(tmp_path / "texts.csv", small_rows())}, eval_split: test,
+                calibration_split: train, batch_size: 16}}
+        stages:
+          - quantize: {{method: dynamic}}
+        benchmark: {{batch_sizes: [1], sequence_lengths: [16], runtimes: [onnxruntime, openvino], windows: 2,
+                     max_windows: 2, window_s: 0.05, warmup_iterations: 1, min_iterations: 2}}
+        energy: {{idle_s: 0}}
+    """))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    report = run(recipe, run_dir)
+    paths = {result.artifact.name: result.artifact.path.name for result in report.artifacts}
+    assert paths["onnxruntime-fp32"] == "model_fp32_fused.onnx" and paths["openvino-fp32"] == "model_fp32.onnx"
+    assert paths["onnxruntime-int8"] == "model_int8_fused.onnx" and paths["openvino-int8"] == "model_int8.onnx"
+
+    def domains(name):
+        return {node.domain for node in onnx.load(str(run_dir / name)).graph.node}
+
+    assert "com.microsoft" in domains("model_fp32_fused.onnx") and "com.microsoft" in domains("model_int8_fused.onnx")
+    assert "com.microsoft" not in domains("model_fp32.onnx") and "com.microsoft" not in domains("model_int8.onnx")
+    top1 = {result.artifact.name: result.accuracy.top1 for result in report.artifacts}
+    assert top1["onnxruntime-fp32"] == top1["openvino-fp32"]  # the same model, two graphs of it
+    assert "ONNX Runtime runs a fused twin of each file, and openvino the portable graph" in report.export["parity"]["fusion"]
+    assert "Attention" in report.export["parity"]["fusion"]
 
 
 def test_sequence_length_above_the_model_maximum_stops_the_run(bert_folder, tmp_path, write_recipe):

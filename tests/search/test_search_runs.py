@@ -211,3 +211,48 @@ def test_two_workers_share_one_study_without_duplicates_or_overlapping_windows(s
     intervals = sorted(_interval(json.loads((Path(d) / "report.json").read_text())) for d in run_dirs)
     for (_, first_end), (second_start, _) in zip(intervals, intervals[1:]):
         assert first_end <= second_start  # timing windows of two processes never overlapped
+
+
+def test_a_search_over_a_transformer_s_heads_ffn_and_layers_times_token_inputs_and_scores_one_length(tmp_path):
+    from greencompress.search.summary import summarize
+    from tests.models.test_huggingface import small_rows, tiny_bert, write_csv
+
+    folder = tiny_bert(tmp_path / "bert", layers=3)
+    path = tmp_path / "bert-search.yaml"
+    path.write_text(f"""
+name: bert
+seed: 0
+model: {{source: huggingface, path: {folder}, task: text-classification}}
+data: {{kind: text, path: {write_csv(tmp_path / "texts.csv", small_rows())}, eval_split: test, calibration_split: train,
+        batch_size: 16}}
+stages:
+  - prune: {{heads: 0.5, importance: activation}}
+  - finetune: {{epochs: 1, batch_size: 16, distillation: {{}}}}
+  - quantize: {{method: dynamic}}
+benchmark: {{batch_sizes: [1, 8], sequence_lengths: [16, 32], runtimes: [onnxruntime], window_s: 0.05, min_iterations: 3,
+            windows: 2, max_windows: 2, warmup_iterations: 1, threads: 1}}
+energy: {{idle_s: 0}}
+search:
+  space: {{heads: [0.25, 0.5], ffn: [0.0, 0.5], depth: [0, 1]}}
+  budget: {{max_trials: 2, max_accuracy_drop: 100}}
+  proxy: {{rounds: 3, window_s: 0.02, max_latency_ratio: 10}}
+output: {{dir: {tmp_path / "runs"}}}
+""")
+    search = open_search(path)
+    search.optimize()
+    assert search.finished_trials() == 2
+    summary = summarize(search.study, search.spec)
+    complete = [row for row in summary.rows if row.state == "complete"]
+    assert len(complete) == 2 and summary.sequence_length == 32 and "sequence 32" in summary.verdict
+    for row in complete:
+        report = json.loads((Path(row.run_dir) / "report.json").read_text())
+        stages = {stage["technique"]: stage for stage in report["stages"]}
+        heads = stages["prune"]["metrics"]
+        # The drawn shares, removed for real: 4 heads less 25% or 50%; an FFN of 64 less 0% or 50%.
+        assert heads["heads_after"] == round(4 * (1 - row.params["heads"]))
+        assert heads["ffn_after"] == round(64 * (1 - row.params["ffn"]))
+        assert ("depth" in stages) == (row.params["depth"] > 0)
+        # Measured and scored at one shape: batch 1, the longest benchmarked sequence, token inputs in the proxy.
+        assert {key for item in report["artifacts"] for key in item["latency"]} == {"1x32"}
+        assert row.outcome.sequence_length == 32 and row.outcome.anchor_energy_ratio is not None
+        assert row.proxy is not None and row.proxy["candidate_p50_ms"] > 0

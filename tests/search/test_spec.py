@@ -144,3 +144,38 @@ def test_a_worker_that_loses_the_race_to_create_the_storage_s_tables_tries_again
 
     with pytest.raises(sqlalchemy.exc.IntegrityError):  # not forever: the error comes through in the end
         _connected(always_refused, attempts=2)
+
+
+def test_a_transformer_s_space_draws_heads_and_ffn_and_a_cnn_s_refuses_them(tiny_recipe, write_recipe):
+    from greencompress.pipeline.recipe import Recipe, recipe_to_dict
+    from tests.models.test_huggingface import small_rows, tiny_bert, write_csv
+
+    with pytest.raises(RecipeError, match="search.space.heads: for transformers"):
+        load_recipe(search_recipe(tiny_recipe, "search:\n  space: {heads: [0, 0.5]}\n",
+                                  "  - prune: {ratio: 0.3}\n  - quantize: {calibration_samples: 12}"),
+                    schema=SearchRecipe)
+    folder = tiny_bert(tiny_recipe.parent / "bert")
+    base = f"""
+        name: b
+        model: {{source: huggingface, path: {folder}, task: text-classification}}
+        data: {{kind: text, path: {write_csv(tiny_recipe.parent / "t.csv", small_rows())}, eval_split: test,
+                calibration_split: train}}
+        stages:
+          - prune: {{ratio: 0.25}}
+          - quantize: {{method: dynamic}}
+        benchmark: {{sequence_lengths: [16, 64]}}
+        search:
+          space: %s
+    """
+    with pytest.raises(RecipeError, match="search.space.target_macs: not for a transformer"):
+        load_recipe(write_recipe(base % "{target_macs: {low: 0.3, high: 0.6}}"), schema=SearchRecipe)
+    with pytest.raises(RecipeError, match="search.space.heads: expected shares removed"):
+        load_recipe(write_recipe(base % "{heads: [0.5, 1.0]}"), schema=SearchRecipe)
+    recipe = load_recipe(write_recipe(base % "{heads: [0, 0.5], depth: [0, 1]}"), schema=SearchRecipe)
+    assert recipe.scored_sequence_length() == 64  # the longest benchmarked, unless objectives.sequence_length
+    trial = Recipe.model_validate(trial_recipe(recipe_to_dict(recipe), recipe.search, {"heads": 0.5, "depth": 1}, "t",
+                                               recipe.scored_sequence_length()))
+    depth, prune, _ = (stage.config for stage in trial.stages)
+    # Heads as drawn; the FFN keeps the share the base's ratio gave it.
+    assert (depth.remove, prune.encoder_ratios, prune.ratio) == (1, (0.5, 0.25), None)
+    assert (trial.benchmark.batch_sizes, trial.benchmark.sequence_lengths) == ([1], [64])
