@@ -30,7 +30,7 @@ from greencompress.measure.energy import select_meter
 from greencompress.measure.energy.carbon import carbon_settings
 from greencompress.measure.environment import environment
 from greencompress.measure.lock import measurement_lock
-from greencompress.models.data import DataSplits, batches, load_data
+from greencompress.models.data import DataSplits, batches, fixed_batch, load_data
 from greencompress.models.inputs import ModelInputs
 from greencompress.models.sources import LoadedModel, load_model
 from greencompress.pipeline.artifacts import (
@@ -157,6 +157,8 @@ class _Run:
         original = self._made(TorchModel(self.loaded.module), (), stage_key(
             "load", recipe.model.model_dump(mode="json"), self.loaded.provenance.get("sha256"),
             *([recipe.data.model_dump(mode="json"), recipe.seed] if self.head else [])))
+        if recipe.export.transformer_fusion == "auto" and self.fusion.fused:
+            self.fusion = self._measured_fusion(original.key)
         exports = self._exports(original, "model_fp32", "export")
         compressed = self._model_stages(original)
         if compressed is not None:
@@ -193,6 +195,30 @@ class _Run:
         return UntrainedLatency(self.inputs.image_shape, runtimes, list(recipe.benchmark.batch_sizes),
                                 recipe.benchmark.runner_settings, quantize, self.data.calibration, recipe.export.opset)
 
+    def _measured_fusion(self, model_key: str):
+        """`auto`: ONNX Runtime keeps the fused graph unless it is measured slower here (pipeline/fusion_check.py)."""
+        from greencompress.measure.environment import runtime_versions
+        from greencompress.pipeline.fusion_check import (
+            FusionCheck,
+            decide,
+            measure_fusion,
+        )
+        from greencompress.pipeline.proxy import cpu_identity
+
+        recipe = self.recipe
+        shape = (min(recipe.benchmark.batch_sizes), max(recipe.benchmark.sequence_lengths))
+        settings = recipe.benchmark.runner_settings
+        key = stage_key("fusion-check", model_key, asdict(self.inputs), recipe.export.model_dump(), cpu_identity(),
+                        runtime_versions().get("onnxruntime"), settings.threads, shape)
+        record = self.store.finished("fusion-check", key)
+        if record is None:
+            log.info("transformer fusion check: is the fused graph faster on this CPU?")
+            parity = list(batches(self.data.eval, recipe.data.batch_size, limit=recipe.export.parity_samples))
+            record = asdict(measure_fusion(self.loaded.module, self.inputs, recipe.export, parity,
+                                           fixed_batch(self.data.eval, *shape), settings, shape))
+            self.store.save("fusion-check", key, record, share=True)
+        return decide(self.fusion, FusionCheck(**record))
+
     def _export_checked(self, model, output: Path, fused: bool):
         recipe = self.recipe
         return export_with_parity(model, self.inputs, output, self.fusion.spec(recipe.export, fused),
@@ -208,11 +234,8 @@ class _Run:
             exported, parity = self._export(source, f"{stem}{twin}.onnx", stage + twin.replace("_", "-"), fused)
             made.append(exported)
             parities.append(parity)
-        if stage == "export":  # the report's export line: the first file's parity, and what fusion did
-            fusions = parities[-1].get("fusion")
-            if self.fusion.note and isinstance(fusions, dict):
-                fusions = f"{self.fusion.note}; fused: " + ", ".join(f"{n} {name}" for name, n in fusions.items())
-            self.parity = {**parities[0], "fusion": fusions or self.fusion.note}
+        if stage == "export":  # the report's export line: the first file's parity, what fused, and why so
+            self.parity = {**parities[0], "fusion": parities[-1].get("fusion"), "fusion_plan": self.fusion.note}
         return made
 
     def _export(self, source: Made, file_name: str, stage: str, fused: bool) -> tuple[Made, dict]:

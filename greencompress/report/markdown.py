@@ -523,13 +523,12 @@ def _percent(fraction: float) -> str:
 
 
 def _fusion_sentence(parity: dict) -> str:
-    """What ONNX Runtime's transformer optimizer did to the exported file (transformers only)."""
-    fusion = parity.get("fusion")
-    if not fusion:
-        return ""
-    if isinstance(fusion, str):
-        return f" Transformer fusions: {fusion}."
-    return " Transformer fusions: " + ", ".join(f"{count} {name}" for name, count in fusion.items()) + "."
+    """What ONNX Runtime's transformer optimizer did to the exported file, and why (transformers only)."""
+    fusion, plan = parity.get("fusion"), parity.get("fusion_plan")
+    if isinstance(fusion, dict):
+        fusion = ", ".join(f"{count} {name}" for name, count in fusion.items())
+    said = "; ".join(part for part in (fusion, plan) if part)
+    return f" Transformer fusions: {said}." if said else ""
 
 
 def embedding_agreement_line(report: RunReport) -> str | None:

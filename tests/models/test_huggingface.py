@@ -175,6 +175,7 @@ def test_bring_your_own_text_classifier_through_a_recipe(bert_folder, tmp_path, 
           - quantize: {{method: static, calibration_samples: 32}}
         benchmark: {{batch_sizes: [1], sequence_lengths: [16, 32], runtimes: [onnxruntime], windows: 2, max_windows: 2,
                      window_s: 0.05, warmup_iterations: 1, min_iterations: 2}}
+        export: {{transformer_fusion: true}}  # fused whatever this CPU's timing says (auto: the test below)
         energy: {{idle_s: 0.1}}
         output: {{dir: {tmp_path / "runs"}}}
     """))
@@ -426,10 +427,22 @@ def test_fusion_auto_fuses_for_onnx_runtime_and_keeps_a_portable_twin_for_openvi
     assert "no transformer fusions" in plan_fusion(ExportSpec(), ["onnxruntime"], unfusable).note
 
 
+def faked_fusion_check(monkeypatch, ratio: float):
+    """`auto`'s timing of fused against portable, replaced by a fixed answer (the test below times it for real)."""
+    from greencompress.pipeline import fusion_check
+
+    def measured(model, inputs, export_spec, parity_batches, feed, settings, shape):
+        return fusion_check.FusionCheck(ratio, ratio * 0.95, ratio * 1.05, 7, *shape)
+
+    monkeypatch.setattr(fusion_check, "measure_fusion", measured)
+
+
 @pytest.mark.slow
 def test_onnx_runtime_runs_fused_files_and_openvino_their_portable_twins_in_one_run(bert_folder, tmp_path,
-                                                                                   write_recipe):
+                                                                                   write_recipe, monkeypatch):
     from greencompress.pipeline import run
+
+    faked_fusion_check(monkeypatch, 0.8)
 
     recipe = load_recipe(write_recipe(f"""
         name: tiny-bert
@@ -456,8 +469,64 @@ def test_onnx_runtime_runs_fused_files_and_openvino_their_portable_twins_in_one_
     assert "com.microsoft" not in domains("model_fp32.onnx") and "com.microsoft" not in domains("model_int8.onnx")
     top1 = {result.artifact.name: result.accuracy.top1 for result in report.artifacts}
     assert top1["onnxruntime-fp32"] == top1["openvino-fp32"]  # the same model, two graphs of it
-    assert "ONNX Runtime runs a fused twin of each file, and openvino the portable graph" in report.export["parity"]["fusion"]
-    assert "Attention" in report.export["parity"]["fusion"]
+    assert "ONNX Runtime runs a fused twin of each file, and openvino the portable graph" in \
+        report.export["parity"]["fusion_plan"]
+    assert report.export["parity"]["fusion"]["Attention"] == 2
+    assert "measured: fused 0.80x [0.76, 0.84] the portable graph's p50 latency" in report.export["parity"]["fusion_plan"]
+
+
+def text_run(bert_folder, tmp_path, write_recipe, runtimes: str = "[onnxruntime]"):
+    from greencompress.pipeline import run
+
+    recipe = load_recipe(write_recipe(f"""
+        name: tiny-bert
+        model: {{source: huggingface, path: {bert_folder}, task: text-classification}}
+        data: {{kind: text, path: {write_csv(tmp_path / "texts.csv", small_rows())}, eval_split: test,
+                calibration_split: train, batch_size: 16}}
+        stages:
+          - quantize: {{method: dynamic}}
+        benchmark: {{batch_sizes: [1], sequence_lengths: [16], runtimes: {runtimes}, windows: 2,
+                     max_windows: 2, window_s: 0.05, warmup_iterations: 1, min_iterations: 2}}
+        energy: {{idle_s: 0}}
+    """))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(exist_ok=True)
+    return run(recipe, run_dir, shared_cache=tmp_path / "cache"), run_dir
+
+
+def fused_operators(path) -> bool:
+    return any(node.domain == "com.microsoft" for node in onnx.load(str(path)).graph.node)
+
+
+@pytest.mark.slow
+def test_fusion_auto_serves_the_portable_graph_where_the_fused_one_is_measured_slower(bert_folder, tmp_path,
+                                                                                     write_recipe, monkeypatch):
+    faked_fusion_check(monkeypatch, 1.3)
+    report, run_dir = text_run(bert_folder, tmp_path, write_recipe)
+    paths = {result.artifact.name: result.artifact.path.name for result in report.artifacts}
+    assert paths["onnxruntime-fp32"] == "model_fp32.onnx" and not list(run_dir.glob("*_fused.onnx"))
+    assert not fused_operators(run_dir / "model_fp32.onnx") and not fused_operators(run_dir / "model_int8.onnx")
+    assert report.export["parity"]["fusion_plan"].startswith("off: the fused graph is slower on this CPU: fused 1.30x")
+
+
+@pytest.mark.slow
+def test_fusion_auto_times_fused_against_portable_on_this_cpu_once_and_follows_what_it_measured(bert_folder, tmp_path,
+                                                                                               write_recipe):
+    report, run_dir = text_run(bert_folder, tmp_path, write_recipe)
+    check = json.loads((run_dir / "stages" / "fusion-check.json").read_text())["result"]
+    assert check["rounds"] == 7 and check["low"] <= check["ratio"] <= check["high"]
+    assert (check["batch_size"], check["sequence_length"]) == (1, 16)
+    # The file ONNX Runtime runs is fused exactly when the fused graph was not measured slower.
+    assert fused_operators(run_dir / "model_fp32.onnx") == (check["low"] <= 1.0)
+    assert f"fused {check['ratio']:.2f}x" in report.export["parity"]["fusion_plan"]
+    markdown = (run_dir / "report.md").read_text()
+    assert "the portable graph's p50 latency on ONNX Runtime here (batch 1, sequence 16, FP32, 7 paired rounds)" in markdown
+    # Again in a new run folder with the same cache: the measurement is reused, not repeated.
+    (tmp_path / "run2").mkdir()
+    from greencompress.pipeline import run
+
+    again = run(load_recipe(tmp_path / "recipe.yaml"), tmp_path / "run2", shared_cache=tmp_path / "cache")
+    assert again.export["parity"]["fusion_plan"] == report.export["parity"]["fusion_plan"]
 
 
 def test_sequence_length_above_the_model_maximum_stops_the_run(bert_folder, tmp_path, write_recipe):
