@@ -137,24 +137,19 @@ def load_huggingface(folder: Path, task: str, trust_remote_code: bool, trust_che
     head_suffix = "ForImageClassification" if images else "ForSequenceClassification"
     has_head = any(name.endswith(head_suffix) for name in config.architectures or ())
     try:
-        if images:
+        if task in ("image-classification", "text-classification"):
+            head = "image-classification" if images else "sequence-classification"
             if not has_head and num_classes is None:
-                raise ModelLoadError(f"model.task: {folder} has no image-classification head (architectures: "
-                                     f"{config.architectures}); set model.num_classes and add a finetune stage to train "
-                                     f"a new one")
+                raise ModelLoadError(f"model.task: {folder} has no {head} head (architectures: {config.architectures}); "
+                                     f"set model.num_classes and add a finetune stage to train a new one"
+                                     + ("" if images else ", or use task 'sentence-embedding'"))
             extra = {} if has_head else {"num_labels": num_classes}
-            network = transformers.AutoModelForImageClassification.from_pretrained(folder, **options, **extra)
-            module = ImageClassifier(network)
-            labels = _named_labels(network.config) if has_head else None
-        elif task == "text-classification":
-            if not has_head and num_classes is None:
-                raise ModelLoadError(f"model.task: {folder} has no sequence-classification head (architectures: "
-                                     f"{config.architectures}); set model.num_classes and add a finetune stage to train "
-                                     f"a new one, or use task 'sentence-embedding'")
-            extra = {} if has_head else {"num_labels": num_classes}
-            network = transformers.AutoModelForSequenceClassification.from_pretrained(folder, **options, **extra)
-            module = TextClassifier(network)
-            labels = tuple(network.config.id2label[i] for i in range(network.config.num_labels)) if has_head else None
+            auto, wrapper = ((transformers.AutoModelForImageClassification, ImageClassifier) if images
+                             else (transformers.AutoModelForSequenceClassification, TextClassifier))
+            network = auto.from_pretrained(folder, **options, **extra)
+            module = wrapper(network)
+            # Image classes are matched to the head's labels by name, which placeholders (LABEL_0, ...) do not give.
+            labels = None if not has_head else _named_labels(network.config) if images else _label_names(network.config)
         else:
             encoder = transformers.AutoModel.from_pretrained(folder, **options)
             pooling, normalize = _pooling(folder)
@@ -185,9 +180,14 @@ def load_huggingface(folder: Path, task: str, trust_remote_code: bool, trust_che
     return HuggingFaceModel(module.eval(), tokenizer, inputs, labels, provenance, preprocessing)
 
 
+def _label_names(config) -> tuple[str, ...]:
+    """The head's label names in logit order."""
+    return tuple(str(config.id2label[index]) for index in range(config.num_labels))
+
+
 def _named_labels(config) -> tuple[str, ...] | None:
-    """The head's label names in logit order; None when they are transformers' placeholders (LABEL_0, ...)."""
-    names = tuple(str(config.id2label[index]) for index in range(config.num_labels))
+    """The head's label names; None when they are transformers' placeholders (LABEL_0, ...)."""
+    names = _label_names(config)
     return None if all(name == f"LABEL_{index}" for index, name in enumerate(names)) else names
 
 

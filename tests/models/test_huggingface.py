@@ -437,44 +437,6 @@ def faked_fusion_check(monkeypatch, ratio: float):
     monkeypatch.setattr(fusion_check, "measure_fusion", measured)
 
 
-@pytest.mark.slow
-def test_onnx_runtime_runs_fused_files_and_openvino_their_portable_twins_in_one_run(bert_folder, tmp_path,
-                                                                                   write_recipe, monkeypatch):
-    from greencompress.pipeline import run
-
-    faked_fusion_check(monkeypatch, 0.8)
-
-    recipe = load_recipe(write_recipe(f"""
-        name: tiny-bert
-        model: {{source: huggingface, path: {bert_folder}, task: text-classification}}
-        data: {{kind: text, path: {write_csv(tmp_path / "texts.csv", small_rows())}, eval_split: test,
-                calibration_split: train, batch_size: 16}}
-        stages:
-          - quantize: {{method: dynamic}}
-        benchmark: {{batch_sizes: [1], sequence_lengths: [16], runtimes: [onnxruntime, openvino], windows: 2,
-                     max_windows: 2, window_s: 0.05, warmup_iterations: 1, min_iterations: 2}}
-        energy: {{idle_s: 0}}
-    """))
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    report = run(recipe, run_dir)
-    paths = {result.artifact.name: result.artifact.path.name for result in report.artifacts}
-    assert paths["onnxruntime-fp32"] == "model_fp32_fused.onnx" and paths["openvino-fp32"] == "model_fp32.onnx"
-    assert paths["onnxruntime-int8"] == "model_int8_fused.onnx" and paths["openvino-int8"] == "model_int8.onnx"
-
-    def domains(name):
-        return {node.domain for node in onnx.load(str(run_dir / name)).graph.node}
-
-    assert "com.microsoft" in domains("model_fp32_fused.onnx") and "com.microsoft" in domains("model_int8_fused.onnx")
-    assert "com.microsoft" not in domains("model_fp32.onnx") and "com.microsoft" not in domains("model_int8.onnx")
-    top1 = {result.artifact.name: result.accuracy.top1 for result in report.artifacts}
-    assert top1["onnxruntime-fp32"] == top1["openvino-fp32"]  # the same model, two graphs of it
-    assert "ONNX Runtime runs a fused twin of each file, and openvino the portable graph" in \
-        report.export["parity"]["fusion_plan"]
-    assert report.export["parity"]["fusion"]["Attention"] == 2
-    assert "measured: fused 0.80x [0.76, 0.84] the portable graph's p50 latency" in report.export["parity"]["fusion_plan"]
-
-
 def text_run(bert_folder, tmp_path, write_recipe, runtimes: str = "[onnxruntime]"):
     from greencompress.pipeline import run
 
@@ -496,6 +458,25 @@ def text_run(bert_folder, tmp_path, write_recipe, runtimes: str = "[onnxruntime]
 
 def fused_operators(path) -> bool:
     return any(node.domain == "com.microsoft" for node in onnx.load(str(path)).graph.node)
+
+
+@pytest.mark.slow
+def test_onnx_runtime_runs_fused_files_and_openvino_their_portable_twins_in_one_run(bert_folder, tmp_path,
+                                                                                   write_recipe, monkeypatch):
+    faked_fusion_check(monkeypatch, 0.8)
+    report, run_dir = text_run(bert_folder, tmp_path, write_recipe, "[onnxruntime, openvino]")
+    paths = {result.artifact.name: result.artifact.path.name for result in report.artifacts}
+    assert paths["onnxruntime-fp32"] == "model_fp32_fused.onnx" and paths["openvino-fp32"] == "model_fp32.onnx"
+    assert paths["onnxruntime-int8"] == "model_int8_fused.onnx" and paths["openvino-int8"] == "model_int8.onnx"
+
+    assert fused_operators(run_dir / "model_fp32_fused.onnx") and fused_operators(run_dir / "model_int8_fused.onnx")
+    assert not fused_operators(run_dir / "model_fp32.onnx") and not fused_operators(run_dir / "model_int8.onnx")
+    top1 = {result.artifact.name: result.accuracy.top1 for result in report.artifacts}
+    assert top1["onnxruntime-fp32"] == top1["openvino-fp32"]  # the same model, two graphs of it
+    assert "ONNX Runtime runs a fused twin of each file, and openvino the portable graph" in \
+        report.export["parity"]["fusion_plan"]
+    assert report.export["parity"]["fusion"]["Attention"] == 2
+    assert "measured: fused 0.80x [0.76, 0.84] the portable graph's p50 latency" in report.export["parity"]["fusion_plan"]
 
 
 @pytest.mark.slow
