@@ -465,14 +465,8 @@ class Prune(Technique):
                          f"MB; {metrics['note']}")
         return facts
 
-    def resolved(self, config: PruneConfig) -> dict:
-        settings = config.model_dump(mode="json")
-        if config.round_to == "auto":  # decided by timing on this CPU (the run adds where and at which batch sizes)
-            from greencompress.core.hardware import cpu_info
-
-            cpu = cpu_info()
-            settings["round_to_cpu"] = {"model": cpu.model, "flags": sorted(cpu.flags)}
-        return settings
+    def uses_latency_check(self, config: PruneConfig) -> bool:
+        return config.round_to == "auto"  # the rounding is chosen by timing where the run serves
 
     def shown_settings(self, settings: dict) -> dict:
         # Settings that do not apply to the method (or that target_macs replaces) are left out.

@@ -106,6 +106,10 @@ class LatencyCheck(Protocol):
 
     def __call__(self, candidate: nn.Module, baseline: nn.Module) -> list[dict]: ...
 
+    def identity(self) -> dict:
+        """Everything its answers depend on (CPU, runtimes and versions, batch sizes, threads, precision): a stage
+        that consults it holds this in its cache key."""
+
 
 @dataclass(frozen=True)
 class StageContext:
@@ -167,6 +171,10 @@ class Technique(ABC):
     def resolved(self, config: BaseModel) -> dict:
         """The settings as this machine will apply them (`auto` decided): what a cache key must hold."""
         return config.model_dump(mode="json")
+
+    def uses_latency_check(self, config: BaseModel) -> bool:
+        """Whether `apply` decides by timing (StageContext.latency_check): its key then holds the check's identity."""
+        return False
 
 
 TECHNIQUES: Registry[Technique] = Registry("technique", "greencompress.techniques", lambda entry: entry.name)

@@ -255,9 +255,8 @@ class _Run:
             name, output = f"{index}-{stage.technique}", f"model_{index}_{stage.technique}.pt"
             # Training on N processes shuffles differently from one: the process count is part of the key.
             resolved = stage.method.resolved(stage.config)
-            if resolved.get("round_to") == "auto":  # measured where the run serves: those places decide it too
-                resolved["timed_on"] = {"runtimes": recipe.benchmark.runtimes, "batch_sizes": recipe.benchmark.batch_sizes,
-                                        "threads": recipe.benchmark.threads}
+            if stage.method.uses_latency_check(stage.config) and (check := self._latency_check()) is not None:
+                resolved["latency_check"] = check.identity()  # what the timing depends on decides the stage too
             key = stage_key(name, key, resolved, recipe.data.model_dump(mode="json"), recipe.seed,
                             distributed.world_size())
             record = self.store.finished(name, key, files=(output,))

@@ -190,6 +190,14 @@ class UntrainedLatency:
         self.quantize, self.calibration, self.opset, self.rounds, self.window_s = (quantize, calibration, opset, rounds,
                                                                                    window_s)
 
+    def identity(self) -> dict:
+        from greencompress.measure.environment import runtime_versions
+
+        versions = runtime_versions()
+        return {"cpu": cpu_identity(), "runtimes": {name: versions.get(name, "unknown") for name in self.runtimes},
+                "batch_sizes": list(self.batch_sizes), "threads": self.settings.threads,
+                "precision": "int8" if self.quantize is not None else "fp32"}
+
     def __call__(self, candidate: nn.Module, baseline: nn.Module) -> list[dict]:
         measured = []
         for runtime in self.runtimes:

@@ -196,3 +196,45 @@ def test_structure_settings_are_checked_against_the_model(bert, tmp_path, write_
                                              "importance: activation}}, {finetune: {}}, {quantize: {}}]"))
     assert [stage.technique for stage in recipe.stages] == ["depth", "prune", "finetune", "quantize"]
     assert recipe.stages[1].config.encoder_ratios == (0.25, 0.5)
+
+
+@pytest.mark.parametrize("family", ["distilbert", "roberta", "electra", "vit"])
+def test_every_known_family_loses_a_silent_head_and_neuron_without_any_output_changing(family):
+    """The layouts encoder_layout.py names, each built from a config: a head and an FFN neuron whose output
+    projection weights are zero add nothing, so removing them (smaller matrices) leaves every logit as it was."""
+    import transformers
+
+    configs = {
+        "distilbert": (transformers.DistilBertConfig(vocab_size=120, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                                                     max_position_embeddings=32),
+                       transformers.DistilBertForSequenceClassification),
+        "roberta": (transformers.RobertaConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                               intermediate_size=64, max_position_embeddings=40),
+                    transformers.RobertaForSequenceClassification),
+        "electra": (transformers.ElectraConfig(vocab_size=120, embedding_size=32, hidden_size=32, num_hidden_layers=2,
+                                               num_attention_heads=4, intermediate_size=64, max_position_embeddings=40),
+                    transformers.ElectraForSequenceClassification),
+        "vit": (transformers.ViTConfig(image_size=16, patch_size=8, hidden_size=32, num_hidden_layers=2,
+                                       num_attention_heads=4, intermediate_size=64),
+                transformers.ViTForImageClassification),
+    }
+    config, cls = configs[family]
+    config._attn_implementation = "eager"
+    torch.manual_seed(0)
+    model = cls(config).eval()
+    if family == "vit":
+        inputs = {"pixel_values": torch.randn(3, 3, 16, 16)}
+    else:
+        inputs = {"input_ids": torch.randint(5, 120, (3, 12)), "attention_mask": torch.ones(3, 12, dtype=torch.int64)}
+    layers = encoder_layers(model)
+    with torch.no_grad():
+        for parts in layers:
+            size = parts.head_size
+            parts.attention_output.weight[:, size:2 * size] = 0  # head 1 adds nothing
+            parts.ffn_out.weight[:, 5] = 0  # neither does neuron 5
+        before = model(**inputs).logits
+        remove_heads(model, {index: [1] for index in range(len(layers))})
+        remove_ffn_neurons(model, {index: [5] for index in range(len(layers))})
+        after = model(**inputs).logits
+    assert [(parts.heads, parts.ffn_width) for parts in encoder_layers(model)] == [(3, 63)] * len(layers)
+    assert torch.allclose(before, after, atol=1e-5)

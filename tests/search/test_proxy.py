@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from torch import nn
@@ -97,3 +99,21 @@ def test_the_proxy_times_a_shallower_model_and_keys_it_apart_from_the_whole_one(
     result = proxy.measure(shallow)
     # 12 of 19 convolutions' work remain: the untrained shallower model is timed faster, pairwise.
     assert result.ratio < 0.9 and result.rounds == 5 and not result.cached
+
+
+def test_a_stage_that_times_holds_what_the_timing_depends_on_in_its_key():
+    from greencompress.compress.prune import Prune, PruneConfig
+    from greencompress.compress.quantize import QuantizeConfig
+    from greencompress.pipeline.proxy import UntrainedLatency, cpu_identity
+
+    def check(batch_sizes=(1, 32), threads=1, quantize=None):
+        return UntrainedLatency((3, 8, 8), ["onnxruntime"], list(batch_sizes), RunnerSettings(threads=threads), quantize,
+                                None, 18)
+
+    identity = check().identity()
+    assert identity["cpu"] == cpu_identity() and set(identity["runtimes"]) == {"onnxruntime"}
+    assert identity["runtimes"]["onnxruntime"] != "unknown" and identity["precision"] == "fp32"
+    assert len({json.dumps(c.identity(), sort_keys=True) for c in (
+        check(), check(batch_sizes=(1,)), check(threads=2), check(quantize=QuantizeConfig()))}) == 4
+    assert Prune().uses_latency_check(PruneConfig(ratio=0.4, round_to="auto"))
+    assert not Prune().uses_latency_check(PruneConfig(ratio=0.4, round_to=8))
