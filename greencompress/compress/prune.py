@@ -363,14 +363,16 @@ def zipped_state_bytes(model: nn.Module) -> int:
 ENCODER_SCORING_SAMPLES = 128
 
 
-def pruned_encoder(model: nn.Module, config: PruneConfig, calibration_batches, seed: int) -> nn.Module:
-    """A copy of a transformer without the heads and FFN neurons `config` removes (what the stage makes, untrained)."""
+def pruned_encoder(model: nn.Module, config: PruneConfig, calibration, batch_size: int, seed: int):
+    """A copy of a transformer without the heads and FFN neurons `config` removes, scored on the first samples of the
+    `calibration` dataset; returns the copy and what was removed (encoder_prune.EncoderPruning)."""
     from greencompress.compress.encoder_prune import prune_encoder
+    from greencompress.models.data import batches
 
     model = copy.deepcopy(model).eval()
     heads, ffn = config.encoder_ratios
-    prune_encoder(model, heads, ffn, config.importance, calibration_batches, config.round_to, seed)
-    return model
+    scoring = batches(calibration, batch_size, limit=ENCODER_SCORING_SAMPLES)
+    return model, prune_encoder(model, heads, ffn, config.importance, scoring, config.round_to, seed)
 
 
 class Prune(Technique):
@@ -413,14 +415,10 @@ class Prune(Technique):
 
     @staticmethod
     def _prune_encoder(config: PruneConfig, source: TorchModel, context: StageContext) -> StageOutput:
-        from greencompress.compress.encoder_prune import prune_encoder
-        from greencompress.models.data import batches
-
-        model = copy.deepcopy(source.module).eval()
+        before = sum(p.numel() for p in source.module.parameters())
+        model, result = pruned_encoder(source.module, config, context.data.calibration, context.batch_size,
+                                       context.seed)
         heads, ffn = config.encoder_ratios
-        calibration = batches(context.data.calibration, context.batch_size, limit=ENCODER_SCORING_SAMPLES)
-        before = sum(p.numel() for p in model.parameters())
-        result = prune_encoder(model, heads, ffn, config.importance, calibration, config.round_to, context.seed)
         settings = config.model_dump(mode="json")
         settings.update(heads=heads, ffn=ffn)
         return StageOutput(settings, {

@@ -62,6 +62,7 @@ from greencompress.runtimes.export import (
     export_with_parity,
     exporter_of,
     plan_fusion,
+    with_fusion,
 )
 from greencompress.runtimes.pytorch import TorchRunner, set_threads
 
@@ -221,7 +222,7 @@ class _Run:
 
     def _export_checked(self, model, output: Path, fused: bool):
         recipe = self.recipe
-        return export_with_parity(model, self.inputs, output, self.fusion.spec(recipe.export, fused),
+        return export_with_parity(model, self.inputs, output, with_fusion(recipe.export, fused),
                                   batches(self.data.eval, recipe.data.batch_size, limit=recipe.export.parity_samples),
                                   recipe.benchmark.threads)
 
@@ -239,7 +240,7 @@ class _Run:
         return made
 
     def _export(self, source: Made, file_name: str, stage: str, fused: bool) -> tuple[Made, dict]:
-        spec = self.fusion.spec(self.recipe.export, fused)
+        spec = with_fusion(self.recipe.export, fused)
         key = stage_key(stage, source.key, asdict(self.inputs), spec.model_dump())
         record = self.store.finished(stage, key, files=(file_name,))
         if record is None:

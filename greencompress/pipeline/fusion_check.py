@@ -17,7 +17,7 @@ from pathlib import Path
 from greencompress.measure.latency import shape_words
 from greencompress.measure.lock import measurement_lock
 from greencompress.pipeline.proxy import time_pair
-from greencompress.runtimes.export import FusionPlan, export_with_parity
+from greencompress.runtimes.export import FusionPlan, export_with_parity, with_fusion
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ def measure_fusion(model, inputs, export_spec, parity_batches, feed, settings, s
         paths = {}
         for fused in (True, False):
             paths[fused] = Path(scratch) / f"{'fused' if fused else 'portable'}.onnx"
-            export_with_parity(model, inputs, paths[fused], export_spec.model_copy(update={"transformer_fusion": fused}),
-                               parity_batches, settings.threads)
+            export_with_parity(model, inputs, paths[fused], with_fusion(export_spec, fused), parity_batches,
+                               settings.threads)
         runtime = RUNTIMES.get("onnxruntime")
         fused_runner, portable_runner = (runtime.runner(paths[fused], settings) for fused in (True, False))
         with measurement_lock("transformer fusion check"):

@@ -78,8 +78,10 @@ class FusionPlan:
     fused: bool
     note: str | None = None
 
-    def spec(self, base: ExportSpec, fused: bool) -> ExportSpec:
-        return base.model_copy(update={"transformer_fusion": fused})
+
+def with_fusion(spec: ExportSpec, fused: bool) -> ExportSpec:
+    """`spec` deciding one export: fused (ONNX Runtime's operators) or portable."""
+    return spec.model_copy(update={"transformer_fusion": fused})
 
 
 def plan_fusion(spec: ExportSpec, runtimes: list[str], inputs: ModelInputs | tuple[int, ...]) -> FusionPlan:

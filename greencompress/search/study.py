@@ -266,8 +266,7 @@ class Search:
                 pruned = shallower(pruned, context.inputs, depth,
                                    list(batches(context.data.calibration, batch_size, limit=depth.samples)))
             if prune is not None and context.inputs.encoder:  # heads and FFN neurons, as the stage removes them
-                pruned = pruned_encoder(pruned, prune, batches(context.data.calibration, batch_size, limit=128),
-                                        trial_recipe_obj.seed)
+                pruned, _ = pruned_encoder(pruned, prune, context.data.calibration, batch_size, trial_recipe_obj.seed)
             elif prune is not None:
                 pruned = prune_structured(pruned, context.inputs, prune,
                                           batches(context.data.calibration, batch_size)).model
