@@ -55,6 +55,7 @@ from greencompress.measure.energy import EnergySpec, select_meter  # noqa: E402
 from greencompress.measure.environment import environment
 from greencompress.measure.floor import floor_ratio_text, peak_mac_rate  # noqa: E402
 from greencompress.runtimes.export import export_onnx  # noqa: E402
+from greencompress.models.inputs import ModelInputs  # noqa: E402
 from greencompress.runtimes.onnxruntime_cpu import OnnxRuntimeRunner
 from greencompress.runtimes.openvino_cpu import OpenVinoRunner
 from greencompress.runtimes.pytorch import TorchRunner, set_threads
@@ -118,7 +119,7 @@ def build_variants(model_name: str, settings: Settings, scratch: Path) -> tuple[
             missing.append(Unavailable(name, f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"))
             print(f"  {name} unavailable: {missing[-1].reason}", file=sys.stderr)
 
-    fp32_onnx = export_onnx(model, INPUT_SHAPE, scratch / "fp32.onnx", 18)
+    fp32_onnx = export_onnx(model, ModelInputs.image(INPUT_SHAPE), scratch / "fp32.onnx", 18)
     state_bytes = _torch_bytes(model)
     step("torch-fp32", lambda: [Variant("torch-fp32", "torch", "fp32", TorchRunner(model), state_bytes, macs)])
     step("ort-fp32", lambda: [Variant("ort-fp32", "onnxruntime", "fp32", OnnxRuntimeRunner(fp32_onnx, threads),
@@ -141,8 +142,8 @@ def build_variants(model_name: str, settings: Settings, scratch: Path) -> tuple[
     step("gc-int8", lambda: greencompress_int8(fp32_onnx, "gc", macs, "gc-int8"))
 
     def pruned() -> list[Variant]:
-        result = prune_structured(model, INPUT_SHAPE, PruneConfig(ratio=0.5, round_to=8), calibration_batches=None)
-        path = export_onnx(result.model, INPUT_SHAPE, scratch / "pruned_fp32.onnx", 18)
+        result = prune_structured(model, ModelInputs.image(INPUT_SHAPE), PruneConfig(ratio=0.5, round_to=8), calibration_batches=None)
+        path = export_onnx(result.model, ModelInputs.image(INPUT_SHAPE), scratch / "pruned_fp32.onnx", 18)
         variants = greencompress_int8(path, "pruned", result.macs_after, "gc-pruned-int8")
         for variant in variants:
             variant.note = "latency only: accuracy after fine-tuning comes from the recipe runs"

@@ -50,8 +50,8 @@ from greencompress.measure.benchmark import (  # noqa: E402
 )
 from greencompress.measure.energy import EnergySpec, select_meter  # noqa: E402
 from greencompress.measure.stats import paired_ratio_interval  # noqa: E402
-from greencompress.models.data import batches, fixed_batch, load_data  # noqa: E402
-from greencompress.models.sources import load_model  # noqa: E402
+from greencompress.models.data import batches, fixed_batch  # noqa: E402
+from greencompress.pipeline.prepare import prepare  # noqa: E402
 from greencompress.pipeline.recipe import load_recipe  # noqa: E402
 from greencompress.runtimes.export import export_onnx  # noqa: E402
 from greencompress.runtimes.onnxruntime_cpu import OnnxRuntimeRunner  # noqa: E402
@@ -86,9 +86,8 @@ class EmbeddingsToLogits:
 
 def build(threads: int, scratch: Path) -> tuple[list[Variant], dict[str, str], object]:
     recipe = load_recipe(RECIPE)
-    loaded = load_model(recipe.model)
-    data = load_data(recipe.data, recipe.seed, loaded.tokenization())
-    loaded.fit_head(data, recipe.data.batch_size)
+    prepared = prepare(recipe)  # the model, its text data and its fitted centroids, as a run prepares them
+    loaded, data = prepared.loaded, prepared.data
     model, folder = loaded.module, Path(loaded.provenance["folder"])
     centroids = model.centroids.numpy()
     variants, missing = [], {}

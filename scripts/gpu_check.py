@@ -40,6 +40,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from greencompress.models.inputs import ModelInputs  # noqa: E402
 from greencompress.measure.stats import mean_interval, paired_ratio_interval  # noqa: E402
 
 BATCH_SIZES = (32, 256, 1)  # in this order: what the time budget leaves out is batch 1 first
@@ -272,7 +273,7 @@ def check_onnxruntime_gpu(work: Path) -> dict:
     if reason := provider_unavailable("CUDAExecutionProvider"):
         return {**result, "skipped": reason}
     model = torchvision.models.get_model("resnet18", weights=None, num_classes=10).eval()
-    fp32 = export_onnx(model, (3, 64, 64), work / "resnet18.onnx", 18)
+    fp32 = export_onnx(model, ModelInputs.image((3, 64, 64)), work / "resnet18.onnx", 18)
     inputs = np.random.default_rng(0).standard_normal((32, 3, 64, 64), dtype=np.float32)
     runners = {precision: OnnxRuntimeGpuRunner(fp32, RunnerSettings(1, precision=precision), "CUDAExecutionProvider")
                for precision in ("fp32", "fp16")}

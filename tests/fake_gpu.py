@@ -152,7 +152,7 @@ def pretend_a_gpu(monkeypatch, name: str = "NVIDIA H100 80GB HBM3", bf16: bool =
     import greencompress.runtimes.pytorch_cuda as gpu_runtime
     from greencompress import bench
     from greencompress.measure.energy import nvml
-    from greencompress.pipeline import execute as pipeline
+    from greencompress.pipeline import prepare as pipeline
     from greencompress.runtimes import device
 
     monkeypatch.setattr(nvml, "MIN_COUNTER_WINDOW_S", 0.1)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from torch import nn
 
+from greencompress.models.inputs import ModelInputs
 from greencompress.compress.technique import TorchModel
 from greencompress.core.hardware import CpuInfo, physical_cores_allowed
 from greencompress.measure.benchmark import BenchmarkSpec
@@ -83,7 +84,7 @@ def test_bf16_runs_and_stays_close_to_fp32_where_the_cpu_has_it(tmp_path):
         pytest.skip("this CPU has no bf16 unit: bf16 artifacts are not made here (the test above checks that)")
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
-    export_onnx(model, (3, 16, 16), tmp_path / "m.onnx", 18)
+    export_onnx(model, ModelInputs.image((3, 16, 16)), tmp_path / "m.onnx", 18)
     inputs = np.random.default_rng(0).standard_normal((4, 3, 16, 16), dtype=np.float32)
     for runtime, source in (("openvino", tmp_path / "m.onnx"), ("torch", model)):
         spec = RUNTIMES.get(runtime)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import greencompress
+from greencompress.models.inputs import ModelInputs
 from greencompress.bench import bench
 from greencompress.measure.benchmark import BenchmarkSpec
 from greencompress.measure.energy import EnergySpec
@@ -33,7 +34,7 @@ def test_measure_any_block_of_code():
 def test_bench_an_onnx_file_with_a_dynamic_batch(tmp_path):
     torch.manual_seed(0)
     model = resolve_callable(f"{RECIPES / 'models' / 'cifar_resnet.py'}:resnet20")().eval()
-    path = export_onnx(model, (3, 32, 32), tmp_path / "resnet20.onnx", opset=18)
+    path = export_onnx(model, ModelInputs.image((3, 32, 32)), tmp_path / "resnet20.onnx", opset=18)
     spec = BenchmarkSpec(batch_sizes=[1, 4], window_s=0.1, windows=2, max_windows=2, warmup_iterations=2, threads=1)
     result = bench(str(path), input_size=32, benchmark=spec, energy=EnergySpec(meter="estimate", idle_s=0))
     assert result.runtime == "onnxruntime" and result.input_shape == (3, 32, 32)
@@ -48,7 +49,7 @@ def test_bench_runs_the_same_onnx_file_on_openvino(tmp_path):
     pytest.importorskip("openvino")
     torch.manual_seed(0)
     model = resolve_callable(f"{RECIPES / 'models' / 'cifar_resnet.py'}:resnet20")().eval()
-    path = export_onnx(model, (3, 32, 32), tmp_path / "resnet20.onnx", opset=18)
+    path = export_onnx(model, ModelInputs.image((3, 32, 32)), tmp_path / "resnet20.onnx", opset=18)
     spec = BenchmarkSpec(batch_sizes=[1, 4], window_s=0.1, windows=2, max_windows=2, warmup_iterations=2, threads=1)
     result = bench(str(path), input_size=32, benchmark=spec, energy=EnergySpec(meter="estimate", idle_s=0),
                    runtime="openvino")
@@ -62,7 +63,7 @@ def test_bench_measures_every_installed_runtime_side_by_side_unless_one_is_named
 
     torch.manual_seed(0)
     model = resolve_callable(f"{RECIPES / 'models' / 'cifar_resnet.py'}:resnet20")().eval()
-    path = export_onnx(model, (3, 32, 32), tmp_path / "resnet20.onnx", opset=18)
+    path = export_onnx(model, ModelInputs.image((3, 32, 32)), tmp_path / "resnet20.onnx", opset=18)
     spec = BenchmarkSpec(batch_sizes=[2], window_s=0.05, windows=2, max_windows=2, warmup_iterations=1, threads=1)
     result = bench(str(path), input_size=32, benchmark=spec, energy=EnergySpec(meter="estimate", idle_s=0))
     installed = [s.name for s in RUNTIMES if s.runs == "onnx" and s.in_auto and s.unavailable() is None]

@@ -9,6 +9,7 @@ import onnx
 import pytest
 import torch
 
+from greencompress.models.inputs import ModelInputs
 from greencompress.measure.benchmark import BenchmarkSpec
 from greencompress.measure.latency import run_window
 from greencompress.models.sources import resolve_callable
@@ -23,7 +24,7 @@ def test_fp16_export_halves_the_weights_keeps_fp32_io_and_predicts_like_fp32(tmp
 
     torch.manual_seed(0)
     model = resolve_callable(f"{RECIPES / 'models' / 'cifar_resnet.py'}:resnet20")().eval()
-    fp32 = export_onnx(model, (3, 32, 32), tmp_path / "model.onnx", opset=18)
+    fp32 = export_onnx(model, ModelInputs.image((3, 32, 32)), tmp_path / "model.onnx", opset=18)
     fp16 = convert_to_fp16(fp32, tmp_path / "model.fp16.onnx")
     graph = onnx.load(str(fp16)).graph
     weights = [init for init in graph.initializer if len(init.dims) == 4]

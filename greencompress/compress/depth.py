@@ -35,7 +35,7 @@ from greencompress.compress.technique import (
 from greencompress.core.config import Section
 from greencompress.core.errors import GreencompressError
 from greencompress.models.encoder_layout import layer_list
-from greencompress.models.inputs import ModelInputs, as_model_inputs
+from greencompress.models.inputs import ModelInputs
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +123,11 @@ def _input_output_change(model: nn.Module, calibration: list, candidates: list, 
     return {key: total / max(count, 1) for key, (total, count) in totals.items()}
 
 
-def choose_removals(model: nn.Module, inputs: ModelInputs | tuple[int, ...], calibration: list, count: int,
+def choose_removals(model: nn.Module, inputs: ModelInputs, calibration: list, count: int,
                     importance: str) -> tuple[list, dict]:
     """The `count` layers (indices) or blocks (names) to remove, and the importance measured for each candidate."""
-    inputs = as_model_inputs(inputs)
     model.eval()
-    is_encoder = inputs.encoder
+    is_encoder = inputs.structure == "encoder"
     candidates = (list(range(len(layer_list(model)[2]))) if is_encoder
                   else block_candidates(model, inputs))
     if count > len(candidates) - (1 if is_encoder else 0):
@@ -158,11 +157,11 @@ def _remove(model: nn.Module, chosen: list, is_encoder: bool) -> list:
     return encoder_surgery.remove_layers(model, chosen) if is_encoder else remove_blocks(model, chosen)
 
 
-def shallower(model: nn.Module, inputs: ModelInputs | tuple[int, ...], config: DepthConfig, calibration: list) -> nn.Module:
+def shallower(model: nn.Module, inputs: ModelInputs, config: DepthConfig, calibration: list) -> nn.Module:
     """A copy of `model` without the `config.remove` least important layers or blocks (what the stage makes)."""
-    model, inputs = copy.deepcopy(model).eval(), as_model_inputs(inputs)
+    model = copy.deepcopy(model).eval()
     chosen, _ = choose_removals(model, inputs, calibration, config.remove, config.importance)
-    _remove(model, chosen, inputs.encoder)
+    _remove(model, chosen, inputs.structure == "encoder")
     return model
 
 
@@ -174,21 +173,28 @@ class Depth(Technique):
     def apply(self, config: DepthConfig, source: TorchModel, context: StageContext) -> StageOutput:
         from greencompress.models.data import batches
 
-        model, inputs = copy.deepcopy(source.module).eval(), context.input_shape
+        model, inputs = copy.deepcopy(source.module).eval(), context.inputs
+        is_encoder = inputs.structure == "encoder"
         calibration = list(batches(context.data.calibration, context.batch_size, limit=config.samples))
         if not calibration:
             raise GreencompressError("stages.depth: the calibration split is empty; importance needs data")
-        before = len(layer_list(model)[2]) if inputs.encoder else len(block_candidates(model, inputs))
+        before = len(layer_list(model)[2]) if is_encoder else len(block_candidates(model, inputs))
         chosen, measured = choose_removals(model, inputs, calibration, config.remove, config.importance)
-        record = _remove(model, chosen, inputs.encoder)
+        record = _remove(model, chosen, is_encoder)
         with torch.no_grad():
             model(*inputs.example(1))  # a broken model must never leave this stage
-        removed = [f"layer {index}" for index in sorted(chosen)] if inputs.encoder else sorted(chosen)
+        removed = [f"layer {index}" for index in sorted(chosen)] if is_encoder else sorted(chosen)
         log.info("depth: removed %s (%d -> %d)", ", ".join(removed), before, before - len(chosen))
         return StageOutput(config.model_dump(mode="json"), {
             "removed": removed, "before": before, "after": before - len(chosen), "importance": measured,
-            "what": "encoder layers" if inputs.encoder else "residual blocks",
+            "what": "encoder layers" if is_encoder else "residual blocks",
         }, model=TorchModel(model, (*source.pruning_history, record)))
+
+    def untrained(self, config: DepthConfig, model: nn.Module, inputs: ModelInputs, calibration, batch_size: int,
+                  seed: int) -> nn.Module:
+        from greencompress.models.data import batches
+
+        return shallower(model, inputs, config, list(batches(calibration, batch_size, limit=config.samples)))
 
     def describe(self, settings: dict, metrics: dict) -> list[str]:
         if "removed" not in metrics:

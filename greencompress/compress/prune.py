@@ -21,6 +21,7 @@ from torch import nn
 
 from greencompress.compress.finetune import FinetuneConfig
 from greencompress.compress.technique import (
+    NotForThisModel,
     StageContext,
     StageOutput,
     Technique,
@@ -29,7 +30,7 @@ from greencompress.compress.technique import (
 from greencompress.core.config import Section
 from greencompress.core.errors import GreencompressError
 from greencompress.core.logs import log_folded
-from greencompress.models.inputs import ModelInputs, as_model_inputs
+from greencompress.models.inputs import ModelInputs
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +150,7 @@ def unsafe_channel_layers(model: nn.Module, example: torch.Tensor, candidates: l
     return unsafe
 
 
-def prune_structured(model: nn.Module, input_shape: ModelInputs | tuple[int, ...], config, calibration_batches,
+def prune_structured(model: nn.Module, inputs: ModelInputs, config, calibration_batches,
                      train_between: TrainBetween | None = None, untouched: dict[str, str] | None = None
                      ) -> StructuredResult:
     """Remove channels: `config.ratio` (default 0.5) of each prunable layer, or as many as `config.target_macs` asks.
@@ -164,8 +165,8 @@ def prune_structured(model: nn.Module, input_shape: ModelInputs | tuple[int, ...
     if config.round_to == "auto":
         raise ValueError("prune_structured: round_to 'auto' is decided by choose_round_to first")
     model = copy.deepcopy(model).eval()
-    # Channel pruning works on image models (a recipe refuses it for transformers): one image, zeros.
-    example = as_model_inputs(input_shape).example(1)[0]
+    # Channel pruning works on image models (Prune.check refuses it for encoders): one image, zeros.
+    example = inputs.example(1)[0]
     modules = dict(model.named_modules())
     linears = [name for name, module in modules.items() if isinstance(module, nn.Linear)]
     # The final classifier's outputs are the classes: never pruned, whatever else `ignore` lists.
@@ -213,7 +214,7 @@ def prune_structured(model: nn.Module, input_shape: ModelInputs | tuple[int, ...
 ROUND_TO_CHOICES = (1, 4, 8, 16, 32)
 
 
-def choose_round_to(model: nn.Module, input_shape, config: PruneConfig, calibration, latency_check,
+def choose_round_to(model: nn.Module, inputs: ModelInputs, config: PruneConfig, calibration, latency_check,
                     choices: tuple[int, ...] = ROUND_TO_CHOICES) -> dict:
     """`round_to: auto`: prune an untrained copy at each rounding, time it against `model` where the run serves it,
     and take the rounding whose slowest case (runtime x batch size) is fastest; ties on that go to finer rounding.
@@ -229,7 +230,7 @@ def choose_round_to(model: nn.Module, input_shape, config: PruneConfig, calibrat
     for round_to in choices:
         trial = config.model_copy(update={"round_to": None if round_to == 1 else round_to})
         try:
-            result = prune_structured(model, input_shape, trial, calibration(), untouched=untouched)
+            result = prune_structured(model, inputs, trial, calibration(), untouched=untouched)
             pruned, untouched = result.model, result.untouched_layers
         except GreencompressError as error:  # e.g. a MACs target this rounding cannot reach
             log.info("prune: round_to %d: %s", round_to, error)
@@ -392,29 +393,43 @@ class Prune(Technique):
                 "zipped_bytes_before": result.zipped_bytes_before, "zipped_bytes_after": result.zipped_bytes_after,
                 "note": "zeros are not skipped by dense runtimes: expect a smaller compressed file, not lower latency",
             }, model=TorchModel(result.model, source.pruning_history))
+        return _STRUCTURED[context.inputs.structure](config, source, context, train_between)
+
+    def untrained(self, config: PruneConfig, model: nn.Module, inputs: ModelInputs, calibration, batch_size: int,
+                  seed: int) -> nn.Module | None:
         from greencompress.models.data import batches
 
-        if context.input_shape.encoder:
-            return self._prune_encoder(config, source, context)
-        def calibration():
-            return batches(context.data.calibration, context.batch_size, limit=context.batch_size)
+        if config.method != "structured":
+            return None  # zeros: the same dense structure
+        if inputs.structure == "encoder":  # heads and FFN neurons, as the stage removes them
+            return pruned_encoder(model, config, calibration, batch_size, seed)[0]
+        return prune_structured(model, inputs, config, batches(calibration, batch_size)).model
 
-        rounding = {}
-        if config.round_to == "auto":
-            rounding = choose_round_to(source.module, context.input_shape, config, calibration, context.latency_check)
-            config = config.model_copy(update={"round_to": rounding["round_to"]})
-        result = prune_structured(source.module, context.input_shape, config, calibration(), train_between)
-        settings = config.model_dump(mode="json")
-        if rounding:
-            settings["round_to"] = f"auto ({rounding['round_to'] or 1})"
-        return StageOutput(settings, {
-            "ratio": result.ratio, "macs_before": result.macs_before, "macs_after": result.macs_after,
-            "params_before": result.params_before, "params_after": result.params_after,
-            "untouched_layers": result.untouched_layers, **({"round_to_auto": rounding} if rounding else {}),
-        }, model=TorchModel(result.model, (*source.pruning_history, *result.pruning_history)))
+    def check(self, config: PruneConfig, structure: str) -> None:
+        if config.method != "structured":
+            return
+        if structure == "channels":
+            if (config.heads, config.ffn) != (None, None):
+                field = "heads" if config.heads is not None else "ffn"
+                raise NotForThisModel(field, "heads and ffn remove a transformer encoder's attention heads and FFN "
+                                             "neurons; a CNN's structured pruning takes ratio or target_macs")
+            if config.importance == "activation":
+                raise NotForThisModel("importance", "activation scores a transformer's heads and FFN neurons; for "
+                                                    "a CNN's channels use l1, l2, bn_scale, taylor or random")
+            return
+        channel_only = {"round_to": config.round_to == "auto", "target_macs": config.target_macs is not None,
+                        "global_pruning": config.global_pruning, "ignore": bool(config.ignore),
+                        "iterative_steps": config.iterative_steps > 1,
+                        "importance": config.importance in ("bn_scale", "taylor")}
+        wrong = [key for key, used in channel_only.items() if used]
+        if wrong:
+            raise NotForThisModel(wrong[0], "not for a transformer, whose structured pruning removes heads and FFN "
+                                            "neurons (settings: ratio or heads/ffn, importance l1, l2, activation or "
+                                            "random, round_to as a number)")
 
     @staticmethod
-    def _prune_encoder(config: PruneConfig, source: TorchModel, context: StageContext) -> StageOutput:
+    def _prune_encoder(config: PruneConfig, source: TorchModel, context: StageContext, train_between=None
+                       ) -> StageOutput:
         before = sum(p.numel() for p in source.module.parameters())
         model, result = pruned_encoder(source.module, config, context.data.calibration, context.batch_size,
                                        context.seed)
@@ -474,6 +489,32 @@ class Prune(Technique):
         return {key: value for key, value in settings.items()
                 if key not in hidden and not (key in ("heads", "ffn") and value is None)}
 
+
+def _prune_channels(config: PruneConfig, source: TorchModel, context: StageContext,
+                    train_between: TrainBetween | None) -> StageOutput:
+    """A CNN's output channels removed (Torch-Pruning), at the rounding `round_to` states or `auto` measures."""
+    from greencompress.models.data import batches
+
+    def calibration():
+        return batches(context.data.calibration, context.batch_size, limit=context.batch_size)
+
+    rounding = {}
+    if config.round_to == "auto":
+        rounding = choose_round_to(source.module, context.inputs, config, calibration, context.latency_check)
+        config = config.model_copy(update={"round_to": rounding["round_to"]})
+    result = prune_structured(source.module, context.inputs, config, calibration(), train_between)
+    settings = config.model_dump(mode="json")
+    if rounding:
+        settings["round_to"] = f"auto ({rounding['round_to'] or 1})"
+    return StageOutput(settings, {
+        "ratio": result.ratio, "macs_before": result.macs_before, "macs_after": result.macs_after,
+        "params_before": result.params_before, "params_after": result.params_after,
+        "untouched_layers": result.untouched_layers, **({"round_to_auto": rounding} if rounding else {}),
+    }, model=TorchModel(result.model, (*source.pruning_history, *result.pruning_history)))
+
+
+# Structured pruning by what the model's task says its structure is (models/tasks/).
+_STRUCTURED = {"channels": _prune_channels, "encoder": Prune._prune_encoder}
 
 _NOT_FOR = {"structured": ("sparsity", "scope"),
             "unstructured": ("importance", "ratio", "target_macs", "global_pruning", "ignore", "round_to", "heads", "ffn")}

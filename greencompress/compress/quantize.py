@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 from torch.utils.data import Subset
 
 from greencompress.compress.finetune import FinetuneConfig
-from greencompress.compress.technique import StageContext, StageOutput, Technique
+from greencompress.compress.technique import NotForThisModel, StageContext, StageOutput, Technique
 from greencompress.core.config import Section
 from greencompress.core.hardware import cpu_info
 from greencompress.core.logs import quiet_libraries
@@ -284,6 +284,12 @@ class Quantize(Technique):
     def variant(self, config: QuantizeConfig) -> str:
         return config.method
 
+    def check(self, config: QuantizeConfig, structure: str) -> None:
+        # QAT simulates the int8 of convolutions and Gemms; an encoder's static int8 covers its matrix products only.
+        if config.qat is not None and structure == "encoder":
+            raise NotForThisModel("qat", "not available for a transformer encoder yet; quantize it (static or "
+                                         "dynamic) without qat")
+
     def resolved(self, config: QuantizeConfig) -> dict:
         return {**config.model_dump(mode="json"), "reduce_range": resolve_reduce_range(config.reduce_range)[0]}
 
@@ -304,7 +310,7 @@ class Quantize(Technique):
                            "qat_resumed_from_epoch": trained.resumed_from_epoch, "qat_export_parity": parity}
                 input_ranges = trained.input_ranges
             result = quantize_onnx(fp32_path, temporary, config, context.data.calibration, context.batch_size,
-                                   context.progress, input_ranges, transformer=context.input_shape.encoder)
+                                   context.progress, input_ranges, transformer=context.inputs.structure == "encoder")
         temporary.replace(output)
         settings = {key: value for key, value in asdict(result).items() if key != "path"}
         settings["quantization_aware_finetuning"] = config.qat is not None

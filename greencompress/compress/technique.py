@@ -31,10 +31,20 @@ from torch import nn
 
 from greencompress.core.files import write_bytes_atomic
 from greencompress.core.registry import Registry
-from greencompress.models.inputs import ModelInputs, as_model_inputs
+from greencompress.models.inputs import ModelInputs
 
 if TYPE_CHECKING:
     from greencompress.models.data import DataSplits
+    from greencompress.models.tasks import Structure
+
+
+class NotForThisModel(ValueError):
+    """A setting of a technique's config that a model of this structure cannot take: `field` names it (dotted, within
+    the config), the message says why and what to set instead. The recipe and the search space locate it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -51,7 +61,7 @@ class TorchModel:
         write_bytes_atomic(path, buffer.getvalue())
 
     @staticmethod
-    def load(path: Path, original: nn.Module, input_shape: ModelInputs | tuple[int, ...]) -> TorchModel:
+    def load(path: Path, original: nn.Module, input_shape: ModelInputs) -> TorchModel:
         """Rebuild a saved model on `original` (the unpruned architecture, changed in place)."""
         state = torch.load(path, map_location="cpu", weights_only=True)
         return TorchModel.rebuild(original, input_shape, state["pruning_history"], state["state_dict"])
@@ -65,7 +75,7 @@ class TorchModel:
         return TorchModel(original.eval(), tuple(pruning_history))
 
 
-def replay_pruning(model: nn.Module, input_shape: ModelInputs | tuple[int, ...], pruning_history: list) -> nn.Module:
+def replay_pruning(model: nn.Module, input_shape: ModelInputs, pruning_history: list) -> nn.Module:
     """Apply a recorded structured pruning to a fresh copy of the original architecture (in place).
 
     The history mixes Torch-Pruning's channel records with greencompress's own (encoder heads, FFN
@@ -81,7 +91,7 @@ def replay_pruning(model: nn.Module, input_shape: ModelInputs | tuple[int, ...],
         if channels:  # the channel records since the last structural one, on the model as it is now
             import torch_pruning as tp
 
-            graph = tp.DependencyGraph().build_dependency(model, as_model_inputs(input_shape).example(1))
+            graph = tp.DependencyGraph().build_dependency(model, input_shape.example(1))
             graph.load_pruning_history(channels)
             channels = []
         if record is not None:
@@ -116,7 +126,7 @@ class StageContext:
     """What a technique may use besides its config and source: never the whole recipe."""
 
     data: DataSplits
-    input_shape: ModelInputs  # what the model takes (one image's shape, or token tensors)
+    inputs: ModelInputs  # what the model takes (one image's shape, or token tensors) and its structure
     batch_size: int  # the data section's batch size, for calibration and evaluation
     seed: int
     work_dir: Path  # this stage's own folder for checkpoints (resumable)
@@ -151,6 +161,10 @@ class Technique(ABC):
         """Whether this config trains or scores with labels (synthetic data has none)."""
         return False
 
+    def check(self, config: BaseModel, structure: Structure) -> None:
+        """Raise NotForThisModel for a setting a model of `structure` cannot take (models/tasks/: a CNN's channels,
+        an encoder's heads and layers). The recipe calls it for each stage, the search space for each dimension."""
+
     @abstractmethod
     def apply(self, config: BaseModel, source: TorchModel | Path, context: StageContext) -> StageOutput:
         """Run the technique on `source` (a TorchModel, or an ONNX file path); never changes `source`."""
@@ -171,6 +185,13 @@ class Technique(ABC):
     def resolved(self, config: BaseModel) -> dict:
         """The settings as this machine will apply them (`auto` decided): what a cache key must hold."""
         return config.model_dump(mode="json")
+
+    def untrained(self, config: BaseModel, model: nn.Module, inputs: ModelInputs, calibration, batch_size: int,
+                  seed: int) -> nn.Module | None:
+        """A copy of `model` with the structure `config` would remove, untrained: what the search's proxy times
+        before any fine-tuning (`calibration`: a dataset importance is scored on). None where the technique leaves
+        the structure as it is (the default)."""
+        return None
 
     def uses_latency_check(self, config: BaseModel) -> bool:
         """Whether `apply` decides by timing (StageContext.latency_check): its key then holds the check's identity."""

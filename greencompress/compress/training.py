@@ -11,8 +11,6 @@ from __future__ import annotations
 import copy
 import tempfile
 from pathlib import Path
-from typing import Callable
-
 from torch import nn
 
 from greencompress.compress import distributed
@@ -20,6 +18,7 @@ from greencompress.compress.finetune import FinetuneConfig, finetune
 from greencompress.compress.qat import quantization_aware_finetune
 from greencompress.compress.technique import TorchModel
 from greencompress.models.data import DataSplits
+from greencompress.models.inputs import ModelInputs
 
 
 class FineTuning:
@@ -51,12 +50,13 @@ def train(kind: str, model: nn.Module, config: FinetuneConfig, original: nn.Modu
         return finetune(model, data.train, config, seed, work_dir, teacher=teacher, progress=progress)
 
 
-def serve(load_original: Callable[[], nn.Module], data: DataSplits, seed: int, input_shape: tuple[int, int, int]) -> None:
-    """The loop of a torchrun rank other than 0: train along with rank 0 whenever it fine-tunes, until it is done."""
-    original = None
+def serve(original: nn.Module, data: DataSplits, seed: int, inputs: ModelInputs) -> None:
+    """The loop of a torchrun rank other than 0: train along with rank 0 whenever it fine-tunes, until it is done.
+
+    `original` is the model as rank 0 prepared it (its fitted head included): the teacher, and what every
+    pruned model rank 0 sends is rebuilt on."""
     while (command := distributed.share(None))["kind"] != "done":
-        original = original if original is not None else load_original()
-        model = TorchModel.rebuild(copy.deepcopy(original), input_shape, command["pruning_history"],
+        model = TorchModel.rebuild(copy.deepcopy(original), inputs, command["pruning_history"],
                                    command["state_dict"])
         with tempfile.TemporaryDirectory() as scratch:  # checkpoints are rank 0's to keep
             train(command["kind"], model.module, FinetuneConfig(**command["config"]), original, data, seed,

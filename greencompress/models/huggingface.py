@@ -159,7 +159,7 @@ def load_huggingface(folder: Path, task: str, trust_remote_code: bool, trust_che
     preprocessing = None
     if images:
         preprocessing = _image_preprocessing(folder, config)
-        inputs = ModelInputs.image((int(getattr(config, "num_channels", 3)), *preprocessing.size), encoder=True)
+        inputs = ModelInputs.image((int(getattr(config, "num_channels", 3)), *preprocessing.size), structure="encoder")
     else:
         names = tuple(name for name in TOKEN_INPUT_NAMES
                       if name != "token_type_ids" or getattr(config, "type_vocab_size", 0) > 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -29,26 +30,27 @@ class ModelInputs:
     tensors (`input_ids`, `attention_mask`, and `token_type_ids` where its config has token types),
     each batch x sequence int64; `max_sequence_length` is its position-embedding limit.
     `fusion` says how ONNX Runtime's transformer optimizer can fuse it, None when it has no fusions for it.
-    `encoder`: the model is a Hugging Face transformer encoder (a text model, or a ViT taking images), whose
-    structure is attention heads, FFN neurons and layers rather than a CNN's channels and blocks.
+    `structure` is what the structural techniques remove, as the model's task states it (models/tasks/):
+    a CNN's channels and residual blocks, or a transformer encoder's heads, FFN neurons and layers.
     """
 
     names: tuple[str, ...]
     image_shape: tuple[int, ...] | None = None
     max_sequence_length: int = 0
     fusion: FusionHint | None = None
-    encoder: bool = False
+    structure: Literal["channels", "encoder"] = "channels"
 
     @classmethod
-    def image(cls, shape: tuple[int, ...], encoder: bool = False) -> ModelInputs:
-        return cls(("input",), tuple(shape), encoder=encoder)
+    def image(cls, shape: tuple[int, ...], structure: Literal["channels", "encoder"] = "channels") -> ModelInputs:
+        return cls(("input",), tuple(shape), structure=structure)
 
     @classmethod
     def tokens(cls, names: tuple[str, ...], max_sequence_length: int, fusion: FusionHint | None) -> ModelInputs:
-        return cls(tuple(names), None, max_sequence_length, fusion, encoder=True)
+        return cls(tuple(names), None, max_sequence_length, fusion, structure="encoder")
 
     @property
     def are_tokens(self) -> bool:
+        """Token tensors of any length (a dynamic sequence axis), rather than one fixed-size image."""
         return self.image_shape is None
 
     def example(self, batch_size: int = 1, sequence_length: int = 16) -> tuple[torch.Tensor, ...]:
@@ -66,7 +68,3 @@ class ModelInputs:
             return "x".join(str(size) for size in self.image_shape)
         return f"tokens ({', '.join(self.names)}), up to {self.max_sequence_length} per sequence"
 
-
-def as_model_inputs(inputs: ModelInputs | tuple[int, ...]) -> ModelInputs:
-    """A ModelInputs from itself or from one image's shape (what callers passed before models took tokens)."""
-    return inputs if isinstance(inputs, ModelInputs) else ModelInputs.image(tuple(inputs))

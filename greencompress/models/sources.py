@@ -19,10 +19,8 @@ from greencompress.core.files import file_sha256
 from greencompress.core.registry import unknown_choice
 from greencompress.models.checkpoints import few, load_state_dict
 from greencompress.models.inputs import ModelInputs
-from greencompress.models.text import Tokenization
 
 if TYPE_CHECKING:
-    from greencompress.models.data import DataSplits
     from greencompress.models.huggingface import ImagePreprocessing
 
 
@@ -51,7 +49,9 @@ class ModelSpec(Section):
     trust_checkpoint: bool = False
     package: str | None = None
     path: Path | None = None
-    task: Literal["text-classification", "sentence-embedding", "image-classification"] | None = None
+    # What kind of model this is (models/tasks/): the recipe checks the name and fills in image-classification
+    # for sources other than huggingface, which must name one.
+    task: str | None = None
     trust_remote_code: bool = False
 
     _check_checkpoint = field_validator("checkpoint")(resolve_existing)
@@ -100,7 +100,7 @@ class ModelSpec(Section):
 
             if self.name not in BUILTIN_MODELS:
                 raise ValueError(unknown_choice("builtin model", self.name, sorted(BUILTIN_MODELS)))
-        hugging_only = [f for f in ("path", "package", "task") if getattr(self, f) is not None]
+        hugging_only = [f for f in ("path", "package") if getattr(self, f) is not None]
         if self.trust_remote_code:
             hugging_only.append("trust_remote_code")
         if hugging_only and self.source != "huggingface":
@@ -124,7 +124,7 @@ class LoadedModel:
 
     A transformer also brings its tokenizer (text), its inputs and its head's label names; a vision
     transformer, how its processor prepares images. `inputs` is None for CNNs: their shape is the
-    data's (Recipe.input_shape).
+    data's (the task decides it: models/tasks/).
     """
 
     module: nn.Module
@@ -134,21 +134,10 @@ class LoadedModel:
     label_names: tuple[str, ...] | None = None
     image_preprocessing: ImagePreprocessing | None = None
 
-    def tokenization(self) -> Tokenization | None:
-        """What text data needs from this model to be tokenised and labelled; None for image models."""
-        if self.tokenizer is None:
-            return None
-        return Tokenization(self.tokenizer, self.inputs.names, self.inputs.max_sequence_length, self.label_names,
-                            self.provenance.get("new_head"))
-
-    def fit_head(self, data: DataSplits, batch_size: int) -> dict:
-        """Fit what the model's head learns from the data (a sentence embedder's class centroids); {} when nothing."""
-        from greencompress.models.data import batches
-        from greencompress.models.huggingface import SentenceEmbedder, fit_centroids
-
-        if not isinstance(self.module, SentenceEmbedder):
-            return {}
-        return fit_centroids(self.module, batches(data.train, batch_size), data.num_classes)
+    @property
+    def hugging_face_folder(self) -> Path | None:
+        """The folder `from_pretrained` loaded the model from; None for models of other sources."""
+        return Path(self.provenance["folder"]) if self.provenance.get("source") == "huggingface" else None
 
 
 def load_model(spec: ModelSpec, progress=None) -> LoadedModel:

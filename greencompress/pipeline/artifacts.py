@@ -17,7 +17,7 @@ import torch
 from greencompress.compress.technique import TorchModel, tag_words
 from greencompress.runtimes import RUNTIMES
 from greencompress.runtimes.base import Artifact, RuntimeSpec
-from greencompress.runtimes.export import reads_fused_operators, size_at_half_precision
+from greencompress.runtimes.export import size_at_half_precision
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,7 @@ def _runs(spec: RuntimeSpec, item: Made, reference_runtime: str, fused_twins: se
         if item.path is None:
             return False
         # ONNX Runtime runs the fused file where one was made; every other runtime the portable one.
-        if reads_fused_operators(spec.name):
+        if spec.reads_fused_operators:
             return item.fused or _lineage(item) not in fused_twins
         return not item.fused
     # The reference runtime runs the original model as the reference already; other torch runtimes run it too.

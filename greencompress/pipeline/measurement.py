@@ -67,14 +67,14 @@ def _accuracy(name: str, runner, data: DataSplits, batch_size: int, progress) ->
 
 def benchmark_all(runners: dict, data: DataSplits, spec: BenchmarkSpec, meter, idle_s: float, store: StageStore,
                   key: str, results: dict[str, list[Benchmark]], idle_checks: list[IdleBaseline], progress=None,
-                  tokens: bool = False) -> None:
-    """Every runner at every batch size (and, for a transformer, every sequence length), on the same real inputs,
-    interleaved; appends to `results` as it goes.
+                  shapes: list[tuple[int, int | None]] | None = None) -> None:
+    """Every runner at every shape of the task's workload (batch size, and sequence length for token models; by
+    default every batch size), on the same real inputs, interleaved; appends to `results` as it goes.
 
     Shapes finished by an interrupted run are read back; the rest are measured between an idle
     check before them and one after them, both appended to `idle_checks` (and saved).
     """
-    shapes = [(size, length) for size in spec.batch_sizes for length in (spec.sequence_lengths if tokens else [None])]
+    shapes = shapes or [(size, None) for size in spec.batch_sizes]
     records = {shape: store.finished("benchmark-batch{}".format(shape_key(*shape)), key) for shape in shapes}
     remaining = [size for size, record in records.items() if record is None]
 

@@ -27,6 +27,7 @@ from greencompress.core.cache import cache_dir
 from greencompress.core.files import write_text_atomic
 from greencompress.measure.lock import measurement_lock
 from greencompress.measure.stats import paired_ratio_interval
+from greencompress.models.inputs import ModelInputs
 
 log = logging.getLogger(__name__)
 
@@ -112,16 +113,14 @@ def time_pair(candidate, baseline, inputs, rounds: int, window_s: float) -> Prox
 class LatencyProxy:
     """Times pruned-untrained candidates against the unpruned model on one runtime, through the cache.
 
-    `inputs`: the model's inputs (or one image's shape). Images are random (values do not change the cost);
+    `inputs`: the model's inputs. Images are random (values do not change the cost);
     a transformer gets real calibration texts padded to `sequence_length` tokens, the shape it is scored at.
     """
 
-    def __init__(self, original: nn.Module, inputs, runtime: str, settings, quantize, calibration,
+    def __init__(self, original: nn.Module, inputs: ModelInputs, runtime: str, settings, quantize, calibration,
                  batch_size: int, opset: int, rounds: int, window_s: float, cache: ProxyCache | None = None,
                  sequence_length: int | None = None):
-        from greencompress.models.inputs import as_model_inputs
-
-        self.original, self.inputs, self.runtime, self.settings = original, as_model_inputs(inputs), runtime, settings
+        self.original, self.inputs, self.runtime, self.settings = original, inputs, runtime, settings
         self.quantize, self.calibration, self.batch_size, self.opset = quantize, calibration, batch_size, opset
         self.rounds, self.window_s = rounds, window_s
         self.sequence_length = sequence_length if self.inputs.are_tokens else None
@@ -175,7 +174,7 @@ class LatencyProxy:
         quantize_onnx(fp32, int8, self.quantize.model_copy(update={"calibration_samples": 32, "qat": None,
                                                                    "calibration_method": "minmax",
                                                                    "fallback_max_drop": None}),
-                      self.calibration, 32, transformer=self.inputs.encoder)
+                      self.calibration, 32, transformer=self.inputs.structure == "encoder")
         fp32.unlink()
         return int8
 
@@ -184,9 +183,9 @@ class UntrainedLatency:
     """The `LatencyCheck` a run hands its stages (compress/technique.py): a candidate against the model it came from,
     untrained, on every file runtime the run serves and at every benchmarked batch size, at the served precision."""
 
-    def __init__(self, input_shape, runtimes: list[str], batch_sizes: list[int], settings, quantize, calibration,
-                 opset: int, rounds: int = 7, window_s: float = 0.25):
-        self.input_shape, self.runtimes, self.batch_sizes, self.settings = input_shape, runtimes, batch_sizes, settings
+    def __init__(self, inputs: ModelInputs, runtimes: list[str], batch_sizes: list[int], settings, quantize,
+                 calibration, opset: int, rounds: int = 7, window_s: float = 0.25):
+        self.inputs, self.runtimes, self.batch_sizes, self.settings = inputs, runtimes, batch_sizes, settings
         self.quantize, self.calibration, self.opset, self.rounds, self.window_s = (quantize, calibration, opset, rounds,
                                                                                    window_s)
 
@@ -202,7 +201,7 @@ class UntrainedLatency:
         measured = []
         for runtime in self.runtimes:
             for batch_size in self.batch_sizes:
-                proxy = LatencyProxy(baseline, self.input_shape, runtime, self.settings, self.quantize,
+                proxy = LatencyProxy(baseline, self.inputs, runtime, self.settings, self.quantize,
                                      self.calibration, batch_size, self.opset, self.rounds, self.window_s)
                 result = proxy.measure(candidate)
                 measured.append({"runtime": runtime, "batch_size": batch_size, "ratio": result.ratio,

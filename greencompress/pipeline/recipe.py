@@ -32,14 +32,16 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from greencompress.compress.finetune import DistillationConfig, FinetuneConfig
 from greencompress.compress.prune import PruneConfig
 from greencompress.compress.quantize import QuantizeConfig
-from greencompress.compress.technique import TECHNIQUES, Technique
+from greencompress.compress.technique import TECHNIQUES, NotForThisModel, Technique
 from greencompress.core.config import BASE_DIR_KEY, Section
 from greencompress.core.errors import RecipeError
+from greencompress.core.registry import unknown_choice
 from greencompress.core.files import read_utf8
 from greencompress.measure.benchmark import BenchmarkSpec
 from greencompress.measure.energy import EnergySpec
 from greencompress.models.data import DataSpec
 from greencompress.models.sources import ModelSpec
+from greencompress.models.tasks import Task, task_named, task_names
 from greencompress.pipeline.gates import GatesSpec
 from greencompress.runtimes.export import ExportSpec, runtimes_without_fusion
 
@@ -82,6 +84,22 @@ class Recipe(Section):
     # `greencompress search` varies the rest of the recipe within this section's space (search/spec.py's
     # SearchRecipe validates it); `run` ignores it.
     search: dict[str, Any] | None = None
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _task_by_its_name(cls, value: Any) -> Any:
+        """`model.task`: a registered task or one of its aliases, written as the task's own name; models of other
+        sources than huggingface are image classifiers unless the recipe names a (plugin) task."""
+        if not isinstance(value, dict):
+            return value
+        task = value.get("task")
+        if task is None and value.get("source") != "huggingface":
+            return {**value, "task": "image-classification"}
+        if not isinstance(task, str):
+            return value  # missing (ModelSpec names it) or of the wrong type (pydantic reports it)
+        if task not in task_names():
+            raise ValueError(unknown_choice("task", task, task_names()))
+        return {**value, "task": task_named(task).name}
 
     @field_validator("stages", mode="before")
     @classmethod
@@ -135,62 +153,36 @@ class Recipe(Section):
                 if "" in variants or len(set(variants)) < len(variants):
                     raise ValueError(f"stages: several {name} stages must differ in kind (for quantize: one `method: "
                                      f"dynamic`, one `method: static`), got {', '.join(v or '-' for v in variants)}")
-        if self.model.source == "huggingface":
-            self._check_transformer_stages()
-        elif self.data.kind == "text":
-            raise ValueError("data.kind text: needs a model with a tokenizer (model.source: huggingface)")
-        else:
-            for index, stage in enumerate(self.stages):
-                if stage.technique == "prune" and (stage.config.heads, stage.config.ffn) != (None, None):
-                    raise ValueError(f"stages.{index}.prune: heads and ffn apply to transformers (model.source: "
-                                     f"huggingface); a CNN's structured pruning takes ratio or target_macs")
-                if stage.technique == "prune" and stage.config.importance == "activation":
-                    raise ValueError(f"stages.{index}.prune.importance: activation scores transformers' heads and "
-                                     f"FFN neurons; for a CNN's channels use l1, l2, bn_scale, taylor or random")
+        self.task.check_recipe(self.model, self.data)
+        structure = self.task.structure(self.model)
+        for index, stage in enumerate(self.stages):
+            try:
+                stage.method.check(stage.config, structure)
+            except NotForThisModel as error:
+                raise ValueError(f"stages.{index}.{stage.technique}.{error.field}: {error}") from None
         labelled = [stage.technique for stage in self.stages if stage.method.needs_labels(stage.config)]
         if labelled and self.data.kind == "synthetic":
             raise ValueError(f"stages: {', '.join(dict.fromkeys(labelled))} need labelled training data; "
                              "data.kind synthetic has none")
         return self
 
-    def _check_transformer_stages(self) -> None:
-        if self.model.task == "image-classification":
-            if self.data.kind == "text":
-                raise ValueError("data.kind: an image-classification model is fed images: kind imagefolder, cifar10, "
-                                 "digits or synthetic, got 'text'")
-        elif self.data.kind != "text":
-            raise ValueError(f"data.kind: a huggingface model ({self.model.task}) is fed and scored with text: "
-                             f"kind 'text', got {self.data.kind!r}")
-        # What runs on a transformer: depth (whole layers), prune (heads and FFN neurons, or zeros), fine-tuning
-        # (with distillation) and int8 of its exported file. QAT simulates the int8 of convolutions and Gemms.
-        unsupported = [f"stages.{index}.{stage.technique}.qat" for index, stage in enumerate(self.stages)
-                       if getattr(stage.config, "qat", None) is not None]
-        if unsupported:
-            raise ValueError(f"{', '.join(unsupported)}: not available for a huggingface model yet; quantize it "
-                             f"(static or dynamic) without qat")
-        for index, stage in enumerate(self.stages):
-            if stage.technique != "prune" or stage.config.method != "structured":
-                continue
-            config = stage.config
-            channel_only = {"round_to": config.round_to == "auto",
-                            "target_macs": config.target_macs is not None, "global_pruning": config.global_pruning,
-                            "ignore": bool(config.ignore), "iterative_steps": config.iterative_steps > 1,
-                            "importance": config.importance in ("bn_scale", "taylor")}
-            wrong = [key for key, used in channel_only.items() if used]
-            if wrong:
-                raise ValueError(f"stages.{index}.prune.{wrong[0]}: not for a transformer, whose structured pruning "
-                                 f"removes heads and FFN neurons (settings: ratio or heads/ffn, importance l1, l2, "
-                                 f"activation or random, round_to as a number)")
+    @model_validator(mode="after")
+    def _fusion_readable_by_every_runtime(self) -> Recipe:
         others = runtimes_without_fusion(self.benchmark.runtimes)
         if self.export.transformer_fusion is True and others:
             raise ValueError(f"benchmark.runtimes: {', '.join(others)} cannot read the file export.transformer_fusion "
                              f"writes (it holds ONNX Runtime's own fused operators): list only onnxruntime, or set "
                              f"export.transformer_fusion: auto or false to measure the portable graph on every runtime")
+        return self
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        """Shape of one input image, channels first."""
-        return (3, self.data.image_size, self.data.image_size)
+    def task(self) -> Task:
+        """What kind of model this recipe compresses (models/tasks/)."""
+        return task_named(self.model.task)
+
+    def stage(self, technique: str) -> BaseModel | None:
+        """The config of the recipe's first stage of `technique`, or None when it has none."""
+        return next((stage.config for stage in self.stages if stage.technique == technique), None)
 
 
 def load_recipe(path: str | Path, overrides: list[str] = (), schema: type[Recipe] = Recipe) -> Recipe:

@@ -111,6 +111,9 @@ class RuntimeSpec:
     in_auto: bool = True  # `benchmark.runtimes: auto` takes it when installed
     device: str = "cpu"  # "cpu" or "cuda": the device kind it runs on (benchmark.device)
     check: Callable[[], str | None] | None = None  # beyond the package: why it cannot run here (no GPU...), or None
+    # Reads ONNX Runtime's own fused transformer operators (Attention, SkipLayerNormalization, ...: its com.microsoft
+    # domain); a runtime of files that does not is given the portable graph.
+    reads_fused_operators: bool = False
 
     def unavailable(self) -> str | None:
         """Why this runtime cannot run here (not installed, and how to install it), or None."""

@@ -19,7 +19,7 @@ from greencompress.core.config import Section
 from greencompress.core.errors import GreencompressError, ParityError
 from greencompress.core.logs import quiet_libraries
 from greencompress.models.encoder_layout import attention_shape
-from greencompress.models.inputs import ModelInputs, as_model_inputs
+from greencompress.models.inputs import ModelInputs
 from greencompress.runtimes.base import RUNTIMES, batch_size_of
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,9 @@ TOKEN_EXPORTER = "torch.onnx.export(dynamo=False)"
 TOKEN_OPSET = 17  # the highest the TorchScript exporter writes
 
 
-def exporter_of(inputs: ModelInputs | tuple[int, ...], opset: int) -> tuple[str, int]:
+def exporter_of(inputs: ModelInputs, opset: int) -> tuple[str, int]:
     """(the exporter used for a model with these inputs, the opset it writes)."""
-    return (TOKEN_EXPORTER, min(opset, TOKEN_OPSET)) if as_model_inputs(inputs).are_tokens else (EXPORTER, opset)
+    return (TOKEN_EXPORTER, min(opset, TOKEN_OPSET)) if inputs.are_tokens else (EXPORTER, opset)
 
 
 @dataclass(frozen=True)
@@ -59,14 +59,10 @@ class Parity:
     fusion: dict | str | None = None  # transformers: the operators ONNX Runtime's optimizer fused, or why none
 
 
-def reads_fused_operators(runtime: str) -> bool:
-    """Whether a runtime of files reads ONNX Runtime's own fused transformer operators (only ONNX Runtime does)."""
-    return runtime.startswith("onnxruntime")
-
-
 def runtimes_without_fusion(runtimes: list[str]) -> list[str]:
     """The runtimes of files among `runtimes` that cannot read ONNX Runtime's fused operators (all but its own)."""
-    return [name for name in runtimes if RUNTIMES.get(name).runs == "onnx" and not reads_fused_operators(name)]
+    return [name for name in runtimes
+            if RUNTIMES.get(name).runs == "onnx" and not RUNTIMES.get(name).reads_fused_operators]
 
 
 @dataclass(frozen=True)
@@ -84,10 +80,9 @@ def with_fusion(spec: ExportSpec, fused: bool) -> ExportSpec:
     return spec.model_copy(update={"transformer_fusion": fused})
 
 
-def plan_fusion(spec: ExportSpec, runtimes: list[str], inputs: ModelInputs | tuple[int, ...]) -> FusionPlan:
+def plan_fusion(spec: ExportSpec, runtimes: list[str], inputs: ModelInputs) -> FusionPlan:
     """The exports for `spec.transformer_fusion` on these runtimes: `auto` fuses where ONNX Runtime runs the files
     and the architecture has fusions, and keeps a portable twin for every other runtime of files."""
-    inputs = as_model_inputs(inputs)
     if spec.transformer_fusion is False or inputs.fusion is None:
         unknown = inputs.are_tokens and spec.transformer_fusion is not False
         return FusionPlan(portable=True, fused=False, note=(
@@ -96,7 +91,7 @@ def plan_fusion(spec: ExportSpec, runtimes: list[str], inputs: ModelInputs | tup
         return FusionPlan(portable=False, fused=True)
     file_runtimes = [name for name in runtimes if RUNTIMES.get(name).runs == "onnx"]
     others = runtimes_without_fusion(runtimes)
-    if not any(reads_fused_operators(name) for name in file_runtimes):
+    if not any(RUNTIMES.get(name).reads_fused_operators for name in file_runtimes):
         return FusionPlan(portable=True, fused=False, note=(
             "off: no ONNX Runtime among the runtimes of files, and only it reads its fused operators "
             "(export.transformer_fusion: auto)"))
@@ -107,13 +102,14 @@ def plan_fusion(spec: ExportSpec, runtimes: list[str], inputs: ModelInputs | tup
         f"none of ONNX Runtime's own operators (export.transformer_fusion: auto)"))
 
 
-def export_onnx(model: nn.Module, inputs: ModelInputs | tuple[int, ...], path: Path, opset: int,
+def export_onnx(model: nn.Module, inputs: ModelInputs, path: Path, opset: int,
                 fusion: bool = False) -> Path:
     """Export `model` to a single self-contained ONNX file with a dynamic batch (and sequence) dimension.
 
-    `inputs`: the model's inputs, or one image's shape. `fusion`: apply ONNX Runtime's transformer fusions.
+    `inputs`: the model's inputs (`ModelInputs.image(shape)` for an image model). `fusion`: apply ONNX Runtime's
+    transformer fusions.
     """
-    _export(model, as_model_inputs(inputs), path, opset, fusion)
+    _export(model, inputs, path, opset, fusion)
     return path
 
 
@@ -191,7 +187,7 @@ def check_parity(reference, candidate, batches, max_abs_diff: float, min_top1_ag
     return parity
 
 
-def export_with_parity(model: nn.Module, inputs: ModelInputs | tuple[int, ...], output: Path, spec: ExportSpec,
+def export_with_parity(model: nn.Module, inputs: ModelInputs, output: Path, spec: ExportSpec,
                        parity_batches, threads: int) -> Parity:
     """Export `model` to `output` and check it against PyTorch on `parity_batches`; the file appears only if it passes.
 
@@ -202,7 +198,7 @@ def export_with_parity(model: nn.Module, inputs: ModelInputs | tuple[int, ...], 
 
     log.info("stage export: %s to ONNX (%s, opset %d)", output.name, *exporter_of(inputs, spec.opset))
     temporary = output.with_name(f".{output.name}.tmp")
-    done = _export(model, as_model_inputs(inputs), temporary, spec.opset, spec.transformer_fusion is not False)
+    done = _export(model, inputs, temporary, spec.opset, spec.transformer_fusion is not False)
     parity = check_parity(TorchRunner(model), OnnxRuntimeRunner(temporary, threads), parity_batches,
                           spec.parity_max_abs_diff, spec.parity_min_top1_agreement)
     temporary.replace(output)  # only a model that passed parity gets its real name

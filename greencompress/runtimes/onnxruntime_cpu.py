@@ -37,4 +37,4 @@ class OnnxRuntimeRunner(Runner):
 
 RUNTIMES.register(RuntimeSpec(
     "onnxruntime", "onnx", lambda path, settings: OnnxRuntimeRunner(path, settings.threads, settings.allow_spinning),
-    "ORT", "onnxruntime", "pip install onnxruntime"))
+    "ORT", "onnxruntime", "pip install onnxruntime", reads_fused_operators=True))

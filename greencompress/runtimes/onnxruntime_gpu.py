@@ -102,9 +102,9 @@ def node_placement(profile_json: str) -> dict[str, int]:
 RUNTIMES.register(RuntimeSpec(
     "onnxruntime-cuda", "onnx", lambda path, settings: OnnxRuntimeGpuRunner(path, settings, "CUDAExecutionProvider"),
     "ORT-CUDA", "onnxruntime", reduced_precisions=("fp16",), device="cuda",
-    check=lambda: provider_unavailable("CUDAExecutionProvider")))
+    check=lambda: provider_unavailable("CUDAExecutionProvider"), reads_fused_operators=True))
 RUNTIMES.register(RuntimeSpec(
     "onnxruntime-tensorrt", "onnx",
     lambda path, settings: OnnxRuntimeGpuRunner(path, settings, "TensorrtExecutionProvider"), "ORT-TRT",
     "onnxruntime", reduced_precisions=("fp16",), device="cuda",
-    check=lambda: provider_unavailable("TensorrtExecutionProvider")))
+    check=lambda: provider_unavailable("TensorrtExecutionProvider"), reads_fused_operators=True))

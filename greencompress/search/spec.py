@@ -220,25 +220,46 @@ class SearchRecipe(Recipe):
         return self
 
     def _space_fits_the_model(self, space: SearchSpace) -> None:
-        """Dimensions the model cannot take are refused here, not trial by trial."""
-        transformer = self.model.source == "huggingface"
-        if transformer:
-            wrong = [name for name in ("target_macs", "layers", "qat") if getattr(space, name) is not None]
-            wrong += ["importance"] * any(choice in ("bn_scale", "taylor") for choice in space.importance or ())
-            if wrong:
-                raise ValueError(f"search.space.{wrong[0]}: not for a transformer, whose structure is heads, FFN "
-                                 f"neurons and layers (space: heads, ffn, depth, prune_ratio, importance l1, l2, "
-                                 f"activation or random, round_to, finetune_epochs, calibration_method)")
-        else:
-            wrong = [name for name in ("heads", "ffn") if getattr(space, name) is not None]
-            wrong += ["importance"] * ("activation" in (space.importance or ()))
-            if wrong:
-                raise ValueError(f"search.space.{wrong[0]}: for transformers (model.source: huggingface); a CNN's "
-                                 f"space varies prune_ratio or target_macs, importance l1, l2, bn_scale, taylor or "
-                                 f"random, round_to, layers and depth")
+        """Dimensions the model cannot take are refused here, not trial by trial: each drawn value is checked by the
+        technique whose setting it is, as that technique checks a recipe's stage."""
+        from greencompress.compress.technique import TECHNIQUES, NotForThisModel
+
+        structure = self.task.structure(self.model)
+        for dimension, (technique, field) in DIMENSION_SETTINGS.items():
+            method = TECHNIQUES.get(technique)
+            base = self.stage(technique) or method.config()
+            for value in _drawn_values(getattr(space, dimension)):
+                try:
+                    method.check(base.model_copy(update={field: value}), structure)
+                except NotForThisModel as error:
+                    raise ValueError(f"search.space.{dimension}: {error}") from None
 
     def scored_sequence_length(self) -> int | None:
         """The sequence length trials are scored (and measured) at; None for models that take images."""
-        if self.model.source != "huggingface" or self.model.task == "image-classification":
+        if not self.task.takes_tokens:
             return None
         return self.search.objectives.sequence_length or max(self.benchmark.sequence_lengths)
+
+
+# Each dimension of the space is a setting of one technique's config: (technique, field).
+DIMENSION_SETTINGS = {
+    "prune_ratio": ("prune", "ratio"), "target_macs": ("prune", "target_macs"), "heads": ("prune", "heads"),
+    "ffn": ("prune", "ffn"), "importance": ("prune", "importance"), "round_to": ("prune", "round_to"),
+    "layers": ("prune", "ignore"), "depth": ("depth", "remove"), "finetune_epochs": ("finetune", "epochs"),
+    "calibration_method": ("quantize", "calibration_method"), "qat": ("quantize", "qat"),
+}
+
+
+def _drawn_values(dimension) -> list:
+    """The values a trial may draw for a dimension, as its technique's config holds them (a range: its ends)."""
+    if dimension is None:
+        return []
+    if isinstance(dimension, Range):
+        return [dimension.low, dimension.high]
+    values = []
+    for choice in dimension:
+        if choice is True:
+            values.append(FinetuneConfig())  # qat on: a fine-tuning section
+        elif choice not in (False, 0):  # off, none removed: nothing to check
+            values.append(choice)
+    return values

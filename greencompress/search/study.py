@@ -229,7 +229,7 @@ class Search:
         run_dir = Path(trial.user_attrs.get("resume_dir") or self._new_run_dir(trial.number))
         trial.set_user_attr("run_dir", str(run_dir))
         try:
-            finetune = next((stage.config for stage in trial_recipe_obj.stages if stage.technique == "finetune"), None)
+            finetune = trial_recipe_obj.stage("finetune")
             report = context.run_trial(trial_recipe_obj, run_dir, self._early_stop(trial, context, finetune))
         except HopelessTrial as stop:
             trial.set_user_attr("stopped", str(stop))
@@ -253,23 +253,13 @@ class Search:
 
     def _proxy_check(self, trial, context, trial_recipe_obj: Recipe, runtimes: list[str]) -> str | None:
         """Why the candidate is not worth fine-tuning (its widths and depth buy no speed on any serving runtime), or None."""
-        from greencompress.compress.depth import shallower
-        from greencompress.compress.prune import prune_structured, pruned_encoder
-        from greencompress.models.data import batches
-
-        prune = next((stage.config for stage in trial_recipe_obj.stages if stage.technique == "prune"), None)
-        depth = next((stage.config for stage in trial_recipe_obj.stages if stage.technique == "depth"), None)
         batch_size, started = trial_recipe_obj.data.batch_size, time.perf_counter()
         try:
             pruned = context.original
-            if depth is not None:  # the blocks the trial will remove: chosen the same way, on the same data
-                pruned = shallower(pruned, context.inputs, depth,
-                                   list(batches(context.data.calibration, batch_size, limit=depth.samples)))
-            if prune is not None and context.inputs.encoder:  # heads and FFN neurons, as the stage removes them
-                pruned, _ = pruned_encoder(pruned, prune, context.data.calibration, batch_size, trial_recipe_obj.seed)
-            elif prune is not None:
-                pruned = prune_structured(pruned, context.inputs, prune,
-                                          batches(context.data.calibration, batch_size)).model
+            for stage in trial_recipe_obj.stages:  # each technique removes what the stage would, untrained
+                shaped = stage.method.untrained(stage.config, pruned, context.inputs, context.data.calibration,
+                                                batch_size, trial_recipe_obj.seed)
+                pruned = pruned if shaped is None else shaped
         except GreencompressError as error:  # e.g. a MACs target these channel rounding rules cannot reach
             trial.set_user_attr("stopped", f"infeasible: {error}")
             trial.set_user_attr("stopped_by", "infeasible")
@@ -345,17 +335,15 @@ class _TrialContext:
 
     def __init__(self, recipe: Recipe, progress):
         from greencompress.compress.finetune import validation_top1
-        from greencompress.models.inputs import ModelInputs
-        from greencompress.models.sources import load_model
-        from greencompress.pipeline.execute import load_model_data
+        from greencompress.pipeline.prepare import prepare
 
         self.recipe, self.progress = recipe, progress
-        loaded = load_model(recipe.model)
-        self.data = load_model_data(recipe, loaded)  # text tokenised by the model's tokenizer, as a trial's run does
-        loaded.fit_head(self.data, recipe.data.batch_size)  # a sentence embedder's centroids: its top-1 needs them
-        self.inputs = loaded.inputs or ModelInputs.image(recipe.input_shape)
-        self.original = loaded.module.eval()
-        finetune = next((stage.config for stage in recipe.stages if stage.technique == "finetune"), None)
+        # As a trial's run prepares it: text tokenised by the model's tokenizer, a sentence embedder's centroids
+        # fitted (its top-1 needs them).
+        self.prepared = prepare(recipe)
+        self.data, self.inputs = self.prepared.data, self.prepared.inputs
+        self.original = self.prepared.loaded.module.eval()
+        finetune = recipe.stage("finetune")
         self.baseline_validation_top1 = (100 * validation_top1(self.original, self.data.train, finetune, recipe.seed)
                                          if finetune is not None and self.data.train is not None else None)
         self.proxies = {}
@@ -364,12 +352,12 @@ class _TrialContext:
         from greencompress.pipeline.proxy import LatencyProxy
 
         spec = self.recipe.search.proxy
-        prune = next((s.config for s in trial_recipe_obj.stages if s.technique == "prune"), None)
-        depth = any(s.technique == "depth" for s in trial_recipe_obj.stages)
+        prune = trial_recipe_obj.stage("prune")
+        depth = trial_recipe_obj.stage("depth") is not None
         if not spec.enabled or not (depth or (prune is not None and prune.method == "structured")):
             return None
         if runtime not in self.proxies:
-            quantize = next((s.config for s in trial_recipe_obj.stages if s.technique == "quantize"), None)
+            quantize = trial_recipe_obj.stage("quantize")
             self.proxies[runtime] = LatencyProxy(
                 self.original, self.inputs, runtime, trial_recipe_obj.benchmark.runner_settings,
                 quantize, self.data.calibration, self.recipe.search.objectives.batch_size,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from greencompress.models.inputs import ModelInputs
 from greencompress.compress.prune import (
     PruneConfig,
     prune_structured,
@@ -35,12 +36,12 @@ def test_zero_padding_shortcuts_make_the_residual_stream_unsafe(resnet20):
 
 def test_structured_pruning_removes_channels_and_replays_on_a_fresh_model(resnet20):
     config = PruneConfig(method="structured", importance="l1", ratio=0.5)
-    result = prune_structured(resnet20, (3, 32, 32), config, calibration_batches=None)
+    result = prune_structured(resnet20, ModelInputs.image((3, 32, 32)), config, calibration_batches=None)
     assert sorted(result.untouched_layers) == sorted(RESIDUAL_STREAM)
     assert 0.45 < result.macs_after / result.macs_before < 0.55
     assert result.model.layer1[0].conv1.out_channels == 8 and result.model.linear.out_features == 10
     inputs = torch.randn(4, 3, 32, 32)
-    fresh = replay_pruning(resolve_callable(ARCHITECTURE)().eval(), (3, 32, 32), result.pruning_history)
+    fresh = replay_pruning(resolve_callable(ARCHITECTURE)().eval(), ModelInputs.image((3, 32, 32)), result.pruning_history)
     fresh.load_state_dict(result.model.state_dict())
     with torch.no_grad():
         assert torch.allclose(fresh(inputs), result.model(inputs), atol=1e-6)
@@ -53,24 +54,24 @@ def test_every_importance_criterion_prunes(resnet20, importance):
 
     batches = [(np.random.default_rng(0).normal(size=(4, 3, 32, 32)).astype(np.float32), np.array([0, 1, 2, 3]))]
     config = PruneConfig(method="structured", importance=importance, ratio=0.25, round_to=4)
-    result = prune_structured(resnet20, (3, 32, 32), config, calibration_batches=batches)
+    result = prune_structured(resnet20, ModelInputs.image((3, 32, 32)), config, calibration_batches=batches)
     assert result.macs_after < result.macs_before
     assert result.model.layer1[0].conv1.out_channels % 4 == 0
 
 
 def test_unknown_ignored_layer_is_named(resnet20):
     with pytest.raises(GreencompressError, match="no layer named classifier"):
-        prune_structured(resnet20, (3, 32, 32), PruneConfig(ignore=["classifier"]), calibration_batches=None)
+        prune_structured(resnet20, ModelInputs.image((3, 32, 32)), PruneConfig(ignore=["classifier"]), calibration_batches=None)
 
 
 def test_an_ignore_list_keeps_its_layers_and_the_classifier_s_outputs(resnet20):
     protected = ["layer1.0.conv1", "layer2.0.conv1"]
-    result = prune_structured(resnet20, (3, 32, 32), PruneConfig(ignore=protected, ratio=0.5), calibration_batches=None)
+    result = prune_structured(resnet20, ModelInputs.image((3, 32, 32)), PruneConfig(ignore=protected, ratio=0.5), calibration_batches=None)
     model = result.model
     assert (model.layer1[0].conv1.out_channels, model.layer2[0].conv1.out_channels) == (16, 32)
     assert model.layer1[1].conv1.out_channels == 8  # not listed: pruned
     assert model.linear.out_features == 10  # the classes, although `ignore` does not list the classifier
-    assert prune_structured(resnet20, (3, 32, 32), PruneConfig(ignore=[], ratio=0.5),
+    assert prune_structured(resnet20, ModelInputs.image((3, 32, 32)), PruneConfig(ignore=[], ratio=0.5),
                             calibration_batches=None).model.linear.out_features == 10
 
 
@@ -86,7 +87,7 @@ def test_unstructured_sparsity_is_exact_and_permanent(resnet20, scope):
 
 def test_target_macs_finds_the_ratio_that_reaches_it(resnet20):
     config = PruneConfig(method="structured", target_macs=0.7)
-    result = prune_structured(resnet20, (3, 32, 32), config, calibration_batches=None)
+    result = prune_structured(resnet20, ModelInputs.image((3, 32, 32)), config, calibration_batches=None)
     share = result.macs_after / result.macs_before
     assert 0.66 < share <= 0.7  # reached, and not overshot by more than a few channels
     assert 0.2 < result.ratio < 0.4
@@ -94,7 +95,7 @@ def test_target_macs_finds_the_ratio_that_reaches_it(resnet20):
 
 def test_unreachable_target_macs_names_the_layers_kept_whole(resnet20):
     with pytest.raises(GreencompressError, match=r"target_macs: 0\.05 cannot be reached.*layer1\.0\.conv2"):
-        prune_structured(resnet20, (3, 32, 32), PruneConfig(target_macs=0.05), calibration_batches=None)
+        prune_structured(resnet20, ModelInputs.image((3, 32, 32)), PruneConfig(target_macs=0.05), calibration_batches=None)
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cubic"])
@@ -112,7 +113,7 @@ def test_iterative_steps_follow_the_schedule_and_train_in_between(resnet20, sche
         return trained
 
     config = PruneConfig(method="structured", ratio=0.5, iterative_steps=3, schedule=schedule)
-    result = prune_structured(resnet20, (3, 32, 32), config, calibration_batches=None, train_between=train_between)
+    result = prune_structured(resnet20, ModelInputs.image((3, 32, 32)), config, calibration_batches=None, train_between=train_between)
     expected = [int(16 * (1 - target)) for target in step_targets(schedule, 0.5, 3)]  # as Torch-Pruning rounds
     assert channels_seen == expected[:2] and result.model.layer1[0].conv1.out_channels == 8
     assert torch.allclose(result.model.linear.bias, resnet20.linear.bias + 2.0)  # trained after steps 1 and 2
@@ -120,7 +121,7 @@ def test_iterative_steps_follow_the_schedule_and_train_in_between(resnet20, sche
     # The history handed over between steps rebuilds the model as pruned so far (what torchrun ranks receive).
     from greencompress.compress.technique import replay_pruning
 
-    fresh = replay_pruning(__import__("copy").deepcopy(resnet20), (3, 32, 32), list(histories[0]))
+    fresh = replay_pruning(__import__("copy").deepcopy(resnet20), ModelInputs.image((3, 32, 32)), list(histories[0]))
     assert fresh.layer1[0].conv1.out_channels == expected[0]
 
 
@@ -167,16 +168,16 @@ def test_round_to_auto_takes_the_rounding_the_runtimes_run_fastest_and_names_whe
                 {"runtime": "openvino", "batch_size": 1, "ratio": share, "low": 0, "high": 0}]
 
     config = PruneConfig(ratio=0.4, round_to="auto")
-    choice = choose_round_to(resnet20, (3, 32, 32), config, lambda: None, latency_check, choices=(1, 4, 8, 16))
+    choice = choose_round_to(resnet20, ModelInputs.image((3, 32, 32)), config, lambda: None, latency_check, choices=(1, 4, 8, 16))
     assert choice["measured"]["1"][0]["ratio"] == 2.0  # counts left odd: the trap
     assert choice["chosen"] == 8 and choice["round_to"] == 8 and choice["worst_ratio"] < 1 and not choice["slower_on"]
 
     def always_slower(candidate, baseline):
         return [{"runtime": "onnxruntime", "batch_size": 32, "ratio": 1.3, "low": 1.2, "high": 1.4}]
 
-    stuck = choose_round_to(resnet20, (3, 32, 32), config, lambda: None, always_slower, choices=(1,))
+    stuck = choose_round_to(resnet20, ModelInputs.image((3, 32, 32)), config, lambda: None, always_slower, choices=(1,))
     assert stuck["chosen"] == 1 and stuck["slower_on"] == ["onnxruntime at batch 32 (1.30x untrained)"]
     facts = Prune().describe({}, {"round_to_auto": stuck})
     assert "still SLOWER than the unpruned model on onnxruntime at batch 32" in " ".join(facts)
     with pytest.raises(GreencompressError, match="round_to: auto times the pruned model on the run's file runtimes"):
-        choose_round_to(resnet20, (3, 32, 32), config, lambda: None, None)
+        choose_round_to(resnet20, ModelInputs.image((3, 32, 32)), config, lambda: None, None)

@@ -11,6 +11,7 @@ from onnx import numpy_helper
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from greencompress.models.inputs import ModelInputs
 from greencompress.compress.finetune import FinetuneConfig, finetune
 from greencompress.compress.qat import (
     FakeQuantized,
@@ -48,7 +49,7 @@ def test_weight_rounding_matches_onnx_runtime(tmp_path, digits, reduce_range):
     """The fake-quantized weight of a conv equals what ONNX Runtime stores in the int8 model, dequantized."""
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 10))
     torch.manual_seed(1)
-    export_onnx(model.eval(), (3, 8, 8), tmp_path / "fp32.onnx", 18)
+    export_onnx(model.eval(), ModelInputs.image((3, 8, 8)), tmp_path / "fp32.onnx", 18)
     config = QuantizeConfig(calibration_samples=64, reduce_range=reduce_range)
     quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", config, digits[0], 32)
 
@@ -98,7 +99,7 @@ def observed_ranges(model: nn.Module, images: torch.Tensor) -> dict[str, tuple[f
 
 def quantize_with_ranges(model, ranges, train_set, tmp_path, reduce_range: bool):
     """The int8 ONNX file of `model`, each layer's input on the range given."""
-    export_onnx(model, (3, 8, 8), tmp_path / "fp32.onnx", 18)
+    export_onnx(model, ModelInputs.image((3, 8, 8)), tmp_path / "fp32.onnx", 18)
     result = quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", QuantizeConfig(
         calibration_samples=256, reduce_range=reduce_range), train_set, 64, input_ranges=ranges)
     assert result.trained_input_ranges == len(ranges)  # every layer's input took the trained range

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from greencompress.models.inputs import ModelInputs
 from greencompress.compress.quantize import (
     QuantizeConfig,
     quantize_onnx,
@@ -24,7 +25,7 @@ from tests.conftest import RECIPES
 def fp32_model(tmp_path_factory):
     torch.manual_seed(0)
     model = resolve_callable(f"{RECIPES / 'models' / 'cifar_resnet.py'}:resnet20")().eval()
-    return export_onnx(model, (3, 32, 32), tmp_path_factory.mktemp("q") / "fp32.onnx", opset=18)
+    return export_onnx(model, ModelInputs.image((3, 32, 32)), tmp_path_factory.mktemp("q") / "fp32.onnx", opset=18)
 
 
 @pytest.fixture
@@ -78,7 +79,7 @@ def test_symmetric_int8_activations_for_tensorrt(tmp_path):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
     images = torch.randn(64, 3, 16, 16)
-    export_onnx(model, (3, 16, 16), tmp_path / "fp32.onnx", 18)
+    export_onnx(model, ModelInputs.image((3, 16, 16)), tmp_path / "fp32.onnx", 18)
     result = quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx",
                            QuantizeConfig(calibration_samples=64, activation_type="int8"),
                            TensorDataset(images, torch.zeros(64, dtype=torch.int64)), 32)

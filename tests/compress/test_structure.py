@@ -9,6 +9,7 @@ import re
 import pytest
 import torch
 
+from greencompress.models.tasks.text_classification import tokenization
 from greencompress.compress.block_surgery import block_candidates
 from greencompress.compress.depth import choose_removals, output_change
 from greencompress.compress.encoder_prune import (
@@ -45,7 +46,7 @@ def bert(tmp_path_factory):
     """A 3-layer tiny BERT (4 heads of 8, FFN 64), its data (real glosses) and a batch of real text."""
     folder = tiny_bert(tmp_path_factory.mktemp("hf") / "bert", layers=3)
     loaded = load_model(model_spec(folder))
-    data = load_data(text_spec(write_csv(folder.parent / "texts.csv", small_rows())), 0, loaded.tokenization())
+    data = load_data(text_spec(write_csv(folder.parent / "texts.csv", small_rows())), 0, tokenization(loaded))
     return folder, loaded, data
 
 
@@ -168,12 +169,12 @@ def test_residual_blocks_of_the_users_resnet20_bypassed_measured_and_reloaded(tm
 
     kept = next(name for name in candidates if name not in chosen)
     ignored = [f"{chosen[0]}.conv1", f"{kept}.conv1"]
-    pruned = prune_structured(model, (3, 32, 32), PruneConfig(ratio=0.25, ignore=ignored), None).model
+    pruned = prune_structured(model, ModelInputs.image((3, 32, 32)), PruneConfig(ratio=0.25, ignore=ignored), None).model
     whole = model.get_submodule(f"{kept}.conv1").out_channels
     assert pruned.get_submodule(f"{kept}.conv1").out_channels == whole
     assert isinstance(pruned.get_submodule(chosen[0]), torch.nn.Identity)
     with pytest.raises(GreencompressError, match="no layer named layer9.conv1"):
-        prune_structured(model, (3, 32, 32), PruneConfig(ratio=0.25, ignore=["layer9.conv1"]), None)
+        prune_structured(model, ModelInputs.image((3, 32, 32)), PruneConfig(ratio=0.25, ignore=["layer9.conv1"]), None)
 
 
 def test_structure_settings_are_checked_against_the_model(bert, tmp_path, write_recipe):
@@ -183,9 +184,9 @@ def test_structure_settings_are_checked_against_the_model(bert, tmp_path, write_
     cases = {
         text + "stages: [{prune: {target_macs: 0.5}}]": "stages.0.prune.target_macs: not for a transformer",
         text + "stages: [{prune: {importance: taylor}}]": "stages.0.prune.importance: not for a transformer",
-        text + "stages: [{quantize: {qat: {}}}]": "stages.0.quantize.qat: not available for a huggingface model",
-        cnn + "stages: [{prune: {heads: 0.5}}]": "stages.0.prune: heads and ffn apply to transformers",
-        cnn + "stages: [{prune: {importance: activation}}]": "stages.0.prune.importance: activation scores transformers",
+        text + "stages: [{quantize: {qat: {}}}]": "stages.0.quantize.qat: not available for a transformer encoder",
+        cnn + "stages: [{prune: {heads: 0.5}}]": "stages.0.prune.heads: heads and ffn remove a transformer",
+        cnn + "stages: [{prune: {importance: activation}}]": "stages.0.prune.importance: activation scores a transformer",
         cnn + "stages: [{depth: {remove: 0}}]": "stages.0.depth.remove",
     }
     for recipe, message in cases.items():

@@ -18,6 +18,8 @@ import onnxruntime
 import pytest
 import torch
 
+from greencompress.models.tasks import TASKS
+from greencompress.models.tasks.text_classification import tokenization
 from greencompress.core.errors import (
     DataError,
     GreencompressError,
@@ -105,7 +107,7 @@ def text_spec(path=None, **fields) -> DataSpec:
 def test_text_classifier_exports_with_dynamic_batch_and_sequence_and_matches_torch(bert_folder, tmp_path):
     loaded = load_model(model_spec(bert_folder))
     assert loaded.inputs.names == ("input_ids", "attention_mask", "token_type_ids")
-    data = load_data(text_spec(write_csv(tmp_path / "texts.csv", small_rows())), 0, loaded.tokenization())
+    data = load_data(text_spec(write_csv(tmp_path / "texts.csv", small_rows())), 0, tokenization(loaded))
     assert data.num_classes == 6 and len(data.eval) == 36
     lengths = {next(iter(inputs.values())).shape[1] for inputs, _ in batches(data.eval, 5)}
     assert len(lengths) > 1  # padded per batch: the parity check sees several lengths
@@ -125,8 +127,8 @@ def test_text_classifier_exports_with_dynamic_batch_and_sequence_and_matches_tor
 
 def test_sentence_embedder_fits_centroids_and_exports_the_embedding_too(encoder_folder, tmp_path):
     loaded = load_model(model_spec(encoder_folder, task="sentence-embedding"))
-    data = load_data(text_spec(write_csv(tmp_path / "texts.csv", small_rows())), 0, loaded.tokenization())
-    head = loaded.fit_head(data, 16)
+    data = load_data(text_spec(write_csv(tmp_path / "texts.csv", small_rows())), 0, tokenization(loaded))
+    head = TASKS.get("sentence-embedding").fit_head(loaded, data, 16)
     assert head["texts"] == 72 and head["pooling"] == "mean"
     centroids = loaded.module.centroids
     assert centroids.shape == (6, 32) and torch.allclose(centroids.norm(dim=1), torch.ones(6))
@@ -208,7 +210,7 @@ def test_bring_your_own_text_classifier_through_a_recipe(bert_folder, tmp_path, 
     assert "SkipLayerNormalization" in static_stage["settings"]["float_operators"]
     runner = OnnxRuntimeRunner(run_dir / "model_int8_dynamic.onnx", 1)
     for length in (9, 32):
-        assert runner(fixed_batch(load_data(recipe.data, 0, load_model(recipe.model).tokenization()).eval, 2,
+        assert runner(fixed_batch(load_data(recipe.data, 0, tokenization(load_model(recipe.model))).eval, 2,
                                   length)).shape == (2, 6)
     assert any("padded (or cut) to the sequence length (16, 32 tokens)" in note for note in saved["notes"])
     # Every figure is keyed by batch size and sequence length, and so is every comparison and decision.
@@ -234,7 +236,7 @@ def test_fallback_keeps_the_layers_with_the_largest_input_peaks_in_float_until_w
     from greencompress.compress.quantize import QuantizeConfig, quantize_onnx
 
     loaded = load_model(model_spec(bert_folder))
-    data = load_data(text_spec(write_csv(tmp_path / "texts.csv", small_rows())), 0, loaded.tokenization())
+    data = load_data(text_spec(write_csv(tmp_path / "texts.csv", small_rows())), 0, tokenization(loaded))
     export_with_parity(loaded.module, loaded.inputs, tmp_path / "fp32.onnx", ExportSpec(), batches(data.eval, 8), 1)
     ranked = fallback.layers_by_input_peak(tmp_path / "fp32.onnx", data.eval, 8, ("MatMul",))
     assert len(ranked) == 6  # per layer: the attention output projection and the two FFN projections
@@ -285,17 +287,17 @@ def test_fine_tuning_trains_a_new_head_on_text_and_distils_into_an_existing_one(
     # An encoder without a head: a new one with a output per label, trained by fine-tuning.
     loaded = load_model(model_spec(encoder_folder, num_classes=6))
     assert loaded.provenance["new_head"] == 6 and loaded.label_names is None
-    data = load_data(text_spec(csv_file), 0, loaded.tokenization())
+    data = load_data(text_spec(csv_file), 0, tokenization(loaded))
     config = FinetuneConfig(epochs=12, batch_size=16, optimizer="adamw", learning_rate=3e-3, label_smoothing=0,
                             device="cpu")
     result = finetune(loaded.module, data.train, config, 0, tmp_path / "new-head")
     losses = [epoch["train_loss"] for epoch in result.history]
     assert losses[-1] < 0.8 * losses[0]  # it learns the training texts
     with pytest.raises(DataError, match="model.num_classes is 5: the new head must have one output per label"):
-        load_data(text_spec(csv_file), 0, load_model(model_spec(encoder_folder, num_classes=5)).tokenization())
+        load_data(text_spec(csv_file), 0, tokenization(load_model(model_spec(encoder_folder, num_classes=5))))
     # A classifier fine-tuned with distillation from its own FP32 logits: the token batches reach the teacher too.
     classifier = load_model(model_spec(bert_folder))
-    data = load_data(text_spec(csv_file), 0, classifier.tokenization())
+    data = load_data(text_spec(csv_file), 0, tokenization(classifier))
     distilled = finetune(classifier.module, data.train, FinetuneConfig(
         epochs=1, batch_size=16, device="cpu", distillation=DistillationConfig()), 0, tmp_path / "distil",
         teacher=classifier.module)
@@ -362,21 +364,21 @@ def test_pickled_weights_go_through_the_checkpoint_refusal(tmp_path):
 ])
 def test_bad_text_settings_are_named(bert_folder, tmp_path, change, message):
     csv_file = write_csv(tmp_path / "texts.csv", small_rows())
-    tokenization = load_model(model_spec(bert_folder)).tokenization()
+    bert_text = tokenization(load_model(model_spec(bert_folder)))
     with pytest.raises(DataError, match=re.escape(message)):
-        load_data(text_spec(csv_file, **change), 0, tokenization)
+        load_data(text_spec(csv_file, **change), 0, bert_text)
 
 
 def test_labels_not_in_the_head_and_empty_texts_are_named(bert_folder, tmp_path):
-    tokenization = load_model(model_spec(bert_folder)).tokenization()
+    bert_text = tokenization(load_model(model_spec(bert_folder)))
     rows = small_rows()
     unknown = write_csv(tmp_path / "unknown.csv", [*rows, {"text": "a small boat", "label": "vehicle", "split": "test"}])
     with pytest.raises(DataError, match=r"unknown.csv: data.label_column: label\(s\) 'vehicle' are not in the model's head"):
-        load_data(text_spec(unknown), 0, tokenization)
+        load_data(text_spec(unknown), 0, bert_text)
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n".join(json.dumps(row) for row in [*rows[:3], {"text": " ", "label": "food", "split": "train"}]))
     with pytest.raises(DataError, match=r"empty.jsonl: data.text_column: 1 empty text\(s\) .* row 4"):
-        load_data(text_spec(empty), 0, tokenization)
+        load_data(text_spec(empty), 0, bert_text)
 
 
 def test_recipe_level_mismatches_exit_2_before_any_work(bert_folder, tmp_path, write_recipe):
@@ -390,9 +392,9 @@ def test_recipe_level_mismatches_exit_2_before_any_work(bert_folder, tmp_path, w
         export: {{transformer_fusion: true}}
     """
     cases = {
-        ("digits", "quantize: {}", "[onnxruntime]"): "data.kind: a huggingface model",
+        ("digits", "quantize: {}", "[onnxruntime]"): "data.kind: text-classification models are fed data of kind text",
         ("text", "prune: {global_pruning: true}", "[onnxruntime]"): "stages.0.prune.global_pruning: not for a transformer",
-        ("text", "quantize: {qat: {}}", "[onnxruntime]"): "stages.0.quantize.qat: not available for a huggingface model",
+        ("text", "quantize: {qat: {}}", "[onnxruntime]"): "stages.0.quantize.qat: not available for a transformer encoder",
         ("text", "quantize: {}", "[onnxruntime, openvino]"): "openvino cannot read the file export.transformer_fusion",
     }
     cases[("text", "quantize: {}\n          - quantize: {method: static}", "[onnxruntime]")] = (
@@ -401,7 +403,7 @@ def test_recipe_level_mismatches_exit_2_before_any_work(bert_folder, tmp_path, w
         with pytest.raises(RecipeError, match=re.escape(message)) as caught:
             load_recipe(write_recipe(base % (kind, stage, runtimes)))
         assert caught.value.exit_code == 2
-    with pytest.raises(RecipeError, match="data.kind text: needs a model with a tokenizer"):
+    with pytest.raises(RecipeError, match="data.kind: image-classification models are fed data of kind"):
         load_recipe(write_recipe("name: t\nmodel: {source: builtin, name: resnet18-digits-64}\ndata: {kind: text}\n"
                                  "stages: [{quantize: {}}]\n"))
 
@@ -544,8 +546,8 @@ def test_real_minilm_on_real_text_int8_keeps_its_accuracy(tmp_path):
     recipe = load_recipe(RECIPES / "minilm_int8.yaml", ["data.eval_samples=240"])
     loaded = load_model(recipe.model)
     assert loaded.provenance["model_type"] == "bert" and loaded.inputs.max_sequence_length == 512
-    data = load_data(recipe.data, 0, loaded.tokenization())
-    loaded.fit_head(data, 64)
+    data = load_data(recipe.data, 0, tokenization(loaded))
+    recipe.task.fit_head(loaded, data, 64)
     parity = export_with_parity(loaded.module, loaded.inputs, tmp_path / "fp32.onnx", recipe.export,
                                 batches(data.eval, 64, limit=64), threads=2)
     assert parity.fusion["Attention"] == 6 and parity.fusion["EmbedLayerNormalization"] == 1

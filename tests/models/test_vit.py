@@ -51,13 +51,12 @@ def vit_recipe(write_recipe, folder, images, stages: str = "  - quantize: {metho
 def test_a_vit_folder_loads_as_an_image_encoder_and_its_labels_are_matched_by_name(tmp_path, image_folder,
                                                                                    write_recipe):
     from greencompress.models.sources import load_model
-    from greencompress.pipeline.execute import load_model_data
 
     recipe = load_recipe(vit_recipe(write_recipe, tiny_vit(tmp_path / "vit"), image_folder))
     loaded = load_model(recipe.model)
-    assert loaded.inputs.image_shape == (3, 32, 32) and loaded.inputs.encoder and not loaded.inputs.are_tokens
+    assert loaded.inputs.image_shape == (3, 32, 32) and loaded.inputs.structure == "encoder" and not loaded.inputs.are_tokens
     assert loaded.tokenizer is None and loaded.label_names == HEAD_LABELS
-    data = load_model_data(recipe, loaded)
+    data = recipe.task.load_data(loaded, recipe.data, recipe.seed)
     # The folder's "dark" class is the head's label 1, "light" its label 0, whatever the folders' order.
     labels = {int(data.eval[index][1]) for index in range(6)}  # the first six images are ImageFolder's "dark"
     assert labels == {HEAD_LABELS.index("dark")} and "matched by name" in data.description
@@ -73,17 +72,15 @@ def test_a_vit_folder_loads_as_an_image_encoder_and_its_labels_are_matched_by_na
 def test_image_data_prepared_otherwise_than_the_processor_says_is_refused(tmp_path, image_folder, write_recipe, change,
                                                                           error, message):
     from greencompress.models.sources import load_model
-    from greencompress.pipeline.execute import load_model_data
 
     recipe = load_recipe(vit_recipe(write_recipe, tiny_vit(tmp_path / "vit"), image_folder))
     recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update=change)})
     with pytest.raises(error, match=message):
-        load_model_data(recipe, load_model(recipe.model))
+        recipe.task.load_data(load_model(recipe.model), recipe.data, recipe.seed)
 
 
 def test_bad_vit_inputs_name_the_field(tmp_path, image_folder, write_recipe):
     from greencompress.models.sources import load_model
-    from greencompress.pipeline.execute import load_model_data
 
     # A class folder the head has no label for.
     (image_folder / "val" / "grey").mkdir()
@@ -94,7 +91,7 @@ def test_bad_vit_inputs_name_the_field(tmp_path, image_folder, write_recipe):
     recipe = load_recipe(vit_recipe(write_recipe, tiny_vit(tmp_path / "vit"), image_folder))
     with pytest.raises(DataError, match="class\\(es\\) 'grey' .* not labels of the model's head, whose labels are: "
                                         "light, dark"):
-        load_model_data(recipe, load_model(recipe.model))
+        recipe.task.load_data(load_model(recipe.model), recipe.data, recipe.seed)
     # An encoder without a head, and no num_classes for a new one.
     bare = load_recipe(vit_recipe(write_recipe, tiny_vit(tmp_path / "bare", head=False), image_folder))
     with pytest.raises(ModelLoadError, match="no image-classification head"):
@@ -102,7 +99,7 @@ def test_bad_vit_inputs_name_the_field(tmp_path, image_folder, write_recipe):
     # Text data for an image model.
     text_path = vit_recipe(write_recipe, tmp_path / "vit", image_folder)
     text_path.write_text(text_path.read_text().replace("kind: imagefolder", "kind: text"))
-    with pytest.raises(RecipeError, match="an image-classification model is fed images"):
+    with pytest.raises(RecipeError, match="image-classification models are fed data of kind digits"):
         load_recipe(text_path)
 
 
@@ -113,7 +110,7 @@ def test_a_vit_loses_layers_heads_and_ffn_neurons_trains_quantizes_and_reloads_w
     from transformers import AutoModelForImageClassification
 
     from greencompress.models.sources import load_model
-    from greencompress.pipeline.execute import load_model_data, run
+    from greencompress.pipeline.execute import run
     from greencompress.pipeline.folder import create_run_dir
 
     stages = """  - depth: {remove: 1}
@@ -143,7 +140,7 @@ def test_a_vit_loses_layers_heads_and_ffn_neurons_trains_quantizes_and_reloads_w
     assert (run_dir / "model_compressed_hf" / "preprocessor_config.json").is_file()
     reloaded = AutoModelForImageClassification.from_pretrained(run_dir / "model_compressed_hf").eval()
     assert reloaded.config.num_attention_heads == 2 and reloaded.config.num_hidden_layers == 2
-    images = torch.stack([item[0] for item in load_model_data(recipe, load_model(recipe.model)).eval])
+    images = torch.stack([item[0] for item in recipe.task.load_data(load_model(recipe.model), recipe.data, recipe.seed).eval])
     session = onnxruntime.InferenceSession(str(run_dir / "model_compressed_fp32.onnx"))
     exported = session.run(None, {session.get_inputs()[0].name: images.numpy()})[0]
     with torch.no_grad():

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from torch import nn
 
+from greencompress.models.inputs import ModelInputs
 from greencompress.pipeline import proxy as proxy_module
 from greencompress.pipeline.proxy import (
     LatencyProxy,
@@ -69,7 +70,7 @@ class Tiny(nn.Module):
 
 @pytest.mark.slow
 def test_same_widths_on_the_same_cpu_are_timed_once_and_another_cpu_times_again(tmp_path, monkeypatch):
-    proxy = LatencyProxy(Tiny(16), (3, 8, 8), "onnxruntime", RunnerSettings(threads=1), None, None, 1, 18, 3, 0.02,
+    proxy = LatencyProxy(Tiny(16), ModelInputs.image((3, 8, 8)), "onnxruntime", RunnerSettings(threads=1), None, None, 1, 18, 3, 0.02,
                          ProxyCache(tmp_path))
     assert width_signature(Tiny(8)) == [["conv1", [8, 3, 3, 3]], ["fc", [2, 8]]]
     timed = []
@@ -92,9 +93,9 @@ def test_the_proxy_times_a_shallower_model_and_keys_it_apart_from_the_whole_one(
 
     model = resolve_callable(ARCHITECTURE)().eval()
     calibration = [(np.random.default_rng(0).normal(size=(8, 3, 32, 32)).astype(np.float32), np.zeros(8, np.int64))]
-    shallow = shallower(model, (3, 32, 32), DepthConfig(remove=4), calibration)
+    shallow = shallower(model, ModelInputs.image((3, 32, 32)), DepthConfig(remove=4), calibration)
     assert len(width_signature(shallow)) == len(width_signature(model)) - 8  # two convolutions per block
-    proxy = LatencyProxy(model, (3, 32, 32), "onnxruntime", RunnerSettings(threads=1), None, None, 1, 18, 5, 0.05,
+    proxy = LatencyProxy(model, ModelInputs.image((3, 32, 32)), "onnxruntime", RunnerSettings(threads=1), None, None, 1, 18, 5, 0.05,
                          ProxyCache(tmp_path))
     result = proxy.measure(shallow)
     # 12 of 19 convolutions' work remain: the untrained shallower model is timed faster, pairwise.
@@ -107,7 +108,7 @@ def test_a_stage_that_times_holds_what_the_timing_depends_on_in_its_key():
     from greencompress.pipeline.proxy import UntrainedLatency, cpu_identity
 
     def check(batch_sizes=(1, 32), threads=1, quantize=None):
-        return UntrainedLatency((3, 8, 8), ["onnxruntime"], list(batch_sizes), RunnerSettings(threads=threads), quantize,
+        return UntrainedLatency(ModelInputs.image((3, 8, 8)), ["onnxruntime"], list(batch_sizes), RunnerSettings(threads=threads), quantize,
                                 None, 18)
 
     identity = check().identity()

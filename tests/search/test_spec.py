@@ -150,7 +150,7 @@ def test_a_transformer_s_space_draws_heads_and_ffn_and_a_cnn_s_refuses_them(tiny
     from greencompress.pipeline.recipe import Recipe, recipe_to_dict
     from tests.models.test_huggingface import small_rows, tiny_bert, write_csv
 
-    with pytest.raises(RecipeError, match="search.space.heads: for transformers"):
+    with pytest.raises(RecipeError, match="search.space.heads: heads and ffn remove a transformer"):
         load_recipe(search_recipe(tiny_recipe, "search:\n  space: {heads: [0, 0.5]}\n",
                                   "  - prune: {ratio: 0.3}\n  - quantize: {calibration_samples: 12}"),
                     schema=SearchRecipe)

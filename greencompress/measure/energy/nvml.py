@@ -199,6 +199,7 @@ class _PowerSampler:
         self.nvml, self.handles, self.interval_s = nvml, handles, interval_s
         self.energy_j = {domain: 0.0 for domain in handles}
         self.samples = 0
+        self._previous: tuple[float, dict] | None = None  # (time, watts by domain) of the last sample, from start()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="nvml-power-sampler", daemon=True)
 

@@ -1,0 +1,101 @@
+"""The task seam: what kind of model this is, and everything that follows from it.
+
+A task owns how its models load and are fed (their `ModelInputs`), which data kinds it reads and how
+they are labelled, what it fits on the data before a run (a sentence embedder's centroid head), which
+metric a budget applies to, what a benchmark workload is (batch sizes, and sequence lengths for token
+models), and which structure the structural techniques remove (a CNN's channels and residual blocks, an
+encoder's heads, FFN neurons and layers). Code outside the task modules asks the task; it never tests
+what kind of model it holds. A plugin registers a `Task` in the `greencompress.tasks` entry-point group.
+"""
+
+from __future__ import annotations
+
+from abc import ABC
+from typing import TYPE_CHECKING, ClassVar, Literal
+
+from greencompress.core.registry import Registry
+
+if TYPE_CHECKING:
+    from greencompress.models.data import DataSpec, DataSplits
+    from greencompress.models.inputs import ModelInputs
+    from greencompress.models.sources import LoadedModel, ModelSpec
+
+# What the structural techniques (prune, depth) and static int8 act on: a CNN's output channels and identity
+# residual blocks, or a transformer encoder's attention heads, FFN neurons and layers (int8 of matrix products only).
+Structure = Literal["channels", "encoder"]
+
+
+class Task(ABC):
+    """A kind of model. Subclasses set the class attributes; the hooks have defaults for image classifiers."""
+
+    name: ClassVar[str]  # the recipe's `model.task`
+    aliases: ClassVar[tuple[str, ...]] = ()  # other names users know it by (Hugging Face's pipeline tags)
+    sources: ClassVar[tuple[str, ...]]  # the model.source values it loads
+    data_kinds: ClassVar[tuple[str, ...]]  # the data.kind values it reads
+    takes_tokens: ClassVar[bool] = False  # benchmarks then measure every benchmark.sequence_lengths too
+    # The Accuracy field a budget (gates.max_accuracy_drop, a search's budget, the recommendation) applies to.
+    primary_metric: ClassVar[str] = "top1"
+
+    def structure(self, model: ModelSpec) -> Structure:
+        """What structure the model of `model` has (and so what the structural techniques remove)."""
+        return "channels"
+
+    def check_recipe(self, model: ModelSpec, data: DataSpec) -> None:
+        """Raise ValueError when the model or data sections cannot serve this task (called at recipe load)."""
+        if model.source not in self.sources:
+            raise ValueError(f"model.task {self.name}: loads models of source {', '.join(self.sources)}, got "
+                             f"{model.source!r}")
+        if data.kind not in self.data_kinds:
+            raise ValueError(f"data.kind: {self.name} models are fed data of kind {' or '.join(self.data_kinds)}, got "
+                             f"{data.kind!r}")
+
+    def load(self, spec: ModelSpec, progress=None) -> LoadedModel:
+        """The model in eval mode, with its provenance."""
+        from greencompress.models.sources import load_model
+
+        return load_model(spec, progress)
+
+    def inputs(self, loaded: LoadedModel, data: DataSpec) -> ModelInputs:
+        """What the model takes: by default one image of the data's size, channels first."""
+        from greencompress.models.inputs import ModelInputs
+
+        return loaded.inputs or ModelInputs.image((3, data.image_size, data.image_size))
+
+    def load_data(self, loaded: LoadedModel, data: DataSpec, seed: int) -> DataSplits:
+        """The recipe's data as this model needs it."""
+        from greencompress.models.data import load_data
+
+        return load_data(data, seed)
+
+    def fit_head(self, loaded: LoadedModel, data: DataSplits, batch_size: int) -> dict:
+        """Fit what the model's head learns from the data before a run; {} when nothing (the default)."""
+        return {}
+
+    def check_inputs(self, inputs: ModelInputs, sequence_lengths: list[int]) -> None:
+        """Raise RecipeError for a benchmark shape the model cannot take; nothing to check for images."""
+
+    def workload(self, batch_sizes: list[int], sequence_lengths: list[int]) -> list[tuple[int, int | None]]:
+        """The shapes a benchmark measures: (batch size, sequence length or None)."""
+        lengths = sequence_lengths if self.takes_tokens else [None]
+        return [(size, length) for size in batch_sizes for length in lengths]
+
+    def workload_note(self, sequence_lengths: list[int]) -> str | None:
+        """What the report says of the benchmark's inputs, where there is more to say than the batch size."""
+        return None
+
+
+TASKS: Registry[Task] = Registry("task", "greencompress.tasks", lambda entry: entry.name)
+
+
+def task_named(name: str) -> Task:
+    """The registered task `name`, or the one that has it as an alias (UnknownName, with hints, when none)."""
+    if name not in TASKS:
+        for task in TASKS:
+            if name in task.aliases:
+                return task
+    return TASKS.get(name)
+
+
+def task_names() -> list[str]:
+    """Every name a recipe may give `model.task`: the registered tasks and their aliases."""
+    return [name for task in TASKS for name in (task.name, *task.aliases)]

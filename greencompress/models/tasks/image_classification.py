@@ -1,0 +1,44 @@
+"""image-classification: a CNN (any source) or a vision transformer (a Hugging Face folder) fed one image tensor.
+
+Top-1 on labelled images is the primary metric. A CNN's structure is its channels and residual blocks; a
+vision transformer's is an encoder's (heads, FFN neurons, layers), and its data must be prepared as its
+image processor prepares images, its classes matched to its head's labels by name.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from greencompress.core.errors import DataError
+from greencompress.models.tasks.base import Structure, Task
+
+if TYPE_CHECKING:
+    from greencompress.models.data import DataSpec, DataSplits
+    from greencompress.models.sources import LoadedModel, ModelSpec
+
+
+class ImageClassification(Task):
+    name = "image-classification"
+    sources = ("builtin", "torchvision", "checkpoint", "callable", "huggingface")
+    data_kinds = ("digits", "imagefolder", "cifar10", "synthetic")
+
+    def structure(self, model: ModelSpec) -> Structure:
+        return "encoder" if model.source == "huggingface" else "channels"
+
+    def load_data(self, loaded: LoadedModel, data: DataSpec, seed: int) -> DataSplits:
+        """Images; for a vision transformer, checked against its processor and labelled in its head's order."""
+        from greencompress.models.data import load_data
+
+        preprocessing = loaded.image_preprocessing
+        if preprocessing is None:
+            return load_data(data, seed)
+        from greencompress.models.huggingface import check_image_data
+
+        check_image_data(preprocessing, data, loaded.provenance["folder"])
+        splits = load_data(data, seed, head_labels=loaded.label_names)
+        head = loaded.module.network.config
+        if splits.labelled and head.num_labels != splits.num_classes:
+            raise DataError(f"data: {splits.num_classes} classes, but the model's head has {head.num_labels} outputs "
+                            f"with no label names to match them by; set model.num_classes: {splits.num_classes} with "
+                            f"a finetune stage for a new head, or name the head's labels (config.json id2label)")
+        return splits

@@ -1,0 +1,65 @@
+"""text-classification: a Hugging Face encoder with a sequence-classification head, fed token tensors.
+
+Top-1 on labelled text is the primary metric. `TokenTask` is what every task over a text encoder shares:
+text data tokenised by the model's tokenizer, benchmarks per sequence length, lengths checked against the
+model's positions; sentence_embedding.py builds on it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from greencompress.core.errors import RecipeError
+from greencompress.models.tasks.base import Structure, Task
+
+if TYPE_CHECKING:
+    from greencompress.models.data import DataSpec, DataSplits
+    from greencompress.models.inputs import ModelInputs
+    from greencompress.models.sources import LoadedModel, ModelSpec
+    from greencompress.models.text import Tokenization
+
+
+class TokenTask(Task):
+    """A task over a Hugging Face text encoder: token inputs of any length, text data."""
+
+    sources = ("huggingface",)
+    data_kinds = ("text",)
+    takes_tokens = True
+
+    def structure(self, model: ModelSpec) -> Structure:
+        return "encoder"
+
+    def inputs(self, loaded: LoadedModel, data: DataSpec) -> ModelInputs:
+        return loaded.inputs
+
+    def load_data(self, loaded: LoadedModel, data: DataSpec, seed: int) -> DataSplits:
+        """Text tokenised by the model's tokenizer and labelled in its head's label order (when it has one)."""
+        from greencompress.models.data import load_data
+
+        return load_data(data, seed, tokenization(loaded))
+
+    def check_inputs(self, inputs: ModelInputs, sequence_lengths: list[int]) -> None:
+        too_long = [length for length in sequence_lengths if length > inputs.max_sequence_length]
+        if too_long:
+            raise RecipeError(f"benchmark.sequence_lengths: {too_long[0]} is above the model's maximum sequence "
+                              f"length {inputs.max_sequence_length} (its config's max_position_embeddings)")
+
+    def workload_note(self, sequence_lengths: list[int]) -> str | None:
+        lengths = ", ".join(map(str, sequence_lengths))
+        return (f"Transformer benchmarks (shape: batch x sequence): every input is a real evaluated text padded "
+                f"(or cut) to the sequence length ({lengths} tokens), attention_mask 0 on padding. Real text "
+                f"lengths are in the data line.")
+
+
+def tokenization(loaded: LoadedModel) -> Tokenization:
+    """What text data takes from a text encoder: its tokenizer, input names, length limit and head labels."""
+    from greencompress.models.text import Tokenization
+
+    inputs = loaded.inputs
+    return Tokenization(loaded.tokenizer, inputs.names, inputs.max_sequence_length, loaded.label_names,
+                        loaded.provenance.get("new_head"))
+
+
+class TextClassification(TokenTask):
+    name = "text-classification"
+    aliases = ("sentiment-analysis",)  # Hugging Face's pipeline alias
