@@ -431,13 +431,15 @@ def bench(model: str, input_size: int, batch_sizes: str | None, threads: int | N
 
 @cli.command()
 def plugins() -> None:
-    """Every registered technique, runtime and meter, and where each comes from (greencompress or a package)."""
+    """Every registered task, technique, runtime and meter, and where each comes from (greencompress or a package)."""
     from greencompress.compress.technique import TECHNIQUES
     from greencompress.measure.energy import METERS
+    from greencompress.models.tasks import TASKS
     from greencompress.runtimes import RUNTIMES
 
     rows = []
     for kind, registry, describe in (
+            ("task", TASKS, lambda t: f"takes {', '.join(t.sources)} models, {', '.join(t.data_kinds)} data"),
             ("technique", TECHNIQUES, lambda t: f"works on the {t.works_on} model" if t.works_on == "torch"
              else f"works on an {t.works_on} file"),
             ("runtime", RUNTIMES, lambda r: "runs " + ("PyTorch models" if r.runs == "torch" else "ONNX files")

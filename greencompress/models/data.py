@@ -34,9 +34,11 @@ class DataSpec(Section):
     when no path is given, tokenised by the model's tokenizer (a `huggingface` model). Rows whose
     `split_column` is `eval_split` are evaluated, those of `calibration_split` calibrate and train;
     without that column, a seeded stratified split by `test_fraction`.
+    A task plugin may read a kind of its own (models/tasks/: `Task.data_kinds`), from `path` or `root`.
     """
 
-    kind: Literal["digits", "imagefolder", "cifar10", "synthetic", "text"]
+    # One of BUILTIN_KINDS or a kind a registered task reads; the recipe checks it against the model's task.
+    kind: str = Field(min_length=1)
     root: Path | None = None
     path: Path | None = None
     text_column: str = "text"
@@ -81,7 +83,7 @@ class DataSpec(Section):
 
     @model_validator(mode="after")
     def _root_when_needed(self) -> DataSpec:
-        if self.path is not None and self.kind != "text":
+        if self.path is not None and self.kind in IMAGE_KINDS:
             raise ValueError(f"'path' is the file of kind 'text'; kind '{self.kind}' reads 'root'")
         if self.kind in ("imagefolder", "cifar10") and self.root is None:
             raise ValueError(f"kind '{self.kind}' needs 'root'")
@@ -90,6 +92,10 @@ class DataSpec(Section):
                 if not (self.root / split).is_dir():
                     raise ValueError(f"split folder not found: {self.root / split}")
         return self
+
+# The kinds load_data reads; a task plugin's own kinds are read by its Task.load_data.
+IMAGE_KINDS = ("digits", "imagefolder", "cifar10", "synthetic")
+BUILTIN_KINDS = (*IMAGE_KINDS, "text")
 
 # The digits split never depends on the recipe's seed: the built-in checkpoint is trained on the
 # training part, so a different split would leak test images into training.
@@ -117,6 +123,9 @@ def load_data(spec: DataSpec, seed: int, tokenization: Tokenization | None = Non
     Images are labelled in `head_labels` order when given (an image model whose head names its labels): each
     class is matched to the head's label of the same name.
     """
+    if spec.kind not in BUILTIN_KINDS:
+        raise DataError(f"data.kind: {spec.kind!r} is read by its task's own load_data, not by greencompress's "
+                        f"(kinds: {', '.join(BUILTIN_KINDS)})")
     if spec.kind == "text":
         splits = _text(spec, seed, tokenization)
     else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from greencompress.core.errors import RecipeError
 from greencompress.measure.energy import select_meter
@@ -63,6 +63,7 @@ def prepare(recipe: Recipe, progress=None) -> Prepared:
     task = recipe.task
     log.info("stage load: model (%s, %s) and data (%s)", recipe.model.source, task.name, recipe.data.kind)
     loaded = task.load(recipe.model, progress)  # first: text data is tokenised by the model's tokenizer
+    loaded = replace(loaded, provenance={**loaded.provenance, "task": task.name})
     inputs = task.inputs(loaded, recipe.data)
     task.check_inputs(inputs, recipe.benchmark.sequence_lengths)
     if loaded.provenance.get("new_head") and recipe.stage("finetune") is None:

@@ -10,6 +10,7 @@ what kind of model it holds. A plugin registers a `Task` in the `greencompress.t
 
 from __future__ import annotations
 
+import difflib
 from abc import ABC
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -46,8 +47,9 @@ class Task(ABC):
             raise ValueError(f"model.task {self.name}: loads models of source {', '.join(self.sources)}, got "
                              f"{model.source!r}")
         if data.kind not in self.data_kinds:
+            close = difflib.get_close_matches(data.kind, list(self.data_kinds), n=1)
             raise ValueError(f"data.kind: {self.name} models are fed data of kind {' or '.join(self.data_kinds)}, got "
-                             f"{data.kind!r}")
+                             f"{data.kind!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
 
     def load(self, spec: ModelSpec, progress=None) -> LoadedModel:
         """The model in eval mode, with its provenance."""
