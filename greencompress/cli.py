@@ -270,7 +270,7 @@ def search(recipe_path: Path, output_dir: Path | None, overrides: tuple[str, ...
         if worker:
             stdout.print(f"worker done: {session.finished_trials()} trials of the study finished", highlight=False)
             return
-        summary = summarize(session.study, recipe.search)
+        summary = summarize(session.study, recipe.search, recipe.search_budget())
         best = write_summary(summary, folder)
     from greencompress.search.summary import energy_method_text, table_rows
 

@@ -44,7 +44,7 @@ def test_default_recipe_end_to_end(tmp_path):
     assert str(run_dir) in result.stdout and "Results" in result.stdout
 
     report = json.loads((run_dir / "report.json").read_text())
-    assert report["schema_version"] == "1.3"
+    assert report["schema_version"] == "1.4"
     artifacts = {artifact["name"]: artifact for artifact in report["artifacts"]}
     torch_fp32, ort_fp32, ort_int8 = artifacts["torch-fp32"], artifacts["onnxruntime-fp32"], artifacts["onnxruntime-int8"]
     assert torch_fp32["accuracy"]["top1"] >= 0.98 and torch_fp32["accuracy"]["samples"] == 360

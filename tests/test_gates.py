@@ -54,3 +54,26 @@ def test_a_gate_whose_threshold_lies_inside_the_interval_says_it_is_within_noise
     clear = RatioInterval(0.5, 0.48, 0.52, 5, paired=True)
     (gate,) = evaluate_gates(GatesSpec(min_energy_saving=0.3), [comparison(0.5, 0.0, interval=clear)])
     assert gate.passed and "within noise" not in gate.detail
+
+
+def test_embedding_gates_judge_each_artifact_against_the_original_embeddings():
+    from tests.report.test_recommend import embedder
+
+    results = [embedder("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.4, 0.87, 1.0, 1.0),
+               embedder("onnxruntime-int8", "onnxruntime", "int8", 2.0, 0.2, 0.87, 0.965, 0.727)]
+    gates = evaluate_gates(GatesSpec(min_embedding_cosine=0.98, min_neighbour_agreement=0.7), [], results)
+    assert [(g.gate, g.passed) for g in gates] == [("min_embedding_cosine", False), ("min_neighbour_agreement", True)]
+    assert gates[0].comparison == "onnxruntime-int8 vs the original FP32 model's embeddings"
+    assert "mean cosine 0.9650" in gates[0].detail
+    assert evaluate_gates(GatesSpec(), [], results) == []
+
+
+def test_embedding_gates_are_refused_for_a_model_judged_by_top1(write_recipe):
+    import pytest
+
+    from greencompress.core.errors import RecipeError
+    from greencompress.pipeline.recipe import load_recipe
+
+    with pytest.raises(RecipeError, match="gates.min_embedding_cosine: judges a sentence embedder"):
+        load_recipe(write_recipe("name: t\nmodel: {source: builtin, name: resnet18-digits-64}\n"
+                                 "data: {kind: digits}\nstages: [{quantize: {}}]\ngates: {min_embedding_cosine: 0.9}\n"))

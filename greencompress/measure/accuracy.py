@@ -14,7 +14,9 @@ class Accuracy:
     """Fractions in [0, 1] over `samples` inputs.
 
     For a model that also returns an embedding, how its embeddings agree with the FP32 model's on the
-    same texts: the mean cosine, and the share of texts whose nearest other text is the same by both.
+    same texts: the mean cosine, the share of texts whose nearest other text is the same by both, and
+    recall@10: the share of each text's 10 nearest others by the FP32 embeddings that are also among its
+    10 nearest by these (what a search index built on them would still return).
     """
 
     top1: float
@@ -22,6 +24,7 @@ class Accuracy:
     samples: int
     embedding_cosine: float | None = None
     neighbour_agreement: float | None = None
+    recall_at_10: float | None = None
 
 
 def evaluate(runner, dataset, batch_size: int, progress=None, label: str = "evaluating") -> Accuracy:
@@ -50,17 +53,22 @@ def evaluate_with_embeddings(runner, dataset, batch_size: int, progress=None,
             np.concatenate(embeddings) if embeddings else None)
 
 
-def embedding_agreement(embeddings: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
-    """(mean cosine of each embedding to the reference's for the same input, nearest-neighbour agreement)."""
+def embedding_agreement(embeddings: np.ndarray, reference: np.ndarray) -> tuple[float, float, float]:
+    """(mean cosine of each embedding to the reference's for the same input, nearest-neighbour agreement,
+    recall@10 of the reference's 10 nearest neighbours; fewer than 10 when there are fewer other inputs)."""
     def unit(values):
         return values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-12)
 
     ours, theirs = unit(embeddings.astype(np.float64)), unit(reference.astype(np.float64))
     cosine = float((ours * theirs).sum(axis=1).mean())
 
-    def nearest(values):
+    def ranked(values):
         similarity = values @ values.T
         np.fill_diagonal(similarity, -np.inf)
-        return similarity.argmax(axis=1)
+        return np.argsort(-similarity, axis=1, kind="stable")
 
-    return cosine, float((nearest(ours) == nearest(theirs)).mean())
+    k = min(10, len(embeddings) - 1)
+    ours_ranked, theirs_ranked = ranked(ours), ranked(theirs)
+    nearest = float((ours_ranked[:, 0] == theirs_ranked[:, 0]).mean())
+    recall = np.mean([len(set(mine[:k]) & set(original[:k])) / k for mine, original in zip(ours_ranked, theirs_ranked)])
+    return cosine, nearest, float(recall)

@@ -7,13 +7,17 @@ from pydantic import Field
 from greencompress.core.config import Section
 from greencompress.core.errors import GreencompressError
 from greencompress.measure.latency import shape_words
-from greencompress.report.schema import Comparison, GateResult
+from greencompress.report.schema import ArtifactResult, Comparison, GateResult
 
 
 class GatesSpec(Section):
     """Budgets that make `run` exit 3 when a compressed artifact breaks them (for CI pipelines)."""
 
     max_accuracy_drop: float | None = Field(default=None, ge=0)  # top-1, in percentage points
+    # A sentence embedder's fidelity to the original FP32 model's embeddings; set, they also replace the defaults of
+    # the budget the recommendation and a search apply (measure/quality.py).
+    min_embedding_cosine: float | None = Field(default=None, gt=0, le=1)
+    min_neighbour_agreement: float | None = Field(default=None, ge=0, le=1)
     min_energy_saving: float | None = Field(default=None, le=1)  # fraction of joules per inference, e.g. 0.3
     # An energy gate on an estimate (CPU time x assumed watts) judges CPU time, not energy: refused unless allowed.
     allow_estimated_energy: bool = False
@@ -34,13 +38,15 @@ def check_energy_gate_is_measurable(gates: GatesSpec, meter_measured: bool, mete
             f"set gates.allow_estimated_energy: true to gate on the estimate knowingly")
 
 
-def evaluate_gates(gates: GatesSpec, comparisons: list[Comparison]) -> list[GateResult]:
-    """Every configured gate on every comparison (all batch sizes must pass).
+def evaluate_gates(gates: GatesSpec, comparisons: list[Comparison], results: list[ArtifactResult] = ()
+                   ) -> list[GateResult]:
+    """Every configured gate on every comparison (all batch sizes must pass), and the embedding gates on every
+    artifact whose embeddings were compared with the original model's.
 
     An energy gate fails on an estimated comparison unless `allow_estimated_energy`; where the
     saving's 95% interval holds the threshold, the detail says the verdict is within noise.
     """
-    results = []
+    artifacts, results = list(results), []
     for c in comparisons:
         label = f"{c.candidate} vs {c.baseline}, {shape_words(c.batch_size, c.sequence_length)}"
         if gates.max_accuracy_drop is not None and c.top1_delta_points is not None:
@@ -50,7 +56,24 @@ def evaluate_gates(gates: GatesSpec, comparisons: list[Comparison]) -> list[Gate
                                       f"top-1 dropped {drop:.2f} points (budget {gates.max_accuracy_drop:g})"))
         if gates.min_energy_saving is not None:
             results.append(_energy_gate(gates, c, label))
-    return results
+    return results + _embedding_gates(gates, artifacts)
+
+
+def _embedding_gates(gates: GatesSpec, artifacts: list[ArtifactResult]) -> list[GateResult]:
+    found = []
+    for result in artifacts:
+        accuracy = result.accuracy
+        if accuracy is None or accuracy.embedding_cosine is None or accuracy.embedding_cosine == 1.0:
+            continue  # no embeddings, or the original model's own (the reference)
+        label = f"{result.artifact.name} vs the original FP32 model's embeddings"
+        for gate, threshold, value, what in (
+                ("min_embedding_cosine", gates.min_embedding_cosine, accuracy.embedding_cosine, "mean cosine"),
+                ("min_neighbour_agreement", gates.min_neighbour_agreement, accuracy.neighbour_agreement,
+                 "nearest neighbour kept")):
+            if threshold is not None:
+                found.append(GateResult(gate, label, threshold, value, value >= threshold,
+                                        f"{what} {value:.4f} (at least {threshold:g} asked)"))
+    return found
 
 
 def _energy_gate(gates: GatesSpec, c: Comparison, label: str) -> GateResult:

@@ -47,10 +47,11 @@ def accuracies(runners: dict, data: DataSplits, batch_size: int, store: StageSto
             record[name], embeddings = _accuracy(name, runners[name], data, batch_size, progress)
             if embeddings is not None:
                 reference = embeddings if reference is None else reference
-                cosine, neighbours = embedding_agreement(embeddings, reference)
-                record[name] = replace(record[name], embedding_cosine=cosine, neighbour_agreement=neighbours)
+                cosine, neighbours, recall = embedding_agreement(embeddings, reference)
+                record[name] = replace(record[name], embedding_cosine=cosine, neighbour_agreement=neighbours,
+                                       recall_at_10=recall)
                 log.info("%s: embeddings agree with the FP32 model's: mean cosine %.4f, nearest neighbour kept for "
-                         "%.1f%% of texts", name, cosine, 100 * neighbours)
+                         "%.1f%% of texts, recall@10 %.1f%%", name, cosine, 100 * neighbours, 100 * recall)
         record = {name: asdict(record[name]) if record[name] else None for name in runners}
         store.save("accuracy", key, record)
     return {name: Accuracy(**value) if value else None for name, value in record.items()}

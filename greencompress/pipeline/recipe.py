@@ -39,6 +39,7 @@ from greencompress.core.registry import unknown_choice
 from greencompress.core.files import read_utf8
 from greencompress.measure.benchmark import BenchmarkSpec
 from greencompress.measure.energy import EnergySpec
+from greencompress.measure.quality import QualityBudget, quality_budget
 from greencompress.models.data import DataSpec
 from greencompress.models.sources import ModelSpec
 from greencompress.models.tasks import Task, task_named, task_names
@@ -154,6 +155,11 @@ class Recipe(Section):
                     raise ValueError(f"stages: several {name} stages must differ in kind (for quantize: one `method: "
                                      f"dynamic`, one `method: static`), got {', '.join(v or '-' for v in variants)}")
         self.task.check_recipe(self.model, self.data)
+        embedding_gates = [name for name in ("min_embedding_cosine", "min_neighbour_agreement")
+                           if getattr(self.gates, name) is not None]
+        if embedding_gates and self.task.primary_metric != "embedding":
+            raise ValueError(f"gates.{embedding_gates[0]}: judges a sentence embedder's embeddings; a "
+                             f"{self.task.name} model is judged by gates.max_accuracy_drop (top-1)")
         structure = self.task.structure(self.model)
         for index, stage in enumerate(self.stages):
             try:
@@ -179,6 +185,11 @@ class Recipe(Section):
     def task(self) -> Task:
         """What kind of model this recipe compresses (models/tasks/)."""
         return task_named(self.model.task)
+
+    def quality_budget(self) -> QualityBudget:
+        """What keeps an artifact eligible: the task's primary metric, with the gates' limits where set."""
+        return quality_budget(self.task.primary_metric, self.gates.max_accuracy_drop, self.gates.min_embedding_cosine,
+                              self.gates.min_neighbour_agreement)
 
     def stage(self, technique: str) -> BaseModel | None:
         """The config of the recipe's first stage of `technique`, or None when it has none."""

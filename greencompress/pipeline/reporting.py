@@ -46,5 +46,5 @@ def build_report(prepared: Prepared, run_dir: Path, created: str, records: list[
         carbon=carbon_settings(recipe.energy.region, recipe.energy.carbon_intensity, recipe.energy.pue,
                                recipe.energy.electricity_price_per_kwh, recipe.energy.currency),
         artifacts=results, comparisons=comparisons, notes=notes,
-        gates=tuple(evaluate_gates(recipe.gates, comparisons)), complete=complete, power_limit_sweep=sweep,
+        gates=tuple(evaluate_gates(recipe.gates, comparisons, results)), complete=complete, power_limit_sweep=sweep,
     )

@@ -176,7 +176,7 @@ def decision_lines(report: RunReport) -> list[str]:
     if decisions:
         return [decision_line(c, report.energy_meter.proportional_to) for c in decisions]
     if not report.recommendations:
-        return ["Keep your model as given: no artifact is within the accuracy budget"]
+        return [f"Keep your model as given: no artifact is within the budget ({report.quality_budget.describe()})"]
     return [f"Deploy {r.artifact} at {shape_words(r.batch_size, r.sequence_length)} (the original FP32 model was not measured at that batch size "
             f"to compare it with)" for r in report.recommendations]
 
@@ -254,14 +254,16 @@ def recommendation_table(report: RunReport) -> Table | None:
 def recommendation_note(report: RunReport) -> str:
     """What the recommendation rests on, in one sentence."""
     recommendations = report.recommendations
+    budget = report.quality_budget
     if not recommendations:
-        return "No artifact is within the accuracy budget: nothing to recommend."
-    budget = recommendations[0].budget_points
+        return f"No artifact is within the budget ({budget.describe()}): nothing to recommend."
     left_out = sorted({name for r in recommendations for name in r.over_budget})
     basis = (f"the cheapest in joules per inference ({report.energy_meter.method})" if report.energy_meter.measured
              else "the fastest (p50 latency): energy was not measured here, so it is not ranked by energy")
-    return (f"Per batch size, {basis}, among artifacts within {budget:g} point(s) of the original model's top-1 "
-            f"(gates.max_accuracy_drop, default 1)" + (f"; left out: {', '.join(left_out)}" if left_out else "")
+    settings = ("gates.min_embedding_cosine and gates.min_neighbour_agreement" if budget.metric == "embedding"
+                else "gates.max_accuracy_drop, default 1")
+    return (f"Per batch size, {basis}, among artifacts within the budget: {budget.describe()} ({settings})"
+            + (f"; left out: {', '.join(left_out)}" if left_out else "")
             + ". The margin pairs the winner with the runner-up over the same interleaved rounds.")
 
 
@@ -533,12 +535,13 @@ def _fusion_sentence(parity: dict) -> str:
 
 def embedding_agreement_line(report: RunReport) -> str | None:
     """How each artifact's embeddings agree with the FP32 model's (sentence embedders only), or None."""
-    parts = [f"{r.artifact.name} {r.accuracy.embedding_cosine:.4f} ({100 * r.accuracy.neighbour_agreement:.1f}%)"
+    parts = [f"{r.artifact.name} {r.accuracy.embedding_cosine:.4f} ({100 * r.accuracy.neighbour_agreement:.1f}%"
+             + (f", {100 * r.accuracy.recall_at_10:.1f}%" if r.accuracy.recall_at_10 is not None else "") + ")"
              for r in report.artifacts if r.accuracy is not None and r.accuracy.embedding_cosine is not None]
     if not parts:
         return None
     return ("Embeddings against the FP32 model's, on the evaluated texts: mean cosine (share of texts whose nearest "
-            "other text stays the same): " + "; ".join(parts) + ".")
+            "other text stays the same, recall@10 of the FP32 model's 10 nearest): " + "; ".join(parts) + ".")
 
 
 def _short(artifact_name: str, runtime: str) -> str:

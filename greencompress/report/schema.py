@@ -16,10 +16,11 @@ from greencompress.measure.energy import MeterDescription
 from greencompress.measure.energy.carbon import CarbonSettings, carbon_per_million
 from greencompress.measure.latency import shape_key
 from greencompress.measure.load import BUSY_SHARE
+from greencompress.measure.quality import QualityBudget, quality_budget
 from greencompress.measure.stats import RatioInterval, paired_ratio_interval
 from greencompress.runtimes.base import Artifact
 
-SCHEMA_VERSION = "1.3"
+SCHEMA_VERSION = "1.4"
 
 
 @dataclass(frozen=True)
@@ -226,11 +227,22 @@ class RunReport:
 
     @property
     def recommendations(self) -> list:
-        """Where to deploy, per batch size (report/recommend.py), within the recipe's accuracy budget."""
+        """Where to deploy, per batch size (report/recommend.py), within the budget of the task's primary metric."""
         from greencompress.report.recommend import recommend
 
-        budget = (self.recipe.get("gates") or {}).get("max_accuracy_drop")
-        return recommend(self.artifacts, self.energy_meter.measured, self.energy_meter.method, budget)
+        return recommend(self.artifacts, self.energy_meter.measured, self.energy_meter.method, self.quality_budget)
+
+    @property
+    def quality_budget(self) -> QualityBudget:
+        """What kept an artifact eligible: the task's primary metric and the recipe's limits (reports from before
+        tasks were recorded are image or text classifiers, judged by top-1)."""
+        from greencompress.models.tasks import task_named, task_names
+
+        gates = self.recipe.get("gates") or {}
+        task = (self.recipe.get("model") or {}).get("task") or "image-classification"
+        metric = task_named(task).primary_metric if task in task_names() else "top1"
+        return quality_budget(metric, gates.get("max_accuracy_drop"), gates.get("min_embedding_cosine"),
+                              gates.get("min_neighbour_agreement"))
 
     @property
     def decisions(self) -> list[Comparison]:

@@ -13,6 +13,7 @@ from pydantic import Field, field_validator, model_validator
 
 from greencompress.compress.finetune import FinetuneConfig
 from greencompress.core.config import Section
+from greencompress.measure.quality import QualityBudget, quality_budget
 from greencompress.pipeline.recipe import Recipe
 
 
@@ -115,9 +116,13 @@ class Objectives(Section):
 
 
 class Budget(Section):
-    """Limits: accuracy lost against the unpruned model, trials, and wall-clock time."""
+    """Limits: quality lost against the unpruned model (by the task's primary metric), trials, and wall-clock time."""
 
     max_accuracy_drop: float = Field(default=1.0, ge=0)  # top-1 percentage points below the unpruned model
+    # A sentence embedder's fidelity to the original FP32 model's embeddings (its primary metric); None: the recipe's
+    # gates where set, else measure/quality.py's defaults.
+    min_embedding_cosine: float | None = Field(default=None, gt=0, le=1)
+    min_neighbour_agreement: float | None = Field(default=None, ge=0, le=1)
     max_trials: int = Field(default=20, ge=1)  # finished trials (complete or stopped early), across every worker
     max_time: float | None = None  # seconds, or a string such as "30m" or "2h"; per process
 
@@ -233,6 +238,13 @@ class SearchRecipe(Recipe):
                     method.check(base.model_copy(update={field: value}), structure)
                 except NotForThisModel as error:
                     raise ValueError(f"search.space.{dimension}: {error}") from None
+
+    def search_budget(self) -> QualityBudget:
+        """What keeps a trial feasible: the task's primary metric within the search's budget."""
+        budget = self.search.budget
+        return quality_budget(self.task.primary_metric, budget.max_accuracy_drop,
+                              budget.min_embedding_cosine or self.gates.min_embedding_cosine,
+                              budget.min_neighbour_agreement or self.gates.min_neighbour_agreement)
 
     def scored_sequence_length(self) -> int | None:
         """The sequence length trials are scored (and measured) at; None for models that take images."""

@@ -240,8 +240,11 @@ class Search:
             raise
         outcome = read_outcome(report, runtimes, self.spec.objectives.batch_size, self.recipe.scored_sequence_length())
         trial.set_user_attr("outcome", asdict(outcome))
-        trial.set_user_attr("constraint", outcome.accuracy_drop - self.spec.budget.max_accuracy_drop)
-        trial.set_constraint("accuracy_drop_beyond_budget", trial.user_attrs["constraint"])  # feasible when <= 0
+        # Points beyond the budget of the task's primary metric (top-1, or an embedder's fidelity): feasible when <= 0.
+        excess = self.recipe.search_budget().excess(outcome.accuracy_drop, outcome.embedding_cosine,
+                                                    outcome.neighbour_agreement)
+        trial.set_user_attr("constraint", excess if excess is not None else float("inf"))
+        trial.set_constraint("accuracy_drop_beyond_budget", trial.user_attrs["constraint"])
         return outcome.objectives(self.spec)
 
     def _finished_twin(self, trial, params: dict):

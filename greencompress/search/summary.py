@@ -18,6 +18,7 @@ import numpy as np
 
 from greencompress.core.files import write_text_atomic
 from greencompress.measure.latency import shape_words
+from greencompress.measure.quality import QualityBudget
 from greencompress.report.pareto import non_dominated
 from greencompress.search.trial import Outcome, worker_gone
 
@@ -49,6 +50,7 @@ class Summary:
     verdict: str  # whether the chosen one is faster than the unpruned model at its precision, by its paired interval
     proxy_quality: dict = field(default_factory=dict)
     sequence_length: int | None = None  # a text transformer's trials: the tokens per input they were scored at
+    budget: str = ""  # the quality budget in words, naming the metric that decides feasibility
 
     @property
     def shape(self) -> str:
@@ -134,20 +136,22 @@ def _proxy_on(proxy: dict, runtime: str) -> dict:
     return proxy.get("by_runtime", {}).get(runtime, proxy)
 
 
-def summarize(study, spec) -> Summary:
+def summarize(study, spec, budget: QualityBudget | None = None) -> Summary:
+    """The search's result; `budget` in words says what made a trial feasible (default: top-1 within the spec's
+    budget.max_accuracy_drop)."""
     rows = rows_of(study)
     chosen = choose(rows)
     scored = next((row.outcome.sequence_length for row in rows if row.outcome is not None), None)
+    words = (budget or QualityBudget(max_drop_points=spec.budget.max_accuracy_drop)).describe()
     return Summary(spec.objective_names, spec.budget.max_accuracy_drop, spec.objectives.batch_size, rows,
-                   pareto_numbers(rows, spec.objective_names), chosen, _verdict(rows, chosen, spec),
-                   proxy_quality(rows), scored)
+                   pareto_numbers(rows, spec.objective_names), chosen, _verdict(rows, chosen, words),
+                   proxy_quality(rows), scored, words)
 
 
-def _verdict(rows: list[TrialRow], chosen: int | None, spec) -> str:
-    budget = spec.budget.max_accuracy_drop
+def _verdict(rows: list[TrialRow], chosen: int | None, budget: str) -> str:
     if chosen is None:
         finished = sum(1 for row in rows if row.outcome is not None)
-        return (f"No candidate within {budget} points of the unpruned top-1 among {finished} measured trials "
+        return (f"No candidate within the budget ({budget}) among {finished} measured trials "
                 f"({len(rows)} in all); the measured front is below.")
     row = next(row for row in rows if row.number == chosen)
     outcome, latency = row.outcome, row.outcome.latency_ratio
@@ -156,11 +160,11 @@ def _verdict(rows: list[TrialRow], chosen: int | None, spec) -> str:
     ratio = f"{latency['ratio']:.3f}x [{latency['ci95'][0]:.3f}, {latency['ci95'][1]:.3f}]"
     faster = [r for r in rows if r.feasible and r.outcome.latency_ratio and r.outcome.latency_ratio["ci95"][1] < 1]
     if latency["ci95"][1] < 1:
-        return (f"Trial {chosen} ({outcome.candidate}) is within {budget} points and faster than {outcome.baseline} on "
+        return (f"Trial {chosen} ({outcome.candidate}) is within the budget ({budget}) and faster than {outcome.baseline} on "
                 f"{outcome.runtime} at {shape_words(outcome.batch_size, outcome.sequence_length)}: latency {ratio}, an interval that excludes 1.")
     others = (f"; trials {', '.join(str(r.number) for r in faster)} are faster by an interval excluding 1 but use "
               "more energy") if faster else "; no candidate within the budget is faster by an interval excluding 1"
-    return (f"Trial {chosen} ({outcome.candidate}) has the lowest energy within {budget} points, but its latency "
+    return (f"Trial {chosen} ({outcome.candidate}) has the lowest energy within the budget ({budget}), but its latency "
             f"against {outcome.baseline} on {outcome.runtime} at {shape_words(outcome.batch_size, outcome.sequence_length)} is {ratio}, which does "
             f"not exclude 1 on the fast side{others}.")
 
@@ -195,12 +199,18 @@ def _interval_text(interval: dict | None) -> str:
     return f"{interval['ratio']:.3f}x [{interval['ci95'][0]:.3f}, {interval['ci95'][1]:.3f}]"
 
 
+def _fidelity_text(outcome: Outcome | None) -> str:
+    if outcome is None or outcome.embedding_cosine is None:
+        return "-"
+    return f"{outcome.embedding_cosine:.4f}, {100 * outcome.neighbour_agreement:.1f}%"
+
+
 def table_rows(summary: Summary, compact: bool = False) -> tuple[list[str], list[list[str]]]:
     """The trials table; `compact` (for a terminal) leaves out the settings and shortens the notes."""
     anchors = sorted({row.outcome.anchor for row in summary.rows if row.outcome and row.outcome.anchor})
     headers = ["trial", "state", "settings", "runtime", "top-1 %", "drop (pts)",
                f"J/inference vs {' / '.join(anchors) or 'anchor'} (paired, ranks)", "J/inference", "latency p50 ms",
-               "latency vs unpruned (paired)", "proxy (untrained)", "note"]
+               "latency vs unpruned (paired)", "proxy (untrained)", "embeddings: cosine, neighbour kept", "note"]
     rows = []
     for row in summary.rows:
         o = row.outcome
@@ -213,7 +223,7 @@ def table_rows(summary: Summary, compact: bool = False) -> tuple[list[str], list
                      f"{o.latency_p50_ms:.3f}" if o else "-",
                      _interval_text(o.latency_ratio) if o else "-",
                      _interval_text({"ratio": proxy["ratio"], "ci95": [proxy["low"], proxy["high"]]})
-                     if proxy else "-",
+                     if proxy else "-", _fidelity_text(o),
                      (marks + (row.reason or ("over budget" if o and not row.feasible else ""))).strip("; ")])
     if compact:
         headers.pop(2)
@@ -231,8 +241,9 @@ def energy_method_text(summary: Summary) -> str:
 def render_markdown(summary: Summary) -> str:
     headers, rows = table_rows(summary)
     lines = ["# greencompress search", "",
-             f"Objectives: {', '.join(summary.objectives)} at {summary.shape}; budget: at most "
-             f"{summary.max_accuracy_drop} points below the unpruned FP32 top-1. Energy: {energy_method_text(summary)}.",
+             f"Objectives: {', '.join(summary.objectives)} at {summary.shape}; budget: "
+             f"{summary.budget or f'top-1 within {summary.max_accuracy_drop} points of the unpruned FP32 model'}. "
+             f"Energy: {energy_method_text(summary)}.",
              "", RANKING_NOTE, "",
              f"**{summary.verdict}**", ""]
     if summary.chosen is not None:

@@ -143,6 +143,10 @@ class Outcome:
     anchor_energy_ratio: dict | None = None  # paired J/inference interval against `anchor`: what ranks trials
     anchor_latency_ratio: dict | None = None
     sequence_length: int | None = None  # a text transformer's: tokens per input at which it was scored
+    # A sentence embedder's candidate against the original FP32 model's embeddings (what its budget judges).
+    embedding_cosine: float | None = None
+    neighbour_agreement: float | None = None
+    recall_at_10: float | None = None
 
     def objectives(self, spec: SearchSpec) -> list[float]:
         return [self.objective(name) for name in spec.objective_names]
@@ -205,7 +209,8 @@ def _outcome_on(report, runtime: str, batch_size: int, sequence_length: int | No
         anchor=anchor.artifact.name,
         anchor_energy_ratio=interval_to_dict(paired.joules_per_inference) if paired else None,
         anchor_latency_ratio=interval_to_dict(paired.latency_p50) if paired else None,
-        sequence_length=sequence_length,
+        sequence_length=sequence_length, embedding_cosine=candidate.accuracy.embedding_cosine,
+        neighbour_agreement=candidate.accuracy.neighbour_agreement, recall_at_10=candidate.accuracy.recall_at_10,
     )
 
 

@@ -72,7 +72,7 @@ def test_when_nothing_beats_the_model_as_given_the_line_says_keep_it():
 def test_with_nothing_within_the_budget_the_first_line_says_to_keep_the_model():
     report = dataclasses.replace(default_run(), recipe={"gates": {"max_accuracy_drop": -1.0}})
     assert report.recommendations == [] and decision_lines(report) == [
-        "Keep your model as given: no artifact is within the accuracy budget"]
+        "Keep your model as given: no artifact is within the budget (top-1 within -1 point(s) of the original model's)"]
     assert render_markdown(report).splitlines()[2].startswith("**Keep your model as given")
 
 

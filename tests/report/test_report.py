@@ -332,3 +332,12 @@ def test_gpu_windows_report_clock_temperature_and_limits():
     assert ("gpu0 at the end of each window: SM clock 1755-1980 MHz, up to 71 C; clocks LIMITED in 1 of 3 windows "
             "(sw_power_cap)") in markdown
     assert report.to_dict()["artifacts"][0]["energy"]["1"]["window_telemetry"][1]["gpu0"]["sm_clock_mhz"] == 1755
+
+
+def test_the_schema_doc_describes_the_version_reports_are_written_in():
+    from greencompress.report.schema import SCHEMA_VERSION
+    from tests.conftest import REPO
+
+    doc = (REPO / "docs" / "report-schema.md").read_text()
+    assert doc.splitlines()[0] == f"# `report.json`, schema version {SCHEMA_VERSION}"
+    assert f'`"{SCHEMA_VERSION}"`' in doc  # the schema_version row names it too

@@ -256,3 +256,39 @@ output: {{dir: {tmp_path / "runs"}}}
         assert {key for item in report["artifacts"] for key in item["latency"]} == {"1x32"}
         assert row.outcome.sequence_length == 32 and row.outcome.anchor_energy_ratio is not None
         assert row.proxy is not None and row.proxy["candidate_p50_ms"] > 0
+
+
+@pytest.mark.slow
+def test_a_sentence_embedder_search_is_budgeted_by_embedding_fidelity_not_label_top1(tmp_path):
+    from greencompress.search.summary import summarize
+    from tests.models.test_huggingface import small_rows, tiny_bert, write_csv
+
+    folder = tiny_bert(tmp_path / "encoder", head=False, layers=3)
+    path = tmp_path / "embedder-search.yaml"
+    path.write_text(f"""
+name: embedder
+seed: 0
+model: {{source: huggingface, path: {folder}, task: feature-extraction}}
+data: {{kind: text, path: {write_csv(tmp_path / "texts.csv", small_rows())}, eval_split: test, batch_size: 16}}
+stages:
+  - prune: {{heads: 0.5, importance: activation}}
+  - quantize: {{method: dynamic}}
+benchmark: {{batch_sizes: [1], sequence_lengths: [16], runtimes: [onnxruntime], window_s: 0.05, min_iterations: 3,
+            windows: 2, max_windows: 2, warmup_iterations: 1, threads: 1}}
+energy: {{idle_s: 0}}
+search:
+  space: {{heads: [0.25, 0.75]}}
+  budget: {{max_trials: 2, max_accuracy_drop: 100, min_embedding_cosine: 0.99999, min_neighbour_agreement: 0.5}}
+  proxy: {{enabled: false}}
+output: {{dir: {tmp_path / "runs"}}}
+""")
+    search = open_search(path)
+    search.optimize()
+    summary = summarize(search.study, search.spec, search.recipe.search_budget())
+    complete = [row for row in summary.rows if row.state == "complete"]
+    assert len(complete) == 2 and summary.budget.startswith("embedding fidelity to the original FP32 model")
+    for row in complete:  # a label budget of 100 points admits every trial; the embeddings decide
+        fidelity = row.outcome.embedding_cosine >= 0.99999 and row.outcome.neighbour_agreement >= 0.5
+        assert 0.999 < row.outcome.embedding_cosine < 0.99999 and row.feasible == fidelity is False
+    # Removing heads moves a tiny random encoder's embeddings by 1e-4 to 2e-4 (1 - cosine): beyond this budget.
+    assert summary.chosen is None and summary.verdict.startswith("No candidate within the budget (embedding fidelity")

@@ -34,8 +34,9 @@ class Task(ABC):
     sources: ClassVar[tuple[str, ...]]  # the model.source values it loads
     data_kinds: ClassVar[tuple[str, ...]]  # the data.kind values it reads
     takes_tokens: ClassVar[bool] = False  # benchmarks then measure every benchmark.sequence_lengths too
-    # The Accuracy field a budget (gates.max_accuracy_drop, a search's budget, the recommendation) applies to.
-    primary_metric: ClassVar[str] = "top1"
+    # What a budget (the recommendation, a search's budget) judges: `top1` points lost, or `embedding` fidelity
+    # to the original model (measure/quality.py).
+    primary_metric: ClassVar[Literal["top1", "embedding"]] = "top1"
 
     def structure(self, model: ModelSpec) -> Structure:
         """What structure the model of `model` has (and so what the structural techniques remove)."""

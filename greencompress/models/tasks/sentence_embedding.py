@@ -1,8 +1,9 @@
 """sentence-embedding: a Hugging Face encoder with its pooling (and L2 normalisation), served for its embeddings.
 
-Scored on labelled text by a nearest-centroid head whose centroids are the mean FP32 embedding of each class
-in the training split, fitted once before a run (`fit_head`); the exported file returns the embedding as
-its second output.
+Judged by its embeddings' fidelity to the original model's (mean cosine, nearest neighbour kept, recall@10:
+measure/quality.py), since that is what search and retrieval serve. Its label top-1, reported beside, comes
+from a nearest-centroid head whose centroids are the mean FP32 embedding of each class in the training
+split, fitted once before a run (`fit_head`); the exported file returns the embedding as its second output.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 class SentenceEmbedding(TokenTask):
     name = "sentence-embedding"
     aliases = ("feature-extraction", "sentence-similarity")  # Hugging Face's names for embedding models
+    primary_metric = "embedding"  # served for its embeddings: judged by their fidelity, top-1 reported beside
 
     def fit_head(self, loaded: LoadedModel, data: DataSplits, batch_size: int) -> dict:
         from greencompress.models.data import batches
