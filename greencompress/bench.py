@@ -47,9 +47,17 @@ class BenchResult:
         return self.by_runtime[self.runtime]
 
 
-def bench(model: str, input_size: int, benchmark: BenchmarkSpec, energy: EnergySpec, seed: int = 0,
-          progress=None, runtime: str | None = None, power_limits_w: list[float] | None = None,
-          sequence_length: int = 128) -> BenchResult:
+def bench(
+    model: str,
+    input_size: int,
+    benchmark: BenchmarkSpec,
+    energy: EnergySpec,
+    seed: int = 0,
+    progress=None,
+    runtime: str | None = None,
+    power_limits_w: list[float] | None = None,
+    sequence_length: int = 128,
+) -> BenchResult:
     """Benchmark `model`: an .onnx file on `runtime`, or on every installed runtime that runs files when None; or a
     torchvision model name with random weights on a runtime that runs PyTorch models (default torch).
 
@@ -89,16 +97,29 @@ def bench(model: str, input_size: int, benchmark: BenchmarkSpec, energy: EnergyS
     return BenchResult(model, input_shape, meter.describe(), reason, idle, by_runtime, tuple(by_limit))
 
 
-def _runners(model: str, input_size: int, benchmark: BenchmarkSpec, runtime: str | None, device: Device,
-             sequence_length: int = 128):
+def _runners(
+    model: str,
+    input_size: int,
+    benchmark: BenchmarkSpec,
+    runtime: str | None,
+    device: Device,
+    sequence_length: int = 128,
+):
     """{runtime name: runner}, one sample's input shape (per input name for a file with several), and
     `make_batch(batch_size, rng)`, which makes a batch of inputs for them; on `device`."""
     settings = replace(benchmark.runner_settings, device_index=device.index or 0)
     if model.endswith(".onnx"):
         import onnx
 
-        names = [runtime] if runtime else [spec.name for spec in RUNTIMES if spec.runs == "onnx" and spec.in_auto
-                                           and spec.device == device.kind and spec.unavailable() is None]
+        names = (
+            [runtime]
+            if runtime
+            else [
+                spec.name
+                for spec in RUNTIMES
+                if spec.runs == "onnx" and spec.in_auto and spec.device == device.kind and spec.unavailable() is None
+            ]
+        )
         specs = [_runtime(name, "onnx", f"{model} is an ONNX file") for name in names]
         path = Path(model)
         if not path.is_file():
@@ -109,12 +130,19 @@ def _runners(model: str, input_size: int, benchmark: BenchmarkSpec, runtime: str
         if len(inputs) == 1 and inputs[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT:
             dims = inputs[0].type.tensor_type.shape.dim[1:]
             # Fixed dimensions come from the file; symbolic ones from --input-size (3 channels).
-            shape = tuple(dim.dim_value if dim.HasField("dim_value") else (3 if index == 0 else input_size)
-                          for index, dim in enumerate(dims))
+            shape = tuple(
+                dim.dim_value if dim.HasField("dim_value") else (3 if index == 0 else input_size)
+                for index, dim in enumerate(dims)
+            )
             make_batch = _image_batches(shape)
         else:
-            shape = {tensor.name: tuple(dim.dim_value if dim.HasField("dim_value") else sequence_length
-                                        for dim in tensor.type.tensor_type.shape.dim[1:]) for tensor in inputs}
+            shape = {
+                tensor.name: tuple(
+                    dim.dim_value if dim.HasField("dim_value") else sequence_length
+                    for dim in tensor.type.tensor_type.shape.dim[1:]
+                )
+                for tensor in inputs
+            }
             make_batch = _token_batches(path, graph, inputs, shape)
         return {spec.name: spec.runner(path, settings) for spec in specs}, shape, make_batch
     import torchvision
@@ -153,8 +181,10 @@ def _token_batches(path: Path, graph, inputs, shapes: dict[str, tuple[int, ...]]
     for tensor in inputs:
         elem_type = tensor.type.tensor_type.elem_type
         if elem_type not in (onnx.TensorProto.INT64, onnx.TensorProto.INT32):
-            raise GreencompressError(f"{path}: input {tensor.name!r} is neither the one float image input nor integer "
-                                     f"tokens; bench cannot make data for it")
+            raise GreencompressError(
+                f"{path}: input {tensor.name!r} is neither the one float image input nor integer "
+                f"tokens; bench cannot make data for it"
+            )
         dtype = np.int32 if elem_type == onnx.TensorProto.INT32 else np.int64
         fill = 1 if "mask" in tensor.name else 0 if ("type" in tensor.name or "segment" in tensor.name) else None
         kinds[tensor.name] = (dtype, fill, _vocabulary(graph, tensor.name) if fill is None else 0)
@@ -163,8 +193,11 @@ def _token_batches(path: Path, graph, inputs, shapes: dict[str, tuple[int, ...]]
         batch = {}
         for name, (dtype, fill, vocabulary) in kinds.items():
             size = (batch_size, *shapes[name])
-            batch[name] = np.full(size, fill, dtype=dtype) if fill is not None else \
-                rng.integers(0, vocabulary, size).astype(dtype)
+            batch[name] = (
+                np.full(size, fill, dtype=dtype)
+                if fill is not None
+                else rng.integers(0, vocabulary, size).astype(dtype)
+            )
         return batch
 
     return make

@@ -33,7 +33,10 @@ COMPARE_BLOCKS_BELOW = 100  # columns: a narrower terminal gets `compare` as one
 log = logging.getLogger("greencompress")
 
 _override_option = click.option(
-    "--set", "overrides", multiple=True, metavar="KEY.PATH=VALUE",
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY.PATH=VALUE",
     help="Override a recipe field, value as YAML (e.g. --set benchmark.batch_sizes=[1]). Repeatable.",
 )
 
@@ -49,18 +52,37 @@ def cli() -> None:
 
 @cli.command()
 @click.argument("recipe_path", type=click.Path(path_type=Path), required=False)
-@click.option("--output", "output_dir", type=click.Path(path_type=Path), default=None,
-              help="Folder for run folders (default: the recipe's output.dir, 'runs').")
+@click.option(
+    "--output",
+    "output_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Folder for run folders (default: the recipe's output.dir, 'runs').",
+)
 @_override_option
-@click.option("--resume", "resume_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-              help="Continue an interrupted run in this run folder, reusing its finished stages.")
+@click.option(
+    "--resume",
+    "resume_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Continue an interrupted run in this run folder, reusing its finished stages.",
+)
 @click.option("--quiet", is_flag=True, help="No progress or tables; errors and the run folder only.")
 @click.option("--json", "as_json", is_flag=True, help="Print report.json to standard output instead of tables.")
 @click.option("--screenshot", is_flag=True, help="Also save report.png, report.html shown in headless Chromium.")
-@click.option("--details", is_flag=True,
-              help="Also print every table and note (shown anyway where the terminal is wide enough).")
-def run(recipe_path: Path | None, output_dir: Path | None, overrides: tuple[str, ...], resume_dir: Path | None,
-        quiet: bool, as_json: bool, screenshot: bool, details: bool) -> None:
+@click.option(
+    "--details", is_flag=True, help="Also print every table and note (shown anyway where the terminal is wide enough)."
+)
+def run(
+    recipe_path: Path | None,
+    output_dir: Path | None,
+    overrides: tuple[str, ...],
+    resume_dir: Path | None,
+    quiet: bool,
+    as_json: bool,
+    screenshot: bool,
+    details: bool,
+) -> None:
     """Run RECIPE: export, compress, measure before/after, and write the report.
 
     Exit codes: 0 ok, 2 bad input, 3 a quality gate failed, 4 export parity broken, 130 interrupted.
@@ -128,13 +150,25 @@ def _print_summary(report, details: bool = False) -> None:
     )
 
     runtimes, recommendation = runtime_table(report), recommendation_table(report)
-    tables = [_rich_table("Results (all columns in report.md)", artifact_table(report, compact=True)),
-              _rich_table("Carbon", carbon_table(report)),
-              _rich_table(f"Compressed vs baseline: same runtime, hardware, batch size (energy: "
-                          f"{report.energy_meter.method})", comparison_table(report)),
-              *([_rich_table(f"The same model on each runtime (where to deploy it; energy: {report.energy_meter.method})",
-                             runtimes)] if runtimes is not None else []),
-              *([_rich_table("Deployment recommendation", recommendation)] if recommendation is not None else [])]
+    tables = [
+        _rich_table("Results (all columns in report.md)", artifact_table(report, compact=True)),
+        _rich_table("Carbon", carbon_table(report)),
+        _rich_table(
+            f"Compressed vs baseline: same runtime, hardware, batch size (energy: {report.energy_meter.method})",
+            comparison_table(report),
+        ),
+        *(
+            [
+                _rich_table(
+                    f"The same model on each runtime (where to deploy it; energy: {report.energy_meter.method})",
+                    runtimes,
+                )
+            ]
+            if runtimes is not None
+            else []
+        ),
+        *([_rich_table("Deployment recommendation", recommendation)] if recommendation is not None else []),
+    ]
     details = details or all(_fits(table) for table in tables)
     # The first line is the decision: what to deploy, and what it saves against the model as the user gave it.
     for line in decision_lines(report):
@@ -147,7 +181,9 @@ def _print_summary(report, details: bool = False) -> None:
         for table in tables[2:]:
             stdout.print(table)
         for comparison in headline_comparisons(report):
-            stdout.print(f"[bold]{escape(headline(comparison, report.energy_meter.proportional_to))}[/]", soft_wrap=True)
+            stdout.print(
+                f"[bold]{escape(headline(comparison, report.energy_meter.proportional_to))}[/]", soft_wrap=True
+            )
         for finding in plain_findings(report):
             stdout.print(f"[bold yellow]Note:[/] {escape(finding)}", soft_wrap=True)
     stdout.print(escape(recommendation_note(report)), soft_wrap=True)
@@ -156,11 +192,19 @@ def _print_summary(report, details: bool = False) -> None:
         stdout.print(f"Gate {gate.gate}: {status} ({escape(gate.comparison)}: {escape(gate.detail)})", soft_wrap=True)
     if not details:
         notes = len(plain_findings(report))
-        stdout.print(f"Tables{f' and {notes} notes' if notes else ''}: report.md, or `greencompress run --details`.",
-                     soft_wrap=True, markup=False, highlight=False)
+        stdout.print(
+            f"Tables{f' and {notes} notes' if notes else ''}: report.md, or `greencompress run --details`.",
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
     run_dir = report.run_dir
-    stdout.print(f"Report: {run_dir / 'report.md'} (and report.html)\nRun folder: {run_dir}", soft_wrap=True,
-                 markup=False, highlight=False)
+    stdout.print(
+        f"Report: {run_dir / 'report.md'} (and report.html)\nRun folder: {run_dir}",
+        soft_wrap=True,
+        markup=False,
+        highlight=False,
+    )
 
 
 def _load_recipe(path: Path, overrides=()):
@@ -198,9 +242,16 @@ def report(run_dir: Path, screenshot: bool) -> None:
 
 @cli.command()
 @click.argument("run_dirs", nargs=-1, required=True, type=click.Path(path_type=Path, exists=True, file_okay=False))
-@click.option("--force", is_flag=True, help="Compare runs measured on different hardware, threads or meters (rows are marked).")
-@click.option("--format", "output_format", type=click.Choice(["terminal", "markdown", "html"]), default="terminal",
-              show_default=True)
+@click.option(
+    "--force", is_flag=True, help="Compare runs measured on different hardware, threads or meters (rows are marked)."
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["terminal", "markdown", "html"]),
+    default="terminal",
+    show_default=True,
+)
 def compare(run_dirs: tuple[Path, ...], force: bool, output_format: str) -> None:
     """Compare RUN_DIRS side by side, with deltas against the first."""
     from greencompress.report import load_report
@@ -212,9 +263,17 @@ def compare(run_dirs: tuple[Path, ...], force: bool, output_format: str) -> None
             stdout.print(_rich_table("Runs compared with the first", (comparison.headers, comparison.rows)))
         else:  # eleven columns do not fit: one block per artifact and run, one figure a line
             for row in comparison.rows:
-                stdout.print("\n".join([f"{row[1]} (run {row[0]}, batch {row[2]})",
-                                         *[f"  {header}: {cell}" for header, cell in zip(comparison.headers[3:], row[3:])
-                                           if cell]]), soft_wrap=True, markup=False, highlight=False)
+                stdout.print(
+                    "\n".join(
+                        [
+                            f"{row[1]} (run {row[0]}, batch {row[2]})",
+                            *[f"  {header}: {cell}" for header, cell in zip(comparison.headers[3:], row[3:]) if cell],
+                        ]
+                    ),
+                    soft_wrap=True,
+                    markup=False,
+                    highlight=False,
+                )
         for mismatch in comparison.mismatches:
             stdout.print(f"[bold yellow]Forced:[/] {escape(mismatch)}", soft_wrap=True)
     else:
@@ -229,28 +288,57 @@ def validate(recipe_path: Path, overrides: tuple[str, ...]) -> None:
 
     recipe = _load_recipe(recipe_path, overrides)
     stages = " -> ".join(stage.technique for stage in recipe.stages)
-    searched = (f"; search varies {', '.join(recipe.search.space.dimensions())} for "
-                f"{', '.join(recipe.search.objective_names)}" if recipe.search else "")
+    searched = (
+        f"; search varies {', '.join(recipe.search.space.dimensions())} for {', '.join(recipe.search.objective_names)}"
+        if recipe.search
+        else ""
+    )
     if recipe.search and recipe.search.space.runtime:
         searched += f", each trial on the cheapest of {', '.join(recipe.search.space.runtime)}"
-    stdout.print(f"{recipe_path}: valid recipe '{recipe.name}' ({recipe.model.source} model, "
-                 f"{recipe.data.kind} data, stages: {stages}{searched})", soft_wrap=True, markup=False)
+    stdout.print(
+        f"{recipe_path}: valid recipe '{recipe.name}' ({recipe.model.source} model, "
+        f"{recipe.data.kind} data, stages: {stages}{searched})",
+        soft_wrap=True,
+        markup=False,
+    )
 
 
 @cli.command()
 @click.argument("recipe_path", type=click.Path(path_type=Path))
-@click.option("--output", "output_dir", type=click.Path(path_type=Path), default=None,
-              help="Where the search folder goes (default: the recipe's output.dir); it is <output>/<name>-search.")
+@click.option(
+    "--output",
+    "output_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Where the search folder goes (default: the recipe's output.dir); it is <output>/<name>-search.",
+)
 @_override_option
-@click.option("--storage", default=None, metavar="URL",
-              help="Optuna storage shared by every process of the search (default: sqlite in the search folder); "
-                   "e.g. postgresql://user@host/db for workers on several machines.")
-@click.option("--worker", is_flag=True, help="Only run trials of the shared study; leave the summary to the first process.")
-@click.option("--report", "report_only", is_flag=True,
-              help="Run no trial: write the summary (front, table, best.yaml) of the study as it stands.")
+@click.option(
+    "--storage",
+    default=None,
+    metavar="URL",
+    help="Optuna storage shared by every process of the search (default: sqlite in the search folder); "
+    "e.g. postgresql://user@host/db for workers on several machines.",
+)
+@click.option(
+    "--worker", is_flag=True, help="Only run trials of the shared study; leave the summary to the first process."
+)
+@click.option(
+    "--report",
+    "report_only",
+    is_flag=True,
+    help="Run no trial: write the summary (front, table, best.yaml) of the study as it stands.",
+)
 @click.option("--quiet", is_flag=True, help="No progress bars; the summary at the end.")
-def search(recipe_path: Path, output_dir: Path | None, overrides: tuple[str, ...], storage: str | None, worker: bool,
-           report_only: bool, quiet: bool) -> None:
+def search(
+    recipe_path: Path,
+    output_dir: Path | None,
+    overrides: tuple[str, ...],
+    storage: str | None,
+    worker: bool,
+    report_only: bool,
+    quiet: bool,
+) -> None:
     """Search RECIPE's search: space for the lowest J/inference within the accuracy budget.
 
     Every trial is an ordinary run in <output>/<name>-search/trials/. Run the same command again
@@ -283,8 +371,9 @@ def search(recipe_path: Path, output_dir: Path | None, overrides: tuple[str, ...
     stdout.print(table)
     stdout.print(f"J/inference: {escape(energy_method_text(summary))}", highlight=False)
     stdout.print(escape(summary.verdict), highlight=False)
-    stdout.print(f"search folder: {folder}" + (f"; best recipe: {best}" if best else ""), highlight=False,
-                 soft_wrap=True)
+    stdout.print(
+        f"search folder: {folder}" + (f"; best recipe: {best}" if best else ""), highlight=False, soft_wrap=True
+    )
 
 
 @cli.command()
@@ -315,11 +404,23 @@ def cache_list() -> None:
     from greencompress.core.cache import cache_dir, cache_entries, max_cache_bytes
 
     entries = cache_entries()
-    rows = [[entry.kind, entry.description, f"{entry.size_bytes / 1e6:.1f}",
-             datetime.fromtimestamp(entry.last_used).strftime("%Y-%m-%d %H:%M"), str(entry.path)] for entry in entries]
+    rows = [
+        [
+            entry.kind,
+            entry.description,
+            f"{entry.size_bytes / 1e6:.1f}",
+            datetime.fromtimestamp(entry.last_used).strftime("%Y-%m-%d %H:%M"),
+            str(entry.path),
+        ]
+        for entry in entries
+    ]
     total = sum(entry.size_bytes for entry in entries)
-    stdout.print(_rich_table(f"{cache_dir()}: {total / 1e6:.1f} MB of {max_cache_bytes() / 1e9:.1f} GB cap",
-                             (["kind", "what", "MB", "last used", "path"], rows)))
+    stdout.print(
+        _rich_table(
+            f"{cache_dir()}: {total / 1e6:.1f} MB of {max_cache_bytes() / 1e9:.1f} GB cap",
+            (["kind", "what", "MB", "last used", "path"], rows),
+        )
+    )
 
 
 @cache.command("clear")
@@ -328,8 +429,12 @@ def cache_clear() -> None:
     from greencompress.core.cache import cache_dir, clear_cache
 
     removed = clear_cache()
-    stdout.print(f"removed {len(removed)} entries ({sum(e.size_bytes for e in removed) / 1e6:.1f} MB) from {cache_dir()}",
-                 soft_wrap=True, markup=False, highlight=False)
+    stdout.print(
+        f"removed {len(removed)} entries ({sum(e.size_bytes for e in removed) / 1e6:.1f} MB) from {cache_dir()}",
+        soft_wrap=True,
+        markup=False,
+        highlight=False,
+    )
 
 
 class _RegistryChoice(click.ParamType):
@@ -360,25 +465,57 @@ def _meter_names() -> list[str]:
 
 @cli.command()
 @click.argument("model")
-@click.option("--input-size", type=click.IntRange(min=8), default=224, show_default=True,
-              help="Height and width of the random inputs, where the model does not fix them.")
+@click.option(
+    "--input-size",
+    type=click.IntRange(min=8),
+    default=224,
+    show_default=True,
+    help="Height and width of the random inputs, where the model does not fix them.",
+)
 @click.option("--batch-sizes", default=None, help="Comma-separated batch sizes (default: the recipe default, 1,8).")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="Intra-op threads (default: the recipe's).")
 @click.option("--window-s", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("--windows", type=click.IntRange(min=2), default=None)
-@click.option("--meter", type=_RegistryChoice(_meter_names, ("auto",)), default=None,
-              help="An energy meter (`greencompress meters`); default auto.")
-@click.option("--runtime", type=_RegistryChoice(_runtime_names), default=None,
-              help="Only this runtime. Default: for an .onnx MODEL every installed runtime that runs files, side by "
-                   "side; for a torchvision name, torch.")
+@click.option(
+    "--meter",
+    type=_RegistryChoice(_meter_names, ("auto",)),
+    default=None,
+    help="An energy meter (`greencompress meters`); default auto.",
+)
+@click.option(
+    "--runtime",
+    type=_RegistryChoice(_runtime_names),
+    default=None,
+    help="Only this runtime. Default: for an .onnx MODEL every installed runtime that runs files, side by "
+    "side; for a torchvision name, torch.",
+)
 @click.option("--device", default=None, help="cpu (default), cuda, cuda:N or auto: where MODEL runs and is measured.")
-@click.option("--gpu-power-limits", default=None, metavar="W,W,...",
-              help="On a GPU: measure again at each power limit in watts (needs root; the limit is restored after).")
-@click.option("--sequence-length", type=click.IntRange(min=1), default=128, show_default=True,
-              help="Tokens per input, for a file whose inputs are token ids (a transformer).")
-def bench(model: str, input_size: int, batch_sizes: str | None, threads: int | None, window_s: float | None,
-          windows: int | None, meter: str | None, runtime: str | None, device: str | None,
-          gpu_power_limits: str | None, sequence_length: int) -> None:
+@click.option(
+    "--gpu-power-limits",
+    default=None,
+    metavar="W,W,...",
+    help="On a GPU: measure again at each power limit in watts (needs root; the limit is restored after).",
+)
+@click.option(
+    "--sequence-length",
+    type=click.IntRange(min=1),
+    default=128,
+    show_default=True,
+    help="Tokens per input, for a file whose inputs are token ids (a transformer).",
+)
+def bench(
+    model: str,
+    input_size: int,
+    batch_sizes: str | None,
+    threads: int | None,
+    window_s: float | None,
+    windows: int | None,
+    meter: str | None,
+    runtime: str | None,
+    device: str | None,
+    gpu_power_limits: str | None,
+    sequence_length: int,
+) -> None:
     """Measure latency and energy of MODEL (an .onnx file, or a torchvision model name) on this machine."""
     from pydantic import ValidationError
 
@@ -390,13 +527,15 @@ def bench(model: str, input_size: int, batch_sizes: str | None, threads: int | N
     try:
         limits = [float(w) for w in gpu_power_limits.split(",")] if gpu_power_limits else None
     except ValueError:
-        raise click.BadParameter(f"{gpu_power_limits!r}: expected watts separated by commas",
-                                 param_hint="--gpu-power-limits") from None
+        raise click.BadParameter(
+            f"{gpu_power_limits!r}: expected watts separated by commas", param_hint="--gpu-power-limits"
+        ) from None
     try:
         sizes = [int(size) for size in batch_sizes.split(",")] if batch_sizes is not None else None
     except ValueError:
-        raise click.BadParameter(f"{batch_sizes!r}: expected positive integers separated by commas",
-                                 param_hint="--batch-sizes") from None
+        raise click.BadParameter(
+            f"{batch_sizes!r}: expected positive integers separated by commas", param_hint="--batch-sizes"
+        ) from None
     try:
         # Only what was given: the recipe's own defaults fill the rest (options left out are None and dropped).
         given = {"batch_sizes": sizes, "window_s": window_s, "windows": windows, "threads": threads, "device": device}
@@ -407,26 +546,53 @@ def bench(model: str, input_size: int, batch_sizes: str | None, threads: int | N
             given["max_windows"] = max(windows, BenchmarkSpec.model_fields["max_windows"].default)
         benchmark = BenchmarkSpec(**given)
     except ValidationError as error:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
-                             for e in error.errors())
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in error.errors()
+        )
         raise GreencompressError(f"bench: {problems}") from None
     energy = EnergySpec(**({"meter": meter} if meter is not None else {}))
     with _progress() as progress:
-        result = run_bench(model, input_size, benchmark, energy, progress=progress, runtime=runtime,
-                           power_limits_w=limits, sequence_length=sequence_length)
+        result = run_bench(
+            model,
+            input_size,
+            benchmark,
+            energy,
+            progress=progress,
+            runtime=runtime,
+            power_limits_w=limits,
+            sequence_length=sequence_length,
+        )
     if result.by_power_limit:
         _print_power_limits(result)
-    headers = ["runtime", "batch", "p50 ms", "p99 ms", "items/s", f"J/inf ({result.meter.method})", "95% CI",
-               "active J/inf"]
-    rows = [[name, str(b.latency.batch_size), *benchmark_cells(b)] for name, benches in result.by_runtime.items()
-            for b in benches]
-    stdout.print(_rich_table(f"{model}, input {result.input_shape}, {benchmark.threads} threads; runtimes measured in "
-                             f"the same interleaved rounds", (headers, rows)))
+    headers = [
+        "runtime",
+        "batch",
+        "p50 ms",
+        "p99 ms",
+        "items/s",
+        f"J/inf ({result.meter.method})",
+        "95% CI",
+        "active J/inf",
+    ]
+    rows = [
+        [name, str(b.latency.batch_size), *benchmark_cells(b)]
+        for name, benches in result.by_runtime.items()
+        for b in benches
+    ]
+    stdout.print(
+        _rich_table(
+            f"{model}, input {result.input_shape}, {benchmark.threads} threads; runtimes measured in "
+            f"the same interleaved rounds",
+            (headers, rows),
+        )
+    )
     kind = "measured" if result.meter.measured else "ESTIMATED, not measured"
     band = result.benchmarks[0].energy.uncertainty
     idle = ", ".join(f"{domain} {watts:.2f} W" for domain, watts in result.idle.power_w.items())
-    stdout.print(escape(f"Energy: {result.meter.method} ({kind}); {band.basis}; idle {idle}; "
-                        f"{result.meter_reason}."), soft_wrap=True)
+    stdout.print(
+        escape(f"Energy: {result.meter.method} ({kind}); {band.basis}; idle {idle}; {result.meter_reason}."),
+        soft_wrap=True,
+    )
 
 
 @cli.command()
@@ -439,19 +605,34 @@ def plugins() -> None:
 
     rows = []
     for kind, registry, describe in (
-            ("task", TASKS, lambda t: f"takes {', '.join(t.sources)} models, {', '.join(t.data_kinds)} data"),
-            ("technique", TECHNIQUES, lambda t: f"works on the {t.works_on} model" if t.works_on == "torch"
-             else f"works on an {t.works_on} file"),
-            ("runtime", RUNTIMES, lambda r: "runs " + ("PyTorch models" if r.runs == "torch" else "ONNX files")
-             + (f" (unavailable: {reason})" if (reason := r.unavailable()) else "")),
-            ("meter", METERS, lambda m: f"{m.domain} energy" + (", a fallback" if m.fallback else ""))):
+        ("task", TASKS, lambda t: f"takes {', '.join(t.sources)} models, {', '.join(t.data_kinds)} data"),
+        (
+            "technique",
+            TECHNIQUES,
+            lambda t: f"works on the {t.works_on} model" if t.works_on == "torch" else f"works on an {t.works_on} file",
+        ),
+        (
+            "runtime",
+            RUNTIMES,
+            lambda r: (
+                "runs "
+                + ("PyTorch models" if r.runs == "torch" else "ONNX files")
+                + (f" (unavailable: {reason})" if (reason := r.unavailable()) else "")
+            ),
+        ),
+        ("meter", METERS, lambda m: f"{m.domain} energy" + (", a fallback" if m.fallback else "")),
+    ):
         for name in registry.names():
             origin = registry.origin(name)
             rows.append([kind, name, describe(registry.get(name)), origin.package, origin.reference])
     widths = [max(len(row[column]) for row in rows) for column in range(4)]
     for row in rows:  # plain columns, never cut short: a script can read them
-        stdout.print("  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[4]]), soft_wrap=True,
-                     markup=False, highlight=False)
+        stdout.print(
+            "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths)), row[4]]),
+            soft_wrap=True,
+            markup=False,
+            highlight=False,
+        )
 
 
 def _print_power_limits(result) -> None:
@@ -461,26 +642,55 @@ def _print_power_limits(result) -> None:
     for limit, by_runtime in result.by_power_limit:
         for name, benches in by_runtime.items():
             for bench in benches:
-                rows.append([f"{limit.asked_w:g}", f"{limit.in_force_w:g}" + ("" if limit.applied else " (not set)"),
-                             name, str(bench.latency.batch_size), f"{bench.latency.p50_ms:.3f}",
-                             f"{bench.joules_per_inference:.4g}"])
-                measured.append({"limit_w": limit.in_force_w, "runtime": name, "batch": bench.latency.batch_size,
-                                 "p50_ms": bench.latency.p50_ms, "j_per_inference": bench.joules_per_inference})
-    stdout.print(_rich_table("GPU power limits", (["asked W", "in force W", "runtime", "batch", "p50 ms",
-                                                    f"J/inf ({result.meter.method})"], rows)))
+                rows.append(
+                    [
+                        f"{limit.asked_w:g}",
+                        f"{limit.in_force_w:g}" + ("" if limit.applied else " (not set)"),
+                        name,
+                        str(bench.latency.batch_size),
+                        f"{bench.latency.p50_ms:.3f}",
+                        f"{bench.joules_per_inference:.4g}",
+                    ]
+                )
+                measured.append(
+                    {
+                        "limit_w": limit.in_force_w,
+                        "runtime": name,
+                        "batch": bench.latency.batch_size,
+                        "p50_ms": bench.latency.p50_ms,
+                        "j_per_inference": bench.joules_per_inference,
+                    }
+                )
+    stdout.print(
+        _rich_table(
+            "GPU power limits",
+            (["asked W", "in force W", "runtime", "batch", "p50 ms", f"J/inf ({result.meter.method})"], rows),
+        )
+    )
     for limit, _ in result.by_power_limit:
         if not limit.applied:
             stdout.print(f"[bold yellow]Note:[/] {escape(limit.reason)}", soft_wrap=True)
     for key in sorted({(row["runtime"], row["batch"]) for row in measured}):
         optimal, fastest = optimal_and_fastest([row for row in measured if (row["runtime"], row["batch"]) == key])
-        stdout.print(f"{key[0]}, batch {key[1]}: least energy at {optimal['limit_w']:g} W "
-                     f"({optimal['j_per_inference']:.4g} J/inf, {optimal['p50_ms']:.3f} ms); fastest at "
-                     f"{fastest['limit_w']:g} W ({fastest['p50_ms']:.3f} ms)", soft_wrap=True, markup=False)
+        stdout.print(
+            f"{key[0]}, batch {key[1]}: least energy at {optimal['limit_w']:g} W "
+            f"({optimal['j_per_inference']:.4g} J/inf, {optimal['p50_ms']:.3f} ms); fastest at "
+            f"{fastest['limit_w']:g} W ({fastest['p50_ms']:.3f} ms)",
+            soft_wrap=True,
+            markup=False,
+        )
 
 
 def _progress(disable: bool = False) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True, disable=disable)
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=disable,
+    )
 
 
 def _rich_table(title: str, table) -> Table:
@@ -503,8 +713,12 @@ def main() -> None:
     import signal
 
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
-    logging.basicConfig(level=logging.INFO, format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(console=console, show_path=False)])
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
     logging.getLogger().setLevel(logging.DEBUG)
     logging.getLogger().handlers[0].setLevel(logging.INFO)
     for noisy in ("onnxscript", "onnx_ir", "torch.onnx", "PIL", "matplotlib"):

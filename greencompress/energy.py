@@ -1,9 +1,9 @@
 """Measure the energy of any block of code, with the same meters and labels as the pipeline.
 
-    import greencompress
-    with greencompress.energy.measure() as m:
-        model(inputs)
-    print(m.joules, m.by_domain, m.method, m.measured)
+import greencompress
+with greencompress.energy.measure() as m:
+    model(inputs)
+print(m.joules, m.by_domain, m.method, m.measured)
 """
 
 from __future__ import annotations
@@ -39,8 +39,10 @@ def measure(meter: str = "auto", cpu_watts_per_core: float | None = None, device
     from greencompress.runtimes.device import resolve_device
 
     gpu = resolve_device(device)
-    chosen, reason = select_meter(EnergySpec(meter=meter, cpu_watts_per_core=cpu_watts_per_core),
-                                  gpu_uuid=gpu.uuid if gpu.kind == "cuda" else None)
+    chosen, reason = select_meter(
+        EnergySpec(meter=meter, cpu_watts_per_core=cpu_watts_per_core),
+        gpu_uuid=gpu.uuid if gpu.kind == "cuda" else None,
+    )
     measurement = Measurement(method=chosen.method, reason=reason)
     chosen.begin_window()
     try:

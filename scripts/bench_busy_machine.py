@@ -35,22 +35,28 @@ def main() -> None:
         with busy_neighbour(cores):
             reports[label] = run(recipe, create_run_dir(recipe, arguments.output / label.replace(" ", "-")))
     cpu = cpu_info()
-    print(f"{cpu.model} ({cpu.logical_cores} logical CPUs; flags {' '.join(cpu.flags)}), "
-          f"{recipe.benchmark.threads} threads, energy: {reports['quiet'].energy_meter.method}\n")
+    print(
+        f"{cpu.model} ({cpu.logical_cores} logical CPUs; flags {' '.join(cpu.flags)}), "
+        f"{recipe.benchmark.threads} threads, energy: {reports['quiet'].energy_meter.method}\n"
+    )
     print("| run | busy windows (max other share) | batch | int8/fp32 p50 [95% CI] | int8/fp32 J/inf [95% CI] |")
     print("|---|---|---|---|---|")
     for label, report in reports.items():
         busy, windows, worst = report.busy_windows
         for c in report.comparisons:
-            print(f"| {label} | {busy}/{windows} ({100 * worst:.0f}%) | {c.batch_size} | {_cell(c.latency_p50)} "
-                  f"| {_cell(c.joules_per_inference)} |")
+            print(
+                f"| {label} | {busy}/{windows} ({100 * worst:.0f}%) | {c.batch_size} | {_cell(c.latency_p50)} "
+                f"| {_cell(c.joules_per_inference)} |"
+            )
     print()
     for quiet, busy in zip(reports["quiet"].comparisons, reports["one core busy"].comparisons):
         for metric in ("latency_p50", "joules_per_inference"):
             a, b = getattr(quiet, metric), getattr(busy, metric)
             overlap = a.low <= b.high and b.low <= a.high
-            print(f"- batch {quiet.batch_size}, {metric}: intervals {'overlap' if overlap else 'DO NOT overlap'} "
-                  f"(quiet {_cell(a)}, busy {_cell(b)})")
+            print(
+                f"- batch {quiet.batch_size}, {metric}: intervals {'overlap' if overlap else 'DO NOT overlap'} "
+                f"(quiet {_cell(a)}, busy {_cell(b)})"
+            )
     for label, report in reports.items():
         print(f"\n{label} run folder: {report.run_dir}")
 

@@ -60,12 +60,25 @@ class Reader(CalibrationDataReader):
 def files(channels: int, inner: int, folder: Path) -> dict[str, Path]:
     torch.manual_seed(0)
     fp32 = folder / f"pair-{channels}-{inner}.onnx"
-    torch.onnx.export(Pair(channels, inner).eval(), torch.randn(1, channels, 32, 32), str(fp32), input_names=["x"],
-                      dynamic_axes={"x": {0: "batch"}}, dynamo=False)
+    torch.onnx.export(
+        Pair(channels, inner).eval(),
+        torch.randn(1, channels, 32, 32),
+        str(fp32),
+        input_names=["x"],
+        dynamic_axes={"x": {0: "batch"}},
+        dynamo=False,
+    )
     int8 = folder / f"pair-{channels}-{inner}-int8.onnx"
     data = [{"x": np.random.default_rng(i).standard_normal((1, channels, 32, 32), dtype=np.float32)} for i in range(8)]
-    quantize_static(str(fp32), str(int8), Reader(data), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    quantize_static(
+        str(fp32),
+        str(int8),
+        Reader(data),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
     return {"fp32": fp32, "int8": int8}
 
 
@@ -105,35 +118,51 @@ def main() -> None:
             flags = set(line.split(":", 1)[1].split())
             break
     out_alignment = 4 if "avx512f" in flags else 8
-    print(f"CPU flags: {' '.join(sorted(f for f in flags if f.startswith(('avx2', 'avx512', 'amx', 'avx_vnni'))))}; "
-          f"onnxruntime {onnxruntime.__version__}; batch {args.batch}; {args.threads} threads; symmetric int8 kernel "
-          f"needs >= 16 output channels, input % 4, output % {out_alignment}")
+    print(
+        f"CPU flags: {' '.join(sorted(f for f in flags if f.startswith(('avx2', 'avx512', 'amx', 'avx_vnni'))))}; "
+        f"onnxruntime {onnxruntime.__version__}; batch {args.batch}; {args.threads} threads; symmetric int8 kernel "
+        f"needs >= 16 output channels, input % 4, output % {out_alignment}"
+    )
     print("| C | k (inner) | first conv (k out) takes it | second conv (k in) takes it | FP32 k / C | int8 k / C |")
     print("|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as scratch:
         for channels in args.channels:
-            inners = sorted({channels, *(round(channels * share) for share in (0.75, 0.6, 0.5)),
-                             *(max(8, (round(channels * 0.6) // 8) * 8),)}, reverse=True)
-            sessions = {inner: {precision: session(path, args.threads)
-                                for precision, path in files(channels, inner, Path(scratch)).items()}
-                        for inner in inners}
+            inners = sorted(
+                {
+                    channels,
+                    *(round(channels * share) for share in (0.75, 0.6, 0.5)),
+                    *(max(8, (round(channels * 0.6) // 8) * 8),),
+                },
+                reverse=True,
+            )
+            sessions = {
+                inner: {
+                    precision: session(path, args.threads)
+                    for precision, path in files(channels, inner, Path(scratch)).items()
+                }
+                for inner in inners
+            }
             inputs = {"x": np.random.default_rng(0).standard_normal((args.batch, channels, 32, 32), dtype=np.float32)}
             medians = {(inner, precision): [] for inner in inners for precision in ("fp32", "int8")}
             for round_index in range(args.rounds):
                 order = list(medians)
-                for key in (order if round_index % 2 == 0 else order[::-1]):
+                for key in order if round_index % 2 == 0 else order[::-1]:
                     runner = sessions[key[0]][key[1]]
                     medians[key].append(window_median_ms(lambda x: runner.run(None, x), inputs, args.window_s))
             for inner in inners:
                 ratios = []
                 for precision in ("fp32", "int8"):
                     interval = paired_ratio_interval(medians[(inner, precision)], medians[(channels, precision)])
-                    ratios.append(f"{interval.ratio:.2f}x [{interval.low:.2f}, {interval.high:.2f}] "
-                                  f"({statistics.median(medians[(inner, precision)]):.3f} ms)")
+                    ratios.append(
+                        f"{interval.ratio:.2f}x [{interval.low:.2f}, {interval.high:.2f}] "
+                        f"({statistics.median(medians[(inner, precision)]):.3f} ms)"
+                    )
                 first = takes_symmetric_kernel(channels, inner, out_alignment)
                 second = takes_symmetric_kernel(inner, channels, out_alignment)
-                print(f"| {channels} | {inner} | {'yes' if first else 'no'} | {'yes' if second else 'no'} | "
-                      f"{ratios[0]} | {ratios[1]} |")
+                print(
+                    f"| {channels} | {inner} | {'yes' if first else 'no'} | {'yes' if second else 'no'} | "
+                    f"{ratios[0]} | {ratios[1]} |"
+                )
 
 
 if __name__ == "__main__":

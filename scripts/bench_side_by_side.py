@@ -36,9 +36,14 @@ def candidate(argument: str) -> tuple[str, dict, dict]:
     """(label, artifact entry, report) of RUN or RUN:ARTIFACT."""
     folder, _, name = argument.partition(":")
     report = json.loads((Path(folder) / "report.json").read_text())
-    files = [a for a in report["artifacts"] if a["path"] and a["path"].endswith(".onnx") and a["runtime"] == "onnxruntime"]
-    chosen = (next(a for a in files if a["name"] == name) if name
-              else max(files, key=lambda a: (len(a.get("model_techniques", [])), a["precision"] != "fp32")))
+    files = [
+        a for a in report["artifacts"] if a["path"] and a["path"].endswith(".onnx") and a["runtime"] == "onnxruntime"
+    ]
+    chosen = (
+        next(a for a in files if a["name"] == name)
+        if name
+        else max(files, key=lambda a: (len(a.get("model_techniques", [])), a["precision"] != "fp32"))
+    )
     return report["name"], chosen, report
 
 
@@ -55,12 +60,18 @@ def main() -> int:
     spec = BenchmarkSpec(windows=8, max_windows=12, window_s=1.0)
     meter, reason = select_meter(EnergySpec())
     cpu = cpu_info()
-    print(f"CPU: {cpu.model}; flags: {', '.join(cpu.flags)}; {spec.threads} threads; energy: {meter.method} "
-          f"({'measured' if meter.describe().measured else 'an ESTIMATE'}: {reason})\n")
-    print(f"A = {name_a}: {artifact_a['name']} ({Path(artifact_a['path']).name}), top-1 "
-          f"{100 * artifact_a['accuracy']['top1']:.2f}%, MACs {artifact_a['macs'] / 1e6:.1f} M")
-    print(f"B = {name_b}: {artifact_b['name']} ({Path(artifact_b['path']).name}), top-1 "
-          f"{100 * artifact_b['accuracy']['top1']:.2f}%, MACs {artifact_b['macs'] / 1e6:.1f} M\n")
+    print(
+        f"CPU: {cpu.model}; flags: {', '.join(cpu.flags)}; {spec.threads} threads; energy: {meter.method} "
+        f"({'measured' if meter.describe().measured else 'an ESTIMATE'}: {reason})\n"
+    )
+    print(
+        f"A = {name_a}: {artifact_a['name']} ({Path(artifact_a['path']).name}), top-1 "
+        f"{100 * artifact_a['accuracy']['top1']:.2f}%, MACs {artifact_a['macs'] / 1e6:.1f} M"
+    )
+    print(
+        f"B = {name_b}: {artifact_b['name']} ({Path(artifact_b['path']).name}), top-1 "
+        f"{100 * artifact_b['accuracy']['top1']:.2f}%, MACs {artifact_b['macs'] / 1e6:.1f} M\n"
+    )
     print("| runtime | batch | A J/inf | B J/inf | B/A J/inf [95% CI] | A p50 ms | B p50 ms | B/A latency [95% CI] |")
     print("|---|---|---|---|---|---|---|---|")
     shape = tuple(report_a["recipe"]["data"].get("image_size", 32) for _ in range(2))
@@ -71,18 +82,24 @@ def main() -> int:
             if reason := runtime_spec.unavailable():
                 print(f"| {runtime} | skipped: {reason} |")
                 continue
-            runners = {key: runtime_spec.runner(Path(artifact["path"]), spec.runner_settings)
-                       for key, artifact in (("A", artifact_a), ("B", artifact_b))}
+            runners = {
+                key: runtime_spec.runner(Path(artifact["path"]), spec.runner_settings)
+                for key, artifact in (("A", artifact_a), ("B", artifact_b))
+            }
             for batch in map(int, arguments.batch_sizes.split(",")):
                 inputs = np.random.default_rng(0).standard_normal((batch, 3, *shape), dtype=np.float32)
                 measured = benchmark_interleaved(runners, inputs, spec, meter, idle)
                 a, b = measured["A"], measured["B"]
-                energy = paired_ratio_interval(b.energy.window_joules_per_inference, a.energy.window_joules_per_inference)
+                energy = paired_ratio_interval(
+                    b.energy.window_joules_per_inference, a.energy.window_joules_per_inference
+                )
                 latency = paired_ratio_interval(b.latency.window_p50_ms, a.latency.window_p50_ms)
-                print(f"| {runtime} | {batch} | {a.joules_per_inference:.4g} | {b.joules_per_inference:.4g} | "
-                      f"{energy.ratio:.3f}x [{energy.low:.3f}, {energy.high:.3f}] | {a.latency.p50_ms:.3f} | "
-                      f"{b.latency.p50_ms:.3f} | {latency.ratio:.3f}x [{latency.low:.3f}, {latency.high:.3f}] |",
-                      flush=True)
+                print(
+                    f"| {runtime} | {batch} | {a.joules_per_inference:.4g} | {b.joules_per_inference:.4g} | "
+                    f"{energy.ratio:.3f}x [{energy.low:.3f}, {energy.high:.3f}] | {a.latency.p50_ms:.3f} | "
+                    f"{b.latency.p50_ms:.3f} | {latency.ratio:.3f}x [{latency.low:.3f}, {latency.high:.3f}] |",
+                    flush=True,
+                )
     return 0
 
 

@@ -37,9 +37,16 @@ def default_run_dir() -> Path:
     from greencompress.pipeline.folder import create_run_dir
     from greencompress.pipeline.recipe import load_recipe
 
-    recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "resnet_int8.yaml",
-                         ["benchmark.batch_sizes=[1]", "benchmark.windows=2", "benchmark.max_windows=2",
-                          "benchmark.window_s=0.2", "energy.idle_s=0"])
+    recipe = load_recipe(
+        Path(__file__).resolve().parents[1] / "recipes" / "resnet_int8.yaml",
+        [
+            "benchmark.batch_sizes=[1]",
+            "benchmark.windows=2",
+            "benchmark.max_windows=2",
+            "benchmark.window_s=0.2",
+            "energy.idle_s=0",
+        ],
+    )
     run_dir = create_run_dir(recipe, Path("runs") / "bench_spinning")
     run(recipe, run_dir)
     return run_dir
@@ -56,24 +63,32 @@ def main() -> None:
     meter = EstimateMeter()
     idle = measure_idle(meter, 1.0)
     cpu = cpu_info()
-    print(f"{cpu.model}, flags {' '.join(cpu.flags)}, {arguments.threads} threads; ratios spinning off / on, "
-          f"paired 95% CI over {spec.windows} rounds")
+    print(
+        f"{cpu.model}, flags {' '.join(cpu.flags)}, {arguments.threads} threads; ratios spinning off / on, "
+        f"paired 95% CI over {spec.windows} rounds"
+    )
     print("| machine | file | batch | p50 ms on | p50 ms off | p50 off/on | CPU s per inference off/on |")
     print("|---|---|---|---|---|---|---|")
     for machine in ("quiet", "one core busy"):
         with busy_neighbour(cores=1 if machine != "quiet" else 0):
             for file in ("model_fp32.onnx", "model_int8.onnx"):
-                runners = {spin: OnnxRuntimeRunner(run_dir / file, arguments.threads, allow_spinning=spin)
-                           for spin in (True, False)}
+                runners = {
+                    spin: OnnxRuntimeRunner(run_dir / file, arguments.threads, allow_spinning=spin)
+                    for spin in (True, False)
+                }
                 for batch_size in (int(size) for size in arguments.batch_sizes.split(",")):
                     inputs = np.random.default_rng(0).standard_normal((batch_size, 3, 64, 64), dtype=np.float32)
                     result = benchmark_interleaved(runners, inputs, spec, meter, idle)
                     on, off = result[True], result[False]
                     latency = paired_ratio_interval(off.latency.window_p50_ms, on.latency.window_p50_ms)
-                    cpu_time = paired_ratio_interval(off.energy.window_joules_per_inference,
-                                                     on.energy.window_joules_per_inference)
-                    print(f"| {machine} | {file} | {batch_size} | {on.latency.p50_ms:.3f} | {off.latency.p50_ms:.3f} "
-                          f"| {_cell(latency)} | {_cell(cpu_time)} |", flush=True)
+                    cpu_time = paired_ratio_interval(
+                        off.energy.window_joules_per_inference, on.energy.window_joules_per_inference
+                    )
+                    print(
+                        f"| {machine} | {file} | {batch_size} | {on.latency.p50_ms:.3f} | {off.latency.p50_ms:.3f} "
+                        f"| {_cell(latency)} | {_cell(cpu_time)} |",
+                        flush=True,
+                    )
 
 
 def _cell(interval) -> str:

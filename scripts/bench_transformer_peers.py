@@ -105,18 +105,43 @@ def build(threads: int, scratch: Path) -> tuple[list[Variant], dict[str, str], o
 
     plain, fused = scratch / "fp32.onnx", scratch / "fp32_fused.onnx"
     step("torch-fp32", lambda: Variant("torch-fp32", TorchRunner(model), "PyTorch eager FP32"))
-    step("torch-int8-dynamic", lambda: Variant("torch-int8-dynamic", TorchRunner(torch.ao.quantization.quantize_dynamic(
-        copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)), "torch.ao quantize_dynamic(Linear)"))
-    step("ort-fp32", lambda: Variant("ort-fp32", OnnxRuntimeRunner(export_onnx(model, loaded.inputs, plain, 18), threads),
-                                     "greencompress export, no fusion"))
-    step("ort-fp32-fused", lambda: Variant("ort-fp32-fused", OnnxRuntimeRunner(
-        export_onnx(model, loaded.inputs, fused, 18, fusion=True), threads), "+ ORT transformer fusions"))
+    step(
+        "torch-int8-dynamic",
+        lambda: Variant(
+            "torch-int8-dynamic",
+            TorchRunner(
+                torch.ao.quantization.quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+            ),
+            "torch.ao quantize_dynamic(Linear)",
+        ),
+    )
+    step(
+        "ort-fp32",
+        lambda: Variant(
+            "ort-fp32",
+            OnnxRuntimeRunner(export_onnx(model, loaded.inputs, plain, 18), threads),
+            "greencompress export, no fusion",
+        ),
+    )
+    step(
+        "ort-fp32-fused",
+        lambda: Variant(
+            "ort-fp32-fused",
+            OnnxRuntimeRunner(export_onnx(model, loaded.inputs, fused, 18, fusion=True), threads),
+            "+ ORT transformer fusions",
+        ),
+    )
     for method, extra in (("dynamic", {}), ("static", {"fallback_max_drop": 0.5})):
+
         def ours(method=method, extra=extra) -> Variant:
             out = scratch / f"gc_{method}.onnx"
             result = quantize_onnx(fused, out, QuantizeConfig(method=method, **extra), data.calibration, 64)
-            return Variant(f"gc-int8-{method}", OnnxRuntimeRunner(out, threads),
-                           f"reduce_range {result.reduce_range}; {result.format}")
+            return Variant(
+                f"gc-int8-{method}",
+                OnnxRuntimeRunner(out, threads),
+                f"reduce_range {result.reduce_range}; {result.format}",
+            )
+
         step(f"gc-int8-{method}", ours)
     step("optimum-int8-dynamic", lambda: _optimum(folder, scratch, threads, centroids))
     step("ov-fp32", lambda: Variant("ov-fp32", OpenVinoRunner(plain, threads), "OpenVINO on the unfused file"))
@@ -140,24 +165,33 @@ def _optimum(folder: Path, scratch: Path, threads: int, centroids: np.ndarray) -
     exported.save_pretrained(scratch / "optimum")
     ORTOptimizer.from_pretrained(scratch / "optimum").optimize(AutoOptimizationConfig.O2(), scratch / "optimum-o2")
     vnni = cpu_info().has_vnni
-    preset = AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False) if vnni else \
-        AutoQuantizationConfig.avx2(is_static=False, per_channel=False)
+    preset = (
+        AutoQuantizationConfig.avx512_vnni(is_static=False, per_channel=False)
+        if vnni
+        else AutoQuantizationConfig.avx2(is_static=False, per_channel=False)
+    )
     how = "ORTOptimizer O2 + ORTQuantizer"
     try:
         quantizer = ORTQuantizer.from_pretrained(scratch / "optimum-o2", file_name="model_optimized.onnx")
         quantizer.quantize(save_dir=scratch / "optimum-int8", quantization_config=preset)
     except RuntimeError as error:  # its quantizer cannot type the fused graph's tensors: what its users then do
-        print(f"  optimum: quantizing the O2 graph failed ({str(error)[:90]}...); quantizing the unfused export",
-              file=sys.stderr)
-        ORTQuantizer.from_pretrained(scratch / "optimum").quantize(save_dir=scratch / "optimum-int8",
-                                                                   quantization_config=preset)
+        print(
+            f"  optimum: quantizing the O2 graph failed ({str(error)[:90]}...); quantizing the unfused export",
+            file=sys.stderr,
+        )
+        ORTQuantizer.from_pretrained(scratch / "optimum").quantize(
+            save_dir=scratch / "optimum-int8", quantization_config=preset
+        )
         how = "ORTQuantizer on the unfused export (on the O2 graph it failed: 'Unable to find data type')"
     path = next((scratch / "optimum-int8").glob("*quantized*.onnx"))
     session = OnnxRuntimeRunner(path, threads).session
     names = {item.name for item in session.get_inputs()}
     run = lambda inputs: session.run(["last_hidden_state"], {k: v for k, v in inputs.items() if k in names})[0]  # noqa: E731
-    return Variant("optimum-int8-dynamic", EmbeddingsToLogits(run, centroids, "tokens"),
-                   f"{how}, {'avx512_vnni' if vnni else 'avx2'} preset, dynamic")
+    return Variant(
+        "optimum-int8-dynamic",
+        EmbeddingsToLogits(run, centroids, "tokens"),
+        f"{how}, {'avx512_vnni' if vnni else 'avx2'} preset, dynamic",
+    )
 
 
 def _nncf(plain: Path, data, threads: int, scratch: Path) -> Variant:
@@ -207,16 +241,30 @@ def main(argv: list[str] | None = None) -> int:
         accuracy = {v.name: evaluate(v.runner, data.eval, 32).top1 for v in variants}
         for batch_size in [int(size) for size in args.batch_sizes.split(",")]:
             print(f"measuring batch {batch_size} x {SEQUENCE_LENGTH} ({len(variants)} variants)", file=sys.stderr)
-            spec = BenchmarkSpec(batch_sizes=[batch_size], warmup_iterations=3, window_s=1.0, min_iterations=3,
-                                 windows=args.rounds, max_windows=args.rounds, threads=args.threads)
-            results = benchmark_interleaved({v.name: v.runner for v in variants},
-                                            fixed_batch(data.eval, batch_size, SEQUENCE_LENGTH), spec, meter, idle)
+            spec = BenchmarkSpec(
+                batch_sizes=[batch_size],
+                warmup_iterations=3,
+                window_s=1.0,
+                min_iterations=3,
+                windows=args.rounds,
+                max_windows=args.rounds,
+                threads=args.threads,
+            )
+            results = benchmark_interleaved(
+                {v.name: v.runner for v in variants},
+                fixed_batch(data.eval, batch_size, SEQUENCE_LENGTH),
+                spec,
+                meter,
+                idle,
+            )
             for variant in variants:
                 rows.append(_row(variant, batch_size, results, accuracy))
     cpu = cpu_info()
-    header = (f"{(time.perf_counter() - started) / 60:.1f} min. CPU: {cpu.model}, flags {', '.join(cpu.flags)}, "
-              f"{args.threads} threads. {_versions()}. Energy: {meter.method} ({reason}). Real MiniLM, real text "
-              f"(600 WordNet glosses), padded to {SEQUENCE_LENGTH} tokens; top-1 of one nearest-centroid classifier.")
+    header = (
+        f"{(time.perf_counter() - started) / 60:.1f} min. CPU: {cpu.model}, flags {', '.join(cpu.flags)}, "
+        f"{args.threads} threads. {_versions()}. Energy: {meter.method} ({reason}). Real MiniLM, real text "
+        f"(600 WordNet glosses), padded to {SEQUENCE_LENGTH} tokens; top-1 of one nearest-centroid classifier."
+    )
     print(_markdown(rows, missing, header))
     if args.json:
         args.json.write_text(json.dumps({"header": header, "rows": rows, "missing": missing}, indent=2))
@@ -232,16 +280,32 @@ def _row(variant: Variant, batch_size: int, results: dict, accuracy: dict) -> di
         interval = paired_ratio_interval(bench.latency.window_p50_ms, results[reference].latency.window_p50_ms)
         return f"{interval.ratio:.2f}x [{interval.low:.2f}, {interval.high:.2f}]"
 
-    return {"variant": variant.name, "batch": batch_size, "top1": accuracy[variant.name], "p50_ms": bench.latency.p50_ms,
-            "vs_ort_fp32_fused": versus("ort-fp32-fused"), "vs_gc_int8_dynamic": versus("gc-int8-dynamic"),
-            "j_per_inference": bench.joules_per_inference, "method": bench.energy.method, "note": variant.note}
+    return {
+        "variant": variant.name,
+        "batch": batch_size,
+        "top1": accuracy[variant.name],
+        "p50_ms": bench.latency.p50_ms,
+        "vs_ort_fp32_fused": versus("ort-fp32-fused"),
+        "vs_gc_int8_dynamic": versus("gc-int8-dynamic"),
+        "j_per_inference": bench.joules_per_inference,
+        "method": bench.energy.method,
+        "note": variant.note,
+    }
 
 
 def _markdown(rows: list[dict], missing: dict, header: str) -> str:
-    lines = [header, "", "| variant | batch | top-1 | p50 ms | vs ORT FP32 fused [95% CI] | vs gc int8 dynamic [95% CI] "
-             "| J/inf | note |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['variant']} | {r['batch']} | {100 * r['top1']:.2f}% | {r['p50_ms']:.2f} | {r['vs_ort_fp32_fused']} "
-              f"| {r['vs_gc_int8_dynamic']} | {r['j_per_inference']:.4g} ({r['method']}) | {r['note']} |" for r in rows]
+    lines = [
+        header,
+        "",
+        "| variant | batch | top-1 | p50 ms | vs ORT FP32 fused [95% CI] | vs gc int8 dynamic [95% CI] "
+        "| J/inf | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['variant']} | {r['batch']} | {100 * r['top1']:.2f}% | {r['p50_ms']:.2f} | {r['vs_ort_fp32_fused']} "
+        f"| {r['vs_gc_int8_dynamic']} | {r['j_per_inference']:.4g} ({r['method']}) | {r['note']} |"
+        for r in rows
+    ]
     lines += [f"- {name}: unavailable: {why}" for name, why in missing.items()]
     return "\n".join(lines)
 
@@ -250,8 +314,16 @@ def _versions() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     found = []
-    for package in ("torch", "transformers", "onnxruntime", "openvino", "nncf", "optimum", "optimum-onnx",
-                    "sentence-transformers"):
+    for package in (
+        "torch",
+        "transformers",
+        "onnxruntime",
+        "openvino",
+        "nncf",
+        "optimum",
+        "optimum-onnx",
+        "sentence-transformers",
+    ):
         try:
             found.append(f"{package} {version(package)}")
         except PackageNotFoundError:

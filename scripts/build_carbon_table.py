@@ -25,17 +25,38 @@ def main(codecarbon_dir: Path, version: str) -> None:
     packaged = f"CodeCarbon {version}"
     rows = []
     average = json.loads((codecarbon_dir / "data/private_infra/carbon_intensity_per_source.json").read_text())
-    rows.append(["world", "World average", average["world_average"], 2019,
-                 f"{average['world_average_source']} (via {packaged})"])
+    rows.append(
+        [
+            "world",
+            "World average",
+            average["world_average"],
+            2019,
+            f"{average['world_average_source']} (via {packaged})",
+        ]
+    )
     mix = json.loads((codecarbon_dir / "data/private_infra/global_energy_mix.json").read_text())
     for iso_code, country in sorted(mix.items()):
-        rows.append([iso_code, country["country_name"], round(country["carbon_intensity"], 1), country["year"],
-                     f"{packaged} data/private_infra/global_energy_mix.json"])
+        rows.append(
+            [
+                iso_code,
+                country["country_name"],
+                round(country["carbon_intensity"], 1),
+                country["year"],
+                f"{packaged} data/private_infra/global_energy_mix.json",
+            ]
+        )
     with open(codecarbon_dir / "data/cloud/impact.csv", encoding="utf-8-sig") as file:
         for region in csv.DictReader(file):
             place = ", ".join(part for part in (region["city"], region["country_name"]) if part)
-            rows.append([f"{region['provider']}:{region['region']}", f"{region['providerName']} {region['region']} ({place})",
-                         region["impact"], "", f"{region['source']} (via {packaged} data/cloud/impact.csv)"])
+            rows.append(
+                [
+                    f"{region['provider']}:{region['region']}",
+                    f"{region['providerName']} {region['region']} ({place})",
+                    region["impact"],
+                    "",
+                    f"{region['source']} (via {packaged} data/cloud/impact.csv)",
+                ]
+            )
     with open(OUTPUT, "w", newline="") as file:
         writer = csv.writer(file)
         writer.writerow(COLUMNS)

@@ -39,7 +39,7 @@ def definitions(data_noun: Path) -> dict[str, list[tuple[str, str]]]:
         fields, _, gloss = line.partition(" | ")
         offset, lexicographer_file = fields.split()[:2]
         category = CATEGORIES.get(int(lexicographer_file))
-        definition = gloss.split('; "')[0].split(';')[0].strip().rstrip(".")
+        definition = gloss.split('; "')[0].split(";")[0].strip().rstrip(".")
         if category and len(definition.split()) >= MIN_WORDS:
             found[category].append((offset, definition))
     return found
@@ -67,23 +67,31 @@ def render_csv(rows: list[dict[str, str]]) -> str:
 
 def notice(wordnet: Path, csv_text: str) -> str:
     """The provenance of the file and WordNet's licence, whose terms ask it to accompany every copy."""
-    version = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "wordnet-base"], capture_output=True,
-                             text=True).stdout.strip() or "unknown"
+    version = (
+        subprocess.run(
+            ["dpkg-query", "-W", "-f", "${Version}", "wordnet-base"], capture_output=True, text=True
+        ).stdout.strip()
+        or "unknown"
+    )
     copyright_file = Path("/usr/share/doc/wordnet-base/copyright").read_text(encoding="utf-8")
     licence = copyright_file.split("License: WordNet3.0\n", 1)[1].split("\n\nFiles:", 1)[0]
     licence = "\n".join(line[1:] if line.startswith(" ") else line for line in licence.splitlines())
     licence = licence.replace("\n.\n", "\n\n")
-    counts = {split: sum(1 for line in csv_text.splitlines()[1:] if line.rsplit(",", 2)[1] == split)
-              for split in PER_CLASS}
-    return (f"# {CSV_NAME}: where it comes from\n\n"
-            f"Derived by `scripts/build_wordnet_glosses.py` from WordNet 3.0 as Debian packages it "
-            f"(`wordnet-base` {version}, `{wordnet / 'data.noun'}`): the definition part of noun synset glosses, "
-            f"labelled with the synset's lexicographer category ({', '.join(f'noun.{c}' for c in sorted(CATEGORIES.values()))}), "
-            f"{PER_CLASS['train']} train and {PER_CLASS['test']} test synsets per category drawn with seed {SEED} "
-            f"({counts['train']} and {counts['test']} rows). Each row names its synset (`n` + offset in data.noun). "
-            f"SHA-256 of the CSV: {hashlib.sha256(csv_text.encode()).hexdigest()}.\n\n"
-            "The text is WordNet's, unchanged but for the cut after the definition; its licence follows.\n\n"
-            "## WordNet 3.0 licence\n\n" + licence.strip() + "\n")
+    counts = {
+        split: sum(1 for line in csv_text.splitlines()[1:] if line.rsplit(",", 2)[1] == split) for split in PER_CLASS
+    }
+    return (
+        f"# {CSV_NAME}: where it comes from\n\n"
+        f"Derived by `scripts/build_wordnet_glosses.py` from WordNet 3.0 as Debian packages it "
+        f"(`wordnet-base` {version}, `{wordnet / 'data.noun'}`): the definition part of noun synset glosses, "
+        f"labelled with the synset's lexicographer category "
+        f"({', '.join(f'noun.{c}' for c in sorted(CATEGORIES.values()))}), "
+        f"{PER_CLASS['train']} train and {PER_CLASS['test']} test synsets per category drawn with seed {SEED} "
+        f"({counts['train']} and {counts['test']} rows). Each row names its synset (`n` + offset in data.noun). "
+        f"SHA-256 of the CSV: {hashlib.sha256(csv_text.encode()).hexdigest()}.\n\n"
+        "The text is WordNet's, unchanged but for the cut after the definition; its licence follows.\n\n"
+        "## WordNet 3.0 licence\n\n" + licence.strip() + "\n"
+    )
 
 
 def main() -> None:

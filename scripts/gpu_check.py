@@ -40,8 +40,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from greencompress.models.inputs import ModelInputs  # noqa: E402
 from greencompress.measure.stats import mean_interval, paired_ratio_interval  # noqa: E402
+from greencompress.models.inputs import ModelInputs  # noqa: E402
 
 BATCH_SIZES = (32, 256, 1)  # in this order: what the time budget leaves out is batch 1 first
 PRECISIONS = ("fp32", "fp16", "bf16", "fp32-compiled")
@@ -162,16 +162,22 @@ def check_counter_vs_sampled(gpu: Gpu, durations: Durations) -> dict:
         with PowerSampler(gpu.nvml, gpu.handle) as sampler:
             gpu.load(durations.counter_load_s, pulse)
         counted = counter_j(gpu) - start
-        results[name] = {"counter_j": counted, "sampled_j": sampler.joules,
-                         "sampled_over_counter": counter_vs_sampled(counted, sampler.joules)}
+        results[name] = {
+            "counter_j": counted,
+            "sampled_j": sampler.joules,
+            "sampled_over_counter": counter_vs_sampled(counted, sampler.joules),
+        }
     return results
 
 
 def check_window_lengths(gpu: Gpu, durations: Durations) -> dict:
     from greencompress.measure.energy.nvml import counter_update_period_s
 
-    results = {"counter_update_period_s": counter_update_period_s(gpu.nvml, gpu.handle,
-                                                                  duration_s=durations.update_period_probe_s)}
+    results = {
+        "counter_update_period_s": counter_update_period_s(
+            gpu.nvml, gpu.handle, duration_s=durations.update_period_probe_s
+        )
+    }
     for length in durations.window_lengths_s:
         watts = []
         for _ in range(durations.windows_per_length):
@@ -197,8 +203,12 @@ def check_idle(gpu: Gpu, durations: Durations) -> dict:
     gpu.load(durations.idle_load_s)
     times, after = power_series(durations.after_load_s)
     rest_w = float(np.median(rest))
-    return {"rest_w": rest_w, "first_second_after_load_w": after[0], "after_load_w": after,
-            "settle_s": settle_time_s(times, after, rest_w)}
+    return {
+        "rest_w": rest_w,
+        "first_second_after_load_w": after[0],
+        "after_load_w": after,
+        "settle_s": settle_time_s(times, after, rest_w),
+    }
 
 
 def check_models(gpu: Gpu, durations: Durations, time_left: Callable[[], float]) -> list[dict]:
@@ -214,39 +224,65 @@ def check_models(gpu: Gpu, durations: Durations, time_left: Callable[[], float])
     from greencompress.runtimes.base import RunnerSettings
 
     idle = measure_idle(gpu.meter, durations.model_idle_s)
-    models = {name: torchvision.models.get_model(name, weights=None, num_classes=classes).eval()
-              for name, classes, _ in MODELS}
+    models = {
+        name: torchvision.models.get_model(name, weights=None, num_classes=classes).eval()
+        for name, classes, _ in MODELS
+    }
     variants = [p for p in PRECISIONS if gpu.bf16 or not p.startswith("bf16")]
     rows = []
     for batch in BATCH_SIZES:  # batch size first: with little time left, each size still has one model
-        spec = BenchmarkSpec(batch_sizes=[batch], warmup_iterations=5, warmup_s=durations.model_warmup_s,
-                             window_s=durations.model_window_s, windows=durations.model_windows,
-                             max_windows=durations.model_windows, threads=1)
+        spec = BenchmarkSpec(
+            batch_sizes=[batch],
+            warmup_iterations=5,
+            warmup_s=durations.model_warmup_s,
+            window_s=durations.model_window_s,
+            windows=durations.model_windows,
+            max_windows=durations.model_windows,
+            threads=1,
+        )
         needs_s = durations.model_reserve_s + len(variants) * (
-            durations.model_warmup_s + durations.model_windows * window_duration_s(spec, gpu.meter))
+            durations.model_warmup_s + durations.model_windows * window_duration_s(spec, gpu.meter)
+        )
         for name, _, size in MODELS:
             if time_left() < needs_s:
-                rows.append({"model": name, "batch": batch,
-                             "skipped": f"out of the time budget (needs about {needs_s:.0f} s)"})
+                rows.append(
+                    {"model": name, "batch": batch, "skipped": f"out of the time budget (needs about {needs_s:.0f} s)"}
+                )
                 continue
             model = models[name]
-            runners = {precision: gpu_runtime.TorchCudaRunner(model, RunnerSettings(
-                1, precision=precision.removesuffix("-compiled"), compile=precision.endswith("compiled")))
-                for precision in variants}
+            runners = {
+                precision: gpu_runtime.TorchCudaRunner(
+                    model,
+                    RunnerSettings(
+                        1, precision=precision.removesuffix("-compiled"), compile=precision.endswith("compiled")
+                    ),
+                )
+                for precision in variants
+            }
             inputs = np.random.default_rng(0).standard_normal((batch, 3, size, size), dtype=np.float32)
             measured = benchmark_interleaved(runners, inputs, spec, gpu.meter, idle)
             fp32 = measured["fp32"]
             for precision, bench in measured.items():
-                energy = paired_ratio_interval(bench.energy.window_joules_per_inference,
-                                               fp32.energy.window_joules_per_inference)
+                energy = paired_ratio_interval(
+                    bench.energy.window_joules_per_inference, fp32.energy.window_joules_per_inference
+                )
                 latency = paired_ratio_interval(bench.latency.window_p50_ms, fp32.latency.window_p50_ms)
-                rows.append({"model": name, "input": size, "batch": batch, "variant": precision,
-                             "p50_ms": bench.latency.p50_ms, "j_per_inference": bench.joules_per_inference,
-                             "method": bench.energy.method,
-                             "j_ratio": [energy.ratio, energy.low, energy.high] if energy else None,
-                             "latency_ratio": [latency.ratio, latency.low, latency.high] if latency else None,
-                             "telemetry_last_window": bench.energy.window_telemetry[-1] if bench.energy.window_telemetry
-                             else None})
+                rows.append(
+                    {
+                        "model": name,
+                        "input": size,
+                        "batch": batch,
+                        "variant": precision,
+                        "p50_ms": bench.latency.p50_ms,
+                        "j_per_inference": bench.joules_per_inference,
+                        "method": bench.energy.method,
+                        "j_ratio": [energy.ratio, energy.low, energy.high] if energy else None,
+                        "latency_ratio": [latency.ratio, latency.low, latency.high] if latency else None,
+                        "telemetry_last_window": bench.energy.window_telemetry[-1]
+                        if bench.energy.window_telemetry
+                        else None,
+                    }
+                )
     return rows
 
 
@@ -275,8 +311,10 @@ def check_onnxruntime_gpu(work: Path) -> dict:
     model = torchvision.models.get_model("resnet18", weights=None, num_classes=10).eval()
     fp32 = export_onnx(model, ModelInputs.image((3, 64, 64)), work / "resnet18.onnx", 18)
     inputs = np.random.default_rng(0).standard_normal((32, 3, 64, 64), dtype=np.float32)
-    runners = {precision: OnnxRuntimeGpuRunner(fp32, RunnerSettings(1, precision=precision), "CUDAExecutionProvider")
-               for precision in ("fp32", "fp16")}
+    runners = {
+        precision: OnnxRuntimeGpuRunner(fp32, RunnerSettings(1, precision=precision), "CUDAExecutionProvider")
+        for precision in ("fp32", "fp16")
+    }
     outputs = {precision: runner(inputs) for precision, runner in runners.items()}
     result["cuda_fp16_max_abs_diff_vs_fp32"] = float(np.abs(outputs["fp16"] - outputs["fp32"]).max())
     result["cuda_p50_ms"] = {precision: _p50_ms(runner.prepare(inputs)) for precision, runner in runners.items()}
@@ -289,8 +327,12 @@ def check_onnxruntime_gpu(work: Path) -> dict:
     result["tensorrt_int8_placement"] = trt.placement(inputs)
     result["tensorrt_int8_whole_graph"] = set(result["tensorrt_int8_placement"]) == {"TensorrtExecutionProvider"}
     result["tensorrt_int8_top1_agreement_vs_fp32"] = float((trt(inputs).argmax(1) == outputs["fp32"].argmax(1)).mean())
-    result["tensorrt_p50_ms"] = {"int8": _p50_ms(trt.prepare(inputs)), "fp16": _p50_ms(
-        OnnxRuntimeGpuRunner(fp32, RunnerSettings(1, precision="fp16"), "TensorrtExecutionProvider").prepare(inputs))}
+    result["tensorrt_p50_ms"] = {
+        "int8": _p50_ms(trt.prepare(inputs)),
+        "fp16": _p50_ms(
+            OnnxRuntimeGpuRunner(fp32, RunnerSettings(1, precision="fp16"), "TensorrtExecutionProvider").prepare(inputs)
+        ),
+    }
     return result
 
 
@@ -323,24 +365,38 @@ def check_power_limits(gpu: Gpu, durations: Durations) -> dict:
             start, began = counter_j(gpu), time.perf_counter()
             count = gpu.load(durations.limit_load_s)
             elapsed = time.perf_counter() - began
-            results.append({"limit_w": milliwatts / 1e3, "j_per_matmul": (counter_j(gpu) - start) / count,
-                            "ms_per_matmul": 1e3 * elapsed / count})
+            results.append(
+                {
+                    "limit_w": milliwatts / 1e3,
+                    "j_per_matmul": (counter_j(gpu) - start) / count,
+                    "ms_per_matmul": 1e3 * elapsed / count,
+                }
+            )
     return {"limits": results, "restored_limit_w": nvml.nvmlDeviceGetPowerManagementLimit(handle) / 1e3}
 
 
 def markdown(report: dict) -> str:
     """The short table for docs/BENCHMARKS.md; a part that failed or was skipped says so in its place."""
-    lines = [f"GPU: {report['gpu']}; energy meter: {report['meter']} (windows of at least "
-             f"{report.get('meter_min_window_s')} s)", ""]
-    for name, render in (("counter_vs_sampled", _counter_lines), ("window_lengths", _window_lines),
-                         ("idle", _idle_lines), ("models", _model_lines), ("power_limits", _limit_lines),
-                         ("onnxruntime_gpu", lambda part: [f"- ONNX Runtime on the GPU: {json.dumps(part)}"])):
+    lines = [
+        f"GPU: {report['gpu']}; energy meter: {report['meter']} (windows of at least "
+        f"{report.get('meter_min_window_s')} s)",
+        "",
+    ]
+    for name, render in (
+        ("counter_vs_sampled", _counter_lines),
+        ("window_lengths", _window_lines),
+        ("idle", _idle_lines),
+        ("models", _model_lines),
+        ("power_limits", _limit_lines),
+        ("onnxruntime_gpu", lambda part: [f"- ONNX Runtime on the GPU: {json.dumps(part)}"]),
+    ):
         part = report.get(name)
         if part is None:
             lines.append(f"- {name}: not run")
         elif isinstance(part, dict) and ("failed" in part or "skipped" in part):
-            lines.append(f"- {name}: {'failed' if 'failed' in part else 'skipped'}: "
-                         f"{part.get('failed') or part.get('skipped')}")
+            lines.append(
+                f"- {name}: {'failed' if 'failed' in part else 'skipped'}: {part.get('failed') or part.get('skipped')}"
+            )
         else:
             try:
                 lines += render(part)
@@ -356,8 +412,11 @@ TARGET_HALF_WIDTH_PCT = 3.0  # the window length that reaches this 95% CI half-w
 
 
 def _counter_lines(part: dict) -> list[str]:
-    lines = [f"- {name}: counter {value['counter_j']:.1f} J, sampled power {value['sampled_j']:.1f} J, "
-             f"sampled/counter {value['sampled_over_counter']:.3f}" for name, value in part.items()]
+    lines = [
+        f"- {name}: counter {value['counter_j']:.1f} J, sampled power {value['sampled_j']:.1f} J, "
+        f"sampled/counter {value['sampled_over_counter']:.3f}"
+        for name, value in part.items()
+    ]
     steady = part["steady"]["sampled_over_counter"]
     verdict = "within" if abs(steady - 1) <= STEADY_AGREEMENT else "outside"
     return lines + [f"- steady load: sampled power {verdict} {STEADY_AGREEMENT:.0%} of the counter"]
@@ -366,54 +425,72 @@ def _counter_lines(part: dict) -> list[str]:
 def _window_lines(part: dict) -> list[str]:
     lengths = {name: value for name, value in part.items() if isinstance(value, dict)}
     lines = [f"- counter update period: {part.get('counter_update_period_s')} s"]
-    lines += [f"- window {name}: power {v['mean_w']:.1f} W, 95% CI half-width {v['ci95_half_width_pct']:.2f}%"
-              for name, v in lengths.items()]
+    lines += [
+        f"- window {name}: power {v['mean_w']:.1f} W, 95% CI half-width {v['ci95_half_width_pct']:.2f}%"
+        for name, v in lengths.items()
+    ]
     enough = [name for name, v in lengths.items() if v["ci95_half_width_pct"] <= TARGET_HALF_WIDTH_PCT]
-    return lines + [f"- shortest window with a half-width <= {TARGET_HALF_WIDTH_PCT:g}%: "
-                    f"{enough[0] if enough else 'none of those tried'}"]
+    return lines + [
+        f"- shortest window with a half-width <= {TARGET_HALF_WIDTH_PCT:g}%: "
+        f"{enough[0] if enough else 'none of those tried'}"
+    ]
 
 
 def _idle_lines(part: dict) -> list[str]:
-    return [f"- idle at rest {part['rest_w']:.1f} W; first second after load "
-            f"{part['first_second_after_load_w']:.1f} W; settled after {part['settle_s']} s"]
+    return [
+        f"- idle at rest {part['rest_w']:.1f} W; first second after load "
+        f"{part['first_second_after_load_w']:.1f} W; settled after {part['settle_s']} s"
+    ]
 
 
 def _model_lines(rows: list[dict]) -> list[str]:
     def ratio(r):
         return f"{r[0]:.2f}x [{r[1]:.2f}, {r[2]:.2f}]" if r else "-"
 
-    lines = ["", "| model | input | batch | variant | p50 ms | J/inference | method | J ratio vs fp32 [95% CI] | "
-             "latency ratio [95% CI] |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "",
+        "| model | input | batch | variant | p50 ms | J/inference | method | J ratio vs fp32 [95% CI] | "
+        "latency ratio [95% CI] |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         if "skipped" in row:
             lines.append(f"| {row['model']} | | {row['batch']} | skipped: {row['skipped']} | | | | | |")
             continue
-        lines.append(f"| {row['model']} | {row['input']} | {row['batch']} | {row['variant']} | {row['p50_ms']:.3f} | "
-                     f"{row['j_per_inference']:.4g} | {row['method']} | {ratio(row['j_ratio'])} | "
-                     f"{ratio(row['latency_ratio'])} |")
+        lines.append(
+            f"| {row['model']} | {row['input']} | {row['batch']} | {row['variant']} | {row['p50_ms']:.3f} | "
+            f"{row['j_per_inference']:.4g} | {row['method']} | {ratio(row['j_ratio'])} | "
+            f"{ratio(row['latency_ratio'])} |"
+        )
     return lines + [""]
 
 
 def _limit_lines(part: dict) -> list[str]:
     lines = ["| power limit W | J per matmul | ms per matmul |", "|---|---|---|"]
-    lines += [f"| {row['limit_w']:.0f} | {row['j_per_matmul']:.4g} | {row['ms_per_matmul']:.3f} |"
-              for row in part["limits"]]
+    lines += [
+        f"| {row['limit_w']:.0f} | {row['j_per_matmul']:.4g} | {row['ms_per_matmul']:.3f} |" for row in part["limits"]
+    ]
     return lines + [f"- limit restored to {part['restored_limit_w']:.0f} W", ""]
 
 
-def run_checks(gpu: Gpu, description: str, meter_reason: str, out: Path, budget_s: float,
-               durations: Durations) -> dict:
+def run_checks(gpu: Gpu, description: str, meter_reason: str, out: Path, budget_s: float, durations: Durations) -> dict:
     """Every part in turn, the JSON rewritten after each (a part that fails is written down, the rest still run)."""
     started = time.perf_counter()
-    report = {"gpu": description, "meter": gpu.meter.method, "meter_reason": meter_reason,
-              "meter_min_window_s": getattr(gpu.meter, "min_window_s", None)}  # what sets (d)'s window length
-    parts = (("counter_vs_sampled", lambda: check_counter_vs_sampled(gpu, durations)),
-             ("window_lengths", lambda: check_window_lengths(gpu, durations)),
-             ("idle", lambda: check_idle(gpu, durations)),
-             ("power_limits", lambda: check_power_limits(gpu, durations)),
-             # Last of the timed parts: it takes what the budget leaves, model by model.
-             ("models", lambda: check_models(gpu, durations, lambda: budget_s - (time.perf_counter() - started))),
-             ("onnxruntime_gpu", lambda: _in_temporary_folder(check_onnxruntime_gpu)))
+    report = {
+        "gpu": description,
+        "meter": gpu.meter.method,
+        "meter_reason": meter_reason,
+        "meter_min_window_s": getattr(gpu.meter, "min_window_s", None),
+    }  # what sets (d)'s window length
+    parts = (
+        ("counter_vs_sampled", lambda: check_counter_vs_sampled(gpu, durations)),
+        ("window_lengths", lambda: check_window_lengths(gpu, durations)),
+        ("idle", lambda: check_idle(gpu, durations)),
+        ("power_limits", lambda: check_power_limits(gpu, durations)),
+        # Last of the timed parts: it takes what the budget leaves, model by model.
+        ("models", lambda: check_models(gpu, durations, lambda: budget_s - (time.perf_counter() - started))),
+        ("onnxruntime_gpu", lambda: _in_temporary_folder(check_onnxruntime_gpu)),
+    )
     for name, part in parts:
         print(f"gpu_check: {name} ({time.perf_counter() - started:.0f} s in)", file=sys.stderr, flush=True)
         try:
@@ -435,8 +512,12 @@ def _in_temporary_folder(check: Callable[[Path], dict]) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("."))
-    parser.add_argument("--budget-s", type=float, default=420.0,
-                        help="seconds the check may take: a model check that would end later is skipped")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=420.0,
+        help="seconds the check may take: a model check that would end later is skipped",
+    )
     arguments = parser.parse_args(argv)
     import pynvml
     import torch
@@ -452,8 +533,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gpu_check: {error}", file=sys.stderr)
         return 2
     pynvml.nvmlInit()
-    gpu = Gpu(pynvml, pynvml.nvmlDeviceGetHandleByUUID(device.uuid.encode()), MatmulLoad(torch), meter,
-              torch.cuda.is_bf16_supported())
+    gpu = Gpu(
+        pynvml,
+        pynvml.nvmlDeviceGetHandleByUUID(device.uuid.encode()),
+        MatmulLoad(torch),
+        meter,
+        torch.cuda.is_bf16_supported(),
+    )
     driver = pynvml.nvmlSystemGetDriverVersion()
     description = f"{device.name} ({device.uuid}), driver {driver.decode() if isinstance(driver, bytes) else driver}"
     print(f"gpu_check: {description}; meter {meter.method} ({reason})", file=sys.stderr, flush=True)

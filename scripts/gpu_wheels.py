@@ -18,10 +18,21 @@ from importlib.metadata import version
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-MISSING_ON_THE_GPU_IMAGE = ("pydantic", "pydantic-core", "annotated-types", "typing-inspection", "typing-extensions",
-                            "torch-pruning")
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64",
-             "manylinux1_x86_64")
+MISSING_ON_THE_GPU_IMAGE = (
+    "pydantic",
+    "pydantic-core",
+    "annotated-types",
+    "typing-inspection",
+    "typing-extensions",
+    "torch-pruning",
+)
+PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+)
 
 
 def normalized(name: str) -> str:
@@ -36,9 +47,23 @@ def main() -> int:
     arguments.dest.mkdir(exist_ok=True)
     wanted = {(normalized(name), version(name)) for name in MISSING_ON_THE_GPU_IMAGE}
     pins = [f"{name}=={version(name)}" for name in MISSING_ON_THE_GPU_IMAGE]
-    command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-               "--python-version", arguments.python_version, "--implementation", "cp", "--dest", str(arguments.dest),
-               *[option for platform in PLATFORMS for option in ("--platform", platform)], *pins]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--quiet",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--python-version",
+        arguments.python_version,
+        "--implementation",
+        "cp",
+        "--dest",
+        str(arguments.dest),
+        *[option for platform in PLATFORMS for option in ("--platform", platform)],
+        *pins,
+    ]
     print("fetching", " ".join(pins), file=sys.stderr)
     subprocess.run(command, check=True)
     kept = []

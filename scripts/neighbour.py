@@ -1,7 +1,7 @@
 """A busy neighbour for benchmarks: a separate process that keeps CPU cores busy until stopped.
 
-    with busy_neighbour(cores=1):
-        ...  # measure on a machine that is no longer quiet
+with busy_neighbour(cores=1):
+    ...  # measure on a machine that is no longer quiet
 """
 
 from __future__ import annotations

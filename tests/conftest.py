@@ -66,8 +66,8 @@ model:
 data: {{kind: imagefolder, root: {root}, image_size: 32, batch_size: 6}}
 stages:
   - quantize: {{calibration_samples: 12}}
-benchmark: {{batch_sizes: [1, 2], window_s: 0.05, min_iterations: 3, windows: 2, max_windows: 2, warmup_iterations: 1, threads: 1,
-            runtimes: [onnxruntime], bf16: false}}
+benchmark: {{batch_sizes: [1, 2], window_s: 0.05, min_iterations: 3, windows: 2, max_windows: 2, warmup_iterations: 1,
+            threads: 1, runtimes: [onnxruntime], bf16: false}}
 energy: {{idle_s: 0}}
 """
 

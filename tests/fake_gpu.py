@@ -22,8 +22,9 @@ NOT_FOUND = 13
 class FakeGpu:
     """A GPU at constant power whose energy counter, like a real one, only moves every `update_period_s`."""
 
-    def __init__(self, name: str, power_mw: float, has_counter: bool, update_period_s: float = 0.06,
-                 uuid: str | None = None):
+    def __init__(
+        self, name: str, power_mw: float, has_counter: bool, update_period_s: float = 0.06, uuid: str | None = None
+    ):
         self.name, self.power_mw, self.has_counter = name, power_mw, has_counter
         self.update_period_s, self.uuid = update_period_s, uuid or f"GPU-{name}-{id(self):x}"
         self.created = time.perf_counter()
@@ -41,8 +42,9 @@ def fake_pynvml(gpus: list[FakeGpu], init_error: str | None = None) -> types.Mod
     class NVMLError(Exception):
         def __init__(self, value):
             self.value = value
-            super().__init__({NOT_SUPPORTED: "Not Supported", NO_PERMISSION: "Insufficient Permissions"}.get(
-                value, f"error {value}"))
+            super().__init__(
+                {NOT_SUPPORTED: "Not Supported", NO_PERMISSION: "Insufficient Permissions"}.get(value, f"error {value}")
+            )
 
     def init():
         if init_error:
@@ -104,8 +106,11 @@ def with_power_limits(nvml: types.ModuleType, allowed: bool = True) -> types.Mod
 
 def fake_torch(gpus: list[str], cuda_version: str | None = "13.0"):
     """A torch module as far as device.py reads it: CUDA build or not, and the GPUs it sees."""
-    cuda = types.SimpleNamespace(is_available=lambda: bool(gpus), device_count=lambda: len(gpus),
-                                 get_device_properties=lambda index: _properties(gpus[index], index))
+    cuda = types.SimpleNamespace(
+        is_available=lambda: bool(gpus),
+        device_count=lambda: len(gpus),
+        get_device_properties=lambda index: _properties(gpus[index], index),
+    )
     return types.SimpleNamespace(cuda=cuda, version=types.SimpleNamespace(cuda=cuda_version), __version__="2.14.1")
 
 

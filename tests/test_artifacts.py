@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from torch import nn
 
-from greencompress.models.inputs import ModelInputs
 from greencompress.compress.technique import TorchModel
 from greencompress.core.hardware import CpuInfo, physical_cores_allowed
 from greencompress.measure.benchmark import BenchmarkSpec
+from greencompress.models.inputs import ModelInputs
 from greencompress.pipeline.artifacts import Made, plan_artifacts
 from greencompress.runtimes import RUNTIMES
 
@@ -25,9 +25,13 @@ def onnx_file(path: Path, weights: int) -> Path:
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.ones(weights, dtype=np.float32), "w")
-    graph = helper.make_graph([helper.make_node("Add", ["x", "w"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [weights])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [weights])], [w])
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "w"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [weights])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [weights])],
+        [w],
+    )
     onnx.save(helper.make_model(graph), str(path))
     return path
 
@@ -35,9 +39,11 @@ def onnx_file(path: Path, weights: int) -> Path:
 def made(tmp_path: Path) -> list[Made]:
     model = TorchModel(nn.Linear(2, 2))
     files = {name: onnx_file(tmp_path / name, 1000) for name in ("model_fp32.onnx", "model_int8.onnx")}
-    return [Made(model, None, "fp32", (), (), 6, 4, "k0"),
-            Made(model, files["model_fp32.onnx"], "fp32", (), (), 6, 4, "k1"),
-            Made(model, files["model_int8.onnx"], "int8", (), ("quantize",), 6, 4, "k2")]
+    return [
+        Made(model, None, "fp32", (), (), 6, 4, "k0"),
+        Made(model, files["model_fp32.onnx"], "fp32", (), (), 6, 4, "k1"),
+        Made(model, files["model_int8.onnx"], "int8", (), ("quantize",), 6, 4, "k2"),
+    ]
 
 
 @pytest.mark.parametrize("cpu, expected", [(AMX, True), (AVX2, False)], ids=["amx", "avx2-only"])
@@ -48,8 +54,15 @@ def test_bf16_artifacts_exist_only_where_the_cpu_has_a_bf16_unit(tmp_path, cpu, 
     names = list(plan_artifacts(made(tmp_path), ["onnxruntime", "openvino"], ("bf16",) if bf16 else (), None))
     base = ["torch-fp32", "onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32", "openvino-int8"]
     if expected:  # PyTorch autocast and OpenVINO's bf16 hint, on the FP32 models only; ONNX Runtime has no bf16 path
-        assert names == ["torch-fp32", "torch-bf16", "onnxruntime-fp32", "onnxruntime-int8", "openvino-fp32",
-                         "openvino-int8", "openvino-bf16"]
+        assert names == [
+            "torch-fp32",
+            "torch-bf16",
+            "onnxruntime-fp32",
+            "onnxruntime-int8",
+            "openvino-fp32",
+            "openvino-int8",
+            "openvino-bf16",
+        ]
     else:
         assert names == base
 
@@ -108,7 +121,9 @@ def test_threads_auto_counts_physical_cores_in_the_affinity_mask(tmp_path):
 
 
 def test_runtimes_auto_takes_every_installed_runtime():
-    expected = ["onnxruntime", *[spec.name for spec in RUNTIMES if spec.in_auto and spec.name != "onnxruntime"
-                                 and spec.unavailable() is None]]
+    expected = [
+        "onnxruntime",
+        *[spec.name for spec in RUNTIMES if spec.in_auto and spec.name != "onnxruntime" and spec.unavailable() is None],
+    ]
     assert BenchmarkSpec().runtimes == expected and "torch" not in expected
     assert "openvino" in expected  # in the main install now

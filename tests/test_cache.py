@@ -26,7 +26,9 @@ def test_cache_location_follows_greencompress_cache_then_xdg(monkeypatch, tmp_pa
 
 
 def quantize_key(config: QuantizeConfig) -> str:
-    return stage_key("quantize", "upstream", Quantize().resolved(config), {"kind": "digits"}, 0)  # as pipeline.py keys it
+    return stage_key(
+        "quantize", "upstream", Quantize().resolved(config), {"kind": "digits"}, 0
+    )  # as pipeline.py keys it
 
 
 def test_a_cached_int8_file_is_not_reused_after_the_resolved_reduce_range_changes(tmp_path, monkeypatch):
@@ -37,8 +39,9 @@ def test_a_cached_int8_file_is_not_reused_after_the_resolved_reduce_range_change
     avx2_key = quantize_key(QuantizeConfig())
     StageStore(run_dir, shared).save("quantize", avx2_key, {"settings": {}}, files=("model_int8.onnx",), share=True)
 
-    monkeypatch.setattr("greencompress.compress.quantize.cpu_info",
-                        lambda: CpuInfo("VNNI CPU", 2, ("avx2", "avx512_vnni")))
+    monkeypatch.setattr(
+        "greencompress.compress.quantize.cpu_info", lambda: CpuInfo("VNNI CPU", 2, ("avx2", "avx512_vnni"))
+    )
     vnni_key = quantize_key(QuantizeConfig())
     assert vnni_key != avx2_key  # `auto` resolves to False here: another int8 file
     fresh = tmp_path / "fresh"
@@ -52,8 +55,9 @@ def test_keys_change_with_the_onnxruntime_version_and_with_greencompress_code(mo
     before = stage_key("quantize", {"a": 1})
     real_version = stages.metadata.version
     stages.code_fingerprint.cache_clear()
-    monkeypatch.setattr(stages.metadata, "version",
-                        lambda name: "9.9.9" if name == "onnxruntime" else real_version(name))
+    monkeypatch.setattr(
+        stages.metadata, "version", lambda name: "9.9.9" if name == "onnxruntime" else real_version(name)
+    )
     try:
         assert stage_key("quantize", {"a": 1}) != before
         assert stages.code_fingerprint()["onnxruntime"] == "9.9.9"
@@ -85,10 +89,22 @@ def test_size_cap_removes_the_least_recently_used_first(tmp_path):
 def test_cache_list_and_clear_from_the_command_line(tmp_path):
     make_entry(tmp_path, "k1", 2_000_000, 10)
     environment = {**os.environ, "GREENCOMPRESS_CACHE": str(tmp_path)}
-    listed = subprocess.run([sys.executable, "-m", "greencompress", "cache", "list"], capture_output=True, text=True,
-                            env=environment, stdin=subprocess.DEVNULL, timeout=120)
+    listed = subprocess.run(
+        [sys.executable, "-m", "greencompress", "cache", "list"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
     assert listed.returncode == 0 and "stage quantize" in listed.stdout and "2.0" in listed.stdout
-    cleared = subprocess.run([sys.executable, "-m", "greencompress", "cache", "clear"], capture_output=True, text=True,
-                             env=environment, stdin=subprocess.DEVNULL, timeout=120)
+    cleared = subprocess.run(
+        [sys.executable, "-m", "greencompress", "cache", "clear"],
+        capture_output=True,
+        text=True,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
     assert cleared.returncode == 0 and "removed 1 entries (2.0 MB)" in cleared.stdout
     assert cache_entries(tmp_path) == []

@@ -15,16 +15,33 @@ from greencompress.pipeline.recipe import load_recipe
 from greencompress.runtimes.onnxruntime_cpu import OnnxRuntimeRunner
 from tests.conftest import RECIPES
 
-QUICK_BENCHMARK = ["--set", "benchmark.batch_sizes=[1]", "--set", "benchmark.window_s=0.2",
-                   "--set", "benchmark.windows=3", "--set", "benchmark.max_windows=3", "--set", "energy.idle_s=0.5"]
+QUICK_BENCHMARK = [
+    "--set",
+    "benchmark.batch_sizes=[1]",
+    "--set",
+    "benchmark.window_s=0.2",
+    "--set",
+    "benchmark.windows=3",
+    "--set",
+    "benchmark.max_windows=3",
+    "--set",
+    "energy.idle_s=0.5",
+]
 
 
 def greencompress(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """The command as a user pipes it (`| cat`, a CI log): no terminal, COLUMNS=80."""
     import os
 
-    return subprocess.run([sys.executable, "-m", "greencompress", *args], capture_output=True, text=True,
-                          cwd=cwd, stdin=subprocess.DEVNULL, timeout=600, env={**os.environ, "COLUMNS": "80"})
+    return subprocess.run(
+        [sys.executable, "-m", "greencompress", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+        env={**os.environ, "COLUMNS": "80"},
+    )
 
 
 def only_run_dir(output: Path) -> Path:
@@ -38,15 +55,26 @@ def test_default_recipe_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = only_run_dir(tmp_path)
     assert run_dir.parent.name == "resnet18-digits-int8"
-    for name in ("report.json", "report.md", "model_fp32.onnx", "model_int8.onnx", "recipe.yaml",
-                 "recipe.resolved.yaml", "run.log"):
+    for name in (
+        "report.json",
+        "report.md",
+        "model_fp32.onnx",
+        "model_int8.onnx",
+        "recipe.yaml",
+        "recipe.resolved.yaml",
+        "run.log",
+    ):
         assert (run_dir / name).is_file(), name
     assert str(run_dir) in result.stdout and "Results" in result.stdout
 
     report = json.loads((run_dir / "report.json").read_text())
     assert report["schema_version"] == "1.4"
     artifacts = {artifact["name"]: artifact for artifact in report["artifacts"]}
-    torch_fp32, ort_fp32, ort_int8 = artifacts["torch-fp32"], artifacts["onnxruntime-fp32"], artifacts["onnxruntime-int8"]
+    torch_fp32, ort_fp32, ort_int8 = (
+        artifacts["torch-fp32"],
+        artifacts["onnxruntime-fp32"],
+        artifacts["onnxruntime-int8"],
+    )
     assert torch_fp32["accuracy"]["top1"] >= 0.98 and torch_fp32["accuracy"]["samples"] == 360
     assert abs(ort_int8["accuracy"]["top1"] - ort_fp32["accuracy"]["top1"]) <= 0.01
     assert ort_int8["size_bytes"] <= 0.30 * ort_fp32["size_bytes"]
@@ -58,15 +86,20 @@ def test_default_recipe_end_to_end(tmp_path):
     assert "Energy method: estimate (ESTIMATED, not measured)" in result.stdout
     (comparison,) = [c for c in report["comparisons"] if c["runtime"] == "onnxruntime" and not c["deployment"]]
     assert (comparison["candidate"], comparison["baseline"], comparison["batch_size"]) == (
-        "onnxruntime-int8", "onnxruntime-fp32", 1)
+        "onnxruntime-int8",
+        "onnxruntime-fp32",
+        1,
+    )
     assert "## Compressed vs baseline" in (run_dir / "report.md").read_text()
 
     # The default measures every installed runtime (OpenVINO is in the main install), bf16 where the CPU has it,
     # and names what to deploy.
     assert {"openvino-fp32", "openvino-int8"} <= set(artifacts)
     assert report["environment"]["runtimes"]["openvino"] != "not installed"
-    has_bf16 = report["environment"]["cpu"]["matrix_units"]["amx_bf16"] or \
-        report["environment"]["cpu"]["matrix_units"]["avx512_bf16"]
+    has_bf16 = (
+        report["environment"]["cpu"]["matrix_units"]["amx_bf16"]
+        or report["environment"]["cpu"]["matrix_units"]["avx512_bf16"]
+    )
     if has_bf16:
         for name in ("torch-bf16", "openvino-bf16"):
             assert artifacts[name]["precision"] == "bf16" and artifacts[name]["accuracy"]["top1"] >= 0.97
@@ -95,7 +128,9 @@ def test_default_recipe_end_to_end(tmp_path):
 
 @pytest.mark.slow
 def test_bring_your_own_model_resnet20_on_cifar10(shared_assets, tmp_path):
-    result = greencompress("run", str(RECIPES / "resnet20_cifar10_int8.yaml"), "--output", str(tmp_path), *QUICK_BENCHMARK)
+    result = greencompress(
+        "run", str(RECIPES / "resnet20_cifar10_int8.yaml"), "--output", str(tmp_path), *QUICK_BENCHMARK
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads((only_run_dir(tmp_path) / "report.json").read_text())
     artifacts = {artifact["name"]: artifact for artifact in report["artifacts"]}
@@ -114,7 +149,8 @@ def test_synthetic_data_reports_no_accuracy(write_recipe, tmp_path):
         data: {kind: synthetic, image_size: 32, synthetic_samples: 16, batch_size: 8}
         stages:
           - quantize: {calibration_samples: 16}
-        benchmark: {batch_sizes: [2], window_s: 0.05, min_iterations: 2, windows: 2, max_windows: 2, warmup_iterations: 1}
+        benchmark: {batch_sizes: [2], window_s: 0.05, min_iterations: 2, windows: 2, max_windows: 2,
+                    warmup_iterations: 1}
         energy: {idle_s: 0}
     """)
     result = greencompress("run", str(path), "--output", str(tmp_path / "runs"))
@@ -141,13 +177,31 @@ stages:
 """
 
 
-@pytest.mark.parametrize("change, expected", [
-    (("benchmark:", "benchmark:\n  batch_sizes: [1]\n  windowz: 3"), "benchmark.windowz: unknown field; did you mean 'windows'?"),
-    (("{source: builtin, name: resnet18-digits-64}", "{source: torchvision, name: resnet1}"), "unknown torchvision classification model 'resnet1'"),
-    (("{source: builtin, name: resnet18-digits-64}", "{source: checkpoint, name: resnet18, checkpoint: gone.pt}"), "gone.pt"),
-    (("{kind: digits, image_size: 64}", "{kind: imagefolder, root: /nonexistent/images}"), "data.root: folder not found: /nonexistent/images"),
-    (("benchmark:", "benchmark:\n  batch_sizes: [0]"), "benchmark.batch_sizes: batch size must be >= 1, got 0"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (
+            ("benchmark:", "benchmark:\n  batch_sizes: [1]\n  windowz: 3"),
+            "benchmark.windowz: unknown field; did you mean 'windows'?",
+        ),
+        (
+            ("{source: builtin, name: resnet18-digits-64}", "{source: torchvision, name: resnet1}"),
+            "unknown torchvision classification model 'resnet1'",
+        ),
+        (
+            (
+                "{source: builtin, name: resnet18-digits-64}",
+                "{source: checkpoint, name: resnet18, checkpoint: gone.pt}",
+            ),
+            "gone.pt",
+        ),
+        (
+            ("{kind: digits, image_size: 64}", "{kind: imagefolder, root: /nonexistent/images}"),
+            "data.root: folder not found: /nonexistent/images",
+        ),
+        (("benchmark:", "benchmark:\n  batch_sizes: [0]"), "benchmark.batch_sizes: batch size must be >= 1, got 0"),
+    ],
+)
 @pytest.mark.slow
 def test_bad_input_exits_2_with_a_message_and_no_traceback(change, expected, tmp_path):
     old, new = change

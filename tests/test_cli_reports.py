@@ -25,9 +25,19 @@ def run_dir_under(output: Path) -> Path:
 
 
 def test_an_impossible_accuracy_budget_exits_3_with_reports_written(tiny_recipe, tmp_path, cache_env):
-    result = greencompress("run", str(tiny_recipe), "--output", str(tmp_path / "runs"), "--quiet",
-                           "--set", "gates.max_accuracy_drop=-0.0", "--set", "gates.min_energy_saving=1.0",
-                           "--set", "gates.allow_estimated_energy=true")
+    result = greencompress(
+        "run",
+        str(tiny_recipe),
+        "--output",
+        str(tmp_path / "runs"),
+        "--quiet",
+        "--set",
+        "gates.max_accuracy_drop=-0.0",
+        "--set",
+        "gates.min_energy_saving=1.0",
+        "--set",
+        "gates.allow_estimated_energy=true",
+    )
     assert result.returncode == 3, result.stderr[-2000:]
     assert "quality gate failed" in result.stderr and "min_energy_saving" in result.stderr
     run_dir = run_dir_under(tmp_path / "runs")
@@ -38,8 +48,17 @@ def test_an_impossible_accuracy_budget_exits_3_with_reports_written(tiny_recipe,
 
 
 def test_an_energy_gate_on_an_estimate_exits_2_before_any_work(tiny_recipe, tmp_path, cache_env):
-    result = greencompress("run", str(tiny_recipe), "--output", str(tmp_path / "runs"), "--quiet",
-                           "--set", "gates.min_energy_saving=0.3", "--set", "energy.meter=estimate")
+    result = greencompress(
+        "run",
+        str(tiny_recipe),
+        "--output",
+        str(tmp_path / "runs"),
+        "--quiet",
+        "--set",
+        "gates.min_energy_saving=0.3",
+        "--set",
+        "energy.meter=estimate",
+    )
     assert result.returncode == 2, result.stderr[-2000:]
     message = " ".join(result.stderr.split())
     assert "gates.min_energy_saving: energy cannot be measured on this machine (meter: estimate)" in message

@@ -55,8 +55,12 @@ def test_a_recipe_on_cuda_fails_cleanly_on_a_machine_without_one(tiny_recipe, tm
 def test_gpu_energy_is_measured_by_nvml_or_not_at_all(tmp_path):
     gpu = FakeGpu("H100", 400_000, True, uuid="GPU-abc")
     with pytest.raises(GreencompressError, match="GPU energy is never estimated"):
-        select_meter(EnergySpec(), nvml=fake_pynvml([], init_error="Driver Not Loaded"), powercap_root=tmp_path,
-                     gpu_uuid="GPU-abc")
+        select_meter(
+            EnergySpec(),
+            nvml=fake_pynvml([], init_error="Driver Not Loaded"),
+            powercap_root=tmp_path,
+            gpu_uuid="GPU-abc",
+        )
     alone, reason = select_meter(EnergySpec(), nvml=fake_pynvml([gpu]), powercap_root=tmp_path, gpu_uuid="GPU-abc")
     assert alone.method == "nvml-counter" and "the host CPU is not measured" in reason  # no RAPL: no estimate added
 
@@ -72,7 +76,9 @@ def test_with_rapl_the_host_cpu_is_a_second_measured_domain(tmp_path):
     assert set(reading.energy_j) == {"gpu0", "cpu"} and reading.measured and reading.method == "nvml-counter"
     assert reading.total_j == pytest.approx(reading.energy_j["gpu0"] + reading.energy_j["cpu"])
     description = meter.describe()
-    assert description.domains == ("gpu0", "cpu") and any("host cpu by rapl" in line for line in description.assumptions)
+    assert description.domains == ("gpu0", "cpu") and any(
+        "host cpu by rapl" in line for line in description.assumptions
+    )
 
 
 def test_measure_on_a_gpu_that_is_not_there_fails_before_the_block():

@@ -53,8 +53,13 @@ def ddp_recipe(tmp_path_factory):
     recipe = load_recipe(folder / "recipe.yaml")
     from greencompress.compress.finetune import FinetuneConfig
 
-    trained = finetune(model, load_data(recipe.data, 0).train, FinetuneConfig(epochs=6, learning_rate=0.1), seed=0,
-                       checkpoint_dir=folder / "pretraining").model
+    trained = finetune(
+        model,
+        load_data(recipe.data, 0).train,
+        FinetuneConfig(epochs=6, learning_rate=0.1),
+        seed=0,
+        checkpoint_dir=folder / "pretraining",
+    ).model
     torch.save(trained.state_dict(), folder / "small_cnn.pt")
     return folder / "recipe.yaml"
 
@@ -64,8 +69,9 @@ def run_cli(launcher: list[str], recipe, output) -> dict:
     # A cache of its own: the other run's finished stages must not be reused.
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "GREENCOMPRESS_CACHE": str(output / "cache")}
     # Its own process group, so a hang takes down torchrun's workers too, not only the launcher.
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment,
-                               start_new_session=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment, start_new_session=True
+    )
     try:
         _, stderr = process.communicate(timeout=300)
     except subprocess.TimeoutExpired:

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import greencompress
-from greencompress.models.inputs import ModelInputs
 from greencompress.bench import bench
 from greencompress.measure.benchmark import BenchmarkSpec
 from greencompress.measure.energy import EnergySpec
+from greencompress.models.inputs import ModelInputs
 from greencompress.models.sources import resolve_callable
 from greencompress.runtimes.export import export_onnx
 from tests.conftest import RECIPES
@@ -51,8 +51,9 @@ def test_bench_runs_the_same_onnx_file_on_openvino(tmp_path):
     model = resolve_callable(f"{RECIPES / 'models' / 'cifar_resnet.py'}:resnet20")().eval()
     path = export_onnx(model, ModelInputs.image((3, 32, 32)), tmp_path / "resnet20.onnx", opset=18)
     spec = BenchmarkSpec(batch_sizes=[1, 4], window_s=0.1, windows=2, max_windows=2, warmup_iterations=2, threads=1)
-    result = bench(str(path), input_size=32, benchmark=spec, energy=EnergySpec(meter="estimate", idle_s=0),
-                   runtime="openvino")
+    result = bench(
+        str(path), input_size=32, benchmark=spec, energy=EnergySpec(meter="estimate", idle_s=0), runtime="openvino"
+    )
     assert result.runtime == "openvino" and [b.latency.batch_size for b in result.benchmarks] == [1, 4]
     assert all(len(b.latency.window_p50_ms) == 2 for b in result.benchmarks)
 
@@ -69,8 +70,9 @@ def test_bench_measures_every_installed_runtime_side_by_side_unless_one_is_named
     installed = [s.name for s in RUNTIMES if s.runs == "onnx" and s.in_auto and s.unavailable() is None]
     assert list(result.by_runtime) == installed and {"onnxruntime", "openvino"} <= set(installed)
     assert all(len(benches) == 1 and benches[0].energy.windows == 2 for benches in result.by_runtime.values())
-    named = bench(str(path), input_size=32, benchmark=spec, energy=EnergySpec(meter="estimate", idle_s=0),
-                  runtime="onnxruntime")
+    named = bench(
+        str(path), input_size=32, benchmark=spec, energy=EnergySpec(meter="estimate", idle_s=0), runtime="onnxruntime"
+    )
     assert list(named.by_runtime) == ["onnxruntime"]
 
 
@@ -95,22 +97,32 @@ def token_model(path, vocabulary: int = 50, hidden: int = 8, classes: int = 3):
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    tables = [numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
-              for name, shape in (("words", (vocabulary, hidden)), ("types", (2, hidden)), ("head", (hidden, classes)))]
+    tables = [
+        numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+        for name, shape in (("words", (vocabulary, hidden)), ("types", (2, hidden)), ("head", (hidden, classes)))
+    ]
     axes = numpy_helper.from_array(np.array([2], dtype=np.int64), "axes")
-    nodes = [helper.make_node("Gather", ["words", "input_ids"], ["w"]),
-             helper.make_node("Gather", ["types", "token_type_ids"], ["t"]),
-             helper.make_node("Add", ["w", "t"], ["e"]),
-             helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
-             helper.make_node("Unsqueeze", ["m", "axes"], ["m3"]),
-             helper.make_node("Mul", ["e", "m3"], ["masked"]),
-             helper.make_node("ReduceMean", ["masked"], ["pooled"], axes=[1], keepdims=0),
-             helper.make_node("MatMul", ["pooled", "head"], ["logits"])]
-    token = [helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "sequence"])
-             for name in ("input_ids", "attention_mask", "token_type_ids")]
-    graph = helper.make_graph(nodes, "tokens", token, [helper.make_tensor_value_info("logits", TensorProto.FLOAT,
-                                                                                     ["batch", classes])],
-                              [*tables, axes])
+    nodes = [
+        helper.make_node("Gather", ["words", "input_ids"], ["w"]),
+        helper.make_node("Gather", ["types", "token_type_ids"], ["t"]),
+        helper.make_node("Add", ["w", "t"], ["e"]),
+        helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["m", "axes"], ["m3"]),
+        helper.make_node("Mul", ["e", "m3"], ["masked"]),
+        helper.make_node("ReduceMean", ["masked"], ["pooled"], axes=[1], keepdims=0),
+        helper.make_node("MatMul", ["pooled", "head"], ["logits"]),
+    ]
+    token = [
+        helper.make_tensor_value_info(name, TensorProto.INT64, ["batch", "sequence"])
+        for name in ("input_ids", "attention_mask", "token_type_ids")
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tokens",
+        token,
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", classes])],
+        [*tables, axes],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 

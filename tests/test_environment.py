@@ -65,8 +65,13 @@ def test_the_environment_lists_usable_runtimes_apart_from_registered_but_unavail
     assert "ghost-gpu" not in usable and unavailable["ghost-gpu"] == "no GPU here"
     assert set(usable) | set(unavailable) == set(RUNTIMES.names())
     assert usable["onnxruntime"] == __import__("onnxruntime").__version__
-    line = units_and_runtimes({"cpu": {"model": "Test CPU", "matrix_units": {"avx2": True}},
-                                    "runtimes": usable, "runtimes_unavailable": unavailable})
+    line = units_and_runtimes(
+        {
+            "cpu": {"model": "Test CPU", "matrix_units": {"avx2": True}},
+            "runtimes": usable,
+            "runtimes_unavailable": unavailable,
+        }
+    )
     usable_part, _, unavailable_part = line.partition("Registered but unavailable here:")
     assert "ghost-gpu" not in usable_part and "ghost-gpu (no GPU here)" in unavailable_part
     assert f"onnxruntime {usable['onnxruntime']}" in usable_part

@@ -7,8 +7,8 @@ import onnx
 import pytest
 import torch
 
-from greencompress.models.inputs import ModelInputs
 from greencompress.core.errors import ParityError
+from greencompress.models.inputs import ModelInputs
 from greencompress.models.sources import resolve_callable
 from greencompress.runtimes.export import check_parity, export_onnx
 from greencompress.runtimes.onnxruntime_cpu import OnnxRuntimeRunner
@@ -20,7 +20,9 @@ from tests.conftest import RECIPES
 def exported(tmp_path_factory):
     torch.manual_seed(0)
     model = resolve_callable(f"{RECIPES / 'models' / 'cifar_resnet.py'}:resnet20")().eval()
-    path = export_onnx(model, ModelInputs.image((3, 32, 32)), tmp_path_factory.mktemp("export") / "model.onnx", opset=18)
+    path = export_onnx(
+        model, ModelInputs.image((3, 32, 32)), tmp_path_factory.mktemp("export") / "model.onnx", opset=18
+    )
     return model, path
 
 

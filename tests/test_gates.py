@@ -12,11 +12,26 @@ from greencompress.pipeline.gates import (
 from greencompress.report.schema import Comparison
 
 
-def comparison(energy_ratio: float, top1_delta: float | None, batch: int = 1, measured: bool = True,
-               interval: RatioInterval | None = None) -> Comparison:
-    return Comparison("onnxruntime-fp32", "onnxruntime-int8", "onnxruntime", batch, 0.5, energy_ratio,
-                      "rapl" if measured else "estimate", 0.25, top1_delta, measured=measured,
-                      joules_per_inference=interval)
+def comparison(
+    energy_ratio: float,
+    top1_delta: float | None,
+    batch: int = 1,
+    measured: bool = True,
+    interval: RatioInterval | None = None,
+) -> Comparison:
+    return Comparison(
+        "onnxruntime-fp32",
+        "onnxruntime-int8",
+        "onnxruntime",
+        batch,
+        0.5,
+        energy_ratio,
+        "rapl" if measured else "estimate",
+        0.25,
+        top1_delta,
+        measured=measured,
+        joules_per_inference=interval,
+    )
 
 
 def test_gates_pass_and_fail_on_their_figures():
@@ -59,8 +74,10 @@ def test_a_gate_whose_threshold_lies_inside_the_interval_says_it_is_within_noise
 def test_embedding_gates_judge_each_artifact_against_the_original_embeddings():
     from tests.report.test_recommend import embedder
 
-    results = [embedder("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.4, 0.87, 1.0, 1.0),
-               embedder("onnxruntime-int8", "onnxruntime", "int8", 2.0, 0.2, 0.87, 0.965, 0.727)]
+    results = [
+        embedder("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.4, 0.87, 1.0, 1.0),
+        embedder("onnxruntime-int8", "onnxruntime", "int8", 2.0, 0.2, 0.87, 0.965, 0.727),
+    ]
     gates = evaluate_gates(GatesSpec(min_embedding_cosine=0.98, min_neighbour_agreement=0.7), [], results)
     assert [(g.gate, g.passed) for g in gates] == [("min_embedding_cosine", False), ("min_neighbour_agreement", True)]
     assert gates[0].comparison == "onnxruntime-int8 vs the original FP32 model's embeddings"
@@ -75,5 +92,9 @@ def test_embedding_gates_are_refused_for_a_model_judged_by_top1(write_recipe):
     from greencompress.pipeline.recipe import load_recipe
 
     with pytest.raises(RecipeError, match="gates.min_embedding_cosine: judges a sentence embedder"):
-        load_recipe(write_recipe("name: t\nmodel: {source: builtin, name: resnet18-digits-64}\n"
-                                 "data: {kind: digits}\nstages: [{quantize: {}}]\ngates: {min_embedding_cosine: 0.9}\n"))
+        load_recipe(
+            write_recipe(
+                "name: t\nmodel: {source: builtin, name: resnet18-digits-64}\n"
+                "data: {kind: digits}\nstages: [{quantize: {}}]\ngates: {min_embedding_cosine: 0.9}\n"
+            )
+        )

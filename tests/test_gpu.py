@@ -31,19 +31,37 @@ def test_the_check_s_arithmetic_on_known_series():
     watts = [180.0, 120.0, 90.0, 72.0, 70.5, 69.8]  # cooling down towards 70 W
     assert check.settle_time_s(times, watts, rest_w=70.0) == 3.0  # from 72 W on: within 5% for good
     assert check.settle_time_s(times, [100.0] * 6, rest_w=70.0) is None
-    report = {"gpu": "H100", "meter": "nvml-counter",
-              "counter_vs_sampled": {"steady": {"counter_j": 100.0, "sampled_j": 99.0, "sampled_over_counter": 0.99}},
-              "window_lengths": {"counter_update_period_s": 0.025,
-                                 "0.5s": {"mean_w": 600.0, "ci95_half_width_pct": 4.1},
-                                 "1s": {"mean_w": 600.0, "ci95_half_width_pct": 1.2}},
-              "idle": {"failed": "RuntimeError('driver went away')"},
-              "models": [{"model": "resnet50", "input": 224, "batch": 32, "variant": "fp16", "p50_ms": 4.0,
-                          "j_per_inference": 0.02, "method": "nvml-counter", "j_ratio": [0.5, 0.48, 0.52],
-                          "latency_ratio": [0.4, 0.38, 0.42]},
-                         {"model": "resnet50", "batch": 256, "skipped": "out of the time budget"}],
-              "power_limits": {"limits": [{"limit_w": 200.0, "j_per_matmul": 0.5, "ms_per_matmul": 3.0}],
-                               "restored_limit_w": 700.0},
-              "onnxruntime_gpu": {"skipped": "no CUDAExecutionProvider"}, "seconds": 400.0}
+    report = {
+        "gpu": "H100",
+        "meter": "nvml-counter",
+        "counter_vs_sampled": {"steady": {"counter_j": 100.0, "sampled_j": 99.0, "sampled_over_counter": 0.99}},
+        "window_lengths": {
+            "counter_update_period_s": 0.025,
+            "0.5s": {"mean_w": 600.0, "ci95_half_width_pct": 4.1},
+            "1s": {"mean_w": 600.0, "ci95_half_width_pct": 1.2},
+        },
+        "idle": {"failed": "RuntimeError('driver went away')"},
+        "models": [
+            {
+                "model": "resnet50",
+                "input": 224,
+                "batch": 32,
+                "variant": "fp16",
+                "p50_ms": 4.0,
+                "j_per_inference": 0.02,
+                "method": "nvml-counter",
+                "j_ratio": [0.5, 0.48, 0.52],
+                "latency_ratio": [0.4, 0.38, 0.42],
+            },
+            {"model": "resnet50", "batch": 256, "skipped": "out of the time budget"},
+        ],
+        "power_limits": {
+            "limits": [{"limit_w": 200.0, "j_per_matmul": 0.5, "ms_per_matmul": 3.0}],
+            "restored_limit_w": 700.0,
+        },
+        "onnxruntime_gpu": {"skipped": "no CUDAExecutionProvider"},
+        "seconds": 400.0,
+    }
     table = check.markdown(report)
     row = "| resnet50 | 224 | 32 | fp16 | 4.000 | 0.02 | nvml-counter | 0.50x [0.48, 0.52] | 0.40x [0.38, 0.42] |"
     assert row in table
@@ -52,6 +70,7 @@ def test_the_check_s_arithmetic_on_known_series():
     assert "- idle: failed: RuntimeError('driver went away')" in table  # a failed part says so; the rest still shows
     assert "| 200 | 0.5 | 3.000 |" in table and "limit restored to 700 W" in table
     assert "- onnxruntime_gpu: skipped: no CUDAExecutionProvider" in table
+
 
 @GPU
 def test_pytorch_on_the_gpu_in_each_precision_agrees_with_the_cpu():

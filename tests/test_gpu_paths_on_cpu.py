@@ -9,9 +9,9 @@ import onnx
 import pytest
 import torch
 
-from greencompress.models.inputs import ModelInputs
 from greencompress.measure.benchmark import BenchmarkSpec
 from greencompress.measure.latency import run_window
+from greencompress.models.inputs import ModelInputs
 from greencompress.models.sources import resolve_callable
 from greencompress.runtimes.export import convert_to_fp16, export_onnx, is_quantized
 from greencompress.runtimes.onnxruntime_gpu import node_placement
@@ -43,11 +43,16 @@ def test_fp16_export_halves_the_weights_keeps_fp32_io_and_predicts_like_fp32(tmp
 
 
 def test_node_placement_counts_what_each_provider_ran():
-    profile = [{"cat": "Session", "name": "model_run", "args": {}},
-               {"cat": "Node", "name": "TensorrtExecutionProvider_TRTKernel_graph_0_kernel_time",
-                "args": {"provider": "TensorrtExecutionProvider"}},
-               {"cat": "Node", "name": "/q/QuantizeLinear_kernel_time", "args": {"provider": "CPUExecutionProvider"}},
-               {"cat": "Node", "name": "/q/QuantizeLinear_fence_before", "args": {"provider": "CPUExecutionProvider"}}]
+    profile = [
+        {"cat": "Session", "name": "model_run", "args": {}},
+        {
+            "cat": "Node",
+            "name": "TensorrtExecutionProvider_TRTKernel_graph_0_kernel_time",
+            "args": {"provider": "TensorrtExecutionProvider"},
+        },
+        {"cat": "Node", "name": "/q/QuantizeLinear_kernel_time", "args": {"provider": "CPUExecutionProvider"}},
+        {"cat": "Node", "name": "/q/QuantizeLinear_fence_before", "args": {"provider": "CPUExecutionProvider"}},
+    ]
     assert node_placement(json.dumps(profile)) == {"TensorrtExecutionProvider": 1, "CPUExecutionProvider": 1}
 
 
@@ -77,14 +82,28 @@ def test_the_sweep_measures_every_artifact_at_each_limit_and_restores_the_origin
     from greencompress.pipeline.stages import StageStore
 
     nvml, gpu = nvml_with_limits()
-    spec = BenchmarkSpec.model_construct(**{**BenchmarkSpec().model_dump(), "batch_sizes": [2], "windows": 2,
-                                            "max_windows": 2, "window_s": 0.01, "min_iterations": 2,
-                                            "warmup_iterations": 0, "gpu_power_limits": [300, 500]})
+    spec = BenchmarkSpec.model_construct(
+        **{
+            **BenchmarkSpec().model_dump(),
+            "batch_sizes": [2],
+            "windows": 2,
+            "max_windows": 2,
+            "window_s": 0.01,
+            "min_iterations": 2,
+            "warmup_iterations": 0,
+            "gpu_power_limits": [300, 500],
+        }
+    )
     dataset = torch.utils.data.TensorDataset(torch.zeros(4, 3, 8, 8), torch.zeros(4, dtype=torch.long))
     data = DataSplits(dataset, dataset, None, 2, True, "zeros")
     runners = {"a": lambda x: x * 2, "b": lambda x: x + 1}
-    rows = sweep_power_limits(runners, data, spec, EstimateMeter(), 0.0, StageStore(tmp_path, None), "key",
-                              gpu.uuid, nvml=nvml)
+    rows = sweep_power_limits(
+        runners, data, spec, EstimateMeter(), 0.0, StageStore(tmp_path, None), "key", gpu.uuid, nvml=nvml
+    )
     assert [(r["limit_w"], r["artifact"], r["applied"]) for r in rows] == [
-        (300, "a", True), (300, "b", True), (500, "a", True), (500, "b", True)]
+        (300, "a", True),
+        (300, "b", True),
+        (500, "a", True),
+        (500, "b", True),
+    ]
     assert gpu.history == [300_000, 700_000, 500_000, 700_000] and gpu.limit_mw == 700_000

@@ -38,8 +38,16 @@ class SleepingLoad:
 def test_the_gpu_check_runs_whole_on_a_fake_gpu(tmp_path, monkeypatch):
     check = gpu_check_module()
     gpu = pretend_a_gpu(monkeypatch, bf16=False)
-    durations = replace(check.Durations().scaled(0.02), counter_load_s=0.5, update_period_probe_s=0.3,
-                        power_reading_s=0.1, rest_s=0.3, after_load_s=0.5, model_windows=2, model_reserve_s=0.0)
+    durations = replace(
+        check.Durations().scaled(0.02),
+        counter_load_s=0.5,
+        update_period_probe_s=0.3,
+        power_reading_s=0.1,
+        rest_s=0.3,
+        after_load_s=0.5,
+        model_windows=2,
+        model_reserve_s=0.0,
+    )
     monkeypatch.setattr(check, "DURATIONS", durations)
     monkeypatch.setattr(check, "MODELS", (("resnet18", 10, 32),))
     monkeypatch.setattr(check, "BATCH_SIZES", (1,))
@@ -80,8 +88,10 @@ def test_without_root_the_check_s_power_limits_say_why_and_change_nothing():
     nvml = with_power_limits(fake_pynvml([fake]), allowed=False)
     gpu = check.Gpu(nvml, fake, SleepingLoad(None), meter=None, bf16=False)
     result = check.check_power_limits(gpu, check.Durations().scaled(0.01))
-    assert result == {"skipped": "changing the power limit needs root; measured at the current 700 W",
-                      "current_limit_w": 700.0}
+    assert result == {
+        "skipped": "changing the power limit needs root; measured at the current 700 W",
+        "current_limit_w": 700.0,
+    }
     assert fake.history == [] and fake.limit_mw == 700_000
 
 
@@ -92,16 +102,20 @@ def test_a_gpu_run_reports_measured_joules_the_gpu_and_each_window_s_clock(image
 
     gpu = pretend_a_gpu(monkeypatch, bf16=False)
     path = write_tiny_recipe(tmp_path, image_folder)
-    text = path.read_text().replace("  - quantize: {calibration_samples: 12}",
-                                    "  - prune: {method: structured, ratio: 0.5}")
-    text = text.replace("runtimes: [onnxruntime], bf16: false",
-                        "device: cuda, runtimes: auto, batch_sizes: [2], cooldown_s: 0.01, gpu_power_limits: [300]")
+    text = path.read_text().replace(
+        "  - quantize: {calibration_samples: 12}", "  - prune: {method: structured, ratio: 0.5}"
+    )
+    text = text.replace(
+        "runtimes: [onnxruntime], bf16: false",
+        "device: cuda, runtimes: auto, batch_sizes: [2], cooldown_s: 0.01, gpu_power_limits: [300]",
+    )
     path.write_text(text.replace("batch_sizes: [1, 2], ", ""))
     recipe = load_recipe(path)
     assert recipe.benchmark.runtimes == ["torch-cuda"]  # ONNX Runtime's CPU build has no GPU provider
 
-    report = run(recipe, create_run_dir(recipe, tmp_path / "runs"), recipe_path=path,
-                 shared_cache=tmp_path / "stage-cache")
+    report = run(
+        recipe, create_run_dir(recipe, tmp_path / "runs"), recipe_path=path, shared_cache=tmp_path / "stage-cache"
+    )
     saved = json.loads((report.run_dir / "report.json").read_text())
 
     assert saved["energy_meter"]["method"] == "nvml-counter" and saved["energy_meter"]["measured"] is True
@@ -116,7 +130,8 @@ def test_a_gpu_run_reports_measured_joules_the_gpu_and_each_window_s_clock(image
         assert energy["method"] == "nvml-counter" and energy["measured"] is True
         assert energy["window_telemetry"] and all(
             window["gpu0"]["sm_clock_mhz"] == 1755 and window["gpu0"]["temperature_c"] == 71
-            for window in energy["window_telemetry"])
+            for window in energy["window_telemetry"]
+        )
     # The same-runtime rule: PyTorch on the GPU is compared with itself only.
     pairs = {(c["baseline"], c["candidate"]) for c in saved["comparisons"]}
     assert ("torch-cuda-fp32", "torch-cuda-pruned-fp32") in pairs and ("torch-cuda-fp32", "torch-cuda-fp16") in pairs
@@ -124,13 +139,16 @@ def test_a_gpu_run_reports_measured_joules_the_gpu_and_each_window_s_clock(image
     assert {row["limit_w"] for row in saved["power_limit_sweep"]} == {300}
     assert gpu.history == [300_000, 700_000]  # the sweep's limit, then the original restored
     markdown = (report.run_dir / "report.md").read_text()
-    assert (f"Models ran on **NVIDIA H100 80GB HBM3** (gpu0, cuda:0: {gpu.uuid}, driver 560.35.03, 80 GiB, "
-            "power limit 700 W, SM clock up to 1980 MHz)") in markdown
+    assert (
+        f"Models ran on **NVIDIA H100 80GB HBM3** (gpu0, cuda:0: {gpu.uuid}, driver 560.35.03, 80 GiB, "
+        "power limit 700 W, SM clock up to 1980 MHz)"
+    ) in markdown
     assert "clocks LIMITED in 8 of 8 windows (sw_power_cap, sw_thermal_slowdown)" in markdown
     figures = markdown.split("## Results")[1].split("## Energy")[0]
     assert "J/inf (nvml-counter)" in figures and "estimate" not in figures.lower()  # measured, and said so
     html = (report.run_dir / "report.html").read_text()
     assert "Models ran on <b>NVIDIA H100 80GB HBM3</b>" in html
+
 
 def test_bench_and_measure_on_a_gpu_read_nvml_and_sweep_power_limits(monkeypatch):
     import greencompress
@@ -139,8 +157,9 @@ def test_bench_and_measure_on_a_gpu_read_nvml_and_sweep_power_limits(monkeypatch
     from greencompress.measure.energy import EnergySpec
 
     gpu = pretend_a_gpu(monkeypatch)
-    spec = BenchmarkSpec(device="cuda", batch_sizes=[2], window_s=0.05, windows=2, max_windows=2,
-                         warmup_iterations=1, threads=1)
+    spec = BenchmarkSpec(
+        device="cuda", batch_sizes=[2], window_s=0.05, windows=2, max_windows=2, warmup_iterations=1, threads=1
+    )
     result = bench("resnet18", 32, spec, EnergySpec(idle_s=0), power_limits_w=[300, 500])
     assert result.runtime == "torch-cuda" and result.meter.method == "nvml-counter"
     assert [(limit.asked_w, limit.applied) for limit, _ in result.by_power_limit] == [(300, True), (500, True)]
@@ -172,10 +191,13 @@ def test_the_gpu_session_s_commands_need_nothing_the_lent_machines_lack(tmp_path
 
     (tmp_path / "sitecustomize.py").write_text(BLOCKER.format(absent=set(NOT_ON_THE_GPU_IMAGE)))
     environment = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
-    for command in (["scripts/gpu_check.py", "--out", str(tmp_path)],
-                    ["-m", "greencompress", "run", "recipes/resnet_prune_gpu.yaml", "--output", str(tmp_path)]):
-        done = subprocess.run([sys.executable, *command], cwd=REPO, env=environment, capture_output=True, text=True,
-                              timeout=300)
+    for command in (
+        ["scripts/gpu_check.py", "--out", str(tmp_path)],
+        ["-m", "greencompress", "run", "recipes/resnet_prune_gpu.yaml", "--output", str(tmp_path)],
+    ):
+        done = subprocess.run(
+            [sys.executable, *command], cwd=REPO, env=environment, capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
         assert "no CUDA GPU" in done.stderr or "no runtime can run on cuda" in done.stderr
 

@@ -21,7 +21,7 @@ LAYERS = (
     ("report", {"report"}),
     ("pipeline", {"pipeline"}),
     ("search", {"search"}),
-    ("entry points", {"", "__main__", "cli", "bench", "energy", "recipe", "runtime"}),
+    ("entry points", {"", "__main__", "cli", "bench", "energy"}),
 )
 TOP_LEVEL_MODULE_LIMIT = 8  # modules directly in greencompress/, besides __init__.py and __main__.py
 
@@ -50,8 +50,13 @@ def imports(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("greencompress"):
             for alias in node.names:  # `from greencompress.compress import distributed` imports a module
                 found.add(_known(f"{node.module}.{alias.name}"))
-        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
-              and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value in MODULES):
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and node.args[0].value in MODULES
+        ):
             found.add(node.args[0].value)  # importlib.import_module("greencompress.energy")
     return found - {module_name(path)}
 
@@ -74,7 +79,7 @@ def cycles(graph: dict[str, set[str]]) -> list[str]:
 
     def visit(node: str, stack: list[str]) -> None:
         if node in stack:
-            found.append(" -> ".join(stack[stack.index(node):] + [node]))
+            found.append(" -> ".join(stack[stack.index(node) :] + [node]))
             return
         if node in done:
             return
@@ -92,14 +97,22 @@ def test_every_module_belongs_to_a_layer():
 
 
 def test_imports_only_point_down():
-    upward = [f"{module} ({LAYERS[rank(module)][0]}) imports {target} ({LAYERS[rank(target)][0]})"
-              for module, targets in GRAPH.items() for target in targets if rank(target) > rank(module)]
+    upward = [
+        f"{module} ({LAYERS[rank(module)][0]}) imports {target} ({LAYERS[rank(target)][0]})"
+        for module, targets in GRAPH.items()
+        for target in targets
+        if rank(target) > rank(module)
+    ]
     assert upward == []
 
 
 def test_layers_of_one_rank_do_not_import_each_other():
-    sideways = [f"{module} imports {target}" for module, targets in GRAPH.items() for target in targets
-                if rank(target) == rank(module) and unit(target) != unit(module) and rank(module) < len(LAYERS) - 1]
+    sideways = [
+        f"{module} imports {target}"
+        for module, targets in GRAPH.items()
+        for target in targets
+        if rank(target) == rank(module) and unit(target) != unit(module) and rank(module) < len(LAYERS) - 1
+    ]
     assert sideways == []
 
 
@@ -125,14 +138,18 @@ def test_architecture_doc_draws_the_same_layers():
     positions = [picture.find(f" {name}/ ") for name, _ in LAYERS[:-1]]
     assert -1 not in positions, [name for (name, _), at in zip(LAYERS, positions) if at == -1]
     assert positions == sorted(positions, reverse=True), "the diagram draws the layers top to bottom"
-    table = doc[doc.index("| layer |"):]
+    table = doc[doc.index("| layer |") :]
     rows = [table.find(f"| `{name}/` |") for name, _ in LAYERS[:-1]]
     assert -1 not in rows and rows == sorted(rows), "the table lists the layers bottom to top"
 
 
 def test_nothing_below_the_pipeline_reads_the_recipe():
-    offenders = [f"{module} imports {target}" for module, targets in GRAPH.items() for target in targets
-                 if target == "greencompress.pipeline.recipe" and rank(module) < rank(target)]
+    offenders = [
+        f"{module} imports {target}"
+        for module, targets in GRAPH.items()
+        for target in targets
+        if target == "greencompress.pipeline.recipe" and rank(module) < rank(target)
+    ]
     assert offenders == []
 
 
@@ -140,7 +157,9 @@ def test_importing_greencompress_loads_neither_the_recipe_nor_torch():
     import subprocess
     import sys
 
-    probe = ("import sys, greencompress; print(sorted(m for m in ('greencompress.pipeline', 'torch', 'pydantic') "
-             "if m in sys.modules))")
+    probe = (
+        "import sys, greencompress; print(sorted(m for m in ('greencompress.pipeline', 'torch', 'pydantic') "
+        "if m in sys.modules))"
+    )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "[]", result.stdout + result.stderr

@@ -71,7 +71,9 @@ def test_garbage_file_is_not_a_checkpoint(tmp_path):
 def test_checkpoint_of_another_architecture_names_the_keys(tmp_path):
     path = tmp_path / "other.pt"
     torch.save({"fc.weight": torch.zeros(10, 4)}, path)
-    with pytest.raises(ModelLoadError, match=r"missing from the checkpoint: conv1.weight.*not in the architecture: fc.weight"):
+    with pytest.raises(
+        ModelLoadError, match=r"missing from the checkpoint: conv1.weight.*not in the architecture: fc.weight"
+    ):
         load_model(spec(source="callable", architecture=ARCHITECTURE, checkpoint=path))
 
 

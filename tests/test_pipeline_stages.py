@@ -20,20 +20,30 @@ def with_stages(recipe_path, stages: str):
 
 @pytest.mark.slow
 def test_prune_finetune_quantize_chain(tiny_recipe, tmp_path, caplog):
-    recipe = with_stages(tiny_recipe, "  - prune: {ratio: 0.5}\n  - finetune: {epochs: 2, batch_size: 4, "
-                                      "distillation: {temperature: 2.0, alpha: 0.5}}")
+    recipe = with_stages(
+        tiny_recipe,
+        "  - prune: {ratio: 0.5}\n  - finetune: {epochs: 2, batch_size: 4, "
+        "distillation: {temperature: 2.0, alpha: 0.5}}",
+    )
     run_dir = create_run_dir(recipe, tmp_path / "runs")
     report = run(recipe, run_dir, shared_cache=tmp_path / "cache")
     names = [result.artifact.name for result in report.artifacts]
-    assert names == ["torch-fp32", "onnxruntime-fp32", "onnxruntime-pruned-finetuned-fp32", "onnxruntime-int8",
-                     "onnxruntime-pruned-finetuned-int8"]
+    assert names == [
+        "torch-fp32",
+        "onnxruntime-fp32",
+        "onnxruntime-pruned-finetuned-fp32",
+        "onnxruntime-int8",
+        "onnxruntime-pruned-finetuned-int8",
+    ]
     original, pruned = report.artifacts[1].artifact, report.artifacts[2].artifact
     assert 0.45 < pruned.macs / original.macs < 0.55 and pruned.params < original.params
     pairs = {(c.candidate, c.baseline) for c in report.comparisons if c.batch_size == 1}
     assert pairs == {  # the original model is the baseline; pruning is also judged at its own precision
-        ("onnxruntime-pruned-finetuned-fp32", "onnxruntime-fp32"), ("onnxruntime-int8", "onnxruntime-fp32"),
+        ("onnxruntime-pruned-finetuned-fp32", "onnxruntime-fp32"),
+        ("onnxruntime-int8", "onnxruntime-fp32"),
         ("onnxruntime-pruned-finetuned-int8", "onnxruntime-fp32"),
-        ("onnxruntime-pruned-finetuned-int8", "onnxruntime-int8")}
+        ("onnxruntime-pruned-finetuned-int8", "onnxruntime-int8"),
+    }
     prune_stage, finetune_stage, _ = report.stages
     assert "conv1" in prune_stage.metrics["untouched_layers"]
     assert {"top1", "macs", "params"} <= set(finetune_stage.metrics) and len(finetune_stage.metrics["history"]) == 2
@@ -54,8 +64,10 @@ def test_stage_order_and_labels_are_checked(tiny_recipe, write_recipe):
     from greencompress.core.errors import RecipeError
 
     text = tiny_recipe.read_text()
-    bad_order = text.replace("stages:\n  - quantize: {calibration_samples: 12}",
-                             "stages:\n  - quantize: {calibration_samples: 12}\n  - prune: {ratio: 0.5}")
+    bad_order = text.replace(
+        "stages:\n  - quantize: {calibration_samples: 12}",
+        "stages:\n  - quantize: {calibration_samples: 12}\n  - prune: {ratio: 0.5}",
+    )
     with pytest.raises(RecipeError, match="prune and finetune must come before quantize"):
         load_recipe(write_recipe(bad_order, "order.yaml"))
 
@@ -66,7 +78,8 @@ def test_quantization_aware_finetuning_through_the_pipeline(tiny_recipe, tmp_pat
 
     text = tiny_recipe.read_text().replace(
         "  - quantize: {calibration_samples: 12}",
-        "  - quantize: {calibration_samples: 12, qat: {epochs: 2, batch_size: 4, learning_rate: 0.001}}")
+        "  - quantize: {calibration_samples: 12, qat: {epochs: 2, batch_size: 4, learning_rate: 0.001}}",
+    )
     tiny_recipe.write_text(text)
     recipe = load_recipe(tiny_recipe)
     run_dir = create_run_dir(recipe, tmp_path / "runs")
@@ -85,8 +98,9 @@ def test_qat_needs_static_per_channel_int8(tiny_recipe, write_recipe):
 
     from greencompress.core.errors import RecipeError
 
-    text = tiny_recipe.read_text().replace("  - quantize: {calibration_samples: 12}",
-                                           "  - quantize: {method: dynamic, qat: {epochs: 1}}")
+    text = tiny_recipe.read_text().replace(
+        "  - quantize: {calibration_samples: 12}", "  - quantize: {method: dynamic, qat: {epochs: 1}}"
+    )
     with pytest.raises(RecipeError, match=r"stages\.0\.quantize: qat simulates static, per-channel int8"):
         load_recipe(write_recipe(text, "qat.yaml"))
 
@@ -100,7 +114,9 @@ def test_openvino_runs_every_exported_model_beside_onnx_runtime(tiny_recipe, tmp
     from greencompress.runtimes.onnxruntime_cpu import OnnxRuntimeRunner
     from greencompress.runtimes.openvino_cpu import OpenVinoRunner
 
-    tiny_recipe.write_text(tiny_recipe.read_text().replace("runtimes: [onnxruntime]", "runtimes: [onnxruntime, openvino]"))
+    tiny_recipe.write_text(
+        tiny_recipe.read_text().replace("runtimes: [onnxruntime]", "runtimes: [onnxruntime, openvino]")
+    )
     recipe = load_recipe(tiny_recipe)
     run_dir = create_run_dir(recipe, tmp_path / "runs")
     report = run(recipe, run_dir, shared_cache=tmp_path / "cache")
@@ -110,7 +126,9 @@ def test_openvino_runs_every_exported_model_beside_onnx_runtime(tiny_recipe, tmp
     assert by_name["openvino-fp32"].accuracy.top1 == by_name["onnxruntime-fp32"].accuracy.top1
     pairs = {(c.candidate, c.baseline) for c in report.comparisons}
     assert ("openvino-int8", "openvino-fp32") in pairs  # ratios stay within one runtime
-    assert not any(c.candidate.startswith("openvino") and c.baseline.startswith("onnxruntime") for c in report.comparisons)
+    assert not any(
+        c.candidate.startswith("openvino") and c.baseline.startswith("onnxruntime") for c in report.comparisons
+    )
     markdown = (run_dir / "report.md").read_text()
     assert "## The same model on each runtime" in markdown and "| model_int8.onnx | 1 |" in markdown
 

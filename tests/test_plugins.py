@@ -38,8 +38,14 @@ def install_toys(site: Path) -> dict:
 
 
 def greencompress(environment: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "greencompress", *args], capture_output=True, text=True,
-                          env=environment, stdin=subprocess.DEVNULL, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "greencompress", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        stdin=subprocess.DEVNULL,
+        timeout=600,
+    )
 
 
 @pytest.mark.slow
@@ -47,19 +53,25 @@ def test_plugins_lists_what_an_installed_package_registers(tmp_path):
     result = greencompress(install_toys(tmp_path / "site"), "plugins")
     assert result.returncode == 0, result.stderr[-2000:]
     lines = {line.split()[1]: line for line in result.stdout.splitlines() if len(line.split()) > 2}
-    for name, reference in (("round_weights", "greencompress_toys:RoundWeights"),
-                            ("onnxruntime-unoptimized", "greencompress_toys:UNOPTIMIZED"),
-                            ("wall-clock", "greencompress_toys:WALL_CLOCK")):
+    for name, reference in (
+        ("round_weights", "greencompress_toys:RoundWeights"),
+        ("onnxruntime-unoptimized", "greencompress_toys:UNOPTIMIZED"),
+        ("wall-clock", "greencompress_toys:WALL_CLOCK"),
+    ):
         assert "greencompress-toys" in lines[name] and reference in lines[name], lines.get(name)
-    assert "greencompress" in lines["prune"] and "greencompress" in lines["openvino"] and "greencompress" in lines["rapl"]
+    assert (
+        "greencompress" in lines["prune"] and "greencompress" in lines["openvino"] and "greencompress" in lines["rapl"]
+    )
 
 
 @pytest.mark.slow
 def test_a_recipe_uses_a_plugin_technique_runtime_and_meter_end_to_end(tmp_path):
     environment = install_toys(tmp_path / "site")
     recipe = write_tiny_recipe(tmp_path, make_image_folder(tmp_path / "images"))
-    text = recipe.read_text().replace("  - quantize: {calibration_samples: 12}",
-                                      "  - round_weights: {decimals: 2}\n  - quantize: {calibration_samples: 12}")
+    text = recipe.read_text().replace(
+        "  - quantize: {calibration_samples: 12}",
+        "  - round_weights: {decimals: 2}\n  - quantize: {calibration_samples: 12}",
+    )
     text = text.replace("runtimes: [onnxruntime]", "runtimes: [onnxruntime, onnxruntime-unoptimized]")
     recipe.write_text(text.replace("energy: {idle_s: 0}", "energy: {idle_s: 0, meter: wall-clock}"))
     environment["GREENCOMPRESS_CACHE"] = str(tmp_path / "cache")
@@ -105,8 +117,10 @@ def write_wine_table(folder: Path) -> Path:
     split = ["test" if index % 3 == 0 else "train" for index in range(len(features))]
     columns = [name.replace("/", "_") for name in wine.feature_names]
     lines = [",".join([*columns, "label", "split"])]
-    lines += [",".join([*(f"{value:.6f}" for value in row), str(wine.target_names[label]), part])
-              for row, label, part in zip(features, wine.target, split)]
+    lines += [
+        ",".join([*(f"{value:.6f}" for value in row), str(wine.target_names[label]), part])
+        for row, label, part in zip(features, wine.target, split)
+    ]
     (folder / "wine.csv").write_text("\n".join(lines) + "\n")
     (folder / "mlp.py").write_text(MLP)
     namespace = {}
@@ -122,14 +136,16 @@ def write_wine_table(folder: Path) -> Path:
         optimizer.step()
     torch.save(model.state_dict(), folder / "mlp.pt")
     recipe = folder / "wine.yaml"
-    recipe.write_text("name: wine\n"
-                      "model: {source: callable, architecture: mlp.py:mlp, checkpoint: mlp.pt, "
-                      "task: tabular-classification}\n"
-                      "data: {kind: table, path: wine.csv, eval_split: test, batch_size: 32}\n"
-                      "stages:\n  - quantize: {calibration_samples: 64}\n"
-                      "benchmark: {batch_sizes: [1], window_s: 0.05, min_iterations: 3, windows: 2, max_windows: 2, "
-                      "warmup_iterations: 1, threads: 1, runtimes: [onnxruntime], bf16: false}\n"
-                      "energy: {idle_s: 0}\n")
+    recipe.write_text(
+        "name: wine\n"
+        "model: {source: callable, architecture: mlp.py:mlp, checkpoint: mlp.pt, "
+        "task: tabular-classification}\n"
+        "data: {kind: table, path: wine.csv, eval_split: test, batch_size: 32}\n"
+        "stages:\n  - quantize: {calibration_samples: 64}\n"
+        "benchmark: {batch_sizes: [1], window_s: 0.05, min_iterations: 3, windows: 2, max_windows: 2, "
+        "warmup_iterations: 1, threads: 1, runtimes: [onnxruntime], bf16: false}\n"
+        "energy: {idle_s: 0}\n"
+    )
     return recipe
 
 

@@ -50,14 +50,16 @@ def test_a_cnn_is_prepared_alike_for_the_run_a_torchrun_rank_and_a_search_trial(
 def test_a_text_model_is_prepared_alike_with_its_tokens_and_fitted_head(tmp_path, monkeypatch, write_recipe, task):
     folder = tiny_bert(tmp_path / "bert", head=task == "text-classification")
     csv_file = write_csv(tmp_path / "texts.csv", small_rows())
-    recipe = load_recipe(write_recipe(f"""
+    recipe = load_recipe(
+        write_recipe(f"""
         name: text
         model: {{source: huggingface, path: {folder}, task: {task}}}
         data: {{kind: text, path: {csv_file}, eval_split: test, batch_size: 8}}
         stages: [{{quantize: {{method: dynamic}}}}]
         benchmark: {{batch_sizes: [1], sequence_lengths: [16], runtimes: [onnxruntime], threads: 1}}
         energy: {{idle_s: 0}}
-    """))
+    """)
+    )
     assert recipe.model.task == ("sentence-embedding" if task == "feature-extraction" else task)  # the alias resolved
     run, rank, trial = fingerprints_of_every_path(recipe, tmp_path, monkeypatch)
     assert run == rank == trial

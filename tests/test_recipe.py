@@ -31,7 +31,11 @@ def test_shipped_recipes_validate(monkeypatch):
     for path in RECIPES.glob("*.yaml"):
         if "cifar10" in path.name and not (RECIPES.parent.parent / "shared").is_dir():
             continue  # points at ../shared, absent outside this workplace
-        recipe = load_recipe(path, schema=SearchRecipe) if "device: cuda" not in path.read_text() else _on_a_gpu(path, monkeypatch)
+        recipe = (
+            load_recipe(path, schema=SearchRecipe)
+            if "device: cuda" not in path.read_text()
+            else _on_a_gpu(path, monkeypatch)
+        )
         assert recipe.stages, path
 
 
@@ -126,7 +130,9 @@ def test_missing_split_folder_fails_at_load(write_recipe, image_folder):
 
 
 def test_overrides_apply_yaml_values_before_validation(write_recipe):
-    recipe = load_recipe(write_recipe(MINIMAL), ["benchmark.batch_sizes=[4, 1]", "stages.0.quantize.method=dynamic", "seed=7"])
+    recipe = load_recipe(
+        write_recipe(MINIMAL), ["benchmark.batch_sizes=[4, 1]", "stages.0.quantize.method=dynamic", "seed=7"]
+    )
     assert recipe.benchmark.batch_sizes == [1, 4]
     assert recipe.stages[0].config.method == "dynamic"
     assert recipe.seed == 7

@@ -1,4 +1,4 @@
-"""Runs that survive: interrupted stages leave whole files, --resume reuses what finished, caches reuse a recipe prefix."""
+"""Runs that survive: interrupted stages leave whole files, --resume reuses what finished, caches a recipe prefix."""
 
 from __future__ import annotations
 
@@ -104,12 +104,30 @@ def test_ctrl_c_from_the_command_line_then_resume(tiny_recipe, tmp_path):
 
     env = {**os.environ, "GREENCOMPRESS_CACHE": str(tmp_path / "cache")}
     # Windows of 0.8 s: batch size 2 takes 3 artifacts x 3 windows x 0.8 s, time enough to press Ctrl-C inside it.
-    command = [sys.executable, "-m", "greencompress", "run", str(tiny_recipe), "--output", str(tmp_path / "runs"),
-               "--set", "benchmark.windows=3", "--set", "benchmark.max_windows=3", "--set", "benchmark.window_s=0.8"]
+    command = [
+        sys.executable,
+        "-m",
+        "greencompress",
+        "run",
+        str(tiny_recipe),
+        "--output",
+        str(tmp_path / "runs"),
+        "--set",
+        "benchmark.windows=3",
+        "--set",
+        "benchmark.max_windows=3",
+        "--set",
+        "benchmark.window_s=0.8",
+    ]
     # A shell that starts jobs in the background makes them ignore SIGINT, and Python keeps it ignored:
     # give the child the default disposition, as a terminal would.
-    process = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    process = subprocess.Popen(
+        command,
+        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 240
     while not list((tmp_path / "runs").glob("tiny/*/stages/benchmark-batch1.json")):
         assert process.poll() is None and time.monotonic() < deadline, "the run ended before batch size 1 finished"
@@ -120,8 +138,13 @@ def test_ctrl_c_from_the_command_line_then_resume(tiny_recipe, tmp_path):
     (run_dir,) = (tmp_path / "runs" / "tiny").iterdir()
     assert json.loads((run_dir / "report.json").read_text())["complete"] is False
 
-    resumed = subprocess.run([sys.executable, "-m", "greencompress", "run", "--resume", str(run_dir)],
-                             capture_output=True, text=True, env=env, timeout=300)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "greencompress", "run", "--resume", str(run_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     log = (run_dir / "run.log").read_text()
     assert "benchmark-batch1: reusing the finished stage" in log
@@ -134,8 +157,21 @@ def test_sigterm_is_handled_like_ctrl_c(tiny_recipe, tmp_path):
     import time
 
     env = {**os.environ, "GREENCOMPRESS_CACHE": str(tmp_path / "cache")}
-    command = [sys.executable, "-m", "greencompress", "run", str(tiny_recipe), "--output", str(tmp_path / "runs"),
-               "--set", "benchmark.windows=3", "--set", "benchmark.max_windows=3", "--set", "benchmark.window_s=0.8"]
+    command = [
+        sys.executable,
+        "-m",
+        "greencompress",
+        "run",
+        str(tiny_recipe),
+        "--output",
+        str(tmp_path / "runs"),
+        "--set",
+        "benchmark.windows=3",
+        "--set",
+        "benchmark.max_windows=3",
+        "--set",
+        "benchmark.window_s=0.8",
+    ]
     process = subprocess.Popen(command, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 240
     while not list((tmp_path / "runs").glob("tiny/*/stages/benchmark-batch1.json")):

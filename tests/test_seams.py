@@ -30,16 +30,24 @@ def test_outside_the_task_modules_no_code_asks_what_kind_of_model_it_holds():
             continue
         for number, line in enumerate(path.read_text().splitlines(), start=1):
             code = line.split("#", 1)[0]
-            found += [f"{where}:{number}: {what}: {line.strip()}" for what, pattern in KIND_TESTS.items()
-                      if pattern.search(code)]
+            found += [
+                f"{where}:{number}: {what}: {line.strip()}"
+                for what, pattern in KIND_TESTS.items()
+                if pattern.search(code)
+            ]
     assert not found, "ask the task (models/tasks/) instead:\n" + "\n".join(found)
 
 
 def test_the_kind_tests_would_be_found():
     """The patterns above catch the branches this test exists to keep out."""
-    samples = ["if context.inputs.encoder:", "if loaded.image_preprocessing is not None:", "if tokenizer is None:",
-               "inputs = as_model_inputs(shape)", 'if spec.source == "huggingface":',
-               'if recipe.model.task == "sentence-embedding":']
+    samples = [
+        "if context.inputs.encoder:",
+        "if loaded.image_preprocessing is not None:",
+        "if tokenizer is None:",
+        "inputs = as_model_inputs(shape)",
+        'if spec.source == "huggingface":',
+        'if recipe.model.task == "sentence-embedding":',
+    ]
     assert all(any(pattern.search(sample) for pattern in KIND_TESTS.values()) for sample in samples)
 
 
@@ -55,8 +63,12 @@ def _declared(cls: ast.ClassDef) -> set[str]:
             for inner in ast.walk(node):
                 if isinstance(inner, ast.Attribute) and isinstance(inner.ctx, ast.Store) and _on_self(inner):
                     names.add(inner.attr)
-                elif (isinstance(inner, ast.Call) and getattr(inner.func, "attr", "") == "register_buffer"
-                      and inner.args and isinstance(inner.args[0], ast.Constant)):
+                elif (
+                    isinstance(inner, ast.Call)
+                    and getattr(inner.func, "attr", "") == "register_buffer"
+                    and inner.args
+                    and isinstance(inner.args[0], ast.Constant)
+                ):
                     names.add(inner.args[0].value)
     return names
 
@@ -71,7 +83,12 @@ def test_no_attribute_is_first_created_outside_a_constructor():
         for cls in [node for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ClassDef)]:
             declared = _declared(cls)
             for method in [node for node in cls.body if isinstance(node, ast.FunctionDef) and node.name != "__init__"]:
-                late += [f"{path.relative_to(PACKAGE)}:{node.lineno} {cls.name}.{node.attr} (in {method.name})"
-                         for node in ast.walk(method) if isinstance(node, ast.Attribute)
-                         and isinstance(node.ctx, ast.Store) and _on_self(node) and node.attr not in declared]
+                late += [
+                    f"{path.relative_to(PACKAGE)}:{node.lineno} {cls.name}.{node.attr} (in {method.name})"
+                    for node in ast.walk(method)
+                    if isinstance(node, ast.Attribute)
+                    and isinstance(node.ctx, ast.Store)
+                    and _on_self(node)
+                    and node.attr not in declared
+                ]
     assert not late, "declare these in __init__:\n" + "\n".join(late)

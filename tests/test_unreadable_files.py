@@ -1,4 +1,4 @@
-"""Every file greencompress reads that is not what it expects ends in exit 2 and one line naming it, never a traceback."""
+"""Every file greencompress reads that is not what it expects ends in exit 2, one line naming it, never a traceback."""
 
 from __future__ import annotations
 
@@ -28,8 +28,11 @@ def test_a_recipe_that_is_not_utf8_names_the_file_and_the_byte(tmp_path):
     path.write_bytes(BASE.replace("name: bad", "name: caf\xe9").encode("latin-1"))
     offset = BASE.encode().index(b"name: bad") + len("name: caf")
     for command in ("validate", "run"):
-        line = one_error_line(greencompress(command, str(path), "--output", str(tmp_path / "runs"))
-                              if command == "run" else greencompress(command, str(path)))
+        line = one_error_line(
+            greencompress(command, str(path), "--output", str(tmp_path / "runs"))
+            if command == "run"
+            else greencompress(command, str(path))
+        )
         assert f"{path}: recipe is not UTF-8 text: byte 0xe9 at offset {offset} cannot be decoded" in line
     assert not (tmp_path / "runs").exists()
 
@@ -40,7 +43,8 @@ def test_a_report_that_is_not_utf8_or_not_json(tmp_path):
     run_dir.mkdir()
     (run_dir / "report.json").write_bytes(b'{"schema_version": "1.2", "name": "\xff"}')
     assert "report.json: report is not UTF-8 text: byte 0xff at offset 35" in one_error_line(
-        greencompress("report", str(run_dir)))
+        greencompress("report", str(run_dir))
+    )
     (run_dir / "report.json").write_text('{"schema_version": ')
     assert "report.json: not valid JSON" in one_error_line(greencompress("compare", str(run_dir), str(run_dir)))
 
@@ -51,15 +55,25 @@ def test_class_folders_whose_names_are_not_utf8(tmp_path):
     for split in ("train", "val"):
         os.rename(os.fsencode(root / split / "dark"), os.fsencode(root / split) + b"/d\xe9rk")
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(BASE.replace("{kind: digits, image_size: 64}", "{kind: imagefolder, root: images, image_size: 32}"))
+    recipe.write_text(
+        BASE.replace("{kind: digits, image_size: 64}", "{kind: imagefolder, root: images, image_size: 32}")
+    )
     line = one_error_line(greencompress("run", str(recipe), "--output", str(tmp_path / "runs")))
     assert "class folder b'd\\xe9rk' has a name that is not UTF-8 text; rename it" in line
 
 
-@pytest.mark.parametrize("content", [
-    b"", b"plain text, not a checkpoint\n", bytes(range(256)) * 20, b"PK\x03\x04 a zip that ends here",
-    gzip.compress(b"a gzip file"), json.dumps({"weights": [1, 2]}).encode(),
-], ids=["empty", "text", "random", "broken-zip", "gzip", "json"])
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"",
+        b"plain text, not a checkpoint\n",
+        bytes(range(256)) * 20,
+        b"PK\x03\x04 a zip that ends here",
+        gzip.compress(b"a gzip file"),
+        json.dumps({"weights": [1, 2]}).encode(),
+    ],
+    ids=["empty", "text", "random", "broken-zip", "gzip", "json"],
+)
 def test_checkpoints_that_are_neither_zip_nor_pickle(tmp_path, content):
     path = tmp_path / "model.pt"
     path.write_bytes(content)
@@ -71,7 +85,11 @@ def test_checkpoints_that_are_neither_zip_nor_pickle(tmp_path, content):
 def test_an_unreadable_checkpoint_exits_2_from_the_command_line(tmp_path):
     (tmp_path / "weights.pt").write_bytes(b"plain text, not a checkpoint\n")
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(BASE.replace("{source: builtin, name: resnet18-digits-64}",
-                                   "{source: checkpoint, name: resnet18, checkpoint: weights.pt, num_classes: 10}"))
+    recipe.write_text(
+        BASE.replace(
+            "{source: builtin, name: resnet18-digits-64}",
+            "{source: checkpoint, name: resnet18, checkpoint: weights.pt, num_classes: 10}",
+        )
+    )
     line = one_error_line(greencompress("run", str(recipe), "--output", str(tmp_path / "runs")))
     assert "weights.pt: not a readable PyTorch checkpoint" in line

@@ -1,5 +1,6 @@
-"""Compression techniques (technique.py: the seam; prune.py, depth.py, finetune.py, qat.py, quantize.py) and the training
-they use (training.py, distributed.py). Importing the package registers the built-in techniques, in this order."""
+"""Compression techniques (technique.py: the seam; prune.py, depth.py, finetune.py, qat.py, quantize.py) and the
+training they use (training.py, distributed.py). Importing the package registers the built-in techniques, in this
+order."""
 
 from greencompress.compress.depth import Depth
 from greencompress.compress.finetune import Finetune

@@ -16,15 +16,24 @@ BLOCKS = "greencompress.blocks"
 
 
 def block_candidates(model: nn.Module, inputs: ModelInputs) -> list[str]:
-    """Names of a CNN's removable blocks: members of an nn.Sequential, with layers of their own, same shape out as in."""
+    """A CNN's removable blocks by name: nn.Sequential members with layers of their own, same shape out as in."""
     shapes: dict[str, bool] = {}
-    members = [(name, module) for name, module in model.named_modules()
-               if name and isinstance(_parent(model, name), nn.Sequential) and any(True for _ in module.children())
-               and any(isinstance(m, nn.Conv2d) for m in module.modules())]
-    handles = [module.register_forward_hook(
-        lambda module, args, output, name=name: shapes.__setitem__(
-            name, isinstance(output, torch.Tensor) and len(args) == 1 and args[0].shape == output.shape))
-        for name, module in members]
+    members = [
+        (name, module)
+        for name, module in model.named_modules()
+        if name
+        and isinstance(_parent(model, name), nn.Sequential)
+        and any(True for _ in module.children())
+        and any(isinstance(m, nn.Conv2d) for m in module.modules())
+    ]
+    handles = [
+        module.register_forward_hook(
+            lambda module, args, output, name=name: shapes.__setitem__(
+                name, isinstance(output, torch.Tensor) and len(args) == 1 and args[0].shape == output.shape
+            )
+        )
+        for name, module in members
+    ]
     try:
         with torch.no_grad():
             model.eval()(*inputs.example(2))

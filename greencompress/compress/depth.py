@@ -86,8 +86,9 @@ def _outputs(model: nn.Module, calibration: list) -> torch.Tensor:
 
 
 @torch.no_grad()
-def output_change(model: nn.Module, calibration: list, removed: list, is_encoder: bool,
-                  reference: torch.Tensor | None = None) -> float:
+def output_change(
+    model: nn.Module, calibration: list, removed: list, is_encoder: bool, reference: torch.Tensor | None = None
+) -> float:
     """Mean 1 - cosine between the model's outputs with `removed` bypassed and its full outputs."""
     reference = _outputs(model, calibration) if reference is None else reference
     with _bypassed(model, removed, is_encoder):
@@ -97,20 +98,25 @@ def output_change(model: nn.Module, calibration: list, removed: list, is_encoder
 
 @torch.no_grad()
 def _input_output_change(model: nn.Module, calibration: list, candidates: list, is_encoder: bool) -> dict:
-    modules = (dict(enumerate(layer_list(model)[2])) if is_encoder
-               else {name: model.get_submodule(name) for name in candidates})
+    modules = (
+        dict(enumerate(layer_list(model)[2]))
+        if is_encoder
+        else {name: model.get_submodule(name) for name in candidates}
+    )
     totals = {key: [0.0, 0] for key in candidates}
 
     def hook(key):
         def record(_module, args, kwargs, output):
             given = args[0] if args else kwargs.get("hidden_states")
             if not isinstance(given, torch.Tensor):
-                raise GreencompressError(f"stages.depth.importance similarity: cannot see the input of {key}; "
-                                         f"use output_change")
+                raise GreencompressError(
+                    f"stages.depth.importance similarity: cannot see the input of {key}; use output_change"
+                )
             result = output[0] if isinstance(output, (tuple, list)) else output
             cosine = nn.functional.cosine_similarity(given.flatten(1), result.flatten(1), dim=1)
             totals[key][0] += float((1 - cosine).sum())
             totals[key][1] += len(cosine)
+
         return record
 
     handles = [modules[key].register_forward_hook(hook(key), with_kwargs=True) for key in candidates]
@@ -123,17 +129,19 @@ def _input_output_change(model: nn.Module, calibration: list, candidates: list, 
     return {key: total / max(count, 1) for key, (total, count) in totals.items()}
 
 
-def choose_removals(model: nn.Module, inputs: ModelInputs, calibration: list, count: int,
-                    importance: str) -> tuple[list, dict]:
+def choose_removals(
+    model: nn.Module, inputs: ModelInputs, calibration: list, count: int, importance: str
+) -> tuple[list, dict]:
     """The `count` layers (indices) or blocks (names) to remove, and the importance measured for each candidate."""
     model.eval()
     is_encoder = inputs.structure == "encoder"
-    candidates = (list(range(len(layer_list(model)[2]))) if is_encoder
-                  else block_candidates(model, inputs))
+    candidates = list(range(len(layer_list(model)[2]))) if is_encoder else block_candidates(model, inputs)
     if count > len(candidates) - (1 if is_encoder else 0):
         what = "encoder layers" if is_encoder else "removable blocks (same shape in and out)"
-        raise GreencompressError(f"stages.depth.remove: {count} asked for, the model has {len(candidates)} {what}"
-                                 + (": at least one layer must stay" if is_encoder else ""))
+        raise GreencompressError(
+            f"stages.depth.remove: {count} asked for, the model has {len(candidates)} {what}"
+            + (": at least one layer must stay" if is_encoder else "")
+        )
     if importance == "similarity":
         measured = _input_output_change(model, calibration, candidates, is_encoder)
         chosen = sorted(candidates, key=lambda key: measured[key])[:count]
@@ -142,8 +150,11 @@ def choose_removals(model: nn.Module, inputs: ModelInputs, calibration: list, co
     chosen: list = []
     measured: dict = {}
     for step in range(count):
-        changes = {key: output_change(model, calibration, [*chosen, key], is_encoder, reference)
-                   for key in candidates if key not in chosen}
+        changes = {
+            key: output_change(model, calibration, [*chosen, key], is_encoder, reference)
+            for key in candidates
+            if key not in chosen
+        }
         if step == 0:
             measured = {str(key): value for key, value in changes.items()}
         best = min(changes, key=changes.get)
@@ -185,13 +196,21 @@ class Depth(Technique):
             model(*inputs.example(1))  # a broken model must never leave this stage
         removed = [f"layer {index}" for index in sorted(chosen)] if is_encoder else sorted(chosen)
         log.info("depth: removed %s (%d -> %d)", ", ".join(removed), before, before - len(chosen))
-        return StageOutput(config.model_dump(mode="json"), {
-            "removed": removed, "before": before, "after": before - len(chosen), "importance": measured,
-            "what": "encoder layers" if is_encoder else "residual blocks",
-        }, model=TorchModel(model, (*source.pruning_history, record)))
+        return StageOutput(
+            config.model_dump(mode="json"),
+            {
+                "removed": removed,
+                "before": before,
+                "after": before - len(chosen),
+                "importance": measured,
+                "what": "encoder layers" if is_encoder else "residual blocks",
+            },
+            model=TorchModel(model, (*source.pruning_history, record)),
+        )
 
-    def untrained(self, config: DepthConfig, model: nn.Module, inputs: ModelInputs, calibration, batch_size: int,
-                  seed: int) -> nn.Module:
+    def untrained(
+        self, config: DepthConfig, model: nn.Module, inputs: ModelInputs, calibration, batch_size: int, seed: int
+    ) -> nn.Module:
         from greencompress.models.data import batches
 
         return shallower(model, inputs, config, list(batches(calibration, batch_size, limit=config.samples)))
@@ -199,5 +218,7 @@ class Depth(Technique):
     def describe(self, settings: dict, metrics: dict) -> list[str]:
         if "removed" not in metrics:
             return []
-        return [f"{metrics['what']} {metrics['before']} -> {metrics['after']} (removed {', '.join(metrics['removed'])}, "
-                f"by {settings['importance'].replace('_', ' ')})"]
+        return [
+            f"{metrics['what']} {metrics['before']} -> {metrics['after']} (removed {', '.join(metrics['removed'])}, "
+            f"by {settings['importance'].replace('_', ' ')})"
+        ]

@@ -24,6 +24,7 @@ from greencompress.models.encoder_layout import EncoderLayer, encoder_layers
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class EncoderScores:
     """Importance per layer: one value per head and one per FFN neuron (higher = keep)."""
@@ -57,10 +58,13 @@ def _activation_scores(model: nn.Module, layers: list[EncoderLayer], calibration
             if state["mask"] is None:  # images: every position is a real patch (or the class token)
                 state["mask"] = torch.ones(context.shape[:2])
                 state["tokens"] += float(context.shape[0] * context.shape[1])
-            weight = parts.attention_output.weight.view(parts.attention_output.out_features, parts.heads, parts.head_size)
+            weight = parts.attention_output.weight.view(
+                parts.attention_output.out_features, parts.heads, parts.head_size
+            )
             split = context.view(*context.shape[:-1], parts.heads, parts.head_size)
             contribution = torch.einsum("bshd,ohd->bsho", split, weight).norm(dim=-1)  # (batch, sequence, heads)
             heads[index] += (contribution * state["mask"][..., None]).sum((0, 1))
+
         return hook
 
     def neuron_hook(index: int):
@@ -69,6 +73,7 @@ def _activation_scores(model: nn.Module, layers: list[EncoderLayer], calibration
         def hook(_module, args):
             activation = args[0].abs() * parts.ffn_out.weight.norm(dim=0)  # (batch, sequence, neurons)
             neurons[index] += (activation * state["mask"][..., None]).sum((0, 1))
+
         return hook
 
     handles = [parts.attention_output.register_forward_pre_hook(head_hook(i)) for i, parts in enumerate(layers)]
@@ -99,8 +104,10 @@ def encoder_scores(model: nn.Module, criterion: str, calibration=None, seed: int
         return _activation_scores(model, layers, calibration)
     if criterion == "random":
         generator = torch.Generator().manual_seed(seed)
-        return EncoderScores([torch.rand(parts.heads, generator=generator) for parts in layers],
-                             [torch.rand(parts.ffn_width, generator=generator) for parts in layers])
+        return EncoderScores(
+            [torch.rand(parts.heads, generator=generator) for parts in layers],
+            [torch.rand(parts.ffn_width, generator=generator) for parts in layers],
+        )
     pairs = [_weight_scores(parts, 1 if criterion == "l1" else 2) for parts in layers]
     return EncoderScores([heads for heads, _ in pairs], [neurons for _, neurons in pairs])
 
@@ -124,9 +131,16 @@ class EncoderPruning:
     ffn_after: int
 
 
-def prune_encoder(model: nn.Module, heads_ratio: float, ffn_ratio: float, criterion: str, calibration=None,
-                  round_to: int | None = None, seed: int = 0) -> EncoderPruning:
-    """Remove `heads_ratio` of each layer's heads and `ffn_ratio` of its FFN neurons, least important first (in place)."""
+def prune_encoder(
+    model: nn.Module,
+    heads_ratio: float,
+    ffn_ratio: float,
+    criterion: str,
+    calibration=None,
+    round_to: int | None = None,
+    seed: int = 0,
+) -> EncoderPruning:
+    """Remove `heads_ratio` of each layer's heads and `ffn_ratio` of its FFN neurons, least important first, in place"""
     layers = encoder_layers(model)
     scores = encoder_scores(model, criterion, calibration, seed)
     heads_before, ffn_before = layers[0].heads, layers[0].ffn_width
@@ -144,6 +158,12 @@ def prune_encoder(model: nn.Module, heads_ratio: float, ffn_ratio: float, criter
     if any(removed_neurons.values()):
         records.append(remove_ffn_neurons(model, removed_neurons))
     after = encoder_layers(model)
-    log.info("prune: attention heads %d -> %d, FFN width %d -> %d per layer (%s)", heads_before, after[0].heads,
-             ffn_before, after[0].ffn_width, criterion)
+    log.info(
+        "prune: attention heads %d -> %d, FFN width %d -> %d per layer (%s)",
+        heads_before,
+        after[0].heads,
+        ffn_before,
+        after[0].ffn_width,
+        criterion,
+    )
     return EncoderPruning(records, heads_before, after[0].heads, ffn_before, after[0].ffn_width)

@@ -26,9 +26,15 @@ from greencompress.runtimes.onnxruntime_cpu import OnnxRuntimeRunner
 log = logging.getLogger(__name__)
 
 
-def keep_layers_in_float(fp32_path: Path, int8_path: Path, quantize: Callable[[tuple[str, ...]], int], held_out,
-                         batch_size: int, max_drop_points: float,
-                         op_types: tuple[str, ...] | None) -> tuple[tuple[str, ...], tuple[dict, ...]]:
+def keep_layers_in_float(
+    fp32_path: Path,
+    int8_path: Path,
+    quantize: Callable[[tuple[str, ...]], int],
+    held_out,
+    batch_size: int,
+    max_drop_points: float,
+    op_types: tuple[str, ...] | None,
+) -> tuple[tuple[str, ...], tuple[dict, ...]]:
     """Requantize `int8_path` (with `quantize(excluded_layers)`) until its top-1 drop on `held_out` is within the
     budget by its upper bound.
 
@@ -36,29 +42,52 @@ def keep_layers_in_float(fp32_path: Path, int8_path: Path, quantize: Callable[[t
     """
     floor = smallest_certifiable_drop(len(held_out))
     if floor > max_drop_points:
-        log.warning("quantize fallback: %d held-out samples cannot show a drop below %.2f pt even when int8 agrees on "
-                    "every one (the least they can bound is %.2f pt): every layer may go back to float; raise "
-                    "fallback_samples (or give the calibration split more rows)", len(held_out), max_drop_points, floor)
+        log.warning(
+            "quantize fallback: %d held-out samples cannot show a drop below %.2f pt even when int8 agrees on "
+            "every one (the least they can bound is %.2f pt): every layer may go back to float; raise "
+            "fallback_samples (or give the calibration split more rows)",
+            len(held_out),
+            max_drop_points,
+            floor,
+        )
     reference = correct_per_sample(fp32_path, held_out, batch_size)
     ranked = layers_by_input_peak(fp32_path, held_out, batch_size, op_types or ("MatMul", "Gemm", "Conv"))
     kept: tuple[str, ...] = ()
     steps = []
     while True:
         drop = accuracy_drop(reference, correct_per_sample(int8_path, held_out, batch_size))
-        steps.append({"kept_in_float": len(kept), "top1_drop_points": round(drop.points, 3),
-                      "drop_upper_bound_points": round(drop.upper_points, 3), "lost": drop.lost,
-                      "gained": drop.gained, "samples": drop.samples})
-        log.info("quantize fallback: %d layer(s) in float, top-1 %.2f pt below FP32 (95%% upper bound %.2f; %d lost, "
-                 "%d gained) on %d held-out samples", len(kept), drop.points, drop.upper_points, drop.lost, drop.gained,
-                 drop.samples)
+        steps.append(
+            {
+                "kept_in_float": len(kept),
+                "top1_drop_points": round(drop.points, 3),
+                "drop_upper_bound_points": round(drop.upper_points, 3),
+                "lost": drop.lost,
+                "gained": drop.gained,
+                "samples": drop.samples,
+            }
+        )
+        log.info(
+            "quantize fallback: %d layer(s) in float, top-1 %.2f pt below FP32 (95%% upper bound %.2f; %d lost, "
+            "%d gained) on %d held-out samples",
+            len(kept),
+            drop.points,
+            drop.upper_points,
+            drop.lost,
+            drop.gained,
+            drop.samples,
+        )
         if drop.upper_points <= max_drop_points or len(kept) == len(ranked):
             break
         kept = tuple(ranked[: max(1, 2 * len(kept))])
         quantize(kept)
     if steps[-1]["drop_upper_bound_points"] > max_drop_points:
-        log.warning("quantize fallback: with every quantized layer in float the drop is still not shown to be within "
-                    "%.2f pt (upper bound %.2f pt on %d samples)", max_drop_points,
-                    steps[-1]["drop_upper_bound_points"], len(held_out))
+        log.warning(
+            "quantize fallback: with every quantized layer in float the drop is still not shown to be within "
+            "%.2f pt (upper bound %.2f pt on %d samples)",
+            max_drop_points,
+            steps[-1]["drop_upper_bound_points"],
+            len(held_out),
+        )
     return kept, tuple(steps)
 
 

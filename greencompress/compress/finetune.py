@@ -61,6 +61,7 @@ class FinetuneConfig(Section):
     # Where to train: auto takes the GPU when PyTorch sees one (under torchrun, each rank its LOCAL_RANK's GPU).
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
+
 log = logging.getLogger(__name__)
 
 
@@ -84,7 +85,8 @@ def split_for_validation(train_set: Dataset, fraction: float, seed: int) -> tupl
 # Called after every fine-tuning epoch with (epoch, validation top-1 as a fraction); it may raise to stop the
 # run (the search stops hopeless trials so). Set with `observe_epochs`; None outside one.
 _epoch_observer: contextvars.ContextVar[Callable[[int, float], None] | None] = contextvars.ContextVar(
-    "epoch_observer", default=None)
+    "epoch_observer", default=None
+)
 
 
 @contextlib.contextmanager
@@ -103,8 +105,15 @@ def validation_top1(model: nn.Module, train_set: Dataset, config: FinetuneConfig
     return _top1(model, validation, config.batch_size, torch.device("cpu"))
 
 
-def finetune(model: nn.Module, train_set: Dataset, config: FinetuneConfig, seed: int, checkpoint_dir: Path,
-             teacher: nn.Module | None = None, progress=None) -> FinetuneResult:
+def finetune(
+    model: nn.Module,
+    train_set: Dataset,
+    config: FinetuneConfig,
+    seed: int,
+    checkpoint_dir: Path,
+    teacher: nn.Module | None = None,
+    progress=None,
+) -> FinetuneResult:
     """Train `model` (a copy) for `config.epochs`; resumes from `checkpoint_dir/last.pt` when it is there."""
     device = training_device(config.device)
     model = copy.deepcopy(model).to(device)
@@ -117,14 +126,25 @@ def finetune(model: nn.Module, train_set: Dataset, config: FinetuneConfig, seed:
         # Each rank trains on its share of every batch; gradients are averaged, so the recipe's batch
         # size and learning rate keep their meaning.
         sampler = DistributedSampler(training, num_replicas=world, rank=distributed.rank(), shuffle=True, seed=seed)
-        loader = DataLoader(training, batch_size=max(1, config.batch_size // world), sampler=sampler, num_workers=0,
-                            collate_fn=tensor_collate(training))
+        loader = DataLoader(
+            training,
+            batch_size=max(1, config.batch_size // world),
+            sampler=sampler,
+            num_workers=0,
+            collate_fn=tensor_collate(training),
+        )
         trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
         log.info("finetune: data-parallel on %d processes, %d samples per process and step", world, loader.batch_size)
     else:
         sampler = None
-        loader = DataLoader(training, batch_size=config.batch_size, shuffle=True, generator=generator, num_workers=0,
-                            collate_fn=tensor_collate(training))
+        loader = DataLoader(
+            training,
+            batch_size=config.batch_size,
+            shuffle=True,
+            generator=generator,
+            num_workers=0,
+            collate_fn=tensor_collate(training),
+        )
         trained = model
     optimizer = _optimizer(model, config)
     steps_per_epoch = len(loader)
@@ -135,7 +155,9 @@ def finetune(model: nn.Module, train_set: Dataset, config: FinetuneConfig, seed:
 
     checkpoint_dir.mkdir(parents=True, exist_ok=True)
     last = checkpoint_dir / "last.pt"
-    state = torch.load(last, map_location="cpu", weights_only=True) if distributed.is_main() and last.is_file() else None
+    state = (
+        torch.load(last, map_location="cpu", weights_only=True) if distributed.is_main() and last.is_file() else None
+    )
     state = distributed.share(state)  # every rank resumes from rank 0's checkpoint
     if state is not None:
         model.load_state_dict(state["model"])
@@ -148,12 +170,18 @@ def finetune(model: nn.Module, train_set: Dataset, config: FinetuneConfig, seed:
         log.info("finetune: resuming after epoch %d from %s", start_epoch, last)
 
     # Weights that are exactly zero (unstructured pruning) stay zero: otherwise training would undo the sparsity.
-    zero_masks = [(module.weight, module.weight != 0) for module in model.modules()
-                  if isinstance(module, (nn.Conv2d, nn.Linear)) and bool((module.weight == 0).any())]
+    zero_masks = [
+        (module.weight, module.weight != 0)
+        for module in model.modules()
+        if isinstance(module, (nn.Conv2d, nn.Linear)) and bool((module.weight == 0).any())
+    ]
     if teacher is not None:
         teacher = teacher.eval()
-    task = progress.add_task("fine-tuning", total=config.epochs * steps_per_epoch,
-                             completed=start_epoch * steps_per_epoch) if progress else None
+    task = (
+        progress.add_task("fine-tuning", total=config.epochs * steps_per_epoch, completed=start_epoch * steps_per_epoch)
+        if progress
+        else None
+    )
     for epoch in range(start_epoch, config.epochs):
         if config.early_stopping_patience and epoch - best_epoch >= config.early_stopping_patience:
             log.info("finetune: early stop after epoch %d (best epoch %d)", epoch, best_epoch)
@@ -182,15 +210,28 @@ def finetune(model: nn.Module, train_set: Dataset, config: FinetuneConfig, seed:
         # Rank 0 evaluates and tells the others, so best epoch and early stopping agree on every rank.
         top1 = distributed.share(_top1(model, validation, config.batch_size, device) if distributed.is_main() else None)
         history.append({"epoch": epoch + 1, "train_loss": total_loss / steps_per_epoch, "validation_top1": top1})
-        log.info("finetune: epoch %d/%d, loss %.4f, validation top-1 %.2f%%", epoch + 1, config.epochs,
-                 total_loss / steps_per_epoch, 100 * top1)
+        log.info(
+            "finetune: epoch %d/%d, loss %.4f, validation top-1 %.2f%%",
+            epoch + 1,
+            config.epochs,
+            total_loss / steps_per_epoch,
+            100 * top1,
+        )
         if (observer := _epoch_observer.get()) is not None:
             observer(epoch + 1, top1)
         if top1 > best_top1:
             best_top1, best_epoch, best_state = top1, epoch + 1, copy.deepcopy(model.state_dict())
-        checkpoint = {"epoch": epoch + 1, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                      "schedule": schedule.state_dict(), "generator": generator.get_state(), "history": history,
-                      "best_top1": best_top1, "best_epoch": best_epoch, "best_model": best_state}
+        checkpoint = {
+            "epoch": epoch + 1,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "generator": generator.get_state(),
+            "history": history,
+            "best_top1": best_top1,
+            "best_epoch": best_epoch,
+            "best_model": best_state,
+        }
         if distributed.is_main():
             _save_atomic(checkpoint, last)
     model.load_state_dict(best_state)
@@ -227,7 +268,9 @@ def forward(model: nn.Module, inputs):
 
 
 def to_device(inputs, device: torch.device):
-    return {name: tensor.to(device) for name, tensor in inputs.items()} if isinstance(inputs, dict) else inputs.to(device)
+    return (
+        {name: tensor.to(device) for name, tensor in inputs.items()} if isinstance(inputs, dict) else inputs.to(device)
+    )
 
 
 def augment(inputs, kinds, generator: torch.Generator):
@@ -241,8 +284,9 @@ def augment(inputs, kinds, generator: torch.Generator):
         padded = nn.functional.pad(inputs, (pad, pad, pad, pad))
         offsets = torch.randint(0, 2 * pad + 1, (len(inputs), 2), generator=generator).tolist()
         height, width = inputs.shape[-2:]
-        inputs = torch.stack([padded[i, :, top:top + height, left:left + width]
-                              for i, (top, left) in enumerate(offsets)])
+        inputs = torch.stack(
+            [padded[i, :, top : top + height, left : left + width] for i, (top, left) in enumerate(offsets)]
+        )
     if "horizontal_flip" in kinds:
         flip = torch.rand(len(inputs), generator=generator) < 0.5
         inputs = torch.where(flip.view(-1, 1, 1, 1), inputs.flip(-1), inputs)
@@ -252,8 +296,13 @@ def augment(inputs, kinds, generator: torch.Generator):
 def _optimizer(model: nn.Module, config: FinetuneConfig) -> torch.optim.Optimizer:
     if config.optimizer == "adamw":
         return torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    return torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=config.momentum,
-                           weight_decay=config.weight_decay, nesterov=config.momentum > 0)
+    return torch.optim.SGD(
+        model.parameters(),
+        lr=config.learning_rate,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        nesterov=config.momentum > 0,
+    )
 
 
 def _warmup_cosine(config: FinetuneConfig, steps_per_epoch: int):
@@ -279,8 +328,11 @@ def _distill(hard_loss, output, teacher: nn.Module, inputs, config: FinetuneConf
         soft = (1 - nn.functional.cosine_similarity(output[1], taught[1], dim=-1)).mean()
         return alpha * soft + (1 - alpha) * hard_loss
     logits, teacher_logits = _logits(output), _logits(taught)
-    soft = nn.functional.kl_div(nn.functional.log_softmax(logits / temperature, dim=1),
-                                nn.functional.softmax(teacher_logits / temperature, dim=1), reduction="batchmean")
+    soft = nn.functional.kl_div(
+        nn.functional.log_softmax(logits / temperature, dim=1),
+        nn.functional.softmax(teacher_logits / temperature, dim=1),
+        reduction="batchmean",
+    )
     # T^2 keeps the soft term's gradients on the scale of the hard term's (Hinton et al., 2015).
     return alpha * soft * temperature**2 + (1 - alpha) * hard_loss
 
@@ -289,7 +341,9 @@ def _top1(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.dev
     model.eval()
     correct = total = 0
     with torch.no_grad():
-        for inputs, labels in DataLoader(dataset, batch_size=batch_size, num_workers=0, collate_fn=tensor_collate(dataset)):
+        for inputs, labels in DataLoader(
+            dataset, batch_size=batch_size, num_workers=0, collate_fn=tensor_collate(dataset)
+        ):
             correct += int((forward(model, to_device(inputs, device)).argmax(1).cpu() == labels).sum())
             total += len(labels)
     return correct / total
@@ -313,10 +367,20 @@ class Finetune(Technique):
 
     def apply(self, config: FinetuneConfig, source: TorchModel, context: StageContext) -> StageOutput:
         result = context.fine_tune("finetune", source, config, context.work_dir)
-        return StageOutput(config.model_dump(mode="json"), {
-            "history": result.history, "best_epoch": result.best_epoch, "resumed_from_epoch": result.resumed_from_epoch,
-            "processes": distributed.world_size()}, model=TorchModel(result.model, source.pruning_history))
+        return StageOutput(
+            config.model_dump(mode="json"),
+            {
+                "history": result.history,
+                "best_epoch": result.best_epoch,
+                "resumed_from_epoch": result.resumed_from_epoch,
+                "processes": distributed.world_size(),
+            },
+            model=TorchModel(result.model, source.pruning_history),
+        )
 
     def describe(self, settings: dict, metrics: dict) -> list[str]:
-        return [f"best validation epoch {metrics['best_epoch']} of {len(metrics['history'])}"] if "best_epoch" in metrics else []
-
+        return (
+            [f"best validation epoch {metrics['best_epoch']} of {len(metrics['history'])}"]
+            if "best_epoch" in metrics
+            else []
+        )

@@ -105,8 +105,11 @@ def strip(model: nn.Module) -> nn.Module:
 
 def input_ranges(prepared: nn.Module) -> dict[str, tuple[float, float]]:
     """Per wrapped layer (by its name in the stripped model): the input range it was trained under."""
-    return {name: module.input_range for name, module in prepared.named_modules()
-            if isinstance(module, FakeQuantized) and bool(module.observed)}
+    return {
+        name: module.input_range
+        for name, module in prepared.named_modules()
+        if isinstance(module, FakeQuantized) and bool(module.observed)
+    }
 
 
 def _replace(model: nn.Module, dotted_name: str, replacement: nn.Module) -> None:
@@ -122,10 +125,24 @@ class QatResult(FinetuneResult):
     input_ranges: dict[str, tuple[float, float]] | None = None  # layer name -> (min, max) of its input
 
 
-def quantization_aware_finetune(model: nn.Module, train_set, config: FinetuneConfig, reduce_range: bool, seed: int,
-                                checkpoint_dir: Path, teacher: nn.Module | None = None, progress=None) -> QatResult:
+def quantization_aware_finetune(
+    model: nn.Module,
+    train_set,
+    config: FinetuneConfig,
+    reduce_range: bool,
+    seed: int,
+    checkpoint_dir: Path,
+    teacher: nn.Module | None = None,
+    progress=None,
+) -> QatResult:
     """Fine-tune `model` under fake int8 rounding (resumable like any fine-tuning); returns the stripped model."""
-    result = finetune(prepare(model, reduce_range), train_set, config, seed, checkpoint_dir, teacher=teacher,
-                      progress=progress)
-    return QatResult(strip(result.model).eval(), result.history, result.best_epoch, result.resumed_from_epoch,
-                     input_ranges(result.model))
+    result = finetune(
+        prepare(model, reduce_range), train_set, config, seed, checkpoint_dir, teacher=teacher, progress=progress
+    )
+    return QatResult(
+        strip(result.model).eval(),
+        result.history,
+        result.best_epoch,
+        result.resumed_from_epoch,
+        input_ranges(result.model),
+    )

@@ -74,7 +74,9 @@ class QuantizeResult:
     trained_input_ranges: int = 0  # layer inputs quantized on the range QAT trained under, not a calibrated one
     float_operators: tuple[str, ...] = ()  # operator types left in float by design (a transformer's sensitive ones)
     kept_in_float: tuple[str, ...] = ()  # layers the accuracy fallback kept in float
-    fallback: tuple[dict, ...] = ()  # each fallback step: layers kept in float, top-1 drop in points on held-out samples
+    fallback: tuple[
+        dict, ...
+    ] = ()  # each fallback step: layers kept in float, top-1 drop in points on held-out samples
 
 
 def resolve_reduce_range(setting: str | bool) -> tuple[bool, str]:
@@ -86,9 +88,16 @@ def resolve_reduce_range(setting: str | bool) -> tuple[bool, str]:
     return True, "auto: this CPU lacks VNNI, so 7-bit weights avoid int16 saturation in u8 x s8 kernels"
 
 
-def quantize_onnx(fp32_path: Path, output_path: Path, config: QuantizeConfig, calibration, batch_size: int,
-                  progress=None, input_ranges: dict[str, tuple[float, float]] | None = None,
-                  transformer: bool = False) -> QuantizeResult:
+def quantize_onnx(
+    fp32_path: Path,
+    output_path: Path,
+    config: QuantizeConfig,
+    calibration,
+    batch_size: int,
+    progress=None,
+    input_ranges: dict[str, tuple[float, float]] | None = None,
+    transformer: bool = False,
+) -> QuantizeResult:
     """Quantize `fp32_path` to int8 at `output_path`; static mode calibrates on `calibration` samples.
 
     `input_ranges` (layer name -> (min, max), from quantization-aware training) fixes the range of
@@ -120,23 +129,41 @@ def quantize_onnx(fp32_path: Path, output_path: Path, config: QuantizeConfig, ca
         kept, steps = (), ()
         if config.method == "dynamic":
             with quiet_libraries():
-                quantize_dynamic(str(prepared), str(output_path), weight_type=QuantType.QInt8,
-                                 per_channel=config.per_channel, reduce_range=reduce_range, extra_options=extra)
+                quantize_dynamic(
+                    str(prepared),
+                    str(output_path),
+                    weight_type=QuantType.QInt8,
+                    per_channel=config.per_channel,
+                    reduce_range=reduce_range,
+                    extra_options=extra,
+                )
             samples, overrides = 0, {}
         else:
             overrides = _range_overrides(prepared, input_ranges or {})
 
             def quantize(excluded: tuple[str, ...]) -> int:
-                return _quantize_static(prepared, output_path, config, calibration, batch_size, reduce_range,
-                                        overrides, progress, extra, only, excluded)
+                return _quantize_static(
+                    prepared,
+                    output_path,
+                    config,
+                    calibration,
+                    batch_size,
+                    reduce_range,
+                    overrides,
+                    progress,
+                    extra,
+                    only,
+                    excluded,
+                )
 
             samples = quantize(())
             if config.fallback_max_drop is not None:
                 from greencompress.compress.fallback import keep_layers_in_float
 
                 held_out = Subset(calibration, range(samples, min(len(calibration), samples + config.fallback_samples)))
-                kept, steps = keep_layers_in_float(prepared, output_path, quantize, held_out, batch_size,
-                                                   config.fallback_max_drop, only)
+                kept, steps = keep_layers_in_float(
+                    prepared, output_path, quantize, held_out, batch_size, config.fallback_max_drop, only
+                )
     return QuantizeResult(
         path=output_path,
         method=config.method,
@@ -145,8 +172,11 @@ def quantize_onnx(fp32_path: Path, output_path: Path, config: QuantizeConfig, ca
         per_channel=config.per_channel,
         reduce_range=reduce_range,
         reduce_range_reason=reason,
-        activation_type=(("int8 (symmetric)" if config.activation_type == "int8" else "uint8")
-                         if config.method == "static" else "uint8 (computed per batch at run time)"),
+        activation_type=(
+            ("int8 (symmetric)" if config.activation_type == "int8" else "uint8")
+            if config.method == "static"
+            else "uint8 (computed per batch at run time)"
+        ),
         weight_type="int8",
         format="QDQ" if config.method == "static" else "QOperator (dynamic)",
         trained_input_ranges=len(overrides),
@@ -162,14 +192,35 @@ def _graph_kind(path: Path) -> tuple[bool, bool]:
 
     graph = onnx.load(str(path), load_external_data=False).graph
     fused = any(node.domain == "com.microsoft" for node in graph.node)
-    tokens = any(item.type.tensor_type.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) for item in graph.input)
+    tokens = any(
+        item.type.tensor_type.elem_type in (onnx.TensorProto.INT64, onnx.TensorProto.INT32) for item in graph.input
+    )
     return fused, tokens
 
 
 def _float_operators(types: set[str], quantized: tuple[str, ...]) -> tuple[str, ...]:
     """The compute operators of a graph left in float when only `quantized` types are (shape plumbing not named)."""
-    plumbing = {"Shape", "Gather", "Unsqueeze", "Concat", "Reshape", "Transpose", "Cast", "Constant", "Slice", "Squeeze",
-                "Expand", "Range", "Equal", "Where", "And", "GreaterOrEqual", "Flatten", "Identity", "ConstantOfShape"}
+    plumbing = {
+        "Shape",
+        "Gather",
+        "Unsqueeze",
+        "Concat",
+        "Reshape",
+        "Transpose",
+        "Cast",
+        "Constant",
+        "Slice",
+        "Squeeze",
+        "Expand",
+        "Range",
+        "Equal",
+        "Where",
+        "And",
+        "GreaterOrEqual",
+        "Flatten",
+        "Identity",
+        "ConstantOfShape",
+    }
     return tuple(sorted(types - set(quantized) - plumbing))
 
 
@@ -195,8 +246,11 @@ def _type_fused_outputs(path: Path) -> None:
             continue
         for index, name in enumerate(node.output):
             if name and name not in typed:
-                element = onnx.TensorProto.INT32 if node.op_type == "EmbedLayerNormalization" and index == 1 else \
-                    onnx.TensorProto.FLOAT
+                element = (
+                    onnx.TensorProto.INT32
+                    if node.op_type == "EmbedLayerNormalization" and index == 1
+                    else onnx.TensorProto.FLOAT
+                )
                 model.graph.value_info.append(onnx.helper.make_tensor_value_info(name, element, None))
     onnx.save(onnx.shape_inference.infer_shapes(model), str(path))
 
@@ -222,14 +276,27 @@ def _range_overrides(model_path: Path, input_ranges: dict[str, tuple[float, floa
                     shared = overrides[node.input[0]][0]
                     low, high = min(low, float(shared["rmin"])), max(high, float(shared["rmax"]))
                 overrides[node.input[0]] = [{"rmin": np.float32(low), "rmax": np.float32(high)}]
-    log.info("quantize: %d layer inputs take the range quantization-aware training used (%d layers trained)",
-             len(overrides), len(input_ranges))
+    log.info(
+        "quantize: %d layer inputs take the range quantization-aware training used (%d layers trained)",
+        len(overrides),
+        len(input_ranges),
+    )
     return overrides
 
 
-def _quantize_static(prepared: Path, output_path: Path, config: QuantizeConfig, calibration, batch_size: int,
-                     reduce_range: bool, overrides: dict[str, list[dict]], progress, extra: dict,
-                     only: tuple[str, ...] | None = None, excluded: tuple[str, ...] = ()) -> int:
+def _quantize_static(
+    prepared: Path,
+    output_path: Path,
+    config: QuantizeConfig,
+    calibration,
+    batch_size: int,
+    reduce_range: bool,
+    overrides: dict[str, list[dict]],
+    progress,
+    extra: dict,
+    only: tuple[str, ...] | None = None,
+    excluded: tuple[str, ...] = (),
+) -> int:
     import onnx
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -255,26 +322,37 @@ def _quantize_static(prepared: Path, output_path: Path, config: QuantizeConfig, 
                 progress.update(task, advance=batch_size_of(inputs))
             return inputs if isinstance(inputs, dict) else {input_name: inputs}
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     # On a fused transformer graph the quantizer warns for every tensor of ONNX Runtime's own operators it cannot type
     # (they stay float, as intended): only errors show then.
     with quiet_libraries(logging.WARNING if extra else logging.INFO):
         quantize_static(
-            str(prepared), str(output_path), Reader(),
-            quant_format=QuantFormat.QDQ, per_channel=config.per_channel, reduce_range=reduce_range,
+            str(prepared),
+            str(output_path),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=config.per_channel,
+            reduce_range=reduce_range,
             activation_type=QuantType.QInt8 if config.activation_type == "int8" else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=methods[config.calibration_method],
-            op_types_to_quantize=list(only) if only else None, nodes_to_exclude=list(excluded),
-            extra_options={**extra, **({"TensorQuantOverrides": overrides} if overrides else {}),
-                           **({"ActivationSymmetric": True} if config.activation_type == "int8" else {})},
+            op_types_to_quantize=list(only) if only else None,
+            nodes_to_exclude=list(excluded),
+            extra_options={
+                **extra,
+                **({"TensorQuantOverrides": overrides} if overrides else {}),
+                **({"ActivationSymmetric": True} if config.activation_type == "int8" else {}),
+            },
         )
     return samples
 
 
 class Quantize(Technique):
-    """int8 with ONNX Runtime on an exported file; with `qat`, the torch model is first fine-tuned under int8 rounding."""
+    """int8 with ONNX Runtime on an exported file; with `qat`, the torch model first fine-tuned under int8 rounding."""
 
     name, config, works_on, tag = "quantize", QuantizeConfig, "onnx", "int8"
 
@@ -287,8 +365,9 @@ class Quantize(Technique):
     def check(self, config: QuantizeConfig, structure: str) -> None:
         # QAT simulates the int8 of convolutions and Gemms; an encoder's static int8 covers its matrix products only.
         if config.qat is not None and structure == "encoder":
-            raise NotForThisModel("qat", "not available for a transformer encoder yet; quantize it (static or "
-                                         "dynamic) without qat")
+            raise NotForThisModel(
+                "qat", "not available for a transformer encoder yet; quantize it (static or dynamic) without qat"
+            )
 
     def resolved(self, config: QuantizeConfig) -> dict:
         return {**config.model_dump(mode="json"), "reduce_range": resolve_reduce_range(config.reduce_range)[0]}
@@ -306,27 +385,44 @@ class Quantize(Technique):
                 trained = context.fine_tune("qat", context.source_model, config.qat, context.work_dir, reduce_range)
                 fp32_path = Path(scratch) / "qat_fp32.onnx"
                 parity = context.export(trained.model, fp32_path)
-                metrics = {"qat_history": trained.history, "qat_best_epoch": trained.best_epoch,
-                           "qat_resumed_from_epoch": trained.resumed_from_epoch, "qat_export_parity": parity}
+                metrics = {
+                    "qat_history": trained.history,
+                    "qat_best_epoch": trained.best_epoch,
+                    "qat_resumed_from_epoch": trained.resumed_from_epoch,
+                    "qat_export_parity": parity,
+                }
                 input_ranges = trained.input_ranges
-            result = quantize_onnx(fp32_path, temporary, config, context.data.calibration, context.batch_size,
-                                   context.progress, input_ranges, transformer=context.inputs.structure == "encoder")
+            result = quantize_onnx(
+                fp32_path,
+                temporary,
+                config,
+                context.data.calibration,
+                context.batch_size,
+                context.progress,
+                input_ranges,
+                transformer=context.inputs.structure == "encoder",
+            )
         temporary.replace(output)
         settings = {key: value for key, value in asdict(result).items() if key != "path"}
         settings["quantization_aware_finetuning"] = config.qat is not None
         return StageOutput(settings, metrics, path=output, precision="int8")
 
     def shown_settings(self, settings: dict) -> dict:
-        shown = {key: value for key, value in settings.items()
-                 if key not in ("float_operators", "kept_in_float", "fallback") or value}
+        shown = {
+            key: value
+            for key, value in settings.items()
+            if key not in ("float_operators", "kept_in_float", "fallback") or value
+        }
         if shown.get("float_operators"):
             shown["float_operators"] = ", ".join(shown["float_operators"])
         if shown.get("fallback"):
             last = shown["fallback"][-1]
             bound = last.get("drop_upper_bound_points")  # absent from runs made before the bound was used
-            shown["fallback"] = (f"{last['kept_in_float']} layer(s) kept in float, top-1 {last['top1_drop_points']:.2f} pt "
-                                 + (f"(95% upper bound {bound:.2f} pt) " if bound is not None else "")
-                                 + f"below FP32 on {last['samples']} held-out calibration-split samples")
+            shown["fallback"] = (
+                f"{last['kept_in_float']} layer(s) kept in float, top-1 {last['top1_drop_points']:.2f} pt "
+                + (f"(95% upper bound {bound:.2f} pt) " if bound is not None else "")
+                + f"below FP32 on {last['samples']} held-out calibration-split samples"
+            )
         if shown.get("kept_in_float"):
             shown["kept_in_float"] = ", ".join(shown["kept_in_float"])
         return shown
@@ -334,9 +430,12 @@ class Quantize(Technique):
     def describe(self, settings: dict, metrics: dict) -> list[str]:
         kept = settings.get("kept_in_float") or ()
         if kept:
-            return [f"static int8 kept {len(kept)} layer(s) in float to stay within the fallback budget: "
-                    f"{', '.join(kept)}"]
-        return [f"quantization-aware fine-tuning of {source}: best validation epoch {facts['qat_best_epoch']} of "
-                f"{len(facts['qat_history'])}" for source, facts in metrics.get("by_source", {}).items()
-                if "qat_best_epoch" in facts]
-
+            return [
+                f"static int8 kept {len(kept)} layer(s) in float to stay within the fallback budget: {', '.join(kept)}"
+            ]
+        return [
+            f"quantization-aware fine-tuning of {source}: best validation epoch {facts['qat_best_epoch']} of "
+            f"{len(facts['qat_history'])}"
+            for source, facts in metrics.get("by_source", {}).items()
+            if "qat_best_epoch" in facts
+        ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import tempfile
 from pathlib import Path
+
 from torch import nn
 
 from greencompress.compress import distributed
@@ -27,16 +28,34 @@ class FineTuning:
     def __init__(self, original: nn.Module, data: DataSplits, seed: int, progress=None):
         self.original, self.data, self.seed, self.progress = original, data, seed, progress
 
-    def __call__(self, kind: str, model: TorchModel, config: FinetuneConfig, work_dir: Path, reduce_range: bool = False):
-        distributed.share({"kind": kind, "pruning_history": list(model.pruning_history),
-                           "state_dict": model.module.state_dict(), "config": config.model_dump(mode="json"),
-                           "reduce_range": reduce_range})
-        return train(kind, model.module, config, self.original, self.data, self.seed, work_dir, self.progress,
-                     reduce_range)
+    def __call__(
+        self, kind: str, model: TorchModel, config: FinetuneConfig, work_dir: Path, reduce_range: bool = False
+    ):
+        distributed.share(
+            {
+                "kind": kind,
+                "pruning_history": list(model.pruning_history),
+                "state_dict": model.module.state_dict(),
+                "config": config.model_dump(mode="json"),
+                "reduce_range": reduce_range,
+            }
+        )
+        return train(
+            kind, model.module, config, self.original, self.data, self.seed, work_dir, self.progress, reduce_range
+        )
 
 
-def train(kind: str, model: nn.Module, config: FinetuneConfig, original: nn.Module, data: DataSplits, seed: int,
-          work_dir: Path, progress, reduce_range: bool):
+def train(
+    kind: str,
+    model: nn.Module,
+    config: FinetuneConfig,
+    original: nn.Module,
+    data: DataSplits,
+    seed: int,
+    work_dir: Path,
+    progress,
+    reduce_range: bool,
+):
     """One rank's fine-tuning (`finetune`) or quantization-aware fine-tuning (`qat`) of `model`."""
     # Fine-tuning distils from the original model; QAT from the float model it starts from. Decided here, so
     # every torchrun rank picks the same teacher.
@@ -45,8 +64,9 @@ def train(kind: str, model: nn.Module, config: FinetuneConfig, original: nn.Modu
         teacher = model if kind == "qat" else original
     with distributed.threads_per_process():
         if kind == "qat":
-            return quantization_aware_finetune(model, data.train, config, reduce_range, seed, work_dir,
-                                               teacher=teacher, progress=progress)
+            return quantization_aware_finetune(
+                model, data.train, config, reduce_range, seed, work_dir, teacher=teacher, progress=progress
+            )
         return finetune(model, data.train, config, seed, work_dir, teacher=teacher, progress=progress)
 
 
@@ -56,8 +76,16 @@ def serve(original: nn.Module, data: DataSplits, seed: int, inputs: ModelInputs)
     `original` is the model as rank 0 prepared it (its fitted head included): the teacher, and what every
     pruned model rank 0 sends is rebuilt on."""
     while (command := distributed.share(None))["kind"] != "done":
-        model = TorchModel.rebuild(copy.deepcopy(original), inputs, command["pruning_history"],
-                                   command["state_dict"])
+        model = TorchModel.rebuild(copy.deepcopy(original), inputs, command["pruning_history"], command["state_dict"])
         with tempfile.TemporaryDirectory() as scratch:  # checkpoints are rank 0's to keep
-            train(command["kind"], model.module, FinetuneConfig(**command["config"]), original, data, seed,
-                  Path(scratch), None, command["reduce_range"])
+            train(
+                command["kind"],
+                model.module,
+                FinetuneConfig(**command["config"]),
+                original,
+                data,
+                seed,
+                Path(scratch),
+                None,
+                command["reduce_range"],
+            )

@@ -58,8 +58,15 @@ def cache_entries(root: Path | None = None) -> list[CacheEntry]:
     for folder in sorted(path for path in (root / "stages").glob("*") if path.is_dir()):
         files = [path for path in folder.iterdir() if path.is_file()]
         stages = sorted(path.stem for path in files if path.suffix == ".json")
-        entries.append(CacheEntry("stage", folder, sum(path.stat().st_size for path in files), folder.stat().st_mtime,
-                                  f"stage {', '.join(stages) or '(unfinished)'}"))
+        entries.append(
+            CacheEntry(
+                "stage",
+                folder,
+                sum(path.stat().st_size for path in files),
+                folder.stat().st_mtime,
+                f"stage {', '.join(stages) or '(unfinished)'}",
+            )
+        )
     return sorted(entries, key=lambda entry: entry.last_used)
 
 

@@ -26,8 +26,10 @@ def read_utf8(path: Path, what: str, error: type[Exception]) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as problem:
-        raise error(f"{path}: {what} is not UTF-8 text: byte 0x{data[problem.start]:02x} at offset {problem.start} "
-                    f"cannot be decoded; save the file as UTF-8") from None
+        raise error(
+            f"{path}: {what} is not UTF-8 text: byte 0x{data[problem.start]:02x} at offset {problem.start} "
+            f"cannot be decoded; save the file as UTF-8"
+        ) from None
 
 
 def write_text_atomic(path: Path, text: str) -> None:

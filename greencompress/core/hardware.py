@@ -1,4 +1,4 @@
-"""The CPU this process runs on: model, the flags that decide int8/bf16 speed, cores, SMT and clocks (from /proc and sysfs)."""
+"""The CPU this process runs on: model, the flags deciding int8/bf16 speed, cores, SMT, clocks (/proc and sysfs)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,17 @@ from pathlib import Path
 
 # Flags that decide how fast int8 runs on x86: VNNI does u8 x s8 dot products without the
 # 16-bit saturation that forces `reduce_range` on plain AVX2/AVX-512.
-_INTERESTING_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",
-                      "amx_bf16")
+_INTERESTING_FLAGS = (
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_int8",
+    "amx_bf16",
+)
 
 
 @dataclass(frozen=True)
@@ -33,9 +42,14 @@ class CpuInfo:
     @property
     def matrix_units(self) -> dict[str, bool]:
         """The features that decide which runtime and precision run fastest here, each present or not."""
-        return {"avx2": "avx2" in self.flags, "avx512_vnni": "avx512_vnni" in self.flags,
-                "avx_vnni": "avx_vnni" in self.flags, "avx512_bf16": "avx512_bf16" in self.flags,
-                "amx_int8": "amx_int8" in self.flags, "amx_bf16": "amx_bf16" in self.flags}
+        return {
+            "avx2": "avx2" in self.flags,
+            "avx512_vnni": "avx512_vnni" in self.flags,
+            "avx_vnni": "avx_vnni" in self.flags,
+            "avx512_bf16": "avx512_bf16" in self.flags,
+            "amx_int8": "amx_int8" in self.flags,
+            "amx_bf16": "amx_bf16" in self.flags,
+        }
 
 
 @lru_cache(maxsize=1)
@@ -54,13 +68,17 @@ def cpu_info(cpuinfo_path: Path = Path("/proc/cpuinfo")) -> CpuInfo:
                 mhz = float(value)
     except OSError:
         pass  # not Linux: the model from `platform` stands and no flags are claimed
-    return CpuInfo(model=model, logical_cores=os.cpu_count() or 1,
-                   flags=tuple(flag for flag in _INTERESTING_FLAGS if flag in flags), mhz=mhz)
+    return CpuInfo(
+        model=model,
+        logical_cores=os.cpu_count() or 1,
+        flags=tuple(flag for flag in _INTERESTING_FLAGS if flag in flags),
+        mhz=mhz,
+    )
 
 
 @dataclass(frozen=True)
 class CpuTopology:
-    """What the kernel says about the cores this process runs on; None where it is not exposed (VMs often hide cpufreq)."""
+    """What the kernel says of the cores this process runs on; None where it is not exposed (VMs often hide cpufreq)."""
 
     allowed_cpus: tuple[int, ...]  # this process's CPU affinity: threads are not pinned further than this
     threads_per_core: int | None  # 2 with SMT (hyper-threading) on, 1 without
@@ -101,14 +119,19 @@ def _cpu_list(text: str) -> list[int]:
     return cpus
 
 
-def physical_cores_allowed(sys_cpu: Path = Path("/sys/devices/system/cpu"), allowed: tuple[int, ...] | None = None) -> int:
+def physical_cores_allowed(
+    sys_cpu: Path = Path("/sys/devices/system/cpu"), allowed: tuple[int, ...] | None = None
+) -> int:
     """The physical cores among the CPUs this process may run on (its affinity mask): hyperthread siblings count once.
 
     Where the topology is hidden, every allowed logical CPU counts as a core.
     """
     if allowed is None:
-        allowed = tuple(sorted(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else tuple(
-            range(os.cpu_count() or 1))
+        allowed = (
+            tuple(sorted(os.sched_getaffinity(0)))
+            if hasattr(os, "sched_getaffinity")
+            else tuple(range(os.cpu_count() or 1))
+        )
     cores = set()
     for cpu in allowed:
         package = _read(sys_cpu / f"cpu{cpu}" / "topology" / "physical_package_id")

@@ -1,4 +1,4 @@
-"""Log lines that summarise: many items with one kind of reason become one line on the terminal, all of them in run.log."""
+"""Log lines that summarise: many items with one kind of reason are one line on the terminal, all of them in run.log."""
 
 from __future__ import annotations
 
@@ -19,8 +19,14 @@ def log_folded(log: logging.Logger, action: str, reasons: dict[str, str]) -> Non
         log.debug("%s %s: %s", action, name, reason)
         by_kind.setdefault(reason.split(" (", 1)[0], []).append(name)
     for kind, names in by_kind.items():
-        log.info("%s %d (%s%s): %s", action, len(names), kind,
-                 "; each one's detail in run.log" if any(" (" in reasons[n] for n in names) else "", ", ".join(names))
+        log.info(
+            "%s %d (%s%s): %s",
+            action,
+            len(names),
+            kind,
+            "; each one's detail in run.log" if any(" (" in reasons[n] for n in names) else "",
+            ", ".join(names),
+        )
 
 
 @contextlib.contextmanager

@@ -52,8 +52,10 @@ class Registry(Generic[Entry]):
         """Add `entry` under its name; a second entry with the same name is refused. Returns the entry (a decorator)."""
         name = self._name_of(entry)
         if name in self._entries and self._entries[name] is not entry:
-            raise ValueError(f"{self.kind} {name!r} is registered twice: by {self._origins[name].reference} and by "
-                             f"{origin.reference if origin else _reference(entry)}")
+            raise ValueError(
+                f"{self.kind} {name!r} is registered twice: by {self._origins[name].reference} and by "
+                f"{origin.reference if origin else _reference(entry)}"
+            )
         self._entries[name] = entry
         self._origins[name] = origin or Origin("greencompress", _reference(entry))
         return entry

@@ -32,8 +32,9 @@ def evaluate(runner, dataset, batch_size: int, progress=None, label: str = "eval
     return evaluate_with_embeddings(runner, dataset, batch_size, progress, label)[0]
 
 
-def evaluate_with_embeddings(runner, dataset, batch_size: int, progress=None,
-                             label: str = "evaluating") -> tuple[Accuracy, np.ndarray | None]:
+def evaluate_with_embeddings(
+    runner, dataset, batch_size: int, progress=None, label: str = "evaluating"
+) -> tuple[Accuracy, np.ndarray | None]:
     """Accuracy of `runner` on every sample of `dataset`, and its embeddings when the model returns them (else None)."""
     task = progress.add_task(label, total=len(dataset)) if progress else None
     top1 = top5 = total = 0
@@ -49,13 +50,16 @@ def evaluate_with_embeddings(runner, dataset, batch_size: int, progress=None,
         total += len(labels)
         if progress:
             progress.update(task, advance=len(labels))
-    return (Accuracy(top1=top1 / total, top5=top5 / total, samples=total),
-            np.concatenate(embeddings) if embeddings else None)
+    return (
+        Accuracy(top1=top1 / total, top5=top5 / total, samples=total),
+        np.concatenate(embeddings) if embeddings else None,
+    )
 
 
 def embedding_agreement(embeddings: np.ndarray, reference: np.ndarray) -> tuple[float, float, float]:
     """(mean cosine of each embedding to the reference's for the same input, nearest-neighbour agreement,
     recall@10 of the reference's 10 nearest neighbours; fewer than 10 when there are fewer other inputs)."""
+
     def unit(values):
         return values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-12)
 

@@ -99,7 +99,9 @@ class BenchmarkSpec(Section):
 
         kind = device_kind(info.data.get("device", "cpu"))
         if value == "auto":
-            chosen = [spec.name for spec in RUNTIMES if spec.in_auto and spec.device == kind and spec.unavailable() is None]
+            chosen = [
+                spec.name for spec in RUNTIMES if spec.in_auto and spec.device == kind and spec.unavailable() is None
+            ]
             if not chosen:
                 reasons = "; ".join(f"{spec.name}: {spec.unavailable()}" for spec in RUNTIMES if spec.device == kind)
                 raise ValueError(f"no runtime can run on {kind} here ({reasons})")
@@ -118,8 +120,10 @@ class BenchmarkSpec(Section):
     @field_validator("baseline")
     @classmethod
     def _baseline_measured(cls, value: str | None, info: ValidationInfo) -> str | None:
-        measured = ["torch" if device_kind(info.data.get("device", "cpu")) == "cpu" else "torch-cuda",
-                    *info.data.get("runtimes", [])]
+        measured = [
+            "torch" if device_kind(info.data.get("device", "cpu")) == "cpu" else "torch-cuda",
+            *info.data.get("runtimes", []),
+        ]
         if value is not None and value not in measured:
             raise ValueError(f"the baseline must be a runtime this run measures ({', '.join(measured)}), got {value!r}")
         return value
@@ -138,8 +142,10 @@ class BenchmarkSpec(Section):
         if cpu.has_bf16:
             units = " and ".join(flag for flag in ("amx_bf16", "avx512_bf16") if flag in cpu.flags)
             return True, f"bf16 measured: this CPU has a bf16 unit ({units})"
-        return False, ("bf16 not measured: this CPU has neither AMX-BF16 nor AVX512_BF16 (read from its flags), so "
-                       "bf16 would be emulated, not faster; set benchmark.bf16: true to measure it anyway")
+        return False, (
+            "bf16 not measured: this CPU has neither AMX-BF16 nor AVX512_BF16 (read from its flags), so "
+            "bf16 would be emulated, not faster; set benchmark.bf16: true to measure it anyway"
+        )
 
     @model_validator(mode="after")
     def _window_counts(self) -> BenchmarkSpec:
@@ -164,7 +170,7 @@ class BenchmarkSpec(Section):
 
 
 def device_kind(setting: str) -> str:
-    """"cpu" or "cuda": the kind of device a `benchmark.device` setting means on this machine."""
+    """ "cpu" or "cuda": the kind of device a `benchmark.device` setting means on this machine."""
     if setting == "auto":
         import torch
 
@@ -211,8 +217,10 @@ def idle_drift(checks: list[IdleBaseline]) -> str | None:
     low, high = min(checks, key=lambda c: c.total_w), max(checks, key=lambda c: c.total_w)
     if high.total_w - high.ci95_w <= low.total_w + low.ci95_w:
         return None
-    return (f"idle power drifted from {low.total_w:.3g} W ({low.when}) to {high.total_w:.3g} W ({high.when}), beyond "
-            f"the noise of either measurement: active energy (total - idle) is uncertain by that much power")
+    return (
+        f"idle power drifted from {low.total_w:.3g} W ({low.when}) to {high.total_w:.3g} W ({high.when}), beyond "
+        f"the noise of either measurement: active energy (total - idle) is uncertain by that much power"
+    )
 
 
 @dataclass(frozen=True)
@@ -266,8 +274,15 @@ def window_duration_s(spec: BenchmarkSpec, meter: EnergyMeter) -> float:
     return max(spec.window_s, meter.min_window_s)
 
 
-def benchmark_interleaved(runners: dict, inputs: Inputs, spec: BenchmarkSpec, meter: EnergyMeter,
-                          idle: IdleBaseline, progress=None, load: LoadMonitor | None = None) -> dict[str, Benchmark]:
+def benchmark_interleaved(
+    runners: dict,
+    inputs: Inputs,
+    spec: BenchmarkSpec,
+    meter: EnergyMeter,
+    idle: IdleBaseline,
+    progress=None,
+    load: LoadMonitor | None = None,
+) -> dict[str, Benchmark]:
     """Measure every runner on the same `inputs` in interleaved rounds; returns a Benchmark per runner name."""
     window_s = window_duration_s(spec, meter)
     load = load or LoadMonitor()
@@ -279,11 +294,17 @@ def benchmark_interleaved(runners: dict, inputs: Inputs, spec: BenchmarkSpec, me
             runner(inputs)
     windows: dict[str, list[Window]] = {name: [] for name in runners}
     names = list(runners)
-    task = progress.add_task(f"benchmark windows (batch {batch_size_of(inputs)})", total=spec.windows * len(names)) if progress else None
+    task = (
+        progress.add_task(f"benchmark windows (batch {batch_size_of(inputs)})", total=spec.windows * len(names))
+        if progress
+        else None
+    )
     started = time.perf_counter()
     for round_index in itertools.count():
-        if round_index >= spec.windows and (not _any_too_wide(windows, idle, spec.target_relative_ci)
-                                            or _budget_spent(spec, round_index, time.perf_counter() - started)):
+        if round_index >= spec.windows and (
+            not _any_too_wide(windows, idle, spec.target_relative_ci)
+            or _budget_spent(spec, round_index, time.perf_counter() - started)
+        ):
             break
         if round_index >= spec.windows and progress:
             progress.update(task, total=(round_index + 1) * len(names))
@@ -291,15 +312,16 @@ def benchmark_interleaved(runners: dict, inputs: Inputs, spec: BenchmarkSpec, me
         for name in names[rotation:] + names[:rotation]:
             if spec.cooldown_s:
                 time.sleep(spec.cooldown_s)
-            windows[name].append(run_window(runners[name], inputs, meter, window_s, spec.min_iterations,
-                                            spec.max_window_s, load))
+            windows[name].append(
+                run_window(runners[name], inputs, meter, window_s, spec.min_iterations, spec.max_window_s, load)
+            )
             if progress:
                 progress.update(task, advance=1)
     return {name: _summarize(measured, idle, spec.target_relative_ci) for name, measured in windows.items()}
 
 
 def _budget_spent(spec: BenchmarkSpec, rounds_done: int, elapsed_s: float) -> bool:
-    """Whether extra rounds must stop: `max_time_s` spent where set (the round cap then a safety net), else max_windows."""
+    """Whether extra rounds stop: `max_time_s` spent where set (the round cap then a safety net), else max_windows."""
     if spec.max_time_s is not None:
         return elapsed_s >= spec.max_time_s or rounds_done >= MAX_ROUNDS
     return rounds_done >= spec.max_windows
@@ -312,8 +334,9 @@ def _per_inference(windows: list[Window], idle: IdleBaseline) -> tuple[list[floa
 
 
 def _any_too_wide(windows: dict[str, list[Window]], idle: IdleBaseline, target: float) -> bool:
-    return any(mean_interval(_per_inference(measured, idle)[0]).relative_half_width > target
-               for measured in windows.values())
+    return any(
+        mean_interval(_per_inference(measured, idle)[0]).relative_half_width > target for measured in windows.values()
+    )
 
 
 def _summarize(windows: list[Window], idle: IdleBaseline, target: float) -> Benchmark:
@@ -321,8 +344,10 @@ def _summarize(windows: list[Window], idle: IdleBaseline, target: float) -> Benc
     total_interval, active_interval = mean_interval(total), mean_interval(active)
     inferences = sum(w.inferences for w in windows)
     # Averaged like the total (per window, then over windows), so the domains add up to it exactly.
-    by_domain = {domain: float(np.mean([w.energy.energy_j[domain] / w.inferences for w in windows]))
-                 for domain in windows[0].energy.energy_j}
+    by_domain = {
+        domain: float(np.mean([w.energy.energy_j[domain] / w.inferences for w in windows]))
+        for domain in windows[0].energy.energy_j
+    }
     shares = [w.other_cpu_share for w in windows]
     first = windows[0].energy
     energy = EnergyResult(

@@ -29,7 +29,9 @@ def unavailable_runtimes() -> dict[str, str]:
     return {spec.name: reason for spec in RUNTIMES if (reason := spec.unavailable()) is not None}
 
 
-def environment(threads: int, allow_spinning: bool | None = None, device: str = "cpu", gpus: dict | None = None) -> dict:
+def environment(
+    threads: int, allow_spinning: bool | None = None, device: str = "cpu", gpus: dict | None = None
+) -> dict:
     """A JSON-ready description of the machine and software a run measured on."""
     import numpy
     import onnx

@@ -3,9 +3,10 @@
 The peak comes from the fastest matrix unit the CPU flags show (AMX tiles, else AVX-512/AVX2 with
 VNNI or FMA), the clock /proc/cpuinfo reports and the thread count; each rate names the unit it
 assumes. A measured latency below the floor means the floor was wrong (a unit it does not count,
-a clock above the reported one), and `floor_ratio_text` says so instead of printing a ratio below 1. It is an upper bound on throughput (every cycle on every port busy with useful
-multiply-accumulates), so the floor is a lower bound on latency: a variant at 3x the floor leaves
-two thirds of the hardware idle, whatever the reason (memory, overheads, layout).
+a clock above the reported one), and `floor_ratio_text` says so instead of printing a ratio below 1. It is an
+upper bound on throughput (every cycle on every port busy with useful multiply-accumulates), so the floor is a
+lower bound on latency: a variant at 3x the floor leaves two thirds of the hardware idle, whatever the reason
+(memory, overheads, layout).
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ def peak_mac_rate(cpu: CpuInfo, threads: int, precision: str) -> PeakRate | None
     amx_flag = {"int8": "amx_int8", "bf16": "amx_bf16"}.get(precision)
     if amx_flag in cpu.flags:
         per_cycle = AMX_MACS_PER_CYCLE[precision]
-        return PeakRate(cores * cpu.mhz * 1e6 * per_cycle,
-                        f"{cores} cores x {cpu.mhz:.0f} MHz x {per_cycle} {precision} MACs/cycle (AMX tiles)")
+        return PeakRate(
+            cores * cpu.mhz * 1e6 * per_cycle,
+            f"{cores} cores x {cpu.mhz:.0f} MHz x {per_cycle} {precision} MACs/cycle (AMX tiles)",
+        )
     if precision == "bf16":
         # vdpbf16ps: two bf16 products per 32-bit lane; without AVX512_BF16, bf16 runs at the fp32 rate.
         lanes = width // 32
@@ -57,9 +60,11 @@ def peak_mac_rate(cpu: CpuInfo, threads: int, precision: str) -> PeakRate | None
         lanes = width // 32
         per_cycle = FMA_PORTS * lanes if "fma" in cpu.flags else lanes
         how = "FMA" if "fma" in cpu.flags else "no FMA"
-    return PeakRate(cores * cpu.mhz * 1e6 * per_cycle,
-                    f"{cores} cores x {cpu.mhz:.0f} MHz x {per_cycle} {precision} MACs/cycle "
-                    f"({width}-bit vectors, {FMA_PORTS} ports, {how})")
+    return PeakRate(
+        cores * cpu.mhz * 1e6 * per_cycle,
+        f"{cores} cores x {cpu.mhz:.0f} MHz x {per_cycle} {precision} MACs/cycle "
+        f"({width}-bit vectors, {FMA_PORTS} ports, {how})",
+    )
 
 
 def floor_ratio_text(latency_ms: float, floor_ms: float | None) -> str:

@@ -38,8 +38,6 @@ class Latency:
         return self.throughput_per_s * self.sequence_length if self.sequence_length else None
 
 
-
-
 def shape_label(batch_size: int, sequence_length: int | None = None) -> str:
     """How reports name a measured shape: `8`, or `8 x 128` (batch x tokens) for a transformer."""
     return str(batch_size) if sequence_length is None else f"{batch_size} x {sequence_length}"
@@ -86,8 +84,15 @@ class Window:
         return len(self.durations_ns) * self.batch_size
 
 
-def run_window(runner, inputs: Inputs, meter: EnergyMeter, min_duration_s: float, min_iterations: int,
-               max_duration_s: float, load: LoadMonitor | None = None) -> Window:
+def run_window(
+    runner,
+    inputs: Inputs,
+    meter: EnergyMeter,
+    min_duration_s: float,
+    min_iterations: int,
+    max_duration_s: float,
+    load: LoadMonitor | None = None,
+) -> Window:
     """Run back-to-back until both `min_duration_s` and `min_iterations` are reached, or `max_duration_s`.
 
     The meter is read once before and once after; inside the loop only a clock read (a vDSO call,

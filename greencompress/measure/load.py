@@ -46,8 +46,9 @@ def read_cpu_times(proc_stat: Path = PROC_STAT, ticks_per_s: int | None = None) 
     ticks += [0] * (8 - len(ticks))  # old kernels stop after idle/iowait
     user, nice, system, _idle, _iowait, irq, softirq, steal = ticks[:8]
     per_s = ticks_per_s or os.sysconf("SC_CLK_TCK")
-    return CpuTimes((user + nice + system + irq + softirq) / per_s, steal / per_s, time.process_time(),
-                    time.perf_counter())
+    return CpuTimes(
+        (user + nice + system + irq + softirq) / per_s, steal / per_s, time.process_time(), time.perf_counter()
+    )
 
 
 def other_cpu_share(start: CpuTimes | None, end: CpuTimes | None, logical_cpus: int) -> float | None:

@@ -45,8 +45,12 @@ class HeldLock:
         def utc(seconds: float) -> str:
             return datetime.fromtimestamp(seconds, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
-        return {"path": self.path, "waited_s": round(self.waited_s, 3), "held_from_utc": utc(self.taken),
-                "held_until_utc": utc(self.released)}
+        return {
+            "path": self.path,
+            "waited_s": round(self.waited_s, 3),
+            "held_from_utc": utc(self.taken),
+            "held_until_utc": utc(self.released),
+        }
 
 
 @contextlib.contextmanager

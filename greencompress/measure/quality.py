@@ -30,14 +30,19 @@ class QualityBudget:
     min_embedding_cosine: float = DEFAULT_MIN_EMBEDDING_COSINE
     min_neighbour_agreement: float = DEFAULT_MIN_NEIGHBOUR_AGREEMENT
 
-    def excess(self, top1_drop_points: float | None, embedding_cosine: float | None = None,
-               neighbour_agreement: float | None = None) -> float | None:
+    def excess(
+        self,
+        top1_drop_points: float | None,
+        embedding_cosine: float | None = None,
+        neighbour_agreement: float | None = None,
+    ) -> float | None:
         """How far beyond the budget, in points (<= 0: within); None where the metric was not measured."""
         if self.metric == "embedding":
             if embedding_cosine is None or neighbour_agreement is None:
                 return None
-            return 100 * max(self.min_embedding_cosine - embedding_cosine,
-                             self.min_neighbour_agreement - neighbour_agreement)
+            return 100 * max(
+                self.min_embedding_cosine - embedding_cosine, self.min_neighbour_agreement - neighbour_agreement
+            )
         return None if top1_drop_points is None else top1_drop_points - self.max_drop_points
 
     def excess_of(self, candidate: Accuracy | None, reference: Accuracy | None) -> float | None:
@@ -50,16 +55,24 @@ class QualityBudget:
     def describe(self) -> str:
         """The budget in words, naming the metric that decides."""
         if self.metric == "embedding":
-            return (f"embedding fidelity to the original FP32 model: mean cosine >= {self.min_embedding_cosine:g} and "
-                    f"nearest neighbour kept for >= {100 * self.min_neighbour_agreement:g}% of texts (label top-1 is "
-                    f"reported beside, not decisive)")
+            return (
+                f"embedding fidelity to the original FP32 model: mean cosine >= {self.min_embedding_cosine:g} and "
+                f"nearest neighbour kept for >= {100 * self.min_neighbour_agreement:g}% of texts (label top-1 is "
+                f"reported beside, not decisive)"
+            )
         return f"top-1 within {self.max_drop_points:g} point(s) of the original model's"
 
 
-def quality_budget(metric: str, max_drop_points: float | None = None, min_embedding_cosine: float | None = None,
-                   min_neighbour_agreement: float | None = None) -> QualityBudget:
+def quality_budget(
+    metric: str,
+    max_drop_points: float | None = None,
+    min_embedding_cosine: float | None = None,
+    min_neighbour_agreement: float | None = None,
+) -> QualityBudget:
     """The budget for a task's primary metric, each limit the one given or the default."""
-    return QualityBudget(metric,
-                         DEFAULT_MAX_DROP_POINTS if max_drop_points is None else max_drop_points,
-                         DEFAULT_MIN_EMBEDDING_COSINE if min_embedding_cosine is None else min_embedding_cosine,
-                         DEFAULT_MIN_NEIGHBOUR_AGREEMENT if min_neighbour_agreement is None else min_neighbour_agreement)
+    return QualityBudget(
+        metric,
+        DEFAULT_MAX_DROP_POINTS if max_drop_points is None else max_drop_points,
+        DEFAULT_MIN_EMBEDDING_COSINE if min_embedding_cosine is None else min_embedding_cosine,
+        DEFAULT_MIN_NEIGHBOUR_AGREEMENT if min_neighbour_agreement is None else min_neighbour_agreement,
+    )

@@ -55,8 +55,11 @@ class RatioInterval:
 
     @property
     def method(self) -> str:
-        return (f"paired t on log-ratios over {self.rounds} interleaved rounds" if self.paired
-                else f"Welch t on log values over {self.rounds} windows per side")
+        return (
+            f"paired t on log-ratios over {self.rounds} interleaved rounds"
+            if self.paired
+            else f"Welch t on log values over {self.rounds} windows per side"
+        )
 
 
 def paired_ratio_interval(candidate, baseline, confidence: float = 0.95) -> RatioInterval | None:
@@ -131,7 +134,9 @@ def accuracy_drop(reference_correct, candidate_correct, confidence: float = 0.95
 
     reference, candidate = np.asarray(reference_correct, bool), np.asarray(candidate_correct, bool)
     if reference.shape != candidate.shape or reference.size == 0:
-        raise ValueError(f"accuracy_drop: needs the same non-empty samples, got {reference.shape} and {candidate.shape}")
+        raise ValueError(
+            f"accuracy_drop: needs the same non-empty samples, got {reference.shape} and {candidate.shape}"
+        )
     lost, gained = int((reference & ~candidate).sum()), int((~reference & candidate).sum())
     n = reference.size + 2.0
     b, c = lost + 0.5, gained + 0.5

@@ -53,13 +53,17 @@ def _strip_wrappers(name: str) -> str:
     # DataParallel/DistributedDataParallel save 'module.'; torch.compile saves '_orig_mod.'.
     for prefix in ("module.", "_orig_mod."):
         while name.startswith(prefix):
-            name = name[len(prefix):]
+            name = name[len(prefix) :]
     return name
 
 
 def _last_line(error: Exception) -> str:
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-2] if len(lines) > 1 and lines[-1].startswith("Check the documentation") else (lines[-1] if lines else "")
+    return (
+        lines[-2]
+        if len(lines) > 1 and lines[-1].startswith("Check the documentation")
+        else (lines[-1] if lines else "")
+    )
 
 
 def few(names: list[str], limit: int = 5) -> str:

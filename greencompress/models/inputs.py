@@ -59,12 +59,14 @@ class ModelInputs:
             return (torch.zeros(batch_size, *self.image_shape),)
         shape = (batch_size, sequence_length)
         # Token 101 is BERT's [CLS], but any id below the vocabulary size would do.
-        made = {"input_ids": torch.full(shape, 101, dtype=torch.int64), "attention_mask": torch.ones(shape, dtype=torch.int64),
-                "token_type_ids": torch.zeros(shape, dtype=torch.int64)}
+        made = {
+            "input_ids": torch.full(shape, 101, dtype=torch.int64),
+            "attention_mask": torch.ones(shape, dtype=torch.int64),
+            "token_type_ids": torch.zeros(shape, dtype=torch.int64),
+        }
         return tuple(made[name] for name in self.names)
 
     def describe(self) -> str:
         if not self.are_tokens:
             return "x".join(str(size) for size in self.image_shape)
         return f"tokens ({', '.join(self.names)}), up to {self.max_sequence_length} per sequence"
-

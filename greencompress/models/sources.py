@@ -145,13 +145,22 @@ def load_model(spec: ModelSpec, progress=None) -> LoadedModel:
     if spec.source == "huggingface":
         from greencompress.models.huggingface import load_huggingface, model_folder
 
-        loaded = load_huggingface(model_folder(spec.path, spec.package), spec.task, spec.trust_remote_code,
-                                  spec.trust_checkpoint, spec.num_classes)
+        loaded = load_huggingface(
+            model_folder(spec.path, spec.package),
+            spec.task,
+            spec.trust_remote_code,
+            spec.trust_checkpoint,
+            spec.num_classes,
+        )
         origin = f"{spec.path} in the installed package {spec.package}" if spec.package else str(spec.path)
-        provenance = {**loaded.provenance, "origin": origin,
-                      "description": f"{loaded.provenance['description']}, from {origin}"}
-        return LoadedModel(loaded.module, provenance, loaded.tokenizer, loaded.inputs, loaded.label_names,
-                           loaded.image_preprocessing)
+        provenance = {
+            **loaded.provenance,
+            "origin": origin,
+            "description": f"{loaded.provenance['description']}, from {origin}",
+        }
+        return LoadedModel(
+            loaded.module, provenance, loaded.tokenizer, loaded.inputs, loaded.label_names, loaded.image_preprocessing
+        )
     module, provenance = _SOURCES[spec.source](spec, progress)
     return LoadedModel(module=module.eval(), provenance=provenance)
 
@@ -170,16 +179,25 @@ def _from_torchvision(spec: ModelSpec, progress) -> tuple[nn.Module, dict]:
         kwargs["num_classes"] = spec.num_classes
     if spec.weights is None:
         model = torchvision.models.get_model(spec.name, weights=None, **kwargs)
-        return model, {"source": "torchvision", "name": spec.name, "weights": None,
-                       "description": f"torchvision {spec.name} with random weights (no pretrained weights asked for)"}
+        return model, {
+            "source": "torchvision",
+            "name": spec.name,
+            "weights": None,
+            "description": f"torchvision {spec.name} with random weights (no pretrained weights asked for)",
+        }
     weights = _weights_enum(spec.name, spec.weights)
     _require_cached_or_downloadable(weights)
     try:
         model = torchvision.models.get_model(spec.name, weights=weights, **kwargs)
     except ValueError as error:  # e.g. num_classes that the weights do not have
         raise ModelLoadError(f"model: torchvision {spec.name} with {weights}: {error}") from None
-    return model, {"source": "torchvision", "name": spec.name, "weights": str(weights), "url": weights.url,
-                   "description": f"torchvision {spec.name} with pretrained weights {weights}"}
+    return model, {
+        "source": "torchvision",
+        "name": spec.name,
+        "weights": str(weights),
+        "url": weights.url,
+        "description": f"torchvision {spec.name} with pretrained weights {weights}",
+    }
 
 
 def _weights_enum(name: str, weights: str):
@@ -233,7 +251,9 @@ def _from_callable(spec: ModelSpec, progress) -> tuple[nn.Module, dict]:
     except Exception as error:  # user code: report it with its own words, never hide it
         raise ModelLoadError(f"model.architecture: {spec.architecture}(**{kwargs}) raised {error!r}") from error
     if not isinstance(model, nn.Module):
-        raise ModelLoadError(f"model.architecture: {spec.architecture} returned {type(model).__name__}, not a torch.nn.Module")
+        raise ModelLoadError(
+            f"model.architecture: {spec.architecture} returned {type(model).__name__}, not a torch.nn.Module"
+        )
     return _with_checkpoint(model, spec, f"user architecture {spec.architecture}")
 
 
@@ -269,9 +289,13 @@ def _with_checkpoint(model: nn.Module, spec: ModelSpec, architecture: str) -> tu
         problems.append(f"not in the architecture: {few(result.unexpected_keys)}")
     if problems:
         raise ModelLoadError(f"{spec.checkpoint}: does not fit the {architecture}: " + "; ".join(problems))
-    return model, {"source": spec.source, "architecture": spec.architecture or spec.name,
-                   "checkpoint": str(spec.checkpoint), "sha256": file_sha256(spec.checkpoint),
-                   "description": f"{architecture} with weights from {spec.checkpoint.name}"}
+    return model, {
+        "source": spec.source,
+        "architecture": spec.architecture or spec.name,
+        "checkpoint": str(spec.checkpoint),
+        "sha256": file_sha256(spec.checkpoint),
+        "description": f"{architecture} with weights from {spec.checkpoint.name}",
+    }
 
 
 _SOURCES = {

@@ -25,8 +25,15 @@ SHIPPED_TEXT = "wordnet_glosses.csv"  # in greencompress/resources, derived by s
 class TokenizedTexts(Dataset):
     """Token ids per text and integer labels; `collate` makes padded batches of named arrays."""
 
-    def __init__(self, encodings: list[dict[str, list[int]]], labels: np.ndarray, input_names: tuple[str, ...],
-                 pad_id: int, padding: str, max_length: int):
+    def __init__(
+        self,
+        encodings: list[dict[str, list[int]]],
+        labels: np.ndarray,
+        input_names: tuple[str, ...],
+        pad_id: int,
+        padding: str,
+        max_length: int,
+    ):
         self.encodings, self.labels, self.input_names = encodings, labels, input_names
         self.pad_id, self.padding, self.max_length = pad_id, padding, max_length
 
@@ -73,8 +80,9 @@ class TextTable:
     source: str
 
 
-def read_text_table(path: Path | None, text_column: str, pair_column: str | None, label_column: str,
-                    split_column: str) -> TextTable:
+def read_text_table(
+    path: Path | None, text_column: str, pair_column: str | None, label_column: str, split_column: str
+) -> TextTable:
     """Read a CSV (header row) or JSONL file, or the shipped set when `path` is None; DataError names file and field."""
     if path is None:
         file = resources.files("greencompress.resources") / SHIPPED_TEXT
@@ -83,17 +91,25 @@ def read_text_table(path: Path | None, text_column: str, pair_column: str | None
         rows, source = _rows(path), str(path)
     if not rows:
         raise DataError(f"{source}: no rows")
-    for column, field in ((text_column, "text_column"), (label_column, "label_column"), (pair_column, "text_pair_column")):
+    for column, field in (
+        (text_column, "text_column"),
+        (label_column, "label_column"),
+        (pair_column, "text_pair_column"),
+    ):
         if column is not None and column not in rows[0]:
             raise DataError(f"{source}: data.{field}: no column {column!r}; columns there: {', '.join(rows[0])}")
     texts = [str(row[text_column] or "").strip() for row in rows]
     empty = [index for index, text in enumerate(texts) if not text]
     if empty:
-        raise DataError(f"{source}: data.text_column: {len(empty)} empty text(s) in column {text_column!r}, first at "
-                        f"row {empty[0] + 1} (of the data rows); remove or fill them")
+        raise DataError(
+            f"{source}: data.text_column: {len(empty)} empty text(s) in column {text_column!r}, first at "
+            f"row {empty[0] + 1} (of the data rows); remove or fill them"
+        )
     labels = [str(row[label_column]).strip() if row[label_column] is not None else "" for row in rows]
     if "" in labels:
-        raise DataError(f"{source}: data.label_column: empty label in column {label_column!r} at row {labels.index('') + 1}")
+        raise DataError(
+            f"{source}: data.label_column: empty label in column {label_column!r} at row {labels.index('') + 1}"
+        )
     splits = [str(row[split_column]).strip() for row in rows] if split_column in rows[0] else None
     pairs = [str(row[pair_column] or "") for row in rows] if pair_column else None
     return TextTable(texts, pairs, labels, splits, source)
@@ -137,5 +153,10 @@ def token_lengths(dataset: TokenizedTexts, tokenizer, table: TextTable, rows: li
     lengths = np.array([len(ids["input_ids"]) for ids in dataset.encodings])
     untruncated = tokenizer([table.texts[row] for row in rows[:2000]], truncation=False)["input_ids"]
     cut = sum(len(ids) > dataset.max_length for ids in untruncated)
-    return {"median": int(np.median(lengths)), "p95": int(np.percentile(lengths, 95)), "max": int(lengths.max()),
-            "truncated": int(cut), "checked_for_truncation": len(untruncated)}
+    return {
+        "median": int(np.median(lengths)),
+        "p95": int(np.percentile(lengths, 95)),
+        "max": int(lengths.max()),
+        "truncated": int(cut),
+        "checked_for_truncation": len(untruncated),
+    }

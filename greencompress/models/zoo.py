@@ -105,8 +105,11 @@ def train_builtin(spec: BuiltinModel, progress=None) -> tuple[nn.Module, dict]:
 
     model = build_architecture(spec)
     optimizer = torch.optim.SGD(
-        model.parameters(), lr=config.max_learning_rate, momentum=config.momentum,
-        nesterov=True, weight_decay=config.weight_decay,
+        model.parameters(),
+        lr=config.max_learning_rate,
+        momentum=config.momentum,
+        nesterov=True,
+        weight_decay=config.weight_decay,
     )
     steps_per_epoch = -(-len(train_images) // config.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -128,7 +131,9 @@ def train_builtin(spec: BuiltinModel, progress=None) -> tuple[nn.Module, dict]:
             optimizer.step()
             schedule.step()
             if progress:
-                progress.update(task, advance=1, description=f"training {spec.name} epoch {epoch + 1} loss {loss.item():.3f}")
+                progress.update(
+                    task, advance=1, description=f"training {spec.name} epoch {epoch + 1} loss {loss.item():.3f}"
+                )
     seconds = time.perf_counter() - started
     model.eval()
     with torch.no_grad():
@@ -140,7 +145,8 @@ def train_builtin(spec: BuiltinModel, progress=None) -> tuple[nn.Module, dict]:
         "name": spec.name,
         "description": (
             f"torchvision {spec.architecture} ({spec.num_classes} classes) trained from scratch by greencompress "
-            f"on the scikit-learn digits training split ({len(train_index)} images) at {spec.image_size}x{spec.image_size}"
+            f"on the scikit-learn digits training split ({len(train_index)} images) at "
+            f"{spec.image_size}x{spec.image_size}"
         ),
         "training": asdict(config),
         "training_seconds": round(seconds, 1),
@@ -159,4 +165,3 @@ def _random_shift(images: torch.Tensor, max_shift_px: int, generator: torch.Gene
     padded = nn.functional.pad(images, [max_shift_px] * 4, value=float(images.amin()))
     offsets = torch.randint(0, 2 * max_shift_px + 1, (len(images), 2), generator=generator)
     return torch.stack([padded[i, :, y : y + size, x : x + size] for i, (y, x) in enumerate(offsets.tolist())])
-

@@ -59,8 +59,13 @@ def artifact_name(runtime: str, model_techniques: tuple[str, ...], precision: st
     return "-".join(part for part in (runtime, tag_words(model_techniques), precision, variant) if part)
 
 
-def plan_artifacts(made: list[Made], runtimes: list[str], reduced: tuple[str, ...],
-                   reference_path: Path | None, reference_runtime: str = "torch") -> dict[str, tuple[Artifact, object]]:
+def plan_artifacts(
+    made: list[Made],
+    runtimes: list[str],
+    reduced: tuple[str, ...],
+    reference_path: Path | None,
+    reference_runtime: str = "torch",
+) -> dict[str, tuple[Artifact, object]]:
     """Every artifact by name, with what its runtime runs (a file path or a torch module).
 
     The as-trained reference comes first: the original model on PyTorch (`torch`, or `torch-cuda` on a GPU),
@@ -71,8 +76,15 @@ def plan_artifacts(made: list[Made], runtimes: list[str], reduced: tuple[str, ..
     artifacts = {}
     reference_spec = RUNTIMES.get(reference_runtime)
     for precision in ("fp32", *(p for p in reduced if p in reference_spec.reduced_precisions)):
-        reference = Artifact.of_file(f"{reference_runtime}-{precision}", reference_runtime, precision, reference_path,
-                                     original.params, original.macs, source="torch")
+        reference = Artifact.of_file(
+            f"{reference_runtime}-{precision}",
+            reference_runtime,
+            precision,
+            reference_path,
+            original.params,
+            original.macs,
+            source="torch",
+        )
         reference = _at_reduced_precision(reference, original.model.module) if precision != "fp32" else reference
         artifacts[reference.name] = (reference, original.model.module)
     fused_twins = {_lineage(item) for item in made if item.fused}
@@ -85,11 +97,17 @@ def plan_artifacts(made: list[Made], runtimes: list[str], reduced: tuple[str, ..
         for item, precision in precisions:
             source = item.path if spec.runs == "onnx" else item.model.module
             variant = item.variant if precision == item.precision else ""
-            artifact = Artifact.of_file(artifact_name(runtime, item.model_techniques, precision, variant), runtime,
-                                        precision,
-                                        item.path, item.params, item.macs, source=spec.runs,
-                                        model_techniques=item.model_techniques,
-                                        file_techniques=item.file_techniques if precision == item.precision else ())
+            artifact = Artifact.of_file(
+                artifact_name(runtime, item.model_techniques, precision, variant),
+                runtime,
+                precision,
+                item.path,
+                item.params,
+                item.macs,
+                source=spec.runs,
+                model_techniques=item.model_techniques,
+                file_techniques=item.file_techniques if precision == item.precision else (),
+            )
             if precision != item.precision:
                 artifact = _at_reduced_precision(artifact, source)
             artifacts.setdefault(artifact.name, (artifact, source))

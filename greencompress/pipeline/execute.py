@@ -28,7 +28,7 @@ from greencompress.measure.lock import measurement_lock
 from greencompress.pipeline.artifacts import Made, plan_artifacts, reduced_precisions
 from greencompress.pipeline.folder import create_run_dir, interrupted_note, save_recipe
 from greencompress.pipeline.measurement import accuracies, benchmark_all, saved_idle_checks, sweep_power_limits
-from greencompress.pipeline.prepare import Prepared, prepare
+from greencompress.pipeline.prepare import prepare
 from greencompress.pipeline.produce import Producer
 from greencompress.pipeline.recipe import Recipe, recipe_to_dict
 from greencompress.pipeline.reporting import build_report
@@ -43,8 +43,9 @@ __all__ = ["create_run_dir", "run", "serve_fine_tuning"]
 log = logging.getLogger(__name__)
 
 
-def run(recipe: Recipe, run_dir: Path, recipe_path: Path | None = None, progress=None,
-        shared_cache: Path | None = None) -> RunReport:
+def run(
+    recipe: Recipe, run_dir: Path, recipe_path: Path | None = None, progress=None, shared_cache: Path | None = None
+) -> RunReport:
     """Execute a validated recipe into `run_dir` (new, or one to resume) and return the report.
 
     The report is also written as report.json, report.md and report.html. `shared_cache` (default:
@@ -90,34 +91,81 @@ def _measure(producer: Producer, made: list[Made], hugging_face_folder: str | No
     recipe, meter = prepared.recipe, prepared.meter
     reduced, precision_reason = reduced_precisions(recipe.benchmark, prepared.device)
     checkpoint = prepared.loaded.provenance.get("path") or prepared.loaded.provenance.get("checkpoint")
-    artifacts = plan_artifacts(made, recipe.benchmark.runtimes, reduced, Path(checkpoint) if checkpoint else None,
-                               "torch" if prepared.device.kind == "cpu" else "torch-cuda")
-    key = stage_key("measure", [item.key for item in made], recipe.data.model_dump(mode="json"), recipe.seed,
-                    recipe.benchmark.model_dump(), recipe.energy.model_dump())
+    artifacts = plan_artifacts(
+        made,
+        recipe.benchmark.runtimes,
+        reduced,
+        Path(checkpoint) if checkpoint else None,
+        "torch" if prepared.device.kind == "cpu" else "torch-cuda",
+    )
+    key = stage_key(
+        "measure",
+        [item.key for item in made],
+        recipe.data.model_dump(mode="json"),
+        recipe.seed,
+        recipe.benchmark.model_dump(),
+        recipe.energy.model_dump(),
+    )
     settings = replace(recipe.benchmark.runner_settings, device_index=prepared.device.index or 0)
-    runners = {name: RUNTIMES.get(artifact.runtime).runner(source, replace(settings, precision=artifact.precision))
-               for name, (artifact, source) in artifacts.items()}
+    runners = {
+        name: RUNTIMES.get(artifact.runtime).runner(source, replace(settings, precision=artifact.precision))
+        for name, (artifact, source) in artifacts.items()
+    }
     accuracy = accuracies(runners, prepared.data, recipe.data.batch_size, store, key, progress, _reference(artifacts))
     producer.finished.append("accuracy")
     idle_checks = saved_idle_checks(store, key)
     benchmarks: dict[str, list] = {name: [] for name in artifacts}
 
     def report(lock, sweep=(), complete: bool = True) -> RunReport:
-        results = [ArtifactResult(artifact, accuracy[name], tuple(benchmarks[name]))
-                   for name, (artifact, _) in artifacts.items()]
-        return build_report(prepared, run_dir, created, producer.records, producer.parity, results, idle_checks,
-                            precision_reason, hugging_face_folder, lock, sweep, complete)
+        results = [
+            ArtifactResult(artifact, accuracy[name], tuple(benchmarks[name]))
+            for name, (artifact, _) in artifacts.items()
+        ]
+        return build_report(
+            prepared,
+            run_dir,
+            created,
+            producer.records,
+            producer.parity,
+            results,
+            idle_checks,
+            precision_reason,
+            hugging_face_folder,
+            lock,
+            sweep,
+            complete,
+        )
 
     shapes = prepared.task.workload(recipe.benchmark.batch_sizes, recipe.benchmark.sequence_lengths)
     with contextlib.ExitStack() as held:
         lock = held.enter_context(measurement_lock(f"run {recipe.name}"))  # never beside another process's windows
         try:
-            benchmark_all(runners, prepared.data, recipe.benchmark, meter, recipe.energy.idle_s, store, key,
-                          benchmarks, idle_checks, progress, shapes)
+            benchmark_all(
+                runners,
+                prepared.data,
+                recipe.benchmark,
+                meter,
+                recipe.energy.idle_s,
+                store,
+                key,
+                benchmarks,
+                idle_checks,
+                progress,
+                shapes,
+            )
             sweep = ()
             if recipe.benchmark.gpu_power_limits:
-                sweep = sweep_power_limits(runners, prepared.data, recipe.benchmark, meter, recipe.energy.idle_s,
-                                           store, key, prepared.device.uuid, progress)
+                sweep = sweep_power_limits(
+                    runners,
+                    prepared.data,
+                    recipe.benchmark,
+                    meter,
+                    recipe.energy.idle_s,
+                    store,
+                    key,
+                    prepared.device.uuid,
+                    progress,
+                )
         except KeyboardInterrupt:
             if any(benchmarks.values()):
                 write_reports(report(lock, complete=False), run_dir)
@@ -131,5 +179,11 @@ def _measure(producer: Producer, made: list[Made], hugging_face_folder: str | No
 
 def _reference(artifacts: dict) -> str | None:
     """The original FP32 model as trained (PyTorch): what every artifact's embeddings must agree with."""
-    return next((name for name, (artifact, _) in artifacts.items() if artifact.is_original_model
-                 and artifact.precision == "fp32" and artifact.source == "torch"), None)
+    return next(
+        (
+            name
+            for name, (artifact, _) in artifacts.items()
+            if artifact.is_original_model and artifact.precision == "fp32" and artifact.source == "torch"
+        ),
+        None,
+    )

@@ -1,4 +1,4 @@
-"""The run folder: created once per run, holding the recipe as given and as resolved, and a note if interrupted early."""
+"""The run folder: created once per run, holding the recipe as given and resolved, and a note if interrupted early."""
 
 from __future__ import annotations
 
@@ -33,5 +33,7 @@ def save_recipe(recipe: Recipe, run_dir: Path, recipe_path: Path | None) -> None
 
 def interrupted_note(recipe: Recipe, run_dir: Path, finished: list[str]) -> str:
     done = ", ".join(finished) or "none"
-    return (f"# greencompress report: {recipe.name} (INCOMPLETE)\n\nInterrupted before any measurement finished. "
-            f"Finished stages: {done}.\n\nResume with: `greencompress run --resume {run_dir}`\n")
+    return (
+        f"# greencompress report: {recipe.name} (INCOMPLETE)\n\nInterrupted before any measurement finished. "
+        f"Finished stages: {done}.\n\nResume with: `greencompress run --resume {run_dir}`\n"
+    )

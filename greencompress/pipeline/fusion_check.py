@@ -40,8 +40,10 @@ class FusionCheck:
         return self.low > 1.0
 
     def words(self) -> str:
-        return (f"fused {self.ratio:.2f}x [{self.low:.2f}, {self.high:.2f}] the portable graph's p50 latency on ONNX "
-                f"Runtime here ({shape_words(self.batch_size, self.sequence_length)}, FP32, {self.rounds} paired rounds)")
+        return (
+            f"fused {self.ratio:.2f}x [{self.low:.2f}, {self.high:.2f}] the portable graph's p50 latency on ONNX "
+            f"Runtime here ({shape_words(self.batch_size, self.sequence_length)}, FP32, {self.rounds} paired rounds)"
+        )
 
 
 def measure_fusion(model, inputs, export_spec, parity_batches, feed, settings, shape: tuple[int, int]) -> FusionCheck:
@@ -53,8 +55,9 @@ def measure_fusion(model, inputs, export_spec, parity_batches, feed, settings, s
         paths = {}
         for fused in (True, False):
             paths[fused] = Path(scratch) / f"{'fused' if fused else 'portable'}.onnx"
-            export_with_parity(model, inputs, paths[fused], with_fusion(export_spec, fused), parity_batches,
-                               settings.threads)
+            export_with_parity(
+                model, inputs, paths[fused], with_fusion(export_spec, fused), parity_batches, settings.threads
+            )
         runtime = RUNTIMES.get("onnxruntime")
         fused_runner, portable_runner = (runtime.runner(paths[fused], settings) for fused in (True, False))
         with measurement_lock("transformer fusion check"):
@@ -66,6 +69,9 @@ def decide(plan: FusionPlan, check: FusionCheck) -> FusionPlan:
     """The plan after the measurement: no fused files when the fused graph is slower, else the plan, saying why."""
     log.info("transformer fusion check: %s", check.words())
     if check.slower:
-        return FusionPlan(portable=True, fused=False, note=(
-            f"off: the fused graph is slower on this CPU: {check.words()} (export.transformer_fusion: auto)"))
+        return FusionPlan(
+            portable=True,
+            fused=False,
+            note=(f"off: the fused graph is slower on this CPU: {check.words()} (export.transformer_fusion: auto)"),
+        )
     return replace(plan, note="; ".join(part for part in (plan.note, f"measured: {check.words()}") if part))

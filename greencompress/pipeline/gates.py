@@ -1,4 +1,4 @@
-"""Quality gates: budgets a recipe sets, checked against a run's same-runtime comparisons. `run` exits 3 on a failure."""
+"""Quality gates: budgets a recipe sets, checked against a run's comparisons and artifacts; `run` exits 3 on failure."""
 
 from __future__ import annotations
 
@@ -30,16 +30,18 @@ class GateFailed(GreencompressError):
 
 
 def check_energy_gate_is_measurable(gates: GatesSpec, meter_measured: bool, meter_method: str) -> None:
-    """Refuse, before any work, an energy gate that could only be judged on an estimate (unless the recipe allows it)."""
+    """Refuse, before any work, an energy gate only an estimate could judge (unless the recipe allows it)."""
     if gates.min_energy_saving is not None and not meter_measured and not gates.allow_estimated_energy:
         raise GreencompressError(
             f"gates.min_energy_saving: energy cannot be measured on this machine (meter: {meter_method}), so the gate "
             f"would judge an estimate, which is a CPU-time ratio, not energy. Run where RAPL or NVML can be read, or "
-            f"set gates.allow_estimated_energy: true to gate on the estimate knowingly")
+            f"set gates.allow_estimated_energy: true to gate on the estimate knowingly"
+        )
 
 
-def evaluate_gates(gates: GatesSpec, comparisons: list[Comparison], results: list[ArtifactResult] = ()
-                   ) -> list[GateResult]:
+def evaluate_gates(
+    gates: GatesSpec, comparisons: list[Comparison], results: list[ArtifactResult] = ()
+) -> list[GateResult]:
     """Every configured gate on every comparison (all batch sizes must pass), and the embedding gates on every
     artifact whose embeddings were compared with the original model's.
 
@@ -51,9 +53,16 @@ def evaluate_gates(gates: GatesSpec, comparisons: list[Comparison], results: lis
         label = f"{c.candidate} vs {c.baseline}, {shape_words(c.batch_size, c.sequence_length)}"
         if gates.max_accuracy_drop is not None and c.top1_delta_points is not None:
             drop = -c.top1_delta_points
-            results.append(GateResult("max_accuracy_drop", label, gates.max_accuracy_drop, drop,
-                                      drop <= gates.max_accuracy_drop,
-                                      f"top-1 dropped {drop:.2f} points (budget {gates.max_accuracy_drop:g})"))
+            results.append(
+                GateResult(
+                    "max_accuracy_drop",
+                    label,
+                    gates.max_accuracy_drop,
+                    drop,
+                    drop <= gates.max_accuracy_drop,
+                    f"top-1 dropped {drop:.2f} points (budget {gates.max_accuracy_drop:g})",
+                )
+            )
         if gates.min_energy_saving is not None:
             results.append(_energy_gate(gates, c, label))
     return results + _embedding_gates(gates, artifacts)
@@ -67,12 +76,25 @@ def _embedding_gates(gates: GatesSpec, artifacts: list[ArtifactResult]) -> list[
             continue  # no embeddings, or the original model's own (the reference)
         label = f"{result.artifact.name} vs the original FP32 model's embeddings"
         for gate, threshold, value, what in (
-                ("min_embedding_cosine", gates.min_embedding_cosine, accuracy.embedding_cosine, "mean cosine"),
-                ("min_neighbour_agreement", gates.min_neighbour_agreement, accuracy.neighbour_agreement,
-                 "nearest neighbour kept")):
+            ("min_embedding_cosine", gates.min_embedding_cosine, accuracy.embedding_cosine, "mean cosine"),
+            (
+                "min_neighbour_agreement",
+                gates.min_neighbour_agreement,
+                accuracy.neighbour_agreement,
+                "nearest neighbour kept",
+            ),
+        ):
             if threshold is not None:
-                found.append(GateResult(gate, label, threshold, value, value >= threshold,
-                                        f"{what} {value:.4f} (at least {threshold:g} asked)"))
+                found.append(
+                    GateResult(
+                        gate,
+                        label,
+                        threshold,
+                        value,
+                        value >= threshold,
+                        f"{what} {value:.4f} (at least {threshold:g} asked)",
+                    )
+                )
     return found
 
 
@@ -83,8 +105,10 @@ def _energy_gate(gates: GatesSpec, c: Comparison, label: str) -> GateResult:
     what = "energy per inference saved" if c.measured else "CPU time per inference saved (estimated energy)"
     detail = f"{what} {100 * saving:.1f}% ({c.energy_method}; required {100 * required:.0f}%)"
     if interval is not None and 1 - interval.high < required < 1 - interval.low:
-        detail += (f"; within noise: the saving's 95% interval [{100 * (1 - interval.high):.1f}%, "
-                   f"{100 * (1 - interval.low):.1f}%] holds the threshold")
+        detail += (
+            f"; within noise: the saving's 95% interval [{100 * (1 - interval.high):.1f}%, "
+            f"{100 * (1 - interval.low):.1f}%] holds the threshold"
+        )
     passed = saving >= required
     if not c.measured and not gates.allow_estimated_energy:
         passed, detail = False, f"{detail}; FAILED because energy was not measured (set gates.allow_estimated_energy)"

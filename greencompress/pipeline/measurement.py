@@ -32,8 +32,15 @@ from greencompress.report.schema import benchmark_from_dict, benchmark_to_dict
 log = logging.getLogger(__name__)
 
 
-def accuracies(runners: dict, data: DataSplits, batch_size: int, store: StageStore, key: str,
-               progress=None, reference: str | None = None) -> dict[str, Accuracy | None]:
+def accuracies(
+    runners: dict,
+    data: DataSplits,
+    batch_size: int,
+    store: StageStore,
+    key: str,
+    progress=None,
+    reference: str | None = None,
+) -> dict[str, Accuracy | None]:
     """Top-1/top-5 of every runner on the evaluation split (None for all without labels).
 
     A sentence embedder's embeddings are also compared with those of `reference` (the original FP32 model as
@@ -48,10 +55,17 @@ def accuracies(runners: dict, data: DataSplits, batch_size: int, store: StageSto
             if embeddings is not None:
                 reference = embeddings if reference is None else reference
                 cosine, neighbours, recall = embedding_agreement(embeddings, reference)
-                record[name] = replace(record[name], embedding_cosine=cosine, neighbour_agreement=neighbours,
-                                       recall_at_10=recall)
-                log.info("%s: embeddings agree with the FP32 model's: mean cosine %.4f, nearest neighbour kept for "
-                         "%.1f%% of texts, recall@10 %.1f%%", name, cosine, 100 * neighbours, 100 * recall)
+                record[name] = replace(
+                    record[name], embedding_cosine=cosine, neighbour_agreement=neighbours, recall_at_10=recall
+                )
+                log.info(
+                    "%s: embeddings agree with the FP32 model's: mean cosine %.4f, nearest neighbour kept for "
+                    "%.1f%% of texts, recall@10 %.1f%%",
+                    name,
+                    cosine,
+                    100 * neighbours,
+                    100 * recall,
+                )
         record = {name: asdict(record[name]) if record[name] else None for name in runners}
         store.save("accuracy", key, record)
     return {name: Accuracy(**value) if value else None for name, value in record.items()}
@@ -61,14 +75,25 @@ def _accuracy(name: str, runner, data: DataSplits, batch_size: int, progress) ->
     if not data.labelled:
         return None, None
     accuracy, embeddings = evaluate_with_embeddings(runner, data.eval, batch_size, progress, f"evaluating {name}")
-    log.info("%s: top-1 %.2f%%, top-5 %.2f%% on %d samples", name, 100 * accuracy.top1, 100 * accuracy.top5,
-             accuracy.samples)
+    log.info(
+        "%s: top-1 %.2f%%, top-5 %.2f%% on %d samples", name, 100 * accuracy.top1, 100 * accuracy.top5, accuracy.samples
+    )
     return accuracy, embeddings
 
 
-def benchmark_all(runners: dict, data: DataSplits, spec: BenchmarkSpec, meter, idle_s: float, store: StageStore,
-                  key: str, results: dict[str, list[Benchmark]], idle_checks: list[IdleBaseline], progress=None,
-                  shapes: list[tuple[int, int | None]] | None = None) -> None:
+def benchmark_all(
+    runners: dict,
+    data: DataSplits,
+    spec: BenchmarkSpec,
+    meter,
+    idle_s: float,
+    store: StageStore,
+    key: str,
+    results: dict[str, list[Benchmark]],
+    idle_checks: list[IdleBaseline],
+    progress=None,
+    shapes: list[tuple[int, int | None]] | None = None,
+) -> None:
     """Every runner at every shape of the task's workload (batch size, and sequence length for token models; by
     default every batch size), on the same real inputs, interleaved; appends to `results` as it goes.
 
@@ -90,12 +115,19 @@ def benchmark_all(runners: dict, data: DataSplits, spec: BenchmarkSpec, meter, i
         if record is None:
             # Real evaluation samples, repeated when the split is smaller than the batch; text padded to the length.
             inputs = fixed_batch(data.eval, batch_size, length)
-            log.info("benchmarking batch size %d%s: %d-%d windows of %.1f s per artifact, interleaved", batch_size,
-                     f", sequence {length}" if length is not None else "",
-                     spec.windows, spec.max_windows, window_duration_s(spec, meter))
+            log.info(
+                "benchmarking batch size %d%s: %d-%d windows of %.1f s per artifact, interleaved",
+                batch_size,
+                f", sequence {length}" if length is not None else "",
+                spec.windows,
+                spec.max_windows,
+                window_duration_s(spec, meter),
+            )
             measured = benchmark_interleaved(runners, inputs, spec, meter, idle, progress)
-            record = {name: benchmark_to_dict(replace(bench, latency=replace(bench.latency, sequence_length=length)))
-                      for name, bench in measured.items()}
+            record = {
+                name: benchmark_to_dict(replace(bench, latency=replace(bench.latency, sequence_length=length)))
+                for name, bench in measured.items()
+            }
             store.save("benchmark-batch{}".format(shape_key(batch_size, length)), key, record)
         for name, bench in record.items():
             bench = benchmark_from_dict(bench)
@@ -112,15 +144,36 @@ def saved_idle_checks(store: StageStore, key: str) -> list[IdleBaseline]:
 
 def _warn_if_unsettled(name: str, shape: str, bench: Benchmark) -> None:
     if bench.energy.noisy:
-        log.warning("%s at %s: energy still varies by +-%.1f%% after %d windows (noisy)",
-                    name, shape, 100 * bench.energy.relative_ci95, bench.energy.windows)
+        log.warning(
+            "%s at %s: energy still varies by +-%.1f%% after %d windows (noisy)",
+            name,
+            shape,
+            100 * bench.energy.relative_ci95,
+            bench.energy.windows,
+        )
     if bench.energy.busy_windows:
-        log.warning("%s at %s: %d of %d windows ran while other processes used over %.0f%% of the machine",
-                    name, shape, bench.energy.busy_windows, bench.energy.windows, 100 * BUSY_SHARE)
+        log.warning(
+            "%s at %s: %d of %d windows ran while other processes used over %.0f%% of the machine",
+            name,
+            shape,
+            bench.energy.busy_windows,
+            bench.energy.windows,
+            100 * BUSY_SHARE,
+        )
 
 
-def sweep_power_limits(runners: dict, data: DataSplits, spec: BenchmarkSpec, meter, idle_s: float, store: StageStore,
-                       key: str, gpu_uuid: str, progress=None, nvml=None) -> tuple[dict, ...]:
+def sweep_power_limits(
+    runners: dict,
+    data: DataSplits,
+    spec: BenchmarkSpec,
+    meter,
+    idle_s: float,
+    store: StageStore,
+    key: str,
+    gpu_uuid: str,
+    progress=None,
+    nvml=None,
+) -> tuple[dict, ...]:
     """Every runner at every batch size again under each of `spec.gpu_power_limits`, the original limit restored.
 
     One row per limit, artifact and batch size: the limit asked for, whether it was applied (and why
@@ -139,10 +192,23 @@ def sweep_power_limits(runners: dict, data: DataSplits, spec: BenchmarkSpec, met
         results: dict[str, list[Benchmark]] = {name: [] for name in runners}
         with gpu_power_limit(nvml, handle, watts) as limit:
             log.info("GPU power limit %g W: %s", watts, "applied" if limit.applied else f"not applied ({limit.reason})")
-            benchmark_all(runners, data, spec, meter, idle_s, store, stage_key(key, "power-limit", watts), results, [],
-                          progress)
-        rows += [{"limit_w": watts, "applied": limit.applied, "in_force_w": limit.in_force_w, "reason": limit.reason,
-                  "artifact": name, "batch_size": bench.latency.batch_size, "j_per_inference": bench.joules_per_inference,
-                  "ci95_j": bench.energy.ci95_j, "p50_ms": bench.latency.p50_ms, "method": bench.energy.method}
-                 for name, benches in results.items() for bench in benches]
+            benchmark_all(
+                runners, data, spec, meter, idle_s, store, stage_key(key, "power-limit", watts), results, [], progress
+            )
+        rows += [
+            {
+                "limit_w": watts,
+                "applied": limit.applied,
+                "in_force_w": limit.in_force_w,
+                "reason": limit.reason,
+                "artifact": name,
+                "batch_size": bench.latency.batch_size,
+                "j_per_inference": bench.joules_per_inference,
+                "ci95_j": bench.energy.ci95_j,
+                "p50_ms": bench.latency.p50_ms,
+                "method": bench.energy.method,
+            }
+            for name, benches in results.items()
+            for bench in benches
+        ]
     return tuple(rows)

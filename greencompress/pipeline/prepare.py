@@ -48,10 +48,18 @@ class Prepared:
         for name, tensor in sorted(self.loaded.module.state_dict().items()):
             digest.update(name.encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return {"task": self.task.name, "device": asdict(self.device), "meter": self.meter.method,
-                "provenance": self.loaded.provenance, "inputs": asdict(self.inputs), "data": self.data.description,
-                "samples": [len(self.data.eval), len(self.data.calibration)], "head": self.head,
-                "fusion": asdict(self.fusion), "weights_sha256": digest.hexdigest()}
+        return {
+            "task": self.task.name,
+            "device": asdict(self.device),
+            "meter": self.meter.method,
+            "provenance": self.loaded.provenance,
+            "inputs": asdict(self.inputs),
+            "data": self.data.description,
+            "samples": [len(self.data.eval), len(self.data.calibration)],
+            "head": self.head,
+            "fusion": asdict(self.fusion),
+            "weights_sha256": digest.hexdigest(),
+        }
 
 
 def prepare(recipe: Recipe, progress=None) -> Prepared:
@@ -67,8 +75,10 @@ def prepare(recipe: Recipe, progress=None) -> Prepared:
     inputs = task.inputs(loaded, recipe.data)
     task.check_inputs(inputs, recipe.benchmark.sequence_lengths)
     if loaded.provenance.get("new_head") and recipe.stage("finetune") is None:
-        raise RecipeError("stages: the model folder has no classification head, so greencompress made a new one "
-                          "at random: add a finetune stage (before quantize) to train it")
+        raise RecipeError(
+            "stages: the model folder has no classification head, so greencompress made a new one "
+            "at random: add a finetune stage (before quantize) to train it"
+        )
     data = task.load_data(loaded, recipe.data, recipe.seed)
     head = task.fit_head(loaded, data, recipe.data.batch_size)
     if head:

@@ -47,9 +47,16 @@ class Producer:
         """Every model and file the recipe makes, and where the compressed Hugging Face model was saved (or why
         not; None when the run compresses no such model)."""
         recipe, loaded = self.recipe, self.prepared.loaded
-        original = self._made(TorchModel(loaded.module), (), stage_key(
-            "load", recipe.model.model_dump(mode="json"), loaded.provenance.get("sha256"),
-            *([recipe.data.model_dump(mode="json"), recipe.seed] if self.prepared.head else [])))
+        original = self._made(
+            TorchModel(loaded.module),
+            (),
+            stage_key(
+                "load",
+                recipe.model.model_dump(mode="json"),
+                loaded.provenance.get("sha256"),
+                *([recipe.data.model_dump(mode="json"), recipe.seed] if self.prepared.head else []),
+            ),
+        )
         if recipe.export.transformer_fusion == "auto" and self.fusion.fused:
             self.fusion = self._measured_fusion(original.key)
         exports = self._exports(original, "model_fp32", "export")
@@ -71,10 +78,19 @@ class Producer:
 
     def _context(self, work_dir: Path, output_path: Path | None = None, source: TorchModel | None = None):
         prepared, recipe = self.prepared, self.recipe
-        return StageContext(prepared.data, prepared.inputs, recipe.data.batch_size, recipe.seed, work_dir,
-                            output_path, source, self.fine_tuning,
-                            lambda model, path: asdict(self._export_checked(model, path, not self.fusion.portable)),
-                            self.progress, self._latency_check())
+        return StageContext(
+            prepared.data,
+            prepared.inputs,
+            recipe.data.batch_size,
+            recipe.seed,
+            work_dir,
+            output_path,
+            source,
+            self.fine_tuning,
+            lambda model, path: asdict(self._export_checked(model, path, not self.fusion.portable)),
+            self.progress,
+            self._latency_check(),
+        )
 
     def _latency_check(self):
         """Untrained latency on the run's file runtimes at its batch sizes and served precision (a CNN's channels)."""
@@ -84,9 +100,15 @@ class Producer:
         runtimes = [name for name in recipe.benchmark.runtimes if RUNTIMES.get(name).runs == "onnx"]
         if not runtimes:
             return None
-        return UntrainedLatency(self.prepared.inputs, runtimes, list(recipe.benchmark.batch_sizes),
-                                recipe.benchmark.runner_settings, recipe.stage("quantize"),
-                                self.prepared.data.calibration, recipe.export.opset)
+        return UntrainedLatency(
+            self.prepared.inputs,
+            runtimes,
+            list(recipe.benchmark.batch_sizes),
+            recipe.benchmark.runner_settings,
+            recipe.stage("quantize"),
+            self.prepared.data.calibration,
+            recipe.export.opset,
+        )
 
     def _measured_fusion(self, model_key: str) -> FusionPlan:
         """`auto`: ONNX Runtime keeps the fused graph unless it is measured slower here (pipeline/fusion_check.py)."""
@@ -97,23 +119,44 @@ class Producer:
         recipe, prepared = self.recipe, self.prepared
         shape = (min(recipe.benchmark.batch_sizes), max(recipe.benchmark.sequence_lengths))
         settings = recipe.benchmark.runner_settings
-        key = stage_key("fusion-check", model_key, asdict(prepared.inputs), recipe.export.model_dump(), cpu_identity(),
-                        runtime_versions().get("onnxruntime"), settings.threads, shape)
+        key = stage_key(
+            "fusion-check",
+            model_key,
+            asdict(prepared.inputs),
+            recipe.export.model_dump(),
+            cpu_identity(),
+            runtime_versions().get("onnxruntime"),
+            settings.threads,
+            shape,
+        )
         record = self.store.finished("fusion-check", key)
         if record is None:
             log.info("transformer fusion check: is the fused graph faster on this CPU?")
             parity = list(batches(prepared.data.eval, recipe.data.batch_size, limit=recipe.export.parity_samples))
-            record = asdict(measure_fusion(prepared.loaded.module, prepared.inputs, recipe.export, parity,
-                                           fixed_batch(prepared.data.eval, *shape), settings, shape))
+            record = asdict(
+                measure_fusion(
+                    prepared.loaded.module,
+                    prepared.inputs,
+                    recipe.export,
+                    parity,
+                    fixed_batch(prepared.data.eval, *shape),
+                    settings,
+                    shape,
+                )
+            )
             self.store.save("fusion-check", key, record, share=True)
         return decide(self.fusion, FusionCheck(**record))
 
     def _export_checked(self, model, output: Path, fused: bool):
         recipe = self.recipe
-        return export_with_parity(model, self.prepared.inputs, output, with_fusion(recipe.export, fused),
-                                  batches(self.prepared.data.eval, recipe.data.batch_size,
-                                          limit=recipe.export.parity_samples),
-                                  recipe.benchmark.threads)
+        return export_with_parity(
+            model,
+            self.prepared.inputs,
+            output,
+            with_fusion(recipe.export, fused),
+            batches(self.prepared.data.eval, recipe.data.batch_size, limit=recipe.export.parity_samples),
+            recipe.benchmark.threads,
+        )
 
     def _exports(self, source: Made, stem: str, stage: str) -> list[Made]:
         """The exports of one model the fusion plan asks for: the portable graph, the fused one, or both (the fused
@@ -147,20 +190,24 @@ class Producer:
             resolved = stage.method.resolved(stage.config)
             if stage.method.uses_latency_check(stage.config) and (check := self._latency_check()) is not None:
                 resolved["latency_check"] = check.identity()  # what the timing depends on decides the stage too
-            key = stage_key(name, key, resolved, recipe.data.model_dump(mode="json"), recipe.seed,
-                            distributed.world_size())
+            key = stage_key(
+                name, key, resolved, recipe.data.model_dump(mode="json"), recipe.seed, distributed.world_size()
+            )
             record = self.store.finished(name, key, files=(output,))
             if record is None:
                 log.info("stage %s", stage.technique)
                 result = stage.method.apply(stage.config, current, self._context(self.run_dir / "stages" / name))
                 current = result.model
-                record = {"settings": result.settings,
-                          "metrics": {**result.metrics, **self._torch_metrics(current, f"evaluating after {name}")}}
+                record = {
+                    "settings": result.settings,
+                    "metrics": {**result.metrics, **self._torch_metrics(current, f"evaluating after {name}")},
+                }
                 current.save(self.run_dir / output)
                 self.store.save(name, key, record, files=(output,), share=True)
             else:  # rebuilt on a copy of the loaded model, its fitted head included
-                current = TorchModel.load(self.run_dir / output, copy.deepcopy(self.prepared.loaded.module),
-                                          self.prepared.inputs)
+                current = TorchModel.load(
+                    self.run_dir / output, copy.deepcopy(self.prepared.loaded.module), self.prepared.inputs
+                )
             self.records.append(StageRecord(stage.technique, record["settings"], record["metrics"]))
             self.finished.append(name)
             done += (stage.technique,)
@@ -176,8 +223,12 @@ class Producer:
 
         loaded, target = self.prepared.loaded, self.run_dir / "model_compressed_hf"
         with tempfile.TemporaryDirectory(dir=self.run_dir) as scratch:
-            why_not = save_folder(compressed.model.module, loaded.tokenizer, Path(scratch) / "folder",
-                                  loaded.hugging_face_folder / "preprocessor_config.json")
+            why_not = save_folder(
+                compressed.model.module,
+                loaded.tokenizer,
+                Path(scratch) / "folder",
+                loaded.hugging_face_folder / "preprocessor_config.json",
+            )
             if why_not is None:
                 shutil.rmtree(target, ignore_errors=True)
                 (Path(scratch) / "folder").rename(target)
@@ -198,23 +249,42 @@ class Producer:
                 tags = tag_words(source.model_techniques)
                 twin = "fused" if source.fused and self.fusion.portable else ""  # beside a portable file of its own
                 name = "-".join(part for part in (stage.technique, variant, tags, twin) if part)
-                file_name = (f"model_{'compressed_' if tags else ''}{stage.method.tag}{'_' + variant if variant else ''}"
-                             f"{'_' + twin if twin else ''}.onnx")
-                key = stage_key(stage.technique, source.key, stage.method.resolved(stage.config),
-                                recipe.data.model_dump(mode="json"), recipe.seed)
+                file_name = (
+                    f"model_{'compressed_' if tags else ''}{stage.method.tag}{'_' + variant if variant else ''}"
+                    f"{'_' + twin if twin else ''}.onnx"
+                )
+                key = stage_key(
+                    stage.technique,
+                    source.key,
+                    stage.method.resolved(stage.config),
+                    recipe.data.model_dump(mode="json"),
+                    recipe.seed,
+                )
                 record = self.store.finished(name, key, files=(file_name,))
                 if record is None:
                     log.info("stage %s (%s)", stage.technique, source.path.name)
-                    result = stage.method.apply(stage.config, source.path, self._context(
-                        self.run_dir / "stages" / name, self.run_dir / file_name, source.model))
+                    result = stage.method.apply(
+                        stage.config,
+                        source.path,
+                        self._context(self.run_dir / "stages" / name, self.run_dir / file_name, source.model),
+                    )
                     record = {"settings": result.settings, "metrics": result.metrics, "precision": result.precision}
                     self.store.save(name, key, record, files=(file_name,), share=True)
                 settings = record["settings"]
                 if record["metrics"]:
-                    by_source[artifact_name("onnxruntime", source.model_techniques, source.precision)] = record["metrics"]
-                made.append(replace(source, path=self.run_dir / file_name, precision=record["precision"],
-                                    file_techniques=(*source.file_techniques, stage.technique), key=key,
-                                    variant=variant))
+                    by_source[artifact_name("onnxruntime", source.model_techniques, source.precision)] = record[
+                        "metrics"
+                    ]
+                made.append(
+                    replace(
+                        source,
+                        path=self.run_dir / file_name,
+                        precision=record["precision"],
+                        file_techniques=(*source.file_techniques, stage.technique),
+                        key=key,
+                        variant=variant,
+                    )
+                )
             self.records.append(StageRecord(stage.technique, settings, {"by_source": by_source} if by_source else {}))
             self.finished.append("-".join(part for part in (stage.technique, variant) if part))
         return made
@@ -222,10 +292,14 @@ class Producer:
     def _torch_metrics(self, model: TorchModel, label: str) -> dict:
         """What a stage on the PyTorch model left: accuracy on the evaluation split, MACs, parameters, weights size."""
         made = self._made(model, (), "")
-        metrics = {"macs": made.macs, "params": made.params,
-                   "state_dict_bytes": sum(t.numel() * t.element_size() for t in model.module.state_dict().values())}
+        metrics = {
+            "macs": made.macs,
+            "params": made.params,
+            "state_dict_bytes": sum(t.numel() * t.element_size() for t in model.module.state_dict().values()),
+        }
         if self.prepared.data.labelled:
-            accuracy = evaluate(TorchRunner(model.module), self.prepared.data.eval, self.recipe.data.batch_size,
-                                self.progress, label)
+            accuracy = evaluate(
+                TorchRunner(model.module), self.prepared.data.eval, self.recipe.data.batch_size, self.progress, label
+            )
             metrics.update(top1=accuracy.top1, top5=accuracy.top5)
         return metrics

@@ -47,8 +47,11 @@ class ProxyResult:
 
 def width_signature(model: nn.Module) -> list[list]:
     """Each convolution's and linear layer's weight shape, in order: what decides the model's cost on a runtime."""
-    return [[name, list(module.weight.shape)] for name, module in model.named_modules()
-            if isinstance(module, (nn.Conv2d, nn.Linear))]
+    return [
+        [name, list(module.weight.shape)]
+        for name, module in model.named_modules()
+        if isinstance(module, (nn.Conv2d, nn.Linear))
+    ]
 
 
 def cpu_identity() -> dict:
@@ -59,13 +62,33 @@ def cpu_identity() -> dict:
     return {"model": cpu.model, "flags": sorted(cpu.flags)}
 
 
-def proxy_key(cpu: dict, runtime: str, runtime_version: str, precision: str, batch_size: int, threads: int,
-              baseline_widths: list, candidate_widths: list, sequence_length: int | None = None) -> str:
+def proxy_key(
+    cpu: dict,
+    runtime: str,
+    runtime_version: str,
+    precision: str,
+    batch_size: int,
+    threads: int,
+    baseline_widths: list,
+    candidate_widths: list,
+    sequence_length: int | None = None,
+) -> str:
     """The cache key of one proxy measurement: a hash of everything that decides its result."""
     shape = {"sequence": sequence_length} if sequence_length is not None else {}  # transformers: tokens per input
-    text = json.dumps({"cpu": cpu, "runtime": runtime, "version": runtime_version, "precision": precision,
-                       "batch": batch_size, "threads": threads, "baseline": baseline_widths,
-                       "candidate": candidate_widths, **shape}, sort_keys=True)
+    text = json.dumps(
+        {
+            "cpu": cpu,
+            "runtime": runtime,
+            "version": runtime_version,
+            "precision": precision,
+            "batch": batch_size,
+            "threads": threads,
+            "baseline": baseline_widths,
+            "candidate": candidate_widths,
+            **shape,
+        },
+        sort_keys=True,
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -106,8 +129,14 @@ def time_pair(candidate, baseline, inputs, rounds: int, window_s: float) -> Prox
                 durations.append(time.perf_counter() - started)
             medians[name].append(float(np.median(durations)) * 1e3)
     interval = paired_ratio_interval(medians["candidate"], medians["baseline"])
-    return ProxyResult(interval.ratio, interval.low, interval.high, interval.rounds,
-                       float(np.median(medians["candidate"])), float(np.median(medians["baseline"])))
+    return ProxyResult(
+        interval.ratio,
+        interval.low,
+        interval.high,
+        interval.rounds,
+        float(np.median(medians["candidate"])),
+        float(np.median(medians["baseline"])),
+    )
 
 
 class LatencyProxy:
@@ -117,9 +146,21 @@ class LatencyProxy:
     a transformer gets real calibration texts padded to `sequence_length` tokens, the shape it is scored at.
     """
 
-    def __init__(self, original: nn.Module, inputs: ModelInputs, runtime: str, settings, quantize, calibration,
-                 batch_size: int, opset: int, rounds: int, window_s: float, cache: ProxyCache | None = None,
-                 sequence_length: int | None = None):
+    def __init__(
+        self,
+        original: nn.Module,
+        inputs: ModelInputs,
+        runtime: str,
+        settings,
+        quantize,
+        calibration,
+        batch_size: int,
+        opset: int,
+        rounds: int,
+        window_s: float,
+        cache: ProxyCache | None = None,
+        sequence_length: int | None = None,
+    ):
         self.original, self.inputs, self.runtime, self.settings = original, inputs, runtime, settings
         self.quantize, self.calibration, self.batch_size, self.opset = quantize, calibration, batch_size, opset
         self.rounds, self.window_s = rounds, window_s
@@ -131,9 +172,17 @@ class LatencyProxy:
     def key(self, candidate: nn.Module) -> str:
         from greencompress.measure.environment import runtime_versions
 
-        return proxy_key(cpu_identity(), self.runtime, runtime_versions().get(self.runtime, "unknown"),
-                         "int8" if self.quantize is not None else "fp32", self.batch_size, self.settings.threads,
-                         width_signature(self.original), width_signature(candidate), self.sequence_length)
+        return proxy_key(
+            cpu_identity(),
+            self.runtime,
+            runtime_versions().get(self.runtime, "unknown"),
+            "int8" if self.quantize is not None else "fp32",
+            self.batch_size,
+            self.settings.threads,
+            width_signature(self.original),
+            width_signature(candidate),
+            self.sequence_length,
+        )
 
     def measure(self, candidate: nn.Module) -> ProxyResult:
         key = self.key(candidate)
@@ -155,8 +204,9 @@ class LatencyProxy:
 
     def _feed(self):
         if not self.inputs.are_tokens:
-            return np.random.default_rng(0).standard_normal((self.batch_size, *self.inputs.image_shape),
-                                                            dtype=np.float32)
+            return np.random.default_rng(0).standard_normal(
+                (self.batch_size, *self.inputs.image_shape), dtype=np.float32
+            )
         from greencompress.models.data import fixed_batch
 
         return fixed_batch(self.calibration, self.batch_size, self.sequence_length or 128)
@@ -171,10 +221,21 @@ class LatencyProxy:
             return fp32
         int8 = self.scratch / f"{stem}-int8.onnx"
         # Speed does not depend on the ranges: a few calibration batches and minmax are enough here.
-        quantize_onnx(fp32, int8, self.quantize.model_copy(update={"calibration_samples": 32, "qat": None,
-                                                                   "calibration_method": "minmax",
-                                                                   "fallback_max_drop": None}),
-                      self.calibration, 32, transformer=self.inputs.structure == "encoder")
+        quantize_onnx(
+            fp32,
+            int8,
+            self.quantize.model_copy(
+                update={
+                    "calibration_samples": 32,
+                    "qat": None,
+                    "calibration_method": "minmax",
+                    "fallback_max_drop": None,
+                }
+            ),
+            self.calibration,
+            32,
+            transformer=self.inputs.structure == "encoder",
+        )
         fp32.unlink()
         return int8
 
@@ -183,27 +244,64 @@ class UntrainedLatency:
     """The `LatencyCheck` a run hands its stages (compress/technique.py): a candidate against the model it came from,
     untrained, on every file runtime the run serves and at every benchmarked batch size, at the served precision."""
 
-    def __init__(self, inputs: ModelInputs, runtimes: list[str], batch_sizes: list[int], settings, quantize,
-                 calibration, opset: int, rounds: int = 7, window_s: float = 0.25):
+    def __init__(
+        self,
+        inputs: ModelInputs,
+        runtimes: list[str],
+        batch_sizes: list[int],
+        settings,
+        quantize,
+        calibration,
+        opset: int,
+        rounds: int = 7,
+        window_s: float = 0.25,
+    ):
         self.inputs, self.runtimes, self.batch_sizes, self.settings = inputs, runtimes, batch_sizes, settings
-        self.quantize, self.calibration, self.opset, self.rounds, self.window_s = (quantize, calibration, opset, rounds,
-                                                                                   window_s)
+        self.quantize, self.calibration, self.opset, self.rounds, self.window_s = (
+            quantize,
+            calibration,
+            opset,
+            rounds,
+            window_s,
+        )
 
     def identity(self) -> dict:
         from greencompress.measure.environment import runtime_versions
 
         versions = runtime_versions()
-        return {"cpu": cpu_identity(), "runtimes": {name: versions.get(name, "unknown") for name in self.runtimes},
-                "batch_sizes": list(self.batch_sizes), "threads": self.settings.threads,
-                "precision": "int8" if self.quantize is not None else "fp32"}
+        return {
+            "cpu": cpu_identity(),
+            "runtimes": {name: versions.get(name, "unknown") for name in self.runtimes},
+            "batch_sizes": list(self.batch_sizes),
+            "threads": self.settings.threads,
+            "precision": "int8" if self.quantize is not None else "fp32",
+        }
 
     def __call__(self, candidate: nn.Module, baseline: nn.Module) -> list[dict]:
         measured = []
         for runtime in self.runtimes:
             for batch_size in self.batch_sizes:
-                proxy = LatencyProxy(baseline, self.inputs, runtime, self.settings, self.quantize,
-                                     self.calibration, batch_size, self.opset, self.rounds, self.window_s)
+                proxy = LatencyProxy(
+                    baseline,
+                    self.inputs,
+                    runtime,
+                    self.settings,
+                    self.quantize,
+                    self.calibration,
+                    batch_size,
+                    self.opset,
+                    self.rounds,
+                    self.window_s,
+                )
                 result = proxy.measure(candidate)
-                measured.append({"runtime": runtime, "batch_size": batch_size, "ratio": result.ratio,
-                                 "low": result.low, "high": result.high, "cached": result.cached})
+                measured.append(
+                    {
+                        "runtime": runtime,
+                        "batch_size": batch_size,
+                        "ratio": result.ratio,
+                        "low": result.low,
+                        "high": result.high,
+                        "cached": result.cached,
+                    }
+                )
         return measured

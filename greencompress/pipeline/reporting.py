@@ -15,10 +15,20 @@ from greencompress.report.schema import ArtifactResult, RunReport, StageRecord, 
 from greencompress.runtimes.export import exporter_of
 
 
-def build_report(prepared: Prepared, run_dir: Path, created: str, records: list[StageRecord], parity: dict,
-                 results: list[ArtifactResult], idle_checks: list, precision_reason: str,
-                 hugging_face_folder: str | None = None, lock=None, sweep: tuple[dict, ...] = (),
-                 complete: bool = True) -> RunReport:
+def build_report(
+    prepared: Prepared,
+    run_dir: Path,
+    created: str,
+    records: list[StageRecord],
+    parity: dict,
+    results: list[ArtifactResult],
+    idle_checks: list,
+    precision_reason: str,
+    hugging_face_folder: str | None = None,
+    lock=None,
+    sweep: tuple[dict, ...] = (),
+    complete: bool = True,
+) -> RunReport:
     """Everything one run measured. `precision_reason`: why these precisions were measured; `hugging_face_folder`:
     where the compressed transformer was saved, or why not; `lock`: the measurement lock held while benchmarking;
     `sweep`: rows of a GPU power-limit sweep."""
@@ -33,18 +43,42 @@ def build_report(prepared: Prepared, run_dir: Path, created: str, records: list[
     if not complete:
         notes.append(f"INCOMPLETE: interrupted during benchmarking; resume with: greencompress run --resume {run_dir}")
     return RunReport(
-        name=recipe.name, created_utc=created, run_dir=run_dir, recipe=recipe_to_dict(recipe),
-        environment={**environment(recipe.benchmark.threads, recipe.benchmark.allow_spinning,
-                                   prepared.device.torch_name, meter.identity() if hasattr(meter, "identity") else None),
-                     **({"measurement_lock": lock.to_dict()} if lock else {})},
+        name=recipe.name,
+        created_utc=created,
+        run_dir=run_dir,
+        recipe=recipe_to_dict(recipe),
+        environment={
+            **environment(
+                recipe.benchmark.threads,
+                recipe.benchmark.allow_spinning,
+                prepared.device.torch_name,
+                meter.identity() if hasattr(meter, "identity") else None,
+            ),
+            **({"measurement_lock": lock.to_dict()} if lock else {}),
+        },
         provenance={**prepared.loaded.provenance, **({"head": prepared.head} if prepared.head else {})},
         data=prepared.data.description,
-        export={**dict(zip(("exporter", "opset"), exporter_of(prepared.inputs, recipe.export.opset))),
-                "torch_version": torch.__version__, "parity": parity},
-        stages=records, energy_meter=meter.describe(), energy_meter_reason=prepared.meter_reason,
-        idle=idle_checks[0], idle_checks=tuple(idle_checks),
-        carbon=carbon_settings(recipe.energy.region, recipe.energy.carbon_intensity, recipe.energy.pue,
-                               recipe.energy.electricity_price_per_kwh, recipe.energy.currency),
-        artifacts=results, comparisons=comparisons, notes=notes,
-        gates=tuple(evaluate_gates(recipe.gates, comparisons, results)), complete=complete, power_limit_sweep=sweep,
+        export={
+            **dict(zip(("exporter", "opset"), exporter_of(prepared.inputs, recipe.export.opset))),
+            "torch_version": torch.__version__,
+            "parity": parity,
+        },
+        stages=records,
+        energy_meter=meter.describe(),
+        energy_meter_reason=prepared.meter_reason,
+        idle=idle_checks[0],
+        idle_checks=tuple(idle_checks),
+        carbon=carbon_settings(
+            recipe.energy.region,
+            recipe.energy.carbon_intensity,
+            recipe.energy.pue,
+            recipe.energy.electricity_price_per_kwh,
+            recipe.energy.currency,
+        ),
+        artifacts=results,
+        comparisons=comparisons,
+        notes=notes,
+        gates=tuple(evaluate_gates(recipe.gates, comparisons, results)),
+        complete=complete,
+        power_limit_sweep=sweep,
     )

@@ -89,8 +89,11 @@ class StageStore:
                 _copy_atomic(self.run_dir / name, cached / name)
             write_text_atomic(cached / f"{stage}.json", json.dumps(record, indent=2))  # last: marks it complete
             for removed in prune_cache(self.shared_cache.parent, keep=cached):
-                log.info("cache over its size cap: removed %s (%.1f MB, least recently used)", removed.path,
-                         removed.size_bytes / 1e6)
+                log.info(
+                    "cache over its size cap: removed %s (%.1f MB, least recently used)",
+                    removed.path,
+                    removed.size_bytes / 1e6,
+                )
 
     @staticmethod
     def _read(path: Path) -> dict | None:

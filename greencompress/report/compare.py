@@ -44,10 +44,24 @@ def compare_runs(reports: list[RunReport], force: bool = False) -> RunComparison
         raise GreencompressError("compare needs at least two run folders")
     first = reports[0]
     mismatches = [m for report in reports[1:] for m in setting_mismatches(first, report)]
-    reference = {(r.artifact.runtime, r.artifact.precision, b.latency.shape): (r, b)
-                 for r in first.artifacts for b in r.benchmarks}
-    headers = ["run", "artifact", "batch", "top-1", "Δ top-1", "p50 ms", "Δ p50 [95% CI]", "J/inf",
-               "Δ J/inf [95% CI]", "method", "mark"]
+    reference = {
+        (r.artifact.runtime, r.artifact.precision, b.latency.shape): (r, b)
+        for r in first.artifacts
+        for b in r.benchmarks
+    }
+    headers = [
+        "run",
+        "artifact",
+        "batch",
+        "top-1",
+        "Δ top-1",
+        "p50 ms",
+        "Δ p50 [95% CI]",
+        "J/inf",
+        "Δ J/inf [95% CI]",
+        "method",
+        "mark",
+    ]
     rows = []
     unmatched = []
     for index, report in enumerate(reports):
@@ -57,27 +71,47 @@ def compare_runs(reports: list[RunReport], force: bool = False) -> RunComparison
                 key = (result.artifact.runtime, result.artifact.precision, bench.latency.shape)
                 base = reference.get(key)
                 if base is None:
-                    unmatched.append(f"{report.run_dir}: {result.artifact.name} at {shape_words(*bench.latency.shape)} "
-                                     f"has no counterpart (runtime, precision, batch size, sequence length) in "
-                                     f"{first.run_dir}")
+                    unmatched.append(
+                        f"{report.run_dir}: {result.artifact.name} at {shape_words(*bench.latency.shape)} "
+                        f"has no counterpart (runtime, precision, batch size, sequence length) in "
+                        f"{first.run_dir}"
+                    )
                     continue
                 base_result, base_bench = base
-                rows.append([
-                    f"#{index + 1} {report.name}", result.artifact.name, shape_label(*bench.latency.shape),
-                    f"{100 * result.accuracy.top1:.2f}%" if result.accuracy else "n/a",
-                    _delta_points(result.accuracy, base_result.accuracy) if index else "",
-                    f"{bench.latency.p50_ms:.3f}",
-                    _delta(bench.latency.p50_ms, base_bench.latency.p50_ms, bench.latency.window_p50_ms,
-                           base_bench.latency.window_p50_ms) if index else "",
-                    f"{bench.joules_per_inference:.4g} ±{100 * bench.energy.relative_ci95:.0f}%",
-                    _delta(bench.joules_per_inference, base_bench.joules_per_inference,
-                           bench.energy.window_joules_per_inference,
-                           base_bench.energy.window_joules_per_inference) if index else "",
-                    bench.energy.method, mark,
-                ])
+                rows.append(
+                    [
+                        f"#{index + 1} {report.name}",
+                        result.artifact.name,
+                        shape_label(*bench.latency.shape),
+                        f"{100 * result.accuracy.top1:.2f}%" if result.accuracy else "n/a",
+                        _delta_points(result.accuracy, base_result.accuracy) if index else "",
+                        f"{bench.latency.p50_ms:.3f}",
+                        _delta(
+                            bench.latency.p50_ms,
+                            base_bench.latency.p50_ms,
+                            bench.latency.window_p50_ms,
+                            base_bench.latency.window_p50_ms,
+                        )
+                        if index
+                        else "",
+                        f"{bench.joules_per_inference:.4g} ±{100 * bench.energy.relative_ci95:.0f}%",
+                        _delta(
+                            bench.joules_per_inference,
+                            base_bench.joules_per_inference,
+                            bench.energy.window_joules_per_inference,
+                            base_bench.energy.window_joules_per_inference,
+                        )
+                        if index
+                        else "",
+                        bench.energy.method,
+                        mark,
+                    ]
+                )
     if (mismatches or unmatched) and not force:
-        raise GreencompressError("refusing to compare runs measured differently (use --force to compare anyway, "
-                                 "rows are then marked):\n  " + "\n  ".join(mismatches + unmatched))
+        raise GreencompressError(
+            "refusing to compare runs measured differently (use --force to compare anyway, "
+            "rows are then marked):\n  " + "\n  ".join(mismatches + unmatched)
+        )
     return RunComparison(headers, rows, mismatches + unmatched)
 
 
@@ -107,5 +141,7 @@ def render_comparison(comparison: RunComparison, output_format: str) -> str:
         lines = markdown_table(table) + [f"\n- **Forced:** {mismatch}" for mismatch in comparison.mismatches]
         return "\n".join(lines)
     notes = "".join(f"<p><b>Forced:</b> {escape(m)}</p>" for m in comparison.mismatches)
-    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>greencompress compare</title></head>'
-            f"<body><h1>Runs compared with the first</h1>{html_table(*table)}{notes}</body></html>")
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>greencompress compare</title></head>'
+        f"<body><h1>Runs compared with the first</h1>{html_table(*table)}{notes}</body></html>"
+    )

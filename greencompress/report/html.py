@@ -76,14 +76,29 @@ def render_html(report: RunReport) -> str:
         html_table(*_artifact_rows(report)),
         f'<p class="method">{escape(energy_legend(report))}</p></section>',
         '<section id="comparisons"><h2>Compressed vs baseline (same runtime, hardware and batch size)</h2>',
-        html_table(*comparison_table(report)) if report.comparisons else "<p>No pair shares a runtime and batch size.</p>",
+        html_table(*comparison_table(report))
+        if report.comparisons
+        else "<p>No pair shares a runtime and batch size.</p>",
         "</section>",
-        *([] if (recommendation := recommendation_table(report)) is None else [
-            '<section id="recommendation"><h2>Deployment recommendation</h2>', html_table(*recommendation),
-            f'<p class="method">{escape(recommendation_note(report))}</p></section>']),
-        *([] if (runtimes := runtime_table(report)) is None else [
-            '<section id="runtimes"><h2>The same model on each runtime (same hardware and batch size; energy: '
-            f'{escape(report.energy_meter.method)})</h2>', html_table(*runtimes), "</section>"]),
+        *(
+            []
+            if (recommendation := recommendation_table(report)) is None
+            else [
+                '<section id="recommendation"><h2>Deployment recommendation</h2>',
+                html_table(*recommendation),
+                f'<p class="method">{escape(recommendation_note(report))}</p></section>',
+            ]
+        ),
+        *(
+            []
+            if (runtimes := runtime_table(report)) is None
+            else [
+                '<section id="runtimes"><h2>The same model on each runtime (same hardware and batch size; energy: '
+                f"{escape(report.energy_meter.method)})</h2>",
+                html_table(*runtimes),
+                "</section>",
+            ]
+        ),
         '<section id="stages"><h2>Stages</h2><ul>',
         *[f"<li>{escape(line)}</li>" for line in stage_lines(report)],
         "</ul></section>",
@@ -93,8 +108,15 @@ def render_html(report: RunReport) -> str:
         '<section id="carbon"><h2>Carbon</h2>',
         html_table(*carbon_table(report)),
         f'<p class="method">{escape(carbon_legend(report))}</p></section>',
-        *([f'<section id="gates"><h2>Quality gates</h2><ul>{"".join(f"<li>{escape(line)}</li>" for line in gate_lines(report))}</ul></section>']
-          if report.gates else []),
+        *(
+            [
+                '<section id="gates"><h2>Quality gates</h2><ul>'
+                + "".join(f"<li>{escape(line)}</li>" for line in gate_lines(report))
+                + "</ul></section>"
+            ]
+            if report.gates
+            else []
+        ),
         '<section id="energy"><h2>Energy method</h2><ul>',
         *[f"<li>{escape(line)}</li>" for line in report.energy_meter.assumptions],
         f"<li>{escape(report.energy_meter_reason)}</li></ul></section>",
@@ -117,32 +139,56 @@ def _headline_card(report: RunReport, comparison: Comparison) -> str:
         '<div class="card">'
         f"<div>{escape(comparison.candidate)} vs {escape(comparison.baseline)}, {shape_words(*shape)}</div>"
         f'<div class="big">{escape(saving_phrase(comparison, report.energy_meter.proportional_to))}</div>'
-        + (f"<div>ratio {interval.ratio:.2f}x, 95% CI [{interval.low:.2f}, {interval.high:.2f}] "
-           f"({escape(interval.method)})</div>" if interval else "")
-        + f"<div>{baseline.joules_per_inference:.4g} &rarr; {candidate.joules_per_inference:.4g} {quantity} per inference</div>"
+        + (
+            f"<div>ratio {interval.ratio:.2f}x, 95% CI [{interval.low:.2f}, {interval.high:.2f}] "
+            f"({escape(interval.method)})</div>"
+            if interval
+            else ""
+        )
+        + f"<div>{baseline.joules_per_inference:.4g} &rarr; {candidate.joules_per_inference:.4g} {quantity} per "
+        f"inference</div>"
         f"<div>{before:.3g} g &rarr; {after:.3g} g CO2e per million inferences"
         f"{'' if comparison.measured else ' (estimated)'}</div>"
         f'<div class="{"method" if comparison.measured else "estimate"}">method: {escape(candidate.method)} ({kind}); '
-        f"systematic band -{100 * candidate.uncertainty.low_fraction:.0f}%/+{100 * candidate.uncertainty.high_fraction:.0f}%</div>"
+        f"systematic band -{100 * candidate.uncertainty.low_fraction:.0f}%/"
+        f"+{100 * candidate.uncertainty.high_fraction:.0f}%</div>"
         "</div>"
     )
 
 
 def _artifact_rows(report: RunReport) -> tuple[list[str], list[list[str]]]:
-    headers = ["artifact", "batch", "top-1", "p50 ms", "p99 ms", "items/s", f"J/inf ({report.energy_meter.method})",
-               "95% CI", "size MB", "params", "MACs"]
+    headers = [
+        "artifact",
+        "batch",
+        "top-1",
+        "p50 ms",
+        "p99 ms",
+        "items/s",
+        f"J/inf ({report.energy_meter.method})",
+        "95% CI",
+        "size MB",
+        "params",
+        "MACs",
+    ]
     rows = []
     for result in report.artifacts:
         artifact = result.artifact
         for bench in result.benchmarks:
-            rows.append([
-                artifact.name, shape_label(*bench.latency.shape),
-                f"{100 * result.accuracy.top1:.2f}%" if result.accuracy else "n/a",
-                f"{bench.latency.p50_ms:.3f}", f"{bench.latency.p99_ms:.3f}", f"{bench.latency.throughput_per_s:.1f}",
-                f"{bench.joules_per_inference:.4g}", interval_cell(bench.energy),
-                f"{artifact.size_bytes / 1e6:.2f}" if artifact.size_bytes else "-",
-                f"{artifact.params / 1e6:.2f} M", f"{artifact.macs / 1e6:.1f} M",
-            ])
+            rows.append(
+                [
+                    artifact.name,
+                    shape_label(*bench.latency.shape),
+                    f"{100 * result.accuracy.top1:.2f}%" if result.accuracy else "n/a",
+                    f"{bench.latency.p50_ms:.3f}",
+                    f"{bench.latency.p99_ms:.3f}",
+                    f"{bench.latency.throughput_per_s:.1f}",
+                    f"{bench.joules_per_inference:.4g}",
+                    interval_cell(bench.energy),
+                    f"{artifact.size_bytes / 1e6:.2f}" if artifact.size_bytes else "-",
+                    f"{artifact.params / 1e6:.2f} M",
+                    f"{artifact.macs / 1e6:.1f} M",
+                ]
+            )
     return headers, rows
 
 
@@ -150,24 +196,33 @@ def _figures(report: RunReport) -> list[str]:
     # The smallest shape measured: batch 1 (and the shortest sequence) is what latency-bound services run.
     shape = min((b.latency.shape for r in report.artifacts for b in r.benchmarks), key=lambda s: (s[0], s[1] or 0))
     figures = [
-        ("accuracy-vs-energy", f"Accuracy against energy per inference ({shape_words(*shape)})",
-         plots.accuracy_vs_energy(report, *shape)),
+        (
+            "accuracy-vs-energy",
+            f"Accuracy against energy per inference ({shape_words(*shape)})",
+            plots.accuracy_vs_energy(report, *shape),
+        ),
         ("latency", "Latency per batch (box: p25-p75, whiskers: p1-p99)", plots.latency_distribution(report)),
-        ("energy-by-domain", f"Energy per inference by domain ({shape_words(*shape)})",
-         plots.energy_by_domain(report, *shape)),
+        (
+            "energy-by-domain",
+            f"Energy per inference by domain ({shape_words(*shape)})",
+            plots.energy_by_domain(report, *shape),
+        ),
         ("timeline", "Mean power of each benchmark window", plots.power_timeline(report)),
     ]
     html = []
     for name, caption, png in figures:
         if png is None:
-            reason = {"accuracy-vs-energy": "no accuracy (synthetic data)",
-                      "latency": "no latency percentiles recorded"}.get(
-                name, "the energy figures are estimates: there are no power readings to plot")
+            reason = {
+                "accuracy-vs-energy": "no accuracy (synthetic data)",
+                "latency": "no latency percentiles recorded",
+            }.get(name, "the energy figures are estimates: there are no power readings to plot")
             html.append(f'<p class="method">{escape(caption)}: not drawn, {reason}.</p>')
             continue
         encoded = base64.b64encode(png).decode()
-        html.append(f'<figure id="plot-{name}"><img alt="{escape(caption)}" src="data:image/png;base64,{encoded}">'
-                    f"<figcaption>{escape(caption)}</figcaption></figure>")
+        html.append(
+            f'<figure id="plot-{name}"><img alt="{escape(caption)}" src="data:image/png;base64,{encoded}">'
+            f"<figcaption>{escape(caption)}</figcaption></figure>"
+        )
     return html
 
 

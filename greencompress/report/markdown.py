@@ -19,18 +19,33 @@ def artifact_table(report: RunReport, compact: bool = False) -> Table:
 
     `compact` keeps the columns that fit an 80-column terminal; report.md has them all.
     """
-    headers = ["artifact", "batch", "top-1", "top-5", "size MB", "p50 ms", "p99 ms", "items/s",
-               f"J/inf ({report.energy_meter.method})", "95% CI", "active J/inf"]
+    headers = [
+        "artifact",
+        "batch",
+        "top-1",
+        "top-5",
+        "size MB",
+        "p50 ms",
+        "p99 ms",
+        "items/s",
+        f"J/inf ({report.energy_meter.method})",
+        "95% CI",
+        "active J/inf",
+    ]
     rows = []
     for result in report.artifacts:
         artifact, accuracy = result.artifact, result.accuracy
         for bench in result.benchmarks:
-            rows.append([
-                artifact.name, shape_label(*bench.latency.shape),
-                _percent(accuracy.top1) if accuracy else "n/a", _percent(accuracy.top5) if accuracy else "n/a",
-                f"{artifact.size_bytes / 1e6:.2f}" if artifact.size_bytes else "-",
-                *benchmark_cells(bench),
-            ])
+            rows.append(
+                [
+                    artifact.name,
+                    shape_label(*bench.latency.shape),
+                    _percent(accuracy.top1) if accuracy else "n/a",
+                    _percent(accuracy.top5) if accuracy else "n/a",
+                    f"{artifact.size_bytes / 1e6:.2f}" if artifact.size_bytes else "-",
+                    *benchmark_cells(bench),
+                ]
+            )
     if compact:
         keep = [0, 1, 2, 4, 5, 8, 9]
         headers, rows = [headers[i] for i in keep], [[row[i] for i in keep] for row in rows]
@@ -40,9 +55,17 @@ def artifact_table(report: RunReport, compact: bool = False) -> Table:
 def benchmark_cells(bench) -> list[str]:
     """p50 ms, p99 ms, items/s, J/inf, its 95% CI (and "noisy"), active J/inf: one Benchmark as table cells."""
     latency, energy = bench.latency, bench.energy
-    throughput = f"{latency.throughput_per_s:.1f}" + (f" ({latency.tokens_per_s:.0f} tok/s)" if latency.tokens_per_s else "")
-    return [f"{latency.p50_ms:.3f}", f"{latency.p99_ms:.3f}", throughput,
-            f"{energy.joules_per_inference:.4g}", interval_cell(energy), active_cell(energy)]
+    throughput = f"{latency.throughput_per_s:.1f}" + (
+        f" ({latency.tokens_per_s:.0f} tok/s)" if latency.tokens_per_s else ""
+    )
+    return [
+        f"{latency.p50_ms:.3f}",
+        f"{latency.p99_ms:.3f}",
+        throughput,
+        f"{energy.joules_per_inference:.4g}",
+        interval_cell(energy),
+        active_cell(energy),
+    ]
 
 
 def active_cell(energy) -> str:
@@ -54,8 +77,11 @@ def active_cell(energy) -> str:
 
 def interval_cell(energy) -> str:
     """`+-4.2%`, marked `noisy` past the target and `busy 3/10` when windows ran on a busy machine."""
-    return (f"+-{100 * energy.relative_ci95:.1f}%" + (" noisy" if energy.noisy else "")
-            + (f" busy {energy.busy_windows}/{energy.windows}" if energy.busy_windows else ""))
+    return (
+        f"+-{100 * energy.relative_ci95:.1f}%"
+        + (" noisy" if energy.noisy else "")
+        + (f" busy {energy.busy_windows}/{energy.windows}" if energy.busy_windows else "")
+    )
 
 
 def carbon_table(report: RunReport) -> Table:
@@ -70,8 +96,12 @@ def carbon_table(report: RunReport) -> Table:
     for result in report.artifacts:
         for bench in result.benchmarks:
             per_million = carbon_per_million(bench.joules_per_inference, settings)
-            row = [result.artifact.name, shape_label(*bench.latency.shape), f"{per_million.kwh_per_million:.4g}",
-                   f"{per_million.g_co2e_per_million:.4g}"]
+            row = [
+                result.artifact.name,
+                shape_label(*bench.latency.shape),
+                f"{per_million.kwh_per_million:.4g}",
+                f"{per_million.g_co2e_per_million:.4g}",
+            ]
             if per_million.cost_per_million is not None:
                 row.append(f"{per_million.cost_per_million:.4g}")
             rows.append(row)
@@ -82,11 +112,15 @@ def carbon_legend(report: RunReport) -> str:
     """Where the carbon figures come from: grid intensity with its source and year, and the PUE used."""
     settings, intensity = report.carbon, report.carbon.intensity
     year = f", {intensity.year}" if intensity.year else ""
-    pue = f"PUE {settings.pue:g}" + (" (default: IT energy only, no data-centre overhead)" if settings.pue == 1.0 else "")
+    pue = f"PUE {settings.pue:g}" + (
+        " (default: IT energy only, no data-centre overhead)" if settings.pue == 1.0 else ""
+    )
     price = f"; price {settings.price_per_kwh:g} {settings.currency}/kWh" if settings.price_per_kwh is not None else ""
-    return (f"Grid intensity {intensity.g_co2e_per_kwh:g} g CO2e/kWh for {intensity.name} ({intensity.key}{year}; "
-            f"source: {intensity.source}); {pue}{price}. Figures inherit the energy method "
-            f"({report.energy_meter.method}) and its uncertainty.")
+    return (
+        f"Grid intensity {intensity.g_co2e_per_kwh:g} g CO2e/kWh for {intensity.name} ({intensity.key}{year}; "
+        f"source: {intensity.source}); {pue}{price}. Figures inherit the energy method "
+        f"({report.energy_meter.method}) and its uncertainty."
+    )
 
 
 def energy_legend(report: RunReport) -> str:
@@ -95,10 +129,13 @@ def energy_legend(report: RunReport) -> str:
     band = report.artifacts[0].benchmarks[0].energy.uncertainty if report.artifacts else None
     kind = "measured" if meter.measured else "ESTIMATED, not measured"
     band_text = f"systematic band -{100 * band.low_fraction:.0f}%/+{100 * band.high_fraction:.0f}%" if band else ""
-    idle_text = "; ".join(f"{check.when} {check.total_w:.3g} W +-{check.ci95_w:.2g}"
-                          for check in report.idle_checks or (idle,))
-    return (f"Energy method: {meter.method} ({kind}); {band_text}; 95% CI over windows; ratios: paired per "
-            f"interleaved round; active = total - idle power x time, idle power {idle_text}.")
+    idle_text = "; ".join(
+        f"{check.when} {check.total_w:.3g} W +-{check.ci95_w:.2g}" for check in report.idle_checks or (idle,)
+    )
+    return (
+        f"Energy method: {meter.method} ({kind}); {band_text}; 95% CI over windows; ratios: paired per "
+        f"interleaved round; active = total - idle power x time, idle power {idle_text}."
+    )
 
 
 def energy_ratio_label(report: RunReport) -> str:
@@ -109,18 +146,28 @@ def energy_ratio_label(report: RunReport) -> str:
 def comparison_table(report: RunReport) -> Table:
     """Compressed vs baseline on the same runtime and batch size: ratios below 1 are savings, with 95% intervals."""
     measured = report.energy_meter.measured
-    headers = ["candidate vs baseline", "batch", "p50 latency [95% CI]", f"{energy_ratio_label(report)} [95% CI]",
-               *(["active J/inference [95% CI]"] if measured else []), "size", "top-1"]
+    headers = [
+        "candidate vs baseline",
+        "batch",
+        "p50 latency [95% CI]",
+        f"{energy_ratio_label(report)} [95% CI]",
+        *(["active J/inference [95% CI]"] if measured else []),
+        "size",
+        "top-1",
+    ]
     rows = []
     for c in report.comparisons:
-        rows.append([
-            f"{_short(c.candidate, c.runtime)} vs {_short(c.baseline, c.runtime)} on {c.runtime}", shape_label(c.batch_size, c.sequence_length),
-            ratio_cell(c.latency_p50, c.latency_p50_ratio),
-            ratio_cell(c.joules_per_inference, c.joules_per_inference_ratio),
-            *([ratio_cell(c.active_joules_per_inference, None)] if measured else []),
-            f"{c.size_ratio:.2f}x" if c.size_ratio is not None else "-",
-            f"{c.top1_delta_points:+.2f} pt" if c.top1_delta_points is not None else "n/a",
-        ])
+        rows.append(
+            [
+                f"{_short(c.candidate, c.runtime)} vs {_short(c.baseline, c.runtime)} on {c.runtime}",
+                shape_label(c.batch_size, c.sequence_length),
+                ratio_cell(c.latency_p50, c.latency_p50_ratio),
+                ratio_cell(c.joules_per_inference, c.joules_per_inference_ratio),
+                *([ratio_cell(c.active_joules_per_inference, None)] if measured else []),
+                f"{c.size_ratio:.2f}x" if c.size_ratio is not None else "-",
+                f"{c.top1_delta_points:+.2f} pt" if c.top1_delta_points is not None else "n/a",
+            ]
+        )
     return headers, rows
 
 
@@ -152,22 +199,32 @@ def headline(c: Comparison, estimated_from: str = "CPU time") -> str:
     interval = c.joules_per_inference
     bounds = f" (ratio {interval.ratio:.2f}x, 95% CI [{interval.low:.2f}, {interval.high:.2f}])" if interval else ""
     suffix = "" if c.measured else f"; energy was not measured on this machine: {c.energy_method}"
-    return (f"{_short(c.candidate, c.runtime)} vs {_short(c.baseline, c.runtime)} on {c.runtime}, "
-            f"{shape_words(c.batch_size, c.sequence_length)}: {saving_phrase(c, estimated_from)}{bounds}{suffix}")
+    return (
+        f"{_short(c.candidate, c.runtime)} vs {_short(c.baseline, c.runtime)} on {c.runtime}, "
+        f"{shape_words(c.batch_size, c.sequence_length)}: {saving_phrase(c, estimated_from)}{bounds}{suffix}"
+    )
 
 
 def decision_line(c: Comparison, estimated_from: str = "CPU time") -> str:
     """The answer a user came for, at one batch size: what to deploy and what it saves against the model they gave."""
     if c.candidate == c.baseline:
-        return (f"Keep your model as given ({c.baseline}) at {shape_words(c.batch_size, c.sequence_length)}: nothing within the accuracy "
-                f"budget ranks above it")
+        return (
+            f"Keep your model as given ({c.baseline}) at {shape_words(c.batch_size, c.sequence_length)}: nothing "
+            f"within the budget ranks above it"
+        )
     what = "energy" if c.measured else f"{estimated_from} (energy estimate: not measured here)"
-    facts = [f"{_interval_text(c.latency_p50, c.latency_p50_ratio)} the p50 latency",
-             f"{_interval_text(c.joules_per_inference, c.joules_per_inference_ratio)} the {what}"]
-    tail = [f"{c.top1_delta_points:+.2f} pt top-1" if c.top1_delta_points is not None else "top-1 not measured",
-            f"{c.size_ratio:.2f}x size" if c.size_ratio is not None else "size not comparable"]
-    return (f"Deploy {c.candidate} at {shape_words(c.batch_size, c.sequence_length)}: {' and '.join(facts)} of your model as given "
-            f"({c.baseline}), {', '.join(tail)}")
+    facts = [
+        f"{_interval_text(c.latency_p50, c.latency_p50_ratio)} the p50 latency",
+        f"{_interval_text(c.joules_per_inference, c.joules_per_inference_ratio)} the {what}",
+    ]
+    tail = [
+        f"{c.top1_delta_points:+.2f} pt top-1" if c.top1_delta_points is not None else "top-1 not measured",
+        f"{c.size_ratio:.2f}x size" if c.size_ratio is not None else "size not comparable",
+    ]
+    return (
+        f"Deploy {c.candidate} at {shape_words(c.batch_size, c.sequence_length)}: {' and '.join(facts)} of your "
+        f"model as given ({c.baseline}), {', '.join(tail)}"
+    )
 
 
 def decision_lines(report: RunReport) -> list[str]:
@@ -177,8 +234,11 @@ def decision_lines(report: RunReport) -> list[str]:
         return [decision_line(c, report.energy_meter.proportional_to) for c in decisions]
     if not report.recommendations:
         return [f"Keep your model as given: no artifact is within the budget ({report.quality_budget.describe()})"]
-    return [f"Deploy {r.artifact} at {shape_words(r.batch_size, r.sequence_length)} (the original FP32 model was not measured at that batch size "
-            f"to compare it with)" for r in report.recommendations]
+    return [
+        f"Deploy {r.artifact} at {shape_words(r.batch_size, r.sequence_length)} (the original FP32 model was not "
+        f"measured at that batch size to compare it with)"
+        for r in report.recommendations
+    ]
 
 
 def _interval_text(interval: RatioInterval | None, overall_ratio: float) -> str:
@@ -208,11 +268,18 @@ def runtime_table(report: RunReport) -> Table | None:
     by_file: dict = {}  # (file, precision) -> runtime -> result: bf16 runs the FP32 file, but is not FP32
     for result in report.artifacts:
         if result.artifact.runtime in onnx_runtimes and result.artifact.path is not None:
-            by_file.setdefault((result.artifact.path.name, result.artifact.precision), {})[result.artifact.runtime] = result
+            by_file.setdefault((result.artifact.path.name, result.artifact.precision), {})[result.artifact.runtime] = (
+                result
+            )
     # Short names, so the table fits a terminal.
     short = [(RUNTIMES.get(runtime).short_name if runtime in RUNTIMES else "") or runtime for runtime in onnx_runtimes]
-    headers = ["file", "batch", *[f"p50 ms {name}" for name in short], *[f"J/inf {name}" for name in short],
-               "cheapest (J/inf)"]
+    headers = [
+        "file",
+        "batch",
+        *[f"p50 ms {name}" for name in short],
+        *[f"J/inf {name}" for name in short],
+        "cheapest (J/inf)",
+    ]
     rows = []
     for (file_name, _), results in by_file.items():
         for bench in next(iter(results.values())).benchmarks:
@@ -223,11 +290,20 @@ def runtime_table(report: RunReport) -> Table | None:
             cheapest = min(found, key=lambda runtime: found[runtime].joules_per_inference)
             best = found[cheapest].energy
             # Overlapping 95% intervals: the ranking is not resolved by this measurement.
-            tied = any(other.energy.joules_per_inference - other.energy.ci95_j <= best.joules_per_inference + best.ci95_j
-                       for runtime, other in found.items() if runtime != cheapest)
-            rows.append([file_name, shape_label(*shape), *[f"{found[r].latency.p50_ms:.3f}" for r in onnx_runtimes],
-                         *[f"{found[r].joules_per_inference:.4g}" for r in onnx_runtimes],
-                         cheapest + (" (within noise)" if tied else "")])
+            tied = any(
+                other.energy.joules_per_inference - other.energy.ci95_j <= best.joules_per_inference + best.ci95_j
+                for runtime, other in found.items()
+                if runtime != cheapest
+            )
+            rows.append(
+                [
+                    file_name,
+                    shape_label(*shape),
+                    *[f"{found[r].latency.p50_ms:.3f}" for r in onnx_runtimes],
+                    *[f"{found[r].joules_per_inference:.4g}" for r in onnx_runtimes],
+                    cheapest + (" (within noise)" if tied else ""),
+                ]
+            )
     return headers, rows
 
 
@@ -244,10 +320,17 @@ def recommendation_table(report: RunReport) -> Table | None:
             margin = "only candidate"
         else:
             v = r.versus_runner_up
-            margin = (f"{bracketed(v)} of {r.runner_up}"
-                      + (" (within noise)" if r.within_noise else ""))
+            margin = f"{bracketed(v)} of {r.runner_up}" + (" (within noise)" if r.within_noise else "")
         drop = f"{0.0 - r.top1_drop_points:+.2f} pt" if r.top1_drop_points is not None else "n/a"
-        rows.append([shape_label(r.batch_size, r.sequence_length), f"{r.artifact} ({r.runtime}, {r.precision})", figure, margin, drop])
+        rows.append(
+            [
+                shape_label(r.batch_size, r.sequence_length),
+                f"{r.artifact} ({r.runtime}, {r.precision})",
+                figure,
+                margin,
+                drop,
+            ]
+        )
     return headers, rows
 
 
@@ -258,13 +341,21 @@ def recommendation_note(report: RunReport) -> str:
     if not recommendations:
         return f"No artifact is within the budget ({budget.describe()}): nothing to recommend."
     left_out = sorted({name for r in recommendations for name in r.over_budget})
-    basis = (f"the cheapest in joules per inference ({report.energy_meter.method})" if report.energy_meter.measured
-             else "the fastest (p50 latency): energy was not measured here, so it is not ranked by energy")
-    settings = ("gates.min_embedding_cosine and gates.min_neighbour_agreement" if budget.metric == "embedding"
-                else "gates.max_accuracy_drop, default 1")
-    return (f"Per batch size, {basis}, among artifacts within the budget: {budget.describe()} ({settings})"
-            + (f"; left out: {', '.join(left_out)}" if left_out else "")
-            + ". The margin pairs the winner with the runner-up over the same interleaved rounds.")
+    basis = (
+        f"the cheapest in joules per inference ({report.energy_meter.method})"
+        if report.energy_meter.measured
+        else "the fastest (p50 latency): energy was not measured here, so it is not ranked by energy"
+    )
+    settings = (
+        "gates.min_embedding_cosine and gates.min_neighbour_agreement"
+        if budget.metric == "embedding"
+        else "gates.max_accuracy_drop, default 1"
+    )
+    return (
+        f"Per batch size, {basis}, among artifacts within the budget: {budget.describe()} ({settings})"
+        + (f"; left out: {', '.join(left_out)}" if left_out else "")
+        + ". The margin pairs the winner with the runner-up over the same interleaved rounds."
+    )
 
 
 def plain_findings(report: RunReport) -> list[str]:
@@ -275,8 +366,11 @@ def plain_findings(report: RunReport) -> list[str]:
     for c in report.comparisons:
         candidate, baseline = by_name[c.candidate], by_name[c.baseline]
         # Structure removed (channels, heads, FFN neurons by prune; layers or blocks by depth), same precision.
-        removed = [name for name in ("depth", "prune") if name in candidate.model_techniques
-                   and name not in baseline.model_techniques]
+        removed = [
+            name
+            for name in ("depth", "prune")
+            if name in candidate.model_techniques and name not in baseline.model_techniques
+        ]
         pruning_only = bool(removed) and candidate.precision == baseline.precision
         what = {("depth",): "Removing layers", ("prune",): "Pruning"}.get(tuple(removed), "Removing layers and pruning")
         interval = c.latency_p50
@@ -290,11 +384,15 @@ def plain_findings(report: RunReport) -> list[str]:
                 f"auto), removing whole layers (depth), a larger batch or a lower ratio may help."
             )
         elif pruning_only:
-            findings.append(f"{what} bought real speed: {c.candidate} runs at {ratio} the p50 latency of "
-                            f"{c.baseline} {where}{bounds}.")
+            findings.append(
+                f"{what} bought real speed: {c.candidate} runs at {ratio} the p50 latency of "
+                f"{c.baseline} {where}{bounds}."
+            )
         elif interval is not None and interval.within_noise:
-            findings.append(f"{c.candidate} and {c.baseline} {where}: no latency difference this measurement can "
-                            f"resolve ({ratio}{bounds}).")
+            findings.append(
+                f"{c.candidate} and {c.baseline} {where}: no latency difference this measurement can "
+                f"resolve ({ratio}{bounds})."
+            )
         elif not c.faster:
             findings.append(
                 f"{c.candidate} is SLOWER than {c.baseline} {where}: p50 latency {ratio} the baseline's{bounds}. "
@@ -311,18 +409,26 @@ def plain_findings(report: RunReport) -> list[str]:
     if report.idle_drift:
         findings.append(f"Idle power is not stable: {report.idle_drift}.")
     findings += gpu_telemetry_findings(report)
-    noisy = [f"{result.artifact.name} at {shape_words(*bench.latency.shape)} (+-{100 * bench.energy.relative_ci95:.1f}% "
-             f"after {bench.energy.windows} windows)"
-             for result in report.artifacts for bench in result.benchmarks if bench.energy.noisy]
+    noisy = [
+        f"{result.artifact.name} at {shape_words(*bench.latency.shape)} (+-{100 * bench.energy.relative_ci95:.1f}% "
+        f"after {bench.energy.windows} windows)"
+        for result in report.artifacts
+        for bench in result.benchmarks
+        if bench.energy.noisy
+    ]
     if noisy:  # one line, however many: each figure is also marked "noisy" in the tables
         settings = report.recipe.get("benchmark") or {}
-        stopped = (f"the benchmark.max_time_s budget ({settings['max_time_s']:g} s per batch size) was spent"
-                   if settings.get("max_time_s") else
-                   f"measuring stopped at benchmark.max_windows ({settings.get('max_windows', 'its limit')}); "
-                   f"benchmark.max_time_s keeps measuring such figures for a time you choose")
-        findings.append(f"Energy per inference is NOISY (95% CI wider than the target) for {len(noisy)} of "
-                        f"{sum(len(r.benchmarks) for r in report.artifacts)} figures: {'; '.join(noisy)}; {stopped}. "
-                        f"Treat small differences among them as unresolved.")
+        stopped = (
+            f"the benchmark.max_time_s budget ({settings['max_time_s']:g} s per batch size) was spent"
+            if settings.get("max_time_s")
+            else f"measuring stopped at benchmark.max_windows ({settings.get('max_windows', 'its limit')}); "
+            f"benchmark.max_time_s keeps measuring such figures for a time you choose"
+        )
+        findings.append(
+            f"Energy per inference is NOISY (95% CI wider than the target) for {len(noisy)} of "
+            f"{sum(len(r.benchmarks) for r in report.artifacts)} figures: {'; '.join(noisy)}; {stopped}. "
+            f"Treat small differences among them as unresolved."
+        )
     if not report.energy_meter.measured:
         basis = report.energy_meter.proportional_to
         findings.append(
@@ -343,8 +449,9 @@ def gpu_telemetry_findings(report: RunReport) -> list[str]:
                 for domain, reading in window.items():
                     if not domain.startswith("gpu"):
                         continue
-                    facts = seen.setdefault(domain, {"clocks": [], "temperatures": [], "limited": 0, "windows": 0,
-                                                     "reasons": set()})
+                    facts = seen.setdefault(
+                        domain, {"clocks": [], "temperatures": [], "limited": 0, "windows": 0, "reasons": set()}
+                    )
                     facts["windows"] += 1
                     facts["clocks"] += [reading["sm_clock_mhz"]] if reading.get("sm_clock_mhz") else []
                     facts["temperatures"] += [reading["temperature_c"]] if reading.get("temperature_c") else []
@@ -353,12 +460,18 @@ def gpu_telemetry_findings(report: RunReport) -> list[str]:
                     facts["reasons"] |= limiting
     findings = []
     for domain, facts in seen.items():
-        clock = (f"SM clock {min(facts['clocks'])}-{max(facts['clocks'])} MHz" if facts["clocks"]
-                 else "SM clock not reported")
+        clock = (
+            f"SM clock {min(facts['clocks'])}-{max(facts['clocks'])} MHz"
+            if facts["clocks"]
+            else "SM clock not reported"
+        )
         heat = f", up to {max(facts['temperatures'])} C" if facts["temperatures"] else ""
-        limited = (f"; clocks LIMITED in {facts['limited']} of {facts['windows']} windows "
-                   f"({', '.join(sorted(facts['reasons']))}): figures of those windows are not at full speed"
-                   if facts["limited"] else "; no power or thermal limit reached")
+        limited = (
+            f"; clocks LIMITED in {facts['limited']} of {facts['windows']} windows "
+            f"({', '.join(sorted(facts['reasons']))}): figures of those windows are not at full speed"
+            if facts["limited"]
+            else "; no power or thermal limit reached"
+        )
         findings.append(f"{domain} at the end of each window: {clock}{heat}{limited}.")
     return findings
 
@@ -389,7 +502,9 @@ def stage_lines(report: RunReport) -> list[str]:
 
 def gate_lines(report: RunReport) -> list[str]:
     """One sentence per quality gate check: PASS or FAIL, on which comparison, with the figure."""
-    return [f"{'PASS' if gate.passed else 'FAIL'} {gate.gate}: {gate.comparison}: {gate.detail}" for gate in report.gates]
+    return [
+        f"{'PASS' if gate.passed else 'FAIL'} {gate.gate}: {gate.comparison}: {gate.detail}" for gate in report.gates
+    ]
 
 
 def render_markdown(report: RunReport) -> str:
@@ -418,7 +533,8 @@ def render_markdown(report: RunReport) -> str:
         "",
         energy_legend(report),
         "",
-        f"## Compressed vs baseline (same runtime, same hardware, same batch size; energy: {report.energy_meter.method})",
+        "## Compressed vs baseline (same runtime, same hardware, same batch size; energy: "
+        f"{report.energy_meter.method})",
         "",
         *[f"**{headline(c, report.energy_meter.proportional_to)}.**  " for c in headline_comparisons(report)],
         "",
@@ -432,28 +548,43 @@ def render_markdown(report: RunReport) -> str:
         lines += ["", *[f"- **Note:** {finding}" for finding in findings]]
     recommendation = recommendation_table(report)
     if recommendation is not None:
-        lines += ["", "## Deployment recommendation", "", *markdown_table(recommendation), "",
-                  recommendation_note(report)]
+        lines += [
+            "",
+            "## Deployment recommendation",
+            "",
+            *markdown_table(recommendation),
+            "",
+            recommendation_note(report),
+        ]
     if report.power_limit_sweep:
         lines += ["", "## GPU power limits", "", *power_limit_lines(report.power_limit_sweep)]
     runtimes = runtime_table(report)
     if runtimes is not None:
-        lines += ["", f"## The same model on each runtime (same hardware and batch size; energy: "
-                      f"{report.energy_meter.method})", "", *markdown_table(runtimes), "",
-                  "Which runtime to deploy each file on. The ratios above compare artifacts on one runtime only."]
+        lines += [
+            "",
+            f"## The same model on each runtime (same hardware and batch size; energy: {report.energy_meter.method})",
+            "",
+            *markdown_table(runtimes),
+            "",
+            "Which runtime to deploy each file on. The ratios above compare artifacts on one runtime only.",
+        ]
     lines += [
         "",
         "PyTorch eager FP32 is the as-trained reference; ratios compare artifacts on the same runtime only.",
         "",
         "## Energy",
         "",
-        f"Method: `{report.energy_meter.method}` ({'measured' if report.energy_meter.measured else 'estimated, not measured'}); "
+        f"Method: `{report.energy_meter.method}` "
+        f"({'measured' if report.energy_meter.measured else 'estimated, not measured'}); "
         f"{report.energy_meter_reason}.",
         "",
         *[f"- {assumption}" for assumption in report.energy_meter.assumptions],
-        *[f"- idle power {check.when}, measured for {check.duration_s:.1f} s with the same meter: "
-          + ", ".join(f"{domain} {watts:.3f} W" for domain, watts in check.power_w.items())
-          + f" (total +-{check.ci95_w:.2g} W, 95% CI)" for check in report.idle_checks or (report.idle,)],
+        *[
+            f"- idle power {check.when}, measured for {check.duration_s:.1f} s with the same meter: "
+            + ", ".join(f"{domain} {watts:.3f} W" for domain, watts in check.power_w.items())
+            + f" (total +-{check.ci95_w:.2g} W, 95% CI)"
+            for check in report.idle_checks or (report.idle,)
+        ],
         "",
         "## Carbon",
         "",
@@ -464,8 +595,9 @@ def render_markdown(report: RunReport) -> str:
         "## Export",
         "",
         f"Exporter: `{report.export['exporter']}`, opset {report.export['opset']}. Parity with PyTorch on "
-        f"{report.export['parity']['samples']} real inputs: max |difference| {report.export['parity']['max_abs_diff']:.3g}, "
-        f"top-1 agreement {report.export['parity']['top1_agreement']:.2%}." + _fusion_sentence(report.export['parity']),
+        f"{report.export['parity']['samples']} real inputs: max |difference| "
+        f"{report.export['parity']['max_abs_diff']:.3g}, "
+        f"top-1 agreement {report.export['parity']['top1_agreement']:.2%}." + _fusion_sentence(report.export["parity"]),
         "",
         "## Stages",
         "",
@@ -499,21 +631,33 @@ def units_and_runtimes(environment: dict) -> str:
     """What decides the ranking: the CPU's matrix units present, and each runtime's version (reports since 1.2)."""
     units = [name for name, present in environment["cpu"].get("matrix_units", {}).items() if present]
     # Older reports listed every registered runtime, those that could not run here as "not installed".
-    runtimes = [f"{name} {version}" for name, version in environment.get("runtimes", {}).items()
-                if version != "not installed"]
+    runtimes = [
+        f"{name} {version}" for name, version in environment.get("runtimes", {}).items() if version != "not installed"
+    ]
     # The reason's first clause (the whole, with what to install, is in report.json).
-    unavailable = [f"{name} ({reason.split(' (')[0].split(': ')[0]})"
-                   for name, reason in environment.get("runtimes_unavailable", {}).items()]
-    return ((f" Matrix units: {', '.join(units) or 'none of AVX2, VNNI, AMX'}." if "matrix_units" in environment["cpu"]
-             else "") + (f" Runtimes usable here: {', '.join(runtimes)}." if runtimes else "")
-            + (f" Registered but unavailable here: {'; '.join(unavailable)}." if unavailable else ""))
+    unavailable = [
+        f"{name} ({reason.split(' (')[0].split(': ')[0]})"
+        for name, reason in environment.get("runtimes_unavailable", {}).items()
+    ]
+    return (
+        (
+            f" Matrix units: {', '.join(units) or 'none of AVX2, VNNI, AMX'}."
+            if "matrix_units" in environment["cpu"]
+            else ""
+        )
+        + (f" Runtimes usable here: {', '.join(runtimes)}." if runtimes else "")
+        + (f" Registered but unavailable here: {'; '.join(unavailable)}." if unavailable else "")
+    )
 
 
 def markdown_table(table: Table) -> list[str]:
     """A pipe table's lines: header, rule, one line per row."""
     headers, rows = table
-    return ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
-            *["| " + " | ".join(row) + " |" for row in rows]]
+    return [
+        "| " + " | ".join(headers) + " |",
+        "|" + "---|" * len(headers),
+        *["| " + " | ".join(row) + " |" for row in rows],
+    ]
 
 
 def _settings(settings: dict) -> str:
@@ -535,13 +679,19 @@ def _fusion_sentence(parity: dict) -> str:
 
 def embedding_agreement_line(report: RunReport) -> str | None:
     """How each artifact's embeddings agree with the FP32 model's (sentence embedders only), or None."""
-    parts = [f"{r.artifact.name} {r.accuracy.embedding_cosine:.4f} ({100 * r.accuracy.neighbour_agreement:.1f}%"
-             + (f", {100 * r.accuracy.recall_at_10:.1f}%" if r.accuracy.recall_at_10 is not None else "") + ")"
-             for r in report.artifacts if r.accuracy is not None and r.accuracy.embedding_cosine is not None]
+    parts = [
+        f"{r.artifact.name} {r.accuracy.embedding_cosine:.4f} ({100 * r.accuracy.neighbour_agreement:.1f}%"
+        + (f", {100 * r.accuracy.recall_at_10:.1f}%" if r.accuracy.recall_at_10 is not None else "")
+        + ")"
+        for r in report.artifacts
+        if r.accuracy is not None and r.accuracy.embedding_cosine is not None
+    ]
     if not parts:
         return None
-    return ("Embeddings against the FP32 model's, on the evaluated texts: mean cosine (share of texts whose nearest "
-            "other text stays the same, recall@10 of the FP32 model's 10 nearest): " + "; ".join(parts) + ".")
+    return (
+        "Embeddings against the FP32 model's, on the evaluated texts: mean cosine (share of texts whose nearest "
+        "other text stays the same, recall@10 of the FP32 model's 10 nearest): " + "; ".join(parts) + "."
+    )
 
 
 def _short(artifact_name: str, runtime: str) -> str:
@@ -556,16 +706,29 @@ def power_limit_lines(rows) -> list[str]:
     """The power-limit sweep: a row per limit, artifact and batch size, then the energy-optimal and fastest limits."""
     from greencompress.measure.energy.power_limits import optimal_and_fastest
 
-    table = (["limit W", "in force W", "artifact", "batch", "J/inference", "p50 ms", "note"],
-             [[f"{r['limit_w']:g}", f"{r['in_force_w']:g}", r["artifact"], str(r["batch_size"]),
-               f"{r['j_per_inference']:.4g} ± {r['ci95_j']:.2g}", f"{r['p50_ms']:.3f}",
-               "" if r["applied"] else f"not applied: {r['reason']}"] for r in rows])
+    table = (
+        ["limit W", "in force W", "artifact", "batch", "J/inference", "p50 ms", "note"],
+        [
+            [
+                f"{r['limit_w']:g}",
+                f"{r['in_force_w']:g}",
+                r["artifact"],
+                str(r["batch_size"]),
+                f"{r['j_per_inference']:.4g} ± {r['ci95_j']:.2g}",
+                f"{r['p50_ms']:.3f}",
+                "" if r["applied"] else f"not applied: {r['reason']}",
+            ]
+            for r in rows
+        ],
+    )
     lines = markdown_table(table) + [""]
     for artifact, batch in dict.fromkeys((r["artifact"], r["batch_size"]) for r in rows):
         measured = [r for r in rows if r["artifact"] == artifact and r["batch_size"] == batch and r["applied"]]
         if len(measured) > 1:
             optimal, fastest = optimal_and_fastest(measured)
-            lines.append(f"- {artifact}, batch {batch}: least energy at {optimal['limit_w']:g} W "
-                         f"({optimal['j_per_inference']:.4g} J/inference), fastest at {fastest['limit_w']:g} W "
-                         f"({fastest['p50_ms']:.3f} ms p50).")
+            lines.append(
+                f"- {artifact}, batch {batch}: least energy at {optimal['limit_w']:g} W "
+                f"({optimal['j_per_inference']:.4g} J/inference), fastest at {fastest['limit_w']:g} W "
+                f"({fastest['p50_ms']:.3f} ms p50)."
+            )
     return lines

@@ -19,5 +19,8 @@ def dominates(a: Sequence[float], b: Sequence[float], directions: Sequence[str])
 
 def non_dominated(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
     """Indices of the points no other point dominates (equal points are all kept), in the order given."""
-    return [i for i, point in enumerate(points)
-            if not any(dominates(other, point, directions) for j, other in enumerate(points) if j != i)]
+    return [
+        i
+        for i, point in enumerate(points)
+        if not any(dominates(other, point, directions) for j, other in enumerate(points) if j != i)
+    ]

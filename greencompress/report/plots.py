@@ -46,8 +46,9 @@ def artifact_styles(names: list[str]) -> dict[str, tuple[str, str]]:
     palette = [colormaps["tab20"](index) for index in range(20)]
     # Ordered so that neighbours differ: the dark shade of each tab20 pair first, then the light ones.
     palette = palette[0::2] + palette[1::2]
-    return {name: (palette[index % 20], _MARKERS[(index // 20 + index) % len(_MARKERS)])
-            for index, name in enumerate(names)}
+    return {
+        name: (palette[index % 20], _MARKERS[(index // 20 + index) % len(_MARKERS)]) for index, name in enumerate(names)
+    }
 
 
 def _rows_height(rows: int, minimum: float = 3.6) -> float:
@@ -56,8 +57,11 @@ def _rows_height(rows: int, minimum: float = 3.6) -> float:
 
 def domain_bars(report: RunReport, batch_size: int, sequence_length: int | None = None) -> dict[str, dict[str, float]]:
     """Joules per inference by domain for each artifact at one batch size: each adds up to the table's figure."""
-    return {r.artifact.name: dict(r.at_batch(batch_size, sequence_length).energy.joules_per_inference_by_domain)
-            for r in report.artifacts if r.at_batch(batch_size, sequence_length)}
+    return {
+        r.artifact.name: dict(r.at_batch(batch_size, sequence_length).energy.joules_per_inference_by_domain)
+        for r in report.artifacts
+        if r.at_batch(batch_size, sequence_length)
+    }
 
 
 def accuracy_range(top1_percent: list[float]) -> tuple[float, float]:
@@ -150,9 +154,12 @@ def power_timeline_figure(report: RunReport):
     """Mean power of every benchmark window over time, one colour per artifact; None for an estimate."""
     if not report.energy_meter.measured:
         return None
-    windows = [(result.artifact.name, start, duration, joules)
-               for result in report.artifacts for bench in result.benchmarks
-               for start, duration, joules in bench.energy.timeline]
+    windows = [
+        (result.artifact.name, start, duration, joules)
+        for result in report.artifacts
+        for bench in result.benchmarks
+        for start, duration, joules in bench.energy.timeline
+    ]
     if not windows:
         return None
     origin = min(start for _, start, _, _ in windows)

@@ -40,41 +40,62 @@ class Recommendation:
         return self.versus_runner_up is not None and self.versus_runner_up.within_noise
 
 
-def recommend(results, energy_measured: bool, energy_method: str,
-              budget: QualityBudget | None = None) -> list[Recommendation]:
+def recommend(
+    results, energy_measured: bool, energy_method: str, budget: QualityBudget | None = None
+) -> list[Recommendation]:
     """One recommendation per shape measured (batch size, and sequence length for a transformer), among the artifacts
     within `budget` (default: top-1 within 1 point)."""
     budget = budget or QualityBudget()
     reference = _original_accuracy(results)
-    shapes = sorted({bench.latency.shape for result in results for bench in result.benchmarks},
-                    key=lambda shape: (shape[0], shape[1] or 0))
+    shapes = sorted(
+        {bench.latency.shape for result in results for bench in result.benchmarks},
+        key=lambda shape: (shape[0], shape[1] or 0),
+    )
     recommendations = []
     for shape in shapes:
         measured = [result for result in results if result.at_batch(*shape) is not None]
         drops = {result.artifact.name: _drop(result, reference) for result in measured}
         excess = {result.artifact.name: budget.excess_of(result.accuracy, reference) for result in measured}
-        within = [result for result in measured if excess[result.artifact.name] is None
-                  or excess[result.artifact.name] <= 1e-9]
+        within = [
+            result
+            for result in measured
+            if excess[result.artifact.name] is None or excess[result.artifact.name] <= 1e-9
+        ]
         if not within:
             continue
         ranked = sorted(within, key=lambda result: _figure(result.at_batch(*shape), energy_measured))
         best, runner_up = ranked[0], (ranked[1] if len(ranked) > 1 else None)
-        interval = _versus(best.at_batch(*shape), runner_up.at_batch(*shape), energy_measured) \
-            if runner_up else None
-        recommendations.append(Recommendation(
-            shape[0], best.artifact.name, best.artifact.runtime, best.artifact.precision,
-            f"J/inference ({energy_method})" if energy_measured else f"p50 latency (energy is an {energy_method})",
-            _figure(best.at_batch(*shape), energy_measured), drops[best.artifact.name],
-            runner_up.artifact.name if runner_up else None, interval,
-            tuple(result.artifact.name for result in measured if result not in within), budget.max_drop_points,
-            shape[1], budget.describe()))
+        interval = _versus(best.at_batch(*shape), runner_up.at_batch(*shape), energy_measured) if runner_up else None
+        recommendations.append(
+            Recommendation(
+                shape[0],
+                best.artifact.name,
+                best.artifact.runtime,
+                best.artifact.precision,
+                f"J/inference ({energy_method})" if energy_measured else f"p50 latency (energy is an {energy_method})",
+                _figure(best.at_batch(*shape), energy_measured),
+                drops[best.artifact.name],
+                runner_up.artifact.name if runner_up else None,
+                interval,
+                tuple(result.artifact.name for result in measured if result not in within),
+                budget.max_drop_points,
+                shape[1],
+                budget.describe(),
+            )
+        )
     return recommendations
 
 
 def _original_accuracy(results):
     """The original model's accuracy: the PyTorch FP32 reference's, else any original FP32 artifact's."""
-    originals = [result for result in results if result.accuracy is not None and result.artifact.is_original_model
-                 and result.artifact.precision == "fp32" and not result.artifact.file_techniques]
+    originals = [
+        result
+        for result in results
+        if result.accuracy is not None
+        and result.artifact.is_original_model
+        and result.artifact.precision == "fp32"
+        and not result.artifact.file_techniques
+    ]
     torch_first = sorted(originals, key=lambda result: result.artifact.runtime != "torch")
     return torch_first[0].accuracy if torch_first else None
 
@@ -91,6 +112,7 @@ def _figure(bench, energy_measured: bool) -> float:
 
 def _versus(best, runner_up, energy_measured: bool) -> RatioInterval | None:
     if energy_measured:
-        return paired_ratio_interval(best.energy.window_joules_per_inference,
-                                     runner_up.energy.window_joules_per_inference)
+        return paired_ratio_interval(
+            best.energy.window_joules_per_inference, runner_up.energy.window_joules_per_inference
+        )
     return paired_ratio_interval(best.latency.window_p50_ms, runner_up.latency.window_p50_ms)

@@ -115,8 +115,13 @@ def compare_same_runtime(results: list[ArtifactResult]) -> list[Comparison]:
     return comparisons
 
 
-def compare_pair(baseline: ArtifactResult, candidate: ArtifactResult, batch_size: int,
-                 sequence_length: int | None = None, deployment: bool = False) -> Comparison:
+def compare_pair(
+    baseline: ArtifactResult,
+    candidate: ArtifactResult,
+    batch_size: int,
+    sequence_length: int | None = None,
+    deployment: bool = False,
+) -> Comparison:
     """`candidate` over `baseline` at one shape: overall ratios and intervals paired over the shared rounds."""
     bench, reference = candidate.at_batch(batch_size, sequence_length), baseline.at_batch(batch_size, sequence_length)
     sizes = baseline.artifact.size_bytes, candidate.artifact.size_bytes
@@ -140,9 +145,14 @@ def compare_pair(baseline: ArtifactResult, candidate: ArtifactResult, batch_size
 
 
 def users_model(results: list[ArtifactResult], runtime: str | None) -> ArtifactResult | None:
-    """The model as the user gave it: the original FP32 model on `runtime` (None: the PyTorch reference, listed first)."""
-    originals = [result for result in results if result.artifact.is_original_model
-                 and result.artifact.precision == "fp32" and not result.artifact.file_techniques]
+    """The model as the user gave it: the original FP32 model on `runtime` (None: the PyTorch reference, first)."""
+    originals = [
+        result
+        for result in results
+        if result.artifact.is_original_model
+        and result.artifact.precision == "fp32"
+        and not result.artifact.file_techniques
+    ]
     named = [result for result in originals if runtime is None or result.artifact.runtime == runtime]
     return named[0] if named else None
 
@@ -159,10 +169,12 @@ def paired_intervals(candidate: Benchmark, baseline: Benchmark) -> dict[str, Rat
     """Per-round ratios of latency p50, J/inference and active J/inference with 95% intervals (stats.py)."""
     return {
         "latency_p50": paired_ratio_interval(candidate.latency.window_p50_ms, baseline.latency.window_p50_ms),
-        "joules_per_inference": paired_ratio_interval(candidate.energy.window_joules_per_inference,
-                                                      baseline.energy.window_joules_per_inference),
-        "active_joules_per_inference": paired_ratio_interval(candidate.energy.window_active_joules_per_inference,
-                                                             baseline.energy.window_active_joules_per_inference),
+        "joules_per_inference": paired_ratio_interval(
+            candidate.energy.window_joules_per_inference, baseline.energy.window_joules_per_inference
+        ),
+        "active_joules_per_inference": paired_ratio_interval(
+            candidate.energy.window_active_joules_per_inference, baseline.energy.window_active_joules_per_inference
+        ),
     }
 
 
@@ -170,15 +182,21 @@ def interval_to_dict(interval: RatioInterval | None) -> dict | None:
     """`{ratio, ci95: [low, high], rounds, within_noise, method}`, or None where no interval exists."""
     if interval is None:
         return None
-    return {"ratio": interval.ratio, "ci95": [interval.low, interval.high], "rounds": interval.rounds,
-            "within_noise": interval.within_noise, "method": interval.method}
+    return {
+        "ratio": interval.ratio,
+        "ci95": [interval.low, interval.high],
+        "rounds": interval.rounds,
+        "within_noise": interval.within_noise,
+        "method": interval.method,
+    }
 
 
 def interval_from_dict(data: dict | None) -> RatioInterval | None:
     if data is None:
         return None
-    return RatioInterval(data["ratio"], data["ci95"][0], data["ci95"][1], data["rounds"],
-                         paired=data["method"].startswith("paired"))
+    return RatioInterval(
+        data["ratio"], data["ci95"][0], data["ci95"][1], data["rounds"], paired=data["method"].startswith("paired")
+    )
 
 
 _INTERVAL_FIELDS = ("latency_p50", "joules_per_inference", "active_joules_per_inference")
@@ -241,8 +259,12 @@ class RunReport:
         gates = self.recipe.get("gates") or {}
         task = (self.recipe.get("model") or {}).get("task") or "image-classification"
         metric = task_named(task).primary_metric if task in task_names() else "top1"
-        return quality_budget(metric, gates.get("max_accuracy_drop"), gates.get("min_embedding_cosine"),
-                              gates.get("min_neighbour_agreement"))
+        return quality_budget(
+            metric,
+            gates.get("max_accuracy_drop"),
+            gates.get("min_embedding_cosine"),
+            gates.get("min_neighbour_agreement"),
+        )
 
     @property
     def decisions(self) -> list[Comparison]:
@@ -250,9 +272,11 @@ class RunReport:
         # benchmark.baseline: the runtime the user serves their model on today (None: PyTorch, the reference).
         user = users_model(self.artifacts, (self.recipe.get("benchmark") or {}).get("baseline"))
         by_name = {result.artifact.name: result for result in self.artifacts}
-        return [compare_pair(user, by_name[r.artifact], r.batch_size, r.sequence_length, deployment=True)
-                for r in self.recommendations
-                if user is not None and user.at_batch(r.batch_size, r.sequence_length) is not None]
+        return [
+            compare_pair(user, by_name[r.artifact], r.batch_size, r.sequence_length, deployment=True)
+            for r in self.recommendations
+            if user is not None and user.at_batch(r.batch_size, r.sequence_length) is not None
+        ]
 
     @property
     def idle_drift(self) -> str | None:
@@ -261,8 +285,12 @@ class RunReport:
     @property
     def busy_windows(self) -> tuple[int, int, float]:
         """(windows taken while the machine was busy, windows with a load reading, the largest other-process share)."""
-        shares = [share for result in self.artifacts for bench in result.benchmarks
-                  for share in bench.energy.window_other_cpu_share]
+        shares = [
+            share
+            for result in self.artifacts
+            for bench in result.benchmarks
+            for share in bench.energy.window_other_cpu_share
+        ]
         return sum(share > BUSY_SHARE for share in shares), len(shares), max(shares, default=0.0)
 
     def to_dict(self) -> dict:
@@ -278,18 +306,29 @@ class RunReport:
             "data": self.data,
             "export": self.export,
             "stages": [asdict(stage) for stage in self.stages],
-            "energy_meter": {**asdict(self.energy_meter), "reason": self.energy_meter_reason,
-                             "idle": asdict(self.idle), "idle_checks": [asdict(check) for check in self.idle_checks],
-                             "idle_drift": self.idle_drift},
-            "machine_load": dict(zip(("busy_windows", "windows", "max_other_cpu_share"), self.busy_windows),
-                                 busy_share_threshold=BUSY_SHARE),
+            "energy_meter": {
+                **asdict(self.energy_meter),
+                "reason": self.energy_meter_reason,
+                "idle": asdict(self.idle),
+                "idle_checks": [asdict(check) for check in self.idle_checks],
+                "idle_drift": self.idle_drift,
+            },
+            "machine_load": dict(
+                zip(("busy_windows", "windows", "max_other_cpu_share"), self.busy_windows),
+                busy_share_threshold=BUSY_SHARE,
+            ),
             "carbon": {**asdict(self.carbon), "basis": "total joules per inference x PUE x grid intensity"},
             "artifacts": [_artifact_dict(result, self.carbon) for result in self.artifacts],
             # The technique comparisons (same runtime), then the deployment decisions (`deployment`: true).
             "comparisons": [_comparison_dict(c) for c in (*self.comparisons, *self.decisions)],
-            "recommendations": [{**{k: v for k, v in asdict(r).items() if k != "versus_runner_up"},
-                                 "versus_runner_up": interval_to_dict(r.versus_runner_up),
-                                 "within_noise": r.within_noise} for r in self.recommendations],
+            "recommendations": [
+                {
+                    **{k: v for k, v in asdict(r).items() if k != "versus_runner_up"},
+                    "versus_runner_up": interval_to_dict(r.versus_runner_up),
+                    "within_noise": r.within_noise,
+                }
+                for r in self.recommendations
+            ],
             "notes": self.notes,
             "gates": [asdict(gate) for gate in self.gates],
             "complete": self.complete,
@@ -382,7 +421,8 @@ def load_report(path: Path) -> RunReport:
     if version.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
         raise GreencompressError(
             f"{file}: report schema version {version} is not readable by this greencompress, which reads "
-            f"{SCHEMA_VERSION.split('.')[0]}.x; re-run the recipe (its copy is in the run folder) to get a current report")
+            f"{SCHEMA_VERSION.split('.')[0]}.x; re-run the recipe (its copy is in the run folder) for a current report"
+        )
     try:
         return _report_from_dict(data)
     except (KeyError, TypeError, ValueError) as error:
@@ -392,13 +432,18 @@ def load_report(path: Path) -> RunReport:
 def _lineage(item: dict) -> dict:
     """An artifact's lineage fields; for a 1.1 report, read from its name, the one place it was kept then."""
     if "model_techniques" in item:
-        return {"source": item["source"], "model_techniques": tuple(item["model_techniques"]),
-                "file_techniques": tuple(item["file_techniques"])}
+        return {
+            "source": item["source"],
+            "model_techniques": tuple(item["model_techniques"]),
+            "file_techniques": tuple(item["file_techniques"]),
+        }
     words = item["name"].split("-")[1:-1]  # <runtime>-<tags...>-<precision>
     tags = {"pruned": "prune", "finetuned": "finetune"}
-    return {"source": "torch" if item["runtime"] == "torch" else "onnx",
-            "model_techniques": tuple(tags.get(word, word) for word in words),
-            "file_techniques": ("quantize",) if item["precision"] == "int8" else ()}
+    return {
+        "source": "torch" if item["runtime"] == "torch" else "onnx",
+        "model_techniques": tuple(tags.get(word, word) for word in words),
+        "file_techniques": ("quantize",) if item["precision"] == "int8" else (),
+    }
 
 
 def _benchmark_from(latency: dict, energy: dict) -> Benchmark:
@@ -407,20 +452,33 @@ def _benchmark_from(latency: dict, energy: dict) -> Benchmark:
     from greencompress.measure.latency import Latency
 
     return Benchmark(
-        latency=Latency(**{**latency, "percentiles_ms": tuple(latency.get("percentiles_ms", ())),
-                           "window_p50_ms": tuple(latency.get("window_p50_ms", ()))}),
+        latency=Latency(
+            **{
+                **latency,
+                "percentiles_ms": tuple(latency.get("percentiles_ms", ())),
+                "window_p50_ms": tuple(latency.get("window_p50_ms", ())),
+            }
+        ),
         energy=EnergyResult(
-            joules_per_inference=energy["joules_per_inference"], ci95_j=energy["ci95_j"],
-            active_joules_per_inference=energy["active_joules_per_inference"], active_ci95_j=energy["active_ci95_j"],
+            joules_per_inference=energy["joules_per_inference"],
+            ci95_j=energy["ci95_j"],
+            active_joules_per_inference=energy["active_joules_per_inference"],
+            active_ci95_j=energy["active_ci95_j"],
             joules_per_inference_by_domain=energy["joules_per_inference_by_domain"],
-            idle_power_w=energy["idle_power_w"], windows=energy["windows"], window_s=energy["window_s"],
-            inferences=energy["inferences"], method=energy["method"], measured=energy["measured"],
-            uncertainty=Uncertainty(**energy["uncertainty"]), noisy=energy["noisy"],
+            idle_power_w=energy["idle_power_w"],
+            windows=energy["windows"],
+            window_s=energy["window_s"],
+            inferences=energy["inferences"],
+            method=energy["method"],
+            measured=energy["measured"],
+            uncertainty=Uncertainty(**energy["uncertainty"]),
+            noisy=energy["noisy"],
             timeline=tuple(tuple(window) for window in energy.get("timeline", ())),
             window_joules_per_inference=tuple(energy.get("window_joules_per_inference", ())),
             window_active_joules_per_inference=tuple(energy.get("window_active_joules_per_inference", ())),
             window_other_cpu_share=tuple(energy.get("window_other_cpu_share", ())),
-            window_telemetry=tuple(energy.get("window_telemetry", ()))),
+            window_telemetry=tuple(energy.get("window_telemetry", ())),
+        ),
     )
 
 
@@ -428,23 +486,44 @@ def _report_from_dict(data: dict) -> RunReport:
     from greencompress.measure.energy.carbon import GridIntensity
 
     carbon = data["carbon"]
-    carbon_settings = CarbonSettings(GridIntensity(**carbon["intensity"]), carbon["pue"], carbon["price_per_kwh"],
-                                     carbon["currency"])
+    carbon_settings = CarbonSettings(
+        GridIntensity(**carbon["intensity"]), carbon["pue"], carbon["price_per_kwh"], carbon["currency"]
+    )
     meter = data["energy_meter"]
     results = []
     for item in data["artifacts"]:
-        artifact = Artifact(item["name"], item["runtime"], item["precision"],
-                            Path(item["path"]) if item["path"] else None, item["size_bytes"], item["params"], item["macs"],
-                            **_lineage(item))
+        artifact = Artifact(
+            item["name"],
+            item["runtime"],
+            item["precision"],
+            Path(item["path"]) if item["path"] else None,
+            item["size_bytes"],
+            item["params"],
+            item["macs"],
+            **_lineage(item),
+        )
         benchmarks = [_benchmark_from(latency, item["energy"][batch]) for batch, latency in item["latency"].items()]
         accuracy = Accuracy(**item["accuracy"]) if item["accuracy"] else None
         results.append(ArtifactResult(artifact, accuracy, tuple(benchmarks)))
     return RunReport(
-        name=data["name"], created_utc=data["created_utc"], run_dir=Path(data["run_dir"]), recipe=data["recipe"],
-        environment=data["environment"], provenance=data["provenance"], data=data["data"], export=data["export"],
-        stages=[StageRecord(stage["technique"], stage["settings"], stage.get("metrics", {})) for stage in data["stages"]],
-        energy_meter=MeterDescription(meter["method"], meter["measured"], tuple(meter["domains"]), meter["assumptions"],
-                                      meter.get("estimated_from")),
+        name=data["name"],
+        created_utc=data["created_utc"],
+        run_dir=Path(data["run_dir"]),
+        recipe=data["recipe"],
+        environment=data["environment"],
+        provenance=data["provenance"],
+        data=data["data"],
+        export=data["export"],
+        stages=[
+            StageRecord(stage["technique"], stage["settings"], stage.get("metrics", {})) for stage in data["stages"]
+        ],
+        energy_meter=MeterDescription(
+            meter["method"],
+            meter["measured"],
+            tuple(meter["domains"]),
+            meter["assumptions"],
+            meter.get("estimated_from"),
+        ),
         energy_meter_reason=meter["reason"],
         idle=IdleBaseline(**meter["idle"]),
         idle_checks=tuple(IdleBaseline(**check) for check in meter.get("idle_checks", ())),

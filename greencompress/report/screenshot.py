@@ -12,8 +12,15 @@ _BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-sta
 
 # Headless, no sandbox (root in containers), and nothing that reaches the network: the page is self-contained.
 HEADLESS_FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
 )
 
 
@@ -23,8 +30,10 @@ def find_browser() -> str:
         path = shutil.which(name)
         if path:
             return path
-    raise GreencompressError("no Chromium found for the screenshot: install one (Debian/Ubuntu: apt-get install "
-                             "chromium) or leave out --screenshot; report.html is written either way")
+    raise GreencompressError(
+        "no Chromium found for the screenshot: install one (Debian/Ubuntu: apt-get install "
+        "chromium) or leave out --screenshot; report.html is written either way"
+    )
 
 
 def run_headless(arguments: list[str], profile: Path, timeout_s: float = 120) -> subprocess.CompletedProcess:
@@ -38,8 +47,9 @@ def screenshot_html(html: Path, png: Path, width: int = 1200, height: int = 2600
     import tempfile
 
     with tempfile.TemporaryDirectory() as profile:
-        result = run_headless([f"--screenshot={png.resolve()}", f"--window-size={width},{height}",
-                               html.resolve().as_uri()], Path(profile))
+        result = run_headless(
+            [f"--screenshot={png.resolve()}", f"--window-size={width},{height}", html.resolve().as_uri()], Path(profile)
+        )
     if result.returncode != 0 or not png.is_file():
         raise GreencompressError(f"screenshot of {html} failed (exit {result.returncode}): {result.stderr[-500:]}")
     return png

@@ -1,4 +1,4 @@
-"""Runtimes: what runs a model (PyTorch, ONNX Runtime, OpenVINO, and their GPU forms), the export that feeds them, the device.
+"""Runtimes: what runs a model (PyTorch, ONNX Runtime, OpenVINO, their GPU forms), the export feeding them, the device.
 
 Importing the package registers greencompress's own runtimes in RUNTIMES, in the order reports
 list them; a plugin's runtimes come from the `greencompress.runtimes` entry-point group.

@@ -45,8 +45,9 @@ class Artifact:
     file_techniques: tuple[str, ...] = ()
 
     @classmethod
-    def of_file(cls, name: str, runtime: str, precision: str, path: Path | None, params: int, macs: int,
-                **lineage) -> Artifact:
+    def of_file(
+        cls, name: str, runtime: str, precision: str, path: Path | None, params: int, macs: int, **lineage
+    ) -> Artifact:
         """An artifact whose size is read from `path` now (None when there is no file)."""
         size = path.stat().st_size if path is not None else None
         return cls(name, runtime, precision, path, size, params, macs, **lineage)

@@ -46,13 +46,16 @@ def resolve_device(setting: str, torch_module=None) -> Device:
     if setting == "auto" and not available:
         return Device("cpu")
     if not available:
-        raise GreencompressError(f"benchmark.device: {setting} asked for, but PyTorch sees no CUDA GPU: "
-                                 f"{_why_no_gpu(torch)}")
+        raise GreencompressError(
+            f"benchmark.device: {setting} asked for, but PyTorch sees no CUDA GPU: {_why_no_gpu(torch)}"
+        )
     index = 0 if setting in ("cuda", "auto") else int(setting.split(":")[1])
     count = torch.cuda.device_count()
     if index >= count:
-        raise GreencompressError(f"benchmark.device: {setting} asked for, but PyTorch sees {count} GPU(s) "
-                                 f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
+        raise GreencompressError(
+            f"benchmark.device: {setting} asked for, but PyTorch sees {count} GPU(s) "
+            f"(CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})"
+        )
     properties = torch.cuda.get_device_properties(index)
     uuid = getattr(properties, "uuid", None)
     return Device("cuda", index, properties.name, f"GPU-{uuid}" if uuid is not None else None)
@@ -63,5 +66,7 @@ def _why_no_gpu(torch) -> str:
         return f"this PyTorch ({torch.__version__}) is a CPU-only build; install a CUDA build of torch"
     if os.environ.get("CUDA_VISIBLE_DEVICES") == "":
         return "CUDA_VISIBLE_DEVICES is set to an empty list"
-    return (f"PyTorch {torch.__version__} is built for CUDA {torch.version.cuda}, but no NVIDIA driver or GPU "
-            f"answers here (nvidia-smi should list one)")
+    return (
+        f"PyTorch {torch.__version__} is built for CUDA {torch.version.cuda}, but no NVIDIA driver or GPU "
+        f"answers here (nvidia-smi should list one)"
+    )

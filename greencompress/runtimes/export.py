@@ -38,6 +38,7 @@ class ExportSpec(Section):
     parity_max_abs_diff: float = Field(default=1e-3, gt=0)
     parity_min_top1_agreement: float = Field(default=0.99, gt=0, le=1)
 
+
 EXPORTER = "torch.onnx.export(dynamo=True)"  # the torch.export-based exporter; TorchScript export is deprecated
 # Transformers: the TorchScript exporter, whose graph ONNX Runtime's transformer optimizer fuses (_export_transformer).
 TOKEN_EXPORTER = "torch.onnx.export(dynamo=False)"
@@ -61,8 +62,9 @@ class Parity:
 
 def runtimes_without_fusion(runtimes: list[str]) -> list[str]:
     """The runtimes of files among `runtimes` that cannot read ONNX Runtime's fused operators (all but its own)."""
-    return [name for name in runtimes
-            if RUNTIMES.get(name).runs == "onnx" and not RUNTIMES.get(name).reads_fused_operators]
+    return [
+        name for name in runtimes if RUNTIMES.get(name).runs == "onnx" and not RUNTIMES.get(name).reads_fused_operators
+    ]
 
 
 @dataclass(frozen=True)
@@ -85,25 +87,37 @@ def plan_fusion(spec: ExportSpec, runtimes: list[str], inputs: ModelInputs) -> F
     and the architecture has fusions, and keeps a portable twin for every other runtime of files."""
     if spec.transformer_fusion is False or inputs.fusion is None:
         unknown = inputs.are_tokens and spec.transformer_fusion is not False
-        return FusionPlan(portable=True, fused=False, note=(
-            "none: ONNX Runtime has no transformer fusions for this architecture" if unknown else None))
+        return FusionPlan(
+            portable=True,
+            fused=False,
+            note=("none: ONNX Runtime has no transformer fusions for this architecture" if unknown else None),
+        )
     if spec.transformer_fusion is True:
         return FusionPlan(portable=False, fused=True)
     file_runtimes = [name for name in runtimes if RUNTIMES.get(name).runs == "onnx"]
     others = runtimes_without_fusion(runtimes)
     if not any(RUNTIMES.get(name).reads_fused_operators for name in file_runtimes):
-        return FusionPlan(portable=True, fused=False, note=(
-            "off: no ONNX Runtime among the runtimes of files, and only it reads its fused operators "
-            "(export.transformer_fusion: auto)"))
+        return FusionPlan(
+            portable=True,
+            fused=False,
+            note=(
+                "off: no ONNX Runtime among the runtimes of files, and only it reads its fused operators "
+                "(export.transformer_fusion: auto)"
+            ),
+        )
     if not others:
         return FusionPlan(portable=False, fused=True)
-    return FusionPlan(portable=True, fused=True, note=(
-        f"ONNX Runtime runs a fused twin of each file, and {' and '.join(others)} the portable graph, which holds "
-        f"none of ONNX Runtime's own operators (export.transformer_fusion: auto)"))
+    return FusionPlan(
+        portable=True,
+        fused=True,
+        note=(
+            f"ONNX Runtime runs a fused twin of each file, and {' and '.join(others)} the portable graph, which holds "
+            f"none of ONNX Runtime's own operators (export.transformer_fusion: auto)"
+        ),
+    )
 
 
-def export_onnx(model: nn.Module, inputs: ModelInputs, path: Path, opset: int,
-                fusion: bool = False) -> Path:
+def export_onnx(model: nn.Module, inputs: ModelInputs, path: Path, opset: int, fusion: bool = False) -> Path:
     """Export `model` to a single self-contained ONNX file with a dynamic batch (and sequence) dimension.
 
     `inputs`: the model's inputs (`ModelInputs.image(shape)` for an image model). `fusion`: apply ONNX Runtime's
@@ -123,9 +137,16 @@ def _export(model: nn.Module, inputs: ModelInputs, path: Path, opset: int, fusio
     chatter = io.StringIO()  # the exporter prints its steps; keep them for the log, not the terminal
     with contextlib.redirect_stdout(chatter):
         torch.onnx.export(
-            model.eval(), (example,), str(path), dynamo=True, opset_version=opset,
-            input_names=["input"], output_names=["logits"], dynamic_shapes=({0: batch},),
-            external_data=False, verbose=False,
+            model.eval(),
+            (example,),
+            str(path),
+            dynamo=True,
+            opset_version=opset,
+            input_names=["input"],
+            output_names=["logits"],
+            dynamic_shapes=({0: batch},),
+            external_data=False,
+            verbose=False,
         )
     log.debug("exporter output:\n%s", chatter.getvalue())
     return {}
@@ -142,9 +163,16 @@ def _export_transformer(model: nn.Module, inputs: ModelInputs, path: Path, opset
     axes.update({name: {0: "batch"} for name in outputs})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python values; parity on real text decides
-        torch.onnx.export(model.eval(), inputs.example(2, 16), str(path), dynamo=False,
-                          opset_version=exporter_of(inputs, opset)[1],
-                          input_names=list(inputs.names), output_names=outputs, dynamic_axes=axes)
+        torch.onnx.export(
+            model.eval(),
+            inputs.example(2, 16),
+            str(path),
+            dynamo=False,
+            opset_version=exporter_of(inputs, opset)[1],
+            input_names=list(inputs.names),
+            output_names=outputs,
+            dynamic_axes=axes,
+        )
     if not fusion or inputs.fusion is None:
         return {"fusion": None if not fusion else "none: ONNX Runtime has no transformer fusions for this architecture"}
     # The head count of the model as it is now (pruning may have removed heads), not of the folder's config: the
@@ -154,15 +182,18 @@ def _export_transformer(model: nn.Module, inputs: ModelInputs, path: Path, opset
     except GreencompressError:  # a layout greencompress cannot read (it cannot prune its heads either): the config's
         shape = (inputs.fusion.num_heads, inputs.fusion.hidden_size)
     if shape is None:
-        return {"fusion": "none: the layers have different attention head counts (ONNX Runtime's Attention fusion "
-                          "takes one count per graph)"}
+        return {
+            "fusion": "none: the layers have different attention head counts (ONNX Runtime's Attention fusion "
+            "takes one count per graph)"
+        }
     from onnxruntime.transformers import optimizer
 
     # It logs each pattern tried, at DEBUG, and warns that a pruned attention's width differs from the model's
     # (it fuses it right: parity checks the file); what it fused is reported below.
     with quiet_libraries(logging.WARNING), contextlib.redirect_stdout(io.StringIO()):
-        optimized = optimizer.optimize_model(str(path), model_type=inputs.fusion.model_type, num_heads=shape[0],
-                                             hidden_size=shape[1], opt_level=0)
+        optimized = optimizer.optimize_model(
+            str(path), model_type=inputs.fusion.model_type, num_heads=shape[0], hidden_size=shape[1], opt_level=0
+        )
         fused = {name: count for name, count in optimized.get_fused_operator_statistics().items() if count}
     optimized.save_model_to_file(str(path))
     log.info("transformer fusion: %s", ", ".join(f"{count} {name}" for name, count in fused.items()) or "nothing fused")
@@ -187,8 +218,9 @@ def check_parity(reference, candidate, batches, max_abs_diff: float, min_top1_ag
     return parity
 
 
-def export_with_parity(model: nn.Module, inputs: ModelInputs, output: Path, spec: ExportSpec,
-                       parity_batches, threads: int) -> Parity:
+def export_with_parity(
+    model: nn.Module, inputs: ModelInputs, output: Path, spec: ExportSpec, parity_batches, threads: int
+) -> Parity:
     """Export `model` to `output` and check it against PyTorch on `parity_batches`; the file appears only if it passes.
 
     Text batches come padded to their longest text, so the check covers several lengths and paddings.
@@ -199,11 +231,20 @@ def export_with_parity(model: nn.Module, inputs: ModelInputs, output: Path, spec
     log.info("stage export: %s to ONNX (%s, opset %d)", output.name, *exporter_of(inputs, spec.opset))
     temporary = output.with_name(f".{output.name}.tmp")
     done = _export(model, inputs, temporary, spec.opset, spec.transformer_fusion is not False)
-    parity = check_parity(TorchRunner(model), OnnxRuntimeRunner(temporary, threads), parity_batches,
-                          spec.parity_max_abs_diff, spec.parity_min_top1_agreement)
+    parity = check_parity(
+        TorchRunner(model),
+        OnnxRuntimeRunner(temporary, threads),
+        parity_batches,
+        spec.parity_max_abs_diff,
+        spec.parity_min_top1_agreement,
+    )
     temporary.replace(output)  # only a model that passed parity gets its real name
-    log.info("parity: max |diff| %.3g, top-1 agreement %.2f%% on %d inputs",
-             parity.max_abs_diff, 100 * parity.top1_agreement, parity.samples)
+    log.info(
+        "parity: max |diff| %.3g, top-1 agreement %.2f%% on %d inputs",
+        parity.max_abs_diff,
+        100 * parity.top1_agreement,
+        parity.samples,
+    )
     return replace(parity, fusion=done.get("fusion")) if "fusion" in done else parity
 
 
@@ -225,8 +266,10 @@ def is_quantized(path: Path) -> bool:
     import onnx
 
     graph = onnx.load(str(path), load_external_data=False).graph
-    return any(node.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger")
-               for node in graph.node)
+    return any(
+        node.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv", "ConvInteger", "MatMulInteger")
+        for node in graph.node
+    )
 
 
 def size_at_half_precision(path: Path) -> int:
@@ -235,5 +278,7 @@ def size_at_half_precision(path: Path) -> int:
     from onnx import TensorProto
 
     graph = onnx.load(str(path), load_external_data=False).graph
-    float_elements = sum(int(np.prod(tensor.dims)) for tensor in graph.initializer if tensor.data_type == TensorProto.FLOAT)
+    float_elements = sum(
+        int(np.prod(tensor.dims)) for tensor in graph.initializer if tensor.data_type == TensorProto.FLOAT
+    )
     return path.stat().st_size - 2 * float_elements

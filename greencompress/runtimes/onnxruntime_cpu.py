@@ -35,6 +35,14 @@ class OnnxRuntimeRunner(Runner):
         return tuple(self.session.run(None, inputs if isinstance(inputs, dict) else {self.input_name: inputs}))
 
 
-RUNTIMES.register(RuntimeSpec(
-    "onnxruntime", "onnx", lambda path, settings: OnnxRuntimeRunner(path, settings.threads, settings.allow_spinning),
-    "ORT", "onnxruntime", "pip install onnxruntime", reads_fused_operators=True))
+RUNTIMES.register(
+    RuntimeSpec(
+        "onnxruntime",
+        "onnx",
+        lambda path, settings: OnnxRuntimeRunner(path, settings.threads, settings.allow_spinning),
+        "ORT",
+        "onnxruntime",
+        "pip install onnxruntime",
+        reads_fused_operators=True,
+    )
+)

@@ -19,10 +19,12 @@ def provider_unavailable(provider: str) -> str | None:
     import onnxruntime
 
     if provider not in onnxruntime.get_available_providers():
-        return (f"ONNX Runtime here has no {provider} (it has {', '.join(onnxruntime.get_available_providers())}): "
-                f"replace onnxruntime with the onnxruntime-gpu package (pip uninstall onnxruntime && pip install "
-                f"onnxruntime-gpu), on a machine with an NVIDIA driver"
-                + (" and TensorRT" if provider == "TensorrtExecutionProvider" else ""))
+        return (
+            f"ONNX Runtime here has no {provider} (it has {', '.join(onnxruntime.get_available_providers())}): "
+            f"replace onnxruntime with the onnxruntime-gpu package (pip uninstall onnxruntime && pip install "
+            f"onnxruntime-gpu), on a machine with an NVIDIA driver"
+            + (" and TensorRT" if provider == "TensorrtExecutionProvider" else "")
+        )
     return None
 
 
@@ -99,12 +101,29 @@ def node_placement(profile_json: str) -> dict[str, int]:
     return counts
 
 
-RUNTIMES.register(RuntimeSpec(
-    "onnxruntime-cuda", "onnx", lambda path, settings: OnnxRuntimeGpuRunner(path, settings, "CUDAExecutionProvider"),
-    "ORT-CUDA", "onnxruntime", reduced_precisions=("fp16",), device="cuda",
-    check=lambda: provider_unavailable("CUDAExecutionProvider"), reads_fused_operators=True))
-RUNTIMES.register(RuntimeSpec(
-    "onnxruntime-tensorrt", "onnx",
-    lambda path, settings: OnnxRuntimeGpuRunner(path, settings, "TensorrtExecutionProvider"), "ORT-TRT",
-    "onnxruntime", reduced_precisions=("fp16",), device="cuda",
-    check=lambda: provider_unavailable("TensorrtExecutionProvider"), reads_fused_operators=True))
+RUNTIMES.register(
+    RuntimeSpec(
+        "onnxruntime-cuda",
+        "onnx",
+        lambda path, settings: OnnxRuntimeGpuRunner(path, settings, "CUDAExecutionProvider"),
+        "ORT-CUDA",
+        "onnxruntime",
+        reduced_precisions=("fp16",),
+        device="cuda",
+        check=lambda: provider_unavailable("CUDAExecutionProvider"),
+        reads_fused_operators=True,
+    )
+)
+RUNTIMES.register(
+    RuntimeSpec(
+        "onnxruntime-tensorrt",
+        "onnx",
+        lambda path, settings: OnnxRuntimeGpuRunner(path, settings, "TensorrtExecutionProvider"),
+        "ORT-TRT",
+        "onnxruntime",
+        reduced_precisions=("fp16",),
+        device="cuda",
+        check=lambda: provider_unavailable("TensorrtExecutionProvider"),
+        reads_fused_operators=True,
+    )
+)

@@ -23,8 +23,12 @@ class OpenVinoRunner(Runner):
         self.model = self.core.read_model(str(path))
         # f32 unless bf16 is asked for: on CPUs with bf16 units OpenVINO would otherwise lower FP32 models to bf16
         # on its own, and an "fp32" figure would not be FP32.
-        self.config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
-                       "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
+        self.config = {
+            "INFERENCE_NUM_THREADS": threads,
+            "NUM_STREAMS": 1,
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+        }
         self.requests: dict[tuple, object] = {}  # compiled per set of input shapes
 
     def __call__(self, inputs: Inputs) -> np.ndarray:
@@ -47,6 +51,15 @@ class OpenVinoRunner(Runner):
         request.infer(named)
         return request
 
-RUNTIMES.register(RuntimeSpec(
-    "openvino", "onnx", lambda path, settings: OpenVinoRunner(path, settings.threads, settings.precision), "OV",
-    "openvino", "pip install openvino (about 180 MB)", reduced_precisions=("bf16",)))
+
+RUNTIMES.register(
+    RuntimeSpec(
+        "openvino",
+        "onnx",
+        lambda path, settings: OpenVinoRunner(path, settings.threads, settings.precision),
+        "OV",
+        "openvino",
+        "pip install openvino (about 180 MB)",
+        reduced_precisions=("bf16",),
+    )
+)

@@ -43,11 +43,18 @@ def first_output(output) -> torch.Tensor:
 
 
 def set_threads(threads: int) -> None:
-    """Set PyTorch's intra-op thread count (ONNX Runtime sessions take theirs at creation); nothing is pinned to cores."""
+    """Set PyTorch's intra-op thread count (ONNX Runtime sessions take theirs at creation); nothing is pinned."""
     torch.set_num_threads(threads)
 
 
-
 # PyTorch runs the original model as the as-trained reference in every run; `auto` does not add it again.
-RUNTIMES.register(RuntimeSpec("torch", "torch", lambda model, settings: TorchRunner(model, settings.precision), "torch",
-                              reduced_precisions=("bf16",), in_auto=False))
+RUNTIMES.register(
+    RuntimeSpec(
+        "torch",
+        "torch",
+        lambda model, settings: TorchRunner(model, settings.precision),
+        "torch",
+        reduced_precisions=("bf16",),
+        in_auto=False,
+    )
+)

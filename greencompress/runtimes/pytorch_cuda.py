@@ -63,6 +63,15 @@ class TorchCudaRunner(Runner):
         return run
 
 
-RUNTIMES.register(RuntimeSpec(
-    "torch-cuda", "torch", lambda model, settings: TorchCudaRunner(model, settings), "torch-cuda", "torch",
-    reduced_precisions=("fp16", "bf16"), device="cuda", check=lambda: cuda_unavailable()))
+RUNTIMES.register(
+    RuntimeSpec(
+        "torch-cuda",
+        "torch",
+        lambda model, settings: TorchCudaRunner(model, settings),
+        "torch-cuda",
+        "torch",
+        reduced_precisions=("fp16", "bf16"),
+        device="cuda",
+        check=lambda: cuda_unavailable(),
+    )
+)

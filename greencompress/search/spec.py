@@ -41,7 +41,8 @@ class SearchSpace(Section):
     heads: Range | list[float] | None = None
     ffn: Range | list[float] | None = None
     importance: list[Literal["l1", "l2", "bn_scale", "taylor", "random", "activation"]] | None = Field(
-        default=None, min_length=1)
+        default=None, min_length=1
+    )
     round_to: list[int] | None = Field(default=None, min_length=1)  # 1 keeps any channel count
     # Alternative `stages.prune.ignore` lists: which layers are never pruned (the classifier is kept regardless).
     layers: list[list[str]] | None = Field(default=None, min_length=1)
@@ -181,8 +182,10 @@ class SearchSpec(Section):
     @model_validator(mode="after")
     def _something_to_optimise(self) -> SearchSpec:
         if not self.space.dimensions():
-            raise ValueError("space: name at least one setting to vary (runtime names where each trial is measured; "
-                             "it is not varied)")
+            raise ValueError(
+                "space: name at least one setting to vary (runtime names where each trial is measured; "
+                "it is not varied)"
+            )
         return self
 
     def serving_runtimes(self, measured: list[str]) -> list[str]:
@@ -194,8 +197,11 @@ class SearchSpec(Section):
         """Energy and latency as paired ratios to the anchor each trial measures (search/trial.py: Outcome)."""
         names = ["top1"] if self.objectives.accuracy else []
         names.append("energy_ratio")
-        return names + [name for name, on in (("latency_ratio", self.objectives.latency),
-                                               ("size_bytes", self.objectives.size)) if on]
+        return names + [
+            name
+            for name, on in (("latency_ratio", self.objectives.latency), ("size_bytes", self.objectives.size))
+            if on
+        ]
 
     @property
     def directions(self) -> list[str]:
@@ -220,8 +226,10 @@ class SearchRecipe(Recipe):
         if self.search is not None:
             self._space_fits_the_model(self.search.space)
         if self.search is not None and any(getattr(stage.config, "round_to", None) == "auto" for stage in self.stages):
-            raise ValueError("stages.prune.round_to: auto times roundings in one run; a search draws them "
-                             "(search.space.round_to, timed by its proxy): give the base recipe a number")
+            raise ValueError(
+                "stages.prune.round_to: auto times roundings in one run; a search draws them "
+                "(search.space.round_to, timed by its proxy): give the base recipe a number"
+            )
         return self
 
     def _space_fits_the_model(self, space: SearchSpace) -> None:
@@ -242,9 +250,12 @@ class SearchRecipe(Recipe):
     def search_budget(self) -> QualityBudget:
         """What keeps a trial feasible: the task's primary metric within the search's budget."""
         budget = self.search.budget
-        return quality_budget(self.task.primary_metric, budget.max_accuracy_drop,
-                              budget.min_embedding_cosine or self.gates.min_embedding_cosine,
-                              budget.min_neighbour_agreement or self.gates.min_neighbour_agreement)
+        return quality_budget(
+            self.task.primary_metric,
+            budget.max_accuracy_drop,
+            budget.min_embedding_cosine or self.gates.min_embedding_cosine,
+            budget.min_neighbour_agreement or self.gates.min_neighbour_agreement,
+        )
 
     def scored_sequence_length(self) -> int | None:
         """The sequence length trials are scored (and measured) at; None for models that take images."""
@@ -255,10 +266,17 @@ class SearchRecipe(Recipe):
 
 # Each dimension of the space is a setting of one technique's config: (technique, field).
 DIMENSION_SETTINGS = {
-    "prune_ratio": ("prune", "ratio"), "target_macs": ("prune", "target_macs"), "heads": ("prune", "heads"),
-    "ffn": ("prune", "ffn"), "importance": ("prune", "importance"), "round_to": ("prune", "round_to"),
-    "layers": ("prune", "ignore"), "depth": ("depth", "remove"), "finetune_epochs": ("finetune", "epochs"),
-    "calibration_method": ("quantize", "calibration_method"), "qat": ("quantize", "qat"),
+    "prune_ratio": ("prune", "ratio"),
+    "target_macs": ("prune", "target_macs"),
+    "heads": ("prune", "heads"),
+    "ffn": ("prune", "ffn"),
+    "importance": ("prune", "importance"),
+    "round_to": ("prune", "round_to"),
+    "layers": ("prune", "ignore"),
+    "depth": ("depth", "remove"),
+    "finetune_epochs": ("finetune", "epochs"),
+    "calibration_method": ("quantize", "calibration_method"),
+    "qat": ("quantize", "qat"),
 }
 
 

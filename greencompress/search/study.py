@@ -66,30 +66,47 @@ def open_study(recipe: Recipe, storage: str, seed: int):
     with warnings.catch_warnings():  # heartbeats are marked experimental in Optuna 5; they are what resume relies on
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         # A worker that dies stops beating; after the grace period its trial is failed and retried once elsewhere.
-        rdb = _connected(lambda: RDBStorage(storage, heartbeat_interval=30, grace_period=120,
-                                            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                                                max_retry=1)))
+        rdb = _connected(
+            lambda: RDBStorage(
+                storage,
+                heartbeat_interval=30,
+                grace_period=120,
+                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=1),
+            )
+        )
     # The budget is a constraint each finished trial sets (Trial.set_constraint); the samplers read it.
-    samplers = {"nsga2": lambda: optuna.samplers.NSGAIISampler(
-                    seed=seed, population_size=max(4, min(50, spec.budget.max_trials // 2))),
-                "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
-                "random": lambda: optuna.samplers.RandomSampler(seed=seed)}
+    samplers = {
+        "nsga2": lambda: optuna.samplers.NSGAIISampler(
+            seed=seed, population_size=max(4, min(50, spec.budget.max_trials // 2))
+        ),
+        "tpe": lambda: optuna.samplers.TPESampler(seed=seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=seed),
+    }
     fingerprint = _fingerprint(recipe)
     # Whichever process comes first creates the study; the others join it.
-    study = optuna.create_study(study_name=recipe.name, storage=rdb, directions=spec.directions,
-                                sampler=samplers[spec.sampler_name](), load_if_exists=True)
+    study = optuna.create_study(
+        study_name=recipe.name,
+        storage=rdb,
+        directions=spec.directions,
+        sampler=samplers[spec.sampler_name](),
+        load_if_exists=True,
+    )
     if "fingerprint" not in study.user_attrs:
         study.set_user_attr("fingerprint", fingerprint)
         study.set_user_attr("objectives", spec.objective_names)
         study.set_user_attr("scoring", SCORING)
     if study.user_attrs.get("fingerprint") != fingerprint:
-        raise GreencompressError(f"the study {recipe.name!r} in {storage} was started from a different recipe; "
-                                 "rename the recipe (its name names the study) or give another --storage")
+        raise GreencompressError(
+            f"the study {recipe.name!r} in {storage} was started from a different recipe; "
+            "rename the recipe (its name names the study) or give another --storage"
+        )
     if study.user_attrs.get("scoring") != SCORING:  # its trials' figures would not compare with new ones
-        raise GreencompressError(f"the study {recipe.name!r} in {storage} was started by an earlier greencompress that "
-                                 f"scored trials by {study.user_attrs.get('scoring', 'one drawn runtime')}; this one "
-                                 f"scores them by {SCORING}: give another --storage or rename the recipe to start "
-                                 f"afresh")
+        raise GreencompressError(
+            f"the study {recipe.name!r} in {storage} was started by an earlier greencompress that "
+            f"scored trials by {study.user_attrs.get('scoring', 'one drawn runtime')}; this one "
+            f"scores them by {SCORING}: give another --storage or rename the recipe to start "
+            f"afresh"
+        )
     return study
 
 
@@ -106,8 +123,10 @@ def _connected(connect, attempts: int = 5):
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
             if attempt == attempts:
                 raise
-            log.info("search: the storage's tables were being created by another worker (%s); trying again",
-                     type(getattr(error, "orig", None) or error).__name__)
+            log.info(
+                "search: the storage's tables were being created by another worker (%s); trying again",
+                type(getattr(error, "orig", None) or error).__name__,
+            )
             time.sleep(0.2 * attempt + 0.3 * random.random())
 
 
@@ -139,31 +158,44 @@ class Search:
     def finished_trials(self) -> int:
         """Trials that count against `budget.max_trials`: trained (complete or stopped early); not those turned
         away by the proxy, and not a point drawn again (its results are the first draw's)."""
-        return sum(1 for t in self.study.get_trials(deepcopy=False)
-                   if t.state.name in FINISHED and t.user_attrs.get("stopped_by") not in ("proxy", "infeasible")
-                   and "duplicate_of" not in t.user_attrs)
+        return sum(
+            1
+            for t in self.study.get_trials(deepcopy=False)
+            if t.state.name in FINISHED
+            and t.user_attrs.get("stopped_by") not in ("proxy", "infeasible")
+            and "duplicate_of" not in t.user_attrs
+        )
 
     def budget_spent(self) -> bool:
         screened = sum(1 for t in self.study.get_trials(deepcopy=False) if t.state.name in FINISHED)
-        return (self.finished_trials() >= self.spec.budget.max_trials
-                or screened >= PROXY_CAP * self.spec.budget.max_trials)
+        return (
+            self.finished_trials() >= self.spec.budget.max_trials or screened >= PROXY_CAP * self.spec.budget.max_trials
+        )
 
     def optimize(self) -> None:
         import optuna
 
         self._requeue_stopped(self._fail_dead_trials())
         if self.budget_spent():
-            log.info("search: %d trials already finished, the budget's %d; nothing to run", self.finished_trials(),
-                     self.spec.budget.max_trials)
+            log.info(
+                "search: %d trials already finished, the budget's %d; nothing to run",
+                self.finished_trials(),
+                self.spec.budget.max_trials,
+            )
             return
-        log.info("search: %d of %d trials finished; running until the budget is spent", self.finished_trials(),
-                 self.spec.budget.max_trials)
+        log.info(
+            "search: %d of %d trials finished; running until the budget is spent",
+            self.finished_trials(),
+            self.spec.budget.max_trials,
+        )
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study.optimize(
             # A candidate that breaks (export parity, a runtime's error) fails alone; a bug in greencompress stops all.
-            self._objective, timeout=self.spec.budget.max_time,
+            self._objective,
+            timeout=self.spec.budget.max_time,
             catch=(GreencompressError, RuntimeError, ValueError, OSError),
-            callbacks=[self._log_trial, self._stop_when_spent])
+            callbacks=[self._log_trial, self._stop_when_spent],
+        )
 
     def _stop_when_spent(self, study, trial) -> None:
         if self.budget_spent():
@@ -195,13 +227,20 @@ class Search:
             if trial.state.name != "FAIL" or not why or trial.number in requeued:
                 continue
             # A worker may die before its trial has a run folder (during the proxy): the retry then starts afresh.
-            resume = ({"resume_dir": trial.user_attrs["run_dir"], "resume_number": trial.number}
-                      if "run_dir" in trial.user_attrs else {})
-            self.study.enqueue_trial(trial.params, user_attrs={**resume, "retry_of": trial.number,
-                                                               "retry_of_reason": why})
-            log.info("search: trial %d was %s; it runs again first%s", trial.number,
-                     "interrupted" if why == "interrupted" else "left by a dead worker",
-                     f", resuming {resume['resume_dir']}" if resume else "")
+            resume = (
+                {"resume_dir": trial.user_attrs["run_dir"], "resume_number": trial.number}
+                if "run_dir" in trial.user_attrs
+                else {}
+            )
+            self.study.enqueue_trial(
+                trial.params, user_attrs={**resume, "retry_of": trial.number, "retry_of_reason": why}
+            )
+            log.info(
+                "search: trial %d was %s; it runs again first%s",
+                trial.number,
+                "interrupted" if why == "interrupted" else "left by a dead worker",
+                f", resuming {resume['resume_dir']}" if resume else "",
+            )
 
     def _objective(self, trial) -> list[float]:
         import optuna
@@ -220,7 +259,9 @@ class Search:
             # Stopped, not complete: the samplers then keep drawing new points (NSGA-II would breed from copies).
             trial.set_user_attr("duplicate_of", twin.number)
             trial.set_user_attr("stopped", f"same settings as trial {twin.number}: see its results")
-            log.info("trial %d: the same settings as trial %d, which finished; not run again", trial.number, twin.number)
+            log.info(
+                "trial %d: the same settings as trial %d, which finished; not run again", trial.number, twin.number
+            )
             raise optuna.TrialPruned(f"same settings as trial {twin.number}")
         if context.proxy_for(trial_recipe_obj, runtimes[0]) is not None:
             stop = self._proxy_check(trial, context, trial_recipe_obj, runtimes)
@@ -241,27 +282,33 @@ class Search:
         outcome = read_outcome(report, runtimes, self.spec.objectives.batch_size, self.recipe.scored_sequence_length())
         trial.set_user_attr("outcome", asdict(outcome))
         # Points beyond the budget of the task's primary metric (top-1, or an embedder's fidelity): feasible when <= 0.
-        excess = self.recipe.search_budget().excess(outcome.accuracy_drop, outcome.embedding_cosine,
-                                                    outcome.neighbour_agreement)
+        excess = self.recipe.search_budget().excess(
+            outcome.accuracy_drop, outcome.embedding_cosine, outcome.neighbour_agreement
+        )
         trial.set_user_attr("constraint", excess if excess is not None else float("inf"))
         trial.set_constraint("accuracy_drop_beyond_budget", trial.user_attrs["constraint"])
         return outcome.objectives(self.spec)
 
     def _finished_twin(self, trial, params: dict):
         for other in self.study.get_trials(deepcopy=False):
-            if (other.number != trial.number and other.state.name == "COMPLETE"
-                    and other.user_attrs.get("resolved_params") == params and "outcome" in other.user_attrs):
+            if (
+                other.number != trial.number
+                and other.state.name == "COMPLETE"
+                and other.user_attrs.get("resolved_params") == params
+                and "outcome" in other.user_attrs
+            ):
                 return other
         return None
 
     def _proxy_check(self, trial, context, trial_recipe_obj: Recipe, runtimes: list[str]) -> str | None:
-        """Why the candidate is not worth fine-tuning (its widths and depth buy no speed on any serving runtime), or None."""
+        """Why the candidate is not worth fine-tuning (its widths and depth buy no speed where served), or None."""
         batch_size, started = trial_recipe_obj.data.batch_size, time.perf_counter()
         try:
             pruned = context.original
             for stage in trial_recipe_obj.stages:  # each technique removes what the stage would, untrained
-                shaped = stage.method.untrained(stage.config, pruned, context.inputs, context.data.calibration,
-                                                batch_size, trial_recipe_obj.seed)
+                shaped = stage.method.untrained(
+                    stage.config, pruned, context.inputs, context.data.calibration, batch_size, trial_recipe_obj.seed
+                )
                 pruned = pruned if shaped is None else shaped
         except GreencompressError as error:  # e.g. a MACs target these channel rounding rules cannot reach
             trial.set_user_attr("stopped", f"infeasible: {error}")
@@ -269,16 +316,31 @@ class Search:
             return f"infeasible: {error}"
         results = {runtime: context.proxy_for(trial_recipe_obj, runtime).measure(pruned) for runtime in runtimes}
         for runtime, result in results.items():
-            log.info("trial %d proxy: untrained pruned/unpruned latency on %s %.3fx [%.3f, %.3f]%s", trial.number,
-                     runtime, result.ratio, result.low, result.high, " (cached)" if result.cached else "")
+            log.info(
+                "trial %d proxy: untrained pruned/unpruned latency on %s %.3fx [%.3f, %.3f]%s",
+                trial.number,
+                runtime,
+                result.ratio,
+                result.low,
+                result.high,
+                " (cached)" if result.cached else "",
+            )
         best_runtime, best = min(results.items(), key=lambda item: item[1].ratio)
-        trial.set_user_attr("proxy", {**asdict(best), "runtime": best_runtime,
-                                      "by_runtime": {runtime: asdict(result) for runtime, result in results.items()},
-                                      "seconds": round(time.perf_counter() - started, 1)})
+        trial.set_user_attr(
+            "proxy",
+            {
+                **asdict(best),
+                "runtime": best_runtime,
+                "by_runtime": {runtime: asdict(result) for runtime, result in results.items()},
+                "seconds": round(time.perf_counter() - started, 1),
+            },
+        )
         limit = self.spec.proxy.max_latency_ratio
         if best.ratio >= limit:
-            reason = (f"proxy: its structure runs at {best.ratio:.3f}x the unpruned model's latency on "
-                      f"{best_runtime} untrained, its best runtime (limit {limit}); not worth fine-tuning")
+            reason = (
+                f"proxy: its structure runs at {best.ratio:.3f}x the unpruned model's latency on "
+                f"{best_runtime} untrained, its best runtime (limit {limit}); not worth fine-tuning"
+            )
             trial.set_user_attr("stopped", reason)
             trial.set_user_attr("stopped_by", "proxy")
             return reason
@@ -287,7 +349,9 @@ class Search:
     def _early_stop(self, trial, context, finetune):
         if not self.spec.early_stop.enabled or context.baseline_validation_top1 is None or finetune is None:
             return None
-        floor = context.baseline_validation_top1 - self.spec.budget.max_accuracy_drop - self.spec.early_stop.margin_points
+        floor = (
+            context.baseline_validation_top1 - self.spec.budget.max_accuracy_drop - self.spec.early_stop.margin_points
+        )
         epochs = finetune.epochs
         # Never within the warm-up or the epoch that ends it, and never at the last epoch (nothing left to save).
         check_epoch = max(math.ceil(epochs * self.spec.early_stop.at_fraction), math.ceil(finetune.warmup_epochs) + 1)
@@ -301,9 +365,12 @@ class Search:
             checked.append(epoch)
             trial.set_user_attr("checked_validation_top1", [epoch, 100 * validation_top1])
             if 100 * validation_top1 < floor:
-                raise HopelessTrial(f"early stop: validation top-1 {100 * validation_top1:.1f}% after epoch {epoch} of "
-                                    f"{epochs}, below {floor:.1f}% (unpruned {context.baseline_validation_top1:.1f}% "
-                                    "- budget - margin)")
+                raise HopelessTrial(
+                    f"early stop: validation top-1 {100 * validation_top1:.1f}% after epoch {epoch} of "
+                    f"{epochs}, below {floor:.1f}% (unpruned {context.baseline_validation_top1:.1f}% "
+                    "- budget - margin)"
+                )
+
         return observer
 
     def _new_run_dir(self, number: int) -> Path:
@@ -319,13 +386,23 @@ class Search:
         outcome = trial.user_attrs.get("outcome")
         if outcome:
             paired = outcome.get("anchor_energy_ratio")
-            log.info("trial %d done: %s top-1 %.2f%%, %.3g J/inference (%s)%s, latency %.3f ms", trial.number,
-                     outcome["candidate"], outcome["top1"], outcome["joules_per_inference"], outcome["energy_method"],
-                     f", {paired['ratio']:.3f}x {outcome['anchor']}'s in the same rounds" if paired else "",
-                     outcome["latency_p50_ms"])
+            log.info(
+                "trial %d done: %s top-1 %.2f%%, %.3g J/inference (%s)%s, latency %.3f ms",
+                trial.number,
+                outcome["candidate"],
+                outcome["top1"],
+                outcome["joules_per_inference"],
+                outcome["energy_method"],
+                f", {paired['ratio']:.3f}x {outcome['anchor']}'s in the same rounds" if paired else "",
+                outcome["latency_p50_ms"],
+            )
         else:
-            log.info("trial %d %s: %s", trial.number, trial.state.name.lower(),
-                     trial.user_attrs.get("stopped", "see its run folder"))
+            log.info(
+                "trial %d %s: %s",
+                trial.number,
+                trial.state.name.lower(),
+                trial.user_attrs.get("stopped", "see its run folder"),
+            )
 
     def _load(self):
         if self._context is None:
@@ -347,8 +424,11 @@ class _TrialContext:
         self.data, self.inputs = self.prepared.data, self.prepared.inputs
         self.original = self.prepared.loaded.module.eval()
         finetune = recipe.stage("finetune")
-        self.baseline_validation_top1 = (100 * validation_top1(self.original, self.data.train, finetune, recipe.seed)
-                                         if finetune is not None and self.data.train is not None else None)
+        self.baseline_validation_top1 = (
+            100 * validation_top1(self.original, self.data.train, finetune, recipe.seed)
+            if finetune is not None and self.data.train is not None
+            else None
+        )
         self.proxies = {}
 
     def proxy_for(self, trial_recipe_obj: Recipe, runtime: str):
@@ -362,10 +442,18 @@ class _TrialContext:
         if runtime not in self.proxies:
             quantize = trial_recipe_obj.stage("quantize")
             self.proxies[runtime] = LatencyProxy(
-                self.original, self.inputs, runtime, trial_recipe_obj.benchmark.runner_settings,
-                quantize, self.data.calibration, self.recipe.search.objectives.batch_size,
-                trial_recipe_obj.export.opset, spec.rounds, spec.window_s,
-                sequence_length=self.recipe.scored_sequence_length())
+                self.original,
+                self.inputs,
+                runtime,
+                trial_recipe_obj.benchmark.runner_settings,
+                quantize,
+                self.data.calibration,
+                self.recipe.search.objectives.batch_size,
+                trial_recipe_obj.export.opset,
+                spec.rounds,
+                spec.window_s,
+                sequence_length=self.recipe.scored_sequence_length(),
+            )
         return self.proxies[runtime]
 
     def run_trial(self, trial_recipe_obj: Recipe, run_dir: Path, observer):

@@ -63,8 +63,10 @@ def rows_of(study) -> list[TrialRow]:
     # a trial whose heartbeat stopped (failed_trial).
     retried_as, retry_reasons = {}, {}
     for trial in trials:
-        for origin in (trial.user_attrs.get("retry_of", trial.user_attrs.get("resume_number")),
-                       trial.system_attrs.get("failed_trial")):
+        for origin in (
+            trial.user_attrs.get("retry_of", trial.user_attrs.get("resume_number")),
+            trial.system_attrs.get("failed_trial"),
+        ):
             if origin is not None:
                 retried_as.setdefault(origin, trial.number)
                 retry_reasons.setdefault(origin, trial.user_attrs.get("retry_of_reason"))
@@ -75,15 +77,27 @@ def rows_of(study) -> list[TrialRow]:
         state = trial.state.name.lower()
         if state == "running" and (gone := worker_gone(attrs)):  # killed, and the search not run again since
             state, attrs = "fail", {**attrs, "stopped": f"{gone}; run the search again to retry it"}
-        reason = (attrs.get("stopped", "") or ("interrupted" if attrs.get("interrupted") else "")
-                  or trial.system_attrs.get("fail_reason", "").split("\n")[0])
+        reason = (
+            attrs.get("stopped", "")
+            or ("interrupted" if attrs.get("interrupted") else "")
+            or trial.system_attrs.get("fail_reason", "").split("\n")[0]
+        )
         if state == "fail" and not reason and trial.number in retried_as:
             reason = retry_reasons[trial.number] or "its worker stopped beating (heartbeat expired)"
         if trial.number in retried_as:
             reason += f"; retried as trial {retried_as[trial.number]}"
-        rows.append(TrialRow(trial.number, state, attrs.get("resolved_params", trial.params),
-                             outcome, attrs.get("proxy"), reason, attrs.get("run_dir", ""),
-                             outcome is not None and trial.state.name == "COMPLETE" and attrs.get("constraint", 1) <= 0))
+        rows.append(
+            TrialRow(
+                trial.number,
+                state,
+                attrs.get("resolved_params", trial.params),
+                outcome,
+                attrs.get("proxy"),
+                reason,
+                attrs.get("run_dir", ""),
+                outcome is not None and trial.state.name == "COMPLETE" and attrs.get("constraint", 1) <= 0,
+            )
+        )
     return rows
 
 
@@ -106,8 +120,13 @@ def choose(rows: list[TrialRow]) -> int | None:
     lowest = min(feasible, key=lambda row: energy_interval(row.outcome)[0])
     _, _, high = energy_interval(lowest.outcome)
     tied = [row for row in feasible if energy_interval(row.outcome)[0] <= high]
-    return min(tied, key=lambda row: (row.outcome.objective("latency_ratio") if row.outcome.anchor_latency_ratio
-                                      else row.outcome.latency_p50_ms, energy_interval(row.outcome)[0])).number
+    return min(
+        tied,
+        key=lambda row: (
+            row.outcome.objective("latency_ratio") if row.outcome.anchor_latency_ratio else row.outcome.latency_p50_ms,
+            energy_interval(row.outcome)[0],
+        ),
+    ).number
 
 
 def pareto_numbers(rows: list[TrialRow], objectives: list[str]) -> list[int]:
@@ -119,13 +138,19 @@ def pareto_numbers(rows: list[TrialRow], objectives: list[str]) -> list[int]:
 
 def proxy_quality(rows: list[TrialRow]) -> dict:
     """How well the untrained latency ratio predicted the trained candidate's measured one (complete trials)."""
-    pairs = [(_proxy_on(row.proxy, row.outcome.runtime)["ratio"], row.outcome.latency_ratio["ratio"]) for row in rows
-             if row.proxy and row.outcome and row.outcome.latency_ratio]
+    pairs = [
+        (_proxy_on(row.proxy, row.outcome.runtime)["ratio"], row.outcome.latency_ratio["ratio"])
+        for row in rows
+        if row.proxy and row.outcome and row.outcome.latency_ratio
+    ]
     if not pairs:
         return {}
     predicted, measured = np.array(pairs).T
-    quality = {"trials": len(pairs), "mean_abs_error": float(np.mean(np.abs(predicted - measured))),
-               "max_abs_error": float(np.max(np.abs(predicted - measured)))}
+    quality = {
+        "trials": len(pairs),
+        "mean_abs_error": float(np.mean(np.abs(predicted - measured))),
+        "max_abs_error": float(np.max(np.abs(predicted - measured))),
+    }
     if len(pairs) >= 3 and np.std(predicted) > 0 and np.std(measured) > 0:
         quality["correlation"] = float(np.corrcoef(predicted, measured)[0, 1])
     return quality
@@ -143,16 +168,27 @@ def summarize(study, spec, budget: QualityBudget | None = None) -> Summary:
     chosen = choose(rows)
     scored = next((row.outcome.sequence_length for row in rows if row.outcome is not None), None)
     words = (budget or QualityBudget(max_drop_points=spec.budget.max_accuracy_drop)).describe()
-    return Summary(spec.objective_names, spec.budget.max_accuracy_drop, spec.objectives.batch_size, rows,
-                   pareto_numbers(rows, spec.objective_names), chosen, _verdict(rows, chosen, words),
-                   proxy_quality(rows), scored, words)
+    return Summary(
+        spec.objective_names,
+        spec.budget.max_accuracy_drop,
+        spec.objectives.batch_size,
+        rows,
+        pareto_numbers(rows, spec.objective_names),
+        chosen,
+        _verdict(rows, chosen, words),
+        proxy_quality(rows),
+        scored,
+        words,
+    )
 
 
 def _verdict(rows: list[TrialRow], chosen: int | None, budget: str) -> str:
     if chosen is None:
         finished = sum(1 for row in rows if row.outcome is not None)
-        return (f"No candidate within the budget ({budget}) among {finished} measured trials "
-                f"({len(rows)} in all); the measured front is below.")
+        return (
+            f"No candidate within the budget ({budget}) among {finished} measured trials "
+            f"({len(rows)} in all); the measured front is below."
+        )
     row = next(row for row in rows if row.number == chosen)
     outcome, latency = row.outcome, row.outcome.latency_ratio
     if latency is None:
@@ -160,18 +196,32 @@ def _verdict(rows: list[TrialRow], chosen: int | None, budget: str) -> str:
     ratio = f"{latency['ratio']:.3f}x [{latency['ci95'][0]:.3f}, {latency['ci95'][1]:.3f}]"
     faster = [r for r in rows if r.feasible and r.outcome.latency_ratio and r.outcome.latency_ratio["ci95"][1] < 1]
     if latency["ci95"][1] < 1:
-        return (f"Trial {chosen} ({outcome.candidate}) is within the budget ({budget}) and faster than {outcome.baseline} on "
-                f"{outcome.runtime} at {shape_words(outcome.batch_size, outcome.sequence_length)}: latency {ratio}, an interval that excludes 1.")
-    others = (f"; trials {', '.join(str(r.number) for r in faster)} are faster by an interval excluding 1 but use "
-              "more energy") if faster else "; no candidate within the budget is faster by an interval excluding 1"
-    return (f"Trial {chosen} ({outcome.candidate}) has the lowest energy within the budget ({budget}), but its latency "
-            f"against {outcome.baseline} on {outcome.runtime} at {shape_words(outcome.batch_size, outcome.sequence_length)} is {ratio}, which does "
-            f"not exclude 1 on the fast side{others}.")
+        return (
+            f"Trial {chosen} ({outcome.candidate}) is within the budget ({budget}) and faster than "
+            f"{outcome.baseline} on {outcome.runtime} at {shape_words(outcome.batch_size, outcome.sequence_length)}: "
+            f"latency {ratio}, an interval that excludes 1."
+        )
+    others = (
+        (
+            f"; trials {', '.join(str(r.number) for r in faster)} are faster by an interval excluding 1 but use "
+            "more energy"
+        )
+        if faster
+        else "; no candidate within the budget is faster by an interval excluding 1"
+    )
+    return (
+        f"Trial {chosen} ({outcome.candidate}) has the lowest energy within the budget ({budget}), but its latency "
+        f"against {outcome.baseline} on {outcome.runtime} at "
+        f"{shape_words(outcome.batch_size, outcome.sequence_length)} is {ratio}, which does not exclude 1 on the fast "
+        f"side{others}."
+    )
 
 
-RANKING_NOTE = ("Trials rank by their J/inference as a ratio to the anchor (the original FP32 model on ONNX Runtime), "
-                "paired over the interleaved rounds of their own run: absolute joules drift with the machine's state "
-                "between trials, ratios within one run do not.")
+RANKING_NOTE = (
+    "Trials rank by their J/inference as a ratio to the anchor (the original FP32 model on ONNX Runtime), "
+    "paired over the interleaved rounds of their own run: absolute joules drift with the machine's state "
+    "between trials, ratios within one run do not."
+)
 
 
 def write_summary(summary: Summary, folder: Path) -> Path | None:
@@ -189,8 +239,9 @@ def write_summary(summary: Summary, folder: Path) -> Path | None:
 
 
 def _params_text(params: dict) -> str:
-    return ", ".join(f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}"
-                     for key, value in params.items())
+    return ", ".join(
+        f"{key}={value:.3g}" if isinstance(value, float) else f"{key}={value}" for key, value in params.items()
+    )
 
 
 def _interval_text(interval: dict | None) -> str:
@@ -208,23 +259,45 @@ def _fidelity_text(outcome: Outcome | None) -> str:
 def table_rows(summary: Summary, compact: bool = False) -> tuple[list[str], list[list[str]]]:
     """The trials table; `compact` (for a terminal) leaves out the settings and shortens the notes."""
     anchors = sorted({row.outcome.anchor for row in summary.rows if row.outcome and row.outcome.anchor})
-    headers = ["trial", "state", "settings", "runtime", "top-1 %", "drop (pts)",
-               f"J/inference vs {' / '.join(anchors) or 'anchor'} (paired, ranks)", "J/inference", "latency p50 ms",
-               "latency vs unpruned (paired)", "proxy (untrained)", "embeddings: cosine, neighbour kept", "note"]
+    headers = [
+        "trial",
+        "state",
+        "settings",
+        "runtime",
+        "top-1 %",
+        "drop (pts)",
+        f"J/inference vs {' / '.join(anchors) or 'anchor'} (paired, ranks)",
+        "J/inference",
+        "latency p50 ms",
+        "latency vs unpruned (paired)",
+        "proxy (untrained)",
+        "embeddings: cosine, neighbour kept",
+        "note",
+    ]
     rows = []
     for row in summary.rows:
         o = row.outcome
-        marks = ("chosen; " if row.number == summary.chosen else "") + ("front; " if row.number in summary.front else "")
+        marks = ("chosen; " if row.number == summary.chosen else "") + (
+            "front; " if row.number in summary.front else ""
+        )
         proxy = _proxy_on(row.proxy, o.runtime) if row.proxy and o else row.proxy
-        rows.append([str(row.number), row.state, _params_text(row.params), o.runtime if o else "-",
-                     f"{o.top1:.2f}" if o else "-", f"{o.accuracy_drop:.2f}" if o else "-",
-                     _interval_text(o.anchor_energy_ratio) if o else "-",
-                     f"{o.joules_per_inference:.4g} ± {o.joules_ci95:.2g}" if o else "-",
-                     f"{o.latency_p50_ms:.3f}" if o else "-",
-                     _interval_text(o.latency_ratio) if o else "-",
-                     _interval_text({"ratio": proxy["ratio"], "ci95": [proxy["low"], proxy["high"]]})
-                     if proxy else "-", _fidelity_text(o),
-                     (marks + (row.reason or ("over budget" if o and not row.feasible else ""))).strip("; ")])
+        rows.append(
+            [
+                str(row.number),
+                row.state,
+                _params_text(row.params),
+                o.runtime if o else "-",
+                f"{o.top1:.2f}" if o else "-",
+                f"{o.accuracy_drop:.2f}" if o else "-",
+                _interval_text(o.anchor_energy_ratio) if o else "-",
+                f"{o.joules_per_inference:.4g} ± {o.joules_ci95:.2g}" if o else "-",
+                f"{o.latency_p50_ms:.3f}" if o else "-",
+                _interval_text(o.latency_ratio) if o else "-",
+                _interval_text({"ratio": proxy["ratio"], "ci95": [proxy["low"], proxy["high"]]}) if proxy else "-",
+                _fidelity_text(o),
+                (marks + (row.reason or ("over budget" if o and not row.feasible else ""))).strip("; "),
+            ]
+        )
     if compact:
         headers.pop(2)
         rows = [[*row[:2], *row[3:-1], row[-1].split(":")[0]] for row in rows]
@@ -234,27 +307,42 @@ def table_rows(summary: Summary, compact: bool = False) -> tuple[list[str], list
 def energy_method_text(summary: Summary) -> str:
     """Where the trials' J/inference came from, and whether it is a measurement."""
     methods = {(row.outcome.energy_method, row.outcome.measured) for row in summary.rows if row.outcome}
-    return ", ".join(f"{method} ({'measured' if measured else 'an ESTIMATE, not a measurement'})"
-                     for method, measured in sorted(methods)) or "none"
+    return (
+        ", ".join(
+            f"{method} ({'measured' if measured else 'an ESTIMATE, not a measurement'})"
+            for method, measured in sorted(methods)
+        )
+        or "none"
+    )
 
 
 def render_markdown(summary: Summary) -> str:
     headers, rows = table_rows(summary)
-    lines = ["# greencompress search", "",
-             f"Objectives: {', '.join(summary.objectives)} at {summary.shape}; budget: "
-             f"{summary.budget or f'top-1 within {summary.max_accuracy_drop} points of the unpruned FP32 model'}. "
-             f"Energy: {energy_method_text(summary)}.",
-             "", RANKING_NOTE, "",
-             f"**{summary.verdict}**", ""]
+    lines = [
+        "# greencompress search",
+        "",
+        f"Objectives: {', '.join(summary.objectives)} at {summary.shape}; budget: "
+        f"{summary.budget or f'top-1 within {summary.max_accuracy_drop} points of the unpruned FP32 model'}. "
+        f"Energy: {energy_method_text(summary)}.",
+        "",
+        RANKING_NOTE,
+        "",
+        f"**{summary.verdict}**",
+        "",
+    ]
     if summary.chosen is not None:
         lines += [f"Chosen: trial {summary.chosen}; `greencompress run best.yaml` reproduces it.", ""]
     lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows]
     if summary.proxy_quality:
         q = summary.proxy_quality
-        lines += ["", f"Proxy: untrained latency ratio against the trained candidate's measured ratio over {q['trials']} "
-                  f"trials: mean absolute error {q['mean_abs_error']:.3f}, largest {q['max_abs_error']:.3f}"
-                  + (f", correlation {q['correlation']:.2f}" if "correlation" in q else "") + "."]
+        lines += [
+            "",
+            f"Proxy: untrained latency ratio against the trained candidate's measured ratio over {q['trials']} "
+            f"trials: mean absolute error {q['mean_abs_error']:.3f}, largest {q['max_abs_error']:.3f}"
+            + (f", correlation {q['correlation']:.2f}" if "correlation" in q else "")
+            + ".",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -263,14 +351,20 @@ def render_html(summary: Summary) -> str:
 
     headers, rows = table_rows(summary)
     plot = front_plot(summary)
-    figure = (f'<figure id="front"><img alt="top-1 against J per inference, Pareto front drawn" '
-              f'src="data:image/png;base64,{base64.b64encode(plot).decode()}"></figure>' if plot else "")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>greencompress search</title>"
-            f"<style>{STYLE}</style></head><body><h1>greencompress search</h1>"
-            f"<p class='note'>{escape(summary.verdict)}</p>"
-            f"<p class='method'>Objectives: {escape(', '.join(summary.objectives))} at {summary.shape}; "
-            f"energy: {escape(energy_method_text(summary))}. {escape(RANKING_NOTE)} Bars: 95% paired intervals.</p>"
-            f"{figure}<h2>Trials</h2>{html_table(headers, rows)}</body></html>")
+    figure = (
+        f'<figure id="front"><img alt="top-1 against J per inference, Pareto front drawn" '
+        f'src="data:image/png;base64,{base64.b64encode(plot).decode()}"></figure>'
+        if plot
+        else ""
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>greencompress search</title>"
+        f"<style>{STYLE}</style></head><body><h1>greencompress search</h1>"
+        f"<p class='note'>{escape(summary.verdict)}</p>"
+        f"<p class='method'>Objectives: {escape(', '.join(summary.objectives))} at {summary.shape}; "
+        f"energy: {escape(energy_method_text(summary))}. {escape(RANKING_NOTE)} Bars: 95% paired intervals.</p>"
+        f"{figure}<h2>Trials</h2>{html_table(headers, rows)}</body></html>"
+    )
 
 
 def front_plot(summary: Summary) -> bytes | None:
@@ -284,11 +378,13 @@ def front_plot(summary: Summary) -> bytes | None:
     for row in measured:
         o = row.outcome
         ratio, low, high = energy_interval(o)
-        axes.errorbar(ratio, o.top1, xerr=[[ratio - low], [high - ratio]], fmt="o",
-                      color="#1b9e77" if row.feasible else "#999999")
+        axes.errorbar(
+            ratio, o.top1, xerr=[[ratio - low], [high - ratio]], fmt="o", color="#1b9e77" if row.feasible else "#999999"
+        )
         axes.annotate(str(row.number), (ratio, o.top1), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    front = sorted((energy_interval(row.outcome)[0], row.outcome.top1) for row in measured
-                   if row.number in summary.front)
+    front = sorted(
+        (energy_interval(row.outcome)[0], row.outcome.top1) for row in measured if row.number in summary.front
+    )
     if front:
         axes.plot(*zip(*front), color="#d95f02", linestyle="--", label="Pareto front")
     if summary.chosen is not None:
@@ -297,8 +393,11 @@ def front_plot(summary: Summary) -> bytes | None:
     reference = measured[0].outcome.reference_top1
     axes.axhline(reference - summary.max_accuracy_drop, color="grey", linestyle=":", label="accuracy budget")
     anchor = measured[0].outcome.anchor
-    axes.set_xlabel(f"J per inference / {anchor}'s, same rounds ({summary.shape})" if anchor
-                    else f"J per inference ({summary.shape})")
+    axes.set_xlabel(
+        f"J per inference / {anchor}'s, same rounds ({summary.shape})"
+        if anchor
+        else f"J per inference ({summary.shape})"
+    )
     axes.set_ylabel("top-1 accuracy (%)")
     axes.legend(fontsize=8)
     return png_bytes(figure)

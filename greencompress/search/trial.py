@@ -16,9 +16,18 @@ from greencompress.pipeline.recipe import Recipe
 from greencompress.search.spec import Range, SearchSpec
 
 # Which stage of the base recipe each dimension of the space changes.
-STAGE_OF = {"prune_ratio": "prune", "target_macs": "prune", "heads": "prune", "ffn": "prune", "importance": "prune",
-            "round_to": "prune", "layers": "prune", "finetune_epochs": "finetune", "calibration_method": "quantize",
-            "qat": "quantize"}
+STAGE_OF = {
+    "prune_ratio": "prune",
+    "target_macs": "prune",
+    "heads": "prune",
+    "ffn": "prune",
+    "importance": "prune",
+    "round_to": "prune",
+    "layers": "prune",
+    "finetune_epochs": "finetune",
+    "calibration_method": "quantize",
+    "qat": "quantize",
+}
 
 
 def sample(space, trial) -> dict[str, Any]:
@@ -39,12 +48,16 @@ def sample(space, trial) -> dict[str, Any]:
 def missing_stages(recipe: Recipe, spec: SearchSpec) -> list[str]:
     """Dimensions of the space whose stage the base recipe lacks, as 'dimension needs a stage' messages."""
     present = {stage.technique for stage in recipe.stages}
-    return [f"search.space.{name} varies stages.{STAGE_OF[name]}, which the recipe does not have"
-            for name in spec.space.dimensions() if name in STAGE_OF and STAGE_OF[name] not in present]
+    return [
+        f"search.space.{name} varies stages.{STAGE_OF[name]}, which the recipe does not have"
+        for name in spec.space.dimensions()
+        if name in STAGE_OF and STAGE_OF[name] not in present
+    ]
 
 
-def trial_recipe(base: dict, spec: SearchSpec, params: dict[str, Any], name: str,
-                 sequence_length: int | None = None) -> dict:
+def trial_recipe(
+    base: dict, spec: SearchSpec, params: dict[str, Any], name: str, sequence_length: int | None = None
+) -> dict:
     """The base recipe (as plain data, `search` dropped) with `params` written into its stages and benchmark.
 
     `sequence_length`: a text transformer's trials measure that one length, the one they are scored at."""
@@ -167,8 +180,11 @@ def read_outcome(report, runtimes: list[str], batch_size: int, sequence_length: 
     """The trial's candidate on the cheapest of `runtimes` at `batch_size` (and `sequence_length`: a text
     transformer's) (lowest J/inference against the anchor, all measured in the same interleaved rounds), with its
     paired comparisons to the anchor and to the unpruned model on that runtime."""
-    measured = [runtime for runtime in runtimes if any(
-        r.artifact.runtime == runtime and not r.artifact.is_original_model for r in report.artifacts)]
+    measured = [
+        runtime
+        for runtime in runtimes
+        if any(r.artifact.runtime == runtime and not r.artifact.is_original_model for r in report.artifacts)
+    ]
     if not measured:
         raise GreencompressError(f"trial {report.name}: no compressed artifact on {', '.join(runtimes)} in its report")
     outcomes = [_outcome_on(report, runtime, batch_size, sequence_length) for runtime in measured]
@@ -176,8 +192,17 @@ def read_outcome(report, runtimes: list[str], batch_size: int, sequence_length: 
 
 
 def _original_fp32(report, runtime: str):
-    return next((r for r in report.artifacts if r.artifact.runtime == runtime and r.artifact.is_original_model
-                 and r.artifact.precision == "fp32" and not r.artifact.file_techniques), None)
+    return next(
+        (
+            r
+            for r in report.artifacts
+            if r.artifact.runtime == runtime
+            and r.artifact.is_original_model
+            and r.artifact.precision == "fp32"
+            and not r.artifact.file_techniques
+        ),
+        None,
+    )
 
 
 def _outcome_on(report, runtime: str, batch_size: int, sequence_length: int | None = None) -> Outcome:
@@ -189,28 +214,48 @@ def _outcome_on(report, runtime: str, batch_size: int, sequence_length: int | No
     # The last made is the most compressed (model techniques, then file techniques such as quantize).
     candidate = max(on_runtime, key=lambda r: (len(r.artifact.techniques), r.artifact.precision != "fp32"))
     bench = candidate.at_batch(batch_size, sequence_length)
-    comparison = next((c for c in report.comparisons if c.candidate == candidate.artifact.name
-                       and c.batch_size == batch_size and c.sequence_length == sequence_length
-                       and results[c.baseline].artifact.precision == candidate.artifact.precision), None)
+    comparison = next(
+        (
+            c
+            for c in report.comparisons
+            if c.candidate == candidate.artifact.name
+            and c.batch_size == batch_size
+            and c.sequence_length == sequence_length
+            and results[c.baseline].artifact.precision == candidate.artifact.precision
+        ),
+        None,
+    )
     reference = _original_fp32(report, runtime)
     baseline = results[comparison.baseline] if comparison else reference
     anchor = _original_fp32(report, "onnxruntime") or reference
-    paired = (compare_pair(anchor, candidate, batch_size, sequence_length)
-              if anchor.at_batch(batch_size, sequence_length) is not None else None)
+    paired = (
+        compare_pair(anchor, candidate, batch_size, sequence_length)
+        if anchor.at_batch(batch_size, sequence_length) is not None
+        else None
+    )
     return Outcome(
-        candidate=candidate.artifact.name, baseline=baseline.artifact.name, runtime=runtime, batch_size=batch_size,
-        top1=100 * candidate.accuracy.top1, baseline_top1=100 * baseline.accuracy.top1,
+        candidate=candidate.artifact.name,
+        baseline=baseline.artifact.name,
+        runtime=runtime,
+        batch_size=batch_size,
+        top1=100 * candidate.accuracy.top1,
+        baseline_top1=100 * baseline.accuracy.top1,
         reference_top1=100 * reference.accuracy.top1,
-        joules_per_inference=bench.joules_per_inference, joules_ci95=bench.energy.ci95_j,
-        latency_p50_ms=bench.latency.p50_ms, size_bytes=candidate.artifact.size_bytes or 0,
-        energy_method=bench.energy.method, measured=bench.energy.measured,
+        joules_per_inference=bench.joules_per_inference,
+        joules_ci95=bench.energy.ci95_j,
+        latency_p50_ms=bench.latency.p50_ms,
+        size_bytes=candidate.artifact.size_bytes or 0,
+        energy_method=bench.energy.method,
+        measured=bench.energy.measured,
         latency_ratio=interval_to_dict(comparison.latency_p50) if comparison else None,
         energy_ratio=interval_to_dict(comparison.joules_per_inference) if comparison else None,
         anchor=anchor.artifact.name,
         anchor_energy_ratio=interval_to_dict(paired.joules_per_inference) if paired else None,
         anchor_latency_ratio=interval_to_dict(paired.latency_p50) if paired else None,
-        sequence_length=sequence_length, embedding_cosine=candidate.accuracy.embedding_cosine,
-        neighbour_agreement=candidate.accuracy.neighbour_agreement, recall_at_10=candidate.accuracy.recall_at_10,
+        sequence_length=sequence_length,
+        embedding_cosine=candidate.accuracy.embedding_cosine,
+        neighbour_agreement=candidate.accuracy.neighbour_agreement,
+        recall_at_10=candidate.accuracy.recall_at_10,
     )
 
 

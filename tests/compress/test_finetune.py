@@ -63,8 +63,14 @@ def test_zeros_from_pruning_stay_zero(tmp_path):
 
 def test_distillation_runs_with_a_teacher(tmp_path):
     teacher = finetune(small_net(), separable_data(), config(), seed=0, checkpoint_dir=tmp_path / "t").model
-    student = finetune(small_net(), separable_data(), config(distillation={"temperature": 2.0, "alpha": 0.7}),
-                       seed=0, checkpoint_dir=tmp_path / "s", teacher=teacher)
+    student = finetune(
+        small_net(),
+        separable_data(),
+        config(distillation={"temperature": 2.0, "alpha": 0.7}),
+        seed=0,
+        checkpoint_dir=tmp_path / "s",
+        teacher=teacher,
+    )
     assert accuracy(student.model, separable_data()) >= 0.9
 
 

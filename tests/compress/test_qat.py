@@ -11,7 +11,6 @@ from onnx import numpy_helper
 from torch import nn
 from torch.utils.data import TensorDataset
 
-from greencompress.models.inputs import ModelInputs
 from greencompress.compress.finetune import FinetuneConfig, finetune
 from greencompress.compress.qat import (
     FakeQuantized,
@@ -27,13 +26,22 @@ from greencompress.compress.quantize import (
 )
 from greencompress.core.hardware import cpu_info
 from greencompress.models.data import digits_split_indices, digits_tensors
+from greencompress.models.inputs import ModelInputs
 from greencompress.runtimes.export import export_onnx
 
 
 def small_cnn() -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2),
-                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +63,13 @@ def test_weight_rounding_matches_onnx_runtime(tmp_path, digits, reduce_range):
 
     graph = onnx.load(str(tmp_path / "int8.onnx")).graph
     initializers = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
-    dequantize = next(node for node in graph.node if node.op_type == "DequantizeLinear"
-                      and initializers.get(node.input[0]) is not None and initializers[node.input[0]].ndim == 4)
+    dequantize = next(
+        node
+        for node in graph.node
+        if node.op_type == "DequantizeLinear"
+        and initializers.get(node.input[0]) is not None
+        and initializers[node.input[0]].ndim == 4
+    )
     stored, scale = initializers[dequantize.input[0]], initializers[dequantize.input[1]]
     from_onnx_runtime = stored.astype(np.float32) * scale.reshape(-1, 1, 1, 1)
 
@@ -100,8 +113,14 @@ def observed_ranges(model: nn.Module, images: torch.Tensor) -> dict[str, tuple[f
 def quantize_with_ranges(model, ranges, train_set, tmp_path, reduce_range: bool):
     """The int8 ONNX file of `model`, each layer's input on the range given."""
     export_onnx(model, ModelInputs.image((3, 8, 8)), tmp_path / "fp32.onnx", 18)
-    result = quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", QuantizeConfig(
-        calibration_samples=256, reduce_range=reduce_range), train_set, 64, input_ranges=ranges)
+    result = quantize_onnx(
+        tmp_path / "fp32.onnx",
+        tmp_path / "int8.onnx",
+        QuantizeConfig(calibration_samples=256, reduce_range=reduce_range),
+        train_set,
+        64,
+        input_ranges=ranges,
+    )
     assert result.trained_input_ranges == len(ranges)  # every layer's input took the trained range
     return tmp_path / "int8.onnx"
 
@@ -114,8 +133,11 @@ def onnx_runtime(path, images: torch.Tensor, kernels: bool, outputs: list[str] |
         model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = 1
-    options.graph_optimization_level = (onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL if kernels
-                                        else onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    options.graph_optimization_level = (
+        onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if kernels
+        else onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
     session = onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     values = session.run(None, {"input": images.numpy()})
     return dict(zip([output.name for output in session.get_outputs()], values))
@@ -124,8 +146,15 @@ def onnx_runtime(path, images: torch.Tensor, kernels: bool, outputs: list[str] |
 def flat_cnn() -> nn.Module:
     """Conv-BN-ReLU, Conv-ReLU, Linear: every layer's output is the next layer's input, so QAT sees every grid."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 16, 3, stride=2),
-                          nn.ReLU(), nn.Flatten(), nn.Linear(16 * 3 * 3, 10))
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(16 * 3 * 3, 10),
+    )
     with torch.no_grad():  # batch norm statistics of a used model, not the identity
         model[1].running_mean.uniform_(-0.2, 0.2), model[1].running_var.uniform_(0.5, 2.0)
     return model.eval()
@@ -145,16 +174,22 @@ def test_qat_simulates_every_rounding_of_the_int8_graph(tmp_path, digits, reduce
     path = quantize_with_ranges(model, ranges, train_set, tmp_path, reduce_range)
     graph = onnx.load(str(path)).graph
     initializers = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
-    layer_inputs = {node.output[0]: node for node in graph.node if node.op_type == "DequantizeLinear"
-                    and not node.input[0].endswith("_quantized")}  # activations, not weights or biases
+    layer_inputs = {
+        node.output[0]: node
+        for node in graph.node
+        if node.op_type == "DequantizeLinear" and not node.input[0].endswith("_quantized")
+    }  # activations, not weights or biases
     consumer_of = {node.input[0]: node for node in graph.node if node.op_type in ("Conv", "Gemm")}
     reference = onnx_runtime(path, test_images, kernels=False, outputs=list(layer_inputs))
 
     simulation, seen = simulated(model, ranges, reduce_range), {}
     for name, module in simulation.named_modules():
         if isinstance(module, FakeQuantized):
-            module.register_forward_hook(lambda layer, args, _, name=name: seen.__setitem__(
-                name, layer._fake_quantize_input(args[0]).detach().numpy()))
+            module.register_forward_hook(
+                lambda layer, args, _, name=name: seen.__setitem__(
+                    name, layer._fake_quantize_input(args[0]).detach().numpy()
+                )
+            )
     logits = simulation(test_images).detach().numpy()
     for tensor, node in layer_inputs.items():
         layer = consumer_of.get(tensor)
@@ -181,13 +216,19 @@ def test_onnx_runtime_kernels_compute_the_int8_graph_on_this_cpu(tmp_path, digit
     7-bit weights are, full 8-bit ones saturate, and `reduce_range: auto` then chooses 7 bits.
     """
     train_set, test_images, _ = digits
-    model = finetune(flat_cnn(), train_set, FinetuneConfig(epochs=3, batch_size=32, learning_rate=0.05), seed=0,
-                     checkpoint_dir=tmp_path / "float").model  # trained weights: large enough to saturate int16
+    model = finetune(
+        flat_cnn(),
+        train_set,
+        FinetuneConfig(epochs=3, batch_size=32, learning_rate=0.05),
+        seed=0,
+        checkpoint_dir=tmp_path / "float",
+    ).model  # trained weights: large enough to saturate int16
     path = quantize_with_ranges(model, {}, train_set, tmp_path, reduce_range)
     kernels = onnx_runtime(path, test_images, kernels=True)["logits"]
     reference = onnx_runtime(path, test_images, kernels=False)["logits"]
-    step = float(next(numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer
-                      if t.name == "logits_scale"))
+    step = float(
+        next(numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer if t.name == "logits_scale")
+    )
     largest = float(np.abs(kernels - reference).max())
     if reduce_range in EXACT_KERNELS:
         assert largest <= step, f"int8 kernels differ from the graph by {largest / step:.1f} steps on this CPU"
@@ -206,10 +247,21 @@ def test_qat_int8_model_keeps_the_accuracy_it_trained_for(tmp_path, digits):
     """
     train_set, test_images, test_labels = digits
     torch.manual_seed(0)
-    float_model = finetune(small_cnn(), train_set, FinetuneConfig(epochs=6, batch_size=32, learning_rate=0.05),
-                           seed=0, checkpoint_dir=tmp_path / "float").model  # a float model first, from scratch
-    qat = quantization_aware_finetune(float_model, train_set, FinetuneConfig(epochs=2, batch_size=32,
-                                      learning_rate=0.001), reduce_range=True, seed=0, checkpoint_dir=tmp_path / "qat")
+    float_model = finetune(
+        small_cnn(),
+        train_set,
+        FinetuneConfig(epochs=6, batch_size=32, learning_rate=0.05),
+        seed=0,
+        checkpoint_dir=tmp_path / "float",
+    ).model  # a float model first, from scratch
+    qat = quantization_aware_finetune(
+        float_model,
+        train_set,
+        FinetuneConfig(epochs=2, batch_size=32, learning_rate=0.001),
+        reduce_range=True,
+        seed=0,
+        checkpoint_dir=tmp_path / "qat",
+    )
     assert not any(isinstance(m, FakeQuantized) for m in qat.model.modules()) and len(qat.history) == 2
     assert set(qat.input_ranges) == {"0", "3", "7"}
 
@@ -218,5 +270,5 @@ def test_qat_int8_model_keeps_the_accuracy_it_trained_for(tmp_path, digits):
     int8 = onnx_runtime(path, test_images, kernels=True)["logits"].argmax(1)
     labels = test_labels.numpy()
     assert (trained_for == labels).mean() > 0.8  # a real model, not a coin toss
-    assert abs(int(((int8 == labels)).sum()) - int((trained_for == labels).sum())) <= 2  # of 360 images
+    assert abs(int((int8 == labels).sum()) - int((trained_for == labels).sum())) <= 2  # of 360 images
     assert (int8 == trained_for).mean() >= 0.99

@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from greencompress.models.inputs import ModelInputs
 from greencompress.compress.quantize import (
     QuantizeConfig,
     quantize_onnx,
     resolve_reduce_range,
 )
 from greencompress.core.hardware import CpuInfo
+from greencompress.models.inputs import ModelInputs
 from greencompress.models.sources import resolve_callable
 from greencompress.runtimes.export import export_onnx
 from greencompress.runtimes.onnxruntime_cpu import OnnxRuntimeRunner
@@ -41,7 +41,11 @@ def test_int8_model_is_smaller_runs_and_stays_close(method, fp32_model, calibrat
     assert result.calibration_samples == (24 if method == "static" else 0)
     assert result.path.stat().st_size < 0.4 * fp32_model.stat().st_size
     operators = {node.op_type for node in onnx.load(str(result.path)).graph.node}
-    assert ("QuantizeLinear" in operators) if method == "static" else ("ConvInteger" in operators or "DynamicQuantizeLinear" in operators)
+    assert (
+        ("QuantizeLinear" in operators)
+        if method == "static"
+        else ("ConvInteger" in operators or "DynamicQuantizeLinear" in operators)
+    )
     inputs = calibration.tensors[0][:8].numpy()
     fp32, int8 = OnnxRuntimeRunner(fp32_model, 1)(inputs), OnnxRuntimeRunner(result.path, 1)(inputs)
     assert int8.shape == fp32.shape
@@ -49,8 +53,9 @@ def test_int8_model_is_smaller_runs_and_stays_close(method, fp32_model, calibrat
 
 
 def test_calibration_samples_are_capped_by_the_split(fp32_model, calibration, tmp_path):
-    result = quantize_onnx(fp32_model, tmp_path / "int8.onnx", QuantizeConfig(calibration_samples=1000),
-                           calibration, batch_size=16)
+    result = quantize_onnx(
+        fp32_model, tmp_path / "int8.onnx", QuantizeConfig(calibration_samples=1000), calibration, batch_size=16
+    )
     assert result.calibration_samples == 40
 
 
@@ -80,13 +85,20 @@ def test_symmetric_int8_activations_for_tensorrt(tmp_path):
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 4)).eval()
     images = torch.randn(64, 3, 16, 16)
     export_onnx(model, ModelInputs.image((3, 16, 16)), tmp_path / "fp32.onnx", 18)
-    result = quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx",
-                           QuantizeConfig(calibration_samples=64, activation_type="int8"),
-                           TensorDataset(images, torch.zeros(64, dtype=torch.int64)), 32)
+    result = quantize_onnx(
+        tmp_path / "fp32.onnx",
+        tmp_path / "int8.onnx",
+        QuantizeConfig(calibration_samples=64, activation_type="int8"),
+        TensorDataset(images, torch.zeros(64, dtype=torch.int64)),
+        32,
+    )
     assert result.activation_type == "int8 (symmetric)"
     graph = onnx.load(str(tmp_path / "int8.onnx")).graph
-    zero_points = [numpy_helper.to_array(t) for t in graph.initializer
-                   if t.name.endswith("_zero_point") and "weight" not in t.name and "bias" not in t.name]
+    zero_points = [
+        numpy_helper.to_array(t)
+        for t in graph.initializer
+        if t.name.endswith("_zero_point") and "weight" not in t.name and "bias" not in t.name
+    ]
     assert zero_points and all(zp.dtype == np.int8 and not zp.any() for zp in zero_points)
     with torch.no_grad():
         expected = model(images).numpy()

@@ -55,8 +55,15 @@ def runner(name: str, log: list[str]):
 
 def spec(**fields) -> BenchmarkSpec:
     # Windows of exactly 4 runs: the count binds, the (1 ns) duration does not.
-    base = dict(warmup_iterations=0, window_s=1e-9, min_iterations=4, max_window_s=10.0, windows=3, max_windows=6,
-                target_relative_ci=0.05)
+    base = dict(
+        warmup_iterations=0,
+        window_s=1e-9,
+        min_iterations=4,
+        max_window_s=10.0,
+        windows=3,
+        max_windows=6,
+        target_relative_ci=0.05,
+    )
     return BenchmarkSpec(**{**base, **fields})
 
 
@@ -115,8 +122,9 @@ def test_a_time_budget_keeps_measuring_a_noisy_figure_past_max_windows_until_it_
     assert result.energy.windows > 6 and result.energy.noisy  # beyond max_windows, and still noisy: it says so
     assert result.latency.iterations < 4 * 0.25 / 0.004 + 8  # and no longer than the budget (plus one round)
     steady = ScriptedMeter({"a": [2.0] * 10}, log)
-    (result,) = benchmark_interleaved({"a": runner("a", log)}, np.zeros(1), spec(max_time_s=60), steady,
-                                      no_idle()).values()
+    (result,) = benchmark_interleaved(
+        {"a": runner("a", log)}, np.zeros(1), spec(max_time_s=60), steady, no_idle()
+    ).values()
     assert result.energy.windows == 3  # within the target: no extra round, however much time is left
 
 
@@ -178,7 +186,8 @@ def test_windows_record_how_busy_the_machine_was(tmp_path):
     log = []
     meter = ScriptedMeter({"a": [1.0] * 10}, log)
     load = ScriptedLoad(stat, logical_cpus=2, ticks_per_s=100)
-    (result,) = benchmark_interleaved({"a": runner("a", log)}, np.zeros((2,)), spec(window_s=0.05), meter, no_idle(),
-                                      load=load).values()
+    (result,) = benchmark_interleaved(
+        {"a": runner("a", log)}, np.zeros((2,)), spec(window_s=0.05), meter, no_idle(), load=load
+    ).values()
     assert len(result.energy.window_other_cpu_share) == result.energy.windows
     assert result.energy.busy_windows == result.energy.windows  # 0.6 CPU-s in ~0.05 s on 2 CPUs: saturated

@@ -44,8 +44,9 @@ def test_end_without_begin_is_an_error():
 
 def test_watts_per_core_from_recipe_table_or_default(monkeypatch):
     assert watts_per_core(12.5) == (12.5, "energy.cpu_watts_per_core in the recipe")
-    monkeypatch.setattr("greencompress.measure.energy.estimate.cpu_info",
-                        lambda: CpuInfo("AMD EPYC 7763 64-Core Processor", 2, ()))
+    monkeypatch.setattr(
+        "greencompress.measure.energy.estimate.cpu_info", lambda: CpuInfo("AMD EPYC 7763 64-Core Processor", 2, ())
+    )
     figure, source = watts_per_core(None)
     assert figure == pytest.approx(280 / 64) and "AMD EPYC 7763" in source
     monkeypatch.setattr("greencompress.measure.energy.estimate.cpu_info", lambda: CpuInfo("Mystery CPU", 2, ()))

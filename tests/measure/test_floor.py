@@ -12,7 +12,12 @@ AVX2_ONLY = "fpu sse2 avx avx2 fma"
 
 
 def fake_cpu(tmp_path, flags: str, mhz: str | None = "2000.000"):
-    lines = ["processor\t: 0", "model name\t: Test CPU", *([f"cpu MHz\t\t: {mhz}"] if mhz else []), f"flags\t\t: {flags}"]
+    lines = [
+        "processor\t: 0",
+        "model name\t: Test CPU",
+        *([f"cpu MHz\t\t: {mhz}"] if mhz else []),
+        f"flags\t\t: {flags}",
+    ]
     path = tmp_path / "cpuinfo"
     path.write_text("\n".join(lines) + "\n")
     cpu_info.cache_clear()
@@ -61,8 +66,9 @@ def test_amx_tiles_set_the_int8_and_bf16_peaks_where_the_flags_show_them(tmp_pat
 
 
 def test_bf16_without_amx_uses_avx512_bf16_or_the_fp32_rate(tmp_path):
-    assert peak_mac_rate(fake_cpu(tmp_path, AVX512_VNNI + " avx512_bf16"), 2, "bf16").macs_per_s == \
-        pytest.approx(2 * 2e9 * 2 * 32)
+    assert peak_mac_rate(fake_cpu(tmp_path, AVX512_VNNI + " avx512_bf16"), 2, "bf16").macs_per_s == pytest.approx(
+        2 * 2e9 * 2 * 32
+    )
     assert "fp32 rate" in peak_mac_rate(fake_cpu(tmp_path, AVX2_ONLY), 2, "bf16").basis
 
 

@@ -69,8 +69,9 @@ def test_gpus_chosen_by_uuid_get_nvml_s_own_index():
     meter.begin_window()
     time.sleep(0.3)
     reading = meter.end_window()
-    assert list(reading.energy_j) == ["gpu1"] and reading.energy_j["gpu1"] == pytest.approx(50 * reading.duration_s,
-                                                                                           rel=0.5)
+    assert list(reading.energy_j) == ["gpu1"] and reading.energy_j["gpu1"] == pytest.approx(
+        50 * reading.duration_s, rel=0.5
+    )
     with pytest.raises(MeterUnavailable, match="no GPU with UUID GPU-ccc"):
         NvmlMeter(nvml=fake_pynvml(gpus), device_uuids=["GPU-ccc"])
 
@@ -85,7 +86,8 @@ def test_the_counter_update_period_is_measured_and_sets_the_shortest_window():
         meter = NvmlMeter(nvml=fake_pynvml([FakeGpu("H100", 300_000, True, update_period_s=period)]))
         assert meter.min_window_s == pytest.approx(max(1.0, 100 * meter.counter_period_s))
         assert f"updates every {1e3 * meter.counter_period_s:.0f} ms (measured here)" in " ".join(
-            meter.describe().assumptions)
+            meter.describe().assumptions
+        )
     frozen = FakeGpu("H100", 0, True)  # a counter that never moves in the probe: no period, the cautious window
     assert NvmlMeter(nvml=fake_pynvml([frozen])).min_window_s == 5.0
 
@@ -107,8 +109,12 @@ def test_each_window_carries_clock_temperature_power_and_throttle_reasons():
     meter = NvmlMeter(nvml=nvml, measure_period=False)
     meter.begin_window()
     reading = meter.end_window()
-    assert reading.telemetry["gpu0"] == {"temperature_c": 71, "sm_clock_mhz": 1755, "power_w": 300.0,
-                                         "throttle_reasons": ["sw_power_cap", "sw_thermal_slowdown"]}
+    assert reading.telemetry["gpu0"] == {
+        "temperature_c": 71,
+        "sm_clock_mhz": 1755,
+        "power_w": 300.0,
+        "throttle_reasons": ["sw_power_cap", "sw_thermal_slowdown"],
+    }
     identity = meter.identity()["gpu0"]
     assert identity["name"] == "H100" and identity["driver"] == "560.35.03" and identity["power_limit_w"] == 700.0
     assert identity["memory_bytes"] == 80 * 2**30 and identity["max_sm_clock_mhz"] == 1980
@@ -143,7 +149,8 @@ def test_every_pynvml_name_the_code_and_the_fakes_use_exists_in_the_real_pynvml(
         text = source.read_text()
         used |= set(re.findall(r"\bp?nvml\.((?:nvml|NVML)\w+)", text))  # attributes: nvml.nvmlInit()
         used |= set(re.findall(r"\"((?:nvml[A-Z]|NVML_)\w+)\"", text))  # names of optional queries: "nvml..."
-    faked = {name for name in vars(with_power_limits(with_telemetry(fake_pynvml([]))))
-             if name.startswith(("nvml", "NVML_"))}
+    faked = {
+        name for name in vars(with_power_limits(with_telemetry(fake_pynvml([])))) if name.startswith(("nvml", "NVML_"))
+    }
     assert {"nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetCurrentClocksThrottleReasons", "NVML_CLOCK_SM"} <= used
     assert sorted(name for name in used | faked if not hasattr(pynvml, name)) == []

@@ -44,8 +44,10 @@ def test_a_limit_outside_the_gpu_s_range_is_refused_before_anything_changes():
 
 
 def test_the_energy_optimal_limit_is_named_next_to_the_fastest():
-    rows = [{"limit_w": 700, "j_per_inference": 1.0, "p50_ms": 2.0},
-            {"limit_w": 400, "j_per_inference": 0.8, "p50_ms": 2.3},
-            {"limit_w": 250, "j_per_inference": 0.9, "p50_ms": 3.5}]
+    rows = [
+        {"limit_w": 700, "j_per_inference": 1.0, "p50_ms": 2.0},
+        {"limit_w": 400, "j_per_inference": 0.8, "p50_ms": 2.3},
+        {"limit_w": 250, "j_per_inference": 0.9, "p50_ms": 3.5},
+    ]
     optimal, fastest = optimal_and_fastest(rows)
     assert optimal["limit_w"] == 400 and fastest["limit_w"] == 700

@@ -53,10 +53,10 @@ def test_packages_sum_into_cpu_and_dram_stays_separate(two_socket_tree):
     meter.begin_window()
     set_energy(two_socket_tree["pkg0"], 1_000_000 + 2_500_000)  # +2.5 J
     set_energy(two_socket_tree["pkg1"], 3_000_000 + 1_500_000)  # +1.5 J
-    set_energy(two_socket_tree["dram0"], 200_000 + 300_000)     # +0.3 J
-    set_energy(two_socket_tree["dram1"], 400_000 + 200_000)     # +0.2 J
-    set_energy(two_socket_tree["core0"], 99_000_000)           # inside package-0: must not count
-    set_energy(two_socket_tree["psys"], 99_000_000)             # overlaps everything: must not count
+    set_energy(two_socket_tree["dram0"], 200_000 + 300_000)  # +0.3 J
+    set_energy(two_socket_tree["dram1"], 400_000 + 200_000)  # +0.2 J
+    set_energy(two_socket_tree["core0"], 99_000_000)  # inside package-0: must not count
+    set_energy(two_socket_tree["psys"], 99_000_000)  # overlaps everything: must not count
     reading = meter.end_window()
     assert reading.energy_j == pytest.approx({"cpu": 4.0, "dram": 0.5})
     assert reading.method == "rapl" and reading.measured

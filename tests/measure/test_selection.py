@@ -1,4 +1,4 @@
-"""Choosing a CPU meter: RAPL when readable, the estimate otherwise, and never a silent fallback when RAPL is asked for."""
+"""Choosing a CPU meter: RAPL when readable, else the estimate, and never a silent fallback when RAPL is asked for."""
 
 from __future__ import annotations
 

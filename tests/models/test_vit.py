@@ -21,15 +21,31 @@ def tiny_vit(folder, head: bool = True, processor: bool = True, layers: int = 3)
     """Save a ViT (32x32 images in 8x8 patches, hidden 64, 4 heads, FFN 128) into `folder`."""
     from transformers import ViTConfig, ViTForImageClassification, ViTModel
 
-    config = ViTConfig(image_size=32, patch_size=8, hidden_size=64, num_hidden_layers=layers, num_attention_heads=4,
-                       intermediate_size=128, num_labels=len(HEAD_LABELS), id2label=dict(enumerate(HEAD_LABELS)),
-                       label2id={name: index for index, name in enumerate(HEAD_LABELS)})
+    config = ViTConfig(
+        image_size=32,
+        patch_size=8,
+        hidden_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        intermediate_size=128,
+        num_labels=len(HEAD_LABELS),
+        id2label=dict(enumerate(HEAD_LABELS)),
+        label2id={name: index for index, name in enumerate(HEAD_LABELS)},
+    )
     torch.manual_seed(0)
     (ViTForImageClassification if head else ViTModel)(config).save_pretrained(folder)
     if processor:
-        (folder / "preprocessor_config.json").write_text(json.dumps({
-            "image_processor_type": "ViTImageProcessor", "do_normalize": True, "image_mean": [0.5, 0.5, 0.5],
-            "image_std": [0.5, 0.5, 0.5], "size": {"height": 32, "width": 32}}))
+        (folder / "preprocessor_config.json").write_text(
+            json.dumps(
+                {
+                    "image_processor_type": "ViTImageProcessor",
+                    "do_normalize": True,
+                    "image_mean": [0.5, 0.5, 0.5],
+                    "image_std": [0.5, 0.5, 0.5],
+                    "size": {"height": 32, "width": 32},
+                }
+            )
+        )
     return folder
 
 
@@ -48,13 +64,18 @@ def vit_recipe(write_recipe, folder, images, stages: str = "  - quantize: {metho
         """)
 
 
-def test_a_vit_folder_loads_as_an_image_encoder_and_its_labels_are_matched_by_name(tmp_path, image_folder,
-                                                                                   write_recipe):
+def test_a_vit_folder_loads_as_an_image_encoder_and_its_labels_are_matched_by_name(
+    tmp_path, image_folder, write_recipe
+):
     from greencompress.models.sources import load_model
 
     recipe = load_recipe(vit_recipe(write_recipe, tiny_vit(tmp_path / "vit"), image_folder))
     loaded = load_model(recipe.model)
-    assert loaded.inputs.image_shape == (3, 32, 32) and loaded.inputs.structure == "encoder" and not loaded.inputs.are_tokens
+    assert (
+        loaded.inputs.image_shape == (3, 32, 32)
+        and loaded.inputs.structure == "encoder"
+        and not loaded.inputs.are_tokens
+    )
     assert loaded.tokenizer is None and loaded.label_names == HEAD_LABELS
     data = recipe.task.load_data(loaded, recipe.data, recipe.seed)
     # The folder's "dark" class is the head's label 1, "light" its label 0, whatever the folders' order.
@@ -65,12 +86,16 @@ def test_a_vit_folder_loads_as_an_image_encoder_and_its_labels_are_matched_by_na
     assert logits.shape == (4, 2)
 
 
-@pytest.mark.parametrize("change, error, message", [
-    ({"image_size": 24}, RecipeError, "data.image_size: the model in .* takes 32x32 images"),
-    ({"mean": [0.485, 0.456, 0.406]}, RecipeError, r"data.mean: .* normalises images with mean \[0.5, 0.5, 0.5\]"),
-])
-def test_image_data_prepared_otherwise_than_the_processor_says_is_refused(tmp_path, image_folder, write_recipe, change,
-                                                                          error, message):
+@pytest.mark.parametrize(
+    "change, error, message",
+    [
+        ({"image_size": 24}, RecipeError, "data.image_size: the model in .* takes 32x32 images"),
+        ({"mean": [0.485, 0.456, 0.406]}, RecipeError, r"data.mean: .* normalises images with mean \[0.5, 0.5, 0.5\]"),
+    ],
+)
+def test_image_data_prepared_otherwise_than_the_processor_says_is_refused(
+    tmp_path, image_folder, write_recipe, change, error, message
+):
     from greencompress.models.sources import load_model
 
     recipe = load_recipe(vit_recipe(write_recipe, tiny_vit(tmp_path / "vit"), image_folder))
@@ -89,8 +114,9 @@ def test_bad_vit_inputs_name_the_field(tmp_path, image_folder, write_recipe):
         source = next((image_folder / split / "dark").iterdir())
         (image_folder / split / "grey" / source.name).write_bytes(source.read_bytes())
     recipe = load_recipe(vit_recipe(write_recipe, tiny_vit(tmp_path / "vit"), image_folder))
-    with pytest.raises(DataError, match="class\\(es\\) 'grey' .* not labels of the model's head, whose labels are: "
-                                        "light, dark"):
+    with pytest.raises(
+        DataError, match="class\\(es\\) 'grey' .* not labels of the model's head, whose labels are: light, dark"
+    ):
         recipe.task.load_data(load_model(recipe.model), recipe.data, recipe.seed)
     # An encoder without a head, and no num_classes for a new one.
     bare = load_recipe(vit_recipe(write_recipe, tiny_vit(tmp_path / "bare", head=False), image_folder))
@@ -105,7 +131,8 @@ def test_bad_vit_inputs_name_the_field(tmp_path, image_folder, write_recipe):
 
 @pytest.mark.slow
 def test_a_vit_loses_layers_heads_and_ffn_neurons_trains_quantizes_and_reloads_with_plain_transformers(
-        tmp_path, image_folder, write_recipe):
+    tmp_path, image_folder, write_recipe
+):
     import onnxruntime
     from transformers import AutoModelForImageClassification
 
@@ -140,7 +167,9 @@ def test_a_vit_loses_layers_heads_and_ffn_neurons_trains_quantizes_and_reloads_w
     assert (run_dir / "model_compressed_hf" / "preprocessor_config.json").is_file()
     reloaded = AutoModelForImageClassification.from_pretrained(run_dir / "model_compressed_hf").eval()
     assert reloaded.config.num_attention_heads == 2 and reloaded.config.num_hidden_layers == 2
-    images = torch.stack([item[0] for item in recipe.task.load_data(load_model(recipe.model), recipe.data, recipe.seed).eval])
+    images = torch.stack(
+        [item[0] for item in recipe.task.load_data(load_model(recipe.model), recipe.data, recipe.seed).eval]
+    )
     session = onnxruntime.InferenceSession(str(run_dir / "model_compressed_fp32.onnx"))
     exported = session.run(None, {session.get_inputs()[0].name: images.numpy()})[0]
     with torch.no_grad():

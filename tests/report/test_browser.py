@@ -22,11 +22,15 @@ PROBE = """
   var problems = [];
   window.addEventListener('error', function (e) { problems.push('error: ' + e.message); }, true);
   var originalError = console.error;
-  console.error = function () { problems.push('console.error: ' + Array.from(arguments).join(' ')); originalError.apply(console, arguments); };
+  console.error = function () {
+    problems.push('console.error: ' + Array.from(arguments).join(' '));
+    originalError.apply(console, arguments);
+  };
   window.addEventListener('load', function () {
     var images = Array.from(document.images);
     var drawn = images.filter(function (img) { return img.complete && img.naturalWidth > 0; }).length;
-    document.body.setAttribute('data-probe', 'images=' + images.length + ';drawn=' + drawn + ';problems=' + problems.length);
+    document.body.setAttribute('data-probe',
+                               'images=' + images.length + ';drawn=' + drawn + ';problems=' + problems.length);
     document.body.setAttribute('data-problems', problems.join(' | '));
   });
 </script>

@@ -40,8 +40,14 @@ def test_runs_on_different_gpus_are_refused_though_their_hosts_match(tiny_run):
     _, report = tiny_run
 
     def on(gpu: str):
-        return dataclasses.replace(report, environment={**report.environment, "device": "cuda:0",
-                                                        "gpu": {"gpu0": {"name": gpu, "uuid": f"GPU-{gpu}"}}})
+        return dataclasses.replace(
+            report,
+            environment={
+                **report.environment,
+                "device": "cuda:0",
+                "gpu": {"gpu0": {"name": gpu, "uuid": f"GPU-{gpu}"}},
+            },
+        )
 
     assert compare_runs([on("NVIDIA H100"), on("NVIDIA H100")]).mismatches == []
     with pytest.raises(GreencompressError, match=r"hardware 'NVIDIA A100 \+ .*' differs"):
@@ -55,8 +61,9 @@ def test_different_meter_or_batch_sizes_are_refused(tiny_run):
     other_meter = dataclasses.replace(report, energy_meter=dataclasses.replace(report.energy_meter, method="rapl"))
     with pytest.raises(GreencompressError, match="energy method 'rapl' differs"):
         compare_runs([report, other_meter])
-    one_batch = dataclasses.replace(report, artifacts=[
-        dataclasses.replace(result, benchmarks=result.benchmarks[:1]) for result in report.artifacts])
+    one_batch = dataclasses.replace(
+        report, artifacts=[dataclasses.replace(result, benchmarks=result.benchmarks[:1]) for result in report.artifacts]
+    )
     with pytest.raises(GreencompressError, match="has no counterpart"):
         compare_runs([one_batch, report])
 
@@ -70,11 +77,28 @@ def test_runs_whose_windows_differ_get_an_interval_that_holds_the_true_change(ti
     _, report = tiny_run
 
     def with_windows(run, factors, scale):  # every benchmark's windows set by hand: J/inf x scale x factor
-        return dataclasses.replace(run, artifacts=[
-            dataclasses.replace(result, benchmarks=tuple(dataclasses.replace(bench, energy=dataclasses.replace(
-                bench.energy, joules_per_inference=scale * bench.energy.joules_per_inference,
-                window_joules_per_inference=tuple(scale * bench.energy.joules_per_inference * f for f in factors)))
-                for bench in result.benchmarks)) for result in run.artifacts])
+        return dataclasses.replace(
+            run,
+            artifacts=[
+                dataclasses.replace(
+                    result,
+                    benchmarks=tuple(
+                        dataclasses.replace(
+                            bench,
+                            energy=dataclasses.replace(
+                                bench.energy,
+                                joules_per_inference=scale * bench.energy.joules_per_inference,
+                                window_joules_per_inference=tuple(
+                                    scale * bench.energy.joules_per_inference * f for f in factors
+                                ),
+                            ),
+                        )
+                        for bench in result.benchmarks
+                    ),
+                )
+                for result in run.artifacts
+            ],
+        )
 
     before = with_windows(report, (1.0, 1.02, 0.98, 1.01, 0.99), 1.0)
     after = dataclasses.replace(with_windows(report, (0.99, 1.01, 1.0, 0.98, 1.02), 0.5), run_dir=report.run_dir / "b")

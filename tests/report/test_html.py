@@ -46,7 +46,9 @@ def test_other_major_schema_versions_fail_clearly(tiny_run, tmp_path):
     data = json.loads((run_dir / "report.json").read_text())
     data["schema_version"] = "2.0"
     (tmp_path / "future.json").write_text(json.dumps(data))
-    with pytest.raises(GreencompressError, match="schema version 2.0 is not readable by this greencompress, which reads 1.x"):
+    with pytest.raises(
+        GreencompressError, match="schema version 2.0 is not readable by this greencompress, which reads 1.x"
+    ):
         load_report(tmp_path / "future.json")
     data["schema_version"] = "1.7"  # a later minor version: only added fields, still loads
     data["a_field_from_the_future"] = 1
@@ -67,12 +69,14 @@ def test_pareto_front_of_a_report_holds_exactly_the_non_dominated_artifacts():
     from greencompress.report.plots import domain_bars
     from tests.report.test_report import make_report, result
 
-    report = make_report([
-        result("torch-fp32", "torch", "fp32", 20.0, 1.811, top1=0.9348),
-        result("onnxruntime-fp32", "onnxruntime", "fp32", 15.0, 0.90, top1=0.9348),
-        result("onnxruntime-int8", "onnxruntime", "int8", 4.0, 0.45, top1=0.9356),  # cheaper and more accurate
-        result("openvino-int8", "openvino", "int8", 3.0, 0.40, top1=0.9300),  # cheapest, less accurate
-    ])
+    report = make_report(
+        [
+            result("torch-fp32", "torch", "fp32", 20.0, 1.811, top1=0.9348),
+            result("onnxruntime-fp32", "onnxruntime", "fp32", 15.0, 0.90, top1=0.9348),
+            result("onnxruntime-int8", "onnxruntime", "int8", 4.0, 0.45, top1=0.9356),  # cheaper and more accurate
+            result("openvino-int8", "openvino", "int8", 3.0, 0.40, top1=0.9300),  # cheapest, less accurate
+        ]
+    )
     points = [(r.at_batch(1).joules_per_inference, 100 * r.accuracy.top1) for r in report.artifacts]
     assert pareto_front(points) == [(0.40, 93.0), (0.45, 93.56)]
     assert pareto_front([(1.0, 90.0), (1.0, 90.0)]) == [(1.0, 90.0)]  # equal points: neither dominates

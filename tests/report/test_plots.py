@@ -1,4 +1,4 @@
-"""Plots stay readable with 3 to 20 artifacts: no label over another, a style of its own for each artifact, axes in range."""
+"""Plots stay readable with 3 to 20 artifacts: no label over another, a style for each artifact, axes in range."""
 
 from __future__ import annotations
 
@@ -20,8 +20,17 @@ def report_of(count: int, measured: bool = False):
     for index in range(count):
         runtime, precision = RUNTIMES[index % 3], ("fp32", "int8", "bf16")[index // 3 % 3]
         name = f"{runtime}-pruned-finetuned-{precision}-{index}"
-        results.append(result(name, runtime, precision, 1.0 + index, 0.01 * (1 + index), top1=0.91 + 0.004 * index,
-                              method="rapl" if measured else "estimate"))
+        results.append(
+            result(
+                name,
+                runtime,
+                precision,
+                1.0 + index,
+                0.01 * (1 + index),
+                top1=0.91 + 0.004 * index,
+                method="rapl" if measured else "estimate",
+            )
+        )
     report = make_report(results)
     if measured:
         report = dataclasses.replace(report, energy_meter=MeterDescription("rapl", True, ("cpu",)))
@@ -40,12 +49,16 @@ def label_boxes(figure) -> list[tuple[str, object]]:
     for axes in figure.axes:
         for axis in (axes.xaxis, axes.yaxis):  # the locator also labels ticks beyond the limits, never drawn
             low, high = sorted(axis.get_view_interval())
-            texts += [label for location, label in zip(axis.get_majorticklocs(), axis.get_majorticklabels())
-                      if low <= location <= high]
+            texts += [
+                label
+                for location, label in zip(axis.get_majorticklocs(), axis.get_majorticklabels())
+                if low <= location <= high
+            ]
         if axes.get_legend() is not None:
             texts += axes.get_legend().get_texts()
-    return [(text.get_text(), text.get_window_extent(renderer)) for text in texts
-            if text.get_visible() and text.get_text()]
+    return [
+        (text.get_text(), text.get_window_extent(renderer)) for text in texts if text.get_visible() and text.get_text()
+    ]
 
 
 def assert_no_overlap(figure) -> None:
@@ -57,8 +70,12 @@ def assert_no_overlap(figure) -> None:
 @pytest.mark.parametrize("count", [3, 10, 20])
 def test_no_label_lies_over_another(count):
     report = report_of(count, measured=True)
-    for figure in (plots.accuracy_vs_energy_figure(report, 1), plots.energy_by_domain_figure(report, 1),
-                   plots.latency_distribution_figure(report), plots.power_timeline_figure(report)):
+    for figure in (
+        plots.accuracy_vs_energy_figure(report, 1),
+        plots.energy_by_domain_figure(report, 1),
+        plots.latency_distribution_figure(report),
+        plots.power_timeline_figure(report),
+    ):
         assert figure is not None
         assert_no_overlap(figure)
         names = {text for text, _ in label_boxes(figure)}
@@ -73,8 +90,11 @@ def test_every_artifact_has_a_style_of_its_own(count):
     if count <= 20:
         assert len({colour for colour, _ in styles.values()}) == count  # colours alone tell them apart
     figure = plots.accuracy_vs_energy_figure(report, 1)
-    drawn = [(tuple(line.get_color()), line.get_marker()) for container in figure.axes[0].containers
-             for line in container.get_children()[:1]]
+    drawn = [
+        (tuple(line.get_color()), line.get_marker())
+        for container in figure.axes[0].containers
+        for line in container.get_children()[:1]
+    ]
     assert len(set(drawn)) == count
 
 

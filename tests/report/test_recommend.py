@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from greencompress.measure.energy import MeterDescription
-from greencompress.report.markdown import recommendation_table, render_markdown
 from greencompress.measure.quality import QualityBudget
+from greencompress.report.markdown import recommendation_table, render_markdown
 from greencompress.report.recommend import recommend
 from tests.report.test_report import make_report, result
 
@@ -65,8 +65,12 @@ def test_one_recommendation_per_batch_size():
 
 def embedder(name, runtime, precision, p50_ms, joules, top1, cosine, neighbours):
     made = result(name, runtime, precision, p50_ms, joules, top1=top1)
-    return dataclasses.replace(made, accuracy=dataclasses.replace(made.accuracy, embedding_cosine=cosine,
-                                                                  neighbour_agreement=neighbours, recall_at_10=0.9))
+    return dataclasses.replace(
+        made,
+        accuracy=dataclasses.replace(
+            made.accuracy, embedding_cosine=cosine, neighbour_agreement=neighbours, recall_at_10=0.9
+        ),
+    )
 
 
 def test_a_sentence_embedder_is_judged_by_its_embeddings_and_the_report_says_so():
@@ -86,6 +90,7 @@ def test_a_sentence_embedder_is_judged_by_its_embeddings_and_the_report_says_so(
     (as_classifier,) = dataclasses.replace(report, recipe={"model": {"task": "text-classification"}}).recommendations
     assert as_classifier.artifact == "onnxruntime-pruned-int8" and as_classifier.decided_by.startswith("top-1")
     # The limits are the recipe's where it sets them.
-    strict = dataclasses.replace(report, recipe={"model": {"task": "sentence-embedding"},
-                                                 "gates": {"min_neighbour_agreement": 0.9}})
+    strict = dataclasses.replace(
+        report, recipe={"model": {"task": "sentence-embedding"}, "gates": {"min_neighbour_agreement": 0.9}}
+    )
     assert strict.recommendations[0].artifact in ("torch-fp32", "onnxruntime-fp32")

@@ -30,38 +30,83 @@ BAND = Uncertainty(0.6, 2.0, "test band")
 ROUNDS = (1.0, 1.03, 0.97, 1.01, 0.99)
 
 
-def result(name, runtime, precision, p50_ms, joules, batch_size=1, top1=0.9, method="estimate", path=None,
-           relative_ci=0.02, rounds=ROUNDS):
-    latency = Latency(batch_size, 100, p50_ms, p50_ms * 1.1, p50_ms * 1.2, p50_ms, batch_size * 1e3 / p50_ms,
-                      window_p50_ms=tuple(p50_ms * factor for factor in rounds))
+def result(
+    name,
+    runtime,
+    precision,
+    p50_ms,
+    joules,
+    batch_size=1,
+    top1=0.9,
+    method="estimate",
+    path=None,
+    relative_ci=0.02,
+    rounds=ROUNDS,
+):
+    latency = Latency(
+        batch_size,
+        100,
+        p50_ms,
+        p50_ms * 1.1,
+        p50_ms * 1.2,
+        p50_ms,
+        batch_size * 1e3 / p50_ms,
+        window_p50_ms=tuple(p50_ms * factor for factor in rounds),
+    )
     energy = EnergyResult(
-        joules_per_inference=joules, ci95_j=relative_ci * joules, active_joules_per_inference=joules * 0.8,
-        active_ci95_j=relative_ci * joules, joules_per_inference_by_domain={"cpu": joules}, idle_power_w={"cpu": 2.0},
-        windows=5, window_s=1.0, inferences=100 * batch_size, method=method, measured=method != "estimate",
-        uncertainty=BAND, noisy=relative_ci > 0.05,
+        joules_per_inference=joules,
+        ci95_j=relative_ci * joules,
+        active_joules_per_inference=joules * 0.8,
+        active_ci95_j=relative_ci * joules,
+        joules_per_inference_by_domain={"cpu": joules},
+        idle_power_w={"cpu": 2.0},
+        windows=5,
+        window_s=1.0,
+        inferences=100 * batch_size,
+        method=method,
+        measured=method != "estimate",
+        uncertainty=BAND,
+        noisy=relative_ci > 0.05,
         window_joules_per_inference=tuple(joules * factor for factor in rounds),
-        window_active_joules_per_inference=tuple(0.8 * joules * factor for factor in rounds))
+        window_active_joules_per_inference=tuple(0.8 * joules * factor for factor in rounds),
+    )
     # Lineage as the pipeline records it: the model's techniques in the name's middle words, int8 from quantize.
-    lineage = {"source": "torch" if runtime == "torch" else "onnx",
-               "model_techniques": ("prune",) if "pruned" in name else (),
-               "file_techniques": ("quantize",) if precision == "int8" else ()}
-    return ArtifactResult(Artifact.of_file(name, runtime, precision, path, 1000, 5000, **lineage),
-                          Accuracy(top1, 0.99, 100) if top1 is not None else None, (Benchmark(latency, energy),))
+    lineage = {
+        "source": "torch" if runtime == "torch" else "onnx",
+        "model_techniques": ("prune",) if "pruned" in name else (),
+        "file_techniques": ("quantize",) if precision == "int8" else (),
+    }
+    return ArtifactResult(
+        Artifact.of_file(name, runtime, precision, path, 1000, 5000, **lineage),
+        Accuracy(top1, 0.99, 100) if top1 is not None else None,
+        (Benchmark(latency, energy),),
+    )
 
 
 def make_report(results) -> RunReport:
     return RunReport(
-        name="t", created_utc="2026-01-01 00:00:00 UTC", run_dir=Path("runs/t/x"), recipe={},
-        environment={"cpu": {"model": "Test CPU", "logical_cores": 2, "flags": ["avx2"], "vnni": False},
-                     "threads": 2, "gpu": None, "os": "Linux", "python": "3.11",
-                     "versions": {"torch": "2", "onnxruntime": "1", "greencompress": "0"}},
-        provenance={"source": "builtin", "description": "a test model"}, data="test data",
+        name="t",
+        created_utc="2026-01-01 00:00:00 UTC",
+        run_dir=Path("runs/t/x"),
+        recipe={},
+        environment={
+            "cpu": {"model": "Test CPU", "logical_cores": 2, "flags": ["avx2"], "vnni": False},
+            "threads": 2,
+            "gpu": None,
+            "os": "Linux",
+            "python": "3.11",
+            "versions": {"torch": "2", "onnxruntime": "1", "greencompress": "0"},
+        },
+        provenance={"source": "builtin", "description": "a test model"},
+        data="test data",
         export={"exporter": "x", "opset": 18, "parity": {"samples": 8, "max_abs_diff": 1e-6, "top1_agreement": 1.0}},
         stages=[StageRecord("quantize", {"method": "static"})],
-        energy_meter=MeterDescription("estimate", False, ("cpu",), ["an assumption"]), energy_meter_reason="because",
+        energy_meter=MeterDescription("estimate", False, ("cpu",), ["an assumption"]),
+        energy_meter_reason="because",
         idle=IdleBaseline({"cpu": 2.0}, 3.0, "estimate"),
         carbon=carbon_settings("FRA", None, 1.0, 0.25, "EUR"),
-        artifacts=results, comparisons=compare_same_runtime(results),
+        artifacts=results,
+        comparisons=compare_same_runtime(results),
     )
 
 
@@ -96,10 +141,12 @@ def test_no_comparison_across_batch_sizes_or_energy_methods():
 
 
 def test_a_slower_compressed_model_is_called_slower_in_words():
-    report = make_report([
-        result("onnxruntime-fp32", "onnxruntime", "fp32", 1.0, 0.1),
-        result("onnxruntime-int8", "onnxruntime", "int8", 1.5, 0.12),
-    ])
+    report = make_report(
+        [
+            result("onnxruntime-fp32", "onnxruntime", "fp32", 1.0, 0.1),
+            result("onnxruntime-int8", "onnxruntime", "int8", 1.5, 0.12),
+        ]
+    )
     markdown = render_markdown(report)
     assert "onnxruntime-int8 is SLOWER than onnxruntime-fp32 on onnxruntime at batch size 1" in markdown
     assert "1.50x [1.50, 1.50] (50% more)" in markdown
@@ -156,8 +203,13 @@ def test_json_form_is_versioned_and_keyed_by_batch_size(tmp_path):
     assert abs(energy["joules_per_inference"] - 0.1) < 1e-12
     assert energy["idle_power_w"] == {"cpu": 2.0} and energy["windows"] == 5
     assert abs(energy["relative_ci95"] - 0.02) < 1e-12
-    assert data["energy_meter"]["idle"] == {"power_w": {"cpu": 2.0}, "duration_s": 3.0, "method": "estimate",
-                                            "ci95_w": 0.0, "when": "before benchmarking"}
+    assert data["energy_meter"]["idle"] == {
+        "power_w": {"cpu": 2.0},
+        "duration_s": 3.0,
+        "method": "estimate",
+        "ci95_w": 0.0,
+        "when": "before benchmarking",
+    }
     assert energy["uncertainty"] == {"low_fraction": 0.6, "high_fraction": 2.0, "basis": "test band"}
     assert data["artifacts"][0]["latency"]["4"]["p50_ms"] == 2.0
     assert not list(tmp_path.glob(".*.tmp"))
@@ -175,11 +227,13 @@ def test_carbon_section_names_intensity_source_year_and_pue():
 
 
 def test_pruning_without_speed_gets_a_warning_with_what_may_help():
-    report = make_report([
-        result("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.2),
-        result("onnxruntime-int8", "onnxruntime", "int8", 1.0, 0.05),
-        result("onnxruntime-pruned-int8", "onnxruntime", "int8", 0.98, 0.05),
-    ])
+    report = make_report(
+        [
+            result("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.2),
+            result("onnxruntime-int8", "onnxruntime", "int8", 1.0, 0.05),
+            result("onnxruntime-pruned-int8", "onnxruntime", "int8", 0.98, 0.05),
+        ]
+    )
     pairs = {(c.candidate, c.baseline) for c in report.comparisons}
     assert ("onnxruntime-pruned-int8", "onnxruntime-int8") in pairs
     assert ("onnxruntime-int8", "onnxruntime-pruned-int8") not in pairs
@@ -189,14 +243,18 @@ def test_pruning_without_speed_gets_a_warning_with_what_may_help():
 
 
 def test_pruning_that_pays_is_stated_too():
-    report = make_report([
-        result("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.2),
-        result("onnxruntime-int8", "onnxruntime", "int8", 1.0, 0.05),
-        result("onnxruntime-pruned-int8", "onnxruntime", "int8", 0.5, 0.025),
-    ])
+    report = make_report(
+        [
+            result("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.2),
+            result("onnxruntime-int8", "onnxruntime", "int8", 1.0, 0.05),
+            result("onnxruntime-pruned-int8", "onnxruntime", "int8", 0.5, 0.025),
+        ]
+    )
     markdown = render_markdown(report)
-    assert "Pruning bought real speed: onnxruntime-pruned-int8 runs at 0.50x the p50 latency of onnxruntime-int8" \
+    assert (
+        "Pruning bought real speed: onnxruntime-pruned-int8 runs at 0.50x the p50 latency of onnxruntime-int8"
         in markdown
+    )
     assert "no real speed" not in markdown
 
 
@@ -233,8 +291,10 @@ def test_runtime_table_names_the_cheapest_runtime_and_says_when_it_is_within_noi
     assert runtime_table(make_report(results[:2])) is None  # one runtime: nothing to choose
     headers, rows = runtime_table(make_report(results))
     assert headers == ["file", "batch", "p50 ms ORT", "p50 ms OV", "J/inf ORT", "J/inf OV", "cheapest (J/inf)"]
-    assert rows == [["model_fp32.onnx", "1", "4.000", "3.000", "0.2", "0.15", "openvino"],
-                    ["model_int8.onnx", "1", "1.000", "0.980", "0.05", "0.049", "openvino (within noise)"]]
+    assert rows == [
+        ["model_fp32.onnx", "1", "4.000", "3.000", "0.2", "0.15", "openvino"],
+        ["model_int8.onnx", "1", "1.000", "0.980", "0.05", "0.049", "openvino (within noise)"],
+    ]
     markdown = render_markdown(make_report(results))
     assert "## The same model on each runtime" in markdown
     pairs = {(c.candidate, c.baseline) for c in make_report(results).comparisons}
@@ -250,7 +310,9 @@ def test_every_comparison_carries_paired_intervals_and_whether_energy_was_measur
     ]
     report = make_report(results)
     report.write_json(tmp_path / "report.json")
-    by_pair = {(c["candidate"], c["baseline"]): c for c in json.loads((tmp_path / "report.json").read_text())["comparisons"]}
+    by_pair = {
+        (c["candidate"], c["baseline"]): c for c in json.loads((tmp_path / "report.json").read_text())["comparisons"]
+    }
     int8 = by_pair[("onnxruntime-int8", "onnxruntime-fp32")]
     assert int8["measured"] is False  # the estimate meter
     for key in ("latency_p50", "joules_per_inference", "active_joules_per_inference"):
@@ -262,8 +324,10 @@ def test_every_comparison_carries_paired_intervals_and_whether_energy_was_measur
     assert low < 0.975 < high and pruned["latency_p50"]["within_noise"]  # the true ratio lies inside
     markdown = render_markdown(report)
     assert "within noise" in markdown
-    assert "Pruning bought no real speed: onnxruntime-pruned-fp32 runs at 0.98x the p50 latency of onnxruntime-fp32 " \
+    assert (
+        "Pruning bought no real speed: onnxruntime-pruned-fp32 runs at 0.98x the p50 latency of onnxruntime-fp32 "
         "on onnxruntime at batch size 1 (95% CI [" in markdown
+    )
 
 
 def test_with_an_estimate_no_output_says_energy_saved():
@@ -272,15 +336,23 @@ def test_with_an_estimate_no_output_says_energy_saved():
     from greencompress import cli
     from greencompress.report.html import render_html
 
-    report = make_report([result("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.2),
-                          result("onnxruntime-int8", "onnxruntime", "int8", 1.72, 0.086)])
+    report = make_report(
+        [
+            result("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.2),
+            result("onnxruntime-int8", "onnxruntime", "int8", 1.72, 0.086),
+        ]
+    )
     console = Console(record=True, width=200)
     original, cli.stdout = cli.stdout, console
     try:
         cli._print_summary(report)
     finally:
         cli.stdout = original
-    outputs = {"report.md": render_markdown(report), "report.html": render_html(report), "terminal": console.export_text()}
+    outputs = {
+        "report.md": render_markdown(report),
+        "report.html": render_html(report),
+        "terminal": console.export_text(),
+    }
     for name, text in outputs.items():
         flat = " ".join(text.split())
         assert "energy saved" not in flat and "less energy" not in flat, name
@@ -294,8 +366,10 @@ def test_a_measured_report_headlines_energy():
 
     from greencompress.report.html import render_html
 
-    results = [result("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.2, method="rapl"),
-               result("onnxruntime-int8", "onnxruntime", "int8", 1.72, 0.086, method="rapl")]
+    results = [
+        result("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.2, method="rapl"),
+        result("onnxruntime-int8", "onnxruntime", "int8", 1.72, 0.086, method="rapl"),
+    ]
     report = dataclasses.replace(make_report(results), energy_meter=MeterDescription("rapl", True, ("cpu",), []))
     assert "57% less energy" in render_html(report) and "active J/inference [95% CI]" in render_markdown(report)
 
@@ -306,8 +380,10 @@ def test_busy_windows_and_idle_drift_are_flagged_in_words():
     item = result("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.2)
     energy = dataclasses.replace(item.benchmarks[0].energy, window_other_cpu_share=(0.02, 0.55, 0.6, 0.03, 0.01))
     busy = dataclasses.replace(item, benchmarks=(dataclasses.replace(item.benchmarks[0], energy=energy),))
-    checks = (IdleBaseline({"cpu": 2.0}, 3.0, "rapl", 0.1, "before benchmarking"),
-              IdleBaseline({"cpu": 3.5}, 3.0, "rapl", 0.2, "after the last round"))
+    checks = (
+        IdleBaseline({"cpu": 2.0}, 3.0, "rapl", 0.1, "before benchmarking"),
+        IdleBaseline({"cpu": 3.5}, 3.0, "rapl", 0.2, "after the last round"),
+    )
     report = dataclasses.replace(make_report([busy]), idle_checks=checks)
     markdown = render_markdown(report)
     assert "The machine was BUSY during 2 of 5 measurement windows: other processes used up to 60%" in markdown
@@ -323,14 +399,18 @@ def test_gpu_windows_report_clock_temperature_and_limits():
     import dataclasses
 
     item = result("torch-cuda-fp32", "torch-cuda", "fp32", 2.0, 0.5, method="nvml-counter")
-    telemetry = tuple({"gpu0": {"temperature_c": t, "sm_clock_mhz": c, "power_w": 300.0, "throttle_reasons": r}}
-                      for t, c, r in ((55, 1980, []), (71, 1755, ["sw_power_cap"]), (64, 1980, ["gpu_idle"])))
+    telemetry = tuple(
+        {"gpu0": {"temperature_c": t, "sm_clock_mhz": c, "power_w": 300.0, "throttle_reasons": r}}
+        for t, c, r in ((55, 1980, []), (71, 1755, ["sw_power_cap"]), (64, 1980, ["gpu_idle"]))
+    )
     energy = dataclasses.replace(item.benchmarks[0].energy, window_telemetry=telemetry)
     gpu = dataclasses.replace(item, benchmarks=(dataclasses.replace(item.benchmarks[0], energy=energy),))
     report = dataclasses.replace(make_report([gpu]), energy_meter=MeterDescription("nvml-counter", True, ("gpu0",), []))
     markdown = render_markdown(report)
-    assert ("gpu0 at the end of each window: SM clock 1755-1980 MHz, up to 71 C; clocks LIMITED in 1 of 3 windows "
-            "(sw_power_cap)") in markdown
+    assert (
+        "gpu0 at the end of each window: SM clock 1755-1980 MHz, up to 71 C; clocks LIMITED in 1 of 3 windows "
+        "(sw_power_cap)"
+    ) in markdown
     assert report.to_dict()["artifacts"][0]["energy"]["1"]["window_telemetry"][1]["gpu0"]["sm_clock_mhz"] == 1755
 
 

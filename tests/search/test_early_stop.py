@@ -20,8 +20,11 @@ class FakeTrial:
 
 
 def observer_for(epochs: int | None, baseline: float = 99.0, warmup_epochs: float = 0.5, **early_stop):
-    search = types.SimpleNamespace(spec=SearchSpec.model_validate(
-        {"space": {"round_to": [8]}, "budget": {"max_accuracy_drop": 1.0}, "early_stop": early_stop}))
+    search = types.SimpleNamespace(
+        spec=SearchSpec.model_validate(
+            {"space": {"round_to": [8]}, "budget": {"max_accuracy_drop": 1.0}, "early_stop": early_stop}
+        )
+    )
     trial = FakeTrial()
     finetune = None if epochs is None else FinetuneConfig(epochs=epochs, warmup_epochs=warmup_epochs)
     observer = Search._early_stop(search, trial, types.SimpleNamespace(baseline_validation_top1=baseline), finetune)

@@ -36,10 +36,15 @@ output: {{dir: {output}}}
 
 def write_search_recipe(tiny_recipe: Path, trials: int) -> Path:
     # One batch size: the search scores batch 1 only, and every trial measured batch 2 for nothing.
-    text = tiny_recipe.read_text().replace(
-        "  - quantize: {calibration_samples: 12}",
-        "  - prune: {ratio: 0.5}\n  - finetune: {epochs: 1, batch_size: 4}\n  - quantize: {calibration_samples: 12}"
-    ).replace("batch_sizes: [1, 2]", "batch_sizes: [1]")
+    text = (
+        tiny_recipe.read_text()
+        .replace(
+            "  - quantize: {calibration_samples: 12}",
+            "  - prune: {ratio: 0.5}\n  - finetune: {epochs: 1, batch_size: 4}\n"
+            "  - quantize: {calibration_samples: 12}",
+        )
+        .replace("batch_sizes: [1, 2]", "batch_sizes: [1]")
+    )
     assert "batch_sizes: [1]" in text
     tiny_recipe.write_text(text + SEARCH.format(trials=trials, output=tiny_recipe.parent / "runs"))
     return tiny_recipe
@@ -131,8 +136,9 @@ def test_a_search_killed_hard_mid_trial_then_run_again_names_the_dead_trial_and_
     # Killed once a trial's run has started (whichever trial: the proxy may turn some candidates away first).
     while not list(folder.glob("trials/trial-*/run.log")) and worker.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert worker.poll() is None, "the search ended before a trial started:\n" + \
-        (tiny_recipe.parent / "first.log").read_text()[-3000:]
+    assert worker.poll() is None, (
+        "the search ended before a trial started:\n" + (tiny_recipe.parent / "first.log").read_text()[-3000:]
+    )
     worker.send_signal(signal.SIGKILL)  # no handler runs: the trial stays RUNNING in the study
     worker.wait()
     log.close()
@@ -169,10 +175,25 @@ def postgres_url():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust"], check=True,
-                   capture_output=True)
-    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-w", "-l", str(folder / "server.log"), "-o",
-                    f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    subprocess.run(
+        [*as_user, initdb, "-D", str(data), "-U", "postgres", "--auth=trust"], check=True, capture_output=True
+    )
+    subprocess.run(
+        [
+            *as_user,
+            pg_ctl,
+            "-D",
+            str(data),
+            "-w",
+            "-l",
+            str(folder / "server.log"),
+            "-o",
+            f"-p {port} -k {folder} -c listen_addresses=127.0.0.1",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
     finally:
@@ -182,19 +203,21 @@ def postgres_url():
 
 def _interval(report: dict) -> tuple[float, float]:
     lock = report["environment"]["measurement_lock"]
-    return tuple(datetime.strptime(lock[key], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp()
-                 for key in ("held_from_utc", "held_until_utc"))
+    return tuple(
+        datetime.strptime(lock[key], "%Y-%m-%dT%H:%M:%S.%fZ").timestamp() for key in ("held_from_utc", "held_until_utc")
+    )
 
 
 @pytest.mark.parametrize("storage", ["sqlite", "postgresql"])
-def test_two_workers_share_one_study_without_duplicates_or_overlapping_windows(storage, tiny_recipe, tmp_path,
-                                                                                request):
+def test_two_workers_share_one_study_without_duplicates_or_overlapping_windows(storage, tiny_recipe, tmp_path, request):
     path = write_search_recipe(tiny_recipe, trials=2)
-    url = (f"sqlite:///{tmp_path / 'shared.db'}" if storage == "sqlite" else request.getfixturevalue("postgres_url"))
+    url = f"sqlite:///{tmp_path / 'shared.db'}" if storage == "sqlite" else request.getfixturevalue("postgres_url")
     command = [sys.executable, "-m", "greencompress", "search", str(path), "--storage", url, "--worker", "--quiet"]
     environment = {**os.environ, "GREENCOMPRESS_LOCK_DIR": str(tmp_path)}
-    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
-               for _ in range(2)]
+    workers = [
+        subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=environment)
+        for _ in range(2)
+    ]
     outputs = [worker.communicate(timeout=600)[0] for worker in workers]
     assert [worker.returncode for worker in workers] == [0, 0], outputs
 
@@ -229,8 +252,8 @@ stages:
   - prune: {{heads: 0.5, importance: activation}}
   - finetune: {{epochs: 1, batch_size: 16, distillation: {{}}}}
   - quantize: {{method: dynamic}}
-benchmark: {{batch_sizes: [1, 8], sequence_lengths: [16, 32], runtimes: [onnxruntime], window_s: 0.05, min_iterations: 3,
-            windows: 2, max_windows: 2, warmup_iterations: 1, threads: 1}}
+benchmark: {{batch_sizes: [1, 8], sequence_lengths: [16, 32], runtimes: [onnxruntime], window_s: 0.05,
+            min_iterations: 3, windows: 2, max_windows: 2, warmup_iterations: 1, threads: 1}}
 energy: {{idle_s: 0}}
 search:
   space: {{heads: [0.25, 0.5], ffn: [0.0, 0.5], depth: [0, 1]}}

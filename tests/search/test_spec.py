@@ -19,8 +19,10 @@ def search_recipe(tiny_recipe, search: str, stages: str = "") -> object:
 
 
 def test_errors_name_the_field_and_what_was_expected(tiny_recipe):
-    path = search_recipe(tiny_recipe, "search:\n  space: {prune_ratio: {low: 0.6, high: 0.2}, runtime: [tensorflow]}\n"
-                                      "  budget: {max_time: soon}\n")
+    path = search_recipe(
+        tiny_recipe,
+        "search:\n  space: {prune_ratio: {low: 0.6, high: 0.2}, runtime: [tensorflow]}\n  budget: {max_time: soon}\n",
+    )
     with pytest.raises(RecipeError) as error:
         load_recipe(path, schema=SearchRecipe)
     message = str(error.value)
@@ -38,7 +40,9 @@ def test_both_pruning_targets_or_an_empty_space_are_refused(tiny_recipe):
 def test_a_dimension_whose_stage_is_missing_stops_the_search_before_any_trial(tiny_recipe, tmp_path):
     from greencompress.search.study import Search
 
-    recipe = load_recipe(search_recipe(tiny_recipe, "search:\n  space: {finetune_epochs: [1, 2]}\n"), schema=SearchRecipe)
+    recipe = load_recipe(
+        search_recipe(tiny_recipe, "search:\n  space: {finetune_epochs: [1, 2]}\n"), schema=SearchRecipe
+    )
     with pytest.raises(GreencompressError, match="finetune_epochs varies stages.finetune, which the recipe does not"):
         Search(recipe, tmp_path, f"sqlite:///{tmp_path / 'study.db'}")
 
@@ -46,19 +50,33 @@ def test_a_dimension_whose_stage_is_missing_stops_the_search_before_any_trial(ti
 def test_sampler_follows_the_objectives_and_durations_read_as_seconds():
     spec = SearchSpec.model_validate({"space": {"round_to": [1, 8]}, "budget": {"max_time": "1.5h"}})
     assert (spec.objective_names, spec.sampler_name, spec.budget.max_time) == (
-        ["top1", "energy_ratio"], "nsga2", 5400.0)
+        ["top1", "energy_ratio"],
+        "nsga2",
+        5400.0,
+    )
     alone = SearchSpec.model_validate({"space": {"round_to": [1, 8]}, "objectives": {"accuracy": False}})
-    assert (alone.objective_names, alone.directions, alone.sampler_name) == (
-        ["energy_ratio"], ["minimize"], "tpe")
+    assert (alone.objective_names, alone.directions, alone.sampler_name) == (["energy_ratio"], ["minimize"], "tpe")
 
 
 def test_a_trial_is_the_base_recipe_with_the_drawn_settings(tiny_recipe):
     from greencompress.pipeline.recipe import Recipe, recipe_to_dict
 
-    stages = "  - prune: {target_macs: 0.6, ignore: [fc]}\n  - finetune: {epochs: 3}\n  - quantize: {calibration_samples: 12}"
-    recipe = load_recipe(search_recipe(tiny_recipe, "search:\n  space: {prune_ratio: {low: 0.2, high: 0.4}}\n", stages), schema=SearchRecipe)
-    params = {"prune_ratio": 0.25, "round_to": 1, "finetune_epochs": 2, "calibration_method": "percentile",
-              "qat": True, "layers": ["conv1"]}
+    stages = (
+        "  - prune: {target_macs: 0.6, ignore: [fc]}\n  - finetune: {epochs: 3}\n"
+        "  - quantize: {calibration_samples: 12}"
+    )
+    recipe = load_recipe(
+        search_recipe(tiny_recipe, "search:\n  space: {prune_ratio: {low: 0.2, high: 0.4}}\n", stages),
+        schema=SearchRecipe,
+    )
+    params = {
+        "prune_ratio": 0.25,
+        "round_to": 1,
+        "finetune_epochs": 2,
+        "calibration_method": "percentile",
+        "qat": True,
+        "layers": ["conv1"],
+    }
     trial = Recipe.model_validate(trial_recipe(recipe_to_dict(recipe), recipe.search, params, "tiny-trial007"))
     prune, finetune, quantize = (stage.config for stage in trial.stages)
     assert (prune.ratio, prune.target_macs, prune.round_to, prune.ignore) == (0.25, None, None, ["conv1", "fc"])
@@ -83,8 +101,10 @@ def test_depth_drawn_adds_updates_or_takes_out_the_depth_stage(tiny_recipe):
     with_stage = recipe_to_dict(recipe)
     with_stage["stages"].insert(0, {"depth": {"remove": 1, "importance": "similarity"}})
     assert techniques({"depth": 3}, with_stage)[0] == ("depth", 3)
-    assert Recipe.model_validate(trial_recipe(with_stage, recipe.search, {"depth": 3}, "t")).stages[0].config.importance \
+    assert (
+        Recipe.model_validate(trial_recipe(with_stage, recipe.search, {"depth": 3}, "t")).stages[0].config.importance
         == "similarity"
+    )
     assert techniques({"depth": 0}, with_stage)[0] == ("prune", None)
     with pytest.raises(RecipeError, match="every choice must be >= 0"):
         load_recipe(search_recipe(tiny_recipe, "search:\n  space: {depth: [-1]}\n"), schema=SearchRecipe)
@@ -94,9 +114,14 @@ def test_serving_runtimes_are_measured_in_every_trial_not_drawn(tiny_recipe):
     pytest.importorskip("openvino")
     from greencompress.pipeline.recipe import Recipe, recipe_to_dict
 
-    recipe = load_recipe(search_recipe(
-        tiny_recipe, "search:\n  space: {prune_ratio: {low: 0.2, high: 0.4}, runtime: [openvino]}\n",
-        "  - prune: {ratio: 0.3}\n  - quantize: {calibration_samples: 12}"), schema=SearchRecipe)
+    recipe = load_recipe(
+        search_recipe(
+            tiny_recipe,
+            "search:\n  space: {prune_ratio: {low: 0.2, high: 0.4}, runtime: [openvino]}\n",
+            "  - prune: {ratio: 0.3}\n  - quantize: {calibration_samples: 12}",
+        ),
+        schema=SearchRecipe,
+    )
     assert recipe.search.space.dimensions() == ["prune_ratio"]  # what Optuna draws
     trial = Recipe.model_validate(trial_recipe(recipe_to_dict(recipe), recipe.search, {"prune_ratio": 0.3}, "t"))
     assert trial.benchmark.runtimes == ["onnxruntime", "openvino"]  # the reference runtime is always measured
@@ -110,13 +135,21 @@ def test_a_study_an_earlier_greencompress_scored_another_way_is_not_resumed(tiny
 
     from greencompress.search.study import _fingerprint, open_study
 
-    recipe = load_recipe(search_recipe(tiny_recipe, "search:\n  space: {prune_ratio: {low: 0.2, high: 0.4}}\n",
-                                       "  - prune: {ratio: 0.3}\n  - quantize: {calibration_samples: 12}"), schema=SearchRecipe)
+    recipe = load_recipe(
+        search_recipe(
+            tiny_recipe,
+            "search:\n  space: {prune_ratio: {low: 0.2, high: 0.4}}\n",
+            "  - prune: {ratio: 0.3}\n  - quantize: {calibration_samples: 12}",
+        ),
+        schema=SearchRecipe,
+    )
     storage = f"sqlite:///{tmp_path / 'old.db'}"
     old = optuna.create_study(study_name=recipe.name, storage=storage, directions=recipe.search.directions)
     old.set_user_attr("fingerprint", _fingerprint(recipe))  # as the earlier version left it: no "scoring"
-    with pytest.raises(GreencompressError, match="scored trials by one drawn runtime; this one scores them by paired "
-                                                 "ratio to the anchor"):
+    with pytest.raises(
+        GreencompressError,
+        match="scored trials by one drawn runtime; this one scores them by paired ratio to the anchor",
+    ):
         open_study(recipe, storage, 0)
     old.set_user_attr("scoring", "cheapest serving runtime")  # the next version: absolute joules ranked trials
     with pytest.raises(GreencompressError, match="scored trials by cheapest serving runtime"):
@@ -151,9 +184,14 @@ def test_a_transformer_s_space_draws_heads_and_ffn_and_a_cnn_s_refuses_them(tiny
     from tests.models.test_huggingface import small_rows, tiny_bert, write_csv
 
     with pytest.raises(RecipeError, match="search.space.heads: heads and ffn remove a transformer"):
-        load_recipe(search_recipe(tiny_recipe, "search:\n  space: {heads: [0, 0.5]}\n",
-                                  "  - prune: {ratio: 0.3}\n  - quantize: {calibration_samples: 12}"),
-                    schema=SearchRecipe)
+        load_recipe(
+            search_recipe(
+                tiny_recipe,
+                "search:\n  space: {heads: [0, 0.5]}\n",
+                "  - prune: {ratio: 0.3}\n  - quantize: {calibration_samples: 12}",
+            ),
+            schema=SearchRecipe,
+        )
     folder = tiny_bert(tiny_recipe.parent / "bert")
     base = f"""
         name: b
@@ -173,8 +211,11 @@ def test_a_transformer_s_space_draws_heads_and_ffn_and_a_cnn_s_refuses_them(tiny
         load_recipe(write_recipe(base % "{heads: [0.5, 1.0]}"), schema=SearchRecipe)
     recipe = load_recipe(write_recipe(base % "{heads: [0, 0.5], depth: [0, 1]}"), schema=SearchRecipe)
     assert recipe.scored_sequence_length() == 64  # the longest benchmarked, unless objectives.sequence_length
-    trial = Recipe.model_validate(trial_recipe(recipe_to_dict(recipe), recipe.search, {"heads": 0.5, "depth": 1}, "t",
-                                               recipe.scored_sequence_length()))
+    trial = Recipe.model_validate(
+        trial_recipe(
+            recipe_to_dict(recipe), recipe.search, {"heads": 0.5, "depth": 1}, "t", recipe.scored_sequence_length()
+        )
+    )
     depth, prune, _ = (stage.config for stage in trial.stages)
     # Heads as drawn; the FFN keeps the share the base's ratio gave it.
     assert (depth.remove, prune.encoder_ratios, prune.ratio) == (1, (0.5, 0.25), None)

@@ -26,12 +26,26 @@ def interval(ratio: float, spread: float = 0.0) -> dict:
 
 
 def outcome(top1: float, joules: float, latency_ms: float, ci: float = 0.0001, latency_ratio=None) -> Outcome:
-    return Outcome(candidate="onnxruntime-pruned-finetuned-int8", baseline="onnxruntime-int8", runtime="onnxruntime",
-                   batch_size=1, top1=top1, baseline_top1=91.4, reference_top1=91.4, joules_per_inference=joules,
-                   joules_ci95=ci, latency_p50_ms=latency_ms, size_bytes=300_000, energy_method="cpu-time-estimate",
-                   measured=False, latency_ratio=latency_ratio, energy_ratio=None, anchor="onnxruntime-fp32",
-                   anchor_energy_ratio=interval(joules / ANCHOR_JOULES, ci / ANCHOR_JOULES),
-                   anchor_latency_ratio=interval(latency_ms / ANCHOR_MS))
+    return Outcome(
+        candidate="onnxruntime-pruned-finetuned-int8",
+        baseline="onnxruntime-int8",
+        runtime="onnxruntime",
+        batch_size=1,
+        top1=top1,
+        baseline_top1=91.4,
+        reference_top1=91.4,
+        joules_per_inference=joules,
+        joules_ci95=ci,
+        latency_p50_ms=latency_ms,
+        size_bytes=300_000,
+        energy_method="cpu-time-estimate",
+        measured=False,
+        latency_ratio=latency_ratio,
+        energy_ratio=None,
+        anchor="onnxruntime-fp32",
+        anchor_energy_ratio=interval(joules / ANCHOR_JOULES, ci / ANCHOR_JOULES),
+        anchor_latency_ratio=interval(latency_ms / ANCHOR_MS),
+    )
 
 
 def row(number: int, result: Outcome | None, budget: float = 1.5, state: str = "complete", proxy=None) -> TrialRow:
@@ -40,18 +54,22 @@ def row(number: int, result: Outcome | None, budget: float = 1.5, state: str = "
 
 
 def test_the_lowest_energy_within_the_budget_is_chosen_never_one_over_it():
-    rows = [row(0, outcome(91.0, 0.0100, 0.60)),
-            row(1, outcome(88.0, 0.0050, 0.30)),  # cheapest, but 3.4 points down: over the 1.5 budget
-            row(2, outcome(90.2, 0.0080, 0.50)),
-            row(3, None, state="pruned")]
+    rows = [
+        row(0, outcome(91.0, 0.0100, 0.60)),
+        row(1, outcome(88.0, 0.0050, 0.30)),  # cheapest, but 3.4 points down: over the 1.5 budget
+        row(2, outcome(90.2, 0.0080, 0.50)),
+        row(3, None, state="pruned"),
+    ]
     assert choose(rows) == 2
 
 
 def test_energy_ties_within_the_lowest_s_interval_go_to_the_lower_latency():
-    rows = [row(0, outcome(91.0, 0.0080, 0.55, ci=0.0005)),
-            row(1, outcome(90.5, 0.0082, 0.45, ci=0.0005)),  # inside trial 0's interval: a tie, and faster
-            row(2, outcome(90.9, 0.0095, 0.30, ci=0.0020))]  # faster still; intervals overlap, but its J is not
-    assert choose(rows) == 1                                 # inside the lowest's interval: more energy
+    rows = [
+        row(0, outcome(91.0, 0.0080, 0.55, ci=0.0005)),
+        row(1, outcome(90.5, 0.0082, 0.45, ci=0.0005)),  # inside trial 0's interval: a tie, and faster
+        row(2, outcome(90.9, 0.0095, 0.30, ci=0.0020)),
+    ]  # faster still; intervals overlap, but its J is not
+    assert choose(rows) == 1  # inside the lowest's interval: more energy
 
 
 def test_nothing_within_the_budget_chooses_nothing_and_says_so(tmp_path):
@@ -64,8 +82,12 @@ def test_nothing_within_the_budget_chooses_nothing_and_says_so(tmp_path):
 
 
 def test_front_holds_the_non_dominated_complete_trials():
-    rows = [row(0, outcome(91.0, 0.0100, 0.6)), row(1, outcome(90.0, 0.0110, 0.6)), row(2, outcome(89.0, 0.0070, 0.4)),
-            row(3, None, state="pruned")]
+    rows = [
+        row(0, outcome(91.0, 0.0100, 0.6)),
+        row(1, outcome(90.0, 0.0110, 0.6)),
+        row(2, outcome(89.0, 0.0070, 0.4)),
+        row(3, None, state="pruned"),
+    ]
     assert pareto_numbers(rows, ["top1", "energy_ratio"]) == [0, 2]
     assert pareto_numbers(rows, ["energy_ratio"]) == [2]
 
@@ -75,11 +97,20 @@ def test_summary_files_show_the_choice_the_estimate_and_best_yaml(tmp_path):
     run_dir.mkdir()
     (run_dir / "recipe.resolved.yaml").write_text("name: t1\n")
     faster = {"ratio": 0.82, "ci95": [0.75, 0.90], "rounds": 5, "within_noise": False}
-    rows = [row(0, outcome(91.0, 0.0100, 0.6)),
-            TrialRow(1, "complete", {"prune_ratio": 0.25}, outcome(90.5, 0.0080, 0.5, latency_ratio=faster),
-                     {"ratio": 0.85, "low": 0.8, "high": 0.9}, "", str(run_dir), True)]
-    summary = Summary(["top1", "energy_ratio"], 1.5, 1, rows, [0, 1], 1, "Trial 1 is faster",
-                      proxy_quality(rows))
+    rows = [
+        row(0, outcome(91.0, 0.0100, 0.6)),
+        TrialRow(
+            1,
+            "complete",
+            {"prune_ratio": 0.25},
+            outcome(90.5, 0.0080, 0.5, latency_ratio=faster),
+            {"ratio": 0.85, "low": 0.8, "high": 0.9},
+            "",
+            str(run_dir),
+            True,
+        ),
+    ]
+    summary = Summary(["top1", "energy_ratio"], 1.5, 1, rows, [0, 1], 1, "Trial 1 is faster", proxy_quality(rows))
     best = write_summary(summary, tmp_path)
     assert best.read_text() == "name: t1\n"
     markdown = render_markdown(summary)
@@ -94,12 +125,16 @@ def test_a_trial_is_scored_on_the_cheapest_of_its_serving_runtimes():
     from greencompress.search.trial import read_outcome
     from tests.report.test_report import make_report, result
 
-    report = make_report([result("onnxruntime-fp32", "onnxruntime", "fp32", 2.0, 0.10),
-                          result("onnxruntime-int8", "onnxruntime", "int8", 1.2, 0.06),
-                          result("onnxruntime-pruned-int8", "onnxruntime", "int8", 1.0, 0.05),
-                          result("openvino-fp32", "openvino", "fp32", 1.5, 0.08),
-                          result("openvino-int8", "openvino", "int8", 0.8, 0.04),
-                          result("openvino-pruned-int8", "openvino", "int8", 0.6, 0.03)])
+    report = make_report(
+        [
+            result("onnxruntime-fp32", "onnxruntime", "fp32", 2.0, 0.10),
+            result("onnxruntime-int8", "onnxruntime", "int8", 1.2, 0.06),
+            result("onnxruntime-pruned-int8", "onnxruntime", "int8", 1.0, 0.05),
+            result("openvino-fp32", "openvino", "fp32", 1.5, 0.08),
+            result("openvino-int8", "openvino", "int8", 0.8, 0.04),
+            result("openvino-pruned-int8", "openvino", "int8", 0.6, 0.03),
+        ]
+    )
     both = read_outcome(report, ["onnxruntime", "openvino"], 1)
     assert (both.runtime, both.candidate, both.joules_per_inference) == ("openvino", "openvino-pruned-int8", 0.03)
     # Its pairing stays on its own runtime: against the unpruned int8 model on OpenVINO.
@@ -111,13 +146,22 @@ def test_a_trial_is_scored_on_the_cheapest_of_its_serving_runtimes():
 def test_the_proxy_is_judged_on_the_runtime_the_trial_was_scored_on():
     measured = {"ratio": 0.60, "ci95": [0.55, 0.65], "rounds": 5, "within_noise": False}
     on_openvino = dataclasses.replace(outcome(91.0, 0.0100, 0.6, latency_ratio=measured), runtime="openvino")
-    proxy = {"ratio": 0.58, "low": 0.5, "high": 0.66, "runtime": "openvino",
-             "by_runtime": {"onnxruntime": {"ratio": 0.90, "low": 0.85, "high": 0.95},
-                            "openvino": {"ratio": 0.58, "low": 0.5, "high": 0.66}}}
+    proxy = {
+        "ratio": 0.58,
+        "low": 0.5,
+        "high": 0.66,
+        "runtime": "openvino",
+        "by_runtime": {
+            "onnxruntime": {"ratio": 0.90, "low": 0.85, "high": 0.95},
+            "openvino": {"ratio": 0.58, "low": 0.5, "high": 0.66},
+        },
+    }
     rows = [row(0, on_openvino, proxy=proxy)]
     assert abs(proxy_quality(rows)["mean_abs_error"] - 0.02) < 1e-9  # openvino's 0.58, not onnxruntime's 0.90
     headers, (cells,) = table_rows(Summary(["top1", "energy_ratio"], 1.5, 1, rows, [0], 0, "v"))
-    assert cells[headers.index("runtime")] == "openvino" and cells[headers.index("proxy (untrained)")].startswith("0.580x")
+    assert cells[headers.index("runtime")] == "openvino" and cells[headers.index("proxy (untrained)")].startswith(
+        "0.580x"
+    )
 
 
 def test_no_trial_stays_running_when_its_worker_is_gone_and_each_dead_trial_names_its_retry():
@@ -151,9 +195,13 @@ def test_no_trial_stays_running_when_its_worker_is_gone_and_each_dead_trial_name
     alive.set_user_attr("host", host_name())
     alive.set_user_attr("pid", __import__("os").getppid())
     rows = {row.number: row for row in rows_of(study)}
-    assert rows[killed.number].reason == ("its worker (pid 1 on h) was killed or crashed before finishing it; "
-                                          f"retried as trial {retry.number}")
-    assert rows[stale.number].reason == f"its worker stopped beating (heartbeat expired); retried as trial {stale_retry.number}"
+    assert rows[killed.number].reason == (
+        f"its worker (pid 1 on h) was killed or crashed before finishing it; retried as trial {retry.number}"
+    )
+    assert (
+        rows[stale.number].reason
+        == f"its worker stopped beating (heartbeat expired); retried as trial {stale_retry.number}"
+    )
     assert rows[gone.number].state == "fail" and "run the search again to retry it" in rows[gone.number].reason
     assert rows[alive.number].state == "running"
 
@@ -169,16 +217,29 @@ def test_two_searches_rank_their_common_trials_alike_though_the_machine_drifted_
 
     def trial_report(number: int, machine: float, rounds: tuple):
         share = candidate_share[number]
-        return make_report([
-            result("onnxruntime-fp32", "onnxruntime", "fp32", 2.0 * machine, 0.02 * machine, rounds=rounds),
-            result("onnxruntime-int8", "onnxruntime", "int8", 1.2 * machine, 0.012 * machine, rounds=rounds),
-            result("onnxruntime-pruned-int8", "onnxruntime", "int8", 2.0 * share * machine, 0.02 * share * machine,
-                   rounds=rounds)])
+        return make_report(
+            [
+                result("onnxruntime-fp32", "onnxruntime", "fp32", 2.0 * machine, 0.02 * machine, rounds=rounds),
+                result("onnxruntime-int8", "onnxruntime", "int8", 1.2 * machine, 0.012 * machine, rounds=rounds),
+                result(
+                    "onnxruntime-pruned-int8",
+                    "onnxruntime",
+                    "int8",
+                    2.0 * share * machine,
+                    0.02 * share * machine,
+                    rounds=rounds,
+                ),
+            ]
+        )
 
     steady = (1.0, 1.02, 0.98, 1.01, 0.99)
     first = {n: read_outcome(trial_report(n, 1.0, steady), ["onnxruntime"], 1) for n in candidate_share}
-    second = {n: read_outcome(trial_report(n, 1.3 if n == 1 else 1.0, tuple(1.0 + 0.05 * i for i in range(5))),
-                              ["onnxruntime"], 1) for n in candidate_share}
+    second = {
+        n: read_outcome(
+            trial_report(n, 1.3 if n == 1 else 1.0, tuple(1.0 + 0.05 * i for i in range(5))), ["onnxruntime"], 1
+        )
+        for n in candidate_share
+    }
     by_ratio = [sorted(outcomes, key=lambda n: outcomes[n].objective("energy_ratio")) for outcomes in (first, second)]
     assert by_ratio[0] == by_ratio[1] == [1, 2, 0]
     assert second[1].anchor == "onnxruntime-fp32" and abs(second[1].anchor_energy_ratio["ratio"] - 0.40) < 1e-9

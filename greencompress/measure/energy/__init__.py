@@ -1,7 +1,7 @@
 """Energy meters behind one interface, registered in order of trust, and the choice of the best one per domain.
 
-Built-in order of trust, per domain: RAPL > estimate (CPU); NVML counter > NVML power sampling (GPU). GPU energy is never
-estimated. A plugin adds a meter with a `MeterSpec` in the `greencompress.meters` entry-point group.
+Built-in order of trust, per domain: RAPL > estimate (CPU); NVML counter > NVML power sampling (GPU). GPU energy is
+never estimated. A plugin adds a meter with a `MeterSpec` in the `greencompress.meters` entry-point group.
 """
 
 from __future__ import annotations
@@ -24,8 +24,20 @@ from greencompress.measure.energy.meter import (
     Uncertainty,
 )
 
-__all__ = ["EnergyMeter", "EnergyReading", "EnergySpec", "METERS", "MeterChoice", "MeterDescription", "MeterSpec",
-           "MeterUnavailable", "Probe", "Uncertainty", "probe_meters", "select_meter"]
+__all__ = [
+    "EnergyMeter",
+    "EnergyReading",
+    "EnergySpec",
+    "METERS",
+    "MeterChoice",
+    "MeterDescription",
+    "MeterSpec",
+    "MeterUnavailable",
+    "Probe",
+    "Uncertainty",
+    "probe_meters",
+    "select_meter",
+]
 
 
 class EnergySpec(Section):
@@ -68,9 +80,10 @@ class MeterChoice:
         return "; ".join(f"{method}: {status}" for method, status in self.considered)
 
 
-def probe_meters(spec: EnergySpec, nvml=None, powercap_root=None, gpu_uuids=None,
-                 domains: tuple[str, ...] | None = None) -> dict[str, MeterChoice]:
-    """Try every registered meter, in order of trust, and pick the first that starts in each domain (or in `domains`)."""
+def probe_meters(
+    spec: EnergySpec, nvml=None, powercap_root=None, gpu_uuids=None, domains: tuple[str, ...] | None = None
+) -> dict[str, MeterChoice]:
+    """Try every registered meter in order of trust; pick the first that starts in each domain (or in `domains`)."""
     probe = Probe(spec, nvml, powercap_root, gpu_uuids)
     choices = {}
     for domain in domains or dict.fromkeys(entry.domain for entry in METERS):
@@ -94,8 +107,9 @@ def probe_meters(spec: EnergySpec, nvml=None, powercap_root=None, gpu_uuids=None
     return choices
 
 
-def select_meter(spec: EnergySpec, nvml=None, powercap_root=None, gpu_uuid: str | None = None
-                 ) -> tuple[EnergyMeter, str]:
+def select_meter(
+    spec: EnergySpec, nvml=None, powercap_root=None, gpu_uuid: str | None = None
+) -> tuple[EnergyMeter, str]:
     """The meter for inference on the CPU, or on the GPU `gpu_uuid`, and why it was chosen.
 
     A meter the recipe names explicitly must work: asking for `rapl` never falls back to an estimate.
@@ -112,14 +126,19 @@ def select_meter(spec: EnergySpec, nvml=None, powercap_root=None, gpu_uuid: str 
     choices = probe_meters(spec, nvml, powercap_root, (gpu_uuid,), domains=("gpu", "cpu"))
     gpu, host = choices["gpu"], choices["cpu"]
     if gpu.meter is None:
-        raise GreencompressError(f"benchmark.device is a GPU, but its energy cannot be measured here ({gpu.reason}); "
-                                 f"GPU energy is never estimated")
+        raise GreencompressError(
+            f"benchmark.device is a GPU, but its energy cannot be measured here ({gpu.reason}); "
+            f"GPU energy is never estimated"
+        )
     reason = f"gpu: {gpu.reason}; host cpu: {host.reason}"
     if host.meter is not None and host.meter.describe().measured:
         from greencompress.measure.energy.combined import CombinedMeter
 
         return CombinedMeter(gpu.meter, host.meter), reason
-    return gpu.meter, reason + " (the host CPU is not measured: no counter, and an estimate is not added to a measurement)"
+    return (
+        gpu.meter,
+        reason + " (the host CPU is not measured: no counter, and an estimate is not added to a measurement)",
+    )
 
 
 def _nvml_counter(probe: Probe) -> EnergyMeter:
@@ -134,8 +153,9 @@ def _nvml_counter(probe: Probe) -> EnergyMeter:
 def _nvml_power(probe: Probe) -> EnergyMeter:
     from greencompress.measure.energy.nvml import NvmlMeter
 
-    return NvmlMeter(nvml=probe.nvml, method="nvml-power",
-                     device_uuids=list(probe.gpu_uuids) if probe.gpu_uuids else None)
+    return NvmlMeter(
+        nvml=probe.nvml, method="nvml-power", device_uuids=list(probe.gpu_uuids) if probe.gpu_uuids else None
+    )
 
 
 def _rapl(probe: Probe) -> EnergyMeter:
@@ -150,6 +170,10 @@ def _estimate(probe: Probe) -> EnergyMeter:
     return EstimateMeter(probe.spec.cpu_watts_per_core)
 
 
-for _spec in (MeterSpec("rapl", "cpu", _rapl), MeterSpec("estimate", "cpu", _estimate, fallback=True),
-              MeterSpec("nvml-counter", "gpu", _nvml_counter), MeterSpec("nvml-power", "gpu", _nvml_power)):
+for _spec in (
+    MeterSpec("rapl", "cpu", _rapl),
+    MeterSpec("estimate", "cpu", _estimate, fallback=True),
+    MeterSpec("nvml-counter", "gpu", _nvml_counter),
+    MeterSpec("nvml-power", "gpu", _nvml_power),
+):
     METERS.register(_spec)

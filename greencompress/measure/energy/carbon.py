@@ -48,8 +48,12 @@ def intensity_table() -> dict[str, GridIntensity]:
     table = {}
     for row in csv.DictReader(text.splitlines()):
         table[row["key"].lower()] = GridIntensity(
-            row["key"], row["name"], float(row["g_co2e_per_kwh"]), int(row["year"]) if row["year"] else None,
-            row["source"])
+            row["key"],
+            row["name"],
+            float(row["g_co2e_per_kwh"]),
+            int(row["year"]) if row["year"] else None,
+            row["source"],
+        )
     return table
 
 
@@ -66,15 +70,20 @@ def lookup_region(region: str) -> GridIntensity:
         return table[key]
     close = difflib.get_close_matches(region.lower(), list(spellings), n=3, cutoff=0.6)
     hint = f"; did you mean {', '.join(repr(table[spellings[c]].key) for c in close)}?" if close else ""
-    raise ValueError(f"unknown region {region!r}{hint} (keys: 'world', ISO alpha-3 codes such as 'FRA', or cloud "
-                     f"regions such as 'gcp:europe-west1'; see greencompress/resources/carbon_intensity.csv)")
+    raise ValueError(
+        f"unknown region {region!r}{hint} (keys: 'world', ISO alpha-3 codes such as 'FRA', or cloud "
+        f"regions such as 'gcp:europe-west1'; see greencompress/resources/carbon_intensity.csv)"
+    )
 
 
-def carbon_settings(region: str, carbon_intensity: float | None, pue: float, price_per_kwh: float | None,
-                    currency: str) -> CarbonSettings:
+def carbon_settings(
+    region: str, carbon_intensity: float | None, pue: float, price_per_kwh: float | None, currency: str
+) -> CarbonSettings:
     """Settings from recipe fields: an explicit intensity overrides the region's row."""
     if carbon_intensity is not None:
-        intensity = GridIntensity("recipe", "set in the recipe", carbon_intensity, None, "energy.carbon_intensity in the recipe")
+        intensity = GridIntensity(
+            "recipe", "set in the recipe", carbon_intensity, None, "energy.carbon_intensity in the recipe"
+        )
     else:
         intensity = lookup_region(region)
     return CarbonSettings(intensity, pue, price_per_kwh, currency)
@@ -84,4 +93,6 @@ def carbon_per_million(joules_per_inference: float, settings: CarbonSettings) ->
     """Energy, CO2e and cost of a million inferences at `joules_per_inference`."""
     kwh = joules_per_inference * 1e6 / JOULES_PER_KWH * settings.pue
     cost = kwh * settings.price_per_kwh if settings.price_per_kwh is not None else None
-    return Carbon(kwh_per_million=kwh, g_co2e_per_million=kwh * settings.intensity.g_co2e_per_kwh, cost_per_million=cost)
+    return Carbon(
+        kwh_per_million=kwh, g_co2e_per_million=kwh * settings.intensity.g_co2e_per_kwh, cost_per_million=cost
+    )

@@ -30,13 +30,21 @@ class CombinedMeter(EnergyMeter):
     def end_window(self) -> EnergyReading:
         gpu = self.primary.end_window()
         host = self.host.end_window()
-        return EnergyReading({**gpu.energy_j, **host.energy_j}, gpu.duration_s, gpu.method, gpu.uncertainty,
-                             gpu.measured and host.measured, {**gpu.telemetry, **host.telemetry})
+        return EnergyReading(
+            {**gpu.energy_j, **host.energy_j},
+            gpu.duration_s,
+            gpu.method,
+            gpu.uncertainty,
+            gpu.measured and host.measured,
+            {**gpu.telemetry, **host.telemetry},
+        )
 
     def describe(self) -> MeterDescription:
         gpu, host = self.primary.describe(), self.host.describe()
-        assumptions = [*gpu.assumptions,
-                       f"host {', '.join(host.domains)} by {host.method}, added to the GPU's: " + "; ".join(host.assumptions)]
+        assumptions = [
+            *gpu.assumptions,
+            f"host {', '.join(host.domains)} by {host.method}, added to the GPU's: " + "; ".join(host.assumptions),
+        ]
         return MeterDescription(gpu.method, gpu.measured and host.measured, (*gpu.domains, *host.domains), assumptions)
 
     def identity(self) -> dict:

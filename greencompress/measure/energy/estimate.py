@@ -60,7 +60,10 @@ def watts_per_core(override: float | None) -> tuple[float, str]:
     for figure in KNOWN_CPUS:
         if figure.model_substring in model:
             return figure.watts_per_core, f"{figure.tdp_w:g} W TDP / {figure.cores} cores ({figure.source})"
-    return DEFAULT_WATTS_PER_CORE, f"default for an unrecognised CPU ('{model}'): {DEFAULT_WATTS_PER_CORE:g} W per busy core"
+    return (
+        DEFAULT_WATTS_PER_CORE,
+        f"default for an unrecognised CPU ('{model}'): {DEFAULT_WATTS_PER_CORE:g} W per busy core",
+    )
 
 
 class EstimateMeter(EnergyMeter):
@@ -111,10 +114,14 @@ class EstimateMeter(EnergyMeter):
 def smt_basis(threads_per_core: int | None) -> str:
     """How the per-core watts are applied to CPU seconds, given this machine's SMT, in words."""
     if threads_per_core == 1:
-        return ("charged per CPU-second of this process; SMT is off here (1 thread per core), so a CPU-second is a "
-                "core-second")
+        return (
+            "charged per CPU-second of this process; SMT is off here (1 thread per core), so a CPU-second is a "
+            "core-second"
+        )
     if threads_per_core:
-        return (f"charged per CPU-second of this process; SMT is on ({threads_per_core} threads per core), so a busy "
-                f"logical CPU is charged a whole core's watts: up to {threads_per_core}x too much when sibling "
-                f"threads of one core are busy together")
+        return (
+            f"charged per CPU-second of this process; SMT is on ({threads_per_core} threads per core), so a busy "
+            f"logical CPU is charged a whole core's watts: up to {threads_per_core}x too much when sibling "
+            f"threads of one core are busy together"
+        )
     return "charged per CPU-second of this process; whether SMT is on is not exposed here"

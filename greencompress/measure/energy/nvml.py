@@ -24,11 +24,17 @@ from greencompress.measure.energy.meter import (
 )
 
 COUNTER_UNCERTAINTY = Uncertainty(
-    0.05, 0.05, "NVML total-energy counter; +-5% assumed (nvidia-smi documents board power draw as accurate "
-                "to within +-5 W; NVIDIA publishes no figure for the energy counter)")
+    0.05,
+    0.05,
+    "NVML total-energy counter; +-5% assumed (nvidia-smi documents board power draw as accurate "
+    "to within +-5 W; NVIDIA publishes no figure for the energy counter)",
+)
 POWER_UNCERTAINTY = Uncertainty(
-    0.25, 0.25, "NVML power readings sampled and integrated; the driver averages power over ~1 s and, on "
-                "A100/H100, samples only part of the time (Yang et al., SC'24): +-25% assumed")
+    0.25,
+    0.25,
+    "NVML power readings sampled and integrated; the driver averages power over ~1 s and, on "
+    "A100/H100, samples only part of the time (Yang et al., SC'24): +-25% assumed",
+)
 
 
 def import_pynvml() -> ModuleType:
@@ -40,12 +46,25 @@ def import_pynvml() -> ModuleType:
 
 
 # Throttle-reason bits (nvml.h, nvmlClocksEventReasons): why the SM clock is below its maximum in a window.
-THROTTLE_REASONS = {0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "sw_power_cap", 0x8: "hw_slowdown",
-                    0x10: "sync_boost", 0x20: "sw_thermal_slowdown", 0x40: "hw_thermal_slowdown",
-                    0x80: "hw_power_brake_slowdown", 0x100: "display_clock_setting"}
+THROTTLE_REASONS = {
+    0x1: "gpu_idle",
+    0x2: "applications_clocks_setting",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal_slowdown",
+    0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown",
+    0x100: "display_clock_setting",
+}
 # Reasons that mean a measurement ran slower than the GPU can: worth a word in the report.
-LIMITING_REASONS = ("sw_power_cap", "hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown",
-                    "hw_power_brake_slowdown")
+LIMITING_REASONS = (
+    "sw_power_cap",
+    "hw_slowdown",
+    "sw_thermal_slowdown",
+    "hw_thermal_slowdown",
+    "hw_power_brake_slowdown",
+)
 COUNTER_SAMPLES_PER_WINDOW = 100  # a window spans this many counter updates: edge error under 2%
 MIN_COUNTER_WINDOW_S = 1.0  # however fast the counter, a window holds a second of work (clock and power settle)
 FALLBACK_COUNTER_WINDOW_S = 5.0  # where the update period cannot be measured (ML.ENERGY found 5 s stable on A100)
@@ -58,9 +77,15 @@ class NvmlMeter(EnergyMeter):
     devices for CUDA, not for NVML, so an index could name another GPU.
     """
 
-    def __init__(self, device_indices: list[int] | None = None, nvml: ModuleType | None = None,
-                 sample_hz: float = 20.0, method: str | None = None, device_uuids: list[str] | None = None,
-                 measure_period: bool = True):
+    def __init__(
+        self,
+        device_indices: list[int] | None = None,
+        nvml: ModuleType | None = None,
+        sample_hz: float = 20.0,
+        method: str | None = None,
+        device_uuids: list[str] | None = None,
+        measure_period: bool = True,
+    ):
         """`method`: None takes the counter where every GPU has one; "nvml-power" samples power regardless."""
         self.nvml = nvml or import_pynvml()
         try:
@@ -128,15 +153,19 @@ class NvmlMeter(EnergyMeter):
             for domain, handle in self.handles.items():
                 end = self.nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
                 if end < starts[domain]:  # a 64-bit millijoule count does not wrap: the driver was reloaded
-                    raise CounterReset(f"the NVML energy counter of {domain} went backwards ({starts[domain]} -> {end} "
-                                       f"mJ): the driver restarted during the window, whose energy is unknown")
+                    raise CounterReset(
+                        f"the NVML energy counter of {domain} went backwards ({starts[domain]} -> {end} "
+                        f"mJ): the driver restarted during the window, whose energy is unknown"
+                    )
                 energy_j[domain] = (end - starts[domain]) / 1e3
-            return EnergyReading(energy_j, time.perf_counter() - started, self.method, COUNTER_UNCERTAINTY, True,
-                                 self.telemetry())
+            return EnergyReading(
+                energy_j, time.perf_counter() - started, self.method, COUNTER_UNCERTAINTY, True, self.telemetry()
+            )
         energy_j = self._sampler.stop()
         self._sampler = None
-        return EnergyReading(energy_j, time.perf_counter() - started, self.method, POWER_UNCERTAINTY, True,
-                             self.telemetry())
+        return EnergyReading(
+            energy_j, time.perf_counter() - started, self.method, POWER_UNCERTAINTY, True, self.telemetry()
+        )
 
     def telemetry(self) -> dict[str, dict]:
         """Per GPU at the end of a window: temperature (C), SM clock (MHz), power draw (W), throttle reasons."""
@@ -144,12 +173,15 @@ class NvmlMeter(EnergyMeter):
         for domain, handle in self.handles.items():
             reasons = _optional(self.nvml, "nvmlDeviceGetCurrentClocksThrottleReasons", handle)
             readings[domain] = {
-                "temperature_c": _optional(self.nvml, "nvmlDeviceGetTemperature", handle,
-                                           getattr(self.nvml, "NVML_TEMPERATURE_GPU", 0)),
-                "sm_clock_mhz": _optional(self.nvml, "nvmlDeviceGetClockInfo", handle,
-                                          getattr(self.nvml, "NVML_CLOCK_SM", 1)),
-                "power_w": (power / 1e3) if (power := _optional(self.nvml, "nvmlDeviceGetPowerUsage", handle))
-                is not None else None,
+                "temperature_c": _optional(
+                    self.nvml, "nvmlDeviceGetTemperature", handle, getattr(self.nvml, "NVML_TEMPERATURE_GPU", 0)
+                ),
+                "sm_clock_mhz": _optional(
+                    self.nvml, "nvmlDeviceGetClockInfo", handle, getattr(self.nvml, "NVML_CLOCK_SM", 1)
+                ),
+                "power_w": (power / 1e3)
+                if (power := _optional(self.nvml, "nvmlDeviceGetPowerUsage", handle)) is not None
+                else None,
                 "throttle_reasons": [name for bit, name in THROTTLE_REASONS.items() if reasons and reasons & bit],
             }
         return readings
@@ -178,16 +210,23 @@ class NvmlMeter(EnergyMeter):
         names = {domain: _text(self.nvml.nvmlDeviceGetName(h)) for domain, h in self.handles.items()}
         assumptions = [f"{domain}: {name}" for domain, name in names.items()]
         if self.method == "nvml-counter":
-            assumptions.append(f"energy counter updates every {1e3 * self.counter_period_s:.0f} ms (measured here), so "
-                               f"windows are at least {self.min_window_s:.1f} s" if self.counter_period_s else
-                               f"energy counter update period could not be measured: windows are at least "
-                               f"{self.min_window_s:g} s")
+            assumptions.append(
+                f"energy counter updates every {1e3 * self.counter_period_s:.0f} ms (measured here), so "
+                f"windows are at least {self.min_window_s:.1f} s"
+                if self.counter_period_s
+                else f"energy counter update period could not be measured: windows are at least {self.min_window_s:g} s"
+            )
         if self.method == "nvml-power":
-            why = (f"no energy counter on {', '.join(self.counter_unsupported)}" if self.counter_unsupported
-                   else "sampled power asked for (energy.meter: nvml-power)")
-            assumptions.append(f"{why}: power sampled at "
-                               f"{1 / self.sample_interval_s:.0f} Hz and integrated; readings are driver-averaged "
-                               f"power, so windows are at least {self.min_window_s:g} s")
+            why = (
+                f"no energy counter on {', '.join(self.counter_unsupported)}"
+                if self.counter_unsupported
+                else "sampled power asked for (energy.meter: nvml-power)"
+            )
+            assumptions.append(
+                f"{why}: power sampled at "
+                f"{1 / self.sample_interval_s:.0f} Hz and integrated; readings are driver-averaged "
+                f"power, so windows are at least {self.min_window_s:g} s"
+            )
         assumptions.append((POWER_UNCERTAINTY if self.method == "nvml-power" else COUNTER_UNCERTAINTY).basis)
         return MeterDescription(self.method, True, tuple(self.handles), assumptions)
 
@@ -237,8 +276,9 @@ class CounterReset(RuntimeError):
     """An NVML energy counter went backwards within a window (the driver restarted): the window is invalid."""
 
 
-def counter_update_period_s(nvml: ModuleType, handle, duration_s: float = 0.5, clock=time.perf_counter,
-                            pause=time.sleep) -> float | None:
+def counter_update_period_s(
+    nvml: ModuleType, handle, duration_s: float = 0.5, clock=time.perf_counter, pause=time.sleep
+) -> float | None:
     """How often the energy counter changes, measured by polling it for `duration_s`; None under 3 changes."""
     changes, last = [], nvml.nvmlDeviceGetTotalEnergyConsumption(handle)
     started = clock()

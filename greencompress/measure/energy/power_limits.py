@@ -33,8 +33,9 @@ def gpu_power_limit(nvml, handle, watts: float) -> Iterator[PowerLimit]:
     original = nvml.nvmlDeviceGetPowerManagementLimit(handle)
     low, high = nvml.nvmlDeviceGetPowerManagementLimitConstraints(handle)
     if not low <= watts * 1e3 <= high:
-        raise GreencompressError(f"--gpu-power-limits: {watts:g} W is outside what this GPU accepts "
-                                 f"({low / 1e3:g}-{high / 1e3:g} W)")
+        raise GreencompressError(
+            f"--gpu-power-limits: {watts:g} W is outside what this GPU accepts ({low / 1e3:g}-{high / 1e3:g} W)"
+        )
     try:
         nvml.nvmlDeviceSetPowerManagementLimit(handle, int(watts * 1e3))
     except nvml.NVMLError as error:

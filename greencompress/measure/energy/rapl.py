@@ -28,9 +28,10 @@ POWERCAP_ROOT = Path("/sys/class/powercap")
 # Vendors publish no accuracy for RAPL. Package counters agree closely with external meters on
 # recent server CPUs, but they are partly modelled and cover the package, not the wall socket.
 RAPL_UNCERTAINTY = Uncertainty(
-    low_fraction=0.05, high_fraction=0.05,
+    low_fraction=0.05,
+    high_fraction=0.05,
     basis="RAPL counter (package, and DRAM where exposed); +-5% assumed systematic error, vendors publish none; "
-          "the counter covers every process on the package, so the idle share is reported separately",
+    "the counter covers every process on the package, so the idle share is reported separately",
 )
 
 PERMISSION_HINT = (
@@ -57,8 +58,9 @@ def discover_zones(root: Path = POWERCAP_ROOT) -> list[RaplZone]:
     """The package and DRAM zones under `root`; raises MeterUnavailable saying why there are none or none readable."""
     folders = sorted(root.glob("intel-rapl:*"))
     if not folders:
-        raise MeterUnavailable(f"no RAPL zones under {root} (not an x86 Linux host with powercap, or a VM "
-                               f"that does not pass RAPL through)")
+        raise MeterUnavailable(
+            f"no RAPL zones under {root} (not an x86 Linux host with powercap, or a VM that does not pass RAPL through)"
+        )
     zones = []
     for folder in folders:
         name = _read(folder / "name")
@@ -107,16 +109,22 @@ class RaplMeter(EnergyMeter):
         self._started = None
         energy_j: dict[str, float] = {}
         for zone, start, end in zip(self.zones, starts, ends):
-            energy_j[zone.domain] = energy_j.get(zone.domain, 0.0) + counter_delta_uj(start, end, zone.max_energy_range_uj) / 1e6
+            energy_j[zone.domain] = (
+                energy_j.get(zone.domain, 0.0) + counter_delta_uj(start, end, zone.max_energy_range_uj) / 1e6
+            )
         return EnergyReading(energy_j, ended - started, "rapl", RAPL_UNCERTAINTY, measured=True)
 
     def describe(self) -> MeterDescription:
         return MeterDescription(
-            method="rapl", measured=True, domains=tuple(sorted({zone.domain for zone in self.zones})),
-            assumptions=[f"zones: {', '.join(f'{z.path.name} ({z.name})' for z in self.zones)}",
-                         "package counters include every process on the CPU: idle power is measured before "
-                         "benchmarking and subtracted for the active figure",
-                         RAPL_UNCERTAINTY.basis],
+            method="rapl",
+            measured=True,
+            domains=tuple(sorted({zone.domain for zone in self.zones})),
+            assumptions=[
+                f"zones: {', '.join(f'{z.path.name} ({z.name})' for z in self.zones)}",
+                "package counters include every process on the CPU: idle power is measured before "
+                "benchmarking and subtracted for the active figure",
+                RAPL_UNCERTAINTY.basis,
+            ],
         )
 
 

@@ -45,12 +45,15 @@ class Task(ABC):
     def check_recipe(self, model: ModelSpec, data: DataSpec) -> None:
         """Raise ValueError when the model or data sections cannot serve this task (called at recipe load)."""
         if model.source not in self.sources:
-            raise ValueError(f"model.task {self.name}: loads models of source {', '.join(self.sources)}, got "
-                             f"{model.source!r}")
+            raise ValueError(
+                f"model.task {self.name}: loads models of source {', '.join(self.sources)}, got {model.source!r}"
+            )
         if data.kind not in self.data_kinds:
             close = difflib.get_close_matches(data.kind, list(self.data_kinds), n=1)
-            raise ValueError(f"data.kind: {self.name} models are fed data of kind {' or '.join(self.data_kinds)}, got "
-                             f"{data.kind!r}" + (f"; did you mean {close[0]!r}?" if close else ""))
+            raise ValueError(
+                f"data.kind: {self.name} models are fed data of kind {' or '.join(self.data_kinds)}, got "
+                f"{data.kind!r}" + (f"; did you mean {close[0]!r}?" if close else "")
+            )
 
     def load(self, spec: ModelSpec, progress=None) -> LoadedModel:
         """The model in eval mode, with its provenance."""

@@ -38,7 +38,9 @@ class ImageClassification(Task):
         splits = load_data(data, seed, head_labels=loaded.label_names)
         head = loaded.module.network.config
         if splits.labelled and head.num_labels != splits.num_classes:
-            raise DataError(f"data: {splits.num_classes} classes, but the model's head has {head.num_labels} outputs "
-                            f"with no label names to match them by; set model.num_classes: {splits.num_classes} with "
-                            f"a finetune stage for a new head, or name the head's labels (config.json id2label)")
+            raise DataError(
+                f"data: {splits.num_classes} classes, but the model's head has {head.num_labels} outputs "
+                f"with no label names to match them by; set model.num_classes: {splits.num_classes} with "
+                f"a finetune stage for a new head, or name the head's labels (config.json id2label)"
+            )
         return splits

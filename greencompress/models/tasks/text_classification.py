@@ -41,14 +41,18 @@ class TokenTask(Task):
     def check_inputs(self, inputs: ModelInputs, sequence_lengths: list[int]) -> None:
         too_long = [length for length in sequence_lengths if length > inputs.max_sequence_length]
         if too_long:
-            raise RecipeError(f"benchmark.sequence_lengths: {too_long[0]} is above the model's maximum sequence "
-                              f"length {inputs.max_sequence_length} (its config's max_position_embeddings)")
+            raise RecipeError(
+                f"benchmark.sequence_lengths: {too_long[0]} is above the model's maximum sequence "
+                f"length {inputs.max_sequence_length} (its config's max_position_embeddings)"
+            )
 
     def workload_note(self, sequence_lengths: list[int]) -> str | None:
         lengths = ", ".join(map(str, sequence_lengths))
-        return (f"Transformer benchmarks (shape: batch x sequence): every input is a real evaluated text padded "
-                f"(or cut) to the sequence length ({lengths} tokens), attention_mask 0 on padding. Real text "
-                f"lengths are in the data line.")
+        return (
+            f"Transformer benchmarks (shape: batch x sequence): every input is a real evaluated text padded "
+            f"(or cut) to the sequence length ({lengths} tokens), attention_mask 0 on padding. Real text "
+            f"lengths are in the data line."
+        )
 
 
 def tokenization(loaded: LoadedModel) -> Tokenization:
@@ -56,8 +60,13 @@ def tokenization(loaded: LoadedModel) -> Tokenization:
     from greencompress.models.text import Tokenization
 
     inputs = loaded.inputs
-    return Tokenization(loaded.tokenizer, inputs.names, inputs.max_sequence_length, loaded.label_names,
-                        loaded.provenance.get("new_head"))
+    return Tokenization(
+        loaded.tokenizer,
+        inputs.names,
+        inputs.max_sequence_length,
+        loaded.label_names,
+        loaded.provenance.get("new_head"),
+    )
 
 
 class TextClassification(TokenTask):
