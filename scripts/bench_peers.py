@@ -43,7 +43,7 @@ from torch.utils.data import TensorDataset
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from greencompress.compress.prune import PruneConfig, prune_structured  # noqa: E402
+from greencompress.compress.prune import StructuredPruneConfig, prune_structured  # noqa: E402
 from greencompress.compress.quantize import QuantizeConfig, quantize_onnx  # noqa: E402
 from greencompress.core.hardware import cpu_info  # noqa: E402
 from greencompress.measure.benchmark import (
@@ -54,8 +54,8 @@ from greencompress.measure.benchmark import (
 from greencompress.measure.energy import EnergySpec, select_meter  # noqa: E402
 from greencompress.measure.environment import environment
 from greencompress.measure.floor import floor_ratio_text, peak_mac_rate  # noqa: E402
-from greencompress.runtimes.export import export_onnx  # noqa: E402
 from greencompress.models.inputs import ModelInputs  # noqa: E402
+from greencompress.runtimes.export import export_onnx  # noqa: E402
 from greencompress.runtimes.onnxruntime_cpu import OnnxRuntimeRunner
 from greencompress.runtimes.openvino_cpu import OpenVinoRunner
 from greencompress.runtimes.pytorch import TorchRunner, set_threads
@@ -101,9 +101,11 @@ def build_variants(model_name: str, settings: Settings, scratch: Path) -> tuple[
     model = torchvision.models.get_model(model_name, weights=None).eval()
     example = torch.zeros(1, *INPUT_SHAPE)
     macs = int(torch_pruning.utils.count_ops_and_params(model, example)[0])
-    calibration = TensorDataset(torch.randn(settings.calibration_samples, *INPUT_SHAPE, generator=torch.Generator().manual_seed(1)),
-                                torch.zeros(settings.calibration_samples, dtype=torch.int64))
-    calibration_batches = [calibration.tensors[0][i:i + 8] for i in range(0, len(calibration), 8)]
+    calibration = TensorDataset(
+        torch.randn(settings.calibration_samples, *INPUT_SHAPE, generator=torch.Generator().manual_seed(1)),
+        torch.zeros(settings.calibration_samples, dtype=torch.int64),
+    )
+    calibration_batches = [calibration.tensors[0][i : i + 8] for i in range(0, len(calibration), 8)]
     threads = settings.threads
     variants, missing = [], []
 
@@ -122,13 +124,23 @@ def build_variants(model_name: str, settings: Settings, scratch: Path) -> tuple[
     fp32_onnx = export_onnx(model, ModelInputs.image(INPUT_SHAPE), scratch / "fp32.onnx", 18)
     state_bytes = _torch_bytes(model)
     step("torch-fp32", lambda: [Variant("torch-fp32", "torch", "fp32", TorchRunner(model), state_bytes, macs)])
-    step("ort-fp32", lambda: [Variant("ort-fp32", "onnxruntime", "fp32", OnnxRuntimeRunner(fp32_onnx, threads),
-                                      fp32_onnx.stat().st_size, macs)])
+    step(
+        "ort-fp32",
+        lambda: [
+            Variant(
+                "ort-fp32", "onnxruntime", "fp32", OnnxRuntimeRunner(fp32_onnx, threads), fp32_onnx.stat().st_size, macs
+            )
+        ],
+    )
     step("ort-int8-defaults", lambda: [_ort_defaults(fp32_onnx, calibration_batches, scratch, threads, macs)])
     step("torch-int8-pt2e", lambda: [_pt2e(model, calibration_batches, macs)])
     step("torch-int8-fx", lambda: [_fx(model, calibration_batches, macs)])
-    step("ov-fp32", lambda: [Variant("ov-fp32", "openvino", "fp32", OpenVinoRunner(fp32_onnx, threads),
-                                     fp32_onnx.stat().st_size, macs)])
+    step(
+        "ov-fp32",
+        lambda: [
+            Variant("ov-fp32", "openvino", "fp32", OpenVinoRunner(fp32_onnx, threads), fp32_onnx.stat().st_size, macs)
+        ],
+    )
     step("ov-int8-nncf", lambda: [_nncf(fp32_onnx, calibration_batches, scratch, threads, macs)])
 
     # greencompress: the quantize stage with a recipe's defaults, and structured pruning + the same.
@@ -136,13 +148,20 @@ def build_variants(model_name: str, settings: Settings, scratch: Path) -> tuple[
         int8 = scratch / f"{stem}_int8.onnx"
         quantize_onnx(source, int8, QuantizeConfig(calibration_samples=settings.calibration_samples), calibration, 8)
         size = int8.stat().st_size
-        return [Variant(f"{prefix}-ort", "onnxruntime", "int8", OnnxRuntimeRunner(int8, threads), size, variant_macs),
-                Variant(f"{prefix}-ov", "openvino", "int8", OpenVinoRunner(int8, threads), size, variant_macs)]
+        return [
+            Variant(f"{prefix}-ort", "onnxruntime", "int8", OnnxRuntimeRunner(int8, threads), size, variant_macs),
+            Variant(f"{prefix}-ov", "openvino", "int8", OpenVinoRunner(int8, threads), size, variant_macs),
+        ]
 
     step("gc-int8", lambda: greencompress_int8(fp32_onnx, "gc", macs, "gc-int8"))
 
     def pruned() -> list[Variant]:
-        result = prune_structured(model, ModelInputs.image(INPUT_SHAPE), PruneConfig(ratio=0.5, round_to=8), calibration_batches=None)
+        result = prune_structured(
+            model,
+            ModelInputs.image(INPUT_SHAPE),
+            StructuredPruneConfig(ratio=0.5, round_to=8),
+            calibration_batches=None,
+        )
         path = export_onnx(result.model, ModelInputs.image(INPUT_SHAPE), scratch / "pruned_fp32.onnx", 18)
         variants = greencompress_int8(path, "pruned", result.macs_after, "gc-pruned-int8")
         for variant in variants:
@@ -175,8 +194,15 @@ def _ort_defaults(fp32_onnx: Path, calibration_batches, scratch: Path, threads: 
 
     output = scratch / "ort_defaults_int8.onnx"
     quantize_static(str(fp32_onnx), str(output), Reader())  # every option at its default
-    return Variant("ort-int8-defaults", "onnxruntime", "int8", OnnxRuntimeRunner(output, threads),
-                   output.stat().st_size, macs, "quantize_static(model, out, reader), nothing else")
+    return Variant(
+        "ort-int8-defaults",
+        "onnxruntime",
+        "int8",
+        OnnxRuntimeRunner(output, threads),
+        output.stat().st_size,
+        macs,
+        "quantize_static(model, out, reader), nothing else",
+    )
 
 
 class _PerShape:
@@ -205,7 +231,7 @@ def _pt2e(model, calibration_batches, macs: int) -> Variant:
         prepared = prepare_pt2e(exported, quantizer)
         samples = torch.cat(calibration_batches)
         for start in range(0, len(samples) - shape[0] + 1, shape[0]):  # every sample, in batches of this shape
-            prepared(samples[start:start + shape[0]])
+            prepared(samples[start : start + shape[0]])
         compiled = torch.compile(convert_pt2e(prepared))
         with torch.no_grad():
             compiled(torch.zeros(shape))  # compile now, not in the first timed window
@@ -213,8 +239,15 @@ def _pt2e(model, calibration_batches, macs: int) -> Variant:
 
     runner = _PerShape(build)
     runner(np.zeros((1, *INPUT_SHAPE), dtype=np.float32))  # fail here, at build time, if it cannot work
-    return Variant("torch-int8-pt2e", "torch.compile", "int8", runner, None, macs,
-                   "no file: the int8 weights live in the compiled graph; compiled once per batch size")
+    return Variant(
+        "torch-int8-pt2e",
+        "torch.compile",
+        "int8",
+        runner,
+        None,
+        macs,
+        "no file: the int8 weights live in the compiled graph; compiled once per batch size",
+    )
 
 
 def _fx(model, calibration_batches, macs: int) -> Variant:
@@ -246,27 +279,50 @@ def _nncf(fp32_onnx: Path, calibration_batches, scratch: Path, threads: int, mac
 
 
 def measure(variants: list[Variant], batch_size: int, settings: Settings, meter, idle) -> dict:
-    spec = BenchmarkSpec(batch_sizes=[batch_size], warmup_iterations=3, window_s=settings.window_s, min_iterations=3,
-                         windows=settings.rounds, max_windows=settings.rounds, threads=settings.threads)
+    spec = BenchmarkSpec(
+        batch_sizes=[batch_size],
+        warmup_iterations=3,
+        window_s=settings.window_s,
+        min_iterations=3,
+        windows=settings.rounds,
+        max_windows=settings.rounds,
+        threads=settings.threads,
+    )
     inputs = np.random.default_rng(2).standard_normal((batch_size, *INPUT_SHAPE), dtype=np.float32)
     return benchmark_interleaved({v.name: v.runner for v in variants}, inputs, spec, meter, idle)
 
 
-def summarize(model_name: str, variants: list[Variant], batch_size: int, results: dict, cpu, threads: int) -> list[dict]:
+def summarize(
+    model_name: str, variants: list[Variant], batch_size: int, results: dict, cpu, threads: int
+) -> list[dict]:
     rows = []
     for variant in variants:
         bench = results[variant.name]
         peak = peak_mac_rate(cpu, threads, variant.precision)
         floor = peak.floor_ms(variant.macs, batch_size) if peak else None
-        row = {"model": model_name, "batch": batch_size, "variant": variant.name, "runtime": variant.runtime,
-               "precision": variant.precision, "p50_ms": bench.latency.p50_ms, "p90_ms": bench.latency.p90_ms,
-               "items_per_s": bench.latency.throughput_per_s, "j_per_inference": bench.joules_per_inference,
-               "energy_method": bench.energy.method, "size_mb": variant.size_bytes / 1e6 if variant.size_bytes else None, "gmacs": variant.macs / 1e9,
-               "floor_ms": floor, "x_floor": bench.latency.p50_ms / floor if floor else None, "note": variant.note}
+        row = {
+            "model": model_name,
+            "batch": batch_size,
+            "variant": variant.name,
+            "runtime": variant.runtime,
+            "precision": variant.precision,
+            "p50_ms": bench.latency.p50_ms,
+            "p90_ms": bench.latency.p90_ms,
+            "items_per_s": bench.latency.throughput_per_s,
+            "j_per_inference": bench.joules_per_inference,
+            "energy_method": bench.energy.method,
+            "size_mb": variant.size_bytes / 1e6 if variant.size_bytes else None,
+            "gmacs": variant.macs / 1e9,
+            "floor_ms": floor,
+            "x_floor": bench.latency.p50_ms / floor if floor else None,
+            "note": variant.note,
+        }
         for reference in REFERENCES:
             if reference in results:
-                ratios = [mine / theirs for mine, theirs in zip(bench.latency.window_p50_ms,
-                                                                results[reference].latency.window_p50_ms)]
+                ratios = [
+                    mine / theirs
+                    for mine, theirs in zip(bench.latency.window_p50_ms, results[reference].latency.window_p50_ms)
+                ]
                 row[f"vs_{reference}"] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
         rows.append(row)
     return rows
@@ -284,20 +340,28 @@ def verdicts(model_name: str, batch_size: int, results: dict) -> list[str]:
             return None
         rounds = len(results[ours[0]].latency.window_p50_ms)
         # Each round: the fastest of `theirs` over the fastest of `ours`, both measured in that round.
-        return [min(results[n].latency.window_p50_ms[r] for n in theirs)
-                / min(results[n].latency.window_p50_ms[r] for n in ours) for r in range(rounds)]
+        return [
+            min(results[n].latency.window_p50_ms[r] for n in theirs)
+            / min(results[n].latency.window_p50_ms[r] for n in ours)
+            for r in range(rounds)
+        ]
 
     lines = []
     for label, ours, theirs in (
         ("greencompress int8 vs quantize_static defaults, ONNX Runtime", ["gc-int8-ort"], ["ort-int8-defaults"]),
         ("greencompress int8 vs NNCF int8, OpenVINO", ["gc-int8-ov"], ["ov-int8-nncf"]),
-        ("greencompress pruned+int8 (fastest runtime) vs the fastest dense int8 peer",
-         ["gc-pruned-int8-ort", "gc-pruned-int8-ov"], list(DENSE_INT8_PEERS)),
+        (
+            "greencompress pruned+int8 (fastest runtime) vs the fastest dense int8 peer",
+            ["gc-pruned-int8-ort", "gc-pruned-int8-ov"],
+            list(DENSE_INT8_PEERS),
+        ),
     ):
         found = speedups(ours, theirs)
         if found:
-            lines.append(f"- {model_name}, batch {batch_size}: {label}: {statistics.median(found):.3f}x as fast "
-                         f"(rounds {min(found):.2f}-{max(found):.2f})")
+            lines.append(
+                f"- {model_name}, batch {batch_size}: {label}: {statistics.median(found):.3f}x as fast "
+                f"(rounds {min(found):.2f}-{max(found):.2f})"
+            )
     return lines
 
 
@@ -305,18 +369,27 @@ def markdown(rows: list[dict], missing: dict, header: str, findings: list[str]) 
     """The findings and one row per variant and batch size. Ratios cross runtimes on purpose here (which tool
     to pick); each row names its runtime, and the energy column its method."""
     methods = ", ".join(sorted({row["energy_method"] for row in rows})) or "-"
-    lines = [header, "", *findings, "",
-             f"| model | batch | variant | runtime | p50 ms | p90 ms | items/s | J/inf ({methods}) | size MB | GMACs "
-             "| x floor | vs ort-fp32 (median, min-max over rounds) | vs ort-int8-defaults |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        header,
+        "",
+        *findings,
+        "",
+        f"| model | batch | variant | runtime | p50 ms | p90 ms | items/s | J/inf ({methods}) | size MB | GMACs "
+        "| x floor | vs ort-fp32 (median, min-max over rounds) | vs ort-int8-defaults |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
-        ratio = [f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})" if (r := row.get(f"vs_{ref}")) else "-"
-                 for ref in REFERENCES]
+        ratio = [
+            f"{r['median']:.2f} ({r['min']:.2f}-{r['max']:.2f})" if (r := row.get(f"vs_{ref}")) else "-"
+            for ref in REFERENCES
+        ]
         floor = floor_ratio_text(row["p50_ms"], row["floor_ms"])
         size = f"{row['size_mb']:.1f}" if row["size_mb"] else "-"
-        lines.append(f"| {row['model']} | {row['batch']} | {row['variant']} | {row['runtime']} | {row['p50_ms']:.2f} "
-                     f"| {row['p90_ms']:.2f} | {row['items_per_s']:.1f} | {row['j_per_inference']:.3g} | {size} "
-                     f"| {row['gmacs']:.2f} | {floor} | {ratio[0]} | {ratio[1]} |")
+        lines.append(
+            f"| {row['model']} | {row['batch']} | {row['variant']} | {row['runtime']} | {row['p50_ms']:.2f} "
+            f"| {row['p90_ms']:.2f} | {row['items_per_s']:.1f} | {row['j_per_inference']:.3g} | {size} "
+            f"| {row['gmacs']:.2f} | {floor} | {ratio[0]} | {ratio[1]} |"
+        )
     for model_name, unavailable in missing.items():
         for item in unavailable:
             lines.append(f"\n{model_name}: {item['name']} not measured: {item['reason']}")
@@ -330,9 +403,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip", default="", help="comma-separated variants not to build (e.g. torch-int8-pt2e)")
     parser.add_argument("--json", type=Path, help="also write every row here")
     args = parser.parse_args(argv)
-    settings = (Settings(["resnet18"], [1], args.threads, rounds=3, window_s=0.5, calibration_samples=16)
-                if args.quick else
-                Settings(["resnet18", "resnet50"], [1, 16], args.threads, rounds=5, window_s=1.0, calibration_samples=32))
+    settings = (
+        Settings(["resnet18"], [1], args.threads, rounds=3, window_s=0.5, calibration_samples=16)
+        if args.quick
+        else Settings(["resnet18", "resnet50"], [1, 16], args.threads, rounds=5, window_s=1.0, calibration_samples=32)
+    )
     settings.skip = {name for name in args.skip.split(",") if name}
     started = time.perf_counter()
     set_threads(settings.threads)
@@ -346,24 +421,32 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as scratch:
             variants, missing[model_name] = build_variants(model_name, settings, Path(scratch))
             for batch_size in settings.batch_sizes:
-                print(f"{model_name}: measuring batch {batch_size} ({len(variants)} variants, {settings.rounds} rounds)",
-                      file=sys.stderr)
+                print(
+                    f"{model_name}: measuring batch {batch_size} ({len(variants)} variants, {settings.rounds} rounds)",
+                    file=sys.stderr,
+                )
                 results = measure(variants, batch_size, settings, meter, idle)
                 rows += summarize(model_name, variants, batch_size, results, cpu, settings.threads)
                 findings += verdicts(model_name, batch_size, results)
     elapsed = time.perf_counter() - started
     versions = ", ".join(f"{name} {version}" for name, version in {**env["versions"], **_peer_versions()}.items())
-    peaks = "; ".join(f"{precision}: {rate.basis}" for precision in ("fp32", "bf16", "int8")
-                      if (rate := peak_mac_rate(cpu, settings.threads, precision)))
-    header = (f"{'Quick' if args.quick else 'Full'} run, {elapsed / 60:.1f} min. CPU: {cpu.model}, flags "
-              f"{', '.join(cpu.flags)}, {settings.threads} threads, {cpu.logical_cores} logical cores. {versions}. "
-              f"Energy: {meter.method} ({reason}). Random weights, random inputs: speed only. "
-              f"Peak rates for the floor: {peaks}.")
+    peaks = "; ".join(
+        f"{precision}: {rate.basis}"
+        for precision in ("fp32", "bf16", "int8")
+        if (rate := peak_mac_rate(cpu, settings.threads, precision))
+    )
+    header = (
+        f"{'Quick' if args.quick else 'Full'} run, {elapsed / 60:.1f} min. CPU: {cpu.model}, flags "
+        f"{', '.join(cpu.flags)}, {settings.threads} threads, {cpu.logical_cores} logical cores. {versions}. "
+        f"Energy: {meter.method} ({reason}). Random weights, random inputs: speed only. "
+        f"Peak rates for the floor: {peaks}."
+    )
     missing = {name: [vars(item) for item in items] for name, items in missing.items()}
     print(markdown(rows, missing, header, findings))
     if args.json:
-        args.json.write_text(json.dumps({"header": header, "findings": findings, "rows": rows, "missing": missing},
-                                        indent=2))
+        args.json.write_text(
+            json.dumps({"header": header, "findings": findings, "rows": rows, "missing": missing}, indent=2)
+        )
     return 0
 
 

@@ -8,6 +8,7 @@ zeros weights, which dense runtimes do not skip: it shrinks a compressed file, n
 from __future__ import annotations
 
 import copy
+import difflib
 import io
 import logging
 import zipfile
@@ -16,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 import torch
-from pydantic import Field, field_serializer, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_serializer, model_validator
+from pydantic_core import PydanticCustomError
 from torch import nn
 
 from greencompress.compress.finetune import FinetuneConfig
@@ -35,44 +37,40 @@ from greencompress.models.inputs import ModelInputs
 log = logging.getLogger(__name__)
 
 
-class PruneConfig(Section):
-    """Pruning of the PyTorch model before export: `structured` removes channels, `unstructured` zeros weights.
+class _Steps(Section):
+    """What both schemes share: `iterative_steps` reach the final ratio (or sparsity) in steps, following `schedule`;
+    with `finetune_between`, a short fine-tune after each step but the last lets the model recover before more is
+    removed."""
 
-    `iterative_steps` reaches the final ratio (or sparsity) in steps, following `schedule`; with
-    `finetune_between`, a short fine-tune after each step but the last lets the model recover before
-    more is removed.
-    """
-
-    method: Literal["structured", "unstructured"] = "structured"
-    # structured: what decides which channels (heads, neurons) go; `activation` is for transformers' heads and neurons
-    importance: Literal["l1", "l2", "bn_scale", "taylor", "random", "activation"] = "l1"
-    # structured: share of each prunable layer's channels removed (0.5 when neither this nor target_macs is set);
-    # on a transformer, the share of each layer's attention heads and FFN neurons, unless `heads` or `ffn` is set
-    ratio: float | None = Field(default=None, gt=0, lt=1)
-    heads: float | None = Field(default=None, ge=0, lt=1)  # transformers: share of each layer's heads removed
-    ffn: float | None = Field(default=None, ge=0, lt=1)  # transformers: share of each layer's FFN neurons removed
-    target_macs: float | None = Field(default=None, gt=0, lt=1)  # structured: instead of ratio, MACs kept vs baseline
-    global_pruning: bool = False  # structured: rank channels across layers instead of within each
-    ignore: list[str] | None = None  # structured: layers never pruned (besides the final classifier, always kept)
-    # structured: keep channel counts multiples of this; `auto`: the rounding whose untrained pruned model runs
-    # fastest against the unpruned one on every served runtime and batch size (measured, cached per CPU)
-    round_to: Annotated[int, Field(ge=1)] | Literal["auto"] | None = None
     iterative_steps: int = Field(default=1, ge=1)
     schedule: Literal["linear", "cubic"] = "linear"  # per-step targets; cubic removes most early (Zhu & Gupta, 2017)
     finetune_between: FinetuneConfig | None = None  # fine-tuning after every step but the last
-    sparsity: float = Field(default=0.5, gt=0, lt=1)  # unstructured: share of weights set to zero
-    scope: Literal["global", "layer"] = "global"  # unstructured: one threshold for all layers, or per layer
+
+
+class StructuredPruneConfig(_Steps):
+    """`method: structured` (the default): channels, or a transformer's heads and FFN neurons, removed for real."""
+
+    method: Literal["structured"] = "structured"
+    # What decides which channels (heads, neurons) go; `activation` is for transformers' heads and neurons.
+    importance: Literal["l1", "l2", "bn_scale", "taylor", "random", "activation"] = "l1"
+    # Share of each prunable layer's channels removed (0.5 when neither this nor target_macs is set); on a
+    # transformer, the share of each layer's attention heads and FFN neurons, unless `heads` or `ffn` is set.
+    ratio: float | None = Field(default=None, gt=0, lt=1)
+    heads: float | None = Field(default=None, ge=0, lt=1)  # transformers: share of each layer's heads removed
+    ffn: float | None = Field(default=None, ge=0, lt=1)  # transformers: share of each layer's FFN neurons removed
+    target_macs: float | None = Field(default=None, gt=0, lt=1)  # instead of ratio: MACs kept vs the baseline
+    global_pruning: bool = False  # rank channels across layers instead of within each
+    ignore: list[str] | None = None  # layers never pruned (besides the final classifier, always kept)
+    # Keep channel counts multiples of this; `auto`: the rounding whose untrained pruned model runs fastest against
+    # the unpruned one on every served runtime and batch size (measured, cached per CPU).
+    round_to: Annotated[int, Field(ge=1)] | Literal["auto"] | None = None
 
     # Checked on values, not on which keys were given: recipe.resolved.yaml (all defaults written out)
     # must load again for --resume.
     @model_validator(mode="after")
-    def _one_target(self) -> PruneConfig:
+    def _one_target(self) -> StructuredPruneConfig:
         if self.target_macs is not None and self.ratio is not None:
             raise ValueError("set either ratio or target_macs, not both")
-        if self.method == "unstructured" and (self.ratio, self.target_macs, self.round_to, self.heads,
-                                              self.ffn) != (None,) * 5:
-            raise ValueError("ratio, target_macs, round_to, heads and ffn apply to structured pruning; "
-                             "unstructured pruning takes sparsity and scope")
         return self
 
     @field_serializer("ratio")
@@ -80,7 +78,7 @@ class PruneConfig(Section):
         # The resolved recipe states the ratio structured pruning uses, not null (target_macs decides it otherwise).
         # A transformer's `heads`/`ffn`, when given, replace the ratio: it stays as written.
         chosen_elsewhere = self.target_macs is not None or self.heads is not None or self.ffn is not None
-        return self.structured_ratio if self.method == "structured" and not chosen_elsewhere else value
+        return value if chosen_elsewhere else self.structured_ratio
 
     @property
     def structured_ratio(self) -> float:
@@ -93,6 +91,35 @@ class PruneConfig(Section):
         if self.heads is None and self.ffn is None:
             return self.structured_ratio, self.structured_ratio
         return self.heads or 0.0, self.ffn or 0.0
+
+
+class UnstructuredPruneConfig(_Steps):
+    """`method: unstructured`: the smallest-magnitude weights set to zero, permanently (the structure stays)."""
+
+    method: Literal["unstructured"]
+    sparsity: float = Field(default=0.5, gt=0, lt=1)  # share of weights set to zero
+    scope: Literal["global", "layer"] = "global"  # one threshold for all layers, or per layer
+
+
+# A prune stage's settings, told apart by `method` (structured when it is left out); recipe keys are the fields.
+PruneConfig = Annotated[StructuredPruneConfig | UnstructuredPruneConfig, Field(discriminator="method")]
+PRUNE_CONFIG = TypeAdapter(PruneConfig)
+
+
+def _within_stage(error: dict) -> dict:
+    """A validation error of one scheme, located at the stage's key; a key of the other scheme named as such."""
+    tag, *location = error["loc"] if error["loc"][:1] in (("structured",), ("unstructured",)) else (None, *error["loc"])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden" and tag is not None and len(location) == 1:
+        scheme = {"structured": StructuredPruneConfig, "unstructured": UnstructuredPruneConfig}[tag]
+        known = [name for name in scheme.model_fields if name != "method"]
+        close = difflib.get_close_matches(str(location[0]), known, n=1)
+        message = f"not a setting of {tag} pruning" + (
+            f"; did you mean {close[0]!r}?" if close else f"; it takes {', '.join(known)}"
+        )
+    elif error["type"] not in ("value_error",):
+        return {**error, "loc": tuple(location)}
+    return {"type": PydanticCustomError("value_error", message), "loc": tuple(location), "input": error["input"]}
 
 
 # Fine-tuning between pruning steps: (model, step, this pruning's history so far) -> the trained model.
@@ -150,9 +177,14 @@ def unsafe_channel_layers(model: nn.Module, example: torch.Tensor, candidates: l
     return unsafe
 
 
-def prune_structured(model: nn.Module, inputs: ModelInputs, config, calibration_batches,
-                     train_between: TrainBetween | None = None, untouched: dict[str, str] | None = None
-                     ) -> StructuredResult:
+def prune_structured(
+    model: nn.Module,
+    inputs: ModelInputs,
+    config,
+    calibration_batches,
+    train_between: TrainBetween | None = None,
+    untouched: dict[str, str] | None = None,
+) -> StructuredResult:
     """Remove channels: `config.ratio` (default 0.5) of each prunable layer, or as many as `config.target_macs` asks.
 
     Unsafe groups and `config.ignore` layers are left untouched. With `iterative_steps`, the ratio is
@@ -172,8 +204,12 @@ def prune_structured(model: nn.Module, inputs: ModelInputs, config, calibration_
     # The final classifier's outputs are the classes: never pruned, whatever else `ignore` lists.
     ignore = list(dict.fromkeys([*(config.ignore or []), *linears[-1:]]))
     # A layer inside a block that a depth stage removed (now an identity) is gone, not misspelt.
-    removed = [name for name in ignore if name not in modules and any(
-        isinstance(modules.get(name.rsplit(".", cut)[0]), nn.Identity) for cut in range(1, name.count(".") + 1))]
+    removed = [
+        name
+        for name in ignore
+        if name not in modules
+        and any(isinstance(modules.get(name.rsplit(".", cut)[0]), nn.Identity) for cut in range(1, name.count(".") + 1))
+    ]
     ignore = [name for name in ignore if name not in removed]
     missing = [name for name in ignore if name not in modules]
     if missing:
@@ -197,8 +233,13 @@ def prune_structured(model: nn.Module, inputs: ModelInputs, config, calibration_
             nn.functional.cross_entropy(model(torch.from_numpy(inputs)), torch.from_numpy(labels)).backward()
         pruner.step()
         macs, _ = tp.utils.count_ops_and_params(model, example)
-        log.info("prune: step %d/%d done (ratio %.3f, MACs %.1f%% of the original)", step + 1,
-                 config.iterative_steps, targets[step], 100 * macs / macs_before)
+        log.info(
+            "prune: step %d/%d done (ratio %.3f, MACs %.1f%% of the original)",
+            step + 1,
+            config.iterative_steps,
+            targets[step],
+            100 * macs / macs_before,
+        )
         if train_between is not None and step < config.iterative_steps - 1:
             # In place: the pruner holds this model's layers, so the weights go back into them.
             model.load_state_dict(train_between(model, step + 1, tuple(pruner.pruning_history())).state_dict())
@@ -207,15 +248,29 @@ def prune_structured(model: nn.Module, inputs: ModelInputs, config, calibration_
     with torch.no_grad():
         model(example)  # a broken model must never leave this function
     macs_after, params_after = tp.utils.count_ops_and_params(model, example)
-    return StructuredResult(model, pruner.pruning_history(), untouched, int(macs_before), int(macs_after),
-                            int(params_before), int(params_after), ratio)
+    return StructuredResult(
+        model,
+        pruner.pruning_history(),
+        untouched,
+        int(macs_before),
+        int(macs_after),
+        int(params_before),
+        int(params_after),
+        ratio,
+    )
 
 
 ROUND_TO_CHOICES = (1, 4, 8, 16, 32)
 
 
-def choose_round_to(model: nn.Module, inputs: ModelInputs, config: PruneConfig, calibration, latency_check,
-                    choices: tuple[int, ...] = ROUND_TO_CHOICES) -> dict:
+def choose_round_to(
+    model: nn.Module,
+    inputs: ModelInputs,
+    config: PruneConfig,
+    calibration,
+    latency_check,
+    choices: tuple[int, ...] = ROUND_TO_CHOICES,
+) -> dict:
     """`round_to: auto`: prune an untrained copy at each rounding, time it against `model` where the run serves it,
     and take the rounding whose slowest case (runtime x batch size) is fastest; ties on that go to finer rounding.
 
@@ -224,8 +279,10 @@ def choose_round_to(model: nn.Module, inputs: ModelInputs, config: PruneConfig, 
     and where even the chosen model is still slower (`slower_on`).
     """
     if latency_check is None:
-        raise GreencompressError("stages.prune.round_to: auto times the pruned model on the run's file runtimes, and "
-                                 "this run has none (benchmark.runtimes); give a number")
+        raise GreencompressError(
+            "stages.prune.round_to: auto times the pruned model on the run's file runtimes, and "
+            "this run has none (benchmark.runtimes); give a number"
+        )
     by_rounding, untouched = {}, None
     for round_to in choices:
         trial = config.model_copy(update={"round_to": None if round_to == 1 else round_to})
@@ -236,23 +293,38 @@ def choose_round_to(model: nn.Module, inputs: ModelInputs, config: PruneConfig, 
             log.info("prune: round_to %d: %s", round_to, error)
             continue
         by_rounding[round_to] = latency_check(pruned, model)
-        log.info("prune: round_to %d: untrained pruned/unpruned latency %s", round_to, ", ".join(
-            f"{m['runtime']} batch {m['batch_size']} {m['ratio']:.3f}x" for m in by_rounding[round_to]))
+        log.info(
+            "prune: round_to %d: untrained pruned/unpruned latency %s",
+            round_to,
+            ", ".join(f"{m['runtime']} batch {m['batch_size']} {m['ratio']:.3f}x" for m in by_rounding[round_to]),
+        )
     if not by_rounding:
-        raise GreencompressError("stages.prune.round_to: auto: no rounding of "
-                                 f"{', '.join(map(str, choices))} can prune this model as asked")
+        raise GreencompressError(
+            f"stages.prune.round_to: auto: no rounding of {', '.join(map(str, choices))} can prune this model as asked"
+        )
     worst = {round_to: max(m["ratio"] for m in measured) for round_to, measured in by_rounding.items()}
     best = min(worst.values())
     # Within 2% of the best worst case: the finer rounding, which keeps the recipe's ratio more closely.
     chosen = min(round_to for round_to, ratio in worst.items() if ratio <= best * 1.02)
-    slower = [f"{m['runtime']} at batch {m['batch_size']} ({m['ratio']:.2f}x untrained)" for m in by_rounding[chosen]
-              if m["low"] > 1]
+    slower = [
+        f"{m['runtime']} at batch {m['batch_size']} ({m['ratio']:.2f}x untrained)"
+        for m in by_rounding[chosen]
+        if m["low"] > 1
+    ]
     log.info("prune: round_to auto -> %d (slowest case %.3fx the unpruned model)", chosen, worst[chosen])
     if slower:
-        log.warning("prune: even with round_to %d the pruned model runs slower than the unpruned one on %s", chosen,
-                    ", ".join(slower))
-    return {"round_to": None if chosen == 1 else chosen, "chosen": chosen, "worst_ratio": worst[chosen],
-            "measured": {str(round_to): measured for round_to, measured in by_rounding.items()}, "slower_on": slower}
+        log.warning(
+            "prune: even with round_to %d the pruned model runs slower than the unpruned one on %s",
+            chosen,
+            ", ".join(slower),
+        )
+    return {
+        "round_to": None if chosen == 1 else chosen,
+        "chosen": chosen,
+        "worst_ratio": worst[chosen],
+        "measured": {str(round_to): measured for round_to, measured in by_rounding.items()},
+        "slower_on": slower,
+    }
 
 
 def step_targets(schedule: str, final: float, steps: int) -> list[float]:
@@ -270,8 +342,13 @@ def _pruner(model: nn.Module, example: torch.Tensor, config, ratio: float, kept:
 
     modules = dict(model.named_modules())
     return tp.pruner.MetaPruner(
-        model, example, importance=_importance(config.importance), pruning_ratio=ratio,
-        global_pruning=config.global_pruning, iterative_steps=steps, round_to=config.round_to,
+        model,
+        example,
+        importance=_importance(config.importance),
+        pruning_ratio=ratio,
+        global_pruning=config.global_pruning,
+        iterative_steps=steps,
+        round_to=config.round_to,
         iterative_pruning_ratio_scheduler=lambda final, count: [0.0, *step_targets(config.schedule, final, count)],
         ignored_layers=[modules[name] for name in kept],
     )
@@ -291,7 +368,8 @@ def _ratio_for_macs(model: nn.Module, example: torch.Tensor, config, kept: list[
         raise GreencompressError(
             f"stages.prune.target_macs: {config.target_macs} cannot be reached: even removing {_MAX_RATIO:.0%} of "
             f"the prunable channels keeps {smallest:.1%} of the MACs"
-            + (f" ({len(kept)} layers stay whole: {', '.join(kept)})" if kept else ""))
+            + (f" ({len(kept)} layers stay whole: {', '.join(kept)})" if kept else "")
+        )
     for _ in range(10):  # 0.95 / 2^10: well under one channel in a thousand
         middle = (low + high) / 2
         if macs_share(middle) > config.target_macs:
@@ -329,8 +407,9 @@ def prune_unstructured(model: nn.Module, config, train_between: TrainBetween | N
     for step, sparsity in enumerate(step_targets(config.schedule, config.sparsity, config.iterative_steps), 1):
         layers = _weighted_layers(model)  # again each step: fine-tuning returns a new model
         if config.scope == "global":
-            prune.global_unstructured([(module, "weight") for _, module in layers],
-                                      pruning_method=prune.L1Unstructured, amount=sparsity)
+            prune.global_unstructured(
+                [(module, "weight") for _, module in layers], pruning_method=prune.L1Unstructured, amount=sparsity
+            )
         else:
             for _, module in layers:
                 prune.l1_unstructured(module, "weight", amount=sparsity)
@@ -379,24 +458,39 @@ def pruned_encoder(model: nn.Module, config: PruneConfig, calibration, batch_siz
 class Prune(Technique):
     """Structured (channels removed) or unstructured (weights zeroed) pruning of the PyTorch model."""
 
-    name, config, works_on, tag = "prune", PruneConfig, "torch", "pruned"
+    name, config, works_on, tag = "prune", StructuredPruneConfig, "torch", "pruned"
+    schemes = (StructuredPruneConfig, UnstructuredPruneConfig)
+
+    def parse(self, settings: dict, context: dict | None = None) -> PruneConfig:
+        try:
+            return PRUNE_CONFIG.validate_python({"method": "structured", **settings}, context=context)
+        except ValidationError as error:  # located within the stage, not within the scheme's tag
+            raise ValidationError.from_exception_data(error.title, [_within_stage(item) for item in error.errors()])
 
     def needs_labels(self, config: PruneConfig) -> bool:
-        return config.importance == "taylor" or config.finetune_between is not None
+        return getattr(config, "importance", None) == "taylor" or config.finetune_between is not None
 
     def apply(self, config: PruneConfig, source: TorchModel, context: StageContext) -> StageOutput:
         train_between = self._trainer_between_steps(config, source, context)
         if config.method == "unstructured":
             result = prune_unstructured(source.module, config, train_between)
-            return StageOutput(config.model_dump(mode="json"), {
-                "total_sparsity": result.total_sparsity, "layer_sparsity": result.layer_sparsity,
-                "zipped_bytes_before": result.zipped_bytes_before, "zipped_bytes_after": result.zipped_bytes_after,
-                "note": "zeros are not skipped by dense runtimes: expect a smaller compressed file, not lower latency",
-            }, model=TorchModel(result.model, source.pruning_history))
+            return StageOutput(
+                config.model_dump(mode="json"),
+                {
+                    "total_sparsity": result.total_sparsity,
+                    "layer_sparsity": result.layer_sparsity,
+                    "zipped_bytes_before": result.zipped_bytes_before,
+                    "zipped_bytes_after": result.zipped_bytes_after,
+                    "note": "zeros are not skipped by dense runtimes: expect a smaller compressed file, not lower "
+                    "latency",
+                },
+                model=TorchModel(result.model, source.pruning_history),
+            )
         return _STRUCTURED[context.inputs.structure](config, source, context, train_between)
 
-    def untrained(self, config: PruneConfig, model: nn.Module, inputs: ModelInputs, calibration, batch_size: int,
-                  seed: int) -> nn.Module | None:
+    def untrained(
+        self, config: PruneConfig, model: nn.Module, inputs: ModelInputs, calibration, batch_size: int, seed: int
+    ) -> nn.Module | None:
         from greencompress.models.data import batches
 
         if config.method != "structured":
@@ -411,36 +505,58 @@ class Prune(Technique):
         if structure == "channels":
             if (config.heads, config.ffn) != (None, None):
                 field = "heads" if config.heads is not None else "ffn"
-                raise NotForThisModel(field, "heads and ffn remove a transformer encoder's attention heads and FFN "
-                                             "neurons; a CNN's structured pruning takes ratio or target_macs")
+                raise NotForThisModel(
+                    field,
+                    "heads and ffn remove a transformer encoder's attention heads and FFN "
+                    "neurons; a CNN's structured pruning takes ratio or target_macs",
+                )
             if config.importance == "activation":
-                raise NotForThisModel("importance", "activation scores a transformer's heads and FFN neurons; for "
-                                                    "a CNN's channels use l1, l2, bn_scale, taylor or random")
+                raise NotForThisModel(
+                    "importance",
+                    "activation scores a transformer's heads and FFN neurons; for "
+                    "a CNN's channels use l1, l2, bn_scale, taylor or random",
+                )
             return
-        channel_only = {"round_to": config.round_to == "auto", "target_macs": config.target_macs is not None,
-                        "global_pruning": config.global_pruning, "ignore": bool(config.ignore),
-                        "iterative_steps": config.iterative_steps > 1,
-                        "importance": config.importance in ("bn_scale", "taylor")}
+        channel_only = {
+            "round_to": config.round_to == "auto",
+            "target_macs": config.target_macs is not None,
+            "global_pruning": config.global_pruning,
+            "ignore": bool(config.ignore),
+            "iterative_steps": config.iterative_steps > 1,
+            "importance": config.importance in ("bn_scale", "taylor"),
+        }
         wrong = [key for key, used in channel_only.items() if used]
         if wrong:
-            raise NotForThisModel(wrong[0], "not for a transformer, whose structured pruning removes heads and FFN "
-                                            "neurons (settings: ratio or heads/ffn, importance l1, l2, activation or "
-                                            "random, round_to as a number)")
+            raise NotForThisModel(
+                wrong[0],
+                "not for a transformer, whose structured pruning removes heads and FFN "
+                "neurons (settings: ratio or heads/ffn, importance l1, l2, activation or "
+                "random, round_to as a number)",
+            )
 
     @staticmethod
-    def _prune_encoder(config: PruneConfig, source: TorchModel, context: StageContext, train_between=None
-                       ) -> StageOutput:
+    def _prune_encoder(
+        config: PruneConfig, source: TorchModel, context: StageContext, train_between=None
+    ) -> StageOutput:
         before = sum(p.numel() for p in source.module.parameters())
-        model, result = pruned_encoder(source.module, config, context.data.calibration, context.batch_size,
-                                       context.seed)
+        model, result = pruned_encoder(
+            source.module, config, context.data.calibration, context.batch_size, context.seed
+        )
         heads, ffn = config.encoder_ratios
         settings = config.model_dump(mode="json")
         settings.update(heads=heads, ffn=ffn)
-        return StageOutput(settings, {
-            "heads_before": result.heads_before, "heads_after": result.heads_after,
-            "ffn_before": result.ffn_before, "ffn_after": result.ffn_after,
-            "params_before": before, "params_after": sum(p.numel() for p in model.parameters()),
-        }, model=TorchModel(model, (*source.pruning_history, *result.records)))
+        return StageOutput(
+            settings,
+            {
+                "heads_before": result.heads_before,
+                "heads_after": result.heads_after,
+                "ffn_before": result.ffn_before,
+                "ffn_after": result.ffn_after,
+                "params_before": before,
+                "params_after": sum(p.numel() for p in model.parameters()),
+            },
+            model=TorchModel(model, (*source.pruning_history, *result.records)),
+        )
 
     @staticmethod
     def _trainer_between_steps(config: PruneConfig, source: TorchModel, context: StageContext) -> TrainBetween | None:
@@ -450,48 +566,59 @@ class Prune(Technique):
         def train(pruned: nn.Module, step: int, history: tuple) -> nn.Module:
             log.info("prune: fine-tuning after step %d (%d epochs)", step, config.finetune_between.epochs)
             model = TorchModel(pruned, (*source.pruning_history, *history))
-            return context.fine_tune("finetune", model, config.finetune_between,
-                                     context.work_dir / f"after-step-{step}").model
+            return context.fine_tune(
+                "finetune", model, config.finetune_between, context.work_dir / f"after-step-{step}"
+            ).model
 
         return train
 
     def describe(self, settings: dict, metrics: dict) -> list[str]:
         facts = []
         if "macs_before" in metrics:
-            facts.append(f"MACs {metrics['macs_before'] / 1e6:.1f} M -> {metrics['macs_after'] / 1e6:.1f} M"
-                         + (f" (ratio used {metrics['ratio']:.3f})" if "ratio" in metrics else ""))
+            facts.append(
+                f"MACs {metrics['macs_before'] / 1e6:.1f} M -> {metrics['macs_after'] / 1e6:.1f} M"
+                + (f" (ratio used {metrics['ratio']:.3f})" if "ratio" in metrics else "")
+            )
         if "heads_before" in metrics:
-            facts.append(f"attention heads {metrics['heads_before']} -> {metrics['heads_after']} and FFN neurons "
-                         f"{metrics['ffn_before']} -> {metrics['ffn_after']} per layer; parameters "
-                         f"{metrics['params_before'] / 1e6:.1f} M -> {metrics['params_after'] / 1e6:.1f} M")
+            facts.append(
+                f"attention heads {metrics['heads_before']} -> {metrics['heads_after']} and FFN neurons "
+                f"{metrics['ffn_before']} -> {metrics['ffn_after']} per layer; parameters "
+                f"{metrics['params_before'] / 1e6:.1f} M -> {metrics['params_after'] / 1e6:.1f} M"
+            )
         if "round_to_auto" in metrics:
             auto = metrics["round_to_auto"]
-            facts.append(f"round_to auto chose {auto['chosen']}: slowest served case {auto['worst_ratio']:.2f}x the "
-                         f"unpruned model, untrained")
+            facts.append(
+                f"round_to auto chose {auto['chosen']}: slowest served case {auto['worst_ratio']:.2f}x the "
+                f"unpruned model, untrained"
+            )
             if auto["slower_on"]:
                 facts.append(f"still SLOWER than the unpruned model on {', '.join(auto['slower_on'])}")
         if metrics.get("untouched_layers"):
             facts.append(f"left untouched (unsafe to prune): {', '.join(metrics['untouched_layers'])}")
         if "total_sparsity" in metrics:
-            facts.append(f"{100 * metrics['total_sparsity']:.1f}% of conv/linear weights are zero; zipped weights "
-                         f"{metrics['zipped_bytes_before'] / 1e6:.2f} MB -> {metrics['zipped_bytes_after'] / 1e6:.2f} "
-                         f"MB; {metrics['note']}")
+            facts.append(
+                f"{100 * metrics['total_sparsity']:.1f}% of conv/linear weights are zero; zipped weights "
+                f"{metrics['zipped_bytes_before'] / 1e6:.2f} MB -> {metrics['zipped_bytes_after'] / 1e6:.2f} "
+                f"MB; {metrics['note']}"
+            )
         return facts
 
     def uses_latency_check(self, config: PruneConfig) -> bool:
         return config.round_to == "auto"  # the rounding is chosen by timing where the run serves
 
     def shown_settings(self, settings: dict) -> dict:
-        # Settings that do not apply to the method (or that target_macs replaces) are left out.
-        hidden = _NOT_FOR.get(settings.get("method"), ())
-        if settings.get("heads") is not None or settings.get("ffn") is not None:
-            hidden = (*hidden, "ratio")  # a transformer's: heads and ffn say what was removed
-        return {key: value for key, value in settings.items()
-                if key not in hidden and not (key in ("heads", "ffn") and value is None)}
+        # A transformer's heads and ffn, when set, say what was removed instead of the ratio.
+        hidden = ("ratio",) if settings.get("heads") is not None or settings.get("ffn") is not None else ()
+        return {
+            key: value
+            for key, value in settings.items()
+            if key not in hidden and not (key in ("heads", "ffn") and value is None)
+        }
 
 
-def _prune_channels(config: PruneConfig, source: TorchModel, context: StageContext,
-                    train_between: TrainBetween | None) -> StageOutput:
+def _prune_channels(
+    config: PruneConfig, source: TorchModel, context: StageContext, train_between: TrainBetween | None
+) -> StageOutput:
     """A CNN's output channels removed (Torch-Pruning), at the rounding `round_to` states or `auto` measures."""
     from greencompress.models.data import batches
 
@@ -506,15 +633,20 @@ def _prune_channels(config: PruneConfig, source: TorchModel, context: StageConte
     settings = config.model_dump(mode="json")
     if rounding:
         settings["round_to"] = f"auto ({rounding['round_to'] or 1})"
-    return StageOutput(settings, {
-        "ratio": result.ratio, "macs_before": result.macs_before, "macs_after": result.macs_after,
-        "params_before": result.params_before, "params_after": result.params_after,
-        "untouched_layers": result.untouched_layers, **({"round_to_auto": rounding} if rounding else {}),
-    }, model=TorchModel(result.model, (*source.pruning_history, *result.pruning_history)))
+    return StageOutput(
+        settings,
+        {
+            "ratio": result.ratio,
+            "macs_before": result.macs_before,
+            "macs_after": result.macs_after,
+            "params_before": result.params_before,
+            "params_after": result.params_after,
+            "untouched_layers": result.untouched_layers,
+            **({"round_to_auto": rounding} if rounding else {}),
+        },
+        model=TorchModel(result.model, (*source.pruning_history, *result.pruning_history)),
+    )
 
 
 # Structured pruning by what the model's task says its structure is (models/tasks/).
 _STRUCTURED = {"channels": _prune_channels, "encoder": Prune._prune_encoder}
-
-_NOT_FOR = {"structured": ("sparsity", "scope"),
-            "unstructured": ("importance", "ratio", "target_macs", "global_pruning", "ignore", "round_to", "heads", "ffn")}

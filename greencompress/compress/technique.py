@@ -85,7 +85,9 @@ def replay_pruning(model: nn.Module, input_shape: ModelInputs, pruning_history: 
 
     channels: list = []
     for record in [*pruning_history, None]:
-        if record is not None and not (encoder_surgery.is_encoder_record(record) or block_surgery.is_block_record(record)):
+        if record is not None and not (
+            encoder_surgery.is_encoder_record(record) or block_surgery.is_block_record(record)
+        ):
             channels.append(record)
             continue
         if channels:  # the channel records since the last structural one, on the model as it is now
@@ -95,7 +97,9 @@ def replay_pruning(model: nn.Module, input_shape: ModelInputs, pruning_history: 
             graph.load_pruning_history(channels)
             channels = []
         if record is not None:
-            (encoder_surgery.replay if encoder_surgery.is_encoder_record(record) else block_surgery.replay)(model, record)
+            (encoder_surgery.replay if encoder_surgery.is_encoder_record(record) else block_surgery.replay)(
+                model, record
+            )
     return model
 
 
@@ -153,9 +157,15 @@ class Technique(ABC):
     """A compression method. Subclasses set the class attributes and implement `apply`."""
 
     name: ClassVar[str]  # the recipe key: `- prune: {...}`
-    config: ClassVar[type[BaseModel]]  # its settings; a recipe section *is* this config
+    config: ClassVar[type[BaseModel]]  # its settings; a recipe section *is* this config (the default scheme's)
+    # Config classes told apart by a discriminator field, where the technique has several schemes (prune: method).
+    schemes: ClassVar[tuple[type[BaseModel], ...]] = ()
     works_on: ClassVar[Literal["torch", "onnx"]]
     tag: ClassVar[str]  # the word an artifact's name takes from it: "pruned"; for ONNX techniques, the precision
+
+    def parse(self, settings: dict, context: dict | None = None) -> BaseModel:
+        """A recipe stage's settings validated into this technique's config (`context`: the recipe's, for paths)."""
+        return self.config.model_validate(settings, context=context)
 
     def needs_labels(self, config: BaseModel) -> bool:
         """Whether this config trains or scores with labels (synthetic data has none)."""
@@ -186,8 +196,9 @@ class Technique(ABC):
         """The settings as this machine will apply them (`auto` decided): what a cache key must hold."""
         return config.model_dump(mode="json")
 
-    def untrained(self, config: BaseModel, model: nn.Module, inputs: ModelInputs, calibration, batch_size: int,
-                  seed: int) -> nn.Module | None:
+    def untrained(
+        self, config: BaseModel, model: nn.Module, inputs: ModelInputs, calibration, batch_size: int, seed: int
+    ) -> nn.Module | None:
         """A copy of `model` with the structure `config` would remove, untrained: what the search's proxy times
         before any fine-tuning (`calibration`: a dataset importance is scored on). None where the technique leaves
         the structure as it is (the default)."""

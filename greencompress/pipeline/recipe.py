@@ -35,8 +35,8 @@ from greencompress.compress.quantize import QuantizeConfig
 from greencompress.compress.technique import TECHNIQUES, NotForThisModel, Technique
 from greencompress.core.config import BASE_DIR_KEY, Section
 from greencompress.core.errors import RecipeError
-from greencompress.core.registry import unknown_choice
 from greencompress.core.files import read_utf8
+from greencompress.core.registry import unknown_choice
 from greencompress.measure.benchmark import BenchmarkSpec
 from greencompress.measure.energy import EnergySpec
 from greencompress.measure.quality import QualityBudget, quality_budget
@@ -46,9 +46,23 @@ from greencompress.models.tasks import Task, task_named, task_names
 from greencompress.pipeline.gates import GatesSpec
 from greencompress.runtimes.export import ExportSpec, runtimes_without_fusion
 
-__all__ = ["BenchmarkSpec", "DataSpec", "DistillationConfig", "EnergySpec", "ExportSpec", "FinetuneConfig", "GatesSpec",
-           "ModelSpec", "OutputSpec", "PruneConfig", "QuantizeConfig", "Recipe", "Stage", "load_recipe",
-           "recipe_to_dict"]
+__all__ = [
+    "BenchmarkSpec",
+    "DataSpec",
+    "DistillationConfig",
+    "EnergySpec",
+    "ExportSpec",
+    "FinetuneConfig",
+    "GatesSpec",
+    "ModelSpec",
+    "OutputSpec",
+    "PruneConfig",
+    "QuantizeConfig",
+    "Recipe",
+    "Stage",
+    "load_recipe",
+    "recipe_to_dict",
+]
 
 
 @dataclass(frozen=True)
@@ -117,18 +131,29 @@ class Recipe(Section):
                 errors += _extra_stage_keys(index, item)
                 continue
             if not isinstance(item, dict) or len(item) != 1:
-                errors.append(_error(f"each stage names exactly one technique (one of: {', '.join(TECHNIQUES.names())})",
-                                     (index,), item))
+                errors.append(
+                    _error(
+                        f"each stage names exactly one technique (one of: {', '.join(TECHNIQUES.names())})",
+                        (index,),
+                        item,
+                    )
+                )
                 continue
-            (name, settings), = item.items()
+            ((name, settings),) = item.items()
             if name not in TECHNIQUES:  # an unknown key of the stage mapping, hinted like any other
                 errors.append(InitErrorDetails(type="extra_forbidden", loc=(index, name), input=settings))
                 continue
             try:
-                stages.append(Stage(name, TECHNIQUES.get(name).config.model_validate(settings or {}, context=info.context)))
+                stages.append(Stage(name, TECHNIQUES.get(name).parse(settings or {}, context=info.context)))
             except ValidationError as error:
-                errors += [InitErrorDetails(type=e["type"], loc=(index, name, *e["loc"]), input=e["input"],
-                                            ctx=e.get("ctx", {})) for e in error.errors()]
+                errors += [
+                    _error(e["msg"].removeprefix("Value error, "), (index, name, *e["loc"]), e["input"])
+                    if e["type"] == "value_error"
+                    else InitErrorDetails(
+                        type=e["type"], loc=(index, name, *e["loc"]), input=e["input"], ctx=e.get("ctx", {})
+                    )
+                    for e in error.errors()
+                ]
         if errors:
             raise ValidationError.from_exception_data("stages", errors)
         return stages
@@ -142,24 +167,33 @@ class Recipe(Section):
         # Techniques on the PyTorch model (prune, finetune) come before those on its exported file (quantize).
         kinds = [stage.method.works_on for stage in self.stages]
         names = [stage.technique for stage in self.stages]
-        if "onnx" in kinds and "torch" in kinds[kinds.index("onnx"):]:
+        if "onnx" in kinds and "torch" in kinds[kinds.index("onnx") :]:
             on_model, on_file = ([t.name for t in TECHNIQUES if t.works_on == kind] for kind in ("torch", "onnx"))
-            raise ValueError(f"stages: {' and '.join(on_model)} must come before {' and '.join(on_file)} (they "
-                             f"change the PyTorch model, which is then exported), got {' -> '.join(names)}")
+            raise ValueError(
+                f"stages: {' and '.join(on_model)} must come before {' and '.join(on_file)} (they "
+                f"change the PyTorch model, which is then exported), got {' -> '.join(names)}"
+            )
         for name in dict.fromkeys(names):
             if names.count(name) > 1 and kinds[names.index(name)] == "onnx":
                 # Several stages of one file technique each make their own file from the same export, told apart by
                 # their variant (quantize: dynamic and static); two alike would make the same file twice.
                 variants = [stage.method.variant(stage.config) for stage in self.stages if stage.technique == name]
                 if "" in variants or len(set(variants)) < len(variants):
-                    raise ValueError(f"stages: several {name} stages must differ in kind (for quantize: one `method: "
-                                     f"dynamic`, one `method: static`), got {', '.join(v or '-' for v in variants)}")
+                    raise ValueError(
+                        f"stages: several {name} stages must differ in kind (for quantize: one `method: "
+                        f"dynamic`, one `method: static`), got {', '.join(v or '-' for v in variants)}"
+                    )
         self.task.check_recipe(self.model, self.data)
-        embedding_gates = [name for name in ("min_embedding_cosine", "min_neighbour_agreement")
-                           if getattr(self.gates, name) is not None]
+        embedding_gates = [
+            name
+            for name in ("min_embedding_cosine", "min_neighbour_agreement")
+            if getattr(self.gates, name) is not None
+        ]
         if embedding_gates and self.task.primary_metric != "embedding":
-            raise ValueError(f"gates.{embedding_gates[0]}: judges a sentence embedder's embeddings; a "
-                             f"{self.task.name} model is judged by gates.max_accuracy_drop (top-1)")
+            raise ValueError(
+                f"gates.{embedding_gates[0]}: judges a sentence embedder's embeddings; a "
+                f"{self.task.name} model is judged by gates.max_accuracy_drop (top-1)"
+            )
         structure = self.task.structure(self.model)
         for index, stage in enumerate(self.stages):
             try:
@@ -168,17 +202,21 @@ class Recipe(Section):
                 raise ValueError(f"stages.{index}.{stage.technique}.{error.field}: {error}") from None
         labelled = [stage.technique for stage in self.stages if stage.method.needs_labels(stage.config)]
         if labelled and self.data.kind == "synthetic":
-            raise ValueError(f"stages: {', '.join(dict.fromkeys(labelled))} need labelled training data; "
-                             "data.kind synthetic has none")
+            raise ValueError(
+                f"stages: {', '.join(dict.fromkeys(labelled))} need labelled training data; "
+                "data.kind synthetic has none"
+            )
         return self
 
     @model_validator(mode="after")
     def _fusion_readable_by_every_runtime(self) -> Recipe:
         others = runtimes_without_fusion(self.benchmark.runtimes)
         if self.export.transformer_fusion is True and others:
-            raise ValueError(f"benchmark.runtimes: {', '.join(others)} cannot read the file export.transformer_fusion "
-                             f"writes (it holds ONNX Runtime's own fused operators): list only onnxruntime, or set "
-                             f"export.transformer_fusion: auto or false to measure the portable graph on every runtime")
+            raise ValueError(
+                f"benchmark.runtimes: {', '.join(others)} cannot read the file export.transformer_fusion "
+                f"writes (it holds ONNX Runtime's own fused operators): list only onnxruntime, or set "
+                f"export.transformer_fusion: auto or false to measure the portable graph on every runtime"
+            )
         return self
 
     @property
@@ -188,8 +226,12 @@ class Recipe(Section):
 
     def quality_budget(self) -> QualityBudget:
         """What keeps an artifact eligible: the task's primary metric, with the gates' limits where set."""
-        return quality_budget(self.task.primary_metric, self.gates.max_accuracy_drop, self.gates.min_embedding_cosine,
-                              self.gates.min_neighbour_agreement)
+        return quality_budget(
+            self.task.primary_metric,
+            self.gates.max_accuracy_drop,
+            self.gates.min_embedding_cosine,
+            self.gates.min_neighbour_agreement,
+        )
 
     def stage(self, technique: str) -> BaseModel | None:
         """The config of the recipe's first stage of `technique`, or None when it has none."""
@@ -274,8 +316,12 @@ def _field_names_at(location: tuple, schema: type[BaseModel]) -> list[str]:
     if location[:1] == ("stages",) and len(location) >= 2:  # stages.N.<technique>: the registered techniques' keys
         if len(location) == 2:
             return TECHNIQUES.names()
-        model = TECHNIQUES.get(location[2]).config if location[2] in TECHNIQUES else None
-        location = location[3:]
+        if location[2] not in TECHNIQUES:
+            return []
+        method = TECHNIQUES.get(location[2])
+        if len(location) == 3 and method.schemes:  # a stage's own keys: those of every scheme it may take
+            return list(dict.fromkeys(name for scheme in method.schemes for name in scheme.model_fields))
+        model, location = method.config, location[3:]
     for part in location:
         if model is None:
             return []
@@ -301,12 +347,26 @@ def _extra_stage_keys(index: int, stage: dict) -> list[InitErrorDetails]:
     """A stage mapping with several keys: name each key that should not be there, at its own location."""
     named = [key for key in stage if key in TECHNIQUES]
     if len(named) > 1:
-        return [_error(f"each stage names exactly one technique; this one names {' and '.join(named)}: write one "
-                       f"stage per technique", (index,), list(stage))]
+        return [
+            _error(
+                f"each stage names exactly one technique; this one names {' and '.join(named)}: write one "
+                f"stage per technique",
+                (index,),
+                list(stage),
+            )
+        ]
     if not named:
         return [InitErrorDetails(type="extra_forbidden", loc=(index, key), input=stage[key]) for key in stage]
-    return [_error(f"unknown key beside the technique {named[0]!r}: a stage names exactly one technique (its settings "
-                   f"go under it, indented)", (index, key), stage[key]) for key in stage if key != named[0]]
+    return [
+        _error(
+            f"unknown key beside the technique {named[0]!r}: a stage names exactly one technique (its settings "
+            f"go under it, indented)",
+            (index, key),
+            stage[key],
+        )
+        for key in stage
+        if key != named[0]
+    ]
 
 
 def _error(message: str, location: tuple, given: Any) -> InitErrorDetails:

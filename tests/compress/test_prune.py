@@ -5,15 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from greencompress.models.inputs import ModelInputs
 from greencompress.compress.prune import (
-    PruneConfig,
+    StructuredPruneConfig,
+    UnstructuredPruneConfig,
     prune_structured,
     prune_unstructured,
     unsafe_channel_layers,
 )
 from greencompress.compress.technique import replay_pruning
 from greencompress.core.errors import GreencompressError
+from greencompress.models.inputs import ModelInputs
 from greencompress.models.sources import resolve_callable
 from tests.conftest import RECIPES
 
@@ -35,13 +36,15 @@ def test_zero_padding_shortcuts_make_the_residual_stream_unsafe(resnet20):
 
 
 def test_structured_pruning_removes_channels_and_replays_on_a_fresh_model(resnet20):
-    config = PruneConfig(method="structured", importance="l1", ratio=0.5)
+    config = StructuredPruneConfig(method="structured", importance="l1", ratio=0.5)
     result = prune_structured(resnet20, ModelInputs.image((3, 32, 32)), config, calibration_batches=None)
     assert sorted(result.untouched_layers) == sorted(RESIDUAL_STREAM)
     assert 0.45 < result.macs_after / result.macs_before < 0.55
     assert result.model.layer1[0].conv1.out_channels == 8 and result.model.linear.out_features == 10
     inputs = torch.randn(4, 3, 32, 32)
-    fresh = replay_pruning(resolve_callable(ARCHITECTURE)().eval(), ModelInputs.image((3, 32, 32)), result.pruning_history)
+    fresh = replay_pruning(
+        resolve_callable(ARCHITECTURE)().eval(), ModelInputs.image((3, 32, 32)), result.pruning_history
+    )
     fresh.load_state_dict(result.model.state_dict())
     with torch.no_grad():
         assert torch.allclose(fresh(inputs), result.model(inputs), atol=1e-6)
@@ -53,7 +56,7 @@ def test_every_importance_criterion_prunes(resnet20, importance):
     import numpy as np
 
     batches = [(np.random.default_rng(0).normal(size=(4, 3, 32, 32)).astype(np.float32), np.array([0, 1, 2, 3]))]
-    config = PruneConfig(method="structured", importance=importance, ratio=0.25, round_to=4)
+    config = StructuredPruneConfig(method="structured", importance=importance, ratio=0.25, round_to=4)
     result = prune_structured(resnet20, ModelInputs.image((3, 32, 32)), config, calibration_batches=batches)
     assert result.macs_after < result.macs_before
     assert result.model.layer1[0].conv1.out_channels % 4 == 0
@@ -61,23 +64,40 @@ def test_every_importance_criterion_prunes(resnet20, importance):
 
 def test_unknown_ignored_layer_is_named(resnet20):
     with pytest.raises(GreencompressError, match="no layer named classifier"):
-        prune_structured(resnet20, ModelInputs.image((3, 32, 32)), PruneConfig(ignore=["classifier"]), calibration_batches=None)
+        prune_structured(
+            resnet20,
+            ModelInputs.image((3, 32, 32)),
+            StructuredPruneConfig(ignore=["classifier"]),
+            calibration_batches=None,
+        )
 
 
 def test_an_ignore_list_keeps_its_layers_and_the_classifier_s_outputs(resnet20):
     protected = ["layer1.0.conv1", "layer2.0.conv1"]
-    result = prune_structured(resnet20, ModelInputs.image((3, 32, 32)), PruneConfig(ignore=protected, ratio=0.5), calibration_batches=None)
+    result = prune_structured(
+        resnet20,
+        ModelInputs.image((3, 32, 32)),
+        StructuredPruneConfig(ignore=protected, ratio=0.5),
+        calibration_batches=None,
+    )
     model = result.model
     assert (model.layer1[0].conv1.out_channels, model.layer2[0].conv1.out_channels) == (16, 32)
     assert model.layer1[1].conv1.out_channels == 8  # not listed: pruned
     assert model.linear.out_features == 10  # the classes, although `ignore` does not list the classifier
-    assert prune_structured(resnet20, ModelInputs.image((3, 32, 32)), PruneConfig(ignore=[], ratio=0.5),
-                            calibration_batches=None).model.linear.out_features == 10
+    assert (
+        prune_structured(
+            resnet20,
+            ModelInputs.image((3, 32, 32)),
+            StructuredPruneConfig(ignore=[], ratio=0.5),
+            calibration_batches=None,
+        ).model.linear.out_features
+        == 10
+    )
 
 
 @pytest.mark.parametrize("scope", ["global", "layer"])
 def test_unstructured_sparsity_is_exact_and_permanent(resnet20, scope):
-    result = prune_unstructured(resnet20, PruneConfig(method="unstructured", sparsity=0.7, scope=scope))
+    result = prune_unstructured(resnet20, UnstructuredPruneConfig(method="unstructured", sparsity=0.7, scope=scope))
     assert result.total_sparsity == pytest.approx(0.7, abs=0.01)
     if scope == "layer":
         assert all(abs(s - 0.7) < 0.02 for s in result.layer_sparsity.values())
@@ -86,7 +106,7 @@ def test_unstructured_sparsity_is_exact_and_permanent(resnet20, scope):
 
 
 def test_target_macs_finds_the_ratio_that_reaches_it(resnet20):
-    config = PruneConfig(method="structured", target_macs=0.7)
+    config = StructuredPruneConfig(method="structured", target_macs=0.7)
     result = prune_structured(resnet20, ModelInputs.image((3, 32, 32)), config, calibration_batches=None)
     share = result.macs_after / result.macs_before
     assert 0.66 < share <= 0.7  # reached, and not overshot by more than a few channels
@@ -95,7 +115,9 @@ def test_target_macs_finds_the_ratio_that_reaches_it(resnet20):
 
 def test_unreachable_target_macs_names_the_layers_kept_whole(resnet20):
     with pytest.raises(GreencompressError, match=r"target_macs: 0\.05 cannot be reached.*layer1\.0\.conv2"):
-        prune_structured(resnet20, ModelInputs.image((3, 32, 32)), PruneConfig(target_macs=0.05), calibration_batches=None)
+        prune_structured(
+            resnet20, ModelInputs.image((3, 32, 32)), StructuredPruneConfig(target_macs=0.05), calibration_batches=None
+        )
 
 
 @pytest.mark.parametrize("schedule", ["linear", "cubic"])
@@ -112,8 +134,10 @@ def test_iterative_steps_follow_the_schedule_and_train_in_between(resnet20, sche
             trained.linear.bias.add_(1.0)  # a visible change that must land in the pruned model
         return trained
 
-    config = PruneConfig(method="structured", ratio=0.5, iterative_steps=3, schedule=schedule)
-    result = prune_structured(resnet20, ModelInputs.image((3, 32, 32)), config, calibration_batches=None, train_between=train_between)
+    config = StructuredPruneConfig(method="structured", ratio=0.5, iterative_steps=3, schedule=schedule)
+    result = prune_structured(
+        resnet20, ModelInputs.image((3, 32, 32)), config, calibration_batches=None, train_between=train_between
+    )
     expected = [int(16 * (1 - target)) for target in step_targets(schedule, 0.5, 3)]  # as Torch-Pruning rounds
     assert channels_seen == expected[:2] and result.model.layer1[0].conv1.out_channels == 8
     assert torch.allclose(result.model.linear.bias, resnet20.linear.bias + 2.0)  # trained after steps 1 and 2
@@ -134,24 +158,75 @@ def test_gradual_unstructured_sparsity_grows_and_ends_on_target(resnet20):
         seen.append(sum(int((m.weight == 0).sum()) for m in layers) / sum(m.weight.numel() for m in layers))
         return model
 
-    config = PruneConfig(method="unstructured", sparsity=0.8, iterative_steps=4, schedule="cubic")
+    config = UnstructuredPruneConfig(method="unstructured", sparsity=0.8, iterative_steps=4, schedule="cubic")
     result = prune_unstructured(resnet20, config, train_between=train_between)
     assert len(seen) == 3 and seen == sorted(seen) and seen[0] == pytest.approx(0.8 * (1 - 0.75**3), abs=0.01)
     assert result.total_sparsity == pytest.approx(0.8, abs=0.01)
 
 
-@pytest.mark.parametrize("fields, message", [
-    ({"ratio": 1.0}, "less than 1"),
-    ({"ratio": 0.0}, "greater than 0"),
-    ({"importance": "magnitude"}, "'l1', 'l2', 'bn_scale', 'taylor', 'random' or 'activation'"),
-    ({"ratio": 0.3, "target_macs": 0.5}, "either ratio or target_macs"),
-    ({"method": "unstructured", "ratio": 0.3}, "unstructured pruning takes sparsity"),
-])
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"ratio": 1.0}, "less than 1"),
+        ({"ratio": 0.0}, "greater than 0"),
+        ({"importance": "magnitude"}, "'l1', 'l2', 'bn_scale', 'taylor', 'random' or 'activation'"),
+        ({"ratio": 0.3, "target_macs": 0.5}, "either ratio or target_macs"),
+        ({"method": "unstructured", "ratio": 0.3}, "not a setting of unstructured pruning"),
+        ({"method": "sparse"}, "'structured', 'unstructured'"),
+    ],
+)
 def test_bad_prune_options_are_refused(fields, message):
     from pydantic import ValidationError
 
+    from greencompress.compress.prune import Prune
+
     with pytest.raises(ValidationError, match=message):
-        PruneConfig(**fields)
+        Prune().parse(fields)
+
+
+def test_a_prune_stage_is_read_by_its_scheme_and_written_back_with_the_same_keys(write_recipe):
+    from greencompress.pipeline.recipe import load_recipe, recipe_to_dict
+
+    recipe = load_recipe(
+        write_recipe("""
+        name: t
+        model: {source: builtin, name: resnet18-digits-64}
+        data: {kind: digits}
+        stages:
+          - prune: {ratio: 0.25}
+          - prune: {method: unstructured, sparsity: 0.7}
+    """)
+    )
+    structured, unstructured = (stage.config for stage in recipe.stages)
+    assert isinstance(structured, StructuredPruneConfig) and structured.ratio == 0.25
+    assert isinstance(unstructured, UnstructuredPruneConfig) and unstructured.scope == "global"
+    written = [stage["prune"] for stage in recipe_to_dict(recipe)["stages"]]
+    assert written[0]["method"] == "structured" and "sparsity" not in written[0]
+    assert written[1] == {
+        "iterative_steps": 1,
+        "schedule": "linear",
+        "finetune_between": None,
+        "method": "unstructured",
+        "sparsity": 0.7,
+        "scope": "global",
+    }
+    # A key of the other scheme is named where it stands, with the keys a prune stage takes.
+    from greencompress.core.errors import RecipeError
+
+    with pytest.raises(RecipeError, match=r"stages\.0\.prune\.ratio: not a setting of unstructured pruning; it takes"):
+        load_recipe(
+            write_recipe(
+                "name: t\nmodel: {source: builtin, name: resnet18-digits-64}\ndata: {kind: digits}\n"
+                "stages: [{prune: {method: unstructured, ratio: 0.3}}]\n"
+            )
+        )
+    with pytest.raises(RecipeError, match="did you mean 'sparsity'"):
+        load_recipe(
+            write_recipe(
+                "name: t\nmodel: {source: builtin, name: resnet18-digits-64}\ndata: {kind: digits}\n"
+                "stages: [{prune: {method: unstructured, sparsty: 0.3}}]\n"
+            )
+        )
 
 
 @pytest.mark.slow
@@ -164,11 +239,15 @@ def test_round_to_auto_takes_the_rounding_the_runtimes_run_fastest_and_names_whe
         widths = [m.out_channels for m in candidate.modules() if isinstance(m, torch.nn.Conv2d)]
         share = sum(widths) / sum(m.out_channels for m in baseline.modules() if isinstance(m, torch.nn.Conv2d))
         odd = any(width % 8 for width in widths)
-        return [{"runtime": "onnxruntime", "batch_size": 1, "ratio": (2.0 if odd else share), "low": 0, "high": 0},
-                {"runtime": "openvino", "batch_size": 1, "ratio": share, "low": 0, "high": 0}]
+        return [
+            {"runtime": "onnxruntime", "batch_size": 1, "ratio": (2.0 if odd else share), "low": 0, "high": 0},
+            {"runtime": "openvino", "batch_size": 1, "ratio": share, "low": 0, "high": 0},
+        ]
 
-    config = PruneConfig(ratio=0.4, round_to="auto")
-    choice = choose_round_to(resnet20, ModelInputs.image((3, 32, 32)), config, lambda: None, latency_check, choices=(1, 4, 8, 16))
+    config = StructuredPruneConfig(ratio=0.4, round_to="auto")
+    choice = choose_round_to(
+        resnet20, ModelInputs.image((3, 32, 32)), config, lambda: None, latency_check, choices=(1, 4, 8, 16)
+    )
     assert choice["measured"]["1"][0]["ratio"] == 2.0  # counts left odd: the trap
     assert choice["chosen"] == 8 and choice["round_to"] == 8 and choice["worst_ratio"] < 1 and not choice["slower_on"]
 

@@ -9,7 +9,6 @@ import re
 import pytest
 import torch
 
-from greencompress.models.tasks.text_classification import tokenization
 from greencompress.compress.block_surgery import block_candidates
 from greencompress.compress.depth import choose_removals, output_change
 from greencompress.compress.encoder_prune import (
@@ -29,6 +28,7 @@ from greencompress.models.encoder_layout import attention_shape, encoder_layers
 from greencompress.models.huggingface import save_folder
 from greencompress.models.inputs import ModelInputs
 from greencompress.models.sources import load_model, resolve_callable
+from greencompress.models.tasks.text_classification import tokenization
 from greencompress.pipeline.recipe import load_recipe
 from greencompress.runtimes.export import ExportSpec, export_with_parity
 from tests.compress.test_prune import ARCHITECTURE
@@ -52,8 +52,9 @@ def bert(tmp_path_factory):
 
 def logits(model, data):
     with torch.no_grad():
-        return torch.cat([model(**{k: torch.from_numpy(v) for k, v in inputs.items()}) for inputs, _ in
-                          batches(data.eval, 12)])
+        return torch.cat(
+            [model(**{k: torch.from_numpy(v) for k, v in inputs.items()}) for inputs, _ in batches(data.eval, 12)]
+        )
 
 
 def test_a_head_or_neuron_that_adds_nothing_is_found_and_removed_without_changing_any_output(bert):
@@ -115,8 +116,12 @@ def test_ffn_and_layer_removal_reload_with_plain_transformers(bert, tmp_path):
     plain = AutoModelForSequenceClassification.from_pretrained(tmp_path / "saved").eval()
     assert (plain.config.num_hidden_layers, plain.config.intermediate_size) == (2, 48)
     with torch.no_grad():
-        plain_logits = torch.cat([plain(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits
-                                  for inputs, _ in batches(data.eval, 12)])
+        plain_logits = torch.cat(
+            [
+                plain(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits
+                for inputs, _ in batches(data.eval, 12)
+            ]
+        )
     torch.testing.assert_close(plain_logits, logits(model, data))
 
 
@@ -165,16 +170,20 @@ def test_residual_blocks_of_the_users_resnet20_bypassed_measured_and_reloaded(tm
         torch.testing.assert_close(reloaded(torch.from_numpy(images)), model(torch.from_numpy(images)))
         assert not torch.allclose(reference, model(torch.from_numpy(images)))  # the second block did something
     # Channel pruning afterwards: an `ignore` entry inside a removed block is gone, not a typo.
-    from greencompress.compress.prune import PruneConfig, prune_structured
+    from greencompress.compress.prune import StructuredPruneConfig, prune_structured
 
     kept = next(name for name in candidates if name not in chosen)
     ignored = [f"{chosen[0]}.conv1", f"{kept}.conv1"]
-    pruned = prune_structured(model, ModelInputs.image((3, 32, 32)), PruneConfig(ratio=0.25, ignore=ignored), None).model
+    pruned = prune_structured(
+        model, ModelInputs.image((3, 32, 32)), StructuredPruneConfig(ratio=0.25, ignore=ignored), None
+    ).model
     whole = model.get_submodule(f"{kept}.conv1").out_channels
     assert pruned.get_submodule(f"{kept}.conv1").out_channels == whole
     assert isinstance(pruned.get_submodule(chosen[0]), torch.nn.Identity)
     with pytest.raises(GreencompressError, match="no layer named layer9.conv1"):
-        prune_structured(model, ModelInputs.image((3, 32, 32)), PruneConfig(ratio=0.25, ignore=["layer9.conv1"]), None)
+        prune_structured(
+            model, ModelInputs.image((3, 32, 32)), StructuredPruneConfig(ratio=0.25, ignore=["layer9.conv1"]), None
+        )
 
 
 def test_structure_settings_are_checked_against_the_model(bert, tmp_path, write_recipe):
@@ -186,15 +195,20 @@ def test_structure_settings_are_checked_against_the_model(bert, tmp_path, write_
         text + "stages: [{prune: {importance: taylor}}]": "stages.0.prune.importance: not for a transformer",
         text + "stages: [{quantize: {qat: {}}}]": "stages.0.quantize.qat: not available for a transformer encoder",
         cnn + "stages: [{prune: {heads: 0.5}}]": "stages.0.prune.heads: heads and ffn remove a transformer",
-        cnn + "stages: [{prune: {importance: activation}}]": "stages.0.prune.importance: activation scores a transformer",
+        cnn
+        + "stages: [{prune: {importance: activation}}]": "stages.0.prune.importance: activation scores a transformer",
         cnn + "stages: [{depth: {remove: 0}}]": "stages.0.depth.remove",
     }
     for recipe, message in cases.items():
         with pytest.raises(RecipeError, match=re.escape(message)):
             load_recipe(write_recipe(recipe))
     # What a transformer recipe may say: depth, then heads and FFN, then fine-tuning and int8.
-    recipe = load_recipe(write_recipe(text + "stages: [{depth: {remove: 1}}, {prune: {heads: 0.25, ffn: 0.5, "
-                                             "importance: activation}}, {finetune: {}}, {quantize: {}}]"))
+    recipe = load_recipe(
+        write_recipe(
+            text + "stages: [{depth: {remove: 1}}, {prune: {heads: 0.25, ffn: 0.5, "
+            "importance: activation}}, {finetune: {}}, {quantize: {}}]"
+        )
+    )
     assert [stage.technique for stage in recipe.stages] == ["depth", "prune", "finetune", "quantize"]
     assert recipe.stages[1].config.encoder_ratios == (0.25, 0.5)
 
@@ -206,18 +220,46 @@ def test_every_known_family_loses_a_silent_head_and_neuron_without_any_output_ch
     import transformers
 
     configs = {
-        "distilbert": (transformers.DistilBertConfig(vocab_size=120, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
-                                                     max_position_embeddings=32),
-                       transformers.DistilBertForSequenceClassification),
-        "roberta": (transformers.RobertaConfig(vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                               intermediate_size=64, max_position_embeddings=40),
-                    transformers.RobertaForSequenceClassification),
-        "electra": (transformers.ElectraConfig(vocab_size=120, embedding_size=32, hidden_size=32, num_hidden_layers=2,
-                                               num_attention_heads=4, intermediate_size=64, max_position_embeddings=40),
-                    transformers.ElectraForSequenceClassification),
-        "vit": (transformers.ViTConfig(image_size=16, patch_size=8, hidden_size=32, num_hidden_layers=2,
-                                       num_attention_heads=4, intermediate_size=64),
-                transformers.ViTForImageClassification),
+        "distilbert": (
+            transformers.DistilBertConfig(
+                vocab_size=120, dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=32
+            ),
+            transformers.DistilBertForSequenceClassification,
+        ),
+        "roberta": (
+            transformers.RobertaConfig(
+                vocab_size=120,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=64,
+                max_position_embeddings=40,
+            ),
+            transformers.RobertaForSequenceClassification,
+        ),
+        "electra": (
+            transformers.ElectraConfig(
+                vocab_size=120,
+                embedding_size=32,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=64,
+                max_position_embeddings=40,
+            ),
+            transformers.ElectraForSequenceClassification,
+        ),
+        "vit": (
+            transformers.ViTConfig(
+                image_size=16,
+                patch_size=8,
+                hidden_size=32,
+                num_hidden_layers=2,
+                num_attention_heads=4,
+                intermediate_size=64,
+            ),
+            transformers.ViTForImageClassification,
+        ),
     }
     config, cls = configs[family]
     config._attn_implementation = "eager"
@@ -231,7 +273,7 @@ def test_every_known_family_loses_a_silent_head_and_neuron_without_any_output_ch
     with torch.no_grad():
         for parts in layers:
             size = parts.head_size
-            parts.attention_output.weight[:, size:2 * size] = 0  # head 1 adds nothing
+            parts.attention_output.weight[:, size : 2 * size] = 0  # head 1 adds nothing
             parts.ffn_out.weight[:, 5] = 0  # neither does neuron 5
         before = model(**inputs).logits
         remove_heads(model, {index: [1] for index in range(len(layers))})

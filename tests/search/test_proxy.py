@@ -26,17 +26,32 @@ PRUNED = [["conv1", [8, 3, 3, 3]], ["fc", [10, 8]]]
 
 
 def key(**changes) -> str:
-    settings = {"cpu": CPU, "runtime": "onnxruntime", "runtime_version": "1.23.0", "precision": "int8",
-                "batch_size": 1, "threads": 2, "baseline_widths": WIDTHS, "candidate_widths": PRUNED, **changes}
+    settings = {
+        "cpu": CPU,
+        "runtime": "onnxruntime",
+        "runtime_version": "1.23.0",
+        "precision": "int8",
+        "batch_size": 1,
+        "threads": 2,
+        "baseline_widths": WIDTHS,
+        "candidate_widths": PRUNED,
+        **changes,
+    }
     return proxy_key(**settings)
 
 
 def test_key_changes_with_everything_that_decides_speed_and_nothing_else():
     assert key() == key()
-    different = [key(cpu={"model": "AMD EPYC", "flags": ["avx2"]}),
-                 key(cpu={**CPU, "flags": ["avx2"]}),  # same name, other instruction sets (a VM can hide some)
-                 key(runtime="openvino"), key(runtime_version="1.24.0"), key(precision="fp32"),
-                 key(batch_size=8), key(threads=1), key(candidate_widths=[["conv1", [12, 3, 3, 3]], ["fc", [10, 12]]])]
+    different = [
+        key(cpu={"model": "AMD EPYC", "flags": ["avx2"]}),
+        key(cpu={**CPU, "flags": ["avx2"]}),  # same name, other instruction sets (a VM can hide some)
+        key(runtime="openvino"),
+        key(runtime_version="1.24.0"),
+        key(precision="fp32"),
+        key(batch_size=8),
+        key(threads=1),
+        key(candidate_widths=[["conv1", [12, 3, 3, 3]], ["fc", [10, 12]]]),
+    ]
     assert len({key(), *different}) == 1 + len(different)
 
 
@@ -70,8 +85,19 @@ class Tiny(nn.Module):
 
 @pytest.mark.slow
 def test_same_widths_on_the_same_cpu_are_timed_once_and_another_cpu_times_again(tmp_path, monkeypatch):
-    proxy = LatencyProxy(Tiny(16), ModelInputs.image((3, 8, 8)), "onnxruntime", RunnerSettings(threads=1), None, None, 1, 18, 3, 0.02,
-                         ProxyCache(tmp_path))
+    proxy = LatencyProxy(
+        Tiny(16),
+        ModelInputs.image((3, 8, 8)),
+        "onnxruntime",
+        RunnerSettings(threads=1),
+        None,
+        None,
+        1,
+        18,
+        3,
+        0.02,
+        ProxyCache(tmp_path),
+    )
     assert width_signature(Tiny(8)) == [["conv1", [8, 3, 3, 3]], ["fc", [2, 8]]]
     timed = []
     real = proxy_module.time_pair
@@ -95,26 +121,51 @@ def test_the_proxy_times_a_shallower_model_and_keys_it_apart_from_the_whole_one(
     calibration = [(np.random.default_rng(0).normal(size=(8, 3, 32, 32)).astype(np.float32), np.zeros(8, np.int64))]
     shallow = shallower(model, ModelInputs.image((3, 32, 32)), DepthConfig(remove=4), calibration)
     assert len(width_signature(shallow)) == len(width_signature(model)) - 8  # two convolutions per block
-    proxy = LatencyProxy(model, ModelInputs.image((3, 32, 32)), "onnxruntime", RunnerSettings(threads=1), None, None, 1, 18, 5, 0.05,
-                         ProxyCache(tmp_path))
+    proxy = LatencyProxy(
+        model,
+        ModelInputs.image((3, 32, 32)),
+        "onnxruntime",
+        RunnerSettings(threads=1),
+        None,
+        None,
+        1,
+        18,
+        5,
+        0.05,
+        ProxyCache(tmp_path),
+    )
     result = proxy.measure(shallow)
     # 12 of 19 convolutions' work remain: the untrained shallower model is timed faster, pairwise.
     assert result.ratio < 0.9 and result.rounds == 5 and not result.cached
 
 
 def test_a_stage_that_times_holds_what_the_timing_depends_on_in_its_key():
-    from greencompress.compress.prune import Prune, PruneConfig
+    from greencompress.compress.prune import Prune, StructuredPruneConfig
     from greencompress.compress.quantize import QuantizeConfig
     from greencompress.pipeline.proxy import UntrainedLatency, cpu_identity
 
     def check(batch_sizes=(1, 32), threads=1, quantize=None):
-        return UntrainedLatency(ModelInputs.image((3, 8, 8)), ["onnxruntime"], list(batch_sizes), RunnerSettings(threads=threads), quantize,
-                                None, 18)
+        return UntrainedLatency(
+            ModelInputs.image((3, 8, 8)),
+            ["onnxruntime"],
+            list(batch_sizes),
+            RunnerSettings(threads=threads),
+            quantize,
+            None,
+            18,
+        )
 
     identity = check().identity()
     assert identity["cpu"] == cpu_identity() and set(identity["runtimes"]) == {"onnxruntime"}
     assert identity["runtimes"]["onnxruntime"] != "unknown" and identity["precision"] == "fp32"
-    assert len({json.dumps(c.identity(), sort_keys=True) for c in (
-        check(), check(batch_sizes=(1,)), check(threads=2), check(quantize=QuantizeConfig()))}) == 4
-    assert Prune().uses_latency_check(PruneConfig(ratio=0.4, round_to="auto"))
-    assert not Prune().uses_latency_check(PruneConfig(ratio=0.4, round_to=8))
+    assert (
+        len(
+            {
+                json.dumps(c.identity(), sort_keys=True)
+                for c in (check(), check(batch_sizes=(1,)), check(threads=2), check(quantize=QuantizeConfig()))
+            }
+        )
+        == 4
+    )
+    assert Prune().uses_latency_check(StructuredPruneConfig(ratio=0.4, round_to="auto"))
+    assert not Prune().uses_latency_check(StructuredPruneConfig(ratio=0.4, round_to=8))
