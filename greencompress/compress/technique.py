@@ -1,7 +1,7 @@
 """The technique seam: a compression method is a config class and an `apply` over typed inputs and outputs.
 
 A technique works on the PyTorch model (prune, finetune: before export) or on an exported ONNX
-file (quantize). The pipeline hands each one a `StageContext` (data, shapes, a work folder, and
+file (quantize). The pipeline hands each one a `StageContext` (data, the model's inputs, a work folder, and
 services such as torchrun-aware fine-tuning) and gets back a `StageOutput`; techniques never
 import the pipeline or the recipe. Register a new one in one file:
 
@@ -14,7 +14,8 @@ import the pipeline or the recipe. Register a new one in one file:
 
     TECHNIQUES.register(RoundWeights())     # or, from a package, an entry point in "greencompress.techniques"
 
-greencompress's own techniques (prune.py, finetune.py, quantize.py) register in compress/__init__.py.
+greencompress's own techniques (depth.py, prune.py, finetune.py, quantize.py) register in compress/__init__.py.
+A technique checks its own config against the model's structure (`check`, for recipes and search spaces alike).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The base of every recipe section, and the path rules they share.
 
-Each section is defined beside the code that reads it (models.py: ModelSpec, data.py: DataSpec,
-compress/prune.py: PruneConfig, ...); recipe.py assembles them into a Recipe. A section rejects
+Each section is defined beside the code that reads it (models/sources.py: ModelSpec, models/data.py:
+DataSpec, compress/prune.py: PruneConfig, ...); pipeline/recipe.py assembles them into a Recipe. A section rejects
 unknown keys and is immutable once validated. Relative paths are resolved against the recipe's
 folder, which load_recipe passes in the validation context.
 """

@@ -1,4 +1,5 @@
-"""Measuring every artifact of a run: accuracy, then idle checks around interleaved benchmarks per batch size.
+"""Measuring every artifact of a run (`measure_run`): accuracy, then idle checks around interleaved benchmarks per
+batch size (and sequence length).
 
 Each finished part is recorded in the run's StageStore under the measurement key, so an
 interrupted run measures only what is missing; a measurement is never taken from the shared
@@ -7,8 +8,10 @@ cache of another run.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import asdict, replace
+from pathlib import Path
 
 from greencompress.measure.accuracy import (
     Accuracy,
@@ -25,9 +28,15 @@ from greencompress.measure.benchmark import (
 )
 from greencompress.measure.latency import shape_key, shape_words
 from greencompress.measure.load import BUSY_SHARE
+from greencompress.measure.lock import measurement_lock
 from greencompress.models.data import DataSplits, fixed_batch
-from greencompress.pipeline.stages import StageStore
-from greencompress.report.schema import benchmark_from_dict, benchmark_to_dict
+from greencompress.pipeline.artifacts import Made, plan_artifacts, reduced_precisions
+from greencompress.pipeline.produce import Producer
+from greencompress.pipeline.reporting import build_report
+from greencompress.pipeline.stages import StageStore, stage_key
+from greencompress.report import write_reports
+from greencompress.report.schema import ArtifactResult, RunReport, benchmark_from_dict, benchmark_to_dict
+from greencompress.runtimes import RUNTIMES
 
 log = logging.getLogger(__name__)
 
@@ -212,3 +221,108 @@ def sweep_power_limits(
             for bench in benches
         ]
     return tuple(rows)
+
+
+def measure_run(producer: Producer, made: list[Made], hugging_face_folder: str | None, created: str) -> RunReport:
+    """Every artifact the producer made on every runtime that runs it: accuracy, then benchmarks in interleaved rounds
+    under the machine's measurement lock; the reports written into the run folder and returned."""
+    prepared, store, progress, run_dir = producer.prepared, producer.store, producer.progress, producer.run_dir
+    recipe, meter = prepared.recipe, prepared.meter
+    reduced, precision_reason = reduced_precisions(recipe.benchmark, prepared.device)
+    checkpoint = prepared.loaded.provenance.get("path") or prepared.loaded.provenance.get("checkpoint")
+    artifacts = plan_artifacts(
+        made,
+        recipe.benchmark.runtimes,
+        reduced,
+        Path(checkpoint) if checkpoint else None,
+        "torch" if prepared.device.kind == "cpu" else "torch-cuda",
+    )
+    key = stage_key(
+        "measure",
+        [item.key for item in made],
+        recipe.data.model_dump(mode="json"),
+        recipe.seed,
+        recipe.benchmark.model_dump(),
+        recipe.energy.model_dump(),
+    )
+    settings = replace(recipe.benchmark.runner_settings, device_index=prepared.device.index or 0)
+    runners = {
+        name: RUNTIMES.get(artifact.runtime).runner(source, replace(settings, precision=artifact.precision))
+        for name, (artifact, source) in artifacts.items()
+    }
+    accuracy = accuracies(runners, prepared.data, recipe.data.batch_size, store, key, progress, _reference(artifacts))
+    producer.finished.append("accuracy")
+    idle_checks = saved_idle_checks(store, key)
+    benchmarks: dict[str, list] = {name: [] for name in artifacts}
+
+    def report(lock, sweep=(), complete: bool = True) -> RunReport:
+        results = [
+            ArtifactResult(artifact, accuracy[name], tuple(benchmarks[name]))
+            for name, (artifact, _) in artifacts.items()
+        ]
+        return build_report(
+            prepared,
+            run_dir,
+            created,
+            producer.records,
+            producer.parity,
+            results,
+            idle_checks,
+            precision_reason,
+            hugging_face_folder,
+            lock,
+            sweep,
+            complete,
+        )
+
+    shapes = prepared.task.workload(recipe.benchmark.batch_sizes, recipe.benchmark.sequence_lengths)
+    with contextlib.ExitStack() as held:
+        lock = held.enter_context(measurement_lock(f"run {recipe.name}"))  # never beside another process's windows
+        try:
+            benchmark_all(
+                runners,
+                prepared.data,
+                recipe.benchmark,
+                meter,
+                recipe.energy.idle_s,
+                store,
+                key,
+                benchmarks,
+                idle_checks,
+                progress,
+                shapes,
+            )
+            sweep = ()
+            if recipe.benchmark.gpu_power_limits:
+                sweep = sweep_power_limits(
+                    runners,
+                    prepared.data,
+                    recipe.benchmark,
+                    meter,
+                    recipe.energy.idle_s,
+                    store,
+                    key,
+                    prepared.device.uuid,
+                    progress,
+                )
+        except KeyboardInterrupt:
+            if any(benchmarks.values()):
+                write_reports(report(lock, complete=False), run_dir)
+                log.warning("interrupted: report of the finished batch sizes written to %s, marked incomplete", run_dir)
+            raise
+    final = report(lock, sweep)
+    write_reports(final, run_dir)
+    log.info("report written to %s", run_dir)
+    return final
+
+
+def _reference(artifacts: dict) -> str | None:
+    """The original FP32 model as trained (PyTorch): what every artifact's embeddings must agree with."""
+    return next(
+        (
+            name
+            for name, (artifact, _) in artifacts.items()
+            if artifact.is_original_model and artifact.precision == "fp32" and artifact.source == "torch"
+        ),
+        None,
+    )

@@ -4,9 +4,10 @@ After `load_recipe` returns, every path is absolute and checked, every number is
 the rest of greencompress trusts the object. A recipe that does not validate raises `RecipeError`
 naming the file, the dotted field path and what was expected.
 
-Sections live beside the code that reads them (models.py, data.py, compress/*.py, measure/...,
-export.py, gates.py); `stages` is a list of one-key mappings whose key is a registered technique
-(compress/technique.py) and whose value is that technique's config.
+Sections live beside the code that reads them (models/sources.py, models/data.py, compress/*.py,
+measure/..., runtimes/export.py, pipeline/gates.py); `stages` is a list of one-key mappings whose key is
+a registered technique (compress/technique.py) and whose value is that technique's config. `model.task`
+names a registered task (models/tasks/), which checks the model and data sections it is given.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A runtime says what it runs (an ONNX file or the PyTorch model), how to tell it is installed
 (and what to install otherwise), and how to make a runner. Recipe choices, the CLI, `bench` and
 the pipeline all read RUNTIMES; greencompress's own runtimes register in this package's modules
-(torch.py, onnxruntime.py, openvino.py, torch_cuda.py, onnxruntime_gpu.py), and a plugin adds one
+(pytorch.py, onnxruntime_cpu.py, openvino_cpu.py, pytorch_cuda.py, onnxruntime_gpu.py), and a plugin adds one
 with a `RuntimeSpec` in the `greencompress.runtimes` entry-point group.
 """
 
