@@ -100,3 +100,40 @@ def test_two_process_torchrun_finetune_matches_one_process(ddp_recipe, tmp_path)
     finetuned = double["stages"][1]["metrics"]
     assert finetuned["processes"] == 2 and single["stages"][1]["metrics"]["processes"] == 1
     assert len(finetuned["history"]) == 4 and finetuned["history"] != single["stages"][1]["metrics"]["history"]
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_fine_tunes_a_text_embedder_with_its_tokens_and_fitted_head(tmp_path):
+    """Every rank prepares the recipe as rank 0 does: token inputs, and the embedder's centroids fitted (before, a
+    rank was handed an image shape and a head never fitted, so its teacher's logits were those of zero centroids)."""
+    from tests.models.test_huggingface import small_rows, tiny_bert, write_csv
+
+    folder = tiny_bert(tmp_path / "encoder", head=False, layers=2)
+    csv_file = write_csv(tmp_path / "texts.csv", small_rows())
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        textwrap.dedent(f"""
+        name: ddp
+        seed: 0
+        model: {{source: huggingface, path: {folder}, task: sentence-embedding}}
+        data: {{kind: text, path: {csv_file}, eval_split: test, batch_size: 16}}
+        stages:
+          - prune: {{heads: 0.5, importance: activation}}
+          - finetune: {{epochs: 2, batch_size: 8, learning_rate: 0.001, distillation: {{}}}}
+        benchmark: {{batch_sizes: [1], sequence_lengths: [16], runtimes: [onnxruntime], window_s: 0.05,
+                    min_iterations: 3, windows: 2, max_windows: 2, warmup_iterations: 1, threads: 1}}
+        energy: {{idle_s: 0}}
+        """)
+    )
+    single = run_cli([sys.executable, "-m"], recipe, tmp_path / "single")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
+    double = run_cli(torchrun, recipe, tmp_path / "double")
+
+    finetuned = {report["stages"][1]["metrics"]["processes"]: report for report in (single, double)}
+    assert set(finetuned) == {1, 2}
+    for report in (single, double):
+        artifact = next(a for a in report["artifacts"] if a["name"] == "onnxruntime-pruned-finetuned-fp32")
+        # Distilled towards the FP32 embeddings on both ranks: they stay close to the original model's.
+        assert artifact["accuracy"]["embedding_cosine"] > 0.9
+    one, two = (top1(report, "onnxruntime-pruned-finetuned-fp32") for report in (single, double))
+    assert abs(one - two) <= 0.15, (one, two)  # 36 texts: one text is 2.8 points

@@ -133,7 +133,11 @@ def finetune(
             num_workers=0,
             collate_fn=tensor_collate(training),
         )
-        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # Some parameters take no part in the loss: a sentence embedder reads the encoder's last hidden state, never its
+        # pooler. DDP must then be told to look for them, or the ranks wait for gradients that never come.
+        trained = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
+        )
         log.info("finetune: data-parallel on %d processes, %d samples per process and step", world, loader.batch_size)
     else:
         sampler = None
