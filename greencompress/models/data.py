@@ -45,6 +45,7 @@ class DataSpec(Section):
     text_pair_column: str | None = None
     label_column: str = "label"
     split_column: str = "split"
+    delimiter: str | None = Field(default=None, min_length=1, max_length=1)  # a CSV's; None: sniffed from the file
     max_length: int | None = Field(default=None, ge=2)  # tokens per text, longer ones cut; None: the model's maximum
     # Accuracy batches: padded to the longest text of each batch (`longest`), or every one to max_length.
     padding: Literal["longest", "max_length"] = "longest"
@@ -378,7 +379,9 @@ def _synthetic(spec: DataSpec, seed: int) -> DataSplits:
 def _text(spec: DataSpec, seed: int, model: Tokenization | None) -> DataSplits:
     if model is None:
         raise DataError("data.kind text: needs a model with a tokenizer (model.source: huggingface)")
-    table = read_text_table(spec.path, spec.text_column, spec.text_pair_column, spec.label_column, spec.split_column)
+    table = read_text_table(
+        spec.path, spec.text_column, spec.text_pair_column, spec.label_column, spec.split_column, spec.delimiter
+    )
     limit = model.max_sequence_length
     max_length = spec.max_length or limit
     if max_length > limit:

@@ -9,6 +9,7 @@ attention mask of 0 on padding, and returns named int64 arrays.
 from __future__ import annotations
 
 import csv
+import difflib
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -81,14 +82,21 @@ class TextTable:
 
 
 def read_text_table(
-    path: Path | None, text_column: str, pair_column: str | None, label_column: str, split_column: str
+    path: Path | None,
+    text_column: str,
+    pair_column: str | None,
+    label_column: str,
+    split_column: str,
+    delimiter: str | None = None,
 ) -> TextTable:
-    """Read a CSV (header row) or JSONL file, or the shipped set when `path` is None; DataError names file and field."""
+    """Read a CSV or TSV (header row) or JSONL file, or the shipped set when `path` is None; DataError names file and
+    field. A CSV's delimiter is `delimiter`, else sniffed from its first lines (comma, semicolon, tab or bar); a
+    byte-order mark (what spreadsheet programs write for "CSV UTF-8") is dropped."""
     if path is None:
         file = resources.files("greencompress.resources") / SHIPPED_TEXT
         rows, source = list(csv.DictReader(file.read_text(encoding="utf-8").splitlines())), f"shipped {SHIPPED_TEXT}"
     else:
-        rows, source = _rows(path), str(path)
+        rows, source = _rows(path, delimiter), str(path)
     if not rows:
         raise DataError(f"{source}: no rows")
     for column, field in (
@@ -97,7 +105,15 @@ def read_text_table(
         (pair_column, "text_pair_column"),
     ):
         if column is not None and column not in rows[0]:
-            raise DataError(f"{source}: data.{field}: no column {column!r}; columns there: {', '.join(rows[0])}")
+            raise DataError(f"{source}: data.{field}: no column {column!r}{_did_you_mean(column, rows[0])}")
+    if split_column not in rows[0]:
+        # Without the column a seeded random split is evaluated: never silently, for a column that was meant.
+        close = difflib.get_close_matches(split_column, [str(name) for name in rows[0]], n=1, cutoff=0.7)
+        if close or split_column != DEFAULT_SPLIT_COLUMN:
+            raise DataError(
+                f"{source}: data.split_column: no column {split_column!r}{_did_you_mean(split_column, rows[0])} "
+                f"(without one, a seeded random share of data.test_fraction is evaluated)"
+            )
     texts = [str(row[text_column] or "").strip() for row in rows]
     empty = [index for index, text in enumerate(texts) if not text]
     if empty:
@@ -115,9 +131,19 @@ def read_text_table(
     return TextTable(texts, pairs, labels, splits, source)
 
 
-def _rows(path: Path) -> list[dict]:
+DEFAULT_SPLIT_COLUMN = "split"  # DataSpec.split_column's default: a file without it is split at random
+_DELIMITERS = ",;\t|"
+
+
+def _did_you_mean(column: str, header) -> str:
+    names = [str(name) for name in header if name is not None]
+    close = difflib.get_close_matches(column, names, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else f"; columns there: {', '.join(names)}"
+
+
+def _rows(path: Path, delimiter: str | None = None) -> list[dict]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise DataError(f"{path}: not UTF-8 text: {error}") from None
     except OSError as error:
@@ -134,9 +160,26 @@ def _rows(path: Path) -> list[dict]:
                     raise DataError(f"{path}: line {number}: expected an object of fields, got {type(row).__name__}")
                 rows.append(row)
         return rows
-    if path.suffix.lower() in (".csv", ".tsv"):
-        return list(csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix.lower() == ".tsv" else ","))
-    raise DataError(f"{path}: data.path: expected a .csv, .tsv or .jsonl file")
+    if path.suffix.lower() not in (".csv", ".tsv"):
+        raise DataError(f"{path}: data.path: expected a .csv, .tsv or .jsonl file")
+    lines = text.splitlines()
+    if delimiter is None:
+        try:
+            delimiter = csv.Sniffer().sniff("\n".join(lines[:20]), delimiters=_DELIMITERS).delimiter
+        except csv.Error:  # rows that disagree: the one the header uses most, else the extension's
+            counts = {candidate: lines[0].count(candidate) for candidate in _DELIMITERS} if lines else {}
+            best = max(counts, key=counts.get, default=",")
+            delimiter = best if counts.get(best) else "\t" if path.suffix.lower() == ".tsv" else ","
+    reader = csv.DictReader(lines, delimiter=delimiter)
+    rows = list(reader)
+    for number, row in enumerate(rows, start=2):
+        if None in row or None in row.values():  # more or fewer fields than the header names
+            fields = sum(value is not None for key, value in row.items() if key is not None) + len(row.get(None) or ())
+            raise DataError(
+                f"{path}: line {number}: {fields} field(s) where the header has {len(reader.fieldnames)} (delimiter "
+                f"{delimiter!r}; set data.delimiter if that is not the file's)"
+            )
+    return rows
 
 
 def tokenize(table: TextTable, rows: list[int], tokenizer, max_length: int) -> list[dict[str, list[int]]]:
