@@ -47,7 +47,8 @@ def test_a_recipe_on_cuda_fails_cleanly_on_a_machine_without_one(tiny_recipe, tm
     result = greencompress("run", str(tiny_recipe), "--output", str(tmp_path / "runs"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
     message = " ".join(result.stderr.split())
-    assert "benchmark.runtimes: no runtime can run on cuda here" in message
+    assert "benchmark.runtimes: benchmark.device asks for a GPU, and there is no GPU here" in message
+    assert "no runtime can run on cuda here" in message
     assert "torch-cuda: no CUDA GPU visible to PyTorch here" in message and "onnxruntime-gpu" in message
     assert not (tmp_path / "runs").exists()
 

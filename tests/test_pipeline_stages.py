@@ -137,11 +137,27 @@ def test_openvino_runs_every_exported_model_beside_onnx_runtime(tiny_recipe, tmp
     np.testing.assert_allclose(OpenVinoRunner(fp32, 1)(inputs), OnnxRuntimeRunner(fp32, 1)(inputs), atol=1e-4)
 
 
-def test_runtimes_must_include_onnx_runtime(tiny_recipe, write_recipe):
+@pytest.mark.slow
+def test_any_runtime_may_be_measured_alone(tiny_recipe, write_recipe, tmp_path):
+    """ONNX Runtime still checks every export's parity and quantizes; the run measures only what the recipe lists."""
+    text = tiny_recipe.read_text().replace("runtimes: [onnxruntime]", "runtimes: [openvino]")
+    recipe = load_recipe(write_recipe(text, "openvino.yaml"))
+    report = run(recipe, create_run_dir(recipe, tmp_path / "runs"), shared_cache=tmp_path / "cache")
+    assert {result.artifact.runtime for result in report.artifacts} == {"torch", "openvino"}
+    assert {"openvino-fp32", "openvino-int8"} <= {result.artifact.name for result in report.artifacts}
+    assert report.recommendations and report.export["parity"]["samples"] > 0
+
+
+def test_an_unknown_runtime_is_one_error_with_a_did_you_mean(tiny_recipe, write_recipe):
     import pytest
 
     from greencompress.core.errors import RecipeError
 
-    text = tiny_recipe.read_text().replace("runtimes: [onnxruntime]", "runtimes: [openvino]")
-    with pytest.raises(RecipeError, match="benchmark.runtimes: onnxruntime runs every exported model"):
+    text = tiny_recipe.read_text().replace("runtimes: [onnxruntime]", "runtimes: [onnx], baseline: onnxruntime")
+    with pytest.raises(RecipeError) as caught:
         load_recipe(write_recipe(text, "runtimes.yaml"))
+    lines = str(caught.value).splitlines()[1:]
+    assert lines == [
+        "  benchmark.runtimes: unknown runtime 'onnx'; did you mean 'onnxruntime', 'onnxruntime-cuda', "
+        "'onnxruntime-tensorrt'?"
+    ]

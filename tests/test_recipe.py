@@ -178,3 +178,19 @@ def test_every_shipped_recipe_reloads_from_its_resolved_form(recipe_file, tmp_pa
     resolved = tmp_path / "recipe.resolved.yaml"
     resolved.write_text(yaml.safe_dump(recipe_to_dict(recipe), sort_keys=False))
     assert load_recipe(resolved) == recipe
+
+
+def test_an_empty_recipe_a_hub_id_and_a_missing_gpu_are_said_in_their_own_words(write_recipe):
+    from greencompress.runtimes.device import no_gpu_here
+
+    with pytest.raises(RecipeError, match="the recipe is empty: it needs at least name, model, data and stages"):
+        load_recipe(write_recipe(""))
+    hub = (
+        "name: t\nmodel: {source: huggingface, path: sentence-transformers/all-MiniLM-L6-v2, task: sentence-embedding}"
+    )
+    with pytest.raises(RecipeError, match=r"looks like a Hugging Face Hub id: greencompress reads local folders only"):
+        load_recipe(write_recipe(hub + "\ndata: {kind: text}\nstages: [{quantize: {}}]\n"))
+    if no_gpu_here() is not None:  # this machine: the recipe asks for what is not here, and the error says so
+        gpu = MINIMAL.replace("stages:", "benchmark: {device: cuda}\nstages:")
+        with pytest.raises(RecipeError, match="benchmark.device asks for a GPU, and there is no GPU here"):
+            load_recipe(write_recipe(gpu))

@@ -100,7 +100,10 @@ class Registry(Generic[Entry]):
 
 def unknown_choice(what: str, given: str, choices: list[str]) -> str:
     """`unknown <what> 'x'; did you mean 'y'?` or the list of valid choices."""
-    close = difflib.get_close_matches(given, choices, n=3)
+    close = (
+        difflib.get_close_matches(given, choices, n=3)
+        or [choice for choice in choices if given and (choice.startswith(given) or given in choice)][:3]
+    )  # `onnx` for onnxruntime: a prefix is too short a string for a close match
     if close:
         return f"unknown {what} {given!r}; did you mean {', '.join(repr(c) for c in close)}?"
     return f"unknown {what} {given!r}" + (f"; known: {', '.join(choices)}" if len(choices) <= 12 else "")

@@ -96,6 +96,7 @@ class BenchmarkSpec(Section):
     @classmethod
     def _runtimes_available(cls, value: str | list[str], info: ValidationInfo) -> list[str]:
         from greencompress.runtimes import RUNTIMES
+        from greencompress.runtimes.device import no_gpu_here
 
         kind = device_kind(info.data.get("device", "cpu"))
         if value == "auto":
@@ -104,7 +105,11 @@ class BenchmarkSpec(Section):
             ]
             if not chosen:
                 reasons = "; ".join(f"{spec.name}: {spec.unavailable()}" for spec in RUNTIMES if spec.device == kind)
-                raise ValueError(f"no runtime can run on {kind} here ({reasons})")
+                gpu = no_gpu_here() if kind == "cuda" else None
+                raise ValueError(
+                    (f"benchmark.device asks for a GPU, and there is no GPU here: {gpu}; " if gpu else "")
+                    + f"no runtime can run on {kind} here ({reasons})"
+                )
             return list(dict.fromkeys(["onnxruntime", *chosen] if kind == "cpu" else chosen))
         for name in value:
             if name not in RUNTIMES:
@@ -113,13 +118,13 @@ class BenchmarkSpec(Section):
                 raise ValueError(reason)
             if RUNTIMES.get(name).device != kind:
                 raise ValueError(f"{name} runs on {RUNTIMES.get(name).device}, but benchmark.device is {kind}")
-        if kind == "cpu" and "onnxruntime" not in value:
-            raise ValueError("onnxruntime runs every exported model and must be listed (add others beside it)")
         return list(dict.fromkeys(value))
 
     @field_validator("baseline")
     @classmethod
     def _baseline_measured(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if "runtimes" not in info.data:
+            return value  # the runtimes were refused: that one error says what to fix
         measured = [
             "torch" if device_kind(info.data.get("device", "cpu")) == "cpu" else "torch-cuda",
             *info.data.get("runtimes", []),

@@ -78,6 +78,12 @@ class ModelSpec(Section):
             return value  # inside the package, found when the model loads
         path = resolve_path(value, info)
         if not path.exists():
+            if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", str(value)):  # organisation/name: a Hub id
+                raise ValueError(
+                    f"folder or zip not found: {path}. {value} looks like a Hugging Face Hub id: greencompress reads "
+                    f"local folders only, never the network. Download it once where there is a network "
+                    f"(hf download {value} --local-dir {Path(str(value)).name}) and set model.path to that folder"
+                )
             raise ValueError(f"folder or zip not found: {path}")
         return path
 

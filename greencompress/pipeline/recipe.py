@@ -250,6 +250,8 @@ def load_recipe(path: str | Path, overrides: list[str] = (), schema: type[Recipe
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
         raise RecipeError(f"{path}: not valid YAML: {error}") from None
+    if raw is None:
+        raise RecipeError(f"{path}: the recipe is empty: it needs at least name, model, data and stages")
     if not isinstance(raw, dict):
         raise RecipeError(f"{path}: expected a mapping of sections at the top level, got {type(raw).__name__}")
     for override in overrides:

@@ -61,6 +61,14 @@ def resolve_device(setting: str, torch_module=None) -> Device:
     return Device("cuda", index, properties.name, f"GPU-{uuid}" if uuid is not None else None)
 
 
+def no_gpu_here(torch_module=None) -> str | None:
+    """Why PyTorch sees no CUDA GPU on this machine, or None when it sees one."""
+    import torch as real_torch
+
+    torch = torch_module or real_torch
+    return None if torch.cuda.is_available() else _why_no_gpu(torch)
+
+
 def _why_no_gpu(torch) -> str:
     if getattr(torch.version, "cuda", None) is None:
         return f"this PyTorch ({torch.__version__}) is a CPU-only build; install a CUDA build of torch"
