@@ -64,6 +64,9 @@ def domain_bars(report: RunReport, batch_size: int, sequence_length: int | None 
     }
 
 
+LOG_SPAN = 10  # an axis whose values span more than this factor is drawn on a log scale
+
+
 def accuracy_range(top1_percent: list[float]) -> tuple[float, float]:
     """The accuracy axis: the data's range with a margin, never below 0% or above 100%."""
     low, high = min(top1_percent), max(top1_percent)
@@ -90,7 +93,14 @@ def accuracy_vs_energy_figure(report: RunReport, batch_size: int, sequence_lengt
     axes.step(*zip(*front), where="post", linestyle="--", color="grey", linewidth=1, label="Pareto front")
     axes.plot(*zip(*front), "o", markersize=12, markerfacecolor="none", color="grey")
     axes.set_ylim(*accuracy_range([top1 for _, _, top1, _ in points]))
-    axes.set_xlabel(f"J per inference ({shape_words(batch_size, sequence_length)}, {report.energy_meter.method})")
+    joules = [joules for _, joules, _, _ in points]
+    spread = max(joules) / min(joules) > LOG_SPAN if min(joules) > 0 else False
+    if spread:  # one PyTorch FP32 point at 1.6 J would push ONNX models at 0.01 J into the leftmost 5% of a linear axis
+        axes.set_xscale("log")
+    axes.set_xlabel(
+        f"J per inference ({shape_words(batch_size, sequence_length)}, {report.energy_meter.method})"
+        + (", log scale" if spread else "")
+    )
     axes.set_ylabel("top-1 accuracy (%)")
     # Beside the axes, one entry per line: inside, 7-20 names would cover the points they label.
     axes.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)

@@ -104,3 +104,13 @@ def test_the_accuracy_axis_holds_the_data_and_stays_within_0_and_100():
     assert 90 <= low < 91 and 94.6 < high <= 96
     assert plots.accuracy_range([99.4, 100.0]) == (98.9, 100.0)
     assert plots.accuracy_range([0.0, 2.0])[0] == 0.0
+
+
+@pytest.mark.parametrize("spread, scale", [(1.5, "linear"), (160.0, "log")])
+def test_energies_that_span_more_than_ten_times_are_drawn_on_a_log_axis(spread, scale):
+    report = report_of(3)
+    slowest = report.artifacts[0].benchmarks[0].energy
+    object.__setattr__(slowest, "joules_per_inference", 0.01 * spread)
+    figure = plots.accuracy_vs_energy_figure(report, 1)
+    axes = figure.axes[0]
+    assert axes.get_xscale() == scale and ("log scale" in axes.get_xlabel()) == (scale == "log")
