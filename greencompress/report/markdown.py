@@ -9,6 +9,7 @@ from greencompress.measure.energy.carbon import carbon_per_million
 from greencompress.measure.latency import shape_label, shape_words
 from greencompress.measure.load import BUSY_SHARE
 from greencompress.measure.stats import RatioInterval
+from greencompress.report.recommend import ranking_figure, versus
 from greencompress.report.schema import Comparison, RunReport
 
 Table = tuple[list[str], list[list[str]]]
@@ -256,7 +257,8 @@ def headline_comparisons(report: RunReport) -> list[Comparison]:
 
 
 def runtime_table(report: RunReport) -> Table | None:
-    """The same exported model on each runtime, per batch size, and which is cheapest: None with one runtime.
+    """The same exported model on each runtime, per batch size, and which ranks first by the recommendation's criterion
+    (J/inference where energy was measured, else p50 latency): None with one runtime.
 
     A separate view from the comparisons, which never mix runtimes: this one says where to deploy.
     """
@@ -271,6 +273,7 @@ def runtime_table(report: RunReport) -> Table | None:
             by_file.setdefault((result.artifact.path.name, result.artifact.precision), {})[result.artifact.runtime] = (
                 result
             )
+    measured = report.energy_meter.measured
     # Short names, so the table fits a terminal.
     short = [(RUNTIMES.get(runtime).short_name if runtime in RUNTIMES else "") or runtime for runtime in onnx_runtimes]
     headers = [
@@ -278,7 +281,8 @@ def runtime_table(report: RunReport) -> Table | None:
         "batch",
         *[f"p50 ms {name}" for name in short],
         *[f"J/inf {name}" for name in short],
-        "cheapest (J/inf)",
+        # The recommendation's own criterion: joules where measured, else p50 latency (an estimate is CPU time).
+        "cheapest (J/inf)" if measured else "fastest (p50; energy estimated)",
     ]
     rows = []
     for (file_name, _), results in by_file.items():
@@ -287,11 +291,10 @@ def runtime_table(report: RunReport) -> Table | None:
             found = {runtime: results[runtime].at_batch(*shape) for runtime in onnx_runtimes if runtime in results}
             if len(found) < len(onnx_runtimes) or None in found.values():
                 continue
-            cheapest = min(found, key=lambda runtime: found[runtime].joules_per_inference)
-            best = found[cheapest].energy
-            # Overlapping 95% intervals: the ranking is not resolved by this measurement.
+            cheapest = min(found, key=lambda runtime: ranking_figure(found[runtime], measured))
+            # A paired interval that holds 1 against any other runtime: the ranking is not resolved here.
             tied = any(
-                other.energy.joules_per_inference - other.energy.ci95_j <= best.joules_per_inference + best.ci95_j
+                (interval := versus(found[cheapest], other, measured)) is None or interval.within_noise
                 for runtime, other in found.items()
                 if runtime != cheapest
             )

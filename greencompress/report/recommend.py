@@ -63,9 +63,9 @@ def recommend(
         ]
         if not within:
             continue
-        ranked = sorted(within, key=lambda result: _figure(result.at_batch(*shape), energy_measured))
+        ranked = sorted(within, key=lambda result: ranking_figure(result.at_batch(*shape), energy_measured))
         best, runner_up = ranked[0], (ranked[1] if len(ranked) > 1 else None)
-        interval = _versus(best.at_batch(*shape), runner_up.at_batch(*shape), energy_measured) if runner_up else None
+        interval = versus(best.at_batch(*shape), runner_up.at_batch(*shape), energy_measured) if runner_up else None
         recommendations.append(
             Recommendation(
                 shape[0],
@@ -73,7 +73,7 @@ def recommend(
                 best.artifact.runtime,
                 best.artifact.precision,
                 f"J/inference ({energy_method})" if energy_measured else f"p50 latency (energy is an {energy_method})",
-                _figure(best.at_batch(*shape), energy_measured),
+                ranking_figure(best.at_batch(*shape), energy_measured),
                 drops[best.artifact.name],
                 runner_up.artifact.name if runner_up else None,
                 interval,
@@ -106,11 +106,13 @@ def _drop(result, reference) -> float | None:
     return 100 * (reference.top1 - result.accuracy.top1)
 
 
-def _figure(bench, energy_measured: bool) -> float:
+def ranking_figure(bench, energy_measured: bool) -> float:
+    """What ranks artifacts: J/inference where energy was measured, else p50 latency in ms."""
     return bench.joules_per_inference if energy_measured else bench.latency.p50_ms
 
 
-def _versus(best, runner_up, energy_measured: bool) -> RatioInterval | None:
+def versus(best, runner_up, energy_measured: bool) -> RatioInterval | None:
+    """`best`'s ranking figure over `runner_up`'s, paired over their shared rounds."""
     if energy_measured:
         return paired_ratio_interval(
             best.energy.window_joules_per_inference, runner_up.energy.window_joules_per_inference

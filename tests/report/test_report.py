@@ -276,25 +276,32 @@ def test_power_timeline_is_drawn_for_a_measured_meter_only():
     assert png.startswith(b"\x89PNG") and len(png) > 5000
 
 
-def test_runtime_table_names_the_cheapest_runtime_and_says_when_it_is_within_noise(tmp_path):
+def test_runtime_table_ranks_runtimes_as_the_recommendation_does_and_says_when_it_is_within_noise(tmp_path):
+    import dataclasses
+
     from greencompress.report.markdown import runtime_table
 
     fp32_file, int8_file = tmp_path / "model_fp32.onnx", tmp_path / "model_int8.onnx"
     fp32_file.write_bytes(b"x" * 400)
     int8_file.write_bytes(b"x" * 100)
+    noisy = (1.0, 1.15, 0.88, 1.1, 0.9)  # rounds that do not follow the others: a 2% margin is not resolved
     results = [
         result("onnxruntime-fp32", "onnxruntime", "fp32", 4.0, 0.20, path=fp32_file),
         result("onnxruntime-int8", "onnxruntime", "int8", 1.0, 0.050, path=int8_file),
-        result("openvino-fp32", "openvino", "fp32", 3.0, 0.15, path=fp32_file),  # clearly cheaper
-        result("openvino-int8", "openvino", "int8", 0.98, 0.049, path=int8_file),  # 2% less, CIs of 2% overlap
+        result("openvino-fp32", "openvino", "fp32", 3.0, 0.25, path=fp32_file),  # faster, but more joules
+        result("openvino-int8", "openvino", "int8", 0.98, 0.049, path=int8_file, rounds=noisy),
     ]
     assert runtime_table(make_report(results[:2])) is None  # one runtime: nothing to choose
+    # Energy only estimated: ranked by p50 latency, as the recommendation ranks.
     headers, rows = runtime_table(make_report(results))
+    assert headers[-1] == "fastest (p50; energy estimated)"
+    assert [row[-1] for row in rows] == ["openvino", "openvino (within noise)"]
+    # Energy measured: ranked by joules, where ONNX Runtime's FP32 file is the cheaper one.
+    measured = dataclasses.replace(make_report(results), energy_meter=MeterDescription("rapl", True, ("cpu",)))
+    headers, rows = runtime_table(measured)
     assert headers == ["file", "batch", "p50 ms ORT", "p50 ms OV", "J/inf ORT", "J/inf OV", "cheapest (J/inf)"]
-    assert rows == [
-        ["model_fp32.onnx", "1", "4.000", "3.000", "0.2", "0.15", "openvino"],
-        ["model_int8.onnx", "1", "1.000", "0.980", "0.05", "0.049", "openvino (within noise)"],
-    ]
+    assert rows[0] == ["model_fp32.onnx", "1", "4.000", "3.000", "0.2", "0.25", "onnxruntime"]
+    assert rows[1][-1] == "openvino (within noise)"
     markdown = render_markdown(make_report(results))
     assert "## The same model on each runtime" in markdown
     pairs = {(c.candidate, c.baseline) for c in make_report(results).comparisons}
