@@ -161,3 +161,15 @@ def test_an_unknown_runtime_is_one_error_with_a_did_you_mean(tiny_recipe, write_
         "  benchmark.runtimes: unknown runtime 'onnx'; did you mean 'onnxruntime', 'onnxruntime-cuda', "
         "'onnxruntime-tensorrt'?"
     ]
+
+
+@pytest.mark.slow
+def test_a_recipe_without_stages_measures_the_model_as_given_on_every_runtime(tiny_recipe, write_recipe, tmp_path):
+    text = tiny_recipe.read_text().replace("  - quantize: {calibration_samples: 12}\n", "")
+    text = text.replace("stages:\n", "stages: []\n").replace(
+        "runtimes: [onnxruntime]", "runtimes: [onnxruntime, openvino]"
+    )
+    recipe = load_recipe(write_recipe(text, "as-given.yaml"))
+    report = run(recipe, create_run_dir(recipe, tmp_path / "runs"), shared_cache=tmp_path / "cache")
+    assert {result.artifact.name for result in report.artifacts} == {"torch-fp32", "onnxruntime-fp32", "openvino-fp32"}
+    assert report.stages == [] and len(report.recommendations) == 2  # batch 1 and 2: where to serve it as it is

@@ -91,7 +91,8 @@ class Recipe(Section):
     seed: int = 0
     model: ModelSpec
     data: DataSpec
-    stages: list[Stage] = Field(min_length=1)
+    # None (`stages: []`): the model as given, exported and measured on every runtime, to see where it runs best.
+    stages: list[Stage]
     benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
     energy: EnergySpec = Field(default_factory=EnergySpec)
     export: ExportSpec = Field(default_factory=ExportSpec)
