@@ -94,6 +94,7 @@ def run(
     from greencompress.pipeline.execute import serve_fine_tuning
     from greencompress.pipeline.folder import create_run_dir
     from greencompress.pipeline.gates import GateFailed
+    from greencompress.pipeline.prepare import preflight
 
     if quiet or as_json:
         logging.getLogger().handlers[0].setLevel(logging.WARNING)
@@ -112,6 +113,8 @@ def run(
         logging.getLogger().handlers[0].setLevel(logging.WARNING)
         serve_fine_tuning(recipe)
         return
+    if run_dir is None:
+        preflight(recipe)  # what the recipe points at is opened before a run folder is made: nothing is left behind
     run_dir = run_dir or create_run_dir(recipe, output_dir)
     with log_to_file(run_dir / "run.log"):
         log.info("%s run folder: %s", "resuming" if resume_dir else "new", run_dir)
@@ -284,9 +287,11 @@ def compare(run_dirs: tuple[Path, ...], force: bool, output_format: str) -> None
 @click.argument("recipe_path", type=click.Path(path_type=Path))
 @_override_option
 def validate(recipe_path: Path, overrides: tuple[str, ...]) -> None:
-    """Check RECIPE (schema, paths, model name) without running anything."""
+    """Check RECIPE and what it points at (model folder or checkpoint, data file, meters) without running anything."""
+    from greencompress.pipeline.prepare import preflight
 
     recipe = _load_recipe(recipe_path, overrides)
+    preflight(recipe)
     stages = " -> ".join(stage.technique for stage in recipe.stages)
     searched = (
         f"; search varies {', '.join(recipe.search.space.dimensions())} for {', '.join(recipe.search.objective_names)}"

@@ -376,6 +376,42 @@ def _synthetic(spec: DataSpec, seed: int) -> DataSplits:
     )
 
 
+def check_text_data(spec: DataSpec, label_names: list[str] | None = None) -> None:
+    """A text file read as a run reads it, without tokenising: columns, split values, labels against the head's
+    `label_names` (when it has them); DataError naming the file and field."""
+    table = read_text_table(
+        spec.path, spec.text_column, spec.text_pair_column, spec.label_column, spec.split_column, spec.delimiter
+    )
+    if label_names:
+        _label_index(table, tuple(label_names))
+    if table.splits is not None:
+        _split_rows(spec, table)
+
+
+def _label_index(table, names: tuple[str, ...]) -> dict[str, int]:
+    index_of = {name: index for index, name in enumerate(names)}
+    unknown = sorted(set(table.labels) - set(index_of))
+    if unknown:
+        raise DataError(
+            f"{table.source}: data.label_column: label(s) {', '.join(map(repr, unknown[:5]))} are not in "
+            f"the model's head, whose labels are: {', '.join(names)}"
+        )
+    return index_of
+
+
+def _split_rows(spec: DataSpec, table) -> tuple[list[int], list[int]]:
+    """The evaluated and the calibration rows by the split column; DataError when a split has none."""
+    rows = {}
+    for field, split in (("eval_split", spec.eval_split), ("calibration_split", spec.calibration_split)):
+        rows[split] = [index for index, name in enumerate(table.splits) if name == split]
+        if not rows[split]:
+            raise DataError(
+                f"{table.source}: data.{field}: no rows with {spec.split_column} {split!r}; "
+                f"splits there: {', '.join(sorted(set(table.splits)))}"
+            )
+    return rows[spec.eval_split], rows[spec.calibration_split]
+
+
 def _text(spec: DataSpec, seed: int, model: Tokenization | None) -> DataSplits:
     if model is None:
         raise DataError("data.kind text: needs a model with a tokenizer (model.source: huggingface)")
@@ -390,13 +426,7 @@ def _text(spec: DataSpec, seed: int, model: Tokenization | None) -> DataSplits:
             f"(its config's max_position_embeddings)"
         )
     names = model.label_names or tuple(sorted(set(table.labels)))
-    index_of = {name: index for index, name in enumerate(names)}
-    unknown = sorted(set(table.labels) - set(index_of))
-    if unknown:
-        raise DataError(
-            f"{table.source}: data.label_column: label(s) {', '.join(map(repr, unknown[:5]))} are not in "
-            f"the model's head, whose labels are: {', '.join(names)}"
-        )
+    index_of = _label_index(table, names)
     if model.new_head_classes is not None and len(names) != model.new_head_classes:
         raise DataError(
             f"{table.source}: data.label_column: {len(names)} labels ({', '.join(names[:8])}) but "
@@ -404,15 +434,7 @@ def _text(spec: DataSpec, seed: int, model: Tokenization | None) -> DataSplits:
         )
     labels = np.array([index_of[label] for label in table.labels], dtype=np.int64)
     if table.splits is not None:
-        rows = {}
-        for field, split in (("eval_split", spec.eval_split), ("calibration_split", spec.calibration_split)):
-            rows[split] = [index for index, name in enumerate(table.splits) if name == split]
-            if not rows[split]:
-                raise DataError(
-                    f"{table.source}: data.{field}: no rows with {spec.split_column} {split!r}; "
-                    f"splits there: {', '.join(sorted(set(table.splits)))}"
-                )
-        eval_rows, train_rows = rows[spec.eval_split], rows[spec.calibration_split]
+        eval_rows, train_rows = _split_rows(spec, table)
         how = f"{spec.split_column} column: '{spec.eval_split}' evaluated, '{spec.calibration_split}' calibrates"
     else:
         from sklearn.model_selection import train_test_split

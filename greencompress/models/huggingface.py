@@ -21,6 +21,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -82,6 +83,11 @@ def model_folder(path: Path, package: str | None) -> Path:
         raise ModelLoadError(f"model.path: not found: {path}")
     if path.is_file() and zipfile.is_zipfile(path):
         return _extracted(path)
+    if path.is_file() and path.suffix in (".safetensors", ".bin", ".pt", ".pth"):
+        raise ModelLoadError(
+            f"model.path: {path} is a weights file; give the folder that holds it with config.json and the "
+            f"tokenizer: {path.parent}"
+        )
     if not path.is_dir():
         raise ModelLoadError(f"model.path: {path} is neither a model folder nor a zip of one")
     return path
@@ -111,14 +117,17 @@ def _extracted(archive: Path) -> Path:
     return target
 
 
-def load_huggingface(
-    folder: Path, task: str, trust_remote_code: bool, trust_checkpoint: bool, num_classes: int | None = None
-) -> HuggingFaceModel:
-    """Load the folder's tokenizer and model for `task`, offline; raises ModelLoadError naming what is wrong.
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "pytorch_model.bin",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+)
 
-    text-classification on an encoder without a head: with `num_classes`, a new head initialised at random
-    (a finetune stage must train it); without, refused.
-    """
+
+def inspect_folder(folder: Path, task: str, trust_remote_code: bool, num_classes: int | None = None) -> dict:
+    """What can be told of a model folder without loading it, for `task`: its config.json (returned), custom code,
+    a tokenizer (text tasks), weights, a head the task needs, and lengths; ModelLoadError naming file and field."""
     config_file = folder / "config.json"
     if not config_file.is_file():
         raise ModelLoadError(
@@ -129,6 +138,8 @@ def load_huggingface(
         config_json = json.loads(config_file.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as error:
         raise ModelLoadError(f"{config_file}: not valid JSON: {error}") from None
+    if not isinstance(config_json, dict):
+        raise ModelLoadError(f"{config_file}: expected an object of settings, got {type(config_json).__name__}")
     if "auto_map" in config_json and not trust_remote_code:
         raise ModelLoadError(
             f"{config_file}: refused: the config asks for custom code ({', '.join(config_json['auto_map'])}) "
@@ -140,6 +151,30 @@ def load_huggingface(
             f"model.path: {folder} has no tokenizer (none of {', '.join(_TOKENIZER_FILES)}); save it "
             f"beside the model with tokenizer.save_pretrained(folder)"
         )
+    if not any((folder / name).is_file() for name in _WEIGHT_FILES) and not any(folder.glob("*.safetensors")):
+        raise ModelLoadError(f"model.path: {folder} has no weights (none of {', '.join(_WEIGHT_FILES)})")
+    head_suffix = "ForImageClassification" if images else "ForSequenceClassification"
+    has_head = any(str(name).endswith(head_suffix) for name in config_json.get("architectures") or ())
+    if task != "sentence-embedding" and not has_head and num_classes is None:
+        head = "image-classification" if images else "sequence-classification"
+        raise ModelLoadError(
+            f"model.task: {folder} has no {head} head (architectures: {config_json.get('architectures')}); "
+            f"set model.num_classes and add a finetune stage to train a new one"
+            + ("" if images else ", or use task 'sentence-embedding'")
+        )
+    return config_json
+
+
+def load_huggingface(
+    folder: Path, task: str, trust_remote_code: bool, trust_checkpoint: bool, num_classes: int | None = None
+) -> HuggingFaceModel:
+    """Load the folder's tokenizer and model for `task`, offline; raises ModelLoadError naming what is wrong.
+
+    text-classification on an encoder without a head: with `num_classes`, a new head initialised at random
+    (a finetune stage must train it); without, refused.
+    """
+    inspect_folder(folder, task, trust_remote_code, num_classes)
+    images = task == "image-classification"
     state_dict = _vetted_pickle(folder, trust_checkpoint)
     transformers = _quiet_transformers()
     options = {"local_files_only": True, "trust_remote_code": trust_remote_code}
@@ -155,13 +190,6 @@ def load_huggingface(
     has_head = any(name.endswith(head_suffix) for name in config.architectures or ())
     try:
         if task in ("image-classification", "text-classification"):
-            head = "image-classification" if images else "sequence-classification"
-            if not has_head and num_classes is None:
-                raise ModelLoadError(
-                    f"model.task: {folder} has no {head} head (architectures: {config.architectures}); "
-                    f"set model.num_classes and add a finetune stage to train a new one"
-                    + ("" if images else ", or use task 'sentence-embedding'")
-                )
             extra = {} if has_head else {"num_labels": num_classes}
             auto, wrapper = (
                 (transformers.AutoModelForImageClassification, ImageClassifier)
@@ -180,7 +208,7 @@ def load_huggingface(
         raise ModelLoadError(f"model.path: {folder}: cannot load the model for task {task!r}: {error}") from None
     preprocessing = None
     if images:
-        preprocessing = _image_preprocessing(folder, config)
+        preprocessing = image_preprocessing(folder, config)
         inputs = ModelInputs.image((int(getattr(config, "num_channels", 3)), *preprocessing.size), structure="encoder")
     else:
         names = tuple(
@@ -221,8 +249,11 @@ def _named_labels(config) -> tuple[str, ...] | None:
     return None if all(name == f"LABEL_{index}" for index, name in enumerate(names)) else names
 
 
-def _image_preprocessing(folder: Path, config) -> ImagePreprocessing:
-    """The image size the model was built for (its config) and the normalisation its image processor applies."""
+def image_preprocessing(folder: Path, config) -> ImagePreprocessing:
+    """The image size the model was built for (its config: an object, or config.json's dict) and the normalisation its
+    image processor applies."""
+    if isinstance(config, dict):
+        config = SimpleNamespace(**config)
     size = getattr(config, "image_size", 224)
     size = (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
     mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)  # ViTImageProcessor's defaults

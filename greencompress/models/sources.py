@@ -146,6 +146,22 @@ class LoadedModel:
         return Path(self.provenance["folder"]) if self.provenance.get("source") == "huggingface" else None
 
 
+def check_model_files(spec: ModelSpec) -> dict:
+    """What a run would read of the model, checked without loading weights: a Hugging Face folder's files, config,
+    head and custom code (its config.json returned), torchvision weight names, a user's architecture importable.
+    ModelLoadError names the file and field."""
+    if spec.source == "huggingface":
+        from greencompress.models.huggingface import inspect_folder, model_folder
+
+        folder = model_folder(spec.path, spec.package)
+        return inspect_folder(folder, spec.task, spec.trust_remote_code, spec.num_classes)
+    if spec.source == "torchvision" and spec.weights is not None:
+        _weights_enum(spec.name, spec.weights)
+    if spec.source == "callable":
+        resolve_callable(spec.architecture)
+    return {}
+
+
 def load_model(spec: ModelSpec, progress=None) -> LoadedModel:
     """Build the model of a ModelSpec in eval mode; raises ModelLoadError with what to do when it cannot."""
     if spec.source == "huggingface":

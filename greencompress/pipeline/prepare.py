@@ -62,12 +62,21 @@ class Prepared:
         }
 
 
-def prepare(recipe: Recipe, progress=None) -> Prepared:
-    """Resolve the device and meter, load the model and its data for `recipe`, and fit what the task fits first."""
+def preflight(recipe: Recipe) -> tuple[Device, EnergyMeter, str]:
+    """Everything a run would read or need, checked before any work and without loading weights: the device, the
+    energy meter (and gates it must serve), the model's files and the data's (models/tasks/: Task.preflight).
+    Returns the device, the meter and why it was chosen; a GreencompressError (exit 2) names the file and field."""
     device = resolve_device(recipe.benchmark.device)
     meter, reason = select_meter(recipe.energy, gpu_uuid=device.uuid if device.kind == "cuda" else None)
-    log.info("energy meter: %s (%s)", meter.method, reason)
     check_energy_gate_is_measurable(recipe.gates, meter.describe().measured, meter.method)
+    recipe.task.preflight(recipe.model, recipe.data, recipe.benchmark.sequence_lengths)
+    return device, meter, reason
+
+
+def prepare(recipe: Recipe, progress=None) -> Prepared:
+    """Resolve the device and meter, load the model and its data for `recipe`, and fit what the task fits first."""
+    device, meter, reason = preflight(recipe)
+    log.info("energy meter: %s (%s)", meter.method, reason)
     task = recipe.task
     log.info("stage load: model (%s, %s) and data (%s)", recipe.model.source, task.name, recipe.data.kind)
     loaded = task.load(recipe.model, progress)  # first: text data is tokenised by the model's tokenizer

@@ -364,7 +364,7 @@ def test_a_new_head_without_fine_tuning_stops_the_run(encoder_folder, tmp_path, 
         write_recipe(f"""
         name: t
         model: {{source: huggingface, path: {encoder_folder}, task: text-classification, num_classes: 6}}
-        data: {{kind: text}}
+        data: {{kind: text, eval_split: test}}
         stages: [{{quantize: {{method: dynamic}}}}]
         benchmark: {{runtimes: [onnxruntime], sequence_lengths: [32]}}
     """)

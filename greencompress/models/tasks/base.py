@@ -55,6 +55,13 @@ class Task(ABC):
                 f"{data.kind!r}" + (f"; did you mean {close[0]!r}?" if close else "")
             )
 
+    def preflight(self, model: ModelSpec, data: DataSpec, sequence_lengths: list[int]) -> None:
+        """Check what a run would read (model files, data files) without loading weights or all the data; raise
+        ModelLoadError or DataError naming the file and field. `validate` and every run call it first."""
+        from greencompress.models.sources import check_model_files
+
+        check_model_files(model)
+
     def load(self, spec: ModelSpec, progress=None) -> LoadedModel:
         """The model in eval mode, with its provenance."""
         from greencompress.models.sources import load_model

@@ -25,6 +25,17 @@ class ImageClassification(Task):
     def structure(self, model: ModelSpec) -> Structure:
         return "encoder" if model.source == "huggingface" else "channels"
 
+    def preflight(self, model: ModelSpec, data: DataSpec, sequence_lengths: list[int]) -> None:
+        """The model's files; for a vision transformer, the data prepared as its image processor prepares images."""
+        from greencompress.models.sources import check_model_files
+
+        config = check_model_files(model)
+        if model.source == "huggingface":
+            from greencompress.models.huggingface import check_image_data, image_preprocessing, model_folder
+
+            folder = model_folder(model.path, model.package)
+            check_image_data(image_preprocessing(folder, config), data, folder)
+
     def load_data(self, loaded: LoadedModel, data: DataSpec, seed: int) -> DataSplits:
         """Images; for a vision transformer, checked against its processor and labelled in its head's order."""
         from greencompress.models.data import load_data

@@ -29,6 +29,27 @@ class TokenTask(Task):
     def structure(self, model: ModelSpec) -> Structure:
         return "encoder"
 
+    def preflight(self, model: ModelSpec, data: DataSpec, sequence_lengths: list[int]) -> None:
+        """The folder, its positions against the lengths asked for, and the text file's columns, splits and labels."""
+        from greencompress.models.data import check_text_data
+        from greencompress.models.sources import check_model_files
+
+        config = check_model_files(model)
+        positions = config.get("max_position_embeddings")
+        if isinstance(positions, int):
+            for field, length in (
+                ("data.max_length", data.max_length),
+                *(("benchmark.sequence_lengths", length) for length in sequence_lengths),
+            ):
+                if length is not None and length > positions:
+                    raise RecipeError(
+                        f"{field}: {length} is above the model's maximum sequence length {positions} "
+                        f"(its config's max_position_embeddings)"
+                    )
+        labels = config.get("id2label") if model.num_classes is None and self.name == "text-classification" else None
+        names = [str(labels[key]) for key in sorted(labels, key=int)] if isinstance(labels, dict) else None
+        check_text_data(data, names)
+
     def inputs(self, loaded: LoadedModel, data: DataSpec) -> ModelInputs:
         return loaded.inputs
 
