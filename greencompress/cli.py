@@ -309,6 +309,55 @@ def validate(recipe_path: Path, overrides: tuple[str, ...]) -> None:
 
 
 @cli.command()
+@click.option(
+    "--model",
+    "model_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A Hugging Face model folder (or zip), or a checkpoint file (with --architecture).",
+)
+@click.option(
+    "--data",
+    "data_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="A text file (CSV, TSV, JSONL) or an image folder with split folders (train/, val/ or test/).",
+)
+@click.option("--task", default=None, help="The model's task; inferred from a Hugging Face config when left out.")
+@click.option(
+    "--architecture",
+    default=None,
+    help="For a checkpoint: a torchvision model name, or file.py:function building the model.",
+)
+@click.option(
+    "--output",
+    "output_path",
+    type=click.Path(path_type=Path),
+    default=Path("recipe.yaml"),
+    show_default=True,
+    help="Where the recipe is written (never over an existing file).",
+)
+def init(model_path: Path, data_path: Path, task: str | None, architecture: str | None, output_path: Path) -> None:
+    """Write a commented recipe for your model and data, checked as `validate` checks one."""
+    from greencompress.pipeline.draft import draft_recipe
+    from greencompress.pipeline.prepare import preflight
+    from greencompress.pipeline.recipe import load_recipe
+
+    if output_path.exists():
+        raise GreencompressError(f"--output: {output_path} exists; give another path (init never overwrites)")
+    draft = draft_recipe(model_path, data_path, task, architecture)
+    output_path.write_text(draft.text)
+    try:
+        preflight(load_recipe(output_path))
+    except GreencompressError:
+        output_path.unlink()  # nothing is left behind by a draft that would not run
+        raise
+    for fact in draft.inferred:
+        stdout.print(f"inferred: {fact}", soft_wrap=True, markup=False, highlight=False)
+    stdout.print(f"wrote {output_path}; next: greencompress run {output_path}", soft_wrap=True, markup=False)
+
+
+@cli.command()
 @click.argument("recipe_path", type=click.Path(path_type=Path))
 @click.option(
     "--output",

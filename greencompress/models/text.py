@@ -96,7 +96,7 @@ def read_text_table(
         file = resources.files("greencompress.resources") / SHIPPED_TEXT
         rows, source = list(csv.DictReader(file.read_text(encoding="utf-8").splitlines())), f"shipped {SHIPPED_TEXT}"
     else:
-        rows, source = _rows(path, delimiter), str(path)
+        rows, source = read_rows(path, delimiter), str(path)
     if not rows:
         raise DataError(f"{source}: no rows")
     for column, field in (
@@ -141,7 +141,8 @@ def _did_you_mean(column: str, header) -> str:
     return f"; did you mean {close[0]!r}?" if close else f"; columns there: {', '.join(names)}"
 
 
-def _rows(path: Path, delimiter: str | None = None) -> list[dict]:
+def read_rows(path: Path, delimiter: str | None = None) -> list[dict]:
+    """The rows of a CSV, TSV or JSONL file as dicts (a CSV's delimiter sniffed unless given); DataError names it."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:

@@ -1,0 +1,231 @@
+"""`greencompress init`: a commented recipe drafted from what a user has (a model, its data), checked before it is
+written.
+
+What it infers, and from what: the task from a Hugging Face folder's config (its head's class name, a
+sentence-transformers pooling folder); the data kind from the data path (a CSV, TSV or JSONL file is text, a
+folder of split folders is images); a text file's columns and split values from its header and rows; an image
+folder's splits and class count from its folders and its image size from one image (or a vision transformer's
+config). What it cannot infer it asks for by name (a checkpoint's architecture). Stages are the safe start: int8
+of the exported file (dynamic for text, static for images), no pruning.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from greencompress.core.errors import RecipeError
+from greencompress.models.text import read_rows, read_text_table
+
+TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".th", ".ckpt", ".bin")
+EVAL_SPLITS = ("test", "val", "validation", "dev", "eval")
+CALIBRATION_SPLITS = ("train", "calibration", "training")
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A recipe as YAML text with comments, and what was inferred (for the command's message)."""
+
+    text: str
+    inferred: tuple[str, ...]
+
+
+def draft_recipe(
+    model: Path, data: Path, task: str | None = None, architecture: str | None = None, name: str | None = None
+) -> Draft:
+    """A recipe for `model` (a Hugging Face folder or zip, or a checkpoint with `architecture`) and `data`."""
+    model, data = model.resolve(), data.resolve()
+    if not model.exists():
+        raise RecipeError(f"--model: not found: {model}")
+    if not data.exists():
+        raise RecipeError(f"--data: not found: {data}")
+    inferred: list[str] = []
+    if model.is_dir() or model.suffix == ".zip":
+        model_lines, task, config = _hugging_face(model, task, inferred)
+    elif model.suffix in CHECKPOINT_SUFFIXES:
+        if architecture is None:
+            raise RecipeError(
+                f"--model: {model.name} holds weights only; say which architecture they are for: "
+                f"--architecture resnet18 (a torchvision name) or --architecture my_models.py:net"
+            )
+        model_lines, config = _checkpoint(model, architecture), {}
+        task = task or "image-classification"
+    else:
+        raise RecipeError(
+            f"--model: {model} is neither a Hugging Face folder (or zip) nor a checkpoint "
+            f"({', '.join(CHECKPOINT_SUFFIXES)})"
+        )
+    if data.is_file() and data.suffix.lower() in TEXT_SUFFIXES:
+        data_lines, classes = _text_data(data, config, inferred)
+    elif data.is_dir():
+        data_lines, classes = _image_data(data, config, model, inferred)
+    else:
+        raise RecipeError(f"--data: {data} is neither a text file ({', '.join(TEXT_SUFFIXES)}) nor an image folder")
+    heads = config.get("architectures") or []
+    new_head = task == "text-classification" and not any(str(h).endswith("ForSequenceClassification") for h in heads)
+    if model_lines[0].startswith("  source: callable") or model_lines[0].startswith("  source: checkpoint"):
+        model_lines.append(f"  num_classes: {classes}                      # from the data's classes")
+    elif new_head:
+        model_lines.append(f"  num_classes: {classes}                      # a new head, one output per label")
+    stages = _stages(task, new_head)
+    text_lengths = task in ("text-classification", "sentence-embedding")
+    positions = int(config.get("max_position_embeddings", 512))
+    lengths = sorted({min(32, positions), min(128, positions)})
+    lines = [
+        f"# Drafted by greencompress init from {model.name} and {data.name}; read it, then:",
+        "#   greencompress validate THIS_FILE && greencompress run THIS_FILE",
+        f"name: {name or _name_of(model)}",
+        "seed: 0",
+        "",
+        "model:",
+        *model_lines,
+        f"  task: {task}",
+        "",
+        "data:",
+        *data_lines,
+        "",
+        "stages:",
+        *stages,
+        "",
+        "benchmark:",
+        "  batch_sizes: [1, 8]                 # the batch sizes you serve",
+        *([f"  sequence_lengths: {lengths}          # tokens per input you serve"] if text_lengths else []),
+        "  runtimes: auto                      # every runtime installed here (ONNX Runtime, OpenVINO, ...)",
+        "",
+    ]
+    return Draft("\n".join(lines), tuple(inferred))
+
+
+def _name_of(model: Path) -> str:
+    stem = "".join(c if c.isalnum() or c in "_.-" else "-" for c in model.stem).strip("-.") or "model"
+    return stem if stem[0].isalnum() else f"m{stem}"
+
+
+def _hugging_face(model: Path, task: str | None, inferred: list[str]) -> tuple[list[str], str, dict]:
+    from greencompress.models.huggingface import model_folder
+
+    folder = model_folder(model, None)
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise RecipeError(f"--model: {folder / 'config.json'}: {error}") from None
+    heads = [str(name) for name in config.get("architectures") or ()]
+    if task is None:
+        if any(name.endswith("ForSequenceClassification") for name in heads):
+            task = "text-classification"
+        elif any(name.endswith("ForImageClassification") for name in heads):
+            task = "image-classification"
+        else:
+            task = "sentence-embedding"  # an encoder without a head: served for its embeddings
+        inferred.append(f"task {task} (from config.json architectures {heads or 'none'})")
+    return ["  source: huggingface", f"  path: {model}"], task, config
+
+
+def _checkpoint(model: Path, architecture: str) -> list[str]:
+    if ":" in architecture:
+        return [
+            "  source: callable",
+            f"  architecture: {architecture}",
+            f"  checkpoint: {model}",
+            "  # trust_checkpoint: true           # only for a pickled checkpoint you made yourself",
+        ]
+    return [
+        "  source: checkpoint",
+        f"  name: {architecture}                 # a torchvision architecture",
+        f"  checkpoint: {model}",
+    ]
+
+
+def _text_data(path: Path, config: dict, inferred: list[str]) -> tuple[list[str], int]:
+    header = _header(path)
+    text_column = next((c for c in ("text", "sentence", "sentence1", "content", "review") if c in header), header[0])
+    label_column = next((c for c in ("label", "labels", "category", "class", "target") if c in header), header[-1])
+    split_column = next((c for c in ("split", "set", "fold") if c in header), None)
+    table = read_text_table(path, text_column, None, label_column, split_column or "split")
+    lines = ["  kind: text", f"  path: {path}", f"  text_column: {text_column}", f"  label_column: {label_column}"]
+    inferred.append(f"text column {text_column!r}, label column {label_column!r} (of {', '.join(header)})")
+    if split_column is not None:
+        values = sorted(set(table.splits))
+        eval_split = next((v for v in EVAL_SPLITS if v in values), None)
+        calibration = next((v for v in CALIBRATION_SPLITS if v in values), None)
+        if eval_split is None or calibration is None:
+            raise RecipeError(
+                f"--data: {path}: split column {split_column!r} has {', '.join(values)}; name the "
+                f"evaluated rows one of {', '.join(EVAL_SPLITS)} and the training rows 'train'"
+            )
+        lines += [
+            f"  split_column: {split_column}",
+            f"  eval_split: {eval_split}",
+            f"  calibration_split: {calibration}",
+        ]
+        inferred.append(f"splits {eval_split!r} evaluated, {calibration!r} calibrates")
+    else:
+        lines.append("  test_fraction: 0.2                  # no split column: a seeded 20% is evaluated")
+    lines.append("  batch_size: 32")
+    return lines, len(set(table.labels))
+
+
+def _header(path: Path) -> list[str]:
+    rows = read_rows(path)  # as a run reads it: the delimiter sniffed, a byte-order mark dropped
+    if not rows:
+        raise RecipeError(f"--data: {path}: no rows")
+    return [str(name) for name in rows[0]]
+
+
+def _image_data(root: Path, config: dict, model: Path, inferred: list[str]) -> tuple[list[str], int]:
+    splits = sorted(child.name for child in root.iterdir() if child.is_dir())
+    eval_split = next((s for s in EVAL_SPLITS if s in splits), None)
+    calibration = next((s for s in CALIBRATION_SPLITS if s in splits), None)
+    if eval_split is None or calibration is None:
+        raise RecipeError(
+            f"--data: {root}: expected split folders (train/ and one of {', '.join(EVAL_SPLITS)}), each "
+            f"with a folder per class; found: {', '.join(splits) or 'none'}"
+        )
+    classes = sorted(child.name for child in (root / eval_split).iterdir() if child.is_dir())
+    lines = [
+        "  kind: imagefolder",
+        f"  root: {root}",
+        f"  eval_split: {eval_split}",
+        f"  calibration_split: {calibration}",
+    ]
+    if "image_size" in config:  # a vision transformer: its size and normalisation, as its processor prepares images
+        from greencompress.models.huggingface import image_preprocessing, model_folder
+
+        prepared = image_preprocessing(model_folder(model, None), config)
+        lines += [f"  image_size: {prepared.size[0]}", f"  mean: {list(prepared.mean)}", f"  std: {list(prepared.std)}"]
+        inferred.append(f"image size {prepared.size[0]} and normalisation from the model's processor")
+    else:
+        size = _image_size(root / eval_split)
+        lines += [
+            f"  image_size: {size}                     # from the images; set what the model was trained on",
+            "  mean: [0.485, 0.456, 0.406]         # ImageNet's: set your training normalisation",
+            "  std: [0.229, 0.224, 0.225]",
+        ]
+        inferred.append(f"image size {size} (from the images), ImageNet normalisation (check it)")
+    inferred.append(f"{len(classes)} classes, splits {eval_split!r} evaluated, {calibration!r} calibrates")
+    lines.append("  batch_size: 32")
+    return lines, len(classes)
+
+
+def _image_size(folder: Path) -> int:
+    from PIL import Image
+
+    for path in sorted(folder.rglob("*")):
+        if path.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp", ".webp"):
+            with Image.open(path) as image:
+                side = min(image.size)
+            return side if side <= 64 else 224  # small images (CIFAR, digits) as they are; photos at 224
+    raise RecipeError(f"--data: no images under {folder}")
+
+
+def _stages(task: str, new_head: bool) -> list[str]:
+    lines = []
+    if new_head:
+        lines.append("  - finetune: {epochs: 3, optimizer: adamw, learning_rate: 3.0e-5}   # trains the new head")
+    if task == "image-classification":
+        lines.append("  - quantize: {method: static, calibration_samples: 256}   # int8, calibrated on training images")
+    else:
+        lines.append("  - quantize: {method: dynamic}        # int8 weights, activations quantised at run time")
+    return lines
