@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from greencompress.core.errors import RecipeError
+from greencompress.core.registry import unknown_choice
+from greencompress.models.tasks import task_named, task_names
 from greencompress.models.text import read_rows, read_text_table
 
 TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
@@ -57,20 +59,22 @@ def draft_recipe(
             f"--model: {model} is neither a Hugging Face folder (or zip) nor a checkpoint "
             f"({', '.join(CHECKPOINT_SUFFIXES)})"
         )
+    if task not in task_names():
+        raise RecipeError(f"--task: {unknown_choice('task', task, task_names())}")
+    kind = task_named(task)
     if data.is_file() and data.suffix.lower() in TEXT_SUFFIXES:
         data_lines, classes = _text_data(data, config, inferred)
     elif data.is_dir():
-        data_lines, classes = _image_data(data, config, model, inferred)
+        data_lines, classes = _image_data(data, kind.data_hints(model, config), inferred)
     else:
         raise RecipeError(f"--data: {data} is neither a text file ({', '.join(TEXT_SUFFIXES)}) nor an image folder")
-    heads = config.get("architectures") or []
-    new_head = task == "text-classification" and not any(str(h).endswith("ForSequenceClassification") for h in heads)
+    new_head = kind.needs_new_head(config)
     if model_lines[0].startswith("  source: callable") or model_lines[0].startswith("  source: checkpoint"):
         model_lines.append(f"  num_classes: {classes}                      # from the data's classes")
     elif new_head:
         model_lines.append(f"  num_classes: {classes}                      # a new head, one output per label")
-    stages = _stages(task, new_head)
-    text_lengths = task in ("text-classification", "sentence-embedding")
+    stages = _stages(kind.takes_tokens, new_head)
+    text_lengths = kind.takes_tokens
     positions = int(config.get("max_position_embeddings", 512))
     lengths = sorted({min(32, positions), min(128, positions)})
     lines = [
@@ -174,7 +178,7 @@ def _header(path: Path) -> list[str]:
     return [str(name) for name in rows[0]]
 
 
-def _image_data(root: Path, config: dict, model: Path, inferred: list[str]) -> tuple[list[str], int]:
+def _image_data(root: Path, hints: dict, inferred: list[str]) -> tuple[list[str], int]:
     splits = sorted(child.name for child in root.iterdir() if child.is_dir())
     eval_split = next((s for s in EVAL_SPLITS if s in splits), None)
     calibration = next((s for s in CALIBRATION_SPLITS if s in splits), None)
@@ -190,12 +194,9 @@ def _image_data(root: Path, config: dict, model: Path, inferred: list[str]) -> t
         f"  eval_split: {eval_split}",
         f"  calibration_split: {calibration}",
     ]
-    if "image_size" in config:  # a vision transformer: its size and normalisation, as its processor prepares images
-        from greencompress.models.huggingface import image_preprocessing, model_folder
-
-        prepared = image_preprocessing(model_folder(model, None), config)
-        lines += [f"  image_size: {prepared.size[0]}", f"  mean: {list(prepared.mean)}", f"  std: {list(prepared.std)}"]
-        inferred.append(f"image size {prepared.size[0]} and normalisation from the model's processor")
+    if hints:  # the model states them (a vision transformer's processor)
+        lines += [f"  image_size: {hints['image_size']}", f"  mean: {hints['mean']}", f"  std: {hints['std']}"]
+        inferred.append(f"image size {hints['image_size']} and normalisation from the model's processor")
     else:
         size = _image_size(root / eval_split)
         lines += [
@@ -220,12 +221,12 @@ def _image_size(folder: Path) -> int:
     raise RecipeError(f"--data: no images under {folder}")
 
 
-def _stages(task: str, new_head: bool) -> list[str]:
+def _stages(takes_tokens: bool, new_head: bool) -> list[str]:
     lines = []
     if new_head:
         lines.append("  - finetune: {epochs: 3, optimizer: adamw, learning_rate: 3.0e-5}   # trains the new head")
-    if task == "image-classification":
-        lines.append("  - quantize: {method: static, calibration_samples: 256}   # int8, calibrated on training images")
-    else:
+    if takes_tokens:
         lines.append("  - quantize: {method: dynamic}        # int8 weights, activations quantised at run time")
+    else:
+        lines.append("  - quantize: {method: static, calibration_samples: 256}   # int8, calibrated on training images")
     return lines

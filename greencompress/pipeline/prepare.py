@@ -2,8 +2,9 @@
 
 The main run, every torchrun rank (pipeline/execute.py: serve_fine_tuning) and each search trial's shared
 context (search/study.py) call `prepare`; nothing else loads a model or its data for a recipe. The order
-is the order of what can fail cheapest: the device and the meter first (a GPU or meter asked for but
-absent stops here), then the model, then its data, which the model's tokenizer and head decide.
+is the order of what can fail cheapest: `preflight` first (the device and the meter, a GPU or meter asked
+for but absent; the model's and the data's files, opened without loading weights), then the model, then
+its data, which the model's tokenizer and head decide.
 """
 
 from __future__ import annotations

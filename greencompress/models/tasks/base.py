@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 from abc import ABC
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
 from greencompress.core.registry import Registry
@@ -61,6 +62,16 @@ class Task(ABC):
         from greencompress.models.sources import check_model_files
 
         check_model_files(model)
+
+    def needs_new_head(self, config: dict) -> bool:
+        """Whether a model with this Hugging Face config lacks the head this task needs (a finetune stage then trains
+        a new one with model.num_classes outputs); False for models without such a config."""
+        return False
+
+    def data_hints(self, model: Path, config: dict) -> dict:
+        """Data settings the model itself states (a vision transformer's image size and normalisation), for a recipe
+        drafted by `greencompress init`; {} when the data must say."""
+        return {}
 
     def load(self, spec: ModelSpec, progress=None) -> LoadedModel:
         """The model in eval mode, with its provenance."""

@@ -7,6 +7,7 @@ image processor prepares images, its classes matched to its head's labels by nam
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from greencompress.core.errors import DataError
@@ -35,6 +36,18 @@ class ImageClassification(Task):
 
             folder = model_folder(model.path, model.package)
             check_image_data(image_preprocessing(folder, config), data, folder)
+
+    def needs_new_head(self, config: dict) -> bool:
+        heads = config.get("architectures")
+        return heads is not None and not any(str(name).endswith("ForImageClassification") for name in heads)
+
+    def data_hints(self, model: Path, config: dict) -> dict:
+        if "image_size" not in config:  # a CNN: the data says
+            return {}
+        from greencompress.models.huggingface import image_preprocessing, model_folder
+
+        prepared = image_preprocessing(model_folder(model, None), config)
+        return {"image_size": prepared.size[0], "mean": list(prepared.mean), "std": list(prepared.std)}
 
     def load_data(self, loaded: LoadedModel, data: DataSpec, seed: int) -> DataSplits:
         """Images; for a vision transformer, checked against its processor and labelled in its head's order."""

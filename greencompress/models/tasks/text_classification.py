@@ -93,3 +93,6 @@ def tokenization(loaded: LoadedModel) -> Tokenization:
 class TextClassification(TokenTask):
     name = "text-classification"
     aliases = ("sentiment-analysis",)  # Hugging Face's pipeline alias
+
+    def needs_new_head(self, config: dict) -> bool:
+        return not any(str(name).endswith("ForSequenceClassification") for name in config.get("architectures") or ())
