@@ -44,7 +44,8 @@ def draft_recipe(
     if not data.exists():
         raise RecipeError(f"--data: not found: {data}")
     inferred: list[str] = []
-    if model.is_dir() or model.suffix == ".zip":
+    from_checkpoint = not (model.is_dir() or model.suffix == ".zip")
+    if not from_checkpoint:
         model_lines, task, config = _hugging_face(model, task, inferred)
     elif model.suffix in CHECKPOINT_SUFFIXES:
         if architecture is None:
@@ -63,18 +64,17 @@ def draft_recipe(
         raise RecipeError(f"--task: {unknown_choice('task', task, task_names())}")
     kind = task_named(task)
     if data.is_file() and data.suffix.lower() in TEXT_SUFFIXES:
-        data_lines, classes = _text_data(data, config, inferred)
+        data_lines, classes = _text_data(data, inferred)
     elif data.is_dir():
         data_lines, classes = _image_data(data, kind.data_hints(model, config), inferred)
     else:
         raise RecipeError(f"--data: {data} is neither a text file ({', '.join(TEXT_SUFFIXES)}) nor an image folder")
     new_head = kind.needs_new_head(config)
-    if model_lines[0].startswith("  source: callable") or model_lines[0].startswith("  source: checkpoint"):
+    if from_checkpoint:  # its head is sized by the data
         model_lines.append(f"  num_classes: {classes}                      # from the data's classes")
     elif new_head:
         model_lines.append(f"  num_classes: {classes}                      # a new head, one output per label")
     stages = _stages(kind.takes_tokens, new_head)
-    text_lengths = kind.takes_tokens
     positions = int(config.get("max_position_embeddings", 512))
     lengths = sorted({min(32, positions), min(128, positions)})
     lines = [
@@ -95,7 +95,7 @@ def draft_recipe(
         "",
         "benchmark:",
         "  batch_sizes: [1, 8]                 # the batch sizes you serve",
-        *([f"  sequence_lengths: {lengths}          # tokens per input you serve"] if text_lengths else []),
+        *([f"  sequence_lengths: {lengths}          # tokens per input you serve"] if kind.takes_tokens else []),
         "  runtimes: auto                      # every runtime installed here (ONNX Runtime, OpenVINO, ...)",
         "",
     ]
@@ -142,7 +142,7 @@ def _checkpoint(model: Path, architecture: str) -> list[str]:
     ]
 
 
-def _text_data(path: Path, config: dict, inferred: list[str]) -> tuple[list[str], int]:
+def _text_data(path: Path, inferred: list[str]) -> tuple[list[str], int]:
     header = _header(path)
     text_column = next((c for c in ("text", "sentence", "sentence1", "content", "review") if c in header), header[0])
     label_column = next((c for c in ("label", "labels", "category", "class", "target") if c in header), header[-1])
@@ -152,8 +152,7 @@ def _text_data(path: Path, config: dict, inferred: list[str]) -> tuple[list[str]
     inferred.append(f"text column {text_column!r}, label column {label_column!r} (of {', '.join(header)})")
     if split_column is not None:
         values = sorted(set(table.splits))
-        eval_split = next((v for v in EVAL_SPLITS if v in values), None)
-        calibration = next((v for v in CALIBRATION_SPLITS if v in values), None)
+        eval_split, calibration = _splits_among(values)
         if eval_split is None or calibration is None:
             raise RecipeError(
                 f"--data: {path}: split column {split_column!r} has {', '.join(values)}; name the "
@@ -171,6 +170,14 @@ def _text_data(path: Path, config: dict, inferred: list[str]) -> tuple[list[str]
     return lines, len(set(table.labels))
 
 
+def _splits_among(names: list[str]) -> tuple[str | None, str | None]:
+    """(the evaluated split, the calibration split) by their usual names, each None when none is there."""
+    return (
+        next((n for n in EVAL_SPLITS if n in names), None),
+        next((n for n in CALIBRATION_SPLITS if n in names), None),
+    )
+
+
 def _header(path: Path) -> list[str]:
     rows = read_rows(path)  # as a run reads it: the delimiter sniffed, a byte-order mark dropped
     if not rows:
@@ -180,8 +187,7 @@ def _header(path: Path) -> list[str]:
 
 def _image_data(root: Path, hints: dict, inferred: list[str]) -> tuple[list[str], int]:
     splits = sorted(child.name for child in root.iterdir() if child.is_dir())
-    eval_split = next((s for s in EVAL_SPLITS if s in splits), None)
-    calibration = next((s for s in CALIBRATION_SPLITS if s in splits), None)
+    eval_split, calibration = _splits_among(splits)
     if eval_split is None or calibration is None:
         raise RecipeError(
             f"--data: {root}: expected split folders (train/ and one of {', '.join(EVAL_SPLITS)}), each "

@@ -40,7 +40,7 @@ def check_energy_gate_is_measurable(gates: GatesSpec, meter_measured: bool, mete
 
 
 def evaluate_gates(
-    gates: GatesSpec, comparisons: list[Comparison], results: list[ArtifactResult] = ()
+    gates: GatesSpec, comparisons: list[Comparison], artifacts: list[ArtifactResult] = ()
 ) -> list[GateResult]:
     """Every configured gate on every comparison (all batch sizes must pass), and the embedding gates on every
     artifact whose embeddings were compared with the original model's.
@@ -48,7 +48,7 @@ def evaluate_gates(
     An energy gate fails on an estimated comparison unless `allow_estimated_energy`; where the
     saving's 95% interval holds the threshold, the detail says the verdict is within noise.
     """
-    artifacts, results = list(results), []
+    results = []
     for c in comparisons:
         label = f"{c.candidate} vs {c.baseline}, {shape_words(c.batch_size, c.sequence_length)}"
         if gates.max_accuracy_drop is not None and c.top1_delta_points is not None:
@@ -65,7 +65,7 @@ def evaluate_gates(
             )
         if gates.min_energy_saving is not None:
             results.append(_energy_gate(gates, c, label))
-    return results + _embedding_gates(gates, artifacts)
+    return results + _embedding_gates(gates, list(artifacts))
 
 
 def _embedding_gates(gates: GatesSpec, artifacts: list[ArtifactResult]) -> list[GateResult]:
