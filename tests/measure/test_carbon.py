@@ -28,7 +28,7 @@ def test_every_row_has_a_value_and_a_source():
     for row in table.values():
         assert row.g_co2e_per_kwh >= 0 and row.source
     assert table["world"].g_co2e_per_kwh == 475 and "iea.org" in table["world"].source
-    assert all(row.year for key, row in table.items() if not key.startswith("gcp:"))
+    assert all(row.year for key, row in table.items() if not key.startswith("gcp:"))  # Google gives none
 
 
 def test_regions_by_key_or_name_and_suggestions():
@@ -43,3 +43,21 @@ def test_recipe_rejects_an_unknown_region_and_normalizes_a_known_one():
     with pytest.raises(ValueError, match="unknown region 'atlantis'"):
         EnergySpec(region="atlantis")
     assert carbon_per_million(1.0, carbon_settings("world", None, 1.0, None, "USD")).cost_per_million is None
+
+
+def test_sub_national_grids_and_every_cloud_regions_grid_with_its_source():
+    """A state, province or bidding zone by code or name; an AWS or Azure region takes the grid it sits in, says
+    which, and keeps that grid's source and year beside where the provider places the region."""
+    california = lookup_region("California")
+    assert california == lookup_region("US-CA") and california.year == 2023 and "eGRID2023" in california.source
+    assert lookup_region("Georgia").key == "GEO" and lookup_region("US-GA").name == "Georgia, USA"  # country first
+    virginia = lookup_region("US-VA")
+    us_east = lookup_region("aws:us-east-1")
+    assert us_east.g_co2e_per_kwh == virginia.g_co2e_per_kwh and "the grid of Virginia, USA" in us_east.name
+    assert "docs.aws.amazon.com" in us_east.source and virginia.source in us_east.source
+    assert lookup_region("azure:westeurope").g_co2e_per_kwh == lookup_region("NLD").g_co2e_per_kwh
+    assert lookup_region("azure:swedencentral").g_co2e_per_kwh == lookup_region("SE3").g_co2e_per_kwh < 50
+    assert "CO2 only" in lookup_region("Beijing").source
+    with pytest.raises(ValueError, match=r"unknown region 'Californa'; did you mean 'US-CA'\? \(keys"):
+        lookup_region("Californa")
+    assert EnergySpec(region="aws:eu-west-1").region == "aws:eu-west-1"

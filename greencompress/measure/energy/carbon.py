@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -58,21 +59,28 @@ def intensity_table() -> dict[str, GridIntensity]:
 
 
 def lookup_region(region: str) -> GridIntensity:
-    """The table's row for `region` (`world`, an ISO alpha-3 code or country name, `gcp:<region>`).
+    """The table's row for `region`: `world`, an ISO alpha-3 code or a country's name, a sub-national grid (a US
+    state or Chinese province by ISO 3166-2 code or name, `US-CA` or `California`; a Nordic bidding zone, `SE3`),
+    or a cloud region (`aws:us-east-1`, `azure:westeurope`, `gcp:europe-west1`).
 
     Raises ValueError with the closest keys when there is no such row.
     """
     table = intensity_table()
-    # Keys and country names both find a row, case-insensitively.
-    spellings = {**{row.name.lower(): key for key, row in table.items()}, **{key: key for key in table}}
+    # Keys, names and a place's name before its country ("California" of "California, USA") find a row,
+    # case-insensitively; a country's own name comes first ("Georgia" is the country, "US-GA" the state).
+    spellings = {row.name.split(",")[0].lower(): key for key, row in table.items() if re.match(r"[a-z]{2}-", key)}
+    spellings.update({row.name.lower(): key for key, row in table.items()})
+    spellings.update({key: key for key in table})
     key = spellings.get(region.lower())
     if key is not None:
         return table[key]
     close = difflib.get_close_matches(region.lower(), list(spellings), n=3, cutoff=0.6)
-    hint = f"; did you mean {', '.join(repr(table[spellings[c]].key) for c in close)}?" if close else ""
+    suggested = dict.fromkeys(table[spellings[c]].key for c in close)  # two spellings of one row: named once
+    hint = f"; did you mean {', '.join(map(repr, suggested))}?" if close else ""
     raise ValueError(
-        f"unknown region {region!r}{hint} (keys: 'world', ISO alpha-3 codes such as 'FRA', or cloud "
-        f"regions such as 'gcp:europe-west1'; see greencompress/resources/carbon_intensity.csv)"
+        f"unknown region {region!r}{hint} (keys: 'world', ISO alpha-3 codes such as 'FRA', US states and Chinese "
+        f"provinces such as 'US-CA', Nordic bidding zones such as 'SE3', or cloud regions such as 'aws:us-east-1', "
+        f"'azure:westeurope', 'gcp:europe-west1'; see greencompress/resources/carbon_intensity.csv)"
     )
 
 
