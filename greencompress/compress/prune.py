@@ -62,7 +62,9 @@ class StructuredPruneConfig(_Steps):
     global_pruning: bool = False  # rank channels across layers instead of within each
     ignore: list[str] | None = None  # layers never pruned (besides the final classifier, always kept)
     # Keep channel counts multiples of this; `auto`: the rounding whose untrained pruned model runs fastest against
-    # the unpruned one on every served runtime and batch size (measured, cached per CPU).
+    # the unpruned one on every served runtime and batch size (measured, cached per CPU). Unset: `auto` for a CNN
+    # whose run measures a runtime of files (channel counts left odd can make a pruned model slower there), else
+    # none; 1 keeps the counts as the ratio leaves them. A transformer takes a number only.
     round_to: Annotated[int, Field(ge=1)] | Literal["auto"] | None = None
 
     # Checked on values, not on which keys were given: recipe.resolved.yaml (all defaults written out)
@@ -363,14 +365,25 @@ def _ratio_for_macs(model: nn.Module, example: torch.Tensor, config, kept: list[
         _pruner(trial, example, config, ratio, kept, 1).step()  # importance is not needed to count
         return tp.utils.count_ops_and_params(trial, example)[0] / macs_before
 
-    low, high = 0.0, _MAX_RATIO
-    if (smallest := macs_share(high)) > config.target_macs:
+    # A coarse scan upwards first: with round_to, Torch-Pruning may prune nothing at a high ratio (the rounded count
+    # would leave no channel), so the share is not monotone up there and bisecting from the top would miss.
+    low, high, smallest = 0.0, None, 1.0
+    for step in range(1, round(_MAX_RATIO / _SCAN_STEP) + 1):
+        ratio = min(step * _SCAN_STEP, _MAX_RATIO)
+        share = macs_share(ratio)
+        smallest = min(smallest, share)
+        if share <= config.target_macs:
+            high = ratio
+            break
+        low = ratio
+    if high is None:
         raise GreencompressError(
-            f"stages.prune.target_macs: {config.target_macs} cannot be reached: even removing {_MAX_RATIO:.0%} of "
-            f"the prunable channels keeps {smallest:.1%} of the MACs"
+            f"stages.prune.target_macs: {config.target_macs} cannot be reached: removing up to {_MAX_RATIO:.0%} of "
+            f"the prunable channels keeps at least {smallest:.1%} of the MACs"
+            + (f" at round_to {config.round_to}" if config.round_to else "")
             + (f" ({len(kept)} layers stay whole: {', '.join(kept)})" if kept else "")
         )
-    for _ in range(10):  # 0.95 / 2^10: well under one channel in a thousand
+    for _ in range(7):  # 0.05 / 2^7: well under one channel in a thousand
         middle = (low + high) / 2
         if macs_share(middle) > config.target_macs:
             low = middle
@@ -381,6 +394,7 @@ def _ratio_for_macs(model: nn.Module, example: torch.Tensor, config, kept: list[
 
 
 _MAX_RATIO = 0.95
+_SCAN_STEP = 0.05
 
 
 @dataclass(frozen=True)
@@ -604,7 +618,8 @@ class Prune(Technique):
         return facts
 
     def uses_latency_check(self, config: PruneConfig) -> bool:
-        return config.round_to == "auto"  # the rounding is chosen by timing where the run serves
+        # The rounding is chosen by timing where the run serves: asked for, or by default (unset).
+        return getattr(config, "round_to", 1) in ("auto", None)
 
     def shown_settings(self, settings: dict) -> dict:
         # A transformer's heads and ffn, when set, say what was removed instead of the ratio.
@@ -625,14 +640,16 @@ def _prune_channels(
     def calibration():
         return batches(context.data.calibration, context.batch_size, limit=context.batch_size)
 
-    rounding = {}
-    if config.round_to == "auto":
+    rounding, by_default = {}, config.round_to is None and context.latency_check is not None
+    if config.round_to == "auto" or by_default:
         rounding = choose_round_to(source.module, context.inputs, config, calibration, context.latency_check)
         config = config.model_copy(update={"round_to": rounding["round_to"]})
     result = prune_structured(source.module, context.inputs, config, calibration(), train_between)
     settings = config.model_dump(mode="json")
     if rounding:
-        settings["round_to"] = f"auto ({rounding['round_to'] or 1})"
+        settings["round_to"] = f"auto{' (the default)' if by_default else ''}: {rounding['round_to'] or 1}"
+    elif settings["round_to"] is None:
+        settings["round_to"] = "none (the default where no runtime of files is measured to time roundings on)"
     return StageOutput(
         settings,
         {

@@ -260,3 +260,38 @@ def test_round_to_auto_takes_the_rounding_the_runtimes_run_fastest_and_names_whe
     assert "still SLOWER than the unpruned model on onnxruntime at batch 32" in " ".join(facts)
     with pytest.raises(GreencompressError, match="round_to: auto times the pruned model on the run's file runtimes"):
         choose_round_to(resnet20, ModelInputs.image((3, 32, 32)), config, lambda: None, None)
+
+
+@pytest.mark.slow
+def test_an_unset_round_to_is_auto_where_a_runtime_of_files_is_measured_and_none_elsewhere(resnet20, monkeypatch):
+    """The default never leaves a served CNN's channel counts off the fast kernels without measuring them."""
+    from types import SimpleNamespace
+
+    from greencompress.compress import prune as prune_module
+    from greencompress.compress.technique import TorchModel
+
+    chosen = []
+
+    def measured_choice(model, inputs, config, calibration, latency_check, choices=prune_module.ROUND_TO_CHOICES):
+        chosen.append(latency_check)
+        return {"round_to": 8, "chosen": 8, "worst_ratio": 0.9, "slower_on": [], "measured": {}}
+
+    monkeypatch.setattr(prune_module, "choose_round_to", measured_choice)
+    calibration = [(torch.randn(4, 3, 32, 32), torch.zeros(4, dtype=torch.int64))]
+    context = SimpleNamespace(
+        data=SimpleNamespace(calibration=calibration), batch_size=4, inputs=ModelInputs.image((3, 32, 32))
+    )
+    monkeypatch.setattr("greencompress.models.data.batches", lambda data, size, limit=None: iter(data))
+    config = StructuredPruneConfig(ratio=0.4)
+    served = prune_module._prune_channels(
+        config, TorchModel(resnet20), SimpleNamespace(**vars(context), latency_check="timer"), None
+    )
+    assert chosen == ["timer"] and served.settings["round_to"] == "auto (the default): 8"
+    widths = [m.out_channels for m in served.model.module.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(width % 8 == 0 for width in widths)
+    alone = prune_module._prune_channels(
+        config, TorchModel(resnet20), SimpleNamespace(**vars(context), latency_check=None), None
+    )
+    assert len(chosen) == 1 and alone.settings["round_to"].startswith("none (the default where no runtime of files")
+    technique = prune_module.Prune()
+    assert technique.uses_latency_check(config) and not technique.uses_latency_check(StructuredPruneConfig(round_to=1))
