@@ -91,11 +91,62 @@ def cases(good, tmp):
             f"{csv_file}}}\ndata: {{kind: digits}}\nstages: [{{quantize: {{}}}}]\n",
             "model.architecture: cannot import 'no_such_package.models'",
         ),
+        *more_cases(good, tmp),
+    ]
+
+
+def image_recipe(model: str, data: str = "kind: digits", rest: str = "") -> str:
+    return f"name: t\nmodel: {{{model}}}\ndata: {{{data}}}\nstages: [{{quantize: {{}}}}]\n{rest}"
+
+
+def more_cases(good, tmp):
+    """The ecosystem's words, recipe keys and files people have: each one mistake, each one line."""
+    folder, csv_file = good["classifier"], good["csv"]
+    latin = tmp / "latin1.csv"
+    latin.write_bytes("text,label,split\ncaf\xe9 au lait,food,test\n".encode("latin-1"))
+    broken_jsonl = tmp / "texts.jsonl"
+    broken_jsonl.write_text('{"text": "a boat", "label": "vehicle", "split": "test"}\n{"text": \n')
+    no_label = write_csv(tmp / "nolabel.csv", small_rows(), columns=("text", "split"))
+    empty_classes = tmp / "images"
+    (empty_classes / "test").mkdir(parents=True)
+    (empty_classes / "train" / "cat").mkdir(parents=True)
+    empty = tmp / "empty.yaml.txt"
+    empty.write_text("")
+    resnet = "source: torchvision, name: resnet18"
+    return [
+        ("", "is empty"),
+        ("name: t\nmodel: [unclosed\n", "not valid YAML at line 3, column 1: expected ',' or ']'"),
+        (text_recipe(folder, csv_file).replace("[onnxruntime]", "[onnx]"), "did you mean 'onnxruntime'"),
+        (text_recipe(folder, csv_file).replace("text-classification", "text-clasification"), "text-classification"),
+        (text_recipe(folder, csv_file).replace("kind: text", "kind: txt"), "did you mean 'text'?"),
+        (text_recipe("sentence-transformers/all-MiniLM-L6-v2", csv_file), "reads local folders"),
+        (text_recipe(folder, csv_file, rest="energy: {region: Atlantis}\n"), "energy.region"),
+        (text_recipe(folder, tmp / "missing.csv"), "data.path: file or folder not found"),
+        (text_recipe(folder, csv_file).replace("quantize:", "quantise:"), "did you mean 'quantize'?"),
+        (text_recipe(folder, csv_file).replace("method: dynamic", "methd: dynamic"), "did you mean 'method'?"),
+        (text_recipe(folder, csv_file, data=", text_column: txt"), "data.text_column: no column 'txt'"),
+        (text_recipe(folder, no_label), "data.label_column: no column 'label'"),
+        (text_recipe(folder, latin), "latin1.csv"),
+        (text_recipe(folder, broken_jsonl), "texts.jsonl"),
+        (text_recipe(folder, csv_file, data=", delimiter: ';'"), "data.text_column: no column 'text'"),
+        (text_recipe(folder, csv_file, rest="gates: {min_embedding_cosine: 0.9}\n"), "gates.min_embedding_cosine"),
+        (text_recipe(folder, csv_file, data=", batch_size: 0"), "data.batch_size"),
+        (text_recipe(folder, csv_file).replace("[32]", "[0]"), "benchmark.sequence_lengths"),
+        (image_recipe("source: torchvision, name: resnet19"), "did you mean 'resnet18'"),
+        (image_recipe(f"{resnet}, num_classes: 1"), "model.num_classes"),
+        (image_recipe(resnet, "kind: text"), "data.kind: image-classification models are fed data of kind"),
+        (image_recipe(resnet, f"kind: imagefolder, root: {empty_classes}, eval_split: test"), "data.eval_split"),
+        (image_recipe(resnet, f"kind: imagefolder, root: {tmp / 'nowhere'}"), "data.root: folder not found"),
+        (image_recipe(resnet, rest="benchmark: {device: cuda}\n"), "no GPU here"),
+        (image_recipe(f"{resnet}, task: text-classification"), "model.task text-classification"),
+        (image_recipe("source: checkpoint, name: resnet18, checkpoint: " + str(csv_file)), "needs field num_classes"),
     ]
 
 
 def test_every_bad_input_is_one_error_naming_the_file_and_field_before_any_work(good, tmp_path, write_recipe):
-    for number, (text, expected) in enumerate(cases(good, tmp_path)):
+    corpus = cases(good, tmp_path)
+    assert len(corpus) >= 40
+    for number, (text, expected) in enumerate(corpus):
         path = write_recipe(text, f"case{number}.yaml")
         with pytest.raises(GreencompressError) as caught:
             preflight(load_recipe(path))
@@ -123,3 +174,24 @@ def test_validate_and_run_say_one_line_and_write_nothing(good, tmp_path, write_r
             assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
             assert len(lines) == 1 and expected in lines[0], lines
         assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_every_case_through_validate_and_run_exits_2_with_one_line_and_writes_nothing(
+    good, tmp_path, write_recipe, capsys, monkeypatch
+):
+    """The whole corpus through the command line's own entry point (in this process: one interpreter start, not 80)."""
+    from greencompress.cli import main
+
+    runs = tmp_path / "runs"
+    for number, (text, expected) in enumerate(cases(good, tmp_path)):
+        path = write_recipe(text, f"each{number}.yaml")
+        for command in (["validate", str(path)], ["run", str(path), "--output", str(runs)]):
+            monkeypatch.setattr(sys, "argv", ["greencompress", *command])
+            with pytest.raises(SystemExit) as exited:
+                main()
+            error = capsys.readouterr().err
+            lines = [line for line in error.splitlines() if line.strip()]
+            assert exited.value.code == 2 and "Traceback" not in error, (number, command[0], error[-2000:])
+            assert len(lines) == 1 and expected in lines[0] and lines[0].startswith("error:"), (number, lines)
+    assert not runs.exists()

@@ -299,6 +299,34 @@ def _image_transform(spec: DataSpec):
     )
 
 
+def check_image_folder(spec: DataSpec) -> None:
+    """An image folder's layout, read without opening an image: each split's class folders, the same in both, each
+    holding an image file. DataError names the folder."""
+    from torchvision.datasets.folder import IMG_EXTENSIONS
+
+    classes = {}
+    for split in dict.fromkeys((spec.eval_split, spec.calibration_split)):
+        folder = spec.root / split
+        try:
+            names = sorted(entry.name for entry in folder.iterdir() if entry.is_dir())
+        except OSError as error:
+            raise DataError(f"data.root: {folder}: cannot list it: {error}") from None
+        if not names:
+            raise DataError(
+                f"data.{'eval' if split == spec.eval_split else 'calibration'}_split: {folder} has no class folders "
+                f"(expected {folder}/<class>/<image>)"
+            )
+        for name in names:
+            if not any(file.suffix.lower() in IMG_EXTENSIONS for file in (folder / name).iterdir()):
+                raise DataError(f"data.root: {folder / name} holds no image file ({', '.join(IMG_EXTENSIONS)})")
+        classes[split] = names
+    if len(set(map(tuple, classes.values()))) > 1:
+        raise DataError(
+            f"data.root: the class folders of '{spec.eval_split}' and '{spec.calibration_split}' differ: "
+            f"{classes[spec.eval_split]} vs {classes[spec.calibration_split]}"
+        )
+
+
 def _imagefolder(spec: DataSpec, seed: int) -> DataSplits:
     from torchvision.datasets import ImageFolder
 

@@ -42,7 +42,7 @@ class ModelSpec(Section):
     source: Literal["builtin", "torchvision", "checkpoint", "callable", "huggingface"]
     name: str | None = None
     weights: str | None = None
-    num_classes: int | None = Field(default=None, ge=1)
+    num_classes: int | None = Field(default=None, ge=2)  # a classifier's outputs; two at least
     architecture: str | None = None
     kwargs: dict[str, Any] = Field(default_factory=dict)
     checkpoint: Path | None = None
@@ -99,6 +99,13 @@ class ModelSpec(Section):
         missing = [field for field in needed if getattr(self, field) is None]
         if missing:
             raise ValueError(f"source '{self.source}' needs field(s): {', '.join(missing)}")
+        if self.source == "checkpoint" and self.num_classes is None:
+            # A torchvision architecture is built with 1,000 ImageNet outputs unless told: the checkpoint's head
+            # would not fit, and only loading its weights would tell.
+            raise ValueError(
+                "source 'checkpoint' needs field num_classes: the number of outputs the checkpoint's head has "
+                "(1000 for an ImageNet checkpoint)"
+            )
         if self.source in ("torchvision", "checkpoint"):
             _check_torchvision_name(self.name)
         if self.source == "builtin":

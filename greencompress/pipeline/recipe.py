@@ -250,7 +250,7 @@ def load_recipe(path: str | Path, overrides: list[str] = (), schema: type[Recipe
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as error:
-        raise RecipeError(f"{path}: not valid YAML: {error}") from None
+        raise RecipeError(f"{path}: not valid YAML{_where(error)}") from None
     if raw is None:
         raise RecipeError(f"{path}: the recipe is empty: it needs at least name, model, data and stages")
     if not isinstance(raw, dict):
@@ -260,8 +260,17 @@ def load_recipe(path: str | Path, overrides: list[str] = (), schema: type[Recipe
     try:
         return schema.model_validate(raw, context={BASE_DIR_KEY: path.resolve().parent})
     except ValidationError as error:
-        lines = [f"  {_format_error(item, schema)}" for item in error.errors()]
-        raise RecipeError(f"{path}: invalid recipe\n" + "\n".join(lines)) from None
+        problems = [_format_error(item, schema) for item in error.errors()]
+        if len(problems) == 1:  # one mistake, one line: the file, the field, what was expected
+            raise RecipeError(f"{path}: invalid recipe: {problems[0]}") from None
+        raise RecipeError(f"{path}: invalid recipe\n" + "\n".join(f"  {line}" for line in problems)) from None
+
+
+def _where(error: yaml.YAMLError) -> str:
+    """Where and what a YAML error is, on one line: ' at line 2, column 8: expected ',' or ']' ...'."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return (f" at line {mark.line + 1}, column {mark.column + 1}" if mark else "") + f": {problem}"
 
 
 def recipe_to_dict(recipe: Recipe) -> dict[str, Any]:
