@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -58,8 +59,9 @@ def bench(
     power_limits_w: list[float] | None = None,
     sequence_length: int = 128,
 ) -> BenchResult:
-    """Benchmark `model`: an .onnx file on `runtime`, or on every installed runtime that runs files when None; or a
-    torchvision model name with random weights on a runtime that runs PyTorch models (default torch).
+    """Benchmark `model`: an .onnx file (or a run's deploy folder, or a Hugging Face model folder, exported as a run
+    exports it) on `runtime`, or on every installed runtime that runs files when None; or a torchvision model name
+    with random weights on a runtime that runs PyTorch models (default torch).
 
     A file's inputs are made from what it declares: float inputs as random images (`input_size` for symbolic
     height and width), integer inputs as tokens of `sequence_length` (ids below the vocabulary the file's embedding
@@ -71,7 +73,27 @@ def bench(
     device = resolve_device(benchmark.device)
     if power_limits_w and device.kind != "cuda":
         raise GreencompressError("--gpu-power-limits needs --device cuda (a GPU whose limit NVML can set)")
-    runners, input_shape, make_batch = _runners(model, input_size, benchmark, runtime, device, sequence_length)
+    with tempfile.TemporaryDirectory(prefix="greencompress-bench-") as scratch:
+        return _bench(
+            model,
+            input_size,
+            benchmark,
+            energy,
+            seed,
+            progress,
+            runtime,
+            power_limits_w,
+            sequence_length,
+            device,
+            Path(scratch),
+        )
+
+
+def _bench(
+    model, input_size, benchmark, energy, seed, progress, runtime, power_limits_w, sequence_length, device, scratch
+) -> BenchResult:
+    measured = _as_file_or_name(model, scratch)
+    runners, input_shape, make_batch = _runners(measured, input_size, benchmark, runtime, device, sequence_length)
     meter, reason = select_meter(energy, gpu_uuid=device.uuid if device.kind == "cuda" else None)
     idle = measure_idle(meter, energy.idle_s)
 
@@ -95,6 +117,35 @@ def bench(
                 by_limit.append((limit, measure_all()))
     by_runtime = by_limit[-1][1] if by_limit else measure_all()
     return BenchResult(model, input_shape, meter.describe(), reason, idle, by_runtime, tuple(by_limit))
+
+
+def _as_file_or_name(model: str, scratch: Path) -> str:
+    """What `bench` measures for MODEL: a deploy folder's ONNX file; a Hugging Face folder exported to a portable
+    ONNX file in `scratch` (as a run exports it, its task read from its config); else MODEL as given."""
+    folder = Path(model)
+    if not folder.is_dir():
+        return model
+    if (folder / "onnx" / "model.onnx").is_file():  # a run's deploy folder (pipeline/deploy.py)
+        return str(folder / "onnx" / "model.onnx")
+    if not (folder / "config.json").is_file():
+        raise GreencompressError(
+            f"{folder}: a folder, but neither a Hugging Face model folder (no config.json) nor a deploy folder "
+            f"(no onnx/model.onnx)"
+        )
+    import json
+
+    from greencompress.models.huggingface import task_of_config
+    from greencompress.models.sources import ModelSpec
+    from greencompress.models.tasks import task_named
+    from greencompress.runtimes.export import export_onnx
+
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise GreencompressError(f"{folder / 'config.json'}: not valid JSON: {error}") from None
+    task = task_named(task_of_config(config))
+    loaded = task.load(ModelSpec(source="huggingface", path=folder, task=task.name))
+    return str(export_onnx(loaded.module, loaded.inputs, scratch / "model.onnx", opset=18))
 
 
 def _runners(

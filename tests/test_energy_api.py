@@ -140,3 +140,18 @@ def test_bench_feeds_every_input_a_transformer_file_declares(tmp_path):
     for benchmarks in result.by_runtime.values():
         assert [b.latency.batch_size for b in benchmarks] == [1, 4]
         assert benchmarks[1].energy.inferences % 4 == 0  # whole batches of 4 counted as 4 inferences each
+
+
+def test_bench_takes_a_hugging_face_folder_as_it_takes_an_onnx_file(tmp_path):
+    from tests.models.test_huggingface import tiny_bert
+
+    folder = tiny_bert(tmp_path / "tiny-bert")
+    spec = BenchmarkSpec(batch_sizes=[2], window_s=0.01, windows=2, max_windows=2, min_iterations=3, threads=1)
+    result = bench(str(folder), 32, spec, EnergySpec(meter="estimate", idle_s=0.0), sequence_length=12)
+    # Exported as a run exports it: the tokenizer's inputs, every file runtime installed here.
+    assert result.input_shape == {"input_ids": (12,), "attention_mask": (12,), "token_type_ids": (12,)}
+    assert set(result.by_runtime) >= {"onnxruntime", "openvino"}
+    assert all(b.latency.p50_ms > 0 for benchmarks in result.by_runtime.values() for b in benchmarks)
+    # A folder that is neither a model folder nor a deploy folder is named as such.
+    with pytest.raises(greencompress.core.errors.GreencompressError, match="no config.json.*no onnx/model.onnx"):
+        bench(str(tmp_path), 32, spec, EnergySpec(meter="estimate", idle_s=0.0))
