@@ -21,6 +21,7 @@ import numpy as np
 
 from greencompress.measure.stats import accuracy_drop, smallest_certifiable_drop
 from greencompress.models.data import batches
+from greencompress.models.serving import Scorer, logits_only
 from greencompress.runtimes.onnxruntime_cpu import OnnxRuntimeRunner
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ def keep_layers_in_float(
     batch_size: int,
     max_drop_points: float,
     op_types: tuple[str, ...] | None,
+    scorer: Scorer = logits_only,
 ) -> tuple[tuple[str, ...], tuple[dict, ...]]:
     """Requantize `int8_path` (with `quantize(excluded_layers)`) until its top-1 drop on `held_out` is within the
     budget by its upper bound.
@@ -50,12 +52,12 @@ def keep_layers_in_float(
             max_drop_points,
             floor,
         )
-    reference = correct_per_sample(fp32_path, held_out, batch_size)
+    reference = correct_per_sample(fp32_path, held_out, batch_size, scorer)
     ranked = layers_by_input_peak(fp32_path, held_out, batch_size, op_types or ("MatMul", "Gemm", "Conv"))
     kept: tuple[str, ...] = ()
     steps = []
     while True:
-        drop = accuracy_drop(reference, correct_per_sample(int8_path, held_out, batch_size))
+        drop = accuracy_drop(reference, correct_per_sample(int8_path, held_out, batch_size, scorer))
         steps.append(
             {
                 "kept_in_float": len(kept),
@@ -91,12 +93,12 @@ def keep_layers_in_float(
     return kept, tuple(steps)
 
 
-def correct_per_sample(path: Path, samples, batch_size: int) -> np.ndarray:
-    """Whether the ONNX file's top-1 is right, sample by sample, in the order of `samples`."""
+def correct_per_sample(path: Path, samples, batch_size: int, scorer: Scorer = logits_only) -> np.ndarray:
+    """Whether the ONNX file's top-1 (its outputs scored by `scorer`) is right, sample by sample, in `samples` order."""
     runner = OnnxRuntimeRunner(path, 1)
     right = []
     for inputs, labels in batches(samples, batch_size):
-        right.append(np.argmax(runner(inputs), axis=1) == labels)
+        right.append(np.argmax(scorer(runner.outputs(inputs))[0], axis=1) == labels)
     return np.concatenate(right)
 
 

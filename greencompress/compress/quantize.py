@@ -17,6 +17,7 @@ from greencompress.core.config import Section
 from greencompress.core.hardware import cpu_info
 from greencompress.core.logs import quiet_libraries
 from greencompress.models.data import batches
+from greencompress.models.serving import Scorer, logits_only
 from greencompress.runtimes.base import batch_size_of
 
 log = logging.getLogger(__name__)
@@ -97,13 +98,15 @@ def quantize_onnx(
     progress=None,
     input_ranges: dict[str, tuple[float, float]] | None = None,
     transformer: bool = False,
+    scorer: Scorer = logits_only,
 ) -> QuantizeResult:
     """Quantize `fp32_path` to int8 at `output_path`; static mode calibrates on `calibration` samples.
 
     `input_ranges` (layer name -> (min, max), from quantization-aware training) fixes the range of
     each named Conv/Gemm layer's input instead of calibrating it; the other tensors are calibrated.
     `transformer`: the graph is a transformer encoder's (a file taking tokens is known to be one; a ViT's takes
-    images), whose static int8 keeps the operators known to be sensitive in float.
+    images), whose static int8 keeps the operators known to be sensitive in float. `scorer` scores the file's
+    outputs for the fallback's top-1 (the task's).
     """
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -162,7 +165,7 @@ def quantize_onnx(
 
                 held_out = Subset(calibration, range(samples, min(len(calibration), samples + config.fallback_samples)))
                 kept, steps = keep_layers_in_float(
-                    prepared, output_path, quantize, held_out, batch_size, config.fallback_max_drop, only
+                    prepared, output_path, quantize, held_out, batch_size, config.fallback_max_drop, only, scorer
                 )
     return QuantizeResult(
         path=output_path,
@@ -401,6 +404,7 @@ class Quantize(Technique):
                 context.progress,
                 input_ranges,
                 transformer=context.inputs.structure == "encoder",
+                scorer=context.scorer,
             )
         temporary.replace(output)
         settings = {key: value for key, value in asdict(result).items() if key != "path"}

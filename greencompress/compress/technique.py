@@ -33,6 +33,7 @@ from torch import nn
 from greencompress.core.files import write_bytes_atomic
 from greencompress.core.registry import Registry
 from greencompress.models.inputs import ModelInputs
+from greencompress.models.serving import Scorer, logits_only
 
 if TYPE_CHECKING:
     from greencompress.models.data import DataSplits
@@ -141,6 +142,7 @@ class StageContext:
     export: Callable[[nn.Module, Path], dict]  # export + parity check of a torch model; returns the parity record
     progress: Any = None
     latency_check: LatencyCheck | None = None  # None where nothing can be timed (no file runtime)
+    scorer: Scorer = logits_only  # how a model's served outputs are scored (the task's: measure/accuracy.py)
 
 
 @dataclass(frozen=True)

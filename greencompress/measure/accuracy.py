@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from greencompress.models.data import batches
+from greencompress.models.serving import Scorer, logits_only, outputs_of
 
 
 @dataclass(frozen=True)
@@ -27,23 +28,24 @@ class Accuracy:
     recall_at_10: float | None = None
 
 
-def evaluate(runner, dataset, batch_size: int, progress=None, label: str = "evaluating") -> Accuracy:
+def evaluate(
+    runner, dataset, batch_size: int, progress=None, label: str = "evaluating", scorer: Scorer = logits_only
+) -> Accuracy:
     """Accuracy of `runner` on every sample of `dataset`."""
-    return evaluate_with_embeddings(runner, dataset, batch_size, progress, label)[0]
+    return evaluate_with_embeddings(runner, dataset, batch_size, progress, label, scorer)[0]
 
 
 def evaluate_with_embeddings(
-    runner, dataset, batch_size: int, progress=None, label: str = "evaluating"
+    runner, dataset, batch_size: int, progress=None, label: str = "evaluating", scorer: Scorer = logits_only
 ) -> tuple[Accuracy, np.ndarray | None]:
-    """Accuracy of `runner` on every sample of `dataset`, and its embeddings when the model returns them (else None)."""
+    """Accuracy of `runner` on every sample of `dataset`, and its embeddings where `scorer` finds them (else None)."""
     task = progress.add_task(label, total=len(dataset)) if progress else None
     top1 = top5 = total = 0
     embeddings = []
     for inputs, labels in batches(dataset, batch_size):
-        outputs = runner.outputs(inputs) if hasattr(runner, "outputs") else (runner(inputs),)
-        logits = outputs[0]
-        if len(outputs) > 1:
-            embeddings.append(outputs[1])
+        logits, embedding = scorer(outputs_of(runner, inputs))
+        if embedding is not None:
+            embeddings.append(embedding)
         ranked = np.argsort(-logits, axis=1)[:, :5]
         top1 += int((ranked[:, 0] == labels).sum())
         top5 += int((ranked == labels[:, None]).any(axis=1).sum())

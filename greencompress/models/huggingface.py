@@ -4,10 +4,10 @@ A task wraps the encoder into a module with one forward over token tensors that 
 so export, quantization, accuracy and benchmarks treat it as any classifier:
 
 - `text-classification`: the folder's sequence-classification head (label names from its config);
-- `sentence-embedding`: the encoder, the folder's pooling (mean by default) and L2 normalisation,
-  scored by a nearest-centroid classifier whose centroids are the mean FP32 embedding of each
-  class in the training split (`fit_centroids`); the exported file returns the embedding as its
-  second output, so it deploys as an embedding model;
+- `sentence-embedding`: the encoder, the folder's pooling (mean by default) and L2 normalisation;
+  served (exported, measured) for its sentence embedding and token states, and scored outside the graph
+  by a nearest-centroid classifier whose centroids are the mean FP32 embedding of each class in the
+  training split (`fit_centroids`);
 - `image-classification`: a vision transformer (ViT family) with its image-classification head, fed
   one image tensor like a CNN; its structure (heads, FFN neurons, layers) is an encoder's.
 """
@@ -123,6 +123,16 @@ _WEIGHT_FILES = (
     "model.safetensors.index.json",
     "pytorch_model.bin.index.json",
 )
+
+
+def task_of_config(config: dict) -> str:
+    """The task a Hugging Face folder's config.json implies: its head's class name, or an encoder's embeddings."""
+    heads = [str(name) for name in config.get("architectures") or ()]
+    if any(name.endswith("ForSequenceClassification") for name in heads):
+        return "text-classification"
+    if any(name.endswith("ForImageClassification") for name in heads):
+        return "image-classification"
+    return "sentence-embedding"  # an encoder without a head: served for its embeddings
 
 
 def inspect_folder(folder: Path, task: str, trust_remote_code: bool, num_classes: int | None = None) -> dict:
@@ -345,7 +355,13 @@ class ImageClassifier(nn.Module):
 
 
 class SentenceEmbedder(nn.Module):
-    """Encoder + pooling (+ L2 normalisation): returns (cosine to each class centroid, embedding)."""
+    """Encoder + pooling (+ L2 normalisation).
+
+    Trained and distilled through `forward`: (cosine to each class centroid, embedding), the centroids being the
+    scoring head fitted on the data (`fit_centroids`). Served, exported and measured as `for_serving()`: the
+    sentence embedding and the encoder's token states, named as sentence-transformers and Optimum read them, with
+    no data set's centroids in the graph (the task scores embeddings outside it: models/tasks/sentence_embedding.py).
+    """
 
     def __init__(self, encoder: nn.Module, pooling: str = "mean", normalize: bool = True):
         super().__init__()
@@ -353,6 +369,10 @@ class SentenceEmbedder(nn.Module):
         self.register_buffer("centroids", torch.zeros(0, encoder.config.hidden_size))
 
     def embed(self, input_ids, attention_mask, token_type_ids=None):
+        return self.embed_with_states(input_ids, attention_mask, token_type_ids)[0]
+
+    def embed_with_states(self, input_ids, attention_mask, token_type_ids=None):
+        """(the pooled, normalised sentence embedding, the encoder's last hidden states)."""
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -362,7 +382,7 @@ class SentenceEmbedder(nn.Module):
             pooled = hidden.masked_fill(mask == 0, -1e9).max(dim=1).values
         else:
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-        return nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled
+        return (nn.functional.normalize(pooled, dim=-1) if self.normalize else pooled), hidden
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         fitted = state_dict.get(f"{prefix}centroids")
@@ -373,6 +393,26 @@ class SentenceEmbedder(nn.Module):
     def forward(self, input_ids, attention_mask, token_type_ids=None):
         embedding = self.embed(input_ids, attention_mask, token_type_ids)
         return nn.functional.normalize(embedding, dim=-1) @ self.centroids.T, embedding
+
+    def for_serving(self) -> nn.Module:
+        return ServedEmbedder(self)
+
+
+class ServedEmbedder(nn.Module):
+    """What a sentence embedder's user runs: its sentence embedding first, then the token states (sharing its weights).
+
+    `last_hidden_state` is the name Optimum's ORTModelForFeatureExtraction reads, through which sentence-transformers'
+    ONNX backend pools; `sentence_embedding` is that pooling done in the graph, for plain onnxruntime users.
+    """
+
+    output_names = ("sentence_embedding", "last_hidden_state")
+
+    def __init__(self, embedder: SentenceEmbedder):
+        super().__init__()
+        self.embedder = embedder
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        return self.embedder.embed_with_states(input_ids, attention_mask, token_type_ids)
 
 
 @torch.no_grad()  # not inference_mode: the centroids become a buffer that traced exports must read
@@ -401,13 +441,78 @@ def fit_centroids(embedder: SentenceEmbedder, labelled_batches, num_classes: int
     }
 
 
+def network_of(module: nn.Module) -> nn.Module:
+    """The Hugging Face network inside a task module (a classifier's network, an embedder's encoder)."""
+    return module.network if isinstance(module, (TextClassifier, ImageClassifier)) else module.encoder
+
+
+def write_serving_files(module: nn.Module, tokenizer, folder: Path, source: Path | None, max_length: int) -> list[str]:
+    """Beside an exported file: what loading it with transformers-family libraries needs, written into `folder`.
+
+    The network's config (of the model the file was exported from), its tokenizer, its image processor's file
+    (copied from `source`, the folder it was loaded from) and, for a sentence embedder, the module files
+    sentence-transformers reads (its pooling and normalisation: copied from `source` when it has them, else
+    written from the embedder's). Returns the names written.
+    """
+    network = network_of(module)
+    network.config.save_pretrained(folder)
+    written = ["config.json"]
+    if tokenizer is not None:
+        written += [Path(name).name for name in tokenizer.save_pretrained(folder)]
+    processor = source / "preprocessor_config.json" if source is not None else None
+    if processor is not None and processor.is_file():
+        shutil.copyfile(processor, folder / processor.name)
+        written.append(processor.name)
+    if isinstance(module, SentenceEmbedder):
+        written += _sentence_transformers_modules(module, folder, source, max_length)
+    return sorted(set(written))
+
+
+def _sentence_transformers_modules(embedder: SentenceEmbedder, folder: Path, source: Path | None, max_length: int):
+    """modules.json, the Pooling (and Normalize) module folders and sentence_bert_config.json: the source's when it
+    has them (a sentence-transformers folder), else the embedder's own pooling written in their format."""
+    if source is not None and (source / "modules.json").is_file():
+        names = ["modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"]
+        written = []
+        for name in names:
+            if (source / name).is_file():
+                shutil.copyfile(source / name, folder / name)
+                written.append(name)
+        for entry in json.loads((source / "modules.json").read_text(encoding="utf-8")):
+            path = entry.get("path") or ""
+            if path and (source / path).is_dir():
+                shutil.copytree(source / path, folder / path, dirs_exist_ok=True)
+                written.append(path)
+        return written
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    if embedder.normalize:
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+        (folder / "2_Normalize").mkdir(exist_ok=True)
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    pooling = {
+        "word_embedding_dimension": int(embedder.encoder.config.hidden_size),
+        "pooling_mode_cls_token": embedder.pooling == "cls",
+        "pooling_mode_mean_tokens": embedder.pooling == "mean",
+        "pooling_mode_max_tokens": embedder.pooling == "max",
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2), encoding="utf-8")
+    (folder / "modules.json").write_text(json.dumps(modules, indent=2), encoding="utf-8")
+    settings = {"max_seq_length": max_length, "do_lower_case": False}
+    (folder / "sentence_bert_config.json").write_text(json.dumps(settings, indent=2), encoding="utf-8")
+    return ["modules.json", "1_Pooling", *(["2_Normalize"] if embedder.normalize else []), "sentence_bert_config.json"]
+
+
 def save_folder(module: nn.Module, tokenizer, folder: Path, processor_file: Path | None = None) -> str | None:
     """Save the task module's Hugging Face network and tokenizer (or, for images, a copy of the processor's
     `processor_file`) as a folder `from_pretrained` reloads; returns why not when the network's config cannot
     describe it (transformers 5 has no `pruned_heads`: removed heads)."""
     from greencompress.models.encoder_layout import encoder_layers
 
-    network = module.network if isinstance(module, (TextClassifier, ImageClassifier)) else module.encoder
+    network = network_of(module)
     config = network.config
     heads = getattr(config, "num_attention_heads", None) or getattr(config, "n_heads", None)
     try:

@@ -108,21 +108,16 @@ def _name_of(model: Path) -> str:
 
 
 def _hugging_face(model: Path, task: str | None, inferred: list[str]) -> tuple[list[str], str, dict]:
-    from greencompress.models.huggingface import model_folder
+    from greencompress.models.huggingface import model_folder, task_of_config
 
     folder = model_folder(model, None)
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise RecipeError(f"--model: {folder / 'config.json'}: {error}") from None
-    heads = [str(name) for name in config.get("architectures") or ()]
     if task is None:
-        if any(name.endswith("ForSequenceClassification") for name in heads):
-            task = "text-classification"
-        elif any(name.endswith("ForImageClassification") for name in heads):
-            task = "image-classification"
-        else:
-            task = "sentence-embedding"  # an encoder without a head: served for its embeddings
+        task = task_of_config(config)
+        heads = [str(name) for name in config.get("architectures") or ()]
         inferred.append(f"task {task} (from config.json architectures {heads or 'none'})")
     return ["  source: huggingface", f"  path: {model}"], task, config
 

@@ -13,11 +13,7 @@ import logging
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from greencompress.measure.accuracy import (
-    Accuracy,
-    embedding_agreement,
-    evaluate_with_embeddings,
-)
+from greencompress.measure.accuracy import Accuracy, embedding_agreement, evaluate_with_embeddings
 from greencompress.measure.benchmark import (
     Benchmark,
     BenchmarkSpec,
@@ -30,6 +26,7 @@ from greencompress.measure.latency import shape_key, shape_words
 from greencompress.measure.load import BUSY_SHARE
 from greencompress.measure.lock import measurement_lock
 from greencompress.models.data import DataSplits, fixed_batch
+from greencompress.models.serving import Scorer, logits_only
 from greencompress.pipeline.artifacts import Made, plan_artifacts, reduced_precisions
 from greencompress.pipeline.produce import Producer
 from greencompress.pipeline.reporting import build_report
@@ -49,8 +46,10 @@ def accuracies(
     key: str,
     progress=None,
     reference: str | None = None,
+    scorer: Scorer = logits_only,
 ) -> dict[str, Accuracy | None]:
-    """Top-1/top-5 of every runner on the evaluation split (None for all without labels).
+    """Top-1/top-5 of every runner on the evaluation split (None for all without labels), its outputs scored by
+    `scorer` (the task's).
 
     A sentence embedder's embeddings are also compared with those of `reference` (the original FP32 model as
     trained; by default the first runner), which is evaluated first.
@@ -60,7 +59,7 @@ def accuracies(
         order = sorted(runners, key=lambda name: name != reference) if reference in runners else list(runners)
         record, reference = {}, None
         for name in order:
-            record[name], embeddings = _accuracy(name, runners[name], data, batch_size, progress)
+            record[name], embeddings = _accuracy(name, runners[name], data, batch_size, progress, scorer)
             if embeddings is not None:
                 reference = embeddings if reference is None else reference
                 cosine, neighbours, recall = embedding_agreement(embeddings, reference)
@@ -80,10 +79,14 @@ def accuracies(
     return {name: Accuracy(**value) if value else None for name, value in record.items()}
 
 
-def _accuracy(name: str, runner, data: DataSplits, batch_size: int, progress) -> tuple[Accuracy | None, object]:
+def _accuracy(
+    name: str, runner, data: DataSplits, batch_size: int, progress, scorer: Scorer
+) -> tuple[Accuracy | None, object]:
     if not data.labelled:
         return None, None
-    accuracy, embeddings = evaluate_with_embeddings(runner, data.eval, batch_size, progress, f"evaluating {name}")
+    accuracy, embeddings = evaluate_with_embeddings(
+        runner, data.eval, batch_size, progress, f"evaluating {name}", scorer
+    )
     log.info(
         "%s: top-1 %.2f%%, top-5 %.2f%% on %d samples", name, 100 * accuracy.top1, 100 * accuracy.top5, accuracy.samples
     )
@@ -250,7 +253,9 @@ def measure_run(producer: Producer, made: list[Made], hugging_face_folder: str |
         name: RUNTIMES.get(artifact.runtime).runner(source, replace(settings, precision=artifact.precision))
         for name, (artifact, source) in artifacts.items()
     }
-    accuracy = accuracies(runners, prepared.data, recipe.data.batch_size, store, key, progress, _reference(artifacts))
+    accuracy = accuracies(
+        runners, prepared.data, recipe.data.batch_size, store, key, progress, _reference(artifacts), prepared.scorer
+    )
     producer.finished.append("accuracy")
     idle_checks = saved_idle_checks(store, key)
     benchmarks: dict[str, list] = {name: [] for name in artifacts}
@@ -273,6 +278,7 @@ def measure_run(producer: Producer, made: list[Made], hugging_face_folder: str |
             lock,
             sweep,
             complete,
+            producer.deploy_folders,
         )
 
     shapes = prepared.task.workload(recipe.benchmark.batch_sizes, recipe.benchmark.sequence_lengths)

@@ -18,6 +18,7 @@ from greencompress.measure.energy import select_meter
 from greencompress.measure.energy.meter import EnergyMeter
 from greencompress.models.data import DataSplits
 from greencompress.models.inputs import ModelInputs
+from greencompress.models.serving import Scorer
 from greencompress.models.sources import LoadedModel
 from greencompress.models.tasks import Task
 from greencompress.pipeline.gates import check_energy_gate_is_measurable
@@ -42,6 +43,11 @@ class Prepared:
     data: DataSplits
     head: dict  # what the task fitted on the data before the run (a sentence embedder's centroids); {} when nothing
     fusion: FusionPlan  # the exports the run plans; `transformer_fusion: auto` may still decide by measuring
+
+    @property
+    def scorer(self) -> Scorer:
+        """How every artifact's served outputs are scored (the task's; a sentence embedder's fitted centroids)."""
+        return self.task.scorer(self.loaded.module)
 
     def fingerprint(self) -> dict:
         """What two preparations of one recipe must agree on, as plain data (the model by its weights' hash)."""

@@ -20,6 +20,7 @@ from greencompress.compress.training import FineTuning
 from greencompress.measure.accuracy import evaluate
 from greencompress.models.data import batches, fixed_batch
 from greencompress.pipeline.artifacts import Made, artifact_name
+from greencompress.pipeline.deploy import write_deploy_folders
 from greencompress.pipeline.prepare import Prepared
 from greencompress.pipeline.stages import StageStore, stage_key
 from greencompress.report.schema import StageRecord
@@ -42,10 +43,11 @@ class Producer:
         self.records: list[StageRecord] = []
         self.fusion: FusionPlan = prepared.fusion  # `auto` may be decided by measuring (fusion_check.py)
         self.parity: dict = {}  # the original model's export: its parity, the fused operators, the fusion plan
+        self.deploy_folders: dict[str, str] = {}  # each ONNX file's deployable folder (pipeline/deploy.py)
 
     def made(self) -> tuple[list[Made], str | None]:
         """Every model and file the recipe makes, and where the compressed Hugging Face model was saved (or why
-        not; None when the run compresses no such model)."""
+        not; None when the run compresses no such model). Each ONNX file also gets its deployable folder."""
         recipe, loaded = self.recipe, self.prepared.loaded
         original = self._made(
             TorchModel(loaded.module),
@@ -66,6 +68,7 @@ class Producer:
                 hugging_face_folder = self._save_hugging_face_folder(compressed)
             exports += self._exports(compressed, "model_compressed_fp32", "export-compressed")
         made = [original, *([compressed] if compressed else []), *exports, *self._file_stages(exports)]
+        self.deploy_folders = write_deploy_folders(self.prepared, self.run_dir, made)
         return made, hugging_face_folder
 
     def _made(self, model: TorchModel, techniques: tuple[str, ...], key: str) -> Made:
@@ -90,6 +93,7 @@ class Producer:
             lambda model, path: asdict(self._export_checked(model, path, not self.fusion.portable)),
             self.progress,
             self._latency_check(),
+            prepared.scorer,
         )
 
     def _latency_check(self):
@@ -156,6 +160,7 @@ class Producer:
             with_fusion(recipe.export, fused),
             batches(self.prepared.data.eval, recipe.data.batch_size, limit=recipe.export.parity_samples),
             recipe.benchmark.threads,
+            self.prepared.scorer,
         )
 
     def _exports(self, source: Made, stem: str, stage: str) -> list[Made]:
@@ -299,7 +304,12 @@ class Producer:
         }
         if self.prepared.data.labelled:
             accuracy = evaluate(
-                TorchRunner(model.module), self.prepared.data.eval, self.recipe.data.batch_size, self.progress, label
+                TorchRunner(model.module),
+                self.prepared.data.eval,
+                self.recipe.data.batch_size,
+                self.progress,
+                label,
+                self.prepared.scorer,
             )
             metrics.update(top1=accuracy.top1, top5=accuracy.top5)
         return metrics

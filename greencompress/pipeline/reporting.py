@@ -28,10 +28,11 @@ def build_report(
     lock=None,
     sweep: tuple[dict, ...] = (),
     complete: bool = True,
+    deploy_folders: dict[str, str] | None = None,
 ) -> RunReport:
     """Everything one run measured. `precision_reason`: why these precisions were measured; `hugging_face_folder`:
     where the compressed transformer was saved, or why not; `lock`: the measurement lock held while benchmarking;
-    `sweep`: rows of a GPU power-limit sweep."""
+    `sweep`: rows of a GPU power-limit sweep; `deploy_folders`: each ONNX file's deployable folder."""
     recipe, meter = prepared.recipe, prepared.meter
     comparisons = compare_same_runtime(results)
     notes = [] if prepared.data.labelled else ["Synthetic inputs: no accuracy is reported, only latency and energy."]
@@ -81,4 +82,5 @@ def build_report(
         gates=tuple(evaluate_gates(recipe.gates, comparisons, results)),
         complete=complete,
         power_limit_sweep=sweep,
+        deploy_folders=dict(deploy_folders or {}),
     )

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from greencompress.measure.energy.carbon import carbon_per_million
 from greencompress.measure.latency import shape_label, shape_words
 from greencompress.measure.load import BUSY_SHARE
@@ -206,8 +208,9 @@ def headline(c: Comparison, estimated_from: str = "CPU time") -> str:
     )
 
 
-def decision_line(c: Comparison, estimated_from: str = "CPU time") -> str:
-    """The answer a user came for, at one batch size: what to deploy and what it saves against the model they gave."""
+def decision_line(c: Comparison, estimated_from: str = "CPU time", folder: str | None = None) -> str:
+    """The answer a user came for, at one batch size: what to deploy (and the folder that holds it), and what it saves
+    against the model they gave."""
     if c.candidate == c.baseline:
         return (
             f"Keep your model as given ({c.baseline}) at {shape_words(c.batch_size, c.sequence_length)}: nothing "
@@ -222,17 +225,48 @@ def decision_line(c: Comparison, estimated_from: str = "CPU time") -> str:
         f"{c.top1_delta_points:+.2f} pt top-1" if c.top1_delta_points is not None else "top-1 not measured",
         f"{c.size_ratio:.2f}x size" if c.size_ratio is not None else "size not comparable",
     ]
+    where = f" (`{folder}/`)" if folder else ""
     return (
-        f"Deploy {c.candidate} at {shape_words(c.batch_size, c.sequence_length)}: {' and '.join(facts)} of your "
-        f"model as given ({c.baseline}), {', '.join(tail)}"
+        f"Deploy {c.candidate}{where} at {shape_words(c.batch_size, c.sequence_length)}: {' and '.join(facts)} of "
+        f"your model as given ({c.baseline}), {', '.join(tail)}"
     )
+
+
+def deploy_folder(report: RunReport, artifact: str) -> str | None:
+    """The deployable folder of an artifact's file (pipeline/deploy.py), or None (a PyTorch model, an older report)."""
+    result = next((r for r in report.artifacts if r.artifact.name == artifact), None)
+    if result is None or result.artifact.path is None:
+        return None
+    return report.deploy_folders.get(Path(result.artifact.path).name)
+
+
+def loading_lines(report: RunReport) -> list[str]:
+    """How to load the file the first decision deploys, with the libraries its users have (the task's snippet)."""
+    from greencompress.models.tasks import task_named, task_names
+
+    decisions = report.decisions
+    chosen = decisions[0].candidate if decisions else None
+    folder = deploy_folder(report, chosen) if chosen else None
+    task = (report.recipe.get("model") or {}).get("task")
+    if folder is None or task not in task_names():
+        return []
+    return [
+        f"Load it: `{folder}/onnx/model.onnx` with what it needs beside it (its README says what it holds; "
+        f"paths from the run folder):",
+        "",
+        "```python",
+        task_named(task).loading_snippet(folder),
+        "```",
+    ]
 
 
 def decision_lines(report: RunReport) -> list[str]:
     """One decision per batch size (the recommendation against the user's model), for the first lines of a report."""
     decisions = report.decisions
     if decisions:
-        return [decision_line(c, report.energy_meter.proportional_to) for c in decisions]
+        return [
+            decision_line(c, report.energy_meter.proportional_to, deploy_folder(report, c.candidate)) for c in decisions
+        ]
     if not report.recommendations:
         return [f"Keep your model as given: no artifact is within the budget ({report.quality_budget.describe()})"]
     return [
@@ -520,6 +554,7 @@ def render_markdown(report: RunReport) -> str:
         "",
         *[f"**{line}.**  " for line in decision_lines(report)],
         "",
+        *[*(loading := loading_lines(report)), *([""] if loading else [])],
         f"Measured {report.created_utc} on **{cpu['model']}** ({cpu['logical_cores']} logical cores; "
         f"flags: {', '.join(cpu['flags']) or 'none detected'}), {environment['threads']} threads, "
         f"{environment['os']}; torch {versions['torch']}, onnxruntime {versions['onnxruntime']}, "

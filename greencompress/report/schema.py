@@ -20,7 +20,7 @@ from greencompress.measure.quality import QualityBudget, quality_budget
 from greencompress.measure.stats import RatioInterval, paired_ratio_interval
 from greencompress.runtimes.base import Artifact
 
-SCHEMA_VERSION = "1.4"
+SCHEMA_VERSION = "1.5"
 
 
 @dataclass(frozen=True)
@@ -238,6 +238,8 @@ class RunReport:
     idle_checks: tuple[IdleBaseline, ...] = ()  # idle power before benchmarking (and on resume) and after it
     # benchmark.gpu_power_limits: per limit, artifact and batch size, what ran (measurement.sweep_power_limits)
     power_limit_sweep: tuple[dict, ...] = ()
+    # Each measured ONNX file's deployable folder, relative to the run folder (pipeline/deploy.py): file -> folder
+    deploy_folders: dict[str, str] = field(default_factory=dict)
 
     @property
     def gates_passed(self) -> bool:
@@ -333,6 +335,7 @@ class RunReport:
             "gates": [asdict(gate) for gate in self.gates],
             "complete": self.complete,
             "power_limit_sweep": list(self.power_limit_sweep),
+            "deploy_folders": self.deploy_folders,
         }
 
     def write_json(self, path: Path) -> None:
@@ -535,4 +538,5 @@ def _report_from_dict(data: dict) -> RunReport:
         gates=tuple(GateResult(**gate) for gate in data.get("gates", ())),
         complete=data.get("complete", True),
         power_limit_sweep=tuple(data.get("power_limit_sweep", ())),
+        deploy_folders=dict(data.get("deploy_folders", {})),
     )

@@ -20,6 +20,7 @@ from greencompress.core.errors import GreencompressError, ParityError
 from greencompress.core.logs import quiet_libraries
 from greencompress.models.encoder_layout import attention_shape
 from greencompress.models.inputs import ModelInputs
+from greencompress.models.serving import Scorer, logits_only, output_names, outputs_of, served
 from greencompress.runtimes.base import RUNTIMES, batch_size_of
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,8 @@ def export_onnx(model: nn.Module, inputs: ModelInputs, path: Path, opset: int, f
 
 
 def _export(model: nn.Module, inputs: ModelInputs, path: Path, opset: int, fusion: bool) -> dict:
-    """The export; returns what was done beyond it: for a transformer, the fused operators (`fusion`)."""
+    """The export of what `model` serves (models/serving.py); returns what was done beyond it: for a transformer, the
+    fused operators (`fusion`)."""
     if inputs.are_tokens:
         return _export_transformer(model, inputs, path, opset, fusion)
     # Batch 2, not 1: torch.export specializes dimensions of size 1, which would fix the batch size.
@@ -137,13 +139,13 @@ def _export(model: nn.Module, inputs: ModelInputs, path: Path, opset: int, fusio
     chatter = io.StringIO()  # the exporter prints its steps; keep them for the log, not the terminal
     with contextlib.redirect_stdout(chatter):
         torch.onnx.export(
-            model.eval(),
+            served(model).eval(),
             (example,),
             str(path),
             dynamo=True,
             opset_version=opset,
             input_names=["input"],
-            output_names=["logits"],
+            output_names=list(output_names(served(model))),
             dynamic_shapes=({0: batch},),
             external_data=False,
             verbose=False,
@@ -156,15 +158,15 @@ def _export_transformer(model: nn.Module, inputs: ModelInputs, path: Path, opset
     # The TorchScript exporter, not torch.export: ONNX Runtime's transformer optimizer matches the graph it
     # writes for eager attention, while on torch.export's graph of MiniLM it stopped with "Graph is not a DAG"
     # (torch 2.14, onnxruntime 1.32). Its trace is checked on texts of several lengths by the parity check.
-    with torch.no_grad():
-        several = isinstance(model(*inputs.example(2, 8)), (tuple, list))
-    outputs = ["logits", "embedding"] if several else ["logits"]
+    module = served(model)
+    outputs = list(output_names(module))
     axes = {name: {0: "batch", 1: "sequence"} for name in inputs.names}
-    axes.update({name: {0: "batch"} for name in outputs})
+    # Token states (last_hidden_state) keep a sequence axis; logits and sentence embeddings have a batch axis only.
+    axes.update({name: {0: "batch", 1: "sequence"} if "hidden" in name else {0: "batch"} for name in outputs})
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # tracer warnings about Python values; parity on real text decides
         torch.onnx.export(
-            model.eval(),
+            module.eval(),
             inputs.example(2, 16),
             str(path),
             dynamo=False,
@@ -200,13 +202,16 @@ def _export_transformer(model: nn.Module, inputs: ModelInputs, path: Path, opset
     return {"fusion": fused}
 
 
-def check_parity(reference, candidate, batches, max_abs_diff: float, min_top1_agreement: float) -> Parity:
-    """Compare two runners' logits over `batches` of inputs; raises ParityError when they disagree."""
+def check_parity(
+    reference, candidate, batches, max_abs_diff: float, min_top1_agreement: float, scorer: Scorer = logits_only
+) -> Parity:
+    """Compare two runners' first outputs (logits, or a sentence embedding) over `batches` of inputs, and the top-1
+    of their scores (`scorer`, the task's); raises ParityError when they disagree."""
     worst, agree, total = 0.0, 0, 0
     for inputs, _ in batches:
-        expected, actual = reference(inputs), candidate(inputs)
-        worst = max(worst, float(np.abs(expected - actual).max()))
-        agree += int((expected.argmax(1) == actual.argmax(1)).sum())
+        expected, actual = outputs_of(reference, inputs), outputs_of(candidate, inputs)
+        worst = max(worst, float(np.abs(expected[0] - actual[0]).max()))
+        agree += int((scorer(expected)[0].argmax(1) == scorer(actual)[0].argmax(1)).sum())
         total += batch_size_of(inputs)
     parity = Parity(samples=total, max_abs_diff=worst, top1_agreement=agree / total)
     if parity.max_abs_diff > max_abs_diff or parity.top1_agreement < min_top1_agreement:
@@ -219,7 +224,13 @@ def check_parity(reference, candidate, batches, max_abs_diff: float, min_top1_ag
 
 
 def export_with_parity(
-    model: nn.Module, inputs: ModelInputs, output: Path, spec: ExportSpec, parity_batches, threads: int
+    model: nn.Module,
+    inputs: ModelInputs,
+    output: Path,
+    spec: ExportSpec,
+    parity_batches,
+    threads: int,
+    scorer: Scorer = logits_only,
 ) -> Parity:
     """Export `model` to `output` and check it against PyTorch on `parity_batches`; the file appears only if it passes.
 
@@ -237,6 +248,7 @@ def export_with_parity(
         parity_batches,
         spec.parity_max_abs_diff,
         spec.parity_min_top1_agreement,
+        scorer,
     )
     temporary.replace(output)  # only a model that passed parity gets its real name
     log.info(

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from greencompress.models.serving import served
 from greencompress.runtimes.base import RUNTIMES, Inputs, Runner, RuntimeSpec
 
 
@@ -17,7 +18,7 @@ class TorchRunner(Runner):
     """
 
     def __init__(self, model: nn.Module, precision: str = "fp32"):
-        self.model = model.eval()
+        self.model = served(model).eval()  # what a deployment runs (a sentence embedder's embeddings)
         self.bf16 = precision == "bf16"
 
     def __call__(self, inputs: Inputs) -> np.ndarray:
@@ -38,7 +39,7 @@ def call_model(model: nn.Module, inputs: Inputs):
 
 
 def first_output(output) -> torch.Tensor:
-    """The logits of a model that returns more than them (a sentence embedder's (logits, embedding))."""
+    """The first output of a model that returns several (a served sentence embedder's embedding, then token states)."""
     return output[0] if isinstance(output, (tuple, list)) else output
 
 

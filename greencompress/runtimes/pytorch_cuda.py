@@ -11,6 +11,7 @@ import copy
 
 import numpy as np
 
+from greencompress.models.serving import served
 from greencompress.runtimes.base import RUNTIMES, Runner, RunnerSettings, RuntimeSpec
 
 TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
@@ -34,7 +35,7 @@ class TorchCudaRunner(Runner):
         self.torch = torch
         self.device = torch.device("cuda", settings.device_index)
         self.dtype = getattr(torch, TORCH_DTYPES[settings.precision])
-        self.model = copy.deepcopy(model).to(self.device, self.dtype).eval()
+        self.model = copy.deepcopy(served(model)).to(self.device, self.dtype).eval()
         if settings.compile:
             self.model = torch.compile(self.model)
 

@@ -142,13 +142,14 @@ def test_text_classifier_exports_with_dynamic_batch_and_sequence_and_matches_tor
         np.testing.assert_allclose(onnx_runner(inputs), torch_runner(inputs), atol=1e-4)
 
 
-def test_sentence_embedder_fits_centroids_and_exports_the_embedding_too(encoder_folder, tmp_path):
+def test_sentence_embedder_serves_its_embeddings_and_is_scored_outside_the_graph(encoder_folder, tmp_path):
     loaded = load_model(model_spec(encoder_folder, task="sentence-embedding"))
     data = load_data(text_spec(write_csv(tmp_path / "texts.csv", small_rows())), 0, tokenization(loaded))
     head = TASKS.get("sentence-embedding").fit_head(loaded, data, 16)
     assert head["texts"] == 72 and head["pooling"] == "mean"
     centroids = loaded.module.centroids
     assert centroids.shape == (6, 32) and torch.allclose(centroids.norm(dim=1), torch.ones(6))
+    scorer = TASKS.get("sentence-embedding").scorer(loaded.module)
     export_with_parity(
         loaded.module,
         loaded.inputs,
@@ -156,22 +157,35 @@ def test_sentence_embedder_fits_centroids_and_exports_the_embedding_too(encoder_
         ExportSpec(transformer_fusion=False),
         batches(data.eval, 8),
         threads=1,
+        scorer=scorer,
     )
+    # What a user deploys: the sentence embedding and the token states, named as sentence-transformers and
+    # Optimum read them, and nothing of the data set (no centroid in the graph).
+    model = onnx.load(str(tmp_path / "embedder.onnx"))
+    assert [output.name for output in model.graph.output] == ["sentence_embedding", "last_hidden_state"]
+    assert not any(tuple(t.dims) == tuple(centroids.shape) for t in model.graph.initializer)
     session = onnxruntime.InferenceSession(str(tmp_path / "embedder.onnx"), providers=["CPUExecutionProvider"])
-    assert [output.name for output in session.get_outputs()] == ["logits", "embedding"]
     inputs = fixed_batch(data.eval, 2, 20)
-    logits, embedding = session.run(None, inputs)
+    embedding, states = session.run(None, inputs)
     expected = loaded.module.embed(**{k: torch.from_numpy(v) for k, v in inputs.items()})
     np.testing.assert_allclose(embedding, expected.detach().numpy(), atol=1e-5)
+    assert states.shape == (2, 20, 32)
+    # The task scores the embedding against its centroids outside the graph, as the training forward does.
+    logits, scored = scorer((embedding, states))
     np.testing.assert_allclose(logits, embedding @ centroids.numpy().T, atol=1e-5)
+    trained_logits, _ = loaded.module(**{k: torch.from_numpy(v) for k, v in inputs.items()})
+    np.testing.assert_allclose(logits, trained_logits.detach().numpy(), atol=1e-5)
+    assert scored is embedding
     # Agreement with the FP32 embeddings: total for the same model on another runtime, less for a perturbed one.
     from greencompress.measure.accuracy import (
         embedding_agreement,
         evaluate_with_embeddings,
     )
 
-    _, reference = evaluate_with_embeddings(TorchRunner(loaded.module), data.eval, 8)
-    _, exported = evaluate_with_embeddings(OnnxRuntimeRunner(tmp_path / "embedder.onnx", 1), data.eval, 8)
+    _, reference = evaluate_with_embeddings(TorchRunner(loaded.module), data.eval, 8, scorer=scorer)
+    _, exported = evaluate_with_embeddings(
+        OnnxRuntimeRunner(tmp_path / "embedder.onnx", 1), data.eval, 8, scorer=scorer
+    )
     cosine, neighbours, recall = embedding_agreement(exported, reference)
     assert reference.shape == (36, 32) and cosine == pytest.approx(1.0, abs=1e-6) and neighbours == recall == 1.0
     noisy = reference + np.random.default_rng(0).normal(0, 0.5, reference.shape)
@@ -288,8 +302,8 @@ def test_fallback_keeps_the_layers_with_the_largest_input_peaks_in_float_until_w
     wrong_per_step = iter([6, 3, 0])
     int8_files: list[bytes] = []
 
-    def scored(path, samples, batch_size):
-        right = real(path, samples, batch_size) | True
+    def scored(path, samples, batch_size, scorer):
+        right = real(path, samples, batch_size, scorer) | True
         if path.name != "int8.onnx":
             return right
         int8_files.append(path.read_bytes())
@@ -647,15 +661,26 @@ def test_real_minilm_on_real_text_int8_keeps_its_accuracy(tmp_path):
     assert loaded.provenance["model_type"] == "bert" and loaded.inputs.max_sequence_length == 512
     data = load_data(recipe.data, 0, tokenization(loaded))
     recipe.task.fit_head(loaded, data, 64)
+    scorer = recipe.task.scorer(loaded.module)
     parity = export_with_parity(
-        loaded.module, loaded.inputs, tmp_path / "fp32.onnx", recipe.export, batches(data.eval, 64, limit=64), threads=2
+        loaded.module,
+        loaded.inputs,
+        tmp_path / "fp32.onnx",
+        recipe.export,
+        batches(data.eval, 64, limit=64),
+        threads=2,
+        scorer=scorer,
     )
     assert parity.fusion["Attention"] == 6 and parity.fusion["EmbedLayerNormalization"] == 1
     quantize_onnx(
         tmp_path / "fp32.onnx", tmp_path / "int8.onnx", QuantizeConfig(method="dynamic"), data.calibration, 64
     )
-    fp32, fp32_embeddings = evaluate_with_embeddings(OnnxRuntimeRunner(tmp_path / "fp32.onnx", 2), data.eval, 64)
-    int8, int8_embeddings = evaluate_with_embeddings(OnnxRuntimeRunner(tmp_path / "int8.onnx", 2), data.eval, 64)
+    fp32, fp32_embeddings = evaluate_with_embeddings(
+        OnnxRuntimeRunner(tmp_path / "fp32.onnx", 2), data.eval, 64, scorer=scorer
+    )
+    int8, int8_embeddings = evaluate_with_embeddings(
+        OnnxRuntimeRunner(tmp_path / "int8.onnx", 2), data.eval, 64, scorer=scorer
+    )
     cosine, _, _ = embedding_agreement(int8_embeddings, fp32_embeddings)
     assert cosine > 0.95  # measured 0.98 on the full set (docs/BENCHMARKS.md)
     assert fp32.top1 > 0.8  # a real embedding model separates WordNet's animals from its foods and places

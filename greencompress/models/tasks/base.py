@@ -18,8 +18,11 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from greencompress.core.registry import Registry
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from greencompress.models.data import DataSpec, DataSplits
     from greencompress.models.inputs import ModelInputs
+    from greencompress.models.serving import Scorer
     from greencompress.models.sources import LoadedModel, ModelSpec
 
 # What the structural techniques (prune, depth) and static int8 act on: a CNN's output channels and identity
@@ -94,6 +97,62 @@ class Task(ABC):
     def fit_head(self, loaded: LoadedModel, data: DataSplits, batch_size: int) -> dict:
         """Fit what the model's head learns from the data before a run; {} when nothing (the default)."""
         return {}
+
+    def scorer(self, module: nn.Module) -> Scorer:
+        """How the served outputs of `module` (models/serving.py) are scored, outside the graph a user deploys: by
+        default the first output is the logits, and there is no embedding to judge."""
+        from greencompress.models.serving import logits_only
+
+        return logits_only
+
+    def serving_files(
+        self, loaded: LoadedModel, data: DataSpec, splits: DataSplits, module: nn.Module, folder: Path
+    ) -> list[str]:
+        """Write into `folder`, beside a deployable ONNX file exported from `module`, what a user's code needs to feed
+        it and read its outputs (pipeline/deploy.py); returns the names written. By default an image model's
+        preprocessing: how the run prepared its images, and the class names in output order."""
+        import json
+
+        resize = data.resize_to or data.image_size
+        preprocessing = {
+            "input": "input",
+            "layout": "NCHW",
+            "dtype": "float32",
+            "color": "RGB",
+            "resize_shorter_side": resize,
+            "center_crop": data.image_size,
+            "scale": "divide by 255, then (value - mean) / std per channel",
+            "mean": list(data.mean),
+            "std": list(data.std),
+            "labels": list(splits.class_names) if splits.class_names else None,
+            "data_kind": data.kind,
+        }
+        (folder / "preprocessing.json").write_text(json.dumps(preprocessing, indent=2) + "\n", encoding="utf-8")
+        return ["preprocessing.json"]
+
+    def loading_snippet(self, folder: str) -> str:
+        """Python that loads a deploy folder (`folder`, as the run names it) and runs it once: for a README."""
+        return "\n".join(
+            [
+                "import json",
+                "import onnxruntime",
+                "from PIL import Image",
+                "from torchvision import transforms",
+                "",
+                f'folder = "{folder}"',
+                'prep = json.load(open(f"{folder}/preprocessing.json"))',
+                "prepare = transforms.Compose([",
+                '    transforms.Resize(prep["resize_shorter_side"]),',
+                '    transforms.CenterCrop(prep["center_crop"]),',
+                "    transforms.ToTensor(),",
+                '    transforms.Normalize(prep["mean"], prep["std"]),',
+                "])",
+                'session = onnxruntime.InferenceSession(f"{folder}/onnx/model.onnx")',
+                'image = prepare(Image.open("your_image.jpg").convert("RGB"))[None].numpy()',
+                'logits = session.run(None, {"input": image})[0]',
+                'print(prep["labels"][logits.argmax()] if prep["labels"] else logits.argmax())',
+            ]
+        )
 
     def check_inputs(self, inputs: ModelInputs, sequence_lengths: list[int]) -> None:
         """Raise RecipeError for a benchmark shape the model cannot take; nothing to check for images."""

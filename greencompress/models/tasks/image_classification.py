@@ -27,10 +27,15 @@ class ImageClassification(Task):
         return "encoder" if model.source == "huggingface" else "channels"
 
     def preflight(self, model: ModelSpec, data: DataSpec, sequence_lengths: list[int]) -> None:
-        """The model's files; for a vision transformer, the data prepared as its image processor prepares images."""
+        """The model's files, an image folder's layout; for a vision transformer, the data prepared as its image
+        processor prepares images."""
         from greencompress.models.sources import check_model_files
 
         config = check_model_files(model)
+        if data.kind == "imagefolder":
+            from greencompress.models.data import check_image_folder
+
+            check_image_folder(data)
         if model.source == "huggingface":
             from greencompress.models.huggingface import check_image_data, image_preprocessing, model_folder
 
@@ -48,6 +53,15 @@ class ImageClassification(Task):
 
         prepared = image_preprocessing(model_folder(model, None), config)
         return {"image_size": prepared.size[0], "mean": list(prepared.mean), "std": list(prepared.std)}
+
+    def serving_files(self, loaded, data, splits, module, folder) -> list[str]:
+        """The preprocessing the run used; a vision transformer's config and image processor file too."""
+        written = super().serving_files(loaded, data, splits, module, folder)
+        if loaded.hugging_face_folder is None:
+            return written
+        from greencompress.models.huggingface import write_serving_files
+
+        return written + write_serving_files(module, None, folder, loaded.hugging_face_folder, 0)
 
     def load_data(self, loaded: LoadedModel, data: DataSpec, seed: int) -> DataSplits:
         """Images; for a vision transformer, checked against its processor and labelled in its head's order."""

@@ -67,6 +67,13 @@ class TokenTask(Task):
                 f"length {inputs.max_sequence_length} (its config's max_position_embeddings)"
             )
 
+    def serving_files(self, loaded, data, splits, module, folder) -> list[str]:
+        """The config and tokenizer (and an embedder's sentence-transformers modules): a Hugging Face folder."""
+        from greencompress.models.huggingface import write_serving_files
+
+        length = data.max_length or loaded.inputs.max_sequence_length
+        return write_serving_files(module, loaded.tokenizer, folder, loaded.hugging_face_folder, length)
+
     def workload_note(self, sequence_lengths: list[int]) -> str | None:
         lengths = ", ".join(map(str, sequence_lengths))
         return (
@@ -96,3 +103,21 @@ class TextClassification(TokenTask):
 
     def needs_new_head(self, config: dict) -> bool:
         return not any(str(name).endswith("ForSequenceClassification") for name in config.get("architectures") or ())
+
+    def loading_snippet(self, folder: str) -> str:
+        return "\n".join(
+            [
+                "import onnxruntime",
+                "from transformers import AutoConfig, AutoTokenizer",
+                "",
+                f'folder = "{folder}"',
+                "tokenizer = AutoTokenizer.from_pretrained(folder)",
+                "labels = AutoConfig.from_pretrained(folder).id2label",
+                'session = onnxruntime.InferenceSession(f"{folder}/onnx/model.onnx")',
+                'tokens = tokenizer(["Your text here."], return_tensors="np")',
+                "feed = {i.name: tokens[i.name] for i in session.get_inputs()}",
+                'logits = session.run(["logits"], feed)[0]',
+                "print(labels[int(logits.argmax())])",
+                '# or, with Optimum: ORTModelForSequenceClassification.from_pretrained(folder, subfolder="onnx")',
+            ]
+        )
