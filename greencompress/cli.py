@@ -471,7 +471,7 @@ def cache_list() -> None:
     total = sum(entry.size_bytes for entry in entries)
     stdout.print(
         _rich_table(
-            f"{cache_dir()}: {total / 1e6:.1f} MB of {max_cache_bytes() / 1e9:.1f} GB cap",
+            f"{cache_dir()}: {total / 1e6:.1f} MB of {max_cache_bytes() / 1024**3:g} GiB cap",
             (["kind", "what", "MB", "last used", "path"], rows),
         )
     )
@@ -570,7 +570,8 @@ def bench(
     gpu_power_limits: str | None,
     sequence_length: int,
 ) -> None:
-    """Measure latency and energy of MODEL (an .onnx file, or a torchvision model name) on this machine."""
+    """Measure latency and energy of MODEL on this machine: an .onnx file, a run's deploy folder, a Hugging Face model
+    folder (exported to ONNX first) or a torchvision model name."""
     from pydantic import ValidationError
 
     from greencompress.bench import bench as run_bench

@@ -2,7 +2,7 @@
 
 Location: `$GREENCOMPRESS_CACHE`, else `$XDG_CACHE_HOME/greencompress`, else `~/.cache/greencompress`.
 Entries are used least-recently first to stay under a size cap (`$GREENCOMPRESS_CACHE_MAX_GB`,
-default 4 GB); `greencompress cache list` and `greencompress cache clear` show and empty it.
+default 4 GiB); `greencompress cache list` and `greencompress cache clear` show and empty it.
 """
 
 from __future__ import annotations
