@@ -12,6 +12,7 @@ import pytest
 from greencompress.measure.accuracy import evaluate
 from greencompress.models.data import load_data
 from greencompress.pipeline.recipe import load_recipe
+from greencompress.report.schema import SCHEMA_VERSION
 from greencompress.runtimes.onnxruntime_cpu import OnnxRuntimeRunner
 from tests.conftest import RECIPES
 
@@ -68,7 +69,7 @@ def test_default_recipe_end_to_end(tmp_path):
     assert str(run_dir) in result.stdout and "Results" in result.stdout
 
     report = json.loads((run_dir / "report.json").read_text())
-    assert report["schema_version"] == "1.4"
+    assert report["schema_version"] == SCHEMA_VERSION
     artifacts = {artifact["name"]: artifact for artifact in report["artifacts"]}
     torch_fp32, ort_fp32, ort_int8 = (
         artifacts["torch-fp32"],
@@ -115,7 +116,12 @@ def test_default_recipe_end_to_end(tmp_path):
     assert (decision["baseline"], decision["baseline_runtime"]) == ("torch-fp32", "torch")
     assert decision["candidate"] == recommendation["artifact"] and decision["latency_p50"]["ci95"][0] > 0
     first = result.stdout.strip().splitlines()[0]
-    assert first.startswith(f"Deploy {decision['candidate']} at batch 1: ") or first.startswith("Keep your model")
+    folder = report["deploy_folders"].get(Path(artifacts[decision["candidate"]]["path"] or "").name)
+    where = f" (`{folder}/`)" if folder else ""
+    assert first.startswith(f"Deploy {decision['candidate']}{where} at batch 1: ") or first.startswith(
+        "Keep your model"
+    )
+    assert (run_dir / "deploy" / "model_int8" / "onnx" / "model.onnx").is_file()
     assert (run_dir / "report.md").read_text().splitlines()[2].startswith(f"**{first[:-1]}")
     assert "…" not in result.stdout  # piped at COLUMNS=80: plain text at full width, no name cut
     assert all(f" {name} " in result.stdout for name in artifacts)
@@ -222,5 +228,6 @@ def test_unreadable_image_folder_exits_2_without_traceback(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text(BASE.replace("{kind: digits, image_size: 64}", "{kind: imagefolder, root: images, image_size: 32}"))
     result = greencompress("run", str(path), "--output", str(tmp_path / "runs"))
-    assert result.returncode == 2
-    assert "cannot read as an image folder" in result.stderr and "Traceback" not in result.stderr
+    assert result.returncode == 2  # refused before any work, by the layout check
+    assert "data.eval_split:" in result.stderr and "has no class folders" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "runs").exists()

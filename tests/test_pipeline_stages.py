@@ -22,7 +22,7 @@ def with_stages(recipe_path, stages: str):
 def test_prune_finetune_quantize_chain(tiny_recipe, tmp_path, caplog):
     recipe = with_stages(
         tiny_recipe,
-        "  - prune: {ratio: 0.5}\n  - finetune: {epochs: 2, batch_size: 4, "
+        "  - prune: {ratio: 0.5, round_to: 1}\n  - finetune: {epochs: 2, batch_size: 4, "
         "distillation: {temperature: 2.0, alpha: 0.5}}",
     )
     run_dir = create_run_dir(recipe, tmp_path / "runs")

@@ -167,6 +167,10 @@ def test_a_plugin_task_compresses_a_table_classifier_end_to_end(tmp_path):
     fp32, int8 = artifacts["onnxruntime-fp32"]["accuracy"], artifacts["onnxruntime-int8"]["accuracy"]
     assert fp32["samples"] == 60 and fp32["top1"] > 0.9  # a real classifier of real wines, on rows it never saw
     assert abs(int8["top1"] - fp32["top1"]) <= 0.05
+    # Its deploy folders hold what the task writes, not an image model's preprocessing.
+    deployed = Path(report["run_dir"]) / report["deploy_folders"]["model_int8.onnx"]
+    assert json.loads((deployed / "features.json").read_text())["features"][0] == "alcohol"
+    assert not (deployed / "preprocessing.json").exists() and "features.json" in (deployed / "README.md").read_text()
     # A data kind no task reads is named with the kinds that are read.
     recipe.write_text(recipe.read_text().replace("kind: table", "kind: tabel"))
     refused = greencompress(environment, "validate", str(recipe))

@@ -13,6 +13,7 @@ from greencompress.measure.load import BUSY_SHARE
 from greencompress.measure.stats import RatioInterval
 from greencompress.report.recommend import ranking_figure, versus
 from greencompress.report.schema import Comparison, RunReport
+from greencompress.runtimes import RUNTIMES
 
 Table = tuple[list[str], list[list[str]]]
 
@@ -250,7 +251,7 @@ def loading_lines(report: RunReport) -> list[str]:
     task = (report.recipe.get("model") or {}).get("task")
     if folder is None or task not in task_names():
         return []
-    return [
+    lines = [
         f"Load it: `{folder}/onnx/model.onnx` with what it needs beside it (its README says what it holds; "
         f"paths from the run folder):",
         "",
@@ -258,6 +259,19 @@ def loading_lines(report: RunReport) -> list[str]:
         task_named(task).loading_snippet(folder),
         "```",
     ]
+    artifact = next(r.artifact for r in report.artifacts if r.artifact.name == chosen)
+    runtime = RUNTIMES.get(artifact.runtime) if artifact.runtime in RUNTIMES else None
+    if runtime is not None and runtime.loading is not None:
+        lines += [
+            "",
+            f"It was measured on {artifact.runtime} ({artifact.precision}); there, open it this way instead of the "
+            f"onnxruntime session above:",
+            "",
+            "```python",
+            runtime.loading(f"{folder}/onnx/model.onnx", artifact.precision),
+            "```",
+        ]
+    return lines
 
 
 def decision_lines(report: RunReport) -> list[str]:

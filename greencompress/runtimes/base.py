@@ -115,6 +115,9 @@ class RuntimeSpec:
     # Reads ONNX Runtime's own fused transformer operators (Attention, SkipLayerNormalization, ...: its com.microsoft
     # domain); a runtime of files that does not is given the portable graph.
     reads_fused_operators: bool = False
+    # For a deploy folder's readers: Python that opens `file` on this runtime as it was measured at `precision`
+    # (a session or compiled model named `session`); None where the task's onnxruntime snippet is the way.
+    loading: Callable[[str, str], str] | None = None
 
     def unavailable(self) -> str | None:
         """Why this runtime cannot run here (not installed, and how to install it), or None."""

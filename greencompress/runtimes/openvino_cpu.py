@@ -61,5 +61,11 @@ RUNTIMES.register(
         "openvino",
         "pip install openvino (about 180 MB)",
         reduced_precisions=("bf16",),
+        loading=lambda file, precision: (
+            "import openvino\n"
+            f'session = openvino.Core().compile_model("{file}", "CPU", '
+            f'{{"INFERENCE_PRECISION_HINT": "{"bf16" if precision == "bf16" else "f32"}"}})\n'
+            "outputs = session(inputs)  # a dict of the arrays fed to onnxruntime above, by input name"
+        ),
     )
 )

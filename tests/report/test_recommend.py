@@ -94,3 +94,23 @@ def test_a_sentence_embedder_is_judged_by_its_embeddings_and_the_report_says_so(
         report, recipe={"model": {"task": "sentence-embedding"}, "gates": {"min_neighbour_agreement": 0.9}}
     )
     assert strict.recommendations[0].artifact in ("torch-fp32", "onnxruntime-fp32")
+
+
+def test_the_decision_names_the_deploy_folder_and_how_to_open_it_where_it_was_measured(tmp_path):
+    (tmp_path / "model_int8.onnx").write_bytes(b"int8")
+    results = [
+        result("torch-fp32", "torch", "fp32", 9.0, 0.09),
+        result("onnxruntime-int8", "onnxruntime", "int8", 2.0, 0.01, path=tmp_path / "model_int8.onnx"),
+        result("openvino-int8", "openvino", "int8", 1.0, 0.05, path=tmp_path / "model_int8.onnx"),
+    ]
+    report = dataclasses.replace(
+        make_report(results),
+        recipe={"model": {"task": "image-classification"}},
+        deploy_folders={"model_int8.onnx": "deploy/model_int8"},
+    )
+    markdown = render_markdown(report)
+    assert "**Deploy openvino-int8 (`deploy/model_int8/`) at batch 1" in markdown
+    assert 'folder = "deploy/model_int8"' in markdown and "preprocessing.json" in markdown
+    assert "It was measured on openvino (int8)" in markdown
+    assert 'compile_model("deploy/model_int8/onnx/model.onnx", "CPU", {"INFERENCE_PRECISION_HINT": "f32"})' in markdown
+    assert report.to_dict()["deploy_folders"] == {"model_int8.onnx": "deploy/model_int8"}
