@@ -68,7 +68,8 @@ class HuggingFaceModel:
 
 
 def model_folder(path: Path, package: str | None) -> Path:
-    """The folder to load: `path` itself, inside an installed `package`, or a zip extracted once into the cache."""
+    """The folder to load: `path` itself, inside an installed `package`, a zip extracted once into the cache, or a
+    GGUF file dequantized once into one (models/gguf.py)."""
     if package is not None:
         import importlib.util
 
@@ -83,6 +84,10 @@ def model_folder(path: Path, package: str | None) -> Path:
         raise ModelLoadError(f"model.path: not found: {path}")
     if path.is_file() and zipfile.is_zipfile(path):
         return _extracted(path)
+    if path.is_file() and path.suffix.lower() == ".gguf":  # llama.cpp's format: dequantized into a folder, once
+        from greencompress.models.gguf import folder_from_gguf
+
+        return folder_from_gguf(path)
     if path.is_file() and path.suffix in (".safetensors", ".bin", ".pt", ".pth"):
         raise ModelLoadError(
             f"model.path: {path} is a weights file; give the folder that holds it with config.json and the "
