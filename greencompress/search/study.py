@@ -111,8 +111,9 @@ def open_study(recipe: Recipe, storage: str, seed: int):
 
 
 def _connected(connect, attempts: int = 5):
-    """The storage, once its tables exist: workers started together on an empty PostgreSQL database each create
-    them, and all but one fail on the database's unique catalogue names; those try again once the tables are there."""
+    """The storage, once its tables exist: workers started together on an empty database each create them, and all
+    but one fail (PostgreSQL on its unique catalogue names, SQLite with "table ... already exists"); those try again
+    once the tables are there."""
     import random
 
     import sqlalchemy.exc
@@ -120,8 +121,13 @@ def _connected(connect, attempts: int = 5):
     for attempt in range(1, attempts + 1):
         try:
             return connect()
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as error:
-            if attempt == attempts:
+        except (
+            sqlalchemy.exc.IntegrityError,
+            sqlalchemy.exc.ProgrammingError,
+            sqlalchemy.exc.OperationalError,
+        ) as error:
+            created_elsewhere = not isinstance(error, sqlalchemy.exc.OperationalError) or "already exists" in str(error)
+            if attempt == attempts or not created_elsewhere:
                 raise
             log.info(
                 "search: the storage's tables were being created by another worker (%s); trying again",

@@ -178,6 +178,24 @@ def test_a_worker_that_loses_the_race_to_create_the_storage_s_tables_tries_again
     with pytest.raises(sqlalchemy.exc.IntegrityError):  # not forever: the error comes through in the end
         _connected(always_refused, attempts=2)
 
+    sqlite_tries = []
+
+    def sqlite_connect():  # two workers on an empty SQLite file: the loser's CREATE TABLE finds the table there
+        sqlite_tries.append(1)
+        if len(sqlite_tries) < 2:
+            raise sqlalchemy.exc.OperationalError("CREATE TABLE studies", {}, Exception("table studies already exists"))
+        return "storage"
+
+    assert _connected(sqlite_connect) == "storage" and len(sqlite_tries) == 2
+
+    def locked():  # any other operational error is not a lost race: it comes through at once
+        sqlite_tries.append(1)
+        raise sqlalchemy.exc.OperationalError("SELECT", {}, Exception("unable to open database file"))
+
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="unable to open"):
+        _connected(locked)
+    assert len(sqlite_tries) == 3
+
 
 def test_a_transformer_s_space_draws_heads_and_ffn_and_a_cnn_s_refuses_them(tiny_recipe, write_recipe):
     from greencompress.pipeline.recipe import Recipe, recipe_to_dict
