@@ -201,9 +201,13 @@ def _print_summary(report, details: bool = False) -> None:
             markup=False,
             highlight=False,
         )
+    from greencompress.report.markdown import deploy_folder
+
     run_dir = report.run_dir
+    folder = deploy_folder(report, report.decisions[0].candidate) if report.decisions else None
+    where = f"\nTo deploy: {run_dir / folder} (its README.md shows how to load it)" if folder else ""
     stdout.print(
-        f"Report: {run_dir / 'report.md'} (and report.html)\nRun folder: {run_dir}",
+        f"Report: {run_dir / 'report.md'} (and report.html)\nRun folder: {run_dir}{where}",
         soft_wrap=True,
         markup=False,
         highlight=False,

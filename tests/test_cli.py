@@ -122,6 +122,8 @@ def test_default_recipe_end_to_end(tmp_path):
         "Keep your model"
     )
     assert (run_dir / "deploy" / "model_int8" / "onnx" / "model.onnx").is_file()
+    if folder:
+        assert f"To deploy: {run_dir / folder} (its README.md shows how to load it)" in result.stdout
     assert (run_dir / "report.md").read_text().splitlines()[2].startswith(f"**{first[:-1]}")
     assert "…" not in result.stdout  # piped at COLUMNS=80: plain text at full width, no name cut
     assert all(f" {name} " in result.stdout for name in artifacts)

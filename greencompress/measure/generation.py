@@ -1,0 +1,212 @@
+"""How much a generated token costs: prefill and decode of a causal language model measured apart.
+
+A query is a prompt of `prompt_tokens` (prefill: one forward over the whole prompt, which fills the KV
+cache and gives the first token) followed by `new_tokens - 1` decode steps (one token each, reading the
+cache). Their costs differ in kind, compute-bound against memory-bound, so they are timed and metered in
+separate windows: time to first token and joules per prompt token for prefill; time per output token
+(p50/p90/p99 over steps) and joules per generated token for decode. The first `warmup_steps` decode steps of
+every query are left out of the decode figures (caches and allocators settling), and say so.
+
+Every round draws new prompts, the same for every generator in the round, so that no runtime's prompt cache
+can answer a prompt it has seen and rounds pair generators on the same work (`paired_ratio_interval`). The
+generators run one after another in a round, in an order that rotates between rounds. A meter reads no
+window shorter than its `min_window_s`: a round's prefill window holds as many prefills (of distinct
+prompts) as the fastest generator needs to fill it, the same count for all, and the last one's state is
+decoded; a decode window shorter than it is refused (ask for more new tokens) rather than reported.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import numpy as np
+
+from greencompress.measure.energy.meter import EnergyMeter
+from greencompress.measure.stats import RatioInterval, paired_ratio_interval
+
+
+@dataclass(frozen=True)
+class GenerationShape:
+    """A query: `batch_size` prompts of `prompt_tokens` each, `new_tokens` generated for each (greedy)."""
+
+    batch_size: int
+    prompt_tokens: int
+    new_tokens: int
+
+    def __post_init__(self):
+        if min(self.batch_size, self.prompt_tokens) < 1 or self.new_tokens < 2:
+            raise ValueError(f"a generation shape needs a prompt and at least 2 new tokens, got {self}")
+
+
+class Generator(Protocol):
+    """A model that generates greedily with its KV cache: `prefill` returns the state after the prompt (its first
+    new token included); `step` takes one decode step from a state and returns the next state."""
+
+    def prefill(self, ids: np.ndarray) -> object: ...
+
+    def step(self, state: object) -> object: ...
+
+    def tokens(self, state: object) -> np.ndarray: ...
+
+
+class TorchGenerator:
+    """A transformers causal LM in PyTorch eager, KV cache on (what `generate` runs, without its sampling logic)."""
+
+    def __init__(self, model):
+        import inspect
+
+        import torch
+
+        self.model, self.torch = model.eval(), torch
+        # transformers 5 names the KV cache `cache` (`past_key_values` before, deprecated since): ask the model.
+        self.cache_name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+    def prefill(self, ids: np.ndarray):
+        with self.torch.inference_mode():
+            output = self.model(input_ids=self.torch.from_numpy(ids), use_cache=True)
+        token = output.logits[:, -1].argmax(-1, keepdim=True)
+        return output[self.cache_name], token, [token]
+
+    def step(self, state):
+        cache, token, generated = state
+        with self.torch.inference_mode():
+            output = self.model(input_ids=token, use_cache=True, **{self.cache_name: cache})
+        token = output.logits[:, -1].argmax(-1, keepdim=True)
+        return output[self.cache_name], token, [*generated, token]
+
+    def tokens(self, state) -> np.ndarray:
+        return self.torch.cat(state[2], dim=1).numpy()
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """One generator at one shape, over `rounds` queries. Per-round figures pair with other generators' rounds."""
+
+    shape: GenerationShape
+    rounds: int
+    warmup_steps: int  # decode steps left out of each query's decode figures
+    time_to_first_token_ms: tuple[float, ...]  # per round: the prefill
+    time_per_output_token_ms: tuple[float, ...]  # per round: mean over its counted decode steps
+    step_ms: tuple[float, ...]  # every counted decode step, for percentiles
+    joules_per_prompt_token: tuple[float, ...]  # per round
+    joules_per_generated_token: tuple[float, ...]  # per round
+    method: str
+    measured: bool
+
+    def percentile_step_ms(self, q: float) -> float:
+        return float(np.percentile(self.step_ms, q))
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Generated tokens per second in decode, all prompts of a batch together."""
+        return self.shape.batch_size * 1e3 / float(np.median(self.time_per_output_token_ms))
+
+    def wh_per_1000_queries(self) -> float:
+        """The AI Energy Score's unit for this shape: a query's prefill and its decode, per prompt of the batch."""
+        shape = self.shape
+        per_query = float(np.median(self.joules_per_prompt_token)) * shape.prompt_tokens + float(
+            np.median(self.joules_per_generated_token)
+        ) * (shape.new_tokens - 1)
+        return per_query * 1000 / 3600
+
+
+def benchmark_generation(
+    generators: dict[str, Generator],
+    prompt: Callable[[int], np.ndarray],
+    shape: GenerationShape,
+    meter: EnergyMeter,
+    rounds: int = 5,
+    warmup_steps: int = 2,
+) -> dict[str, GenerationResult]:
+    """Every generator on new prompts each round (`prompt(n)`: the n-th prompt's token ids [batch, prompt_tokens];
+    none may repeat), interleaved; prefill and decode in windows of their own."""
+    if shape.new_tokens - 1 <= warmup_steps:
+        raise ValueError(f"new_tokens {shape.new_tokens} leaves no decode step after {warmup_steps} warm-up steps")
+    prompts = _Prompts(prompt, shape)
+    # One prefill each, untimed by the meter, on prompts of their own: it warms every generator up, and the fastest
+    # says how many prefills fill the meter's shortest window (with a margin).
+    fastest = min(_prefill_seconds(generator, prompts.draw()) for generator in generators.values())
+    per_window = max(1, math.ceil(1.25 * meter.min_window_s / max(fastest, 1e-6)))
+    names = list(generators)
+    records = {name: {"ttft": [], "tpot": [], "steps": [], "j_prompt": [], "j_generated": []} for name in names}
+    for index in range(rounds):
+        drawn = [prompts.draw() for _ in range(per_window)]
+        for name in names[index % len(names) :] + names[: index % len(names)]:  # rotate who goes first
+            _one_query(generators[name], drawn, shape, meter, warmup_steps, records[name])
+    return {
+        name: GenerationResult(
+            shape,
+            rounds,
+            warmup_steps,
+            tuple(record["ttft"]),
+            tuple(record["tpot"]),
+            tuple(record["steps"]),
+            tuple(record["j_prompt"]),
+            tuple(record["j_generated"]),
+            meter.method,
+            meter.describe().measured,
+        )
+        for name, record in records.items()
+    }
+
+
+class _Prompts:
+    """Prompts in order, each checked for its shape and never allowed twice."""
+
+    def __init__(self, prompt: Callable[[int], np.ndarray], shape: GenerationShape):
+        self.prompt, self.shape, self.next, self.seen = prompt, shape, 0, set()
+
+    def draw(self) -> np.ndarray:
+        ids = np.ascontiguousarray(self.prompt(self.next), dtype=np.int64)
+        expected = (self.shape.batch_size, self.shape.prompt_tokens)
+        if ids.shape != expected:
+            raise ValueError(f"prompt {self.next}: shape {ids.shape}, expected {expected}")
+        if ids.tobytes() in self.seen:
+            raise ValueError(f"prompt {self.next} repeats an earlier one: a runtime's prompt cache would answer it")
+        self.seen.add(ids.tobytes())
+        self.next += 1
+        return ids
+
+
+def _prefill_seconds(generator: Generator, ids: np.ndarray) -> float:
+    start = time.perf_counter()
+    generator.prefill(ids)
+    return time.perf_counter() - start
+
+
+def _one_query(generator: Generator, drawn: list, shape: GenerationShape, meter, warmup: int, record) -> None:
+    """The round's prompts prefilled in one window; the last one's state decoded, its counted steps in another."""
+    meter.begin_window()
+    start = time.perf_counter()
+    for ids in drawn:
+        state = generator.prefill(ids)
+    prefill_s = (time.perf_counter() - start) / len(drawn)
+    prefill = meter.end_window()
+    for _ in range(warmup):
+        state = generator.step(state)
+    counted = shape.new_tokens - 1 - warmup
+    steps = []
+    meter.begin_window()
+    for _ in range(counted):
+        begin = time.perf_counter()
+        state = generator.step(state)
+        steps.append((time.perf_counter() - begin) * 1e3)
+    decode = meter.end_window()
+    if decode.duration_s < meter.min_window_s:
+        raise ValueError(
+            f"{counted} decode steps took {decode.duration_s:.3f} s, below the {meter.method} meter's shortest "
+            f"window ({meter.min_window_s} s): generate more new tokens per query"
+        )
+    record["ttft"].append(prefill_s * 1e3)
+    record["tpot"].append(float(np.mean(steps)))
+    record["steps"].extend(steps)
+    record["j_prompt"].append(prefill.total_j / (len(drawn) * shape.batch_size * shape.prompt_tokens))
+    record["j_generated"].append(decode.total_j / (counted * shape.batch_size))
+
+
+def paired(candidate: tuple[float, ...], baseline: tuple[float, ...]) -> RatioInterval | None:
+    """Candidate over baseline, round by round (the same prompts), with its 95% interval."""
+    return paired_ratio_interval(list(candidate), list(baseline))

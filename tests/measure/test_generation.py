@@ -1,0 +1,79 @@
+"""Prefill and decode measured apart, on tiny Llama and GPT-2 models built here."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from greencompress.measure.energy.estimate import EstimateMeter
+from greencompress.measure.generation import GenerationShape, TorchGenerator, benchmark_generation, paired
+from tests.measure.test_perplexity import tiny
+
+
+class QuickEstimate(EstimateMeter):
+    """The CPU-time estimate with a short shortest window, so that tiny models fill it."""
+
+    min_window_s = 0.01
+
+
+def prompts(batch: int, length: int):
+    return lambda n: np.random.default_rng(n).integers(0, 97, (batch, length))
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+def test_the_cached_greedy_loop_generates_what_transformers_generates(kind):
+    model = tiny(kind)
+    generator = TorchGenerator(model)
+    ids = prompts(2, 12)(0)
+    state = generator.prefill(ids)
+    for _ in range(7):
+        state = generator.step(state)
+    expected = model.generate(
+        torch.from_numpy(ids), max_new_tokens=8, do_sample=False, pad_token_id=0, attention_mask=torch.ones(2, 12)
+    )
+    np.testing.assert_array_equal(generator.tokens(state), expected[:, 12:].numpy())
+
+
+def test_prefill_and_decode_are_timed_and_metered_apart_on_new_prompts_each_round():
+    seen = []
+
+    def prompt(n):
+        seen.append(n)
+        return prompts(1, 16)(n)
+
+    shape = GenerationShape(batch_size=1, prompt_tokens=16, new_tokens=40)
+    meter = QuickEstimate(cpu_watts_per_core=10.0)
+    results = benchmark_generation(
+        {"llama": TorchGenerator(tiny("llama")), "gpt2": TorchGenerator(tiny("gpt2"))},
+        prompt,
+        shape,
+        meter,
+        rounds=3,
+        warmup_steps=2,
+    )
+    assert seen == sorted(set(seen))  # every prompt new
+    for result in results.values():
+        assert result.rounds == 3 and len(result.time_to_first_token_ms) == 3
+        assert len(result.step_ms) == 3 * (40 - 1 - 2)  # warm-up steps left out
+        assert all(value > 0 for value in (*result.joules_per_prompt_token, *result.joules_per_generated_token))
+        assert result.percentile_step_ms(50) <= result.percentile_step_ms(99)
+        assert result.method == "estimate" and result.measured is False
+        assert result.tokens_per_s > 0 and result.wh_per_1000_queries() > 0
+    ratio = paired(results["gpt2"].time_per_output_token_ms, results["llama"].time_per_output_token_ms)
+    assert ratio is not None and ratio.low <= ratio.ratio <= ratio.high
+
+
+def test_a_repeated_prompt_and_a_too_short_decode_window_are_refused():
+    model = TorchGenerator(tiny("llama"))
+    shape = GenerationShape(batch_size=1, prompt_tokens=8, new_tokens=6)
+    with pytest.raises(ValueError, match="repeats an earlier one"):
+        benchmark_generation({"m": model}, lambda n: np.ones((1, 8)), shape, QuickEstimate(10.0), rounds=2)
+
+    class SlowMeter(EstimateMeter):
+        min_window_s = 5.0
+
+    with pytest.raises(ValueError, match="below the estimate meter's shortest window .*more new tokens"):
+        benchmark_generation({"m": model}, prompts(1, 8), shape, SlowMeter(10.0), rounds=1)
+    with pytest.raises(ValueError, match="at least 2 new tokens"):
+        GenerationShape(1, 8, 1)
