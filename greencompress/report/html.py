@@ -20,6 +20,7 @@ from greencompress.report.markdown import (
     gpu_sentence,
     headline_comparisons,
     interval_cell,
+    loading_lines,
     plain_findings,
     recommendation_note,
     recommendation_table,
@@ -36,6 +37,7 @@ th, td { border: 1px solid #ccc; padding: 0.25rem 0.5rem; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 .headline { display: flex; gap: 1rem; flex-wrap: wrap; }
 .decision { font-size: 1.15rem; margin: 0.3rem 0; }
+pre.loading { background: #f6f8fa; border: 1px solid #ddd; padding: 0.5rem 0.75rem; overflow-x: auto; }
 .card { border: 1px solid #ccc; border-radius: 6px; padding: 0.75rem 1rem; min-width: 16rem; }
 .card .big { font-size: 1.6rem; font-weight: 600; }
 .method { font-size: 0.8rem; color: #555; }
@@ -60,7 +62,8 @@ def render_html(report: RunReport) -> str:
         f"<style>{STYLE}</style></head><body>",
         f"<h1>greencompress report: {escape(report.name)}</h1>",
         *([] if report.complete else [f'<p class="note"><b>INCOMPLETE</b>: {escape(report.notes[-1])}</p>']),
-        *[f'<p class="decision"><b>{escape(line)}.</b></p>' for line in decision_lines(report)],
+        *[f'<p class="decision"><b>{_code(escape(line))}.</b></p>' for line in decision_lines(report)],
+        *_loading(report),
         f"<p>Measured {escape(report.created_utc)} on <b>{escape(cpu['model'])}</b> "
         f"({cpu['logical_cores']} logical cores; flags: {escape(', '.join(cpu['flags']) or 'none detected')}), "
         f"{report.environment['threads']} threads. Model: {escape(str(report.provenance.get('description', '')))}. "
@@ -231,3 +234,25 @@ def html_table(headers: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{escape(v)}</td>" for v in row) + "</tr>" for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _code(escaped: str) -> str:
+    """`inline code` of an escaped line as <code>."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+
+
+def _loading(report: RunReport) -> list[str]:
+    """How to load the deployed file: the report's paragraphs and code blocks (markdown.loading_lines) as HTML."""
+    parts, code = [], None
+    for line in loading_lines(report):
+        if line.startswith("```"):
+            if code is None:
+                code = []
+            else:
+                parts.append(f'<pre class="loading">{escape(chr(10).join(code))}</pre>')
+                code = None
+        elif code is not None:
+            code.append(line)
+        elif line:
+            parts.append(f"<p>{_code(escape(line))}</p>")
+    return parts

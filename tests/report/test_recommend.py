@@ -114,3 +114,21 @@ def test_the_decision_names_the_deploy_folder_and_how_to_open_it_where_it_was_me
     assert "It was measured on openvino (int8)" in markdown
     assert 'compile_model("deploy/model_int8/onnx/model.onnx", "CPU", {"INFERENCE_PRECISION_HINT": "f32"})' in markdown
     assert report.to_dict()["deploy_folders"] == {"model_int8.onnx": "deploy/model_int8"}
+
+
+def test_the_html_report_shows_the_folder_and_the_loading_code(tmp_path):
+    from greencompress.report.html import render_html
+
+    (tmp_path / "model_int8.onnx").write_bytes(b"int8")
+    results = [
+        result("torch-fp32", "torch", "fp32", 9.0, 0.09),
+        result("onnxruntime-int8", "onnxruntime", "int8", 1.0, 0.01, path=tmp_path / "model_int8.onnx"),
+    ]
+    report = dataclasses.replace(
+        make_report(results),
+        recipe={"model": {"task": "image-classification"}},
+        deploy_folders={"model_int8.onnx": "deploy/model_int8"},
+    )
+    page = render_html(report)
+    assert "Deploy onnxruntime-int8 (<code>deploy/model_int8/</code>) at batch 1" in page
+    assert '<pre class="loading">import json' in page and "folder = &quot;deploy/model_int8&quot;" in page
