@@ -6,7 +6,9 @@
 Prompts are consecutive, never repeated windows of the evaluation plays (Macbeth, Twelfth Night); perplexity is
 measured on the same plays, in windows of 256 tokens with a stride of 128. Energy comes from the best meter
 here (an estimate, labelled, where no counter can be read). FP32 and bf16 (the weights cast) are measured side
-by side in the same rounds where the CPU has bf16 units.
+by side in the same rounds where the CPU has bf16 units. `--grids` adds the perplexity of the model with its
+linear layers' weights rounded to weight-only grids (compress/weight_only.py): quality only, since they run
+on FP32 kernels.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import torch
 
+from greencompress.compress.weight_only import WeightGrid, fake_quantize
 from greencompress.core.hardware import cpu_info
 from greencompress.measure.energy import EnergySpec, select_meter
 from greencompress.measure.generation import GenerationShape, TorchGenerator, benchmark_generation, paired
@@ -44,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--grids", default="", help="e.g. int8-per-channel-sym,int4-g64-sym,int4-g32-asym")
     args = parser.parse_args(argv)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -91,7 +95,24 @@ def main(argv: list[str] | None = None) -> int:
             f"{np.median(result.joules_per_prompt_token):.4f} | {np.median(result.joules_per_generated_token):.4f} | "
             f"{result.wh_per_1000_queries():.3f} | {versus} |"
         )
+    for name in filter(None, args.grids.split(",")):
+        grid = _grid(name)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype="float32").eval()
+        done = fake_quantize(model, grid)
+        measured = perplexity(torch_logits(model), ids, 256, 128, limit=8)
+        change = measured.perplexity / quality["torch-fp32"].perplexity - 1
+        print(
+            f"| {grid.name} (round to nearest; perplexity only) | {measured.perplexity:.2f} ({change:+.1%} vs fp32) | "
+            f"{done['layers']} layers, relative weight error {done['mean_relative_weight_error']:.4f} | | | | | | |"
+        )
     return 0
+
+
+def _grid(name: str) -> WeightGrid:
+    """`int4-g64-sym`, `int8-per-channel-sym`: bits, groups, symmetry."""
+    parts = name.split("-")
+    groups = None if parts[1] == "per" else int(parts[1].removeprefix("g"))
+    return WeightGrid(int(parts[0].removeprefix("int")), groups, parts[-1] == "sym")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,55 @@
+"""Round-to-nearest weight grids: what int8 and int4 codes can stand for, and what they cost a tiny Llama."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from greencompress.compress.weight_only import WeightGrid, fake_quantize, quantize_dequantize
+from greencompress.measure.perplexity import perplexity, torch_logits
+from tests.measure.test_perplexity import tiny
+
+
+@pytest.mark.parametrize(
+    "grid, levels",
+    [
+        (WeightGrid(4, 32, True), 15),  # -7..7
+        (WeightGrid(4, 32, False), 16),  # 0..15
+        (WeightGrid(8, None, True), 255),
+    ],
+)
+def test_each_group_holds_at_most_its_grids_values_and_keeps_its_extremes(grid, levels):
+    weight = torch.randn(8, 64, generator=torch.Generator().manual_seed(0))
+    restored = quantize_dequantize(weight, grid)
+    group = grid.group_size or 64
+    for row in range(8):
+        for start in range(0, 64, group):
+            original, values = weight[row, start : start + group], restored[row, start : start + group]
+            assert len(torch.unique(values)) <= levels
+            step = (original.max() - original.min()) / (levels - 1) if not grid.symmetric else None
+            if grid.symmetric:  # the largest magnitude is on the grid exactly
+                peak = original.abs().argmax()
+                assert torch.isclose(values[peak], original[peak], atol=1e-6)
+            else:  # every value within half a step of its code
+                assert (values - original).abs().max() <= step / 2 + 1e-6
+
+
+def test_finer_groups_and_more_bits_cost_less_and_the_head_is_kept():
+    model = tiny("llama")
+    head = model.lm_head.weight.clone()
+    errors = {}
+    for grid in (WeightGrid(8, None, True), WeightGrid(4, 16, True), WeightGrid(4, 32, True)):
+        copy = tiny("llama")
+        errors[grid.name] = fake_quantize(copy, grid)["mean_relative_weight_error"]
+    assert errors["int8-per-channel-sym"] < errors["int4-g16-sym"] < errors["int4-g32-sym"]
+    done = fake_quantize(model, WeightGrid(4, 32, False))
+    assert done["layers"] == 2 * 7 and done["left_as_they_were"] == {"lm_head": "kept: the output head"}
+    assert torch.equal(model.lm_head.weight, head)
+    ids = np.random.default_rng(1).integers(0, 97, 64)
+    reference, quantized = tiny("llama"), model
+    assert perplexity(torch_logits(quantized), ids, 32, 16).perplexity != pytest.approx(
+        perplexity(torch_logits(reference), ids, 32, 16).perplexity, rel=1e-6
+    )
+    with pytest.raises(ValueError, match="group_size 48 does not divide the layer's 64 inputs"):
+        quantize_dequantize(torch.zeros(4, 64), WeightGrid(4, 48, True))
