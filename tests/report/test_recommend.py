@@ -96,18 +96,27 @@ def test_a_sentence_embedder_is_judged_by_its_embeddings_and_the_report_says_so(
     assert strict.recommendations[0].artifact in ("torch-fp32", "onnxruntime-fp32")
 
 
-def test_the_decision_names_the_deploy_folder_and_how_to_open_it_where_it_was_measured(tmp_path):
+def deployed_report(tmp_path, openvino_ms: float | None):
+    """An image model's report whose int8 file has a deploy folder; OpenVINO runs it too when given a latency."""
     (tmp_path / "model_int8.onnx").write_bytes(b"int8")
     results = [
         result("torch-fp32", "torch", "fp32", 9.0, 0.09),
         result("onnxruntime-int8", "onnxruntime", "int8", 2.0, 0.01, path=tmp_path / "model_int8.onnx"),
-        result("openvino-int8", "openvino", "int8", 1.0, 0.05, path=tmp_path / "model_int8.onnx"),
+        *(
+            [result("openvino-int8", "openvino", "int8", openvino_ms, 0.05, path=tmp_path / "model_int8.onnx")]
+            if openvino_ms
+            else []
+        ),
     ]
-    report = dataclasses.replace(
+    return dataclasses.replace(
         make_report(results),
         recipe={"model": {"task": "image-classification"}},
         deploy_folders={"model_int8.onnx": "deploy/model_int8"},
     )
+
+
+def test_the_decision_names_the_deploy_folder_and_how_to_open_it_where_it_was_measured(tmp_path):
+    report = deployed_report(tmp_path, openvino_ms=1.0)
     markdown = render_markdown(report)
     assert "**Deploy openvino-int8 (`deploy/model_int8/`) at batch 1" in markdown
     assert 'folder = "deploy/model_int8"' in markdown and "preprocessing.json" in markdown
@@ -119,16 +128,6 @@ def test_the_decision_names_the_deploy_folder_and_how_to_open_it_where_it_was_me
 def test_the_html_report_shows_the_folder_and_the_loading_code(tmp_path):
     from greencompress.report.html import render_html
 
-    (tmp_path / "model_int8.onnx").write_bytes(b"int8")
-    results = [
-        result("torch-fp32", "torch", "fp32", 9.0, 0.09),
-        result("onnxruntime-int8", "onnxruntime", "int8", 1.0, 0.01, path=tmp_path / "model_int8.onnx"),
-    ]
-    report = dataclasses.replace(
-        make_report(results),
-        recipe={"model": {"task": "image-classification"}},
-        deploy_folders={"model_int8.onnx": "deploy/model_int8"},
-    )
-    page = render_html(report)
+    page = render_html(deployed_report(tmp_path, openvino_ms=None))
     assert "Deploy onnxruntime-int8 (<code>deploy/model_int8/</code>) at batch 1" in page
     assert '<pre class="loading">import json' in page and "folder = &quot;deploy/model_int8&quot;" in page
