@@ -7,8 +7,9 @@ Prompts are consecutive, never repeated windows of the evaluation plays (Macbeth
 measured on the same plays, in windows of 256 tokens with a stride of 128. Energy comes from the best meter
 here (an estimate, labelled, where no counter can be read). FP32 and bf16 (the weights cast) are measured side
 by side in the same rounds where the CPU has bf16 units. `--grids` adds the perplexity of the model with its
-linear layers' weights rounded to weight-only grids (compress/weight_only.py): quality only, since they run
-on FP32 kernels.
+linear layers' weights rounded to weight-only grids (compress/weight_only.py; `+aware`: activation-aware
+scales chosen on 8 windows of 256 tokens of the calibration plays): quality only, since they run on FP32
+kernels.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+from collections import Counter
 from importlib import resources
 from pathlib import Path
 
@@ -25,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import torch
 
-from greencompress.compress.weight_only import WeightGrid, fake_quantize
+from greencompress.compress.weight_only import WeightGrid, activation_aware, fake_quantize
 from greencompress.core.hardware import cpu_info
 from greencompress.measure.energy import EnergySpec, select_meter
 from greencompress.measure.generation import GenerationShape, TorchGenerator, benchmark_generation, paired
@@ -34,9 +36,10 @@ from greencompress.models.huggingface import model_folder
 from greencompress.runtimes.pytorch import set_threads
 
 
-def evaluation_text() -> str:
+def shipped_text(split: str) -> str:
+    """The shipped plays of one split: `test` (Macbeth, Twelfth Night) or `train` (The Tempest, Julius Caesar)."""
     lines = resources.files("greencompress.resources").joinpath("shakespeare.jsonl").read_text(encoding="utf-8")
-    return "\n\n".join(record["text"] for record in map(json.loads, lines.splitlines()) if record["split"] == "test")
+    return "\n\n".join(record["text"] for record in map(json.loads, lines.splitlines()) if record["split"] == split)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = model_folder(args.model, args.package if args.model.suffix == ".gguf" or args.package else None)
     tokenizer = AutoTokenizer.from_pretrained(folder)
     fp32 = AutoModelForCausalLM.from_pretrained(folder, dtype="float32").eval()
-    ids = np.asarray(tokenizer(evaluation_text())["input_ids"])
+    ids = np.asarray(tokenizer(shipped_text("test"))["input_ids"])
     models = {"torch-fp32": fp32}
     if cpu_info().has_bf16:
         models["torch-bf16"] = AutoModelForCausalLM.from_pretrained(folder, dtype="bfloat16").eval()
@@ -95,15 +98,23 @@ def main(argv: list[str] | None = None) -> int:
             f"{np.median(result.joules_per_prompt_token):.4f} | {np.median(result.joules_per_generated_token):.4f} | "
             f"{result.wh_per_1000_queries():.3f} | {versus} |"
         )
+    calibration_ids = np.asarray(tokenizer(shipped_text("train"))["input_ids"])
+    calibration = [torch.from_numpy(calibration_ids[None, start : start + 256]) for start in range(0, 8 * 256, 256)]
     for name in filter(None, args.grids.split(",")):
-        grid = _grid(name)
+        grid = _grid(name.removesuffix("+aware"))
         model = AutoModelForCausalLM.from_pretrained(folder, dtype="float32").eval()
-        done = fake_quantize(model, grid)
+        if name.endswith("+aware"):  # scales chosen on the calibration plays, judged on the evaluation plays
+            done = activation_aware(model, grid, calibration)
+            counts = Counter(done["alphas"].values())
+            done["how"] = "alpha per group: " + ", ".join(f"{alpha} x{n}" for alpha, n in sorted(counts.items()))
+        else:
+            done = fake_quantize(model, grid)
+            done["how"] = f"relative weight error {done['mean_relative_weight_error']:.4f}"
         measured = perplexity(torch_logits(model), ids, 256, 128, limit=8)
         change = measured.perplexity / quality["torch-fp32"].perplexity - 1
         print(
-            f"| {grid.name} (round to nearest; perplexity only) | {measured.perplexity:.2f} ({change:+.1%} vs fp32) | "
-            f"{done['layers']} layers, relative weight error {done['mean_relative_weight_error']:.4f} | | | | | | |"
+            f"| {name} (perplexity only) | {measured.perplexity:.2f} ({change:+.1%} vs fp32) | "
+            f"{done['layers']} layers, {done['how']} | | | | | | |"
         )
     return 0
 

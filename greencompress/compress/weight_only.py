@@ -87,3 +87,61 @@ def fake_quantize(model: nn.Module, grid: WeightGrid, skip: tuple[str, ...] = ("
         "left_as_they_were": left,
         "mean_relative_weight_error": sum(error) / len(error) if error else 0.0,
     }
+
+
+# Linear layers that read the same input, whose activation scales must be one to be folded into what feeds them
+# (a Llama decoder layer: q, k, v after one norm; gate and up after another). o and down are folded alone (into
+# v's and up's output rows, which a per-group grid along the inputs does not notice).
+SHARED_INPUTS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"), ("o_proj",), ("down_proj",))
+ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def activation_aware(model: nn.Module, grid: WeightGrid, calibration: list[torch.Tensor], rows: int = 1024) -> dict:
+    """Activation-aware scaling before rounding (after AWQ, Lin et al. 2024): per input channel, weights are multiplied
+    by s = mean|x|^alpha before they are put on `grid` and divided by it after (s folds into what feeds the layer,
+    so the model computes the same function with better-rounded weights), alpha chosen per group of layers sharing
+    an input from ALPHAS by the error of their outputs on `calibration` token ids. Quantizes in place; returns
+    the alphas chosen and the layers done. Llama-family decoder layers only (`SHARED_INPUTS`)."""
+    inputs: dict[str, list[torch.Tensor]] = {}
+    hooks = []
+    linears = {name: module for name, module in model.named_modules() if isinstance(module, nn.Linear)}
+    for name, module in linears.items():
+        if name.split(".")[-1] in {part for group in SHARED_INPUTS for part in group}:
+            hooks.append(module.register_forward_hook(_keep_input(inputs, name, rows)))
+    with torch.no_grad():
+        for ids in calibration:
+            model(input_ids=ids)
+    for hook in hooks:
+        hook.remove()
+    chosen, done = {}, 0
+    with torch.no_grad():
+        for layer in sorted({name.rsplit(".", 1)[0] for name in inputs}):
+            for group in SHARED_INPUTS:
+                names = [f"{layer}.{part}" for part in group if f"{layer}.{part}" in inputs]
+                if not names:
+                    continue
+                x = torch.cat(inputs[names[0]])[:rows]
+                magnitude = x.abs().mean(dim=0).clamp(min=1e-8)
+                best = None
+                for alpha in ALPHAS:
+                    scale = magnitude**alpha
+                    scale = scale / (scale.max() * scale.min()).sqrt()
+                    trial = [quantize_dequantize(linears[n].weight * scale, grid) / scale for n in names]
+                    error = sum(float((x @ (w - linears[n].weight).T).pow(2).sum()) for n, w in zip(names, trial))
+                    if best is None or error < best[0]:
+                        best = (error, alpha, trial)
+                for name, weight in zip(names, best[2]):
+                    linears[name].weight.copy_(weight)
+                chosen[f"{layer}.{'+'.join(group)}"] = best[1]
+                done += len(names)
+    return {"grid": grid.name, "method": "activation-aware scaling", "layers": done, "alphas": chosen}
+
+
+def _keep_input(store: dict, name: str, rows: int):
+    def hook(module, args, output):
+        flat = args[0].detach().reshape(-1, args[0].shape[-1])
+        kept = sum(len(part) for part in store.get(name, []))
+        if kept < rows:
+            store.setdefault(name, []).append(flat[: rows - kept].float())
+
+    return hook
