@@ -8,8 +8,8 @@ measured on the same plays, in windows of 256 tokens with a stride of 128. Energ
 here (an estimate, labelled, where no counter can be read). FP32 and bf16 (the weights cast) are measured side
 by side in the same rounds where the CPU has bf16 units. `--grids` adds the perplexity of the model with its
 linear layers' weights rounded to weight-only grids (compress/weight_only.py; `+aware`: activation-aware
-scales chosen on 8 windows of 256 tokens of the calibration plays): quality only, since they run on FP32
-kernels.
+scales chosen on 8 windows of 256 tokens of the calibration plays; `+feedback`: rounding with error feedback
+on the same tokens): quality only, since they run on FP32 kernels.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import torch
 
-from greencompress.compress.weight_only import WeightGrid, activation_aware, fake_quantize
+from greencompress.compress.weight_only import WeightGrid, activation_aware, error_feedback, fake_quantize
 from greencompress.core.hardware import cpu_info
 from greencompress.measure.energy import EnergySpec, select_meter
 from greencompress.measure.generation import GenerationShape, TorchGenerator, benchmark_generation, paired
@@ -101,12 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     calibration_ids = np.asarray(tokenizer(shipped_text("train"))["input_ids"])
     calibration = [torch.from_numpy(calibration_ids[None, start : start + 256]) for start in range(0, 8 * 256, 256)]
     for name in filter(None, args.grids.split(",")):
-        grid = _grid(name.removesuffix("+aware"))
+        grid = _grid(name.split("+")[0])
         model = AutoModelForCausalLM.from_pretrained(folder, dtype="float32").eval()
         if name.endswith("+aware"):  # scales chosen on the calibration plays, judged on the evaluation plays
             done = activation_aware(model, grid, calibration)
             counts = Counter(done["alphas"].values())
             done["how"] = "alpha per group: " + ", ".join(f"{alpha} x{n}" for alpha, n in sorted(counts.items()))
+        elif name.endswith("+feedback"):  # error feedback with the calibration plays' inputs, judged on others
+            done = error_feedback(model, grid, calibration)
+            done["how"] = f"error feedback on {done['rows']} calibration rows"
         else:
             done = fake_quantize(model, grid)
             done["how"] = f"relative weight error {done['mean_relative_weight_error']:.4f}"

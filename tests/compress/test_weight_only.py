@@ -75,3 +75,32 @@ def test_activation_aware_scaling_never_rounds_worse_than_plain_rounding_and_kee
         return abs(perplexity(torch_logits(model), test, 32, 16).perplexity - exact)
 
     assert drift(aware) <= drift(plain) * 1.05  # chosen per group on calibration text, judged on other text
+
+
+def test_error_feedback_stays_on_the_grid_and_loses_less_of_the_layers_output_than_plain_rounding():
+    from greencompress.compress.weight_only import _round_with_feedback
+
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(16, 64, generator=generator, dtype=torch.float64)
+    x = (
+        torch.randn(512, 64, generator=generator, dtype=torch.float64)
+        @ torch.randn(64, 64, generator=generator).double()
+    )
+    grid = WeightGrid(4, 16, True)
+    fed, plain = _round_with_feedback(weight, x, grid), quantize_dequantize(weight, grid)
+    for row in range(16):  # at most 15 values per group of 16 inputs: still the int4 grid
+        for start in range(0, 64, 16):
+            assert len(torch.unique(fed[row, start : start + 16])) <= 15
+    assert (x @ (fed - weight).T).norm() < 0.9 * (x @ (plain - weight).T).norm()  # correlated inputs: it pays
+
+
+def test_error_feedback_on_a_tiny_llama_quantizes_every_layer_but_the_head():
+    from greencompress.compress.weight_only import error_feedback
+
+    model = tiny("llama")
+    head = model.lm_head.weight.clone()
+    ids = [torch.from_numpy(np.random.default_rng(seed).integers(0, 97, (1, 48))) for seed in range(3)]
+    done = error_feedback(model, WeightGrid(4, 32, False), ids)
+    assert done["layers"] == 14 and torch.equal(model.lm_head.weight, head)
+    values = model.model.layers[0].mlp.down_proj.weight[0, :32]
+    assert len(torch.unique(values)) <= 16
