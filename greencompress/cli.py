@@ -111,7 +111,10 @@ def run(
     if distributed.init_from_environment() and not distributed.is_main():
         # Under torchrun, ranks other than 0 only lend a hand with fine-tuning; rank 0 writes and reports.
         logging.getLogger().handlers[0].setLevel(logging.WARNING)
-        serve_fine_tuning(recipe)
+        try:
+            serve_fine_tuning(recipe)
+        finally:
+            distributed.shutdown()
         return
     if run_dir is None:
         preflight(recipe)  # what the recipe points at is opened before a run folder is made: nothing is left behind
@@ -119,7 +122,10 @@ def run(
     with log_to_file(run_dir / "run.log"):
         log.info("%s run folder: %s", "resuming" if resume_dir else "new", run_dir)
         with _progress(disable=quiet or as_json) as progress:
-            report = run_pipeline(recipe, run_dir, recipe_path=recipe_path, progress=progress)
+            try:
+                report = run_pipeline(recipe, run_dir, recipe_path=recipe_path, progress=progress)
+            finally:
+                distributed.shutdown()  # under torchrun; nothing to do in one process
         if screenshot:
             from greencompress.report.screenshot import screenshot_html
 

@@ -28,6 +28,13 @@ def init_from_environment() -> bool:
     return True
 
 
+def shutdown() -> None:
+    """Leave the process group before the interpreter exits: a rank that exits with gloo's threads still running may
+    abort ("terminate called without an active exception") after its work is done."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def world_size() -> int:
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
