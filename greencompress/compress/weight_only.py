@@ -46,19 +46,9 @@ def quantize_dequantize(weight: torch.Tensor, grid: WeightGrid) -> torch.Tensor:
     group = grid.group_size or in_features
     if in_features % group:
         raise ValueError(f"group_size {group} does not divide the layer's {in_features} inputs")
-    grouped = weight.detach().float().reshape(out_features, in_features // group, group)
-    if grid.symmetric:
-        bound = 2 ** (grid.bits - 1) - 1
-        scale = grouped.abs().amax(dim=-1, keepdim=True).clamp(min=1e-12) / bound
-        codes = torch.clamp(torch.round(grouped / scale), -bound, bound)
-        restored = codes * scale
-    else:
-        top = 2**grid.bits - 1
-        low, high = grouped.amin(dim=-1, keepdim=True), grouped.amax(dim=-1, keepdim=True)
-        scale = (high - low).clamp(min=1e-12) / top
-        zero = torch.round(-low / scale)
-        codes = torch.clamp(torch.round(grouped / scale) + zero, 0, top)
-        restored = (codes - zero) * scale
+    blocks = weight.detach().float().reshape(out_features * (in_features // group), group)
+    scale, zero = _grid_parameters(blocks, grid)
+    restored = (_codes(blocks, scale[:, None], zero[:, None], grid) - zero[:, None]) * scale[:, None]
     return restored.reshape(out_features, in_features).to(weight.dtype)
 
 

@@ -137,15 +137,16 @@ def _export(model: nn.Module, inputs: ModelInputs, path: Path, opset: int, fusio
     example = torch.randn(2, *inputs.image_shape)
     batch = torch.export.Dim("batch", min=1, max=4096)
     chatter = io.StringIO()  # the exporter prints its steps; keep them for the log, not the terminal
+    module = served(model)
     with contextlib.redirect_stdout(chatter):
         torch.onnx.export(
-            served(model).eval(),
+            module.eval(),
             (example,),
             str(path),
             dynamo=True,
             opset_version=opset,
             input_names=["input"],
-            output_names=list(output_names(served(model))),
+            output_names=list(output_names(module)),
             dynamic_shapes=({0: batch},),
             external_data=False,
             verbose=False,
