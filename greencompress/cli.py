@@ -6,6 +6,7 @@ Exit codes: 0 ok, 2 bad input, 3 a quality gate failed, 4 export parity broken, 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -115,7 +116,11 @@ def run(
             serve_fine_tuning(recipe)
         finally:
             distributed.shutdown()
-        return
+        # A helping rank writes nothing; leaving without the interpreter's teardown avoids the C++ abort seen at
+        # exit in CI ("terminate called without an active exception", a joinable native thread destroyed).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     if run_dir is None:
         preflight(recipe)  # what the recipe points at is opened before a run folder is made: nothing is left behind
     run_dir = run_dir or create_run_dir(recipe, output_dir)
