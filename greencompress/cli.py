@@ -135,6 +135,14 @@ def run(
             from greencompress.report.screenshot import screenshot_html
 
             screenshot_html(run_dir / "report.html", run_dir / "report.png")
+    if getattr(report, "kind", None) == "text-generation 1.0":  # a language model's report (report/generation.py)
+        if as_json:
+            stdout.print_json(json.dumps(report.to_dict(), default=str))
+        else:
+            if not quiet:
+                stdout.print((run_dir / "report.md").read_text(encoding="utf-8"), markup=False, soft_wrap=True)
+            stdout.print(f"Report: {run_dir / 'report.md'}\nRun folder: {run_dir}", soft_wrap=True, markup=False)
+        return
     if as_json:
         stdout.print_json(json.dumps(report.to_dict()))
     elif quiet:

@@ -7,6 +7,7 @@ from greencompress.compress.finetune import Finetune
 from greencompress.compress.prune import Prune
 from greencompress.compress.quantize import Quantize
 from greencompress.compress.technique import TECHNIQUES
+from greencompress.compress.weight_only import WeightOnly
 
-for _builtin in (Depth(), Prune(), Finetune(), Quantize()):
+for _builtin in (Depth(), Prune(), Finetune(), Quantize(), WeightOnly()):
     TECHNIQUES.register(_builtin)

@@ -165,6 +165,7 @@ class Technique(ABC):
     schemes: ClassVar[tuple[type[BaseModel], ...]] = ()
     works_on: ClassVar[Literal["torch", "onnx"]]
     tag: ClassVar[str]  # the word an artifact's name takes from it: "pruned"; for ONNX techniques, the precision
+    structures: ClassVar[tuple[str, ...]] = ("channels", "encoder")  # the model structures it acts on (Task.structure)
 
     def parse(self, settings: dict, context: dict | None = None) -> BaseModel:
         """A recipe stage's settings validated into this technique's config (`context`: the recipe's, for paths)."""

@@ -15,9 +15,14 @@ Asymmetric: codes in [0, 2^b - 1] with a scale and a zero point per group (min a
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+from pydantic import Field
 from torch import nn
+
+from greencompress.compress.technique import StageContext, StageOutput, Technique, TorchModel
+from greencompress.core.config import Section
 
 
 @dataclass(frozen=True)
@@ -40,8 +45,33 @@ class WeightGrid:
         return f"int{self.bits}-{groups}-{'sym' if self.symmetric else 'asym'}"
 
 
+@dataclass(frozen=True)
+class LayerGrid:
+    """Where one layer's weights lie on its grid: a scale and an integer zero point per output row and input group
+    ([out, groups] each; zero points are 0 on a symmetric grid). With the weights it gives their integer codes, which
+    a runtime's int4/int8 format stores (runtimes/genai.py)."""
+
+    scale: torch.Tensor
+    zero: torch.Tensor
+
+    def codes(self, weight: torch.Tensor, grid: WeightGrid) -> torch.Tensor:
+        """The integer codes of `weight` [out, in] (on this grid): signed for a symmetric grid, else unsigned."""
+        out_features, in_features = weight.shape
+        groups = self.scale.shape[1]
+        blocks = weight.detach().double().reshape(out_features, groups, in_features // groups)
+        codes = torch.round(blocks / self.scale.double()[..., None]) + self.zero.double()[..., None]
+        bound = 2 ** (grid.bits - 1) - 1
+        low, high = (-bound, bound) if grid.symmetric else (0, 2**grid.bits - 1)
+        return codes.clamp(low, high).reshape(out_features, in_features).to(torch.int32)
+
+
 def quantize_dequantize(weight: torch.Tensor, grid: WeightGrid) -> torch.Tensor:
     """`weight` [out, in] on `grid`: each value replaced by what its code stands for."""
+    return quantize_layer(weight, grid)[0]
+
+
+def quantize_layer(weight: torch.Tensor, grid: WeightGrid) -> tuple[torch.Tensor, LayerGrid]:
+    """`weight` [out, in] rounded to nearest on `grid`, and the grid it lies on."""
     out_features, in_features = weight.shape
     group = grid.group_size or in_features
     if in_features % group:
@@ -49,82 +79,126 @@ def quantize_dequantize(weight: torch.Tensor, grid: WeightGrid) -> torch.Tensor:
     blocks = weight.detach().float().reshape(out_features * (in_features // group), group)
     scale, zero = _grid_parameters(blocks, grid)
     restored = (_codes(blocks, scale[:, None], zero[:, None], grid) - zero[:, None]) * scale[:, None]
-    return restored.reshape(out_features, in_features).to(weight.dtype)
+    shape = (out_features, in_features // group)
+    return restored.reshape(out_features, in_features).to(weight.dtype), LayerGrid(
+        scale.reshape(shape), zero.reshape(shape)
+    )
+
+
+def quantizable_layers(model: nn.Module, skip: tuple[str, ...] = ("lm_head",)) -> dict[str, nn.Linear]:
+    """The linear layers weight-only rounding acts on: all but the output head (kept: tied to the input embedding,
+    it would be rounded twice, and runtimes keep it apart)."""
+    return {
+        name: module
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and name.split(".")[-1] not in skip
+    }
 
 
 def fake_quantize(model: nn.Module, grid: WeightGrid, skip: tuple[str, ...] = ("lm_head",)) -> dict:
     """Put every linear layer of `model` (but those named in `skip`) on `grid`, in place; returns what was done: the
-    layers quantized, those left as they were and why, and the weights' mean relative error."""
-    done, left, error = [], {}, []
+    layers quantized (`grids`: each one's LayerGrid), those left as they were and why, and the weights' mean
+    relative error."""
+    grids, error = {}, []
+    left = {name: "kept: the output head" for name in quantizable_layers(model, ()) if name.split(".")[-1] in skip}
     with torch.no_grad():
-        for name, module in model.named_modules():
-            if not isinstance(module, nn.Linear):
-                continue
-            if name.split(".")[-1] in skip:
-                left[name] = "kept: the output head"
-                continue
+        for name, module in quantizable_layers(model, skip).items():
             try:
-                restored = quantize_dequantize(module.weight, grid)
+                restored, grids[name] = quantize_layer(module.weight, grid)
             except ValueError as problem:
                 left[name] = str(problem)
                 continue
             error.append(float((restored - module.weight).norm() / module.weight.norm().clamp(min=1e-12)))
             module.weight.copy_(restored)
-            done.append(name)
     return {
         "grid": grid.name,
-        "layers": len(done),
+        "method": "round to nearest",
+        "layers": len(grids),
+        "grids": grids,
         "left_as_they_were": left,
         "mean_relative_weight_error": sum(error) / len(error) if error else 0.0,
     }
 
 
-# Linear layers that read the same input, whose activation scales must be one to be folded into what feeds them
-# (a Llama decoder layer: q, k, v after one norm; gate and up after another). o and down are folded alone (into
-# v's and up's output rows, which a per-group grid along the inputs does not notice).
-SHARED_INPUTS = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"), ("o_proj",), ("down_proj",))
+# Linear layers of a Llama-family decoder layer that read the output of one RMSNorm, and that norm: a per-input-channel
+# scale s multiplies their weights and divides the norm's weight, so the layer computes the same function. (o_proj
+# and down_proj read no norm: their inputs' scales cannot fold into anything a runtime keeps, so they are rounded
+# as they are.)
+FOLDABLE = ((("q_proj", "k_proj", "v_proj"), "input_layernorm"), (("gate_proj", "up_proj"), "post_attention_layernorm"))
 ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def activation_aware(model: nn.Module, grid: WeightGrid, calibration: list[torch.Tensor], rows: int = 1024) -> dict:
-    """Activation-aware scaling before rounding (after AWQ, Lin et al. 2024): per input channel, weights are multiplied
-    by s = mean|x|^alpha before they are put on `grid` and divided by it after (s folds into what feeds the layer,
-    so the model computes the same function with better-rounded weights), alpha chosen per group of layers sharing
-    an input from ALPHAS by the error of their outputs on `calibration` token ids. Quantizes in place; returns
-    the alphas chosen and the layers done. Llama-family decoder layers only (`SHARED_INPUTS`)."""
-    inputs: dict[str, list[torch.Tensor]] = {}
-    hooks = []
-    linears = {name: module for name, module in model.named_modules() if isinstance(module, nn.Linear)}
-    for name, module in linears.items():
-        if name.split(".")[-1] in {part for group in SHARED_INPUTS for part in group}:
-            hooks.append(module.register_forward_hook(_keep_input(inputs, name, rows)))
+def activation_aware(
+    model: nn.Module, grid: WeightGrid, calibration: list[torch.Tensor], rows: int = 1024, round_weights: bool = True
+) -> dict:
+    """Activation-aware scaling before rounding (after AWQ, Lin et al. 2024): the weights of layers that read one
+    norm's output are multiplied per input channel by s = mean|x|^alpha and the norm's weight divided by s, alpha
+    chosen from ALPHAS per group by the error of the rounded layers' outputs on `calibration` token ids. The
+    model computes the same function; its scaled weights round better. With `round_weights`, every linear layer but
+    the head is then rounded to nearest (the others as they are); without, the scaled weights stay in float (for
+    error feedback to round). In place; returns the alphas chosen and, when rounded, each layer's grid."""
+    inputs = _inputs_of(model, {name for names, _ in FOLDABLE for name in names}, calibration, rows)
+    chosen, names_of = {}, {module: name for name, module in model.named_modules()}
     with torch.no_grad():
-        for ids in calibration:
-            model(input_ids=ids)
-    for hook in hooks:
-        hook.remove()
-    chosen, done = {}, 0
-    with torch.no_grad():
-        for layer in sorted({name.rsplit(".", 1)[0] for name in inputs}):
-            for group in SHARED_INPUTS:
-                names = [f"{layer}.{part}" for part in group if f"{layer}.{part}" in inputs]
-                if not names:
+        for layer_name, layer in model.named_modules():
+            for names, norm_name in FOLDABLE:
+                norm = getattr(layer, norm_name, None)
+                parents = [_child(layer, name) for name in names]
+                if norm is None or any(parent is None for parent in parents):
                     continue
-                x = torch.cat(inputs[names[0]])[:rows]
+                x = torch.cat(inputs[names_of[parents[0]]])[:rows]
                 magnitude = x.abs().mean(dim=0).clamp(min=1e-8)
                 best = None
                 for alpha in ALPHAS:
                     scale = magnitude**alpha
                     scale = scale / (scale.max() * scale.min()).sqrt()
-                    trial = [quantize_dequantize(linears[n].weight * scale, grid) / scale for n in names]
-                    error = sum(float((x @ (w - linears[n].weight).T).pow(2).sum()) for n, w in zip(names, trial))
+                    error = 0.0
+                    for linear in parents:
+                        trial = quantize_dequantize(linear.weight * scale, grid) / scale
+                        error += float((x @ (trial - linear.weight).T).pow(2).sum())
                     if best is None or error < best[0]:
-                        best = (error, alpha, trial)
-                for name, weight in zip(names, best[2]):
-                    linears[name].weight.copy_(weight)
-                chosen[f"{layer}.{'+'.join(group)}"] = best[1]
-                done += len(names)
-    return {"grid": grid.name, "method": "activation-aware scaling", "layers": done, "alphas": chosen}
+                        best = (error, alpha, scale)
+                _, alpha, scale = best
+                for linear in parents:
+                    linear.weight.mul_(scale)
+                norm.weight.div_(scale)
+                chosen[f"{layer_name}.{'+'.join(names)}"] = alpha
+    if not chosen:
+        raise ValueError("activation-aware scaling folds into a Llama-family decoder's norms; this model has none")
+    done = {"grid": grid.name, "method": "activation-aware scaling", "alphas": chosen}
+    if round_weights:
+        rounded = fake_quantize(model, grid)
+        done.update(layers=rounded["layers"], grids=rounded["grids"], left_as_they_were=rounded["left_as_they_were"])
+    return done
+
+
+def _child(layer: nn.Module, name: str) -> nn.Linear | None:
+    for path in (name, f"self_attn.{name}", f"mlp.{name}"):
+        try:
+            found = layer.get_submodule(path)
+        except AttributeError:
+            continue
+        if isinstance(found, nn.Linear):
+            return found
+    return None
+
+
+def _inputs_of(model: nn.Module, last_names: set[str], calibration: list[torch.Tensor], rows: int) -> dict:
+    """Up to `rows` input rows of every linear layer whose last name is in `last_names`, on `calibration` ids."""
+    inputs: dict[str, list[torch.Tensor]] = {}
+    hooks = [
+        module.register_forward_hook(_keep_input(inputs, name, rows))
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) and name.split(".")[-1] in last_names
+    ]
+    try:
+        with torch.no_grad():
+            for ids in calibration:
+                model(input_ids=ids)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return inputs
 
 
 def _keep_input(store: dict, name: str, rows: int):
@@ -141,28 +215,21 @@ def error_feedback(model: nn.Module, grid: WeightGrid, calibration: list[torch.T
     """Rounding with error feedback (after GPTQ, Frantar et al. 2023): each layer's input columns are rounded one at a
     time, and what rounding a column lost is passed on to the columns not yet rounded, weighted by the inverse of
     the inputs' second moment X^T X on `calibration` token ids (1% of its mean diagonal added for stability).
-    Group scales are set from the weights as they stand when a group is reached. Inputs are the original model's.
-    Quantizes every linear layer but the head in place; returns what was done."""
-    inputs: dict[str, list[torch.Tensor]] = {}
-    linears = {
-        name: module
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and name.split(".")[-1] != "lm_head"
-    }
-    hooks = [module.register_forward_hook(_keep_input(inputs, name, rows)) for name, module in linears.items()]
-    with torch.no_grad():
-        for ids in calibration:
-            model(input_ids=ids)
-    for hook in hooks:
-        hook.remove()
+    Group scales are set from the weights as they stand when a group is reached. Inputs are the model's as it is
+    when called (after activation-aware scaling, where that came first). Quantizes every linear layer but the head
+    in place; returns what was done and each layer's grid."""
+    linears = quantizable_layers(model)
+    inputs = _inputs_of(model, {name.split(".")[-1] for name in linears}, calibration, rows)
+    grids = {}
     with torch.no_grad():
         for name, module in linears.items():
             x = torch.cat(inputs.pop(name))[:rows].double()
-            module.weight.copy_(_round_with_feedback(module.weight.double(), x, grid).to(module.weight.dtype))
-    return {"grid": grid.name, "method": "error feedback", "layers": len(linears), "rows": rows}
+            rounded, grids[name] = _round_with_feedback(module.weight.double(), x, grid)
+            module.weight.copy_(rounded.to(module.weight.dtype))
+    return {"grid": grid.name, "method": "error feedback", "layers": len(linears), "rows": rows, "grids": grids}
 
 
-def _round_with_feedback(weight: torch.Tensor, x: torch.Tensor, grid: WeightGrid) -> torch.Tensor:
+def _round_with_feedback(weight: torch.Tensor, x: torch.Tensor, grid: WeightGrid) -> tuple[torch.Tensor, LayerGrid]:
     out_features, in_features = weight.shape
     group = grid.group_size or in_features
     if in_features % group:
@@ -171,16 +238,19 @@ def _round_with_feedback(weight: torch.Tensor, x: torch.Tensor, grid: WeightGrid
     hessian += 0.01 * hessian.diagonal().mean() * torch.eye(in_features, dtype=hessian.dtype)
     inverse = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(hessian)), upper=True)
     remaining, rounded = weight.clone(), torch.zeros_like(weight)
+    scales, zeros = [], []
     scale = zero = None
     for column in range(in_features):
         if column % group == 0:
             scale, zero = _grid_parameters(remaining[:, column : column + group], grid)
+            scales.append(scale)
+            zeros.append(zero)
         values = remaining[:, column]
         codes = _codes(values, scale, zero, grid)
         rounded[:, column] = (codes - zero) * scale
         lost = (values - rounded[:, column]) / inverse[column, column]
         remaining[:, column + 1 :] -= lost[:, None] * inverse[column, column + 1 :][None, :]
-    return rounded
+    return rounded, LayerGrid(torch.stack(scales, dim=1).float(), torch.stack(zeros, dim=1).float())
 
 
 def _grid_parameters(block: torch.Tensor, grid: WeightGrid) -> tuple[torch.Tensor, torch.Tensor]:
@@ -199,3 +269,54 @@ def _codes(values: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, grid: 
         bound = 2 ** (grid.bits - 1) - 1
         return torch.clamp(torch.round(values / scale), -bound, bound)
     return torch.clamp(torch.round(values / scale) + zero, 0, 2**grid.bits - 1)
+
+
+class WeightOnlyConfig(Section):
+    """`weight_only`: a causal LM's linear layers (all but the head) stored as int8 or int4 codes, in groups of
+    `group_size` inputs (None: one scale per output row), symmetric or with a zero point; `method` says how the
+    codes are chosen: `rtn` (round to nearest), `aware` (activation-aware scales folded into the norms first),
+    `feedback` (rounding with error feedback), or `aware+feedback`, each on `calibration_windows` windows of
+    `calibration_tokens` tokens of calibration text (never the evaluation text)."""
+
+    bits: Literal[4, 8] = 4
+    group_size: int | None = Field(default=32, ge=16)
+    symmetric: bool = False
+    method: Literal["rtn", "aware", "feedback", "aware+feedback"] = "aware+feedback"
+    calibration_windows: int = Field(default=16, ge=1)
+    calibration_tokens: int = Field(default=256, ge=8)
+
+    @property
+    def grid(self) -> WeightGrid:
+        return WeightGrid(self.bits, self.group_size, self.symmetric)
+
+
+def quantize_weights(model: nn.Module, config: WeightOnlyConfig, calibration: list[torch.Tensor]) -> dict:
+    """`model` (in place) on `config`'s grid by its method; returns what was done, with each layer's grid."""
+    grid = config.grid
+    if config.method == "rtn":
+        return fake_quantize(model, grid)
+    if config.method == "aware":
+        return activation_aware(model, grid, calibration)
+    done = {}
+    if config.method == "aware+feedback":
+        done = activation_aware(model, grid, calibration, round_weights=False)
+    return {**done, **error_feedback(model, grid, calibration), "method": config.method}
+
+
+class WeightOnly(Technique):
+    """Weight-only int8/int4 of a causal LM (the text-generation task's pipeline applies it: pipeline/generate.py)."""
+
+    name, config, works_on, tag = "weight_only", WeightOnlyConfig, "torch", "weight-only"
+    structures = ("decoder",)
+
+    def variant(self, config: WeightOnlyConfig) -> str:
+        return f"{config.grid.name}-{config.method}"
+
+    def apply(self, config: WeightOnlyConfig, source: TorchModel, context: StageContext) -> StageOutput:
+        import copy
+
+        model = copy.deepcopy(source.module)
+        windows = [torch.as_tensor(ids) for ids in context.data.calibration][: config.calibration_windows]
+        done = quantize_weights(model, config, windows)
+        metrics = {key: value for key, value in done.items() if key != "grids"}
+        return StageOutput(settings=config.model_dump(mode="json"), metrics=metrics, model=TorchModel(model))

@@ -35,6 +35,8 @@ class BenchmarkSpec(Section):
     batch_sizes: list[int] = Field(default_factory=lambda: [1, 8], min_length=1)
     # Transformers: each batch size is measured at each of these lengths, real texts padded (or cut) to it.
     sequence_lengths: list[int] = Field(default_factory=lambda: [128], min_length=1)
+    # Text generation: tokens generated after each prompt (a prompt is one of sequence_lengths long).
+    new_tokens: int = Field(default=64, ge=8)
     warmup_iterations: int = Field(default=10, ge=0)
     window_s: float = Field(default=1.0, gt=0)  # raised to the meter's shortest supported window
     min_iterations: int = Field(default=10, ge=1)  # per window

@@ -11,8 +11,9 @@ Every round draws new prompts, the same for every generator in the round, so tha
 can answer a prompt it has seen and rounds pair generators on the same work (`paired_ratio_interval`). The
 generators run one after another in a round, in an order that rotates between rounds. A meter reads no
 window shorter than its `min_window_s`: a round's prefill window holds as many prefills (of distinct
-prompts) as the fastest generator needs to fill it, the same count for all, and the last one's state is
-decoded; a decode window shorter than it is refused (ask for more new tokens) rather than reported.
+prompts) as the fastest generator needs to fill it, and its decode window decodes as many of those states
+(each for its counted steps) as the fastest generator needs to fill that one; the counts are the same for
+all generators. A decode window still shorter than the meter's shortest is refused rather than reported.
 """
 
 from __future__ import annotations
@@ -126,16 +127,21 @@ def benchmark_generation(
     if shape.new_tokens - 1 <= warmup_steps:
         raise ValueError(f"new_tokens {shape.new_tokens} leaves no decode step after {warmup_steps} warm-up steps")
     prompts = _Prompts(prompt, shape)
-    # One prefill each, untimed by the meter, on prompts of their own: it warms every generator up, and the fastest
-    # says how many prefills fill the meter's shortest window (with a margin).
-    fastest = min(_prefill_seconds(generator, prompts.draw()) for generator in generators.values())
-    per_window = max(1, math.ceil(1.25 * meter.min_window_s / max(fastest, 1e-6)))
+    # One query each, untimed by the meter, on prompts of their own: it warms every generator up, and the fastest
+    # says how many prefills, and how many queries' decodes, fill the meter's shortest window (with a margin).
+    counted = shape.new_tokens - 1 - warmup_steps
+    timings = [_query_seconds(generator, prompts.draw(), warmup_steps, counted) for generator in generators.values()]
+    prefill_s, decode_s = min(t[0] for t in timings), min(t[1] for t in timings)
+    # A margin of 2: one warm-up query's timing is a rough guide to a round's.
+    per_window = max(1, math.ceil(2 * meter.min_window_s / max(prefill_s, 1e-6)))
+    decoded = max(1, math.ceil(2 * meter.min_window_s / max(decode_s, 1e-6)))
+    per_window = max(per_window, decoded)
     names = list(generators)
     records = {name: {"ttft": [], "tpot": [], "steps": [], "j_prompt": [], "j_generated": []} for name in names}
     for index in range(rounds):
         drawn = [prompts.draw() for _ in range(per_window)]
         for name in names[index % len(names) :] + names[: index % len(names)]:  # rotate who goes first
-            _one_query(generators[name], drawn, shape, meter, warmup_steps, records[name])
+            _one_round(generators[name], drawn, decoded, shape, meter, warmup_steps, records[name])
     return {
         name: GenerationResult(
             shape,
@@ -171,40 +177,52 @@ class _Prompts:
         return ids
 
 
-def _prefill_seconds(generator: Generator, ids: np.ndarray) -> float:
+def _query_seconds(generator: Generator, ids: np.ndarray, warmup: int, counted: int) -> tuple[float, float]:
+    """Seconds of one prefill and of its `counted` decode steps after `warmup` ones (a warm-up query)."""
     start = time.perf_counter()
-    generator.prefill(ids)
-    return time.perf_counter() - start
-
-
-def _one_query(generator: Generator, drawn: list, shape: GenerationShape, meter, warmup: int, record) -> None:
-    """The round's prompts prefilled in one window; the last one's state decoded, its counted steps in another."""
-    meter.begin_window()
-    start = time.perf_counter()
-    for ids in drawn:
-        state = generator.prefill(ids)
-    prefill_s = (time.perf_counter() - start) / len(drawn)
-    prefill = meter.end_window()
+    state = generator.prefill(ids)
+    prefill = time.perf_counter() - start
     for _ in range(warmup):
         state = generator.step(state)
+    start = time.perf_counter()
+    for _ in range(counted):
+        state = generator.step(state)
+    return prefill, time.perf_counter() - start
+
+
+def _one_round(
+    generator: Generator, drawn: list, decoded: int, shape: GenerationShape, meter, warmup: int, record
+) -> None:
+    """The round's prompts prefilled in one window; the last `decoded` of their states decoded, their counted steps
+    in another (each state's warm-up steps taken before that window opens)."""
+    meter.begin_window()
+    start = time.perf_counter()
+    states = [generator.prefill(ids) for ids in drawn]
+    prefill_s = (time.perf_counter() - start) / len(drawn)
+    prefill = meter.end_window()
+    states = states[-decoded:]
+    for index in range(len(states)):
+        for _ in range(warmup):
+            states[index] = generator.step(states[index])
     counted = shape.new_tokens - 1 - warmup
     steps = []
     meter.begin_window()
-    for _ in range(counted):
-        begin = time.perf_counter()
-        state = generator.step(state)
-        steps.append((time.perf_counter() - begin) * 1e3)
+    for state in states:
+        for _ in range(counted):
+            begin = time.perf_counter()
+            state = generator.step(state)
+            steps.append((time.perf_counter() - begin) * 1e3)
     decode = meter.end_window()
     if decode.duration_s < meter.min_window_s:
         raise ValueError(
-            f"{counted} decode steps took {decode.duration_s:.3f} s, below the {meter.method} meter's shortest "
+            f"{len(steps)} decode steps took {decode.duration_s:.3f} s, below the {meter.method} meter's shortest "
             f"window ({meter.min_window_s} s): generate more new tokens per query"
         )
     record["ttft"].append(prefill_s * 1e3)
     record["tpot"].append(float(np.mean(steps)))
     record["steps"].extend(steps)
     record["j_prompt"].append(prefill.total_j / (len(drawn) * shape.batch_size * shape.prompt_tokens))
-    record["j_generated"].append(decode.total_j / (counted * shape.batch_size))
+    record["j_generated"].append(decode.total_j / (len(steps) * shape.batch_size))
 
 
 def paired(candidate: tuple[float, ...], baseline: tuple[float, ...]) -> RatioInterval | None:

@@ -36,6 +36,13 @@ class Perplexity:
     windows: int
     window: int
     stride: int
+    predictions: np.ndarray | None = None  # the most likely next token at every scored position, in order
+
+    def agreement(self, other: Perplexity) -> float:
+        """The share of scored positions where this model's most likely next token is `other`'s (same windows)."""
+        if self.predictions is None or other.predictions is None or len(self.predictions) != len(other.predictions):
+            raise ValueError("next-token agreement needs both models' predictions over the same windows")
+        return float(np.mean(self.predictions == other.predictions))
 
 
 def windows(length: int, window: int, stride: int, limit: int | None = None) -> list[Window]:
@@ -59,7 +66,7 @@ def windows(length: int, window: int, stride: int, limit: int | None = None) -> 
 def perplexity(logits_of: LogitsOf, ids: np.ndarray, window: int, stride: int, limit: int | None = None) -> Perplexity:
     """Perplexity of the model behind `logits_of` on the token stream `ids`, window by window."""
     chosen = windows(len(ids), window, stride, limit)
-    total, count = 0.0, 0
+    total, count, predictions = 0.0, 0, []
     for part in chosen:
         tokens = np.asarray(ids[part.start : part.end], dtype=np.int64)[None]
         logits = np.asarray(logits_of(tokens), dtype=np.float64)[0]
@@ -70,8 +77,9 @@ def perplexity(logits_of: LogitsOf, ids: np.ndarray, window: int, stride: int, l
         log_norm = peak[:, 0] + np.log(np.exp(predicting - peak).sum(axis=1))
         total += float((log_norm - predicting[np.arange(len(targets)), targets]).sum())
         count += len(targets)
+        predictions.append(predicting.argmax(axis=1))
     nll = total / count
-    return Perplexity(math.exp(nll), nll, count, len(chosen), window, stride)
+    return Perplexity(math.exp(nll), nll, count, len(chosen), window, stride, np.concatenate(predictions))
 
 
 def torch_logits(model) -> LogitsOf:

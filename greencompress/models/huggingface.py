@@ -170,7 +170,7 @@ def inspect_folder(folder: Path, task: str, trust_remote_code: bool, num_classes
         raise ModelLoadError(f"model.path: {folder} has no weights (none of {', '.join(_WEIGHT_FILES)})")
     head_suffix = "ForImageClassification" if images else "ForSequenceClassification"
     has_head = any(str(name).endswith(head_suffix) for name in config_json.get("architectures") or ())
-    if task != "sentence-embedding" and not has_head and num_classes is None:
+    if task in ("image-classification", "text-classification") and not has_head and num_classes is None:
         head = "image-classification" if images else "sequence-classification"
         raise ModelLoadError(
             f"model.task: {folder} has no {head} head (architectures: {config_json.get('architectures')}); "

@@ -44,6 +44,10 @@ def run(
     The report is also written as report.json, report.md and report.html. `shared_cache` (default:
     `<cache>/stages`) holds export and quantization outputs that later runs with the same inputs reuse.
     """
+    if recipe.task.workload_kind == "generate":  # a causal LM: prompts and tokens, not batches (pipeline/generate.py)
+        from greencompress.pipeline.generate import run_generation
+
+        return run_generation(recipe, run_dir, recipe_path, progress)
     store = StageStore(run_dir, shared_cache or cache_dir() / "stages")
     started = store.finished("run", stage_key(recipe_to_dict(recipe)))
     if started is None:

@@ -14,6 +14,9 @@ class GatesSpec(Section):
     """Budgets that make `run` exit 3 when a compressed artifact breaks them (for CI pipelines)."""
 
     max_accuracy_drop: float | None = Field(default=None, ge=0)  # top-1, in percentage points
+    # A language model's perplexity increase over the FP32 model, in percent; also the recommendation's budget
+    # (default 5%).
+    max_perplexity_increase: float | None = Field(default=None, ge=0)
     # A sentence embedder's fidelity to the original FP32 model's embeddings; set, they also replace the defaults of
     # the budget the recommendation and a search apply (measure/quality.py).
     min_embedding_cosine: float | None = Field(default=None, gt=0, le=1)

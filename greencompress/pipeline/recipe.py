@@ -45,6 +45,7 @@ from greencompress.models.data import DataSpec
 from greencompress.models.sources import ModelSpec
 from greencompress.models.tasks import Task, task_named, task_names
 from greencompress.pipeline.gates import GatesSpec
+from greencompress.runtimes import RUNTIMES
 from greencompress.runtimes.export import ExportSpec, runtimes_without_fusion
 
 __all__ = [
@@ -196,8 +197,27 @@ class Recipe(Section):
                 f"gates.{embedding_gates[0]}: judges a sentence embedder's embeddings; a "
                 f"{self.task.name} model is judged by gates.max_accuracy_drop (top-1)"
             )
+        generating = [name for name in self.benchmark.runtimes if RUNTIMES.get(name).runs == "generate"]
+        if generating and self.task.workload_kind != "generate":
+            raise ValueError(
+                f"benchmark.runtimes: {generating[0]} generates text; a {self.task.name} model is measured on "
+                f"runtimes of files or PyTorch"
+            )
+        if self.gates.max_perplexity_increase is not None and self.task.primary_metric != "perplexity":
+            raise ValueError(
+                f"gates.max_perplexity_increase: judges a language model; a {self.task.name} model is judged by "
+                "gates.max_accuracy_drop"
+            )
         structure = self.task.structure(self.model)
         for index, stage in enumerate(self.stages):
+            if structure not in stage.method.structures:
+                kinds = {"channels": "a CNN", "encoder": "a transformer encoder", "decoder": "a causal language model"}
+                raise ValueError(
+                    f"stages.{index}.{stage.technique}: acts on "
+                    f"{' or '.join(kinds[s] for s in stage.method.structures)}"
+                    f"; this {self.task.name} model is {kinds[structure]}"
+                    + ("" if structure != "decoder" else " (it takes weight_only)")
+                )
             try:
                 stage.method.check(stage.config, structure)
             except NotForThisModel as error:

@@ -10,6 +10,7 @@ from greencompress.runtimes import onnxruntime_cpu  # noqa: F401
 from greencompress.runtimes import openvino_cpu  # noqa: F401
 from greencompress.runtimes import pytorch_cuda  # noqa: F401
 from greencompress.runtimes import onnxruntime_gpu  # noqa: F401
+from greencompress.runtimes import genai  # noqa: F401
 from greencompress.runtimes.base import RUNTIMES, Artifact, Runner, RunnerSettings, RuntimeSpec
 
 __all__ = ["RUNTIMES", "Artifact", "Runner", "RunnerSettings", "RuntimeSpec"]

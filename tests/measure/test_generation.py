@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -70,10 +72,34 @@ def test_a_repeated_prompt_and_a_too_short_decode_window_are_refused():
     with pytest.raises(ValueError, match="repeats an earlier one"):
         benchmark_generation({"m": model}, lambda n: np.ones((1, 8)), shape, QuickEstimate(10.0), rounds=2)
 
-    class SlowMeter(EstimateMeter):
-        min_window_s = 5.0
+    class Sudden:
+        """Slow while warming up, then instant: a round's decode window can no longer reach the meter's shortest."""
+
+        warm = 2  # queries: the benchmark's warm-up one is the first
+
+        def prefill(self, ids):
+            self.warm -= 1
+            return []
+
+        def step(self, state):
+            if self.warm > 0:
+                time.sleep(0.01)
+            return [*state, 0]
+
+        def tokens(self, state):
+            return np.array([state])
 
     with pytest.raises(ValueError, match="below the estimate meter's shortest window .*more new tokens"):
-        benchmark_generation({"m": model}, prompts(1, 8), shape, SlowMeter(10.0), rounds=1)
+        benchmark_generation({"m": Sudden()}, prompts(1, 8), shape, QuickEstimate(10.0), rounds=1)
     with pytest.raises(ValueError, match="at least 2 new tokens"):
         GenerationShape(1, 8, 1)
+
+
+def test_a_decode_window_too_short_for_one_query_decodes_several_prompts_states():
+    class Meter(EstimateMeter):
+        min_window_s = 0.3
+
+    shape = GenerationShape(batch_size=1, prompt_tokens=8, new_tokens=6)  # 3 counted steps: about a millisecond each
+    result = benchmark_generation({"m": TorchGenerator(tiny("llama"))}, prompts(1, 8), shape, Meter(10.0), rounds=2)
+    per_round = len(result["m"].step_ms) // 2
+    assert per_round > 3 and per_round % 3 == 0  # whole queries, several of them, 3 counted steps each

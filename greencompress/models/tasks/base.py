@@ -26,8 +26,9 @@ if TYPE_CHECKING:
     from greencompress.models.sources import LoadedModel, ModelSpec
 
 # What the structural techniques (prune, depth) and static int8 act on: a CNN's output channels and identity
-# residual blocks, or a transformer encoder's attention heads, FFN neurons and layers (int8 of matrix products only).
-Structure = Literal["channels", "encoder"]
+# residual blocks, or a transformer encoder's attention heads, FFN neurons and layers (int8 of matrix products only);
+# a causal LM's decoder layers take weight-only rounding (compress/weight_only.py).
+Structure = Literal["channels", "encoder", "decoder"]
 
 
 class Task(ABC):
@@ -38,9 +39,12 @@ class Task(ABC):
     sources: ClassVar[tuple[str, ...]]  # the model.source values it loads
     data_kinds: ClassVar[tuple[str, ...]]  # the data.kind values it reads
     takes_tokens: ClassVar[bool] = False  # benchmarks then measure every benchmark.sequence_lengths too
-    # What a budget (the recommendation, a search's budget) judges: `top1` points lost, or `embedding` fidelity
-    # to the original model (measure/quality.py).
-    primary_metric: ClassVar[Literal["top1", "embedding"]] = "top1"
+    # What a budget (the recommendation, a search's budget) judges: `top1` points lost, `embedding` fidelity
+    # to the original model (measure/quality.py), or a language model's `perplexity` increase.
+    primary_metric: ClassVar[Literal["top1", "embedding", "perplexity"]] = "top1"
+    # How a run measures it: `classify` (pipeline/produce.py and measurement.py: batches of inputs through exported
+    # files) or `generate` (pipeline/generate.py: prompts, prefill and decode, per generated token).
+    workload_kind: ClassVar[Literal["classify", "generate"]] = "classify"
 
     def structure(self, model: ModelSpec) -> Structure:
         """What structure the model of `model` has (and so what the structural techniques remove)."""

@@ -1,0 +1,276 @@
+"""A text-generation run: the causal LM and its weight-only versions, judged by perplexity, measured per token.
+
+Order: preflight (meter, model and text files), the model and its text (models/corpus.py); each `weight_only`
+stage rounds a copy of the FP32 model on calibration text (compress/weight_only.py); every model is built for
+each generation runtime the recipe lists (PyTorch eager with its KV cache for the FP32 model; ONNX Runtime GenAI
+for every model: runtimes/genai.py); perplexity and next-token agreement with the FP32 model are measured on
+the file each runtime runs, on evaluation windows; then all generators are measured together, prefill and
+decode apart, in interleaved rounds on never-repeated prompts (measure/generation.py), and set against the FP32
+model on PyTorch and on the fastest FP32 runtime by paired ratios. A weight-only model in PyTorch computes on
+FP32 kernels: its quality is measured there, its speed is not claimed.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from greencompress.compress.weight_only import quantize_weights
+from greencompress.core.errors import RecipeError
+from greencompress.core.hardware import cpu_info
+from greencompress.measure.generation import (
+    GenerationResult,
+    GenerationShape,
+    TorchGenerator,
+    benchmark_generation,
+    paired,
+)
+from greencompress.measure.perplexity import Perplexity, perplexity, torch_logits
+from greencompress.models.corpus import Corpus, load_corpus
+from greencompress.models.tasks.text_generation import PERPLEXITY_WINDOW
+from greencompress.pipeline.folder import save_recipe
+from greencompress.pipeline.prepare import preflight
+from greencompress.pipeline.recipe import Recipe
+from greencompress.report.generation import GeneratedArtifact, GenerationReport, ShapeResult, write_generation_reports
+from greencompress.runtimes import genai
+from greencompress.runtimes.pytorch import set_threads
+
+log = logging.getLogger(__name__)
+
+GENERATION_RUNTIMES = ("torch", "onnxruntime-genai")  # what a text-generation run can measure generating
+PERPLEXITY_STRIDE = 128
+CONTINUATION_PROMPTS, CONTINUATION_TOKENS = 4, 16
+
+
+@dataclass
+class _Model:
+    name: str  # "fp32", or the weight_only stage's variant
+    module: torch.nn.Module
+    stage: dict = field(default_factory=dict)  # what the stage did (without its grids)
+    checkpoint: genai.QuantizedCheckpoint | None = None
+
+
+def runtimes_for(recipe: Recipe) -> tuple[list[str], dict[str, str]]:
+    """The generation runtimes a run measures, and why each other listed runtime is left out."""
+    listed = ["torch", *recipe.benchmark.runtimes]
+    chosen, left = [], {}
+    for name in dict.fromkeys(listed):
+        if name not in GENERATION_RUNTIMES:
+            left[name] = "does not generate text in greencompress yet"
+        elif name == "onnxruntime-genai" and genai.unavailable():
+            left[name] = genai.unavailable()
+        else:
+            chosen.append(name)
+    if "onnxruntime-genai" not in chosen and "onnxruntime-genai" not in left and not genai.unavailable():
+        chosen.append("onnxruntime-genai")  # the runtime that runs int4: measured wherever it is installed
+    return chosen, left
+
+
+def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = None, progress=None) -> GenerationReport:
+    """Execute a text-generation recipe into `run_dir`; writes report.json and report.md and returns the report."""
+    started = time.perf_counter()
+    created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    save_recipe(recipe, run_dir, recipe_path)
+    torch.manual_seed(recipe.seed)
+    set_threads(recipe.benchmark.threads)
+    threads = recipe.benchmark.threads
+    _, meter, reason = preflight(recipe)
+    if recipe.benchmark.batch_sizes != [1]:
+        raise RecipeError("benchmark.batch_sizes: a text-generation run measures batch size 1 for now: set [1]")
+    runtimes, left_out = runtimes_for(recipe)
+    task = recipe.task
+    log.info("stage load: causal LM (%s) and its text", recipe.model.path)
+    loaded = task.load(recipe.model, progress)
+    folder = Path(loaded.provenance["folder"])
+    corpus = load_corpus(recipe.data, loaded.tokenizer, PERPLEXITY_WINDOW)
+    log.info(
+        "text: %d evaluation tokens, %d calibration tokens (%s)",
+        len(corpus.evaluation),
+        len(corpus.calibration),
+        corpus.description,
+    )
+    models = [_Model("fp32", loaded.module)]
+    for stage in recipe.stages:
+        models.append(_weight_only(stage, loaded.module, corpus))
+
+    windows = recipe.data.eval_samples or 8
+    reference = perplexity(
+        torch_logits(loaded.module), corpus.evaluation, PERPLEXITY_WINDOW, PERPLEXITY_STRIDE, windows
+    )
+    log.info("fp32 (PyTorch): perplexity %.3f on %d tokens", reference.perplexity, reference.tokens)
+    artifacts: list[GeneratedArtifact] = []
+    generators, built = {}, {}
+    max_new_tokens = max(recipe.benchmark.new_tokens, CONTINUATION_TOKENS) + 1
+    for model in models:
+        for runtime in runtimes:
+            name = f"{model.name}@{runtime}"
+            if runtime == "torch":
+                measured = (
+                    reference if model.name == "fp32" else _perplexity(torch_logits(model.module), corpus, windows)
+                )
+                path, size, note = None, None, None
+                if model.name == "fp32":
+                    generators[name] = TorchGenerator(model.module)
+                else:
+                    note = "FP32 kernels with rounded weights: quality only, its speed is an FP32 model's"
+            elif model.name != "fp32" and model.checkpoint is None:
+                log.info("%s: left out: MatMulNBits stores weights in groups; this grid has one scale per row", name)
+                continue
+            else:
+                target = run_dir / "genai" / model.name
+                log.info("building %s with ONNX Runtime GenAI's model builder", name)
+                built[name] = genai.build(folder, target, threads, model.checkpoint)
+                measured = _perplexity(genai.onnx_logits(target, threads), corpus, windows)
+                generators[name] = genai.GenAIGenerator(target, max_new_tokens)
+                path, size, note = str(target), built[name]["bytes"], None
+                if model.checkpoint is not None:
+                    note = f"MatMulNBits accuracy_level {built[name]['accuracy_level']}"
+            change = measured.perplexity / reference.perplexity - 1
+            log.info("%s: perplexity %.3f (%+.2f%%)", name, measured.perplexity, 100 * change)
+            artifacts.append(
+                GeneratedArtifact(
+                    name=name,
+                    model=model.name,
+                    runtime=runtime,
+                    precision="fp32"
+                    if model.name == "fp32"
+                    else f"int{model.checkpoint.bits}"
+                    if runtime != "torch"
+                    else "fp32 (rounded weights)",
+                    path=path,
+                    size_bytes=size,
+                    perplexity=measured.perplexity,
+                    perplexity_change=change,
+                    next_token_agreement=measured.agreement(reference),
+                    continuation_agreement=None,
+                    measured_speed=name in generators,
+                    stage=model.stage,
+                    note=note,
+                )
+            )
+    continuation = _continuations(generators, corpus)
+    artifacts = [
+        GeneratedArtifact(**{**asdict(a), "continuation_agreement": continuation.get(a.name)}) for a in artifacts
+    ]
+    shapes = []
+    for number, prompt_tokens in enumerate(recipe.benchmark.sequence_lengths):
+        shape = GenerationShape(1, prompt_tokens, recipe.benchmark.new_tokens)
+        log.info(
+            "measuring generation: prompt %d tokens, %d new tokens, %d generators",
+            prompt_tokens,
+            shape.new_tokens,
+            len(generators),
+        )
+
+        def prompt(n: int, tokens=prompt_tokens, first=1000 * number) -> np.ndarray:
+            return corpus.prompt(first + n, tokens)  # each shape's prompts start at their own index
+
+        results = benchmark_generation(generators, prompt, shape, meter, rounds=recipe.benchmark.windows)
+        shapes.append(_shape_result(shape, results))
+    budget = recipe.gates.max_perplexity_increase
+    report = GenerationReport(
+        recipe=recipe.name,
+        created_utc=created,
+        model=loaded.provenance,
+        corpus=corpus.description,
+        perplexity_setting={
+            "window": PERPLEXITY_WINDOW,
+            "stride": PERPLEXITY_STRIDE,
+            "windows": reference.windows,
+            "tokens": reference.tokens,
+        },
+        cpu=asdict(cpu_info()),
+        threads=threads,
+        energy={"method": meter.method, "why": reason, "measured": meter.describe().measured},
+        runtimes=runtimes,
+        runtimes_left_out=left_out,
+        builds=built,
+        artifacts=tuple(artifacts),
+        shapes=tuple(shapes),
+        budget_percent=budget,
+        seconds=time.perf_counter() - started,
+    )
+    write_generation_reports(report, run_dir)
+    return report
+
+
+def _weight_only(stage, original: torch.nn.Module, corpus: Corpus) -> _Model:
+    config = stage.config
+    name = stage.method.variant(config)
+    log.info("stage weight_only: %s on %d calibration windows", name, config.calibration_windows)
+    module = copy.deepcopy(original)
+    windows = [
+        torch.from_numpy(ids)
+        for ids in corpus.calibration_windows(config.calibration_windows, config.calibration_tokens)
+    ]
+    done = quantize_weights(module, config, windows)
+    checkpoint = None
+    if config.group_size is not None:
+        checkpoint = genai.QuantizedCheckpoint(module, config.grid, done["grids"])
+    summary = {key: value for key, value in done.items() if key not in ("grids", "alphas")}
+    if "alphas" in done:
+        alphas = list(done["alphas"].values())
+        summary["alphas"] = {str(a): alphas.count(a) for a in sorted(set(alphas))}
+    summary["calibration_tokens"] = sum(w.shape[1] for w in windows)
+    return _Model(name, module, summary, checkpoint)
+
+
+def _perplexity(logits_of, corpus: Corpus, windows: int) -> Perplexity:
+    return perplexity(logits_of, corpus.evaluation, PERPLEXITY_WINDOW, PERPLEXITY_STRIDE, windows)
+
+
+def _continuations(generators: dict, corpus: Corpus) -> dict[str, float]:
+    """Each generator's share of greedy continuation tokens equal to PyTorch FP32's, over the first
+    CONTINUATION_TOKENS of CONTINUATION_PROMPTS prompts (taken from the end of the evaluation text)."""
+    produced = {}
+    for name, generator in generators.items():
+        outputs = []
+        for index in range(CONTINUATION_PROMPTS):
+            start = len(corpus.evaluation) - (index + 1) * 64
+            state = generator.prefill(corpus.evaluation[None, start : start + 64])
+            for _ in range(CONTINUATION_TOKENS - 1):
+                state = generator.step(state)
+            outputs.append(generator.tokens(state)[0, :CONTINUATION_TOKENS])
+        produced[name] = np.stack(outputs)
+    reference = produced.get("fp32@torch")
+    if reference is None:
+        return {}
+    return {name: float(np.mean(tokens == reference)) for name, tokens in produced.items()}
+
+
+def _shape_result(shape: GenerationShape, results: dict[str, GenerationResult]) -> ShapeResult:
+    fp32 = {name: r for name, r in results.items() if name.startswith("fp32@")}
+    fastest = min(fp32, key=lambda name: np.median(fp32[name].time_per_output_token_ms))
+    versus = {}
+    for name, result in results.items():
+        entry = {}
+        for label, base in (("vs_torch_fp32", "fp32@torch"), ("vs_fastest_fp32", fastest)):
+            if base in results and base != name:
+                for figure in ("time_per_output_token_ms", "time_to_first_token_ms", "joules_per_generated_token"):
+                    ratio = paired(getattr(result, figure), getattr(results[base], figure))
+                    if ratio is not None:
+                        entry[f"{label}:{figure}"] = asdict(ratio)
+        versus[name] = entry
+    return ShapeResult(asdict(shape), fastest, {name: _result_dict(r) for name, r in results.items()}, versus)
+
+
+def _result_dict(result: GenerationResult) -> dict:
+    return {
+        "rounds": result.rounds,
+        "warmup_steps": result.warmup_steps,
+        "time_to_first_token_ms": float(np.median(result.time_to_first_token_ms)),
+        "time_per_output_token_ms": {q: result.percentile_step_ms(q) for q in (50, 90, 99)},
+        "tokens_per_s": result.tokens_per_s,
+        "joules_per_prompt_token": float(np.median(result.joules_per_prompt_token)),
+        "joules_per_generated_token": float(np.median(result.joules_per_generated_token)),
+        "wh_per_1000_queries": result.wh_per_1000_queries(),
+        "energy_method": result.method,
+        "energy_measured": result.measured,
+    }

@@ -1,0 +1,202 @@
+"""A text-generation run's report: quality per model and runtime, prefill and decode per token, and the decision.
+
+report.json holds the GenerationReport (`kind: text-generation`); report.md renders it. Every energy figure names
+its method (a counter, or the CPU-time estimate, labelled as such); speed is only compared within one shape, one
+run and this CPU, by paired ratios over the same prompts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from greencompress.core.files import write_text_atomic
+
+SCHEMA = "text-generation 1.0"
+DEFAULT_BUDGET_PERCENT = (
+    5.0  # perplexity increase the recommendation allows when gates.max_perplexity_increase is unset
+)
+
+
+@dataclass(frozen=True)
+class GeneratedArtifact:
+    """One model (`fp32`, or a weight-only variant) on one runtime, and its quality on the evaluation windows."""
+
+    name: str  # model@runtime
+    model: str
+    runtime: str
+    precision: str
+    path: str | None
+    size_bytes: int | None
+    perplexity: float
+    perplexity_change: float  # over the FP32 model's in PyTorch (0.01 = +1%)
+    next_token_agreement: float  # share of scored positions with FP32 PyTorch's most likely next token
+    continuation_agreement: float | None  # share of greedy continuation tokens equal to FP32 PyTorch's
+    measured_speed: bool  # False for rounded weights on FP32 kernels (quality only)
+    stage: dict
+    note: str | None
+
+
+@dataclass(frozen=True)
+class ShapeResult:
+    """Every generator at one workload shape: medians per generator and paired ratios against the FP32 references."""
+
+    shape: dict  # batch_size, prompt_tokens, new_tokens
+    fastest_fp32: str
+    results: dict  # name -> figures
+    ratios: dict  # name -> {"vs_torch_fp32:<figure>": interval, "vs_fastest_fp32:<figure>": interval}
+
+
+@dataclass(frozen=True)
+class GenerationReport:
+    recipe: str
+    created_utc: str
+    model: dict
+    corpus: str
+    perplexity_setting: dict
+    cpu: dict
+    threads: int
+    energy: dict
+    runtimes: list
+    runtimes_left_out: dict
+    builds: dict
+    artifacts: tuple[GeneratedArtifact, ...]
+    shapes: tuple[ShapeResult, ...]
+    budget_percent: float | None
+    seconds: float
+    kind: str = SCHEMA
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def budget(self) -> float:
+        return DEFAULT_BUDGET_PERCENT if self.budget_percent is None else self.budget_percent
+
+    def recommended(self) -> str | None:
+        """The artifact with the least decode energy per generated token at the first shape, among those measured
+        for speed within the perplexity budget; None when none is."""
+        if not self.shapes:
+            return None
+        results = self.shapes[0].results
+        within = [
+            a.name
+            for a in self.artifacts
+            if a.measured_speed and a.name in results and 100 * a.perplexity_change <= self.budget
+        ]
+        if not within:
+            return None
+        return min(within, key=lambda name: results[name]["joules_per_generated_token"])
+
+    def decision(self) -> str:
+        chosen = self.recommended()
+        if chosen is None:
+            return f"No artifact measured for speed is within +{self.budget:g}% perplexity of the FP32 model."
+        shape = self.shapes[0]
+        artifact = next(a for a in self.artifacts if a.name == chosen)
+        line = (
+            f"Deploy {chosen}: perplexity {artifact.perplexity:.2f} ({100 * artifact.perplexity_change:+.1f}% vs FP32, "
+            f"budget +{self.budget:g}%)"
+        )
+        for label, words in (("vs_torch_fp32", "PyTorch FP32 eager"), ("vs_fastest_fp32", shape.fastest_fp32)):
+            ratio = shape.ratios.get(chosen, {}).get(f"{label}:time_per_output_token_ms")
+            if ratio:
+                line += f"; time per output token {_ratio(ratio)} of {words}'s"
+        energy = shape.ratios.get(chosen, {}).get("vs_torch_fp32:joules_per_generated_token")
+        if energy:
+            line += f"; decode energy per token {_ratio(energy)} of PyTorch FP32's ({self.energy['method']})"
+        return line + f", at prompt {shape.shape['prompt_tokens']}, batch 1."
+
+
+def _ratio(interval: dict) -> str:
+    return f"{interval['ratio']:.2f}x [{interval['low']:.2f}, {interval['high']:.2f}]"
+
+
+def write_generation_reports(report: GenerationReport, run_dir: Path) -> None:
+    write_text_atomic(run_dir / "report.json", json.dumps(report.to_dict(), indent=2, default=str) + "\n")
+    write_text_atomic(run_dir / "report.md", markdown(report))
+
+
+def markdown(report: GenerationReport) -> str:
+    energy = report.energy
+    estimate = "" if energy["measured"] else " (an estimate from CPU time, not a measurement)"
+    gguf = report.model.get("gguf")
+    lines = [
+        f"# {report.recipe}: text generation",
+        "",
+        f"**Decision.** {report.decision()}",
+        "",
+        f"- Model: {report.model['description']}, {report.model['parameters']:,} parameters."
+        + (
+            f" Its weights were rounded once before (GGUF file {gguf['file']}, sha256 {gguf['sha256'][:12]}...): "
+            "the FP32 reference is that model dequantized."
+            if gguf
+            else ""
+        ),
+        f"- Text: {report.corpus}. Perplexity on {report.perplexity_setting['windows']} windows of "
+        f"{report.perplexity_setting['window']} tokens, stride {report.perplexity_setting['stride']} "
+        f"({report.perplexity_setting['tokens']} tokens scored); calibration never saw them.",
+        f"- CPU: {report.cpu['model']}, {report.threads} threads; flags: {', '.join(report.cpu['flags']) or 'none'}.",
+        f"- Energy: {energy['method']}{estimate}; {energy['why']}.",
+        f"- Runtimes: {', '.join(report.runtimes)}"
+        + "".join(f"; {name} left out: {why}" for name, why in report.runtimes_left_out.items())
+        + ".",
+        f"- Run took {report.seconds:.0f} s; created {report.created_utc}.",
+        "",
+        "## Quality (each on the file its runtime runs)",
+        "",
+        "| artifact | precision | perplexity | vs FP32 | next-token agreement | continuation agreement | size | note |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for a in report.artifacts:
+        continuation = "" if a.continuation_agreement is None else f"{a.continuation_agreement:.1%}"
+        size = "" if a.size_bytes is None else f"{a.size_bytes / 1e6:.0f} MB"
+        lines.append(
+            f"| {a.name} | {a.precision} | {a.perplexity:.2f} | {100 * a.perplexity_change:+.1f}% | "
+            f"{a.next_token_agreement:.1%} | {continuation} | {size} | {a.note or ''} |"
+        )
+    for shape in report.shapes:
+        s = shape.shape
+        lines += [
+            "",
+            f"## Generation: batch {s['batch_size']}, prompt {s['prompt_tokens']} tokens, {s['new_tokens']} new tokens",
+            "",
+            f"Medians over {next(iter(shape.results.values()))['rounds']} interleaved rounds of new prompts; decode "
+            f"figures leave out each query's first {next(iter(shape.results.values()))['warmup_steps']} steps. Ratios "
+            "are paired by round with 95% intervals.",
+            "",
+            f"| artifact | TTFT ms | TPOT ms p50 / p90 / p99 | tokens/s | J/prompt token | J/generated token | "
+            f"Wh/1000 queries | TPOT vs PyTorch FP32 | TPOT vs {shape.fastest_fp32} | J/token vs PyTorch FP32 |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for name, r in shape.results.items():
+            tpot = r["time_per_output_token_ms"]
+            ratios = shape.ratios.get(name, {})
+            cells = [
+                _ratio(ratios[key]) if key in ratios else "-"
+                for key in (
+                    "vs_torch_fp32:time_per_output_token_ms",
+                    "vs_fastest_fp32:time_per_output_token_ms",
+                    "vs_torch_fp32:joules_per_generated_token",
+                )
+            ]
+            lines.append(
+                f"| {name} | {r['time_to_first_token_ms']:.1f} | {tpot[50]:.1f} / {tpot[90]:.1f} / {tpot[99]:.1f} | "
+                f"{r['tokens_per_s']:.1f} | {r['joules_per_prompt_token']:.4f} | "
+                f"{r['joules_per_generated_token']:.4f} | "
+                f"{r['wh_per_1000_queries']:.3f} | {' | '.join(cells)} |"
+            )
+    lines += ["", "## How each model was made", ""]
+    for a in report.artifacts:
+        if a.stage and a.runtime == report.runtimes[0]:
+            lines.append(
+                f"- {a.model}: " + ", ".join(f"{k} {v}" for k, v in a.stage.items() if k != "left_as_they_were")
+            )
+    for name, build in report.builds.items():
+        lines.append(
+            f"- {name}: built by {build['builder']} ({build['precision']}"
+            + (f", MatMulNBits accuracy_level {build['accuracy_level']}" if build["accuracy_level"] else "")
+            + ")"
+        )
+    return "\n".join(lines) + "\n"

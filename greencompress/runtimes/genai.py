@@ -1,0 +1,232 @@
+"""ONNX Runtime GenAI: a causal LM built by its model builder, generated with its KV cache, int4/int8 as MatMulNBits.
+
+We build with ONNX Runtime GenAI's own model builder (`onnxruntime_genai.models.builder`), a maintained exporter
+that writes the decoder with its KV cache as inputs and outputs, GroupQueryAttention and MatMulNBits, and the
+genai_config.json its runtime reads; a hand-written decoder-with-cache export would have to track every
+transformers release. FP32 is built from the model folder itself. A weight-only model is handed over as a
+quantized checkpoint the builder reads (Olive's layout: unsigned codes packed two to a byte along the inputs, a
+scale and a packed zero point per group; compress/weight_only.py's grids), so the file holds exactly the codes
+greencompress chose, data-aware or not, rather than the builder's own rounding. The embedding table and the output
+head stay FP32 (excluded from the builder's quantization, as compress/weight_only.py leaves them).
+
+`accuracy_level` is MatMulNBits' choice of arithmetic: 4 (the builder's CPU default) quantizes each activation
+row to int8 on the fly and runs int8 dot products, faster and not exact; 1 computes in FP32 and gives the logits
+of the PyTorch model with the same weights. The perplexity a run reports is measured on the built file itself.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from greencompress.core.errors import GreencompressError
+from greencompress.runtimes.base import RUNTIMES, RuntimeSpec
+
+INSTALL_HINT = "pip install onnxruntime-genai"
+EXCLUDED = "/lm_head/MatMul,/model/embed_tokens/Gather"  # kept FP32: the builder would quantize them too
+
+
+def unavailable() -> str | None:
+    """Why ONNX Runtime GenAI cannot run here, or None."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime_genai") is None:
+        return f"onnxruntime-genai is not installed: {INSTALL_HINT}"
+    return None
+
+
+def build(
+    source: Path,
+    output: Path,
+    threads: int,
+    quantized: QuantizedCheckpoint | None = None,
+    accuracy_level: int = 4,
+) -> dict:
+    """Build `output` (a GenAI folder: model.onnx, its weights, genai_config.json, tokenizer) from the model folder
+    `source`, FP32, or with the weight-only codes of `quantized`. Returns what was built; GreencompressError with
+    the builder's last lines when it fails."""
+    reason = unavailable()
+    if reason:
+        raise GreencompressError(reason)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    scratch = output.with_name(f".{output.name}.tmp")
+    shutil.rmtree(scratch, ignore_errors=True)
+    checkpoint = None
+    command = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-o", str(scratch), "-e", "cpu"]
+    command += ["-c", str(output.with_name(f".{output.name}.cache"))]
+    if quantized is None:
+        command += ["-i", str(source), "-p", "fp32"]
+    else:
+        checkpoint = output.with_name(f".{output.name}.checkpoint")
+        quantized.write(source, checkpoint)
+        precision = f"int{quantized.bits}"
+        command += ["-i", str(checkpoint), "-p", precision, "--extra_options", f"nodes_to_exclude={EXCLUDED}"]
+        command += [f"accuracy_level={accuracy_level}"]
+    log_file = output.with_name(f"{output.name}.build.log")
+    with open(log_file, "w", encoding="utf-8") as log:
+        finished = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
+    if checkpoint is not None:
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    shutil.rmtree(output.with_name(f".{output.name}.cache"), ignore_errors=True)
+    if finished.returncode != 0 or not (scratch / "model.onnx").is_file():
+        tail = log_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+        raise GreencompressError(f"ONNX Runtime GenAI's model builder failed on {source}: {' | '.join(tail)}")
+    _set_threads(scratch / "genai_config.json", threads)
+    shutil.rmtree(output, ignore_errors=True)
+    scratch.rename(output)
+    return {
+        "builder": "onnxruntime_genai.models.builder",
+        "precision": "fp32" if quantized is None else f"int{quantized.bits}",
+        "accuracy_level": None if quantized is None else accuracy_level,
+        "bytes": sum(f.stat().st_size for f in output.iterdir() if f.is_file()),
+    }
+
+
+def _set_threads(config_file: Path, threads: int) -> None:
+    """The runtime's intra-op threads, as the rest of the run uses (genai_config.json's session options)."""
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    options = config["model"]["decoder"].setdefault("session_options", {})
+    options.update(intra_op_num_threads=threads, inter_op_num_threads=1)
+    config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+class QuantizedCheckpoint:
+    """A causal LM's weights with every quantized linear layer stored as its integer codes (Olive's layout, which the
+    GenAI builder reads), the rest as they are."""
+
+    def __init__(self, module, grid, grids: dict):
+        self.module, self.grid, self.grids = module, grid, grids
+        if grid.group_size is None:
+            raise GreencompressError(
+                f"{grid.name}: ONNX Runtime's MatMulNBits stores weights in groups (block_size 16 to 256, a power of "
+                "2): give weight_only a group_size"
+            )
+
+    @property
+    def bits(self) -> int:
+        return self.grid.bits
+
+    def write(self, source: Path, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        offset = 2 ** (self.grid.bits - 1) if self.grid.symmetric else 0  # stored unsigned: symmetric around 8 or 128
+        tensors = {}
+        for name, tensor in self.module.state_dict().items():
+            layer = name.removesuffix(".weight")
+            if layer in self.grids and name.endswith(".weight"):
+                grid = self.grids[layer]
+                codes = grid.codes(tensor, self.grid) + offset
+                tensors[f"{layer}.qweight"] = _pack(codes, self.grid.bits)
+                tensors[f"{layer}.scales"] = grid.scale.float().contiguous()
+                tensors[f"{layer}.qzeros"] = _pack((grid.zero + offset).to(codes.dtype), self.grid.bits)
+            elif not name.startswith("lm_head.") or not self.module.config.tie_word_embeddings:
+                tensors[name] = tensor.detach().contiguous()
+        save_file(tensors, str(folder / "model.safetensors"))
+        for extra in source.iterdir():
+            if extra.suffix in (".json", ".jinja", ".txt", ".model") and extra.name not in ("config.json", "gguf.json"):
+                shutil.copy(extra, folder / extra.name)
+        config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+        config["quantization_config"] = {
+            "quant_method": "olive",
+            "bits": self.grid.bits,
+            "group_size": self.grid.group_size,
+            "symmetric": self.grid.symmetric,
+        }
+        (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+def _pack(codes, bits: int):
+    """Unsigned codes [rows, n] packed into bytes along each row, the first value in the lowest bits (MatMulNBits')."""
+    import torch
+
+    per_byte = 8 // bits
+    rows, count = codes.shape
+    padded = torch.nn.functional.pad(codes.to(torch.int32), (0, (-count) % per_byte))
+    grouped = padded.reshape(rows, -1, per_byte)
+    packed = torch.zeros(grouped.shape[:2], dtype=torch.int32)
+    for position in range(per_byte):
+        packed |= grouped[..., position] << (bits * position)
+    return packed.to(torch.uint8).contiguous()
+
+
+class GenAIGenerator:
+    """measure/generation.Generator over a GenAI folder: greedy, the runtime's own KV cache."""
+
+    def __init__(self, folder: Path, max_new_tokens: int):
+        import onnxruntime_genai as og
+
+        self.og, self.model, self.max_new_tokens = og, og.Model(str(folder)), max_new_tokens
+
+    def prefill(self, ids: np.ndarray):
+        if len(ids) != 1:
+            raise GreencompressError("onnxruntime-genai generation is measured at batch size 1 here")
+        params = self.og.GeneratorParams(self.model)
+        # Every query generates its full count: an end-of-text token does not stop it (min_length = max_length).
+        length = ids.shape[1] + self.max_new_tokens
+        params.set_search_options(max_length=length, min_length=length, do_sample=False)
+        generator = self.og.Generator(self.model, params)
+        generator.append_tokens(ids[0].tolist())  # the prompt's forward pass
+        generator.generate_next_token()  # the first new token, from the prompt's last logits
+        return generator, ids.shape[1]
+
+    def step(self, state):
+        state[0].generate_next_token()  # one decode step: the last token's forward pass, then its successor
+        return state
+
+    def tokens(self, state) -> np.ndarray:
+        generator, prompt = state
+        return np.asarray(generator.get_sequence(0))[None, prompt:]
+
+
+def onnx_logits(folder: Path, threads: int):
+    """measure/perplexity's `logits_of` for the GenAI folder's model.onnx: a whole window at once, empty KV cache."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    session = onnxruntime.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    inputs = session.get_inputs()
+    decoder = json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))["model"]["decoder"]
+    empty_cache = np.zeros((1, decoder["num_key_value_heads"], 0, decoder["head_size"]), dtype=np.float32)
+
+    def run(tokens: np.ndarray) -> np.ndarray:
+        length = tokens.shape[1]
+        feed = {}
+        for spec in inputs:
+            if spec.name == "input_ids":
+                feed[spec.name] = tokens.astype(np.int64)
+            elif spec.name == "attention_mask":
+                feed[spec.name] = np.ones_like(tokens, dtype=np.int64)
+            elif spec.name == "position_ids":
+                feed[spec.name] = np.arange(length, dtype=np.int64)[None]
+            elif spec.name.startswith("past_key_values"):
+                feed[spec.name] = empty_cache
+            else:
+                raise GreencompressError(f"{folder / 'model.onnx'}: unexpected input {spec.name!r}")
+        return session.run(["logits"], feed)[0]
+
+    return run
+
+
+def _not_a_batch_runner(source, settings):
+    raise GreencompressError("onnxruntime-genai generates text: only a text-generation run measures it")
+
+
+RUNTIMES.register(
+    RuntimeSpec(
+        "onnxruntime-genai",
+        "generate",  # a causal LM's prompts and tokens (pipeline/generate.py), not batches of a file
+        _not_a_batch_runner,
+        "ORT GenAI",
+        "onnxruntime_genai",
+        INSTALL_HINT,
+        in_auto=False,
+    )
+)

@@ -1,0 +1,138 @@
+"""A text-generation run on a tiny Llama made here: weight-only codes that ONNX Runtime GenAI runs as they were
+chosen, perplexity on each runtime's own file, prefill and decode measured apart, and the report."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from greencompress.compress.weight_only import WeightGrid, WeightOnlyConfig, quantize_weights
+from greencompress.measure.generation import TorchGenerator
+from greencompress.measure.perplexity import torch_logits
+from tests.models.tiny_lm import tiny_llama_folder
+
+GENAI = importlib.util.find_spec("onnxruntime_genai") is not None
+needs_genai = pytest.mark.skipif(not GENAI, reason="pip install onnxruntime-genai")
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory):
+    return tiny_llama_folder(tmp_path_factory.mktemp("lm") / "tiny-llama")
+
+
+def calibration(count: int = 3, length: int = 48) -> list[torch.Tensor]:
+    return [torch.from_numpy(np.random.default_rng(seed).integers(1, 380, (1, length))) for seed in range(count)]
+
+
+@needs_genai
+@pytest.mark.parametrize(
+    "grid, method",
+    [(WeightGrid(4, 32, False), "aware+feedback"), (WeightGrid(4, 16, True), "rtn"), (WeightGrid(8, 32, True), "rtn")],
+)
+def test_the_built_file_holds_exactly_the_codes_greencompress_chose(llama, tmp_path, grid, method):
+    """At MatMulNBits' FP32 arithmetic (accuracy_level 1) the built file's logits are the rounded PyTorch model's."""
+    from transformers import AutoModelForCausalLM
+
+    from greencompress.runtimes import genai
+
+    model = AutoModelForCausalLM.from_pretrained(llama).eval()
+    config = WeightOnlyConfig(bits=grid.bits, group_size=grid.group_size, symmetric=grid.symmetric, method=method)
+    done = quantize_weights(model, config, calibration())
+    assert len(done["grids"]) == 2 * 7  # q, k, v, o, gate, up, down per layer; the head kept
+    built = genai.build(llama, tmp_path / "built", 1, genai.QuantizedCheckpoint(model, grid, done["grids"]), 1)
+    assert built["precision"] == f"int{grid.bits}" and built["accuracy_level"] == 1
+    ids = np.random.default_rng(5).integers(1, 380, (1, 40))
+    served = genai.onnx_logits(tmp_path / "built", 1)(ids)
+    expected = torch_logits(model)(ids)
+    assert np.abs(served - expected).max() < 1e-3 * np.abs(expected).max()
+    unrounded = torch_logits(AutoModelForCausalLM.from_pretrained(llama).eval())(ids)
+    assert np.abs(served - unrounded).max() > 1e-3 * np.abs(expected).max()  # the codes did change the model
+
+
+@needs_genai
+def test_genai_generation_continues_greedily_as_pytorch_does(llama, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from greencompress.runtimes import genai
+
+    genai.build(llama, tmp_path / "fp32", 1)
+    ids = np.random.default_rng(2).integers(1, 380, (1, 24))
+    generators = [
+        TorchGenerator(AutoModelForCausalLM.from_pretrained(llama).eval()),
+        genai.GenAIGenerator(tmp_path / "fp32", 12),
+    ]
+    continuations = []
+    for generator in generators:
+        state = generator.prefill(ids)
+        for _ in range(9):
+            state = generator.step(state)
+        continuations.append(generator.tokens(state)[0])
+    assert len(continuations[0]) == 10 and np.array_equal(continuations[0], continuations[1])
+
+
+def test_a_per_row_grid_cannot_be_stored_as_matmulnbits(llama):
+    from transformers import AutoModelForCausalLM
+
+    from greencompress.core.errors import GreencompressError
+    from greencompress.runtimes.genai import QuantizedCheckpoint
+
+    with pytest.raises(GreencompressError, match="group_size"):
+        QuantizedCheckpoint(AutoModelForCausalLM.from_pretrained(llama), WeightGrid(8, None, True), {})
+
+
+LM_RECIPE = """
+name: tiny_lm
+model: {{source: huggingface, task: text-generation, path: {folder}}}
+data: {{kind: text, eval_samples: 2}}
+stages:
+  - weight_only: {{bits: 8, group_size: 32, symmetric: true, method: rtn}}
+  - weight_only: {{bits: 4, group_size: 32, symmetric: false, method: aware+feedback, calibration_windows: 2,
+                  calibration_tokens: 64}}
+benchmark: {{batch_sizes: [1], sequence_lengths: [32], new_tokens: 40, windows: 2, threads: 1, runtimes: {runtimes}}}
+"""
+
+
+@pytest.mark.slow
+def test_a_text_generation_run_judges_each_runtime_on_its_own_file_and_measures_prefill_and_decode(llama, tmp_path):
+    from greencompress.pipeline.execute import run
+    from greencompress.pipeline.recipe import load_recipe
+
+    path = tmp_path / "lm.yaml"
+    path.write_text(LM_RECIPE.format(folder=llama, runtimes="[onnxruntime-genai]" if GENAI else "[]"))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    report = run(load_recipe(path), run_dir, recipe_path=path)
+    saved = json.loads((run_dir / "report.json").read_text())
+    assert saved["kind"] == "text-generation 1.0" and saved["energy"]["measured"] is False
+    artifacts = {a["name"]: a for a in saved["artifacts"]}
+    expected = {"fp32@torch", "int8-g32-sym-rtn@torch", "int4-g32-asym-aware+feedback@torch"}
+    if GENAI:
+        expected |= {"fp32@onnxruntime-genai", "int8-g32-sym-rtn@onnxruntime-genai"}
+        expected |= {"int4-g32-asym-aware+feedback@onnxruntime-genai"}
+        # The same FP32 weights built by the GenAI builder: the same perplexity on the same windows.
+        assert artifacts["fp32@onnxruntime-genai"]["perplexity"] == pytest.approx(
+            artifacts["fp32@torch"]["perplexity"], rel=1e-4
+        )
+        assert (
+            artifacts["int4-g32-asym-aware+feedback@onnxruntime-genai"]["size_bytes"]
+            < 0.6 * (artifacts["fp32@onnxruntime-genai"]["size_bytes"])
+        )
+    assert set(artifacts) == expected
+    assert artifacts["fp32@torch"]["next_token_agreement"] == 1.0 and artifacts["fp32@torch"]["perplexity_change"] == 0
+    assert artifacts["int4-g32-asym-aware+feedback@torch"]["perplexity_change"] != 0
+    assert not artifacts["int8-g32-sym-rtn@torch"]["measured_speed"]  # rounded weights on FP32 kernels: no speed claim
+    (shape,) = saved["shapes"]
+    assert shape["shape"] == {"batch_size": 1, "prompt_tokens": 32, "new_tokens": 40}
+    measured = {name for name, a in artifacts.items() if a["measured_speed"]}
+    assert set(shape["results"]) == measured
+    for figures in shape["results"].values():
+        assert figures["time_to_first_token_ms"] > 0 and figures["joules_per_generated_token"] > 0
+        assert figures["time_per_output_token_ms"]["50"] <= figures["time_per_output_token_ms"]["99"]
+        assert figures["energy_method"] == "estimate"
+    markdown = (run_dir / "report.md").read_text()
+    assert "an estimate from CPU time, not a measurement" in markdown and "Decision." in markdown
+    assert report.recommended() is None or report.recommended() in measured
