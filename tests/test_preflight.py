@@ -14,6 +14,7 @@ from greencompress.core.errors import GreencompressError
 from greencompress.pipeline.prepare import preflight
 from greencompress.pipeline.recipe import load_recipe
 from tests.models.test_huggingface import small_rows, tiny_bert, write_csv
+from tests.models.tiny_lm import tiny_llama_folder
 
 
 @pytest.fixture(scope="module")
@@ -24,6 +25,7 @@ def good(tmp_path_factory):
         "classifier": tiny_bert(root / "classifier"),
         "encoder": tiny_bert(root / "encoder", head=False),
         "csv": write_csv(root / "texts.csv", small_rows()),
+        "llama": tiny_llama_folder(root / "llama"),
     }
 
 
@@ -92,6 +94,58 @@ def cases(good, tmp):
             "model.architecture: cannot import 'no_such_package.models'",
         ),
         *more_cases(good, tmp),
+        *language_model_cases(good, tmp),
+    ]
+
+
+def lm_recipe(folder, data: str = "", stages: str = "[]", rest: str = "") -> str:
+    return (
+        f"name: t\nmodel: {{source: huggingface, task: text-generation, path: {folder}}}\n"
+        f"data: {{kind: text{data}}}\nstages: {stages}\n"
+        f"benchmark: {{batch_sizes: [1], sequence_lengths: [32], runtimes: []}}\n{rest}"
+    )
+
+
+def language_model_cases(good, tmp):
+    """A causal LM's own mistakes: what it is, its text, its prompts, and techniques or runtimes of other tasks."""
+    import gguf
+    import numpy as np
+
+    llama, encoder = good["llama"], good["encoder"]
+    odd = gguf.GGUFWriter(str(tmp / "odd.gguf"), "rwkv9")  # an architecture transformers cannot dequantize
+    odd.add_block_count(1)
+    odd.add_tensor("token_embd.weight", np.zeros((8, 4), np.float32))
+    odd.write_header_to_file()
+    odd.write_kv_data_to_file()
+    odd.write_tensors_to_file()
+    odd.close()
+    empty = tmp / "empty.txt"
+    empty.write_text("\n\n")
+    short = tmp / "short.txt"
+    short.write_text("Fair is foul, and foul is fair.\n" * 6)
+    return [
+        (lm_recipe(encoder), "text-generation needs a causal language model"),
+        (lm_recipe(tmp / "odd.gguf"), "cannot read this GGUF file: GGUF model with architecture rwkv9"),
+        (lm_recipe(llama).replace("[32]", "[512]"), "a prompt of 512 tokens does not fit the model's context of 512"),
+        (lm_recipe(llama, data=f", path: {empty}"), "holds no text"),
+        (lm_recipe(llama, data=f", path: {short}"), "shorter than one perplexity window of 256"),
+        (lm_recipe(llama, stages="[{prune: {ratio: 0.2}}]"), "acts on a CNN or a transformer encoder"),
+        (
+            lm_recipe(llama, stages="[{weight_only: {symmetric: true, zero_point: float}}]"),
+            "zero_point: float is for an asymmetric grid",
+        ),
+        (
+            image_recipe("source: torchvision, name: resnet18").replace("quantize: {}", "weight_only: {}"),
+            "acts on a causal",
+        ),
+        (
+            image_recipe("source: torchvision, name: resnet18", rest="benchmark: {runtimes: [onnxruntime-genai]}\n"),
+            "onnxruntime-genai generates text",
+        ),
+        (
+            image_recipe("source: torchvision, name: resnet18", rest="gates: {max_perplexity_increase: 5}\n"),
+            "judges a language model",
+        ),
     ]
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from greencompress.compress.technique import StageContext, StageOutput, Technique, TorchModel
@@ -32,17 +32,23 @@ class WeightGrid:
     bits: int
     group_size: int | None
     symmetric: bool
+    # An asymmetric grid's zero point: an integer code (the common formats), or any real number, which puts the
+    # group's minimum exactly on code 0 (llama.cpp's Q4_1 grid: a scale and a minimum per block; MatMulNBits reads
+    # float zero points too).
+    float_zero: bool = False
 
     def __post_init__(self):
         if self.bits not in (4, 8):
             raise ValueError(f"bits: 4 or 8, got {self.bits}")
+        if self.float_zero and self.symmetric:
+            raise ValueError("zero_point: float is for an asymmetric grid; a symmetric one has none")
         if self.group_size is not None and self.group_size < 2:
             raise ValueError(f"group_size: at least 2, or None for one scale per output channel; got {self.group_size}")
 
     @property
     def name(self) -> str:
         groups = f"g{self.group_size}" if self.group_size else "per-channel"
-        return f"int{self.bits}-{groups}-{'sym' if self.symmetric else 'asym'}"
+        return f"int{self.bits}-{groups}-{'sym' if self.symmetric else 'asym'}{'-floatzp' if self.float_zero else ''}"
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,7 @@ class LayerGrid:
         out_features, in_features = weight.shape
         groups = self.scale.shape[1]
         blocks = weight.detach().double().reshape(out_features, groups, in_features // groups)
-        codes = torch.round(blocks / self.scale.double()[..., None]) + self.zero.double()[..., None]
+        codes = torch.round(blocks / self.scale.double()[..., None] + self.zero.double()[..., None])
         bound = 2 ** (grid.bits - 1) - 1
         low, high = (-bound, bound) if grid.symmetric else (0, 2**grid.bits - 1)
         return codes.clamp(low, high).reshape(out_features, in_features).to(torch.int32)
@@ -261,14 +267,14 @@ def _grid_parameters(block: torch.Tensor, grid: WeightGrid) -> tuple[torch.Tenso
     top = 2**grid.bits - 1
     low, high = block.amin(dim=1), block.amax(dim=1)
     scale = (high - low).clamp(min=1e-12) / top
-    return scale, torch.round(-low / scale)
+    return scale, -low / scale if grid.float_zero else torch.round(-low / scale)
 
 
 def _codes(values: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, grid: WeightGrid) -> torch.Tensor:
     if grid.symmetric:
         bound = 2 ** (grid.bits - 1) - 1
         return torch.clamp(torch.round(values / scale), -bound, bound)
-    return torch.clamp(torch.round(values / scale) + zero, 0, 2**grid.bits - 1)
+    return torch.clamp(torch.round(values / scale + zero), 0, 2**grid.bits - 1)
 
 
 class WeightOnlyConfig(Section):
@@ -281,13 +287,20 @@ class WeightOnlyConfig(Section):
     bits: Literal[4, 8] = 4
     group_size: int | None = Field(default=32, ge=16)
     symmetric: bool = False
+    zero_point: Literal["integer", "float"] = "integer"  # an asymmetric grid's (WeightGrid.float_zero)
     method: Literal["rtn", "aware", "feedback", "aware+feedback"] = "aware+feedback"
     calibration_windows: int = Field(default=16, ge=1)
     calibration_tokens: int = Field(default=256, ge=8)
 
+    @model_validator(mode="after")
+    def _zero_point_needs_asymmetry(self) -> WeightOnlyConfig:
+        if self.zero_point == "float" and self.symmetric:
+            raise ValueError("zero_point: float is for an asymmetric grid (symmetric: false); a symmetric one has none")
+        return self
+
     @property
     def grid(self) -> WeightGrid:
-        return WeightGrid(self.bits, self.group_size, self.symmetric)
+        return WeightGrid(self.bits, self.group_size, self.symmetric, self.zero_point == "float")
 
 
 def quantize_weights(model: nn.Module, config: WeightOnlyConfig, calibration: list[torch.Tensor]) -> dict:

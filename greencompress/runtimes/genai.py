@@ -76,6 +76,8 @@ def build(
     if finished.returncode != 0 or not (scratch / "model.onnx").is_file():
         tail = log_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
         raise GreencompressError(f"ONNX Runtime GenAI's model builder failed on {source}: {' | '.join(tail)}")
+    if quantized is not None and quantized.grid.float_zero:
+        _write_float_zero_points(scratch, quantized)
     _set_threads(scratch / "genai_config.json", threads)
     shutil.rmtree(output, ignore_errors=True)
     scratch.rename(output)
@@ -85,6 +87,44 @@ def build(
         "accuracy_level": None if quantized is None else accuracy_level,
         "bytes": sum(f.stat().st_size for f in output.iterdir() if f.is_file()),
     }
+
+
+def _write_float_zero_points(folder: Path, quantized: QuantizedCheckpoint) -> None:
+    """Replace every MatMulNBits' packed integer zero points (the checkpoint's placeholders) with the grid's own
+    real-valued ones, which MatMulNBits also reads: the builder's names map back to the model's layers (its fused
+    q/k/v holds their rows in that order), and each node's scales are checked against the grid's first."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    model = onnx.load(str(folder / "model.onnx"))
+    replaced = 0
+    for index, tensor in enumerate(model.graph.initializer):
+        if not tensor.name.endswith(".MatMulNBits.qzeros"):
+            continue
+        layer = tensor.name.removesuffix(".MatMulNBits.qzeros").replace(".attn.", ".self_attn.")
+        parts = (
+            [layer.replace("qkv_proj", name) for name in ("q_proj", "k_proj", "v_proj")]
+            if "qkv_proj" in layer
+            else [layer]
+        )
+        missing = [name for name in parts if name not in quantized.grids]
+        if missing:
+            raise GreencompressError(
+                f"{folder / 'model.onnx'}: {tensor.name} maps to no quantized layer ({missing[0]})"
+            )
+        scales = torch.cat([quantized.grids[name].scale for name in parts]).reshape(-1).numpy()
+        built = next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == tensor.name[:-6] + "scales")
+        if built.shape != scales.shape or not np.allclose(built, scales, rtol=1e-5):
+            raise GreencompressError(f"{folder / 'model.onnx'}: {tensor.name}: the built scales are not the grid's")
+        zeros = torch.cat([quantized.grids[name].zero for name in parts]).reshape(-1).numpy().astype(np.float32)
+        model.graph.initializer[index].CopyFrom(numpy_helper.from_array(zeros, tensor.name))
+        replaced += 1
+    if replaced == 0:
+        raise GreencompressError(f"{folder / 'model.onnx'}: no MatMulNBits zero points to replace")
+    (folder / "model.onnx").unlink()
+    (folder / "model.onnx.data").unlink()
+    onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
 
 
 def _set_threads(config_file: Path, threads: int) -> None:
@@ -125,7 +165,10 @@ class QuantizedCheckpoint:
                 codes = grid.codes(tensor, self.grid) + offset
                 tensors[f"{layer}.qweight"] = _pack(codes, self.grid.bits)
                 tensors[f"{layer}.scales"] = grid.scale.float().contiguous()
-                tensors[f"{layer}.qzeros"] = _pack((grid.zero + offset).to(codes.dtype), self.grid.bits)
+                # A float zero point is written later into the built file (_write_float_zero_points); the checkpoint
+                # holds its nearest code, which the builder requires.
+                zero = grid.zero.round().clamp(0, 2**self.grid.bits - 1) if self.grid.float_zero else grid.zero
+                tensors[f"{layer}.qzeros"] = _pack((zero + offset).to(codes.dtype), self.grid.bits)
             elif not name.startswith("lm_head.") or not self.module.config.tie_word_embeddings:
                 tensors[name] = tensor.detach().contiguous()
         save_file(tensors, str(folder / "model.safetensors"))

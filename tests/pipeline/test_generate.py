@@ -31,7 +31,13 @@ def calibration(count: int = 3, length: int = 48) -> list[torch.Tensor]:
 @needs_genai
 @pytest.mark.parametrize(
     "grid, method",
-    [(WeightGrid(4, 32, False), "aware+feedback"), (WeightGrid(4, 16, True), "rtn"), (WeightGrid(8, 32, True), "rtn")],
+    [
+        (WeightGrid(4, 32, False), "aware+feedback"),
+        (WeightGrid(4, 16, True), "rtn"),
+        (WeightGrid(8, 32, True), "rtn"),
+        (WeightGrid(4, 32, False, float_zero=True), "rtn"),  # real-valued zero points, written into the built file
+        (WeightGrid(4, 16, False, float_zero=True), "aware+feedback"),
+    ],
 )
 def test_the_built_file_holds_exactly_the_codes_greencompress_chose(llama, tmp_path, grid, method):
     """At MatMulNBits' FP32 arithmetic (accuracy_level 1) the built file's logits are the rounded PyTorch model's."""
@@ -40,7 +46,13 @@ def test_the_built_file_holds_exactly_the_codes_greencompress_chose(llama, tmp_p
     from greencompress.runtimes import genai
 
     model = AutoModelForCausalLM.from_pretrained(llama).eval()
-    config = WeightOnlyConfig(bits=grid.bits, group_size=grid.group_size, symmetric=grid.symmetric, method=method)
+    config = WeightOnlyConfig(
+        bits=grid.bits,
+        group_size=grid.group_size,
+        symmetric=grid.symmetric,
+        zero_point="float" if grid.float_zero else "integer",
+        method=method,
+    )
     done = quantize_weights(model, config, calibration())
     assert len(done["grids"]) == 2 * 7  # q, k, v, o, gate, up, down per layer; the head kept
     built = genai.build(llama, tmp_path / "built", 1, genai.QuantizedCheckpoint(model, grid, done["grids"]), 1)
