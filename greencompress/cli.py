@@ -142,6 +142,9 @@ def run(
             if not quiet:
                 stdout.print((run_dir / "report.md").read_text(encoding="utf-8"), markup=False, soft_wrap=True)
             stdout.print(f"Report: {run_dir / 'report.md'}\nRun folder: {run_dir}", soft_wrap=True, markup=False)
+        if not report.gates_passed:
+            failed = [f"{g['gate']} on {g['comparison']}: {g['detail']}" for g in report.gates if not g["passed"]]
+            raise GateFailed("quality gate failed: " + "; ".join(failed))
         return
     if as_json:
         stdout.print_json(json.dumps(report.to_dict()))

@@ -7,9 +7,9 @@ Prompts are consecutive, never repeated windows of the evaluation plays (Macbeth
 measured on the same plays, in windows of 256 tokens with a stride of 128. Energy comes from the best meter
 here (an estimate, labelled, where no counter can be read). FP32 and bf16 (the weights cast) are measured side
 by side in the same rounds where the CPU has bf16 units. `--grids` adds the perplexity of the model with its
-linear layers' weights rounded to weight-only grids (compress/weight_only.py; `+aware`: activation-aware
-scales chosen on 8 windows of 256 tokens of the calibration plays; `+feedback`: rounding with error feedback
-on the same tokens): quality only, since they run on FP32 kernels.
+linear layers' weights rounded to weight-only grids (compress/weight_only.py: `int4-g32-asym`,
+`int4-g64-asym-floatzp`, `int8-per-channel-sym`, each optionally `+aware`, `+feedback` or `+aware+feedback`,
+chosen on 16 windows of 256 tokens of the calibration plays): quality only, since they run on FP32 kernels.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import argparse
 import json
 import sys
 import time
-from collections import Counter
 from importlib import resources
 from pathlib import Path
 
@@ -27,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np
 import torch
 
-from greencompress.compress.weight_only import WeightGrid, activation_aware, error_feedback, fake_quantize
+from greencompress.compress.weight_only import WeightOnlyConfig, quantize_weights
 from greencompress.core.hardware import cpu_info
 from greencompress.measure.energy import EnergySpec, select_meter
 from greencompress.measure.generation import GenerationShape, TorchGenerator, benchmark_generation, paired
@@ -99,34 +98,33 @@ def main(argv: list[str] | None = None) -> int:
             f"{result.wh_per_1000_queries():.3f} | {versus} |"
         )
     calibration_ids = np.asarray(tokenizer(shipped_text("train"))["input_ids"])
-    calibration = [torch.from_numpy(calibration_ids[None, start : start + 256]) for start in range(0, 8 * 256, 256)]
+    calibration = [torch.from_numpy(calibration_ids[None, start : start + 256]) for start in range(0, 16 * 256, 256)]
     for name in filter(None, args.grids.split(",")):
-        grid = _grid(name.split("+")[0])
+        grid_name, _, method = name.partition("+")
+        config = _config(grid_name, method or "rtn")
         model = AutoModelForCausalLM.from_pretrained(folder, dtype="float32").eval()
-        if name.endswith("+aware"):  # scales chosen on the calibration plays, judged on the evaluation plays
-            done = activation_aware(model, grid, calibration)
-            counts = Counter(done["alphas"].values())
-            done["how"] = "alpha per group: " + ", ".join(f"{alpha} x{n}" for alpha, n in sorted(counts.items()))
-        elif name.endswith("+feedback"):  # error feedback with the calibration plays' inputs, judged on others
-            done = error_feedback(model, grid, calibration)
-            done["how"] = f"error feedback on {done['rows']} calibration rows"
-        else:
-            done = fake_quantize(model, grid)
-            done["how"] = f"relative weight error {done['mean_relative_weight_error']:.4f}"
+        done = quantize_weights(model, config, calibration)  # calibration plays only; judged on the evaluation plays
         measured = perplexity(torch_logits(model), ids, 256, 128, limit=8)
         change = measured.perplexity / quality["torch-fp32"].perplexity - 1
         print(
             f"| {name} (perplexity only) | {measured.perplexity:.2f} ({change:+.1%} vs fp32) | "
-            f"{done['layers']} layers, {done['how']} | | | | | | |"
+            f"{done['layers']} layers, {done['method']} | | | | | | |"
         )
     return 0
 
 
-def _grid(name: str) -> WeightGrid:
-    """`int4-g64-sym`, `int8-per-channel-sym`: bits, groups, symmetry."""
-    parts = name.split("-")
-    groups = None if parts[1] == "per" else int(parts[1].removeprefix("g"))
-    return WeightGrid(int(parts[0].removeprefix("int")), groups, parts[-1] == "sym")
+def _config(grid: str, method: str) -> WeightOnlyConfig:
+    """`int4-g64-sym`, `int4-g32-asym-floatzp`, `int8-per-channel-sym` and a method (`rtn`, `aware`, `feedback`,
+    `aware+feedback`): the weight_only stage that rounds so."""
+    parts = grid.split("-")
+    return WeightOnlyConfig(
+        bits=int(parts[0].removeprefix("int")),
+        group_size=None if parts[1] == "per" else int(parts[1].removeprefix("g")),
+        symmetric=parts[2 if parts[1] != "per" else 3] == "sym",
+        zero_point="float" if parts[-1] == "floatzp" else "integer",
+        method=method,
+        calibration_windows=16,
+    )
 
 
 if __name__ == "__main__":

@@ -235,7 +235,9 @@ def error_feedback(model: nn.Module, grid: WeightGrid, calibration: list[torch.T
     return {"grid": grid.name, "method": "error feedback", "layers": len(linears), "rows": rows, "grids": grids}
 
 
-def _round_with_feedback(weight: torch.Tensor, x: torch.Tensor, grid: WeightGrid) -> tuple[torch.Tensor, LayerGrid]:
+def _round_with_feedback(
+    weight: torch.Tensor, x: torch.Tensor, grid: WeightGrid, block: int = 128
+) -> tuple[torch.Tensor, LayerGrid]:
     out_features, in_features = weight.shape
     group = grid.group_size or in_features
     if in_features % group:
@@ -246,16 +248,23 @@ def _round_with_feedback(weight: torch.Tensor, x: torch.Tensor, grid: WeightGrid
     remaining, rounded = weight.clone(), torch.zeros_like(weight)
     scales, zeros = [], []
     scale = zero = None
-    for column in range(in_features):
-        if column % group == 0:
-            scale, zero = _grid_parameters(remaining[:, column : column + group], grid)
-            scales.append(scale)
-            zeros.append(zero)
-        values = remaining[:, column]
-        codes = _codes(values, scale, zero, grid)
-        rounded[:, column] = (codes - zero) * scale
-        lost = (values - rounded[:, column]) / inverse[column, column]
-        remaining[:, column + 1 :] -= lost[:, None] * inverse[column, column + 1 :][None, :]
+    # Columns in blocks (a multiple of the group): the errors of a block reach the columns after it in one product,
+    # which is the same arithmetic as column by column, in fewer, larger operations (GPTQ's lazy batch updates).
+    block = max(group, block // group * group) if grid.group_size else in_features
+    for first in range(0, in_features, block):
+        last = min(first + block, in_features)
+        lost = torch.zeros(out_features, last - first, dtype=weight.dtype)
+        for column in range(first, last):
+            if column % group == 0:
+                scale, zero = _grid_parameters(remaining[:, column : column + group], grid)
+                scales.append(scale)
+                zeros.append(zero)
+            values = remaining[:, column]
+            rounded[:, column] = (_codes(values, scale, zero, grid) - zero) * scale
+            error = (values - rounded[:, column]) / inverse[column, column]
+            remaining[:, column + 1 : last] -= error[:, None] * inverse[column, column + 1 : last][None, :]
+            lost[:, column - first] = error
+        remaining[:, last:] -= lost @ inverse[first:last, last:]
     return rounded, LayerGrid(torch.stack(scales, dim=1).float(), torch.stack(zeros, dim=1).float())
 
 

@@ -38,7 +38,13 @@ from greencompress.models.tasks.text_generation import PERPLEXITY_WINDOW
 from greencompress.pipeline.folder import save_recipe
 from greencompress.pipeline.prepare import preflight
 from greencompress.pipeline.recipe import Recipe
-from greencompress.report.generation import GeneratedArtifact, GenerationReport, ShapeResult, write_generation_reports
+from greencompress.report.generation import (
+    GeneratedArtifact,
+    GenerationReport,
+    ShapeResult,
+    perplexity_gates,
+    write_generation_reports,
+)
 from greencompress.runtimes import genai
 from greencompress.runtimes.pytorch import set_threads
 
@@ -196,6 +202,7 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
         shapes=tuple(shapes),
         budget_percent=budget,
         seconds=time.perf_counter() - started,
+        gates=perplexity_gates(budget, tuple(artifacts)),
     )
     write_generation_reports(report, run_dir)
     return report

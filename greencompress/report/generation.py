@@ -65,7 +65,12 @@ class GenerationReport:
     shapes: tuple[ShapeResult, ...]
     budget_percent: float | None
     seconds: float
+    gates: tuple[dict, ...] = ()  # gates.max_perplexity_increase on every rounded model, on every runtime
     kind: str = SCHEMA
+
+    @property
+    def gates_passed(self) -> bool:
+        return all(gate["passed"] for gate in self.gates)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -187,6 +192,12 @@ def markdown(report: GenerationReport) -> str:
                 f"{r['joules_per_generated_token']:.4f} | "
                 f"{r['wh_per_1000_queries']:.3f} | {' | '.join(cells)} |"
             )
+    if report.gates:
+        lines += ["", "## Gates", ""]
+        lines += [
+            f"- {'passed' if g['passed'] else 'FAILED'}: {g['gate']} on {g['comparison']}: {g['detail']}"
+            for g in report.gates
+        ]
     lines += ["", "## How each model was made", ""]
     for a in report.artifacts:
         if a.stage and a.runtime == report.runtimes[0]:
@@ -200,3 +211,21 @@ def markdown(report: GenerationReport) -> str:
             + ")"
         )
     return "\n".join(lines) + "\n"
+
+
+def perplexity_gates(budget: float | None, artifacts: tuple[GeneratedArtifact, ...]) -> tuple[dict, ...]:
+    """`gates.max_perplexity_increase` (percent) on every rounded model on every runtime; none when unset."""
+    if budget is None:
+        return ()
+    return tuple(
+        {
+            "gate": "max_perplexity_increase",
+            "comparison": f"{a.name} vs fp32@torch",
+            "threshold": budget,
+            "value": 100 * a.perplexity_change,
+            "passed": 100 * a.perplexity_change <= budget,
+            "detail": f"perplexity {100 * a.perplexity_change:+.2f}% (budget +{budget:g}%)",
+        }
+        for a in artifacts
+        if a.model != "fp32"
+    )

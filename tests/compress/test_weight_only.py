@@ -104,3 +104,18 @@ def test_error_feedback_on_a_tiny_llama_quantizes_every_layer_but_the_head():
     assert done["layers"] == 14 and torch.equal(model.lm_head.weight, head)
     values = model.model.layers[0].mlp.down_proj.weight[0, :32]
     assert len(torch.unique(values)) <= 16
+
+
+def test_error_feedback_in_blocks_is_the_same_arithmetic_as_column_by_column():
+    from greencompress.compress.weight_only import _round_with_feedback
+
+    generator = torch.Generator().manual_seed(3)
+    weight = torch.randn(24, 256, generator=generator, dtype=torch.float64)
+    x = (
+        torch.randn(600, 256, generator=generator, dtype=torch.float64)
+        @ torch.randn(256, 256, generator=generator).double()
+    )
+    for grid in (WeightGrid(4, 32, False), WeightGrid(4, 64, True, False), WeightGrid(4, 32, False, True)):
+        blocked, grids = _round_with_feedback(weight, x, grid, block=128)
+        one_by_one, _ = _round_with_feedback(weight, x, grid, block=256)  # one block: every column updates all
+        assert torch.allclose(blocked, one_by_one, atol=1e-9) and grids.scale.shape == (24, 256 // grid.group_size)

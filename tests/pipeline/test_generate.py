@@ -148,3 +148,19 @@ def test_a_text_generation_run_judges_each_runtime_on_its_own_file_and_measures_
     markdown = (run_dir / "report.md").read_text()
     assert "an estimate from CPU time, not a measurement" in markdown and "Decision." in markdown
     assert report.recommended() is None or report.recommended() in measured
+
+
+def test_the_perplexity_gate_judges_every_rounded_model_on_every_runtime():
+    from greencompress.report.generation import GeneratedArtifact, perplexity_gates
+
+    def artifact(name: str, change: float) -> GeneratedArtifact:
+        model, runtime = name.split("@")
+        return GeneratedArtifact(name, model, runtime, "int4", None, None, 10.0, change, 0.9, None, True, {}, None)
+
+    artifacts = (artifact("fp32@torch", 0.0), artifact("int8@genai", 0.01), artifact("int4@genai", 0.2))
+    gates = perplexity_gates(5.0, artifacts)
+    assert [(g["comparison"], g["passed"]) for g in gates] == [
+        ("int8@genai vs fp32@torch", True),
+        ("int4@genai vs fp32@torch", False),
+    ]
+    assert "+20.00% (budget +5%)" in gates[1]["detail"] and perplexity_gates(None, artifacts) == ()
