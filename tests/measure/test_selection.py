@@ -14,7 +14,7 @@ from tests.measure.test_rapl import make_zone
 def test_auto_takes_rapl_when_the_tree_is_readable(tmp_path):
     make_zone(tmp_path, "intel-rapl:0", "package-0", 5)
     meter, reason = select_meter(EnergySpec(meter="auto"), powercap_root=tmp_path)
-    assert isinstance(meter, RaplMeter) and reason == "rapl: active"
+    assert isinstance(meter, RaplMeter) and reason == "rapl: active; perf-energy: not needed: a better meter is active"
 
 
 def test_asking_for_the_estimate_skips_rapl(tmp_path):

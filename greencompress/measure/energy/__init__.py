@@ -1,7 +1,8 @@
 """Energy meters behind one interface, registered in order of trust, and the choice of the best one per domain.
 
-Built-in order of trust, per domain: RAPL > estimate (CPU); NVML counter > NVML power sampling (GPU). GPU energy is
-never estimated. A plugin adds a meter with a `MeterSpec` in the `greencompress.meters` entry-point group.
+Built-in order of trust, per domain: RAPL through powercap > the same counters as perf events (perf_events.py) >
+estimate (CPU); NVML counter > NVML power sampling (GPU). GPU energy is never estimated. A plugin adds a meter with
+a `MeterSpec` in the `greencompress.meters` entry-point group.
 """
 
 from __future__ import annotations
@@ -164,6 +165,12 @@ def _rapl(probe: Probe) -> EnergyMeter:
     return rapl.RaplMeter(probe.powercap_root or rapl.POWERCAP_ROOT)
 
 
+def _perf_energy(probe: Probe) -> EnergyMeter:
+    from greencompress.measure.energy.perf_events import PerfEnergyMeter
+
+    return PerfEnergyMeter()
+
+
 def _estimate(probe: Probe) -> EnergyMeter:
     from greencompress.measure.energy.estimate import EstimateMeter
 
@@ -172,6 +179,7 @@ def _estimate(probe: Probe) -> EnergyMeter:
 
 for _spec in (
     MeterSpec("rapl", "cpu", _rapl),
+    MeterSpec("perf-energy", "cpu", _perf_energy),
     MeterSpec("estimate", "cpu", _estimate, fallback=True),
     MeterSpec("nvml-counter", "gpu", _nvml_counter),
     MeterSpec("nvml-power", "gpu", _nvml_power),
