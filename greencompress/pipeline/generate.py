@@ -220,8 +220,9 @@ def _weight_only(stage, original: torch.nn.Module, corpus: Corpus) -> _Model:
     done = quantize_weights(module, config, windows)
     checkpoint = None
     if config.group_size is not None:
-        checkpoint = genai.QuantizedCheckpoint(module, config.grid, done["grids"])
-    summary = {key: value for key, value in done.items() if key not in ("grids", "alphas")}
+        checkpoint = genai.QuantizedCheckpoint(module, config.grid, done["grids"], done.get("head"))
+    summary = {key: value for key, value in done.items() if key not in ("grids", "alphas", "head")}
+    summary["head"] = f"rounded to {done['head'][0].name}" if "head" in done else "kept as it is"
     if "alphas" in done:
         alphas = list(done["alphas"].values())
         summary["alphas"] = {str(a): alphas.count(a) for a in sorted(set(alphas))}

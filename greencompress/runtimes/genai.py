@@ -28,7 +28,8 @@ from greencompress.core.errors import GreencompressError
 from greencompress.runtimes.base import RUNTIMES, RuntimeSpec
 
 INSTALL_HINT = "pip install onnxruntime-genai"
-EXCLUDED = "/lm_head/MatMul,/model/embed_tokens/Gather"  # kept FP32: the builder would quantize them too
+# Kept as the checkpoint has them (the builder would round them itself): the embedding, and the head unless rounded.
+HEAD, EMBEDDING = "/lm_head/MatMul", "/model/embed_tokens/Gather"
 
 
 def unavailable() -> str | None:
@@ -65,7 +66,8 @@ def build(
         checkpoint = output.with_name(f".{output.name}.checkpoint")
         quantized.write(source, checkpoint)
         precision = f"int{quantized.bits}"
-        command += ["-i", str(checkpoint), "-p", precision, "--extra_options", f"nodes_to_exclude={EXCLUDED}"]
+        excluded = EMBEDDING if quantized.head is not None else f"{HEAD},{EMBEDDING}"
+        command += ["-i", str(checkpoint), "-p", precision, "--extra_options", f"nodes_to_exclude={excluded}"]
         command += [f"accuracy_level={accuracy_level}"]
     log_file = output.with_name(f"{output.name}.build.log")
     with open(log_file, "w", encoding="utf-8") as log:
@@ -103,6 +105,8 @@ def _write_float_zero_points(folder: Path, quantized: QuantizedCheckpoint) -> No
         if not tensor.name.endswith(".MatMulNBits.qzeros"):
             continue
         layer = tensor.name.removesuffix(".MatMulNBits.qzeros").replace(".attn.", ".self_attn.")
+        if layer == "lm_head":
+            continue  # the head's own grid: symmetric, integer
         parts = (
             [layer.replace("qkv_proj", name) for name in ("q_proj", "k_proj", "v_proj")]
             if "qkv_proj" in layer
@@ -139,8 +143,8 @@ class QuantizedCheckpoint:
     """A causal LM's weights with every quantized linear layer stored as its integer codes (Olive's layout, which the
     GenAI builder reads), the rest as they are."""
 
-    def __init__(self, module, grid, grids: dict):
-        self.module, self.grid, self.grids = module, grid, grids
+    def __init__(self, module, grid, grids: dict, head: tuple | None = None):
+        self.module, self.grid, self.grids, self.head = module, grid, grids, head  # head: (WeightGrid, LayerGrid)
         if grid.group_size is None:
             raise GreencompressError(
                 f"{grid.name}: ONNX Runtime's MatMulNBits stores weights in groups (block_size 16 to 256, a power of "
@@ -156,19 +160,14 @@ class QuantizedCheckpoint:
 
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        offset = 2 ** (self.grid.bits - 1) if self.grid.symmetric else 0  # stored unsigned: symmetric around 8 or 128
+        layers = {name: (self.grid, grid) for name, grid in self.grids.items()}
+        if self.head is not None:
+            layers["lm_head"] = self.head
         tensors = {}
         for name, tensor in self.module.state_dict().items():
             layer = name.removesuffix(".weight")
-            if layer in self.grids and name.endswith(".weight"):
-                grid = self.grids[layer]
-                codes = grid.codes(tensor, self.grid) + offset
-                tensors[f"{layer}.qweight"] = _pack(codes, self.grid.bits)
-                tensors[f"{layer}.scales"] = grid.scale.float().contiguous()
-                # A float zero point is written later into the built file (_write_float_zero_points); the checkpoint
-                # holds its nearest code, which the builder requires.
-                zero = grid.zero.round().clamp(0, 2**self.grid.bits - 1) if self.grid.float_zero else grid.zero
-                tensors[f"{layer}.qzeros"] = _pack((zero + offset).to(codes.dtype), self.grid.bits)
+            if layer in layers and name.endswith(".weight"):
+                tensors.update(_quantized_tensors(layer, tensor, *layers[layer]))
             elif not name.startswith("lm_head.") or not self.module.config.tie_word_embeddings:
                 tensors[name] = tensor.detach().contiguous()
         save_file(tensors, str(folder / "model.safetensors"))
@@ -182,7 +181,25 @@ class QuantizedCheckpoint:
             "group_size": self.grid.group_size,
             "symmetric": self.grid.symmetric,
         }
+        if self.head is not None:  # its own grid (the loader reads overrides per layer), and no longer tied
+            grid = self.head[0]
+            config["quantization_config"]["overrides"] = {"lm_head": {"bits": grid.bits, "group_size": grid.group_size}}
+            config["tie_word_embeddings"] = False
         (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+
+
+def _quantized_tensors(layer: str, weight, grid, layer_grid) -> dict:
+    """One layer as Olive's tensors: unsigned codes packed along the inputs, scales, packed zero points."""
+    offset = 2 ** (grid.bits - 1) if grid.symmetric else 0  # stored unsigned: symmetric codes around 8 or 128
+    codes = layer_grid.codes(weight, grid) + offset
+    # A float zero point is written later into the built file (_write_float_zero_points); the checkpoint holds its
+    # nearest code, which the builder requires.
+    zero = layer_grid.zero.round().clamp(0, 2**grid.bits - 1) if grid.float_zero else layer_grid.zero
+    return {
+        f"{layer}.qweight": _pack(codes, grid.bits),
+        f"{layer}.scales": layer_grid.scale.float().contiguous(),
+        f"{layer}.qzeros": _pack((zero + offset).to(codes.dtype), grid.bits),
+    }
 
 
 def _pack(codes, bits: int):

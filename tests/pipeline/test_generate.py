@@ -66,6 +66,29 @@ def test_the_built_file_holds_exactly_the_codes_greencompress_chose(llama, tmp_p
 
 
 @needs_genai
+def test_a_head_rounded_to_int8_is_untied_from_the_embedding_and_built_as_its_own_matmulnbits(llama, tmp_path):
+    import onnx
+    from transformers import AutoModelForCausalLM
+
+    from greencompress.runtimes import genai
+
+    model = AutoModelForCausalLM.from_pretrained(llama).eval()
+    embedding = model.model.embed_tokens.weight.detach().clone()
+    config = WeightOnlyConfig(bits=4, group_size=32, method="rtn", head="int8")
+    done = quantize_weights(model, config, calibration())
+    assert done["head"][0] == WeightGrid(8, 32, True) and torch.equal(model.model.embed_tokens.weight, embedding)
+    assert not torch.equal(model.lm_head.weight, embedding) and not model.config.tie_word_embeddings
+    checkpoint = genai.QuantizedCheckpoint(model, config.grid, done["grids"], done["head"])
+    genai.build(llama, tmp_path / "built", 1, checkpoint, accuracy_level=1)
+    ids = np.random.default_rng(7).integers(1, 380, (1, 40))
+    served, expected = genai.onnx_logits(tmp_path / "built", 1)(ids), torch_logits(model)(ids)
+    assert np.abs(served - expected).max() < 1e-3 * np.abs(expected).max()
+    graph = onnx.load(str(tmp_path / "built" / "model.onnx"), load_external_data=False).graph
+    ops = {node.name: node.op_type for node in graph.node}
+    assert ops["/lm_head/MatMulNBits"] == "MatMulNBits" and ops["/model/embed_tokens/Gather"] == "Gather"
+
+
+@needs_genai
 def test_genai_generation_continues_greedily_as_pytorch_does(llama, tmp_path):
     from transformers import AutoModelForCausalLM
 
