@@ -50,6 +50,8 @@ class StreamingGenerator:
     new prefill cancels the one before (the benchmark decodes only the last prompt's state when one query's
     decode fills the meter's window, which it does at these sizes; otherwise `step` says so)."""
 
+    sequences = 1  # measure/generation.py decodes only the last prompt's state
+
     def __init__(self, pipeline, new_tokens: int):
         self.pipeline, self.new_tokens, self.current = pipeline, new_tokens, None
 
@@ -60,11 +62,21 @@ class StreamingGenerator:
         self._cancel()
         state = {"tokens": [], "queue": queue.Queue(), "release": threading.Semaphore(0), "stop": False}
 
-        def streamer(token: int):
-            state["queue"].put(token)
-            state["release"].acquire()  # the next token waits for the caller's next step
-            return openvino_genai.StreamingStatus.CANCEL if state["stop"] else openvino_genai.StreamingStatus.RUNNING
+        class Streamer(openvino_genai.StreamerBase):
+            """Receives token ids (a plain callback receives decoded text)."""
 
+            def write(self, token):
+                for one in token if isinstance(token, (list, tuple)) else [token]:
+                    state["queue"].put(int(one))
+                    state["release"].acquire()  # the next token waits for the caller's next step
+                    if state["stop"]:
+                        return openvino_genai.StreamingStatus.CANCEL
+                return openvino_genai.StreamingStatus.RUNNING
+
+            def end(self):
+                pass
+
+        streamer = Streamer()
         config = openvino_genai.GenerationConfig()
         config.max_new_tokens = config.min_new_tokens = self.new_tokens + 1
         config.do_sample = False

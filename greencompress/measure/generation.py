@@ -44,7 +44,8 @@ class GenerationShape:
 
 class Generator(Protocol):
     """A model that generates greedily with its KV cache: `prefill` returns the state after the prompt (its first
-    new token included); `step` takes one decode step from a state and returns the next state."""
+    new token included); `step` takes one decode step from a state and returns the next state. One that holds
+    only the last prompt's state (a stateful pipeline) says so with a `sequences = 1` attribute."""
 
     def prefill(self, ids: np.ndarray) -> object: ...
 
@@ -135,6 +136,8 @@ def benchmark_generation(
     # A margin of 2: one warm-up query's timing is a rough guide to a round's.
     per_window = max(1, math.ceil(2 * meter.min_window_s / max(prefill_s, 1e-6)))
     decoded = max(1, math.ceil(2 * meter.min_window_s / max(decode_s, 1e-6)))
+    # A generator that holds one sequence at a time (a stateful pipeline) decodes only its last prompt's state.
+    decoded = min(decoded, *(getattr(generator, "sequences", decoded) for generator in generators.values()))
     per_window = max(per_window, decoded)
     names = list(generators)
     records = {name: {"ttft": [], "tpot": [], "steps": [], "j_prompt": [], "j_generated": []} for name in names}

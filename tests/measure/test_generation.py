@@ -57,7 +57,8 @@ def test_prefill_and_decode_are_timed_and_metered_apart_on_new_prompts_each_roun
     assert seen == sorted(set(seen))  # every prompt new
     for result in results.values():
         assert result.rounds == 3 and len(result.time_to_first_token_ms) == 3
-        assert len(result.step_ms) == 3 * (40 - 1 - 2)  # warm-up steps left out
+        steps = 40 - 1 - 2  # warm-up steps left out; a round decodes one or more whole queries
+        assert len(result.step_ms) % steps == 0 and len(result.step_ms) >= 3 * steps
         assert all(value > 0 for value in (*result.joules_per_prompt_token, *result.joules_per_generated_token))
         assert result.percentile_step_ms(50) <= result.percentile_step_ms(99)
         assert result.method == "estimate" and result.measured is False
@@ -103,3 +104,33 @@ def test_a_decode_window_too_short_for_one_query_decodes_several_prompts_states(
     result = benchmark_generation({"m": TorchGenerator(tiny("llama"))}, prompts(1, 8), shape, Meter(10.0), rounds=2)
     per_round = len(result["m"].step_ms) // 2
     assert per_round > 3 and per_round % 3 == 0  # whole queries, several of them, 3 counted steps each
+
+
+def test_a_generator_holding_one_sequence_decodes_only_its_last_prompts_state():
+    class OneSequence:
+        """A stateful pipeline: a new prefill replaces the sequence; stepping an older one is an error."""
+
+        sequences = 1
+
+        def __init__(self):
+            self.latest = None
+
+        def prefill(self, ids):
+            self.latest = [int(ids[0, 0])]
+            return self.latest
+
+        def step(self, state):
+            assert state is self.latest, "an older sequence was stepped"
+            time.sleep(0.01)
+            state.append(0)
+            return state
+
+        def tokens(self, state):
+            return np.array([state])
+
+    class Meter(EstimateMeter):
+        min_window_s = 0.05
+
+    shape = GenerationShape(batch_size=1, prompt_tokens=8, new_tokens=12)
+    result = benchmark_generation({"m": OneSequence()}, prompts(1, 8), shape, Meter(10.0), rounds=2)
+    assert len(result["m"].step_ms) == 2 * (12 - 1 - 2)  # one query's decode per round
