@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -117,15 +117,12 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
     for model in models:
         for runtime in runtimes:
             name = f"{model.name}@{runtime}"
-            if runtime == "torch":
-                measured = (
-                    reference if model.name == "fp32" else _perplexity(torch_logits(model.module), corpus, windows)
-                )
-                path, size, note = None, None, None
-                if model.name == "fp32":
-                    generators[name] = TorchGenerator(model.module)
-                else:
-                    note = "FP32 kernels with rounded weights: quality only, its speed is an FP32 model's"
+            path = size = note = None
+            if runtime == "torch" and model.name == "fp32":
+                measured, generators[name] = reference, TorchGenerator(model.module)
+            elif runtime == "torch":
+                measured = _perplexity(torch_logits(model.module), corpus, windows)
+                note = "FP32 kernels with rounded weights: quality only, its speed is an FP32 model's"
             elif model.name != "fp32" and model.checkpoint is None:
                 log.info("%s: left out: MatMulNBits stores weights in groups; this grid has one scale per row", name)
                 continue
@@ -135,7 +132,7 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
                 built[name] = genai.build(folder, target, threads, model.checkpoint)
                 measured = _perplexity(genai.onnx_logits(target, threads), corpus, windows)
                 generators[name] = genai.GenAIGenerator(target, max_new_tokens)
-                path, size, note = str(target), built[name]["bytes"], None
+                path, size = str(target), built[name]["bytes"]
                 if model.checkpoint is not None:
                     note = f"MatMulNBits accuracy_level {built[name]['accuracy_level']}"
             change = measured.perplexity / reference.perplexity - 1
@@ -145,11 +142,7 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
                     name=name,
                     model=model.name,
                     runtime=runtime,
-                    precision="fp32"
-                    if model.name == "fp32"
-                    else f"int{model.checkpoint.bits}"
-                    if runtime != "torch"
-                    else "fp32 (rounded weights)",
+                    precision=_precision(model, runtime),
                     path=path,
                     size_bytes=size,
                     perplexity=measured.perplexity,
@@ -162,9 +155,7 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
                 )
             )
     continuation = _continuations(generators, corpus)
-    artifacts = [
-        GeneratedArtifact(**{**asdict(a), "continuation_agreement": continuation.get(a.name)}) for a in artifacts
-    ]
+    artifacts = [replace(a, continuation_agreement=continuation.get(a.name)) for a in artifacts]
     shapes = []
     for number, prompt_tokens in enumerate(recipe.benchmark.sequence_lengths):
         shape = GenerationShape(1, prompt_tokens, recipe.benchmark.new_tokens)
@@ -228,6 +219,14 @@ def _weight_only(stage, original: torch.nn.Module, corpus: Corpus) -> _Model:
         summary["alphas"] = {str(a): alphas.count(a) for a in sorted(set(alphas))}
     summary["calibration_tokens"] = sum(w.shape[1] for w in windows)
     return _Model(name, module, summary, checkpoint)
+
+
+def _precision(model: _Model, runtime: str) -> str:
+    if model.name == "fp32":
+        return "fp32"
+    if runtime == "torch":
+        return "fp32 (rounded weights)"
+    return f"int{model.checkpoint.bits}"
 
 
 def _perplexity(logits_of, corpus: Corpus, windows: int) -> Perplexity:
