@@ -91,13 +91,23 @@ def quantize_layer(weight: torch.Tensor, grid: WeightGrid) -> tuple[torch.Tensor
     )
 
 
-def quantizable_layers(model: nn.Module, skip: tuple[str, ...] = ("lm_head",)) -> dict[str, nn.Linear]:
+def is_matrix_layer(module: nn.Module) -> bool:
+    """A linear layer: torch's Linear (weight [out, in]), or transformers' Conv1D of GPT-2 (weight [in, out])."""
+    return isinstance(module, nn.Linear) or (type(module).__name__ == "Conv1D" and module.weight.dim() == 2)
+
+
+def weight_of(module: nn.Module) -> torch.Tensor:
+    """The layer's weight as [out, in], whichever way the layer stores it (a view: writes go through)."""
+    return module.weight if isinstance(module, nn.Linear) else module.weight.T
+
+
+def quantizable_layers(model: nn.Module, skip: tuple[str, ...] = ("lm_head",)) -> dict[str, nn.Module]:
     """The linear layers weight-only rounding acts on: all but the output head (kept: tied to the input embedding,
     it would be rounded twice, and runtimes keep it apart)."""
     return {
         name: module
         for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and name.split(".")[-1] not in skip
+        if is_matrix_layer(module) and name.split(".")[-1] not in skip
     }
 
 
@@ -110,12 +120,13 @@ def fake_quantize(model: nn.Module, grid: WeightGrid, skip: tuple[str, ...] = ("
     with torch.no_grad():
         for name, module in quantizable_layers(model, skip).items():
             try:
-                restored, grids[name] = quantize_layer(module.weight, grid)
+                restored, grids[name] = quantize_layer(weight_of(module), grid)
             except ValueError as problem:
                 left[name] = str(problem)
                 continue
-            error.append(float((restored - module.weight).norm() / module.weight.norm().clamp(min=1e-12)))
-            module.weight.copy_(restored)
+            weight = weight_of(module)
+            error.append(float((restored - weight).norm() / weight.norm().clamp(min=1e-12)))
+            weight.copy_(restored)
     return {
         "grid": grid.name,
         "method": "round to nearest",
@@ -195,7 +206,7 @@ def _inputs_of(model: nn.Module, last_names: set[str], calibration: list[torch.T
     hooks = [
         module.register_forward_hook(_keep_input(inputs, name, rows))
         for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and name.split(".")[-1] in last_names
+        if is_matrix_layer(module) and name.split(".")[-1] in last_names
     ]
     try:
         with torch.no_grad():
@@ -230,8 +241,8 @@ def error_feedback(model: nn.Module, grid: WeightGrid, calibration: list[torch.T
     with torch.no_grad():
         for name, module in linears.items():
             x = torch.cat(inputs.pop(name))[:rows].double()
-            rounded, grids[name] = _round_with_feedback(module.weight.double(), x, grid)
-            module.weight.copy_(rounded.to(module.weight.dtype))
+            rounded, grids[name] = _round_with_feedback(weight_of(module).double(), x, grid)
+            weight_of(module).copy_(rounded.to(module.weight.dtype))
     return {"grid": grid.name, "method": "error feedback", "layers": len(linears), "rows": rows, "grids": grids}
 
 

@@ -123,13 +123,20 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
             elif runtime == "torch":
                 measured = _perplexity(torch_logits(model.module), corpus, windows)
                 note = "FP32 kernels with rounded weights: quality only, its speed is an FP32 model's"
+            elif runtime in left_out:
+                continue
             elif model.name != "fp32" and model.checkpoint is None:
                 log.info("%s: left out: MatMulNBits stores weights in groups; this grid has one scale per row", name)
                 continue
             else:
                 target = run_dir / "genai" / model.name
                 log.info("building %s with ONNX Runtime GenAI's model builder", name)
-                built[name] = genai.build(folder, target, threads, model.checkpoint)
+                try:
+                    built[name] = genai.build(folder, target, threads, model.checkpoint)
+                except genai.NotBuildable as why:
+                    log.info("%s: left out: %s", runtime, why)
+                    left_out[runtime] = str(why)
+                    continue
                 measured = _perplexity(genai.onnx_logits(target, threads), corpus, windows)
                 generators[name] = genai.GenAIGenerator(target, max_new_tokens)
                 path, size = str(target), built[name]["bytes"]
@@ -186,7 +193,7 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
         cpu=asdict(cpu_info()),
         threads=threads,
         energy={"method": meter.method, "why": reason, "measured": meter.describe().measured},
-        runtimes=runtimes,
+        runtimes=[runtime for runtime in runtimes if runtime not in left_out],
         runtimes_left_out=left_out,
         builds=built,
         artifacts=tuple(artifacts),
@@ -208,7 +215,10 @@ def _weight_only(stage, original: torch.nn.Module, corpus: Corpus) -> _Model:
         torch.from_numpy(ids)
         for ids in corpus.calibration_windows(config.calibration_windows, config.calibration_tokens)
     ]
-    done = quantize_weights(module, config, windows)
+    try:
+        done = quantize_weights(module, config, windows)
+    except ValueError as problem:  # a method this architecture cannot take (activation-aware scales need norms)
+        raise RecipeError(f"stages: weight_only {name}: {problem}") from None
     checkpoint = None
     if config.group_size is not None:
         checkpoint = genai.QuantizedCheckpoint(module, config.grid, done["grids"], done.get("head"))

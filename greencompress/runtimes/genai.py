@@ -32,6 +32,10 @@ INSTALL_HINT = "pip install onnxruntime-genai"
 HEAD, EMBEDDING = "/lm_head/MatMul", "/model/embed_tokens/Gather"
 
 
+class NotBuildable(GreencompressError):
+    """The model builder does not build this architecture: the runtime is left out of the run, and says why."""
+
+
 def unavailable() -> str | None:
     """Why ONNX Runtime GenAI cannot run here, or None."""
     import importlib.util
@@ -76,7 +80,11 @@ def build(
         shutil.rmtree(checkpoint, ignore_errors=True)
     shutil.rmtree(output.with_name(f".{output.name}.cache"), ignore_errors=True)
     if finished.returncode != 0 or not (scratch / "model.onnx").is_file():
-        tail = log_file.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+        text = log_file.read_text(encoding="utf-8", errors="replace")
+        if "is not currently supported" in text:
+            architecture = json.loads((source / "config.json").read_text(encoding="utf-8")).get("architectures")
+            raise NotBuildable(f"its model builder does not build {architecture} (log: {log_file})")
+        tail = text.strip().splitlines()[-3:]
         raise GreencompressError(f"ONNX Runtime GenAI's model builder failed on {source}: {' | '.join(tail)}")
     if quantized is not None and quantized.grid.float_zero:
         _write_float_zero_points(scratch, quantized)

@@ -119,3 +119,16 @@ def test_error_feedback_in_blocks_is_the_same_arithmetic_as_column_by_column():
         blocked, grids = _round_with_feedback(weight, x, grid, block=128)
         one_by_one, _ = _round_with_feedback(weight, x, grid, block=256)  # one block: every column updates all
         assert torch.allclose(blocked, one_by_one, atol=1e-9) and grids.scale.shape == (24, 256 // grid.group_size)
+
+
+def test_gpt2s_conv1d_layers_are_rounded_along_their_inputs_and_activation_aware_scales_are_refused():
+    from greencompress.compress.weight_only import WeightOnlyConfig, quantize_weights, weight_of
+
+    model = tiny("gpt2")
+    ids = [torch.from_numpy(np.random.default_rng(seed).integers(0, 97, (1, 48))) for seed in range(2)]
+    done = quantize_weights(model, WeightOnlyConfig(bits=4, group_size=16, symmetric=True, method="feedback"), ids)
+    assert done["layers"] == 2 * 4  # c_attn, attn.c_proj, c_fc, mlp.c_proj per layer; the head kept
+    weight = weight_of(model.transformer.h[0].mlp.c_fc)  # stored [in, out]; rounded in groups of its inputs
+    assert weight.shape == (128, 32) and len(torch.unique(weight[0, :16])) <= 15
+    with pytest.raises(ValueError, match="norms; this model has none"):
+        quantize_weights(tiny("gpt2"), WeightOnlyConfig(bits=4, group_size=16, method="aware"), ids)

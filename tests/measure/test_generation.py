@@ -74,12 +74,13 @@ def test_a_repeated_prompt_and_a_too_short_decode_window_are_refused():
         benchmark_generation({"m": model}, lambda n: np.ones((1, 8)), shape, QuickEstimate(10.0), rounds=2)
 
     class Sudden:
-        """Slow while warming up, then instant: a round's decode window can no longer reach the meter's shortest."""
+        """Slow while warming up, then instant: no round's decode window can reach the meter's shortest."""
 
-        warm = 2  # queries: the benchmark's warm-up one is the first
+        warm = 3  # queries: the benchmark warms up with the first two
 
         def prefill(self, ids):
             self.warm -= 1
+            time.sleep(0.02)  # one prefill fills the window: the round holds two prompts' states, no more
             return []
 
         def step(self, state):

@@ -44,3 +44,17 @@ def tiny_llama_folder(folder: Path, context: int = 512, layers: int = 2) -> Path
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def tiny_gpt2_folder(folder: Path, context: int = 512) -> Path:
+    """A random 2-layer GPT-2 (Conv1D layers, learned positions) with the same kind of tokenizer."""
+    import torch
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    llama = tiny_llama_folder(folder.with_name(folder.name + "-tokenizer"), context, layers=1)
+    tokenizer = AutoTokenizer.from_pretrained(llama)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tokenizer), n_embd=64, n_layer=2, n_head=4, n_positions=context)
+    GPT2LMHeadModel(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -187,3 +187,34 @@ def test_the_perplexity_gate_judges_every_rounded_model_on_every_runtime():
         ("int4@genai vs fp32@torch", False),
     ]
     assert "+20.00% (budget +5%)" in gates[1]["detail"] and perplexity_gates(None, artifacts) == ()
+
+
+GPT2_RECIPE = """
+name: tiny_gpt2
+model: {{source: huggingface, task: text-generation, path: {folder}}}
+data: {{kind: text, eval_samples: 2}}
+stages:
+  - weight_only: {{bits: 4, group_size: 32, symmetric: true, method: feedback, calibration_windows: 2,
+                  calibration_tokens: 64}}
+benchmark: {{batch_sizes: [1], sequence_lengths: [32], new_tokens: 40, windows: 2, threads: 1, runtimes: {runtimes}}}
+"""
+
+
+@pytest.mark.slow
+def test_a_gpt2_runs_on_pytorch_and_a_runtime_that_cannot_build_it_is_left_out_saying_why(tmp_path):
+    from greencompress.pipeline.execute import run
+    from greencompress.pipeline.recipe import load_recipe
+    from tests.models.tiny_lm import tiny_gpt2_folder
+
+    folder = tiny_gpt2_folder(tmp_path / "gpt2")
+    path = tmp_path / "gpt2.yaml"
+    path.write_text(GPT2_RECIPE.format(folder=folder, runtimes="[onnxruntime-genai]" if GENAI else "[]"))
+    (tmp_path / "run").mkdir()
+    report = run(load_recipe(path), tmp_path / "run", recipe_path=path)
+    names = {a.name: a for a in report.artifacts}
+    assert set(names) == {"fp32@torch", "int4-g32-sym-feedback@torch"}
+    assert names["int4-g32-sym-feedback@torch"].stage["layers"] == 2 * 4  # GPT-2's Conv1D layers were rounded
+    assert names["int4-g32-sym-feedback@torch"].perplexity_change != 0
+    assert report.runtimes == ["torch"] and set(report.shapes[0].results) == {"fp32@torch"}
+    if GENAI:
+        assert "does not build ['GPT2LMHeadModel']" in report.runtimes_left_out["onnxruntime-genai"]
