@@ -283,7 +283,7 @@ def _result_dict(result: GenerationResult) -> dict:
         "rounds": result.rounds,
         "warmup_steps": result.warmup_steps,
         "time_to_first_token_ms": float(np.median(result.time_to_first_token_ms)),
-        "time_per_output_token_ms": {q: result.percentile_step_ms(q) for q in (50, 90, 99)},
+        "time_per_output_token_ms": {f"p{q}": result.percentile_step_ms(q) for q in (50, 90, 99)},
         "tokens_per_s": result.tokens_per_s,
         "joules_per_prompt_token": float(np.median(result.joules_per_prompt_token)),
         "joules_per_generated_token": float(np.median(result.joules_per_generated_token)),

@@ -166,7 +166,7 @@ def test_a_text_generation_run_judges_each_runtime_on_its_own_file_and_measures_
     assert set(shape["results"]) == measured
     for figures in shape["results"].values():
         assert figures["time_to_first_token_ms"] > 0 and figures["joules_per_generated_token"] > 0
-        assert figures["time_per_output_token_ms"]["50"] <= figures["time_per_output_token_ms"]["99"]
+        assert figures["time_per_output_token_ms"]["p50"] <= figures["time_per_output_token_ms"]["p99"]
         assert figures["energy_method"] == "estimate"
     markdown = (run_dir / "report.md").read_text()
     assert "an estimate from CPU time, not a measurement" in markdown and "Decision." in markdown
