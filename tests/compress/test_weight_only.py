@@ -77,15 +77,18 @@ def test_activation_aware_scaling_never_rounds_worse_than_plain_rounding_and_kee
     assert drift(aware) <= drift(plain) * 1.05  # chosen per group on calibration text, judged on other text
 
 
+def layer_and_correlated_inputs(outputs: int, inputs: int, rows: int, seed: int):
+    """A random weight [outputs, inputs] and `rows` inputs whose channels are correlated, as real activations are."""
+    generator = torch.Generator().manual_seed(seed)
+    weight = torch.randn(outputs, inputs, generator=generator, dtype=torch.float64)
+    mixing = torch.randn(inputs, inputs, generator=generator).double()
+    return weight, torch.randn(rows, inputs, generator=generator, dtype=torch.float64) @ mixing
+
+
 def test_error_feedback_stays_on_the_grid_and_loses_less_of_the_layers_output_than_plain_rounding():
     from greencompress.compress.weight_only import _round_with_feedback
 
-    generator = torch.Generator().manual_seed(0)
-    weight = torch.randn(16, 64, generator=generator, dtype=torch.float64)
-    x = (
-        torch.randn(512, 64, generator=generator, dtype=torch.float64)
-        @ torch.randn(64, 64, generator=generator).double()
-    )
+    weight, x = layer_and_correlated_inputs(16, 64, 512, seed=0)
     grid = WeightGrid(4, 16, True)
     fed, plain = _round_with_feedback(weight, x, grid)[0], quantize_dequantize(weight, grid)
     for row in range(16):  # at most 15 values per group of 16 inputs: still the int4 grid
@@ -109,12 +112,7 @@ def test_error_feedback_on_a_tiny_llama_quantizes_every_layer_but_the_head():
 def test_error_feedback_in_blocks_is_the_same_arithmetic_as_column_by_column():
     from greencompress.compress.weight_only import _round_with_feedback
 
-    generator = torch.Generator().manual_seed(3)
-    weight = torch.randn(24, 256, generator=generator, dtype=torch.float64)
-    x = (
-        torch.randn(600, 256, generator=generator, dtype=torch.float64)
-        @ torch.randn(256, 256, generator=generator).double()
-    )
+    weight, x = layer_and_correlated_inputs(24, 256, 600, seed=3)
     for grid in (WeightGrid(4, 32, False), WeightGrid(4, 64, True, False), WeightGrid(4, 32, False, True)):
         blocked, grids = _round_with_feedback(weight, x, grid, block=128)
         one_by_one, _ = _round_with_feedback(weight, x, grid, block=256)  # one block: every column updates all
