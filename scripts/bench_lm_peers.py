@@ -39,6 +39,7 @@ from greencompress.measure.generation import GenerationShape, TorchGenerator, be
 from greencompress.measure.perplexity import perplexity, torch_logits
 from greencompress.models.corpus import load_corpus
 from greencompress.models.data import DataSpec
+from greencompress.report.generation import GenerationReport
 from greencompress.runtimes import genai
 from greencompress.runtimes.pytorch import set_threads
 
@@ -117,9 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     set_threads(args.threads)
-    report = json.loads((args.run / "report.json").read_text())
-    folder = Path(report["model"]["folder"])
-    chosen = _recommended(report)
+    report = GenerationReport.from_dict(json.loads((args.run / "report.json").read_text()))
+    folder = Path(report.model["folder"])
+    chosen = report.recommended()
+    if chosen is None:
+        raise SystemExit(f"{args.run}: the run recommends no artifact (none within its perplexity budget)")
     tokenizer = AutoTokenizer.from_pretrained(folder)
     corpus = load_corpus(DataSpec(kind="text"), tokenizer, 256)
     fp32 = AutoModelForCausalLM.from_pretrained(folder, dtype="float32").eval()
@@ -183,17 +186,6 @@ def main(argv: list[str] | None = None) -> int:
     for name, why in left_out.items():
         print(f"| {name} | {why} | | | | | |")
     return 0
-
-
-def _recommended(report: dict) -> str:
-    results = report["shapes"][0]["results"]
-    budget = report["budget_percent"] or 5.0
-    within = [
-        a["name"]
-        for a in report["artifacts"]
-        if a["measured_speed"] and a["name"] in results and 100 * a["perplexity_change"] <= budget
-    ]
-    return min(within, key=lambda name: results[name]["joules_per_generated_token"])
 
 
 def _openvino(folder: Path, bits: int, work: Path, threads: int):

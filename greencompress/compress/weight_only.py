@@ -1,12 +1,12 @@
-"""Weight-only quantization of a language model's linear layers, round to nearest: int8 per output channel, int4 in
-groups along the input dimension, symmetric or asymmetric.
+"""Weight-only quantization of a causal LM's linear layers: int8 or int4 codes, per output channel or in groups
+along the input dimension, symmetric or with a zero point (an integer code, or a real number), chosen by rounding to
+nearest, with activation-aware scales, or with error feedback (`WeightOnlyConfig.method`).
 
-What this module gives is the grid: each weight replaced by the value its int8 or int4 code stands for
-(`fake_quantize`), so that what the rounding costs in perplexity can be measured on any model, before a
-runtime's int4 format (ONNX Runtime's MatMulNBits, OpenVINO's compressed weights) makes it fast. Such a
-model runs at FP32 speed: its latency and energy say nothing about int4 and are never reported as if they
-did. The embedding table and the output head stay as they are (runtimes keep them apart, and tied to the
-input embedding the head would be quantized twice).
+What this module gives is the grid: each weight replaced by the value its code stands for (`fake_quantize` and
+the methods below), and where it lies on that grid (`LayerGrid`, from which a runtime's format takes the codes:
+runtimes/genai.py). A model so rounded runs at FP32 speed in PyTorch: its latency and energy say nothing about
+int4 and are never reported as if they did. The embedding table stays as it is; the output head too unless
+`head: int8` rounds it (untied from the embedding first: tied, it would be rounded twice).
 
 Symmetric: codes in [-(2^(b-1) - 1), 2^(b-1) - 1] times one scale per group (max |w| / that bound).
 Asymmetric: codes in [0, 2^b - 1] with a scale and a zero point per group (min and max of the group).
@@ -23,6 +23,7 @@ from torch import nn
 
 from greencompress.compress.technique import StageContext, StageOutput, Technique, TorchModel
 from greencompress.core.config import Section
+from greencompress.core.errors import GreencompressError
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,9 @@ class WeightGrid:
 
 @dataclass(frozen=True)
 class LayerGrid:
-    """Where one layer's weights lie on its grid: a scale and an integer zero point per output row and input group
-    ([out, groups] each; zero points are 0 on a symmetric grid). With the weights it gives their integer codes, which
-    a runtime's int4/int8 format stores (runtimes/genai.py)."""
+    """Where one layer's weights lie on its grid: a scale and a zero point per output row and input group
+    ([out, groups] each; zero points are 0 on a symmetric grid, integers unless the grid's are real-valued). With
+    the weights it gives their integer codes, which a runtime's int4/int8 format stores (runtimes/genai.py)."""
 
     scale: torch.Tensor
     zero: torch.Tensor
@@ -354,7 +355,9 @@ def round_head(model: nn.Module, grid: WeightGrid) -> tuple[WeightGrid, LayerGri
 
 
 class WeightOnly(Technique):
-    """Weight-only int8/int4 of a causal LM (the text-generation task's pipeline applies it: pipeline/generate.py)."""
+    """Weight-only int8/int4 of a causal LM. The text-generation run applies it (pipeline/generate.py calls
+    `quantize_weights` on calibration windows of its text); the stage pipeline of the other tasks never does, since
+    their structures are not `decoder`."""
 
     name, config, works_on, tag = "weight_only", WeightOnlyConfig, "torch", "weight-only"
     structures = ("decoder",)
@@ -363,10 +366,6 @@ class WeightOnly(Technique):
         return f"{config.grid.name}-{config.method}" + ("-head8" if config.head == "int8" else "")
 
     def apply(self, config: WeightOnlyConfig, source: TorchModel, context: StageContext) -> StageOutput:
-        import copy
-
-        model = copy.deepcopy(source.module)
-        windows = [torch.as_tensor(ids) for ids in context.data.calibration][: config.calibration_windows]
-        done = quantize_weights(model, config, windows)
-        metrics = {key: value for key, value in done.items() if key not in ("grids", "head")}
-        return StageOutput(settings=config.model_dump(mode="json"), metrics=metrics, model=TorchModel(model))
+        raise GreencompressError(
+            "weight_only is applied by a text-generation run (pipeline/generate.py), not by the stage pipeline"
+        )

@@ -66,16 +66,17 @@ class _Model:
 def runtimes_for(recipe: Recipe) -> tuple[list[str], dict[str, str]]:
     """The generation runtimes a run measures, and why each other listed runtime is left out."""
     listed = ["torch", *recipe.benchmark.runtimes]
+    missing = genai.RUNTIME.unavailable()
     chosen, left = [], {}
     for name in dict.fromkeys(listed):
         if name not in GENERATION_RUNTIMES:
             left[name] = "does not generate text in greencompress yet"
-        elif name == "onnxruntime-genai" and genai.unavailable():
-            left[name] = genai.unavailable()
+        elif name == genai.RUNTIME.name and missing:
+            left[name] = missing
         else:
             chosen.append(name)
-    if "onnxruntime-genai" not in chosen and "onnxruntime-genai" not in left and not genai.unavailable():
-        chosen.append("onnxruntime-genai")  # the runtime that runs int4: measured wherever it is installed
+    if genai.RUNTIME.name not in chosen and genai.RUNTIME.name not in left and not missing:
+        chosen.append(genai.RUNTIME.name)  # the runtime that runs int4: measured wherever it is installed
     return chosen, left
 
 
@@ -88,8 +89,6 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
     set_threads(recipe.benchmark.threads)
     threads = recipe.benchmark.threads
     _, meter, reason = preflight(recipe)
-    if recipe.benchmark.batch_sizes != [1]:
-        raise RecipeError("benchmark.batch_sizes: a text-generation run measures batch size 1 for now: set [1]")
     runtimes, left_out = runtimes_for(recipe)
     task = recipe.task
     log.info("stage load: causal LM (%s) and its text", recipe.model.path)

@@ -203,6 +203,11 @@ class Recipe(Section):
                 f"benchmark.runtimes: {generating[0]} generates text; a {self.task.name} model is measured on "
                 f"runtimes of files or PyTorch"
             )
+        if self.task.workload_kind == "generate" and self.benchmark.batch_sizes != [1]:
+            raise ValueError(
+                f"benchmark.batch_sizes: a {self.task.name} run measures batch size 1 for now: set [1], got "
+                f"{self.benchmark.batch_sizes}"
+            )
         if self.gates.max_perplexity_increase is not None and self.task.primary_metric != "perplexity":
             raise ValueError(
                 f"gates.max_perplexity_increase: judges a language model; a {self.task.name} model is judged by "
@@ -215,8 +220,8 @@ class Recipe(Section):
                 raise ValueError(
                     f"stages.{index}.{stage.technique}: acts on "
                     f"{' or '.join(kinds[s] for s in stage.method.structures)}"
-                    f"; this {self.task.name} model is {kinds[structure]}"
-                    + ("" if structure != "decoder" else " (it takes weight_only)")
+                    f"; this {self.task.name} model is {kinds[structure]} (it takes "
+                    f"{', '.join(t.name for t in TECHNIQUES if structure in t.structures)})"
                 )
             try:
                 stage.method.check(stage.config, structure)

@@ -75,6 +75,18 @@ class GenerationReport:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, saved: dict) -> GenerationReport:
+        """A report read back from its report.json."""
+        return cls(
+            **{
+                **saved,
+                "artifacts": tuple(GeneratedArtifact(**a) for a in saved["artifacts"]),
+                "shapes": tuple(ShapeResult(**shape) for shape in saved["shapes"]),
+                "gates": tuple(saved.get("gates", ())),
+            }
+        )
+
     @property
     def budget(self) -> float:
         return DEFAULT_BUDGET_PERCENT if self.budget_percent is None else self.budget_percent
@@ -125,6 +137,7 @@ def write_generation_reports(report: GenerationReport, run_dir: Path) -> None:
 
 def markdown(report: GenerationReport) -> str:
     energy = report.energy
+    method = energy["method"]
     estimate = "" if energy["measured"] else " (an estimate from CPU time, not a measurement)"
     gguf = report.model.get("gguf")
     lines = [
@@ -171,8 +184,9 @@ def markdown(report: GenerationReport) -> str:
             f"figures leave out each query's first {next(iter(shape.results.values()))['warmup_steps']} steps. Ratios "
             "are paired by round with 95% intervals.",
             "",
-            f"| artifact | TTFT ms | TPOT ms p50 / p90 / p99 | tokens/s | J/prompt token | J/generated token | "
-            f"Wh/1000 queries | TPOT vs PyTorch FP32 | TPOT vs {shape.fastest_fp32} | J/token vs PyTorch FP32 | "
+            f"| artifact | TTFT ms | TPOT ms p50 / p90 / p99 | tokens/s | J/prompt token ({method}) | "
+            f"J/generated token ({method}) | Wh/1000 queries ({method}) | TPOT vs PyTorch FP32 | "
+            f"TPOT vs {shape.fastest_fp32} | J/token vs PyTorch FP32 ({method}) | "
             f"TTFT vs {shape.fastest_fp32} |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
         ]

@@ -6,8 +6,9 @@ genai_config.json its runtime reads; a hand-written decoder-with-cache export wo
 transformers release. FP32 is built from the model folder itself. A weight-only model is handed over as a
 quantized checkpoint the builder reads (Olive's layout: unsigned codes packed two to a byte along the inputs, a
 scale and a packed zero point per group; compress/weight_only.py's grids), so the file holds exactly the codes
-greencompress chose, data-aware or not, rather than the builder's own rounding. The embedding table and the output
-head stay FP32 (excluded from the builder's quantization, as compress/weight_only.py leaves them).
+greencompress chose, data-aware or not, rather than the builder's own rounding. The embedding table stays FP32, and
+the output head too unless `weight_only` rounded it (`head: int8`, stored as its own 8-bit MatMulNBits); neither is
+left to the builder's own rounding.
 
 `accuracy_level` is MatMulNBits' choice of arithmetic: 4 (the builder's CPU default) quantizes each activation
 row to int8 on the fly and runs int8 dot products, faster and not exact; 1 computes in FP32 and gives the logits
@@ -36,15 +37,6 @@ class NotBuildable(GreencompressError):
     """The model builder does not build this architecture: the runtime is left out of the run, and says why."""
 
 
-def unavailable() -> str | None:
-    """Why ONNX Runtime GenAI cannot run here, or None."""
-    import importlib.util
-
-    if importlib.util.find_spec("onnxruntime_genai") is None:
-        return f"onnxruntime-genai is not installed: {INSTALL_HINT}"
-    return None
-
-
 def build(
     source: Path,
     output: Path,
@@ -55,7 +47,7 @@ def build(
     """Build `output` (a GenAI folder: model.onnx, its weights, genai_config.json, tokenizer) from the model folder
     `source`, FP32, or with the weight-only codes of `quantized`. Returns what was built; GreencompressError with
     the builder's last lines when it fails."""
-    reason = unavailable()
+    reason = RUNTIME.unavailable()
     if reason:
         raise GreencompressError(reason)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -80,6 +72,7 @@ def build(
         shutil.rmtree(checkpoint, ignore_errors=True)
     shutil.rmtree(output.with_name(f".{output.name}.cache"), ignore_errors=True)
     if finished.returncode != 0 or not (scratch / "model.onnx").is_file():
+        shutil.rmtree(scratch, ignore_errors=True)
         text = log_file.read_text(encoding="utf-8", errors="replace")
         if "is not currently supported" in text:
             architecture = json.loads((source / "config.json").read_text(encoding="utf-8")).get("architectures")
@@ -108,6 +101,7 @@ def _write_float_zero_points(folder: Path, quantized: QuantizedCheckpoint) -> No
     from onnx import numpy_helper
 
     model = onnx.load(str(folder / "model.onnx"))
+    by_name = {tensor.name: tensor for tensor in model.graph.initializer}
     replaced = 0
     for index, tensor in enumerate(model.graph.initializer):
         if not tensor.name.endswith(".MatMulNBits.qzeros"):
@@ -126,7 +120,7 @@ def _write_float_zero_points(folder: Path, quantized: QuantizedCheckpoint) -> No
                 f"{folder / 'model.onnx'}: {tensor.name} maps to no quantized layer ({missing[0]})"
             )
         scales = torch.cat([quantized.grids[name].scale for name in parts]).reshape(-1).numpy()
-        built = next(numpy_helper.to_array(t) for t in model.graph.initializer if t.name == tensor.name[:-6] + "scales")
+        built = numpy_helper.to_array(by_name[tensor.name.removesuffix("qzeros") + "scales"])
         if built.shape != scales.shape or not np.allclose(built, scales, rtol=1e-5):
             raise GreencompressError(f"{folder / 'model.onnx'}: {tensor.name}: the built scales are not the grid's")
         zeros = torch.cat([quantized.grids[name].zero for name in parts]).reshape(-1).numpy().astype(np.float32)
@@ -287,14 +281,14 @@ def _not_a_batch_runner(source, settings):
     raise GreencompressError("onnxruntime-genai generates text: only a text-generation run measures it")
 
 
-RUNTIMES.register(
-    RuntimeSpec(
-        "onnxruntime-genai",
-        "generate",  # a causal LM's prompts and tokens (pipeline/generate.py), not batches of a file
-        _not_a_batch_runner,
-        "ORT GenAI",
-        "onnxruntime_genai",
-        INSTALL_HINT,
-        in_auto=False,
-    )
+# Whether it is installed is the registered spec's to say (RuntimeSpec.unavailable), as for every runtime.
+RUNTIME = RuntimeSpec(
+    "onnxruntime-genai",
+    "generate",  # a causal LM's prompts and tokens (pipeline/generate.py), not batches of a file
+    _not_a_batch_runner,
+    "ORT GenAI",
+    "onnxruntime_genai",
+    INSTALL_HINT,
+    in_auto=False,
 )
+RUNTIMES.register(RUNTIME)

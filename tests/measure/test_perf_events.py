@@ -41,6 +41,9 @@ class FakeKernel:
         self.value[fd] += self.per_read[fd]
         return self.value[fd]
 
+    def close(self, fd):
+        self.value.pop(fd)
+
 
 def test_package_and_dram_counters_give_joules_per_window_at_their_scale(tmp_path):
     kernel = FakeKernel({0x02: 4_294_967_296, 0x03: 1_073_741_824})  # 1 J and 0.25 J per read

@@ -3,14 +3,10 @@
 
 from __future__ import annotations
 
-import json
-from importlib import resources
 from pathlib import Path
 
-
-def shipped_text() -> str:
-    lines = resources.files("greencompress.resources").joinpath("shakespeare.jsonl").read_text(encoding="utf-8")
-    return "\n\n".join(json.loads(line)["text"] for line in lines.splitlines())
+from greencompress.models.corpus import texts
+from greencompress.models.data import DataSpec
 
 
 def tiny_llama_folder(folder: Path, context: int = 512, layers: int = 2) -> Path:
@@ -24,7 +20,8 @@ def tiny_llama_folder(folder: Path, context: int = 512, layers: int = 2) -> Path
     trainer = trainers.BpeTrainer(
         vocab_size=384, special_tokens=["<|endoftext|>"], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
-    bpe.train_from_iterator([shipped_text()], trainer)
+    evaluation, calibration, _ = texts(DataSpec(kind="text"))  # the shipped plays
+    bpe.train_from_iterator(evaluation + calibration, trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
     torch.manual_seed(0)
     config = LlamaConfig(

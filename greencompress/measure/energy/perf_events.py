@@ -70,6 +70,9 @@ class PerfEvents:
     def read(self, fd: int) -> int:
         return int.from_bytes(os.read(fd, 8), "little")
 
+    def close(self, fd: int) -> None:
+        os.close(fd)
+
 
 @dataclass(frozen=True)
 class PerfCounter:
@@ -102,6 +105,8 @@ def discover_counters(root: Path = POWER_PMU, events: PerfEvents | None = None) 
         try:
             fd = events.open(pmu_type, config, 0)
         except OSError as error:
+            for opened in counters:
+                events.close(opened.fd)
             paranoid = PARANOID.read_text().strip() if PARANOID.is_file() else "?"
             raise MeterUnavailable(
                 f"perf event power/{name}/ cannot be opened ({error.strerror or error}); system-wide events need "
@@ -137,7 +142,12 @@ class PerfEnergyMeter(EnergyMeter):
     def __init__(self, root: Path = POWER_PMU, events: PerfEvents | None = None, probe_s: float = PROBE_S):
         self.events = events or PerfEvents()
         self.counters = discover_counters(root, self.events)
-        check_counting(self.counters, self.events, probe_s)
+        try:
+            check_counting(self.counters, self.events, probe_s)
+        except MeterUnavailable:
+            for counter in self.counters:  # a meter that is not used keeps no file descriptors open
+                self.events.close(counter.fd)
+            raise
         self._started: tuple[list[int], float] | None = None
 
     def begin_window(self) -> None:

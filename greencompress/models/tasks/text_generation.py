@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from greencompress.core.errors import DataError, ModelLoadError
+from greencompress.core.errors import ModelLoadError
 from greencompress.models.tasks.base import Structure, Task
 
 if TYPE_CHECKING:
@@ -47,8 +47,9 @@ class TextGeneration(Task):
         return "decoder"
 
     def preflight(self, model: ModelSpec, data: DataSpec, sequence_lengths: list[int]) -> None:
-        """The folder is a causal LM whose context holds the longest prompt; the text can be read and is not empty."""
-        from greencompress.models.corpus import texts
+        """The folder is a causal LM whose context holds the longest prompt; the text can be read and holds more than
+        one perplexity window of evaluation tokens, and some calibration text."""
+        from greencompress.models.corpus import load_corpus
         from greencompress.models.huggingface import inspect_folder, model_folder
 
         folder = model_folder(model.path, model.package)
@@ -67,18 +68,12 @@ class TextGeneration(Task):
                         f"benchmark.sequence_lengths: a prompt of {length} tokens does not fit the model's context of "
                         f"{context} (max_position_embeddings in {folder / 'config.json'}) with a token generated"
                     )
-        evaluation, _, _ = texts(data)
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(
             folder, local_files_only=True, trust_remote_code=model.trust_remote_code
         )
-        tokens = sum(len(tokenizer(text)["input_ids"]) for text in evaluation)
-        if tokens <= PERPLEXITY_WINDOW:
-            raise DataError(
-                f"data.path: {data.path or 'the shipped corpus'}: the evaluation text is {tokens} tokens, shorter "
-                f"than one perplexity window of {PERPLEXITY_WINDOW} (+1): give more text"
-            )
+        load_corpus(data, tokenizer, PERPLEXITY_WINDOW)  # refuses empty text or text shorter than one window
 
     def load(self, spec: ModelSpec, progress=None) -> LoadedModel:
         from greencompress.models.huggingface import inspect_folder, model_folder
