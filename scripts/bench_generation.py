@@ -8,8 +8,9 @@ measured on the same plays, in windows of 256 tokens with a stride of 128. Energ
 here (an estimate, labelled, where no counter can be read). FP32 and bf16 (the weights cast) are measured side
 by side in the same rounds where the CPU has bf16 units. `--grids` adds the perplexity of the model with its
 linear layers' weights rounded to weight-only grids (compress/weight_only.py: `int4-g32-asym`,
-`int4-g64-asym-floatzp`, `int8-per-channel-sym`, each optionally `+aware`, `+feedback` or `+aware+feedback`,
-chosen on 16 windows of 256 tokens of the calibration plays): quality only, since they run on FP32 kernels.
+`int4-g64-asym-floatzp`, `int8-per-channel-sym`, each optionally `+aware`, `+feedback` or `+aware+feedback`, and
+`:int8=down_proj/up_proj` for layers kept at int8, chosen on 16 windows of 256 tokens of the calibration plays;
+`--head int8` rounds the output head too): quality only, since they run on FP32 kernels.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--new-tokens", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--grids", default="", help="e.g. int8-per-channel-sym,int4-g64-sym,int4-g32-asym")
+    parser.add_argument("--grids", default="", help="e.g. int8-per-channel-sym,int4-g64-sym+aware:int8=down_proj")
+    parser.add_argument("--head", choices=("keep", "int8"), default="keep")
     args = parser.parse_args(argv)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -100,8 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     calibration_ids = np.asarray(tokenizer(shipped_text("train"))["input_ids"])
     calibration = [torch.from_numpy(calibration_ids[None, start : start + 256]) for start in range(0, 16 * 256, 256)]
     for name in filter(None, args.grids.split(",")):
-        grid_name, _, method = name.partition("+")
-        config = _config(grid_name, method or "rtn")
+        rounding, _, int8_layers = name.partition(":int8=")
+        grid_name, _, method = rounding.partition("+")
+        config = _config(grid_name, method or "rtn", args.head, [layer for layer in int8_layers.split("/") if layer])
         model = AutoModelForCausalLM.from_pretrained(folder, dtype="float32").eval()
         done = quantize_weights(model, config, calibration)  # calibration plays only; judged on the evaluation plays
         measured = perplexity(torch_logits(model), ids, 256, 128, limit=8)
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _config(grid: str, method: str) -> WeightOnlyConfig:
+def _config(grid: str, method: str, head: str = "keep", int8_layers: list[str] | None = None) -> WeightOnlyConfig:
     """`int4-g64-sym`, `int4-g32-asym-floatzp`, `int8-per-channel-sym` and a method (`rtn`, `aware`, `feedback`,
     `aware+feedback`): the weight_only stage that rounds so."""
     parts = grid.split("-")
@@ -124,6 +127,8 @@ def _config(grid: str, method: str) -> WeightOnlyConfig:
         zero_point="float" if parts[-1] == "floatzp" else "integer",
         method=method,
         calibration_windows=16,
+        head=head,
+        int8_layers=int8_layers or [],
     )
 
 

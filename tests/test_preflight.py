@@ -123,12 +123,20 @@ def language_model_cases(good, tmp):
     empty.write_text("\n\n")
     short = tmp / "short.txt"
     short.write_text("Fair is foul, and foul is fair.\n" * 6)
+    chat = tmp / "chat.jsonl"  # chat messages, and the tiny Llama has no chat template
+    chat.write_text('{"prompt": "Fair is foul"}\n{"messages": [{"role": "user", "content": "Who art thou?"}]}\n')
+    no_prompts = tmp / "no_prompts.jsonl"
+    no_prompts.write_text('{"text": "Fair is foul"}\n')
     return [
         (lm_recipe(encoder), "text-generation needs a causal language model"),
         (lm_recipe(tmp / "odd.gguf"), "cannot read this GGUF file: GGUF model with architecture rwkv9"),
-        (lm_recipe(llama).replace("[32]", "[512]"), "a prompt of 512 tokens does not fit the model's context of 512"),
+        (lm_recipe(llama).replace("[32]", "[512]"), "a prompt of 512 tokens and benchmark.new_tokens 64 need 576"),
+        # the prompt fits, its new tokens do not
+        (lm_recipe(llama).replace("[32]", "[480]"), "a prompt of 480 tokens and benchmark.new_tokens 64 need 544"),
         (lm_recipe(llama, data=f", path: {empty}"), "holds no text"),
         (lm_recipe(llama, data=f", path: {short}"), "shorter than one perplexity window of 256"),
+        (lm_recipe(llama, data=f", prompts: {chat}"), f"data.prompts: {chat}:2: chat messages need the model's chat"),
+        (lm_recipe(llama, data=f", prompts: {no_prompts}"), '1: expected {"prompt": "<text>"} or {"messages"'),
         (lm_recipe(llama, stages="[{prune: {ratio: 0.2}}]"), "acts on a CNN or a transformer encoder"),
         (
             lm_recipe(llama, stages="[{weight_only: {symmetric: true, zero_point: float}}]"),
@@ -146,6 +154,7 @@ def language_model_cases(good, tmp):
             image_recipe("source: torchvision, name: resnet18", rest="gates: {max_perplexity_increase: 5}\n"),
             "judges a language model",
         ),
+        (image_recipe("source: torchvision, name: resnet18", f"kind: digits, prompts: {chat}"), "a prompt set is for"),
     ]
 
 

@@ -52,17 +52,51 @@ class WeightGrid:
         return f"int{self.bits}-{groups}-{'sym' if self.symmetric else 'asym'}{'-floatzp' if self.float_zero else ''}"
 
 
+def plan_matches(layer: str, pattern: str) -> bool:
+    """Whether `pattern` names the layer: its full name, or a tail of it that starts at a dot."""
+    return layer == pattern or layer.endswith(f".{pattern}")
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    """Which grid each linear layer goes on: `default`, or the grid of the first of `exceptions` that names it (by
+    its last name, `down_proj`, a longer tail, `mlp.down_proj`, or its full name). Giving a few sensitive layers
+    more bits is what llama.cpp's Q4_K_M does (more bits for attn_v and ffn_down)."""
+
+    default: WeightGrid
+    exceptions: tuple[tuple[str, WeightGrid], ...] = ()
+
+    @classmethod
+    def of(cls, grids: WeightGrid | GridPlan) -> GridPlan:
+        return grids if isinstance(grids, GridPlan) else cls(grids)
+
+    def grid_of(self, layer: str) -> WeightGrid:
+        for pattern, grid in self.exceptions:
+            if plan_matches(layer, pattern):
+                return grid
+        return self.default
+
+    @property
+    def name(self) -> str:
+        exceptions = {}
+        for pattern, grid in self.exceptions:
+            exceptions.setdefault(grid.name, []).append(pattern)
+        return self.default.name + "".join(f", {grid} for {'+'.join(names)}" for grid, names in exceptions.items())
+
+
 @dataclass(frozen=True)
 class LayerGrid:
-    """Where one layer's weights lie on its grid: a scale and a zero point per output row and input group
+    """Where one layer's weights lie on its `grid`: a scale and a zero point per output row and input group
     ([out, groups] each; zero points are 0 on a symmetric grid, integers unless the grid's are real-valued). With
     the weights it gives their integer codes, which a runtime's int4/int8 format stores (runtimes/genai.py)."""
 
     scale: torch.Tensor
     zero: torch.Tensor
+    grid: WeightGrid
 
-    def codes(self, weight: torch.Tensor, grid: WeightGrid) -> torch.Tensor:
+    def codes(self, weight: torch.Tensor) -> torch.Tensor:
         """The integer codes of `weight` [out, in] (on this grid): signed for a symmetric grid, else unsigned."""
+        grid = self.grid
         out_features, in_features = weight.shape
         groups = self.scale.shape[1]
         blocks = weight.detach().double().reshape(out_features, groups, in_features // groups)
@@ -88,7 +122,7 @@ def quantize_layer(weight: torch.Tensor, grid: WeightGrid) -> tuple[torch.Tensor
     restored = (_codes(blocks, scale[:, None], zero[:, None], grid) - zero[:, None]) * scale[:, None]
     shape = (out_features, in_features // group)
     return restored.reshape(out_features, in_features).to(weight.dtype), LayerGrid(
-        scale.reshape(shape), zero.reshape(shape)
+        scale.reshape(shape), zero.reshape(shape), grid
     )
 
 
@@ -112,16 +146,17 @@ def quantizable_layers(model: nn.Module, skip: tuple[str, ...] = ("lm_head",)) -
     }
 
 
-def fake_quantize(model: nn.Module, grid: WeightGrid, skip: tuple[str, ...] = ("lm_head",)) -> dict:
-    """Put every linear layer of `model` (but those named in `skip`) on `grid`, in place; returns what was done: the
-    layers quantized (`grids`: each one's LayerGrid), those left as they were and why, and the weights' mean
-    relative error."""
+def fake_quantize(model: nn.Module, grid: WeightGrid | GridPlan, skip: tuple[str, ...] = ("lm_head",)) -> dict:
+    """Put every linear layer of `model` (but those named in `skip`) on `grid` (or its grid in a plan), in place;
+    returns what was done: the layers quantized (`grids`: each one's LayerGrid), those left as they were and why,
+    and the weights' mean relative error."""
+    plan = GridPlan.of(grid)
     grids, error = {}, []
     left = {name: "kept: the output head" for name in quantizable_layers(model, ()) if name.split(".")[-1] in skip}
     with torch.no_grad():
         for name, module in quantizable_layers(model, skip).items():
             try:
-                restored, grids[name] = quantize_layer(weight_of(module), grid)
+                restored, grids[name] = quantize_layer(weight_of(module), plan.grid_of(name))
             except ValueError as problem:
                 left[name] = str(problem)
                 continue
@@ -129,7 +164,7 @@ def fake_quantize(model: nn.Module, grid: WeightGrid, skip: tuple[str, ...] = ("
             error.append(float((restored - weight).norm() / weight.norm().clamp(min=1e-12)))
             weight.copy_(restored)
     return {
-        "grid": grid.name,
+        "grid": plan.name,
         "method": "round to nearest",
         "layers": len(grids),
         "grids": grids,
@@ -147,7 +182,11 @@ ALPHAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def activation_aware(
-    model: nn.Module, grid: WeightGrid, calibration: list[torch.Tensor], rows: int = 1024, round_weights: bool = True
+    model: nn.Module,
+    grid: WeightGrid | GridPlan,
+    calibration: list[torch.Tensor],
+    rows: int = 1024,
+    round_weights: bool = True,
 ) -> dict:
     """Activation-aware scaling before rounding (after AWQ, Lin et al. 2024): the weights of layers that read one
     norm's output are multiplied per input channel by s = mean|x|^alpha and the norm's weight divided by s, alpha
@@ -155,6 +194,7 @@ def activation_aware(
     model computes the same function; its scaled weights round better. With `round_weights`, every linear layer but
     the head is then rounded to nearest (the others as they are); without, the scaled weights stay in float (for
     error feedback to round). In place; returns the alphas chosen and, when rounded, each layer's grid."""
+    plan = GridPlan.of(grid)
     inputs = _inputs_of(model, {name for names, _ in FOLDABLE for name in names}, calibration, rows)
     chosen, names_of = {}, {module: name for name, module in model.named_modules()}
     with torch.no_grad():
@@ -172,7 +212,7 @@ def activation_aware(
                     scale = scale / (scale.max() * scale.min()).sqrt()
                     error = 0.0
                     for linear in parents:
-                        trial = quantize_dequantize(linear.weight * scale, grid) / scale
+                        trial = quantize_dequantize(linear.weight * scale, plan.grid_of(names_of[linear])) / scale
                         error += float((x @ (trial - linear.weight).T).pow(2).sum())
                     if best is None or error < best[0]:
                         best = (error, alpha, scale)
@@ -183,9 +223,9 @@ def activation_aware(
                 chosen[f"{layer_name}.{'+'.join(names)}"] = alpha
     if not chosen:
         raise ValueError("activation-aware scaling folds into a Llama-family decoder's norms; this model has none")
-    done = {"grid": grid.name, "method": "activation-aware scaling", "alphas": chosen}
+    done = {"grid": plan.name, "method": "activation-aware scaling", "alphas": chosen}
     if round_weights:
-        rounded = fake_quantize(model, grid)
+        rounded = fake_quantize(model, plan)
         done.update(layers=rounded["layers"], grids=rounded["grids"], left_as_they_were=rounded["left_as_they_were"])
     return done
 
@@ -229,22 +269,25 @@ def _keep_input(store: dict, name: str, rows: int):
     return hook
 
 
-def error_feedback(model: nn.Module, grid: WeightGrid, calibration: list[torch.Tensor], rows: int = 2048) -> dict:
+def error_feedback(
+    model: nn.Module, grid: WeightGrid | GridPlan, calibration: list[torch.Tensor], rows: int = 2048
+) -> dict:
     """Rounding with error feedback (after GPTQ, Frantar et al. 2023): each layer's input columns are rounded one at a
     time, and what rounding a column lost is passed on to the columns not yet rounded, weighted by the inverse of
     the inputs' second moment X^T X on `calibration` token ids (1% of its mean diagonal added for stability).
     Group scales are set from the weights as they stand when a group is reached. Inputs are the model's as it is
     when called (after activation-aware scaling, where that came first). Quantizes every linear layer but the head
     in place; returns what was done and each layer's grid."""
+    plan = GridPlan.of(grid)
     linears = quantizable_layers(model)
     inputs = _inputs_of(model, {name.split(".")[-1] for name in linears}, calibration, rows)
     grids = {}
     with torch.no_grad():
         for name, module in linears.items():
             x = torch.cat(inputs.pop(name))[:rows].double()
-            rounded, grids[name] = _round_with_feedback(weight_of(module).double(), x, grid)
+            rounded, grids[name] = _round_with_feedback(weight_of(module).double(), x, plan.grid_of(name))
             weight_of(module).copy_(rounded.to(module.weight.dtype))
-    return {"grid": grid.name, "method": "error feedback", "layers": len(linears), "rows": rows, "grids": grids}
+    return {"grid": plan.name, "method": "error feedback", "layers": len(linears), "rows": rows, "grids": grids}
 
 
 def _round_with_feedback(
@@ -277,7 +320,7 @@ def _round_with_feedback(
             remaining[:, column + 1 : last] -= error[:, None] * inverse[column, column + 1 : last][None, :]
             lost[:, column - first] = error
         remaining[:, last:] -= lost @ inverse[first:last, last:]
-    return rounded, LayerGrid(torch.stack(scales, dim=1).float(), torch.stack(zeros, dim=1).float())
+    return rounded, LayerGrid(torch.stack(scales, dim=1).float(), torch.stack(zeros, dim=1).float(), grid)
 
 
 def _grid_parameters(block: torch.Tensor, grid: WeightGrid) -> tuple[torch.Tensor, torch.Tensor]:
@@ -316,34 +359,63 @@ class WeightOnlyConfig(Section):
     # from the input embedding, which stays as it is. In a small LM the head is a large share of the bytes a
     # decoded token reads (SmolLM2: 113 MB of FP32 against 60 MB of int4 layers).
     head: Literal["keep", "int8"] = "keep"
+    # Layers stored as int8 (symmetric, the same groups) in an int4 model, by last name (`down_proj`), a longer tail
+    # (`layers.0.mlp.down_proj`) or full name: mixed precision for the layers rounding hurts most. The report names
+    # them with the grid.
+    int8_layers: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _zero_point_needs_asymmetry(self) -> WeightOnlyConfig:
+    def _consistent(self) -> WeightOnlyConfig:
         if self.zero_point == "float" and self.symmetric:
             raise ValueError("zero_point: float is for an asymmetric grid (symmetric: false); a symmetric one has none")
+        if self.int8_layers and self.bits == 8:
+            raise ValueError("int8_layers: every layer is int8 already (bits: 8); it is for an int4 model")
+        attention = {name for name in self.int8_layers if name.split(".")[-1] in FUSED_ATTENTION}
+        tails = {name.rpartition(".")[0] for name in attention}
+        for tail in tails:
+            named = {name.split(".")[-1] for name in attention if name.rpartition(".")[0] == tail}
+            if named != set(FUSED_ATTENTION):
+                missing = ", ".join(sorted(set(FUSED_ATTENTION) - named))
+                raise ValueError(
+                    f"int8_layers: {', '.join(sorted(attention))} without {missing}: q_proj, k_proj and v_proj run as "
+                    "one fused matrix product in ONNX Runtime GenAI, which holds one bit width; name all three"
+                )
         return self
 
     @property
     def grid(self) -> WeightGrid:
         return WeightGrid(self.bits, self.group_size, self.symmetric, self.zero_point == "float")
 
+    @property
+    def plan(self) -> GridPlan:
+        int8 = WeightGrid(8, self.group_size, True)
+        return GridPlan(self.grid, tuple((name, int8) for name in self.int8_layers))
+
+
+# Projections ONNX Runtime GenAI's builder fuses into one MatMulNBits: one bit width and group size for the three.
+FUSED_ATTENTION = ("q_proj", "k_proj", "v_proj")
+
 
 def quantize_weights(model: nn.Module, config: WeightOnlyConfig, calibration: list[torch.Tensor]) -> dict:
-    """`model` (in place) on `config`'s grid by its method; returns what was done, with each layer's grid."""
-    grid = config.grid
+    """`model` (in place) on `config`'s grids by its method; returns what was done, with each layer's grid."""
+    plan = config.plan
+    layers = quantizable_layers(model)
+    unmatched = [name for name in config.int8_layers if not any(plan_matches(layer, name) for layer in layers)]
+    if unmatched:
+        raise ValueError(f"int8_layers: {', '.join(unmatched)} names no linear layer of this model")
     if config.method == "rtn":
-        done = fake_quantize(model, grid)
+        done = fake_quantize(model, plan)
     elif config.method == "aware":
-        done = activation_aware(model, grid, calibration)
+        done = activation_aware(model, plan, calibration)
     else:
-        done = activation_aware(model, grid, calibration, round_weights=False) if config.method != "feedback" else {}
-        done = {**done, **error_feedback(model, grid, calibration), "method": config.method}
+        done = activation_aware(model, plan, calibration, round_weights=False) if config.method != "feedback" else {}
+        done = {**done, **error_feedback(model, plan, calibration), "method": config.method}
     if config.head == "int8":
         done["head"] = round_head(model, WeightGrid(8, config.group_size or 32, True))
     return done
 
 
-def round_head(model: nn.Module, grid: WeightGrid) -> tuple[WeightGrid, LayerGrid]:
+def round_head(model: nn.Module, grid: WeightGrid) -> LayerGrid:
     """The output head (`lm_head`) untied from the input embedding and rounded to nearest on `grid`, in place."""
     head = model.get_output_embeddings()
     with torch.no_grad():
@@ -351,7 +423,7 @@ def round_head(model: nn.Module, grid: WeightGrid) -> tuple[WeightGrid, LayerGri
         rounded, layer = quantize_layer(head.weight, grid)
         head.weight.copy_(rounded)
     model.config.tie_word_embeddings = False
-    return grid, layer
+    return layer
 
 
 class WeightOnly(Technique):
@@ -363,7 +435,8 @@ class WeightOnly(Technique):
     structures = ("decoder",)
 
     def variant(self, config: WeightOnlyConfig) -> str:
-        return f"{config.grid.name}-{config.method}" + ("-head8" if config.head == "int8" else "")
+        mixed = f"-int8:{'+'.join(config.int8_layers)}" if config.int8_layers else ""
+        return f"{config.grid.name}-{config.method}{mixed}" + ("-head8" if config.head == "int8" else "")
 
     def apply(self, config: WeightOnlyConfig, source: TorchModel, context: StageContext) -> StageOutput:
         raise GreencompressError(

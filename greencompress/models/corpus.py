@@ -5,12 +5,15 @@ path, from the shipped Shakespeare plays (resources/shakespeare.jsonl: Macbeth a
 Tempest and Julius Caesar calibrate). JSONL rows whose `split_column` is `eval_split` evaluate and those of
 `calibration_split` calibrate; text without splits is cut once, its last `test_fraction` evaluating. Calibration
 never sees the evaluation text: perplexity is judged on tokens no data-aware method looked at.
+
+Continuations are compared on a prompt set: `data.prompts` (JSONL of plain prompts, or chat messages rendered with
+the model's own chat template), or prompts cut from the end of the evaluation text.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -21,13 +24,32 @@ from greencompress.core.errors import DataError
 SHIPPED = "shakespeare.jsonl"
 
 
+# Prompts cut from the evaluation text when no prompt set is given: how many, and how long; tokens compared.
+TEXT_PROMPTS, TEXT_PROMPT_TOKENS = 4, 64
+CONTINUATION_TOKENS = 16
+
+
 @dataclass(frozen=True)
 class Corpus:
-    """Token ids of the evaluation and calibration text, and where they came from."""
+    """Token ids of the evaluation and calibration text, the prompts continuations are compared on, and where they
+    all came from."""
 
     evaluation: np.ndarray  # int64 [tokens]
     calibration: np.ndarray
     description: str
+    continuation_prompts: tuple[np.ndarray, ...] = ()  # each [1, tokens]; empty: cut from the evaluation text
+    prompts_description: str = (
+        f"{TEXT_PROMPTS} prompts of {TEXT_PROMPT_TOKENS} tokens from the end of the evaluation text"
+    )
+
+    def prompts_to_continue(self) -> list[np.ndarray]:
+        """The prompt set, or TEXT_PROMPTS windows from the end of the evaluation text (prompts of the timed
+        benchmark start at its beginning)."""
+        if self.continuation_prompts:
+            return list(self.continuation_prompts)
+        end = len(self.evaluation)
+        starts = [end - (index + 1) * TEXT_PROMPT_TOKENS for index in range(TEXT_PROMPTS)]
+        return [self.evaluation[None, start : start + TEXT_PROMPT_TOKENS] for start in starts if start >= 0]
 
     def calibration_windows(self, count: int, length: int) -> list[np.ndarray]:
         """Up to `count` consecutive, disjoint windows of `length` calibration tokens, each [1, length]."""
@@ -86,13 +108,17 @@ def texts(data, field: str = "data.path") -> tuple[list[str], list[str], str]:
     return _cut([_read(path, field)], data.test_fraction, str(path))
 
 
-def load_corpus(data, tokenizer, window: int) -> Corpus:
-    """The DataSpec's text tokenised; DataError (naming the file and field) for text too short to judge a model."""
+def load_corpus(data, tokenizer, window: int, context: int | None = None) -> Corpus:
+    """The DataSpec's text tokenised, and its prompt set; DataError (naming the file and field) for text too short
+    to judge a model, or a prompt set the model cannot take (`context`: its positions)."""
     evaluation, calibration, description = texts(data)
     ids = lambda parts: np.asarray(  # noqa: E731
         [t for part in parts for t in tokenizer(part)["input_ids"]], dtype=np.int64
     )
     corpus = Corpus(ids(evaluation), ids(calibration), description)
+    if data.prompts is not None:
+        prompts, how = load_prompts(data.prompts, tokenizer, context)
+        corpus = replace(corpus, continuation_prompts=prompts, prompts_description=how)
     where = data.path or SHIPPED
     if len(corpus.evaluation) <= window:
         raise DataError(
@@ -102,6 +128,61 @@ def load_corpus(data, tokenizer, window: int) -> Corpus:
     if len(corpus.calibration) == 0:
         raise DataError(f"data.path: {where}: no calibration text (rows of split {data.calibration_split!r})")
     return corpus
+
+
+def load_prompts(
+    path: Path, tokenizer, context: int | None = None, new_tokens: int = CONTINUATION_TOKENS
+) -> tuple[tuple[np.ndarray, ...], str]:
+    """A JSONL prompt set tokenised: {"prompt": text} as it is, {"messages": [...]} through the tokenizer's chat
+    template with the assistant's turn opened. Returns the prompts ([1, tokens] each) and a description."""
+    prompts, chats = [], 0
+    for number, line in enumerate(_read(path, "data.prompts").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as error:
+            raise DataError(f"data.prompts: {path}:{number}: not a JSON object: {error}") from None
+        if isinstance(row, dict) and isinstance(row.get("prompt"), str) and row["prompt"].strip():
+            ids = tokenizer(row["prompt"])["input_ids"]
+        elif isinstance(row, dict) and _is_chat(row.get("messages")):
+            if not getattr(tokenizer, "chat_template", None):
+                raise DataError(
+                    f"data.prompts: {path}:{number}: chat messages need the model's chat template, and its tokenizer "
+                    "has none (chat_template.jinja, or chat_template in tokenizer_config.json): give plain "
+                    '{"prompt": ...} lines, or a model that has one'
+                )
+            ids = _token_ids(tokenizer.apply_chat_template(row["messages"], add_generation_prompt=True, tokenize=True))
+            chats += 1
+        else:
+            raise DataError(
+                f'data.prompts: {path}:{number}: expected {{"prompt": "<text>"}} or {{"messages": [{{"role": ..., '
+                '"content": ...}, ...]}'
+            )
+        if context is not None and len(ids) + new_tokens > context:
+            raise DataError(
+                f"data.prompts: {path}:{number}: {len(ids)} tokens and {new_tokens} to generate need "
+                f"{len(ids) + new_tokens} positions; the model's context is {context}"
+            )
+        prompts.append(np.asarray(ids, dtype=np.int64)[None])
+    if not prompts:
+        raise DataError(f"data.prompts: {path} holds no prompt")
+    rendered = f", {chats} rendered with the model's chat template" if chats else ""
+    return tuple(prompts), f"{len(prompts)} prompts of {path}{rendered}"
+
+
+def _is_chat(messages) -> bool:
+    return (
+        isinstance(messages, list)
+        and bool(messages)
+        and all(isinstance(m, dict) and isinstance(m.get("role"), str) and "content" in m for m in messages)
+    )
+
+
+def _token_ids(rendered) -> list[int]:
+    """apply_chat_template's ids: a list, or (transformers 5) a mapping holding input_ids."""
+    ids = rendered["input_ids"] if hasattr(rendered, "keys") else rendered
+    return [int(t) for t in (ids[0] if ids and isinstance(ids[0], list) else ids)]
 
 
 def _read(path: Path, field: str) -> str:

@@ -45,6 +45,10 @@ class DataSpec(Section):
     text_pair_column: str | None = None
     label_column: str = "label"
     split_column: str = "split"
+    # Text generation: a JSONL prompt set, one {"prompt": text} or {"messages": [{"role", "content"}, ...]} per line
+    # (messages rendered with the model's chat template), whose greedy continuations every model is compared on.
+    # None: prompts cut from the end of the evaluation text.
+    prompts: Path | None = None
     delimiter: str | None = Field(default=None, min_length=1, max_length=1)  # a CSV's; None: sniffed from the file
     max_length: int | None = Field(default=None, ge=2)  # tokens per text, longer ones cut; None: the model's maximum
     # Accuracy batches: padded to the longest text of each batch (`longest`), or every one to max_length.
@@ -73,7 +77,7 @@ class DataSpec(Section):
             raise ValueError(f"folder not found: {path}")
         return path
 
-    _check_path = field_validator("path")(resolve_existing)
+    _check_path = field_validator("path", "prompts")(resolve_existing)
 
     @field_validator("std")
     @classmethod

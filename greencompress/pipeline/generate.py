@@ -1,13 +1,15 @@
-"""A text-generation run: the causal LM and its weight-only versions, judged by perplexity, measured per token.
+"""A text-generation run: the causal LM and its compressed versions, judged by perplexity, measured per token.
 
 Order: preflight (meter, model and text files), the model and its text (models/corpus.py); each `weight_only`
-stage rounds a copy of the FP32 model on calibration text (compress/weight_only.py); every model is built for
-each generation runtime the recipe lists (PyTorch eager with its KV cache for the FP32 model; ONNX Runtime GenAI
-for every model: runtimes/genai.py); perplexity and next-token agreement with the FP32 model are measured on
-the file each runtime runs, on evaluation windows; then all generators are measured together, prefill and
-decode apart, in interleaved rounds on never-repeated prompts (measure/generation.py), and set against the FP32
-model on PyTorch and on the fastest FP32 runtime by paired ratios. A weight-only model in PyTorch computes on
-FP32 kernels: its quality is measured there, its speed is not claimed.
+stage rounds a copy of the FP32 model on calibration text (compress/weight_only.py), each `dynamic_int8` stage
+makes a W8A8 copy on PyTorch's int8 kernels (compress/dynamic_int8.py); every model is built for each generation
+runtime the recipe lists that can run it (PyTorch eager with its KV cache for the FP32 and W8A8 models; ONNX
+Runtime GenAI for FP32 and weight-only models: runtimes/genai.py); perplexity and next-token agreement with the
+FP32 model are measured on the file each runtime runs, on evaluation windows, and greedy continuations on the
+prompt set; then all generators are measured together, prefill and decode apart, in interleaved rounds on
+never-repeated prompts (measure/generation.py), and set against the FP32 model on PyTorch and on the fastest FP32
+runtime by paired ratios. A weight-only model in PyTorch computes on FP32 kernels: its quality is measured there,
+its speed is not claimed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from greencompress.compress.dynamic_int8 import quantize_dynamic_int8
 from greencompress.compress.weight_only import quantize_weights
 from greencompress.core.errors import RecipeError
 from greencompress.core.hardware import cpu_info
@@ -33,7 +36,7 @@ from greencompress.measure.generation import (
     paired,
 )
 from greencompress.measure.perplexity import Perplexity, perplexity, torch_logits
-from greencompress.models.corpus import Corpus, load_corpus
+from greencompress.models.corpus import CONTINUATION_TOKENS, Corpus, load_corpus
 from greencompress.models.tasks.text_generation import PERPLEXITY_WINDOW
 from greencompress.pipeline.folder import save_recipe
 from greencompress.pipeline.prepare import preflight
@@ -51,32 +54,35 @@ from greencompress.runtimes.pytorch import set_threads
 log = logging.getLogger(__name__)
 
 GENERATION_RUNTIMES = ("torch", "onnxruntime-genai")  # what a text-generation run can measure generating
+GENAI_FOR = {"onnxruntime": "onnxruntime-genai"}  # a runtime and the loop it generates text through
 PERPLEXITY_STRIDE = 128
-CONTINUATION_PROMPTS, CONTINUATION_TOKENS = 4, 16
 
 
 @dataclass
 class _Model:
-    name: str  # "fp32", or the weight_only stage's variant
+    name: str  # "fp32", or the stage's variant
     module: torch.nn.Module
     stage: dict = field(default_factory=dict)  # what the stage did (without its grids)
     checkpoint: genai.QuantizedCheckpoint | None = None
+    # Why ONNX Runtime GenAI cannot run it, where it cannot (no grouped grid, or no MatMulNBits form at all).
+    not_for_genai: str | None = None
+    # PyTorch runs it on kernels of its own precision (dynamic int8): its speed there is its own, and measured.
+    own_torch_kernels: bool = False
 
 
 def runtimes_for(recipe: Recipe) -> tuple[list[str], dict[str, str]]:
-    """The generation runtimes a run measures, and why each other listed runtime is left out."""
-    listed = ["torch", *recipe.benchmark.runtimes]
-    missing = genai.RUNTIME.unavailable()
+    """The generation runtimes a run measures (PyTorch eager always), and why each other listed runtime is left out.
+    ONNX Runtime generates through its GenAI loop: `onnxruntime` (which `runtimes: auto` always lists) stands for
+    `onnxruntime-genai` here."""
+    listed = ["torch", *(GENAI_FOR.get(name, name) for name in recipe.benchmark.runtimes)]
     chosen, left = [], {}
     for name in dict.fromkeys(listed):
         if name not in GENERATION_RUNTIMES:
             left[name] = "does not generate text in greencompress yet"
-        elif name == genai.RUNTIME.name and missing:
+        elif name == genai.RUNTIME.name and (missing := genai.RUNTIME.unavailable()):
             left[name] = missing
         else:
             chosen.append(name)
-    if genai.RUNTIME.name not in chosen and genai.RUNTIME.name not in left and not missing:
-        chosen.append(genai.RUNTIME.name)  # the runtime that runs int4: measured wherever it is installed
     return chosen, left
 
 
@@ -94,7 +100,8 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
     log.info("stage load: causal LM (%s) and its text", recipe.model.path)
     loaded = task.load(recipe.model, progress)
     folder = Path(loaded.provenance["folder"])
-    corpus = load_corpus(recipe.data, loaded.tokenizer, PERPLEXITY_WINDOW)
+    context = getattr(loaded.module.config, "max_position_embeddings", None)
+    corpus = load_corpus(recipe.data, loaded.tokenizer, PERPLEXITY_WINDOW, context)
     log.info(
         "text: %d evaluation tokens, %d calibration tokens (%s)",
         len(corpus.evaluation),
@@ -103,7 +110,7 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
     )
     models = [_Model("fp32", loaded.module)]
     for stage in recipe.stages:
-        models.append(_weight_only(stage, loaded.module, corpus))
+        models.append(DECODER_STAGES[stage.technique](stage, loaded.module, corpus))
 
     windows = recipe.data.eval_samples or 8
     reference = perplexity(
@@ -119,13 +126,16 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
             path = size = note = None
             if runtime == "torch" and model.name == "fp32":
                 measured, generators[name] = reference, TorchGenerator(model.module)
+            elif runtime == "torch" and model.own_torch_kernels:
+                measured = _perplexity(torch_logits(model.module), corpus, windows)
+                generators[name] = TorchGenerator(model.module)
             elif runtime == "torch":
                 measured = _perplexity(torch_logits(model.module), corpus, windows)
                 note = "FP32 kernels with rounded weights: quality only, its speed is an FP32 model's"
             elif runtime in left_out:
                 continue
-            elif model.name != "fp32" and model.checkpoint is None:
-                log.info("%s: left out: MatMulNBits stores weights in groups; this grid has one scale per row", name)
+            elif model.not_for_genai is not None:
+                log.info("%s: left out: %s", name, model.not_for_genai)
                 continue
             else:
                 target = run_dir / "genai" / model.name
@@ -183,6 +193,7 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
         created_utc=created,
         model=loaded.provenance,
         corpus=corpus.description,
+        continuations=f"{CONTINUATION_TOKENS} greedy tokens after {corpus.prompts_description}",
         perplexity_setting={
             "window": PERPLEXITY_WINDOW,
             "stride": PERPLEXITY_STRIDE,
@@ -218,24 +229,41 @@ def _weight_only(stage, original: torch.nn.Module, corpus: Corpus) -> _Model:
         done = quantize_weights(module, config, windows)
     except ValueError as problem:  # a method this architecture cannot take (activation-aware scales need norms)
         raise RecipeError(f"stages: weight_only {name}: {problem}") from None
-    checkpoint = None
+    checkpoint, not_for_genai = None, None
     if config.group_size is not None:
-        checkpoint = genai.QuantizedCheckpoint(module, config.grid, done["grids"], done.get("head"))
+        checkpoint = genai.QuantizedCheckpoint(module, done["grids"], done.get("head"))
+    else:
+        not_for_genai = "MatMulNBits stores weights in groups; this grid has one scale per row"
     summary = {key: value for key, value in done.items() if key not in ("grids", "alphas", "head")}
-    summary["head"] = f"rounded to {done['head'][0].name}" if "head" in done else "kept as it is"
+    summary["head"] = f"rounded to {done['head'].grid.name}" if "head" in done else "kept as it is"
     if "alphas" in done:
         alphas = list(done["alphas"].values())
         summary["alphas"] = {str(a): alphas.count(a) for a in sorted(set(alphas))}
     summary["calibration_tokens"] = sum(w.shape[1] for w in windows)
-    return _Model(name, module, summary, checkpoint)
+    return _Model(name, module, summary, checkpoint, not_for_genai)
+
+
+def _dynamic_int8(stage, original: torch.nn.Module, corpus: Corpus) -> _Model:
+    name = stage.method.variant(stage.config)
+    log.info("stage dynamic_int8: %s (PyTorch int8 kernels)", name)
+    try:
+        module, done = quantize_dynamic_int8(original, stage.config)
+    except ValueError as problem:
+        raise RecipeError(f"stages: dynamic_int8: {problem}") from None
+    why = "dynamic int8 runs on PyTorch's int8 kernels here; the GenAI model builder has no W8A8 form"
+    return _Model(name, module, done, not_for_genai=why, own_torch_kernels=True)
+
+
+# How each technique a decoder takes makes its model (compress/: Technique.structures holds "decoder").
+DECODER_STAGES = {"weight_only": _weight_only, "dynamic_int8": _dynamic_int8}
 
 
 def _precision(model: _Model, runtime: str) -> str:
     if model.name == "fp32":
         return "fp32"
     if runtime == "torch":
-        return "fp32 (rounded weights)"
-    return f"int{model.checkpoint.bits}"
+        return "int8 W8A8 dynamic" if model.own_torch_kernels else "fp32 (rounded weights)"
+    return model.checkpoint.precision
 
 
 def _perplexity(logits_of, corpus: Corpus, windows: int) -> Perplexity:
@@ -244,13 +272,13 @@ def _perplexity(logits_of, corpus: Corpus, windows: int) -> Perplexity:
 
 def _continuations(generators: dict, corpus: Corpus) -> dict[str, float]:
     """Each generator's share of greedy continuation tokens equal to PyTorch FP32's, over the first
-    CONTINUATION_TOKENS of CONTINUATION_PROMPTS prompts (taken from the end of the evaluation text)."""
+    CONTINUATION_TOKENS after each of the corpus's prompts to continue (its prompt set, or the evaluation text's)."""
     produced = {}
+    prompts = corpus.prompts_to_continue()
     for name, generator in generators.items():
         outputs = []
-        for index in range(CONTINUATION_PROMPTS):
-            start = len(corpus.evaluation) - (index + 1) * 64
-            state = generator.prefill(corpus.evaluation[None, start : start + 64])
+        for prompt in prompts:
+            state = generator.prefill(prompt)
             for _ in range(CONTINUATION_TOKENS - 1):
                 state = generator.step(state)
             outputs.append(generator.tokens(state)[0, :CONTINUATION_TOKENS])

@@ -20,7 +20,7 @@ from greencompress.models.data import DataSplits
 from greencompress.models.inputs import ModelInputs
 from greencompress.models.serving import Scorer
 from greencompress.models.sources import LoadedModel
-from greencompress.models.tasks import Task
+from greencompress.models.tasks import Task, Workload
 from greencompress.pipeline.gates import check_energy_gate_is_measurable
 from greencompress.pipeline.recipe import Recipe
 from greencompress.runtimes.device import Device, resolve_device
@@ -76,7 +76,8 @@ def preflight(recipe: Recipe) -> tuple[Device, EnergyMeter, str]:
     device = resolve_device(recipe.benchmark.device)
     meter, reason = select_meter(recipe.energy, gpu_uuid=device.uuid if device.kind == "cuda" else None)
     check_energy_gate_is_measurable(recipe.gates, meter.describe().measured, meter.method)
-    recipe.task.preflight(recipe.model, recipe.data, recipe.benchmark.sequence_lengths)
+    workload = Workload(tuple(recipe.benchmark.sequence_lengths), recipe.benchmark.new_tokens)
+    recipe.task.preflight(recipe.model, recipe.data, workload)
     return device, meter, reason
 
 

@@ -66,6 +66,7 @@ class GenerationReport:
     budget_percent: float | None
     seconds: float
     gates: tuple[dict, ...] = ()  # gates.max_perplexity_increase on every rounded model, on every runtime
+    continuations: str = ""  # what continuation agreement compares: how many tokens, after which prompts
     kind: str = SCHEMA
 
     @property
@@ -154,7 +155,8 @@ def markdown(report: GenerationReport) -> str:
         ),
         f"- Text: {report.corpus}. Perplexity on {report.perplexity_setting['windows']} windows of "
         f"{report.perplexity_setting['window']} tokens, stride {report.perplexity_setting['stride']} "
-        f"({report.perplexity_setting['tokens']} tokens scored); calibration never saw them.",
+        f"({report.perplexity_setting['tokens']} tokens scored); calibration never saw them."
+        + (f" Continuation agreement: {report.continuations}." if report.continuations else ""),
         f"- CPU: {report.cpu['model']}, {report.threads} threads; flags: {', '.join(report.cpu['flags']) or 'none'}.",
         f"- Energy: {energy['method']}{estimate}; {energy['why']}.",
         f"- Runtimes: {', '.join(report.runtimes)}"

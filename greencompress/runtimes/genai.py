@@ -61,7 +61,7 @@ def build(
     else:
         checkpoint = output.with_name(f".{output.name}.checkpoint")
         quantized.write(source, checkpoint)
-        precision = f"int{quantized.bits}"
+        precision = f"int{quantized.bits}"  # the other layers' bits are the checkpoint's overrides
         excluded = EMBEDDING if quantized.head is not None else f"{HEAD},{EMBEDDING}"
         command += ["-i", str(checkpoint), "-p", precision, "--extra_options", f"nodes_to_exclude={excluded}"]
         command += [f"accuracy_level={accuracy_level}"]
@@ -79,14 +79,14 @@ def build(
             raise NotBuildable(f"its model builder does not build {architecture} (log: {log_file})")
         tail = text.strip().splitlines()[-3:]
         raise GreencompressError(f"ONNX Runtime GenAI's model builder failed on {source}: {' | '.join(tail)}")
-    if quantized is not None and quantized.grid.float_zero:
+    if quantized is not None and quantized.float_zero:
         _write_float_zero_points(scratch, quantized)
     _set_threads(scratch / "genai_config.json", threads)
     shutil.rmtree(output, ignore_errors=True)
     scratch.rename(output)
     return {
         "builder": "onnxruntime_genai.models.builder",
-        "precision": "fp32" if quantized is None else f"int{quantized.bits}",
+        "precision": "fp32" if quantized is None else quantized.precision,
         "accuracy_level": None if quantized is None else accuracy_level,
         "bytes": sum(f.stat().st_size for f in output.iterdir() if f.is_file()),
     }
@@ -119,6 +119,8 @@ def _write_float_zero_points(folder: Path, quantized: QuantizedCheckpoint) -> No
             raise GreencompressError(
                 f"{folder / 'model.onnx'}: {tensor.name} maps to no quantized layer ({missing[0]})"
             )
+        if not quantized.grids[parts[0]].grid.float_zero:
+            continue  # a layer on an integer grid (int8_layers): its zero points are the built ones
         scales = torch.cat([quantized.grids[name].scale for name in parts]).reshape(-1).numpy()
         built = numpy_helper.to_array(by_name[tensor.name.removesuffix("qzeros") + "scales"])
         if built.shape != scales.shape or not np.allclose(built, scales, rtol=1e-5):
@@ -143,33 +145,51 @@ def _set_threads(config_file: Path, threads: int) -> None:
 
 class QuantizedCheckpoint:
     """A causal LM's weights with every quantized linear layer stored as its integer codes (Olive's layout, which the
-    GenAI builder reads), the rest as they are."""
+    GenAI builder reads), the rest as they are. `grids`: each quantized layer's LayerGrid (the most common grid is
+    the checkpoint's, the others written as per-layer overrides); `head`: the output head's, when it was rounded."""
 
-    def __init__(self, module, grid, grids: dict, head: tuple | None = None):
-        self.module, self.grid, self.grids, self.head = module, grid, grids, head  # head: (WeightGrid, LayerGrid)
-        if grid.group_size is None:
+    def __init__(self, module, grids: dict, head=None):
+        self.module, self.grids, self.head = module, grids, head
+        if not grids:
+            raise GreencompressError("a quantized checkpoint needs at least one quantized layer")
+        kinds = [layer.grid for layer in grids.values()]
+        self.grid = max(set(kinds), key=kinds.count)  # the builder's precision; the others are overrides
+        ungrouped = next((grid for grid in kinds if grid.group_size is None), None)
+        if ungrouped is not None:
             raise GreencompressError(
-                f"{grid.name}: ONNX Runtime's MatMulNBits stores weights in groups (block_size 16 to 256, a power of "
-                "2): give weight_only a group_size"
+                f"{ungrouped.name}: ONNX Runtime's MatMulNBits stores weights in groups (block_size 16 to 256, a "
+                "power of 2): give weight_only a group_size"
             )
 
     @property
     def bits(self) -> int:
         return self.grid.bits
 
+    @property
+    def precision(self) -> str:
+        """`int4`, or `int4 + int8 (120 of 210 layers)` when some layers have more bits (named by the fewest, as
+        llama.cpp names Q4_K_M a 4-bit format)."""
+        bits = [layer.grid.bits for layer in self.grids.values()]
+        more = "".join(f" + int{b} ({bits.count(b)} of {len(bits)} layers)" for b in sorted(set(bits))[1:])
+        return f"int{min(bits)}{more}"
+
+    @property
+    def float_zero(self) -> bool:
+        return any(layer.grid.float_zero for layer in self.grids.values())
+
     def write(self, source: Path, folder: Path) -> None:
         from safetensors.torch import save_file
 
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
-        layers = {name: (self.grid, grid) for name, grid in self.grids.items()}
+        layers = dict(self.grids)
         if self.head is not None:
             layers["lm_head"] = self.head
         tensors = {}
         for name, tensor in self.module.state_dict().items():
             layer = name.removesuffix(".weight")
             if layer in layers and name.endswith(".weight"):
-                tensors.update(_quantized_tensors(layer, tensor, *layers[layer]))
+                tensors.update(_quantized_tensors(layer, tensor, layers[layer]))
             elif not name.startswith("lm_head.") or not self.module.config.tie_word_embeddings:
                 tensors[name] = tensor.detach().contiguous()
         save_file(tensors, str(folder / "model.safetensors"))
@@ -183,17 +203,25 @@ class QuantizedCheckpoint:
             "group_size": self.grid.group_size,
             "symmetric": self.grid.symmetric,
         }
-        if self.head is not None:  # its own grid (the loader reads overrides per layer), and no longer tied
-            grid = self.head[0]
-            config["quantization_config"]["overrides"] = {"lm_head": {"bits": grid.bits, "group_size": grid.group_size}}
+        # Layers on another grid than the checkpoint's, the rounded head among them (the loader reads overrides per
+        # layer); the zero points are stored for every layer, so symmetry needs no override.
+        overrides = {
+            name: {"bits": layer.grid.bits, "group_size": layer.grid.group_size}
+            for name, layer in layers.items()
+            if (layer.grid.bits, layer.grid.group_size) != (self.grid.bits, self.grid.group_size) or name == "lm_head"
+        }
+        if overrides:
+            config["quantization_config"]["overrides"] = overrides
+        if self.head is not None:
             config["tie_word_embeddings"] = False
         (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
-def _quantized_tensors(layer: str, weight, grid, layer_grid) -> dict:
+def _quantized_tensors(layer: str, weight, layer_grid) -> dict:
     """One layer as Olive's tensors: unsigned codes packed along the inputs, scales, packed zero points."""
+    grid = layer_grid.grid
     offset = 2 ** (grid.bits - 1) if grid.symmetric else 0  # stored unsigned: symmetric codes around 8 or 128
-    codes = layer_grid.codes(weight, grid) + offset
+    codes = layer_grid.codes(weight) + offset
     # A float zero point is written later into the built file (_write_float_zero_points); the checkpoint holds its
     # nearest code, which the builder requires.
     zero = layer_grid.zero.round().clamp(0, 2**grid.bits - 1) if grid.float_zero else layer_grid.zero

@@ -130,3 +130,49 @@ def test_gpt2s_conv1d_layers_are_rounded_along_their_inputs_and_activation_aware
     assert weight.shape == (128, 32) and len(torch.unique(weight[0, :16])) <= 15
     with pytest.raises(ValueError, match="norms; this model has none"):
         quantize_weights(tiny("gpt2"), WeightOnlyConfig(bits=4, group_size=16, method="aware"), ids)
+
+
+def test_a_plan_puts_the_layers_it_names_on_int8_and_the_rest_on_the_default_grid():
+    from greencompress.compress.weight_only import WeightOnlyConfig, quantize_weights
+
+    config = WeightOnlyConfig(bits=4, group_size=16, method="rtn", int8_layers=["down_proj", "layers.0.mlp.up_proj"])
+    model = tiny("llama")
+    original = {name: weight.clone() for name, weight in model.state_dict().items()}
+    done = quantize_weights(model, config, [])
+    bits = {name: layer.grid.bits for name, layer in done["grids"].items()}
+    assert bits["model.layers.0.mlp.down_proj"] == bits["model.layers.1.mlp.down_proj"] == 8
+    assert bits["model.layers.0.mlp.up_proj"] == 8 and bits["model.layers.1.mlp.up_proj"] == 4
+    assert sum(b == 8 for b in bits.values()) == 3 and done["grid"] == (
+        "int4-g16-asym, int8-g16-sym for down_proj+layers.0.mlp.up_proj"
+    )
+    for name, layer in done["grids"].items():
+        codes = layer.codes(model.get_submodule(name).weight)
+        assert codes.abs().max() == (127 if layer.grid.bits == 8 else 15)  # each group's extreme on the grid's end
+        assert torch.equal(codes, layer.codes(original[f"{name}.weight"]))  # rounded to nearest: the same codes
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (dict(int8_layers=["v_proj"]), "without k_proj, q_proj: q_proj, k_proj and v_proj run as one fused"),
+        (dict(int8_layers=["layers.0.self_attn.q_proj"]), "without k_proj, v_proj"),
+        (dict(bits=8, symmetric=True, int8_layers=["down_proj"]), "every layer is int8 already"),
+    ],
+)
+def test_int8_layers_that_a_runtime_cannot_hold_are_refused(settings, message):
+    from pydantic import ValidationError
+
+    from greencompress.compress.weight_only import WeightOnlyConfig
+
+    with pytest.raises(ValidationError, match=message):
+        WeightOnlyConfig(**settings)
+
+
+def test_int8_layers_that_name_no_layer_are_refused_before_any_rounding():
+    from greencompress.compress.weight_only import WeightOnlyConfig, quantize_weights
+
+    model = tiny("llama")
+    before = model.model.layers[0].mlp.down_proj.weight.clone()
+    with pytest.raises(ValueError, match="int8_layers: down_projection names no linear layer"):
+        quantize_weights(model, WeightOnlyConfig(method="rtn", int8_layers=["down_projection"]), [])
+    assert torch.equal(model.model.layers[0].mlp.down_proj.weight, before)

@@ -58,3 +58,57 @@ def test_prompts_never_repeat_even_after_the_text_runs_out():
     with pytest.raises(DataError, match="fewer than a prompt"):
         corpus.prompt(0, 200)
     assert [w.shape for w in corpus.calibration_windows(5, 4)] == [(1, 4), (1, 4)]
+
+
+CHAT = (
+    "{% for m in messages %}<{{ m.role }}>{{ m.content }}\n{% endfor %}"
+    "{% if add_generation_prompt %}<assistant>{% endif %}"
+)
+
+
+@pytest.fixture(scope="module")
+def chat_llama(tmp_path_factory):
+    from tests.models.tiny_lm import tiny_llama_folder
+
+    return tiny_llama_folder(tmp_path_factory.mktemp("lm") / "chat-llama", context=64, layers=1, chat_template=CHAT)
+
+
+def test_a_prompt_set_takes_plain_prompts_and_chat_messages_through_the_models_chat_template(chat_llama, tmp_path):
+    from transformers import AutoTokenizer
+
+    from greencompress.models.corpus import load_corpus
+
+    tokenizer = AutoTokenizer.from_pretrained(chat_llama)
+    prompts = tmp_path / "prompts.jsonl"
+    messages = [{"role": "system", "content": "Speak verse."}, {"role": "user", "content": "Who art thou?"}]
+    prompts.write_text(json.dumps({"prompt": "Fair is foul"}) + "\n\n" + json.dumps({"messages": messages}) + "\n")
+    corpus = load_corpus(spec(prompts=str(prompts)), tokenizer, 32, context=64)
+    plain, chat = corpus.prompts_to_continue()
+    assert plain.tolist() == [tokenizer("Fair is foul")["input_ids"]]
+    assert tokenizer.decode(chat[0]) == "<system>Speak verse.\n<user>Who art thou?\n<assistant>"
+    assert corpus.prompts_description == f"2 prompts of {prompts}, 1 rendered with the model's chat template"
+    without = load_corpus(spec(), tokenizer, 32)  # no prompt set: windows from the end of the evaluation text
+    assert [p.shape for p in without.prompts_to_continue()] == [(1, 64)] * 4
+    assert np.array_equal(without.prompts_to_continue()[0][0], without.evaluation[-64:])
+
+
+@pytest.mark.parametrize(
+    "lines, expected",
+    [
+        ("", "holds no prompt"),
+        ("{not json", ":1: not a JSON object"),
+        ('{"prompt": ""}', ':1: expected {"prompt": "<text>"}'),
+        ('{"messages": []}', ':1: expected {"prompt": "<text>"}'),
+        ('{"prompt": "' + "Fair is foul, and foul is fair. " * 12 + '"}', "to generate need"),
+    ],
+)
+def test_a_prompt_set_the_model_cannot_take_is_refused_naming_the_line(chat_llama, tmp_path, lines, expected):
+    from transformers import AutoTokenizer
+
+    from greencompress.models.corpus import load_prompts
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(lines)
+    with pytest.raises(DataError, match="data.prompts: " + str(prompts)) as refused:
+        load_prompts(prompts, AutoTokenizer.from_pretrained(chat_llama), context=64)
+    assert expected in str(refused.value)

@@ -9,7 +9,7 @@ from greencompress.models.corpus import texts
 from greencompress.models.data import DataSpec
 
 
-def tiny_llama_folder(folder: Path, context: int = 512, layers: int = 2) -> Path:
+def tiny_llama_folder(folder: Path, context: int = 512, layers: int = 2, chat_template: str | None = None) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -23,6 +23,7 @@ def tiny_llama_folder(folder: Path, context: int = 512, layers: int = 2) -> Path
     evaluation, calibration, _ = texts(DataSpec(kind="text"))  # the shipped plays
     bpe.train_from_iterator(evaluation + calibration, trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+    tokenizer.chat_template = chat_template
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer),

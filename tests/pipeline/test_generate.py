@@ -30,33 +30,38 @@ def calibration(count: int = 3, length: int = 48) -> list[torch.Tensor]:
 
 @needs_genai
 @pytest.mark.parametrize(
-    "grid, method",
+    "settings, precision",
     [
-        (WeightGrid(4, 32, False), "aware+feedback"),
-        (WeightGrid(4, 16, True), "rtn"),
-        (WeightGrid(8, 32, True), "rtn"),
-        (WeightGrid(4, 32, False, float_zero=True), "rtn"),  # real-valued zero points, written into the built file
-        (WeightGrid(4, 16, False, float_zero=True), "aware+feedback"),
+        (dict(bits=4, group_size=32, symmetric=False, method="aware+feedback"), "int4"),
+        (dict(bits=4, group_size=16, symmetric=True, method="rtn"), "int4"),
+        (dict(bits=8, group_size=32, symmetric=True, method="rtn"), "int8"),
+        # real-valued zero points, written into the built file
+        (dict(bits=4, group_size=32, symmetric=False, zero_point="float", method="rtn"), "int4"),
+        (dict(bits=4, group_size=16, symmetric=False, zero_point="float", method="aware+feedback"), "int4"),
+        # mixed precision: the fused q/k/v and down_proj as int8 overrides in an int4 checkpoint
+        (
+            dict(
+                bits=4, group_size=32, method="aware+feedback", int8_layers=["q_proj", "k_proj", "v_proj", "down_proj"]
+            ),
+            "int4 + int8 (8 of 14 layers)",
+        ),
+        (
+            dict(bits=4, group_size=32, zero_point="float", method="rtn", int8_layers=["layers.1.mlp.down_proj"]),
+            "int4 + int8 (1 of 14 layers)",
+        ),
     ],
 )
-def test_the_built_file_holds_exactly_the_codes_greencompress_chose(llama, tmp_path, grid, method):
+def test_the_built_file_holds_exactly_the_codes_greencompress_chose(llama, tmp_path, settings, precision):
     """At MatMulNBits' FP32 arithmetic (accuracy_level 1) the built file's logits are the rounded PyTorch model's."""
     from transformers import AutoModelForCausalLM
 
     from greencompress.runtimes import genai
 
     model = AutoModelForCausalLM.from_pretrained(llama).eval()
-    config = WeightOnlyConfig(
-        bits=grid.bits,
-        group_size=grid.group_size,
-        symmetric=grid.symmetric,
-        zero_point="float" if grid.float_zero else "integer",
-        method=method,
-    )
-    done = quantize_weights(model, config, calibration())
+    done = quantize_weights(model, WeightOnlyConfig(**settings), calibration())
     assert len(done["grids"]) == 2 * 7  # q, k, v, o, gate, up, down per layer; the head kept
-    built = genai.build(llama, tmp_path / "built", 1, genai.QuantizedCheckpoint(model, grid, done["grids"]), 1)
-    assert built["precision"] == f"int{grid.bits}" and built["accuracy_level"] == 1
+    built = genai.build(llama, tmp_path / "built", 1, genai.QuantizedCheckpoint(model, done["grids"]), 1)
+    assert built["precision"] == precision and built["accuracy_level"] == 1
     ids = np.random.default_rng(5).integers(1, 380, (1, 40))
     served = genai.onnx_logits(tmp_path / "built", 1)(ids)
     expected = torch_logits(model)(ids)
@@ -76,9 +81,9 @@ def test_a_head_rounded_to_int8_is_untied_from_the_embedding_and_built_as_its_ow
     embedding = model.model.embed_tokens.weight.detach().clone()
     config = WeightOnlyConfig(bits=4, group_size=32, method="rtn", head="int8")
     done = quantize_weights(model, config, calibration())
-    assert done["head"][0] == WeightGrid(8, 32, True) and torch.equal(model.model.embed_tokens.weight, embedding)
+    assert done["head"].grid == WeightGrid(8, 32, True) and torch.equal(model.model.embed_tokens.weight, embedding)
     assert not torch.equal(model.lm_head.weight, embedding) and not model.config.tie_word_embeddings
-    checkpoint = genai.QuantizedCheckpoint(model, config.grid, done["grids"], done["head"])
+    checkpoint = genai.QuantizedCheckpoint(model, done["grids"], done["head"])
     genai.build(llama, tmp_path / "built", 1, checkpoint, accuracy_level=1)
     ids = np.random.default_rng(7).integers(1, 380, (1, 40))
     served, expected = genai.onnx_logits(tmp_path / "built", 1)(ids), torch_logits(model)(ids)
@@ -115,18 +120,21 @@ def test_a_per_row_grid_cannot_be_stored_as_matmulnbits(llama):
     from greencompress.core.errors import GreencompressError
     from greencompress.runtimes.genai import QuantizedCheckpoint
 
+    model = AutoModelForCausalLM.from_pretrained(llama)
+    done = quantize_weights(model, WeightOnlyConfig(bits=8, group_size=None, symmetric=True, method="rtn"), [])
     with pytest.raises(GreencompressError, match="group_size"):
-        QuantizedCheckpoint(AutoModelForCausalLM.from_pretrained(llama), WeightGrid(8, None, True), {})
+        QuantizedCheckpoint(model, done["grids"])
 
 
 LM_RECIPE = """
 name: tiny_lm
 model: {{source: huggingface, task: text-generation, path: {folder}}}
-data: {{kind: text, eval_samples: 2}}
+data: {{kind: text, eval_samples: 2, prompts: {prompts}}}
 stages:
   - weight_only: {{bits: 8, group_size: 32, symmetric: true, method: rtn}}
   - weight_only: {{bits: 4, group_size: 32, symmetric: false, method: aware+feedback, calibration_windows: 2,
                   calibration_tokens: 64}}
+  - dynamic_int8: {{}}
 benchmark: {{batch_sizes: [1], sequence_lengths: [32], new_tokens: 40, windows: 2, threads: 1, runtimes: {runtimes}}}
 """
 
@@ -136,15 +144,18 @@ def test_a_text_generation_run_judges_each_runtime_on_its_own_file_and_measures_
     from greencompress.pipeline.execute import run
     from greencompress.pipeline.recipe import load_recipe
 
-    path = tmp_path / "lm.yaml"
-    path.write_text(LM_RECIPE.format(folder=llama, runtimes="[onnxruntime-genai]" if GENAI else "[]"))
+    path, prompts = tmp_path / "lm.yaml", tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ("Fair is foul", "Good sir", "To bed")))
+    runtimes = "[onnxruntime-genai]" if GENAI else "[]"
+    path.write_text(LM_RECIPE.format(folder=llama, runtimes=runtimes, prompts=prompts))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
     report = run(load_recipe(path), run_dir, recipe_path=path)
     saved = json.loads((run_dir / "report.json").read_text())
     assert saved["kind"] == "text-generation 1.0" and saved["energy"]["measured"] is False
+    assert saved["continuations"] == f"16 greedy tokens after 3 prompts of {prompts}"
     artifacts = {a["name"]: a for a in saved["artifacts"]}
-    expected = {"fp32@torch", "int8-g32-sym-rtn@torch", "int4-g32-asym-aware+feedback@torch"}
+    expected = {"fp32@torch", "int8-g32-sym-rtn@torch", "int4-g32-asym-aware+feedback@torch", "w8a8-dynamic@torch"}
     if GENAI:
         expected |= {"fp32@onnxruntime-genai", "int8-g32-sym-rtn@onnxruntime-genai"}
         expected |= {"int4-g32-asym-aware+feedback@onnxruntime-genai"}
@@ -160,6 +171,8 @@ def test_a_text_generation_run_judges_each_runtime_on_its_own_file_and_measures_
     assert artifacts["fp32@torch"]["next_token_agreement"] == 1.0 and artifacts["fp32@torch"]["perplexity_change"] == 0
     assert artifacts["int4-g32-asym-aware+feedback@torch"]["perplexity_change"] != 0
     assert not artifacts["int8-g32-sym-rtn@torch"]["measured_speed"]  # rounded weights on FP32 kernels: no speed claim
+    w8a8 = artifacts["w8a8-dynamic@torch"]  # PyTorch's own int8 kernels: its speed is measured
+    assert w8a8["measured_speed"] and w8a8["precision"] == "int8 W8A8 dynamic" and 0 < abs(w8a8["perplexity_change"])
     (shape,) = saved["shapes"]
     assert shape["shape"] == {"batch_size": 1, "prompt_tokens": 32, "new_tokens": 40}
     measured = {name for name, a in artifacts.items() if a["measured_speed"]}
@@ -218,3 +231,25 @@ def test_a_gpt2_runs_on_pytorch_and_a_runtime_that_cannot_build_it_is_left_out_s
     assert report.runtimes == ["torch"] and set(report.shapes[0].results) == {"fp32@torch"}
     if GENAI:
         assert "does not build ['GPT2LMHeadModel']" in report.runtimes_left_out["onnxruntime-genai"]
+
+
+@pytest.mark.parametrize(
+    "listed, measured",
+    [
+        ([], ["torch"]),
+        (["onnxruntime"], ["torch", "onnxruntime-genai"]),  # ONNX Runtime generates through its GenAI loop
+        (["onnxruntime", "onnxruntime-genai"], ["torch", "onnxruntime-genai"]),
+    ],
+)
+def test_a_generation_run_measures_the_runtimes_listed_and_onnxruntime_through_its_genai_loop(llama, listed, measured):
+    from types import SimpleNamespace
+
+    from greencompress.pipeline.generate import runtimes_for
+
+    chosen, left = runtimes_for(SimpleNamespace(benchmark=SimpleNamespace(runtimes=listed)))
+    if GENAI:
+        assert chosen == measured and left == {}
+    else:
+        assert chosen == ["torch"] and set(left) == set(measured) - {"torch"}
+    chosen, left = runtimes_for(SimpleNamespace(benchmark=SimpleNamespace(runtimes=["openvino"])))
+    assert chosen == ["torch"] and left == {"openvino": "does not generate text in greencompress yet"}

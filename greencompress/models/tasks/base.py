@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 from abc import ABC
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -29,6 +30,15 @@ if TYPE_CHECKING:
 # residual blocks, or a transformer encoder's attention heads, FFN neurons and layers (int8 of matrix products only);
 # a causal LM's decoder layers take weight-only rounding (compress/weight_only.py).
 Structure = Literal["channels", "encoder", "decoder"]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a run will feed the model, for preflight to check against it: sequence (or prompt) lengths in tokens,
+    and the tokens a generation run adds after each prompt (benchmark.sequence_lengths, benchmark.new_tokens)."""
+
+    sequence_lengths: tuple[int, ...]
+    new_tokens: int = 0
 
 
 class Task(ABC):
@@ -63,9 +73,10 @@ class Task(ABC):
                 f"{data.kind!r}" + (f"; did you mean {close[0]!r}?" if close else "")
             )
 
-    def preflight(self, model: ModelSpec, data: DataSpec, sequence_lengths: list[int]) -> None:
-        """Check what a run would read (model files, data files) without loading weights or all the data; raise
-        ModelLoadError or DataError naming the file and field. `validate` and every run call it first."""
+    def preflight(self, model: ModelSpec, data: DataSpec, workload: Workload) -> None:
+        """Check what a run would read (model files, data files) and that the workload fits the model, without
+        loading weights or all the data; raise ModelLoadError or DataError naming the file and field. `validate` and
+        every run call it first."""
         from greencompress.models.sources import check_model_files
 
         check_model_files(model)

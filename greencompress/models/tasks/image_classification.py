@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from greencompress.core.errors import DataError
-from greencompress.models.tasks.base import Structure, Task
+from greencompress.models.tasks.base import Structure, Task, Workload
 
 if TYPE_CHECKING:
     from greencompress.models.data import DataSpec, DataSplits
@@ -26,7 +26,7 @@ class ImageClassification(Task):
     def structure(self, model: ModelSpec) -> Structure:
         return "encoder" if model.source == "huggingface" else "channels"
 
-    def preflight(self, model: ModelSpec, data: DataSpec, sequence_lengths: list[int]) -> None:
+    def preflight(self, model: ModelSpec, data: DataSpec, workload: Workload) -> None:
         """The model's files, an image folder's layout; for a vision transformer, the data prepared as its image
         processor prepares images."""
         from greencompress.models.sources import check_model_files

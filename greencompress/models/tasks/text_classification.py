@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from greencompress.core.errors import RecipeError
-from greencompress.models.tasks.base import Structure, Task
+from greencompress.models.tasks.base import Structure, Task, Workload
 
 if TYPE_CHECKING:
     from greencompress.models.data import DataSpec, DataSplits
@@ -29,7 +29,7 @@ class TokenTask(Task):
     def structure(self, model: ModelSpec) -> Structure:
         return "encoder"
 
-    def preflight(self, model: ModelSpec, data: DataSpec, sequence_lengths: list[int]) -> None:
+    def preflight(self, model: ModelSpec, data: DataSpec, workload: Workload) -> None:
         """The folder, its positions against the lengths asked for, and the text file's columns, splits and labels."""
         from greencompress.models.data import check_text_data
         from greencompress.models.sources import check_model_files
@@ -39,7 +39,7 @@ class TokenTask(Task):
         if isinstance(positions, int):
             for field, length in (
                 ("data.max_length", data.max_length),
-                *(("benchmark.sequence_lengths", length) for length in sequence_lengths),
+                *(("benchmark.sequence_lengths", length) for length in workload.sequence_lengths),
             ):
                 if length is not None and length > positions:
                     raise RecipeError(

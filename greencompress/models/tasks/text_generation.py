@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from greencompress.core.errors import ModelLoadError
-from greencompress.models.tasks.base import Structure, Task
+from greencompress.models.tasks.base import Structure, Task, Workload
 
 if TYPE_CHECKING:
     from greencompress.models.data import DataSpec
@@ -46,9 +46,10 @@ class TextGeneration(Task):
     def structure(self, model: ModelSpec) -> Structure:
         return "decoder"
 
-    def preflight(self, model: ModelSpec, data: DataSpec, sequence_lengths: list[int]) -> None:
-        """The folder is a causal LM whose context holds the longest prompt; the text can be read and holds more than
-        one perplexity window of evaluation tokens, and some calibration text."""
+    def preflight(self, model: ModelSpec, data: DataSpec, workload: Workload) -> None:
+        """The folder is a causal LM whose context holds the longest prompt with its new tokens, and a perplexity
+        window; the text can be read and holds more than one window of evaluation tokens, and some calibration
+        text."""
         from greencompress.models.corpus import load_corpus
         from greencompress.models.huggingface import inspect_folder, model_folder
 
@@ -62,18 +63,26 @@ class TextGeneration(Task):
             )
         context = config.get("max_position_embeddings") or config.get("n_positions")
         if isinstance(context, int):
-            for length in sequence_lengths:
-                if length >= context:
+            where = f"max_position_embeddings in {folder / 'config.json'}"
+            for length in workload.sequence_lengths:
+                if length + workload.new_tokens > context:
                     raise ModelLoadError(
-                        f"benchmark.sequence_lengths: a prompt of {length} tokens does not fit the model's context of "
-                        f"{context} (max_position_embeddings in {folder / 'config.json'}) with a token generated"
+                        f"benchmark.sequence_lengths: a prompt of {length} tokens and benchmark.new_tokens "
+                        f"{workload.new_tokens} need {length + workload.new_tokens} positions; the model's context "
+                        f"is {context} ({where})"
                     )
+            if PERPLEXITY_WINDOW > context:
+                raise ModelLoadError(
+                    f"model.path: perplexity is measured over windows of {PERPLEXITY_WINDOW} tokens; the model's "
+                    f"context is {context} ({where})"
+                )
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(
             folder, local_files_only=True, trust_remote_code=model.trust_remote_code
         )
-        load_corpus(data, tokenizer, PERPLEXITY_WINDOW)  # refuses empty text or text shorter than one window
+        # Refuses empty text, text shorter than one window, and a prompt set the model cannot take.
+        load_corpus(data, tokenizer, PERPLEXITY_WINDOW, context if isinstance(context, int) else None)
 
     def load(self, spec: ModelSpec, progress=None) -> LoadedModel:
         from greencompress.models.huggingface import inspect_folder, model_folder
