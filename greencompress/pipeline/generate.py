@@ -173,17 +173,20 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
     continuation = _continuations(generators, corpus)
     artifacts = [replace(a, continuation_agreement=continuation.get(a.name)) for a in artifacts]
     shapes = []
-    for number, prompt_tokens in enumerate(recipe.benchmark.sequence_lengths):
-        shape = GenerationShape(1, prompt_tokens, recipe.benchmark.new_tokens)
+    workload = [(b, t) for b in recipe.benchmark.batch_sizes for t in recipe.benchmark.sequence_lengths]
+    for number, (batch_size, prompt_tokens) in enumerate(workload):
+        shape = GenerationShape(batch_size, prompt_tokens, recipe.benchmark.new_tokens)
         log.info(
-            "measuring generation: prompt %d tokens, %d new tokens, %d generators",
+            "measuring generation: batch %d, prompt %d tokens, %d new tokens, %d generators",
+            batch_size,
             prompt_tokens,
             shape.new_tokens,
             len(generators),
         )
 
-        def prompt(n: int, tokens=prompt_tokens, first=1000 * number) -> np.ndarray:
-            return corpus.prompt(first + n, tokens)  # each shape's prompts start at their own index
+        def prompt(n: int, tokens=prompt_tokens, batch=batch_size, first=1000 * number) -> np.ndarray:
+            # each shape's queries start at their own index; within one, no two prompts are the same
+            return corpus.prompt(first + n, tokens, batch)
 
         results = benchmark_generation(generators, prompt, shape, meter, rounds=recipe.benchmark.windows)
         shapes.append(_shape_result(shape, results))

@@ -203,11 +203,6 @@ class Recipe(Section):
                 f"benchmark.runtimes: {generating[0]} generates text; a {self.task.name} model is measured on "
                 f"runtimes of files or PyTorch"
             )
-        if self.task.workload_kind == "generate" and self.benchmark.batch_sizes != [1]:
-            raise ValueError(
-                f"benchmark.batch_sizes: a {self.task.name} run measures batch size 1 for now: set [1], got "
-                f"{self.benchmark.batch_sizes}"
-            )
         if self.data.prompts is not None and self.task.workload_kind != "generate":
             raise ValueError(f"data.prompts: a prompt set is for a language model; a {self.task.name} model reads none")
         if self.gates.max_perplexity_increase is not None and self.task.primary_metric != "perplexity":

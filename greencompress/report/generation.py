@@ -92,12 +92,12 @@ class GenerationReport:
     def budget(self) -> float:
         return DEFAULT_BUDGET_PERCENT if self.budget_percent is None else self.budget_percent
 
-    def recommended(self) -> str | None:
-        """The artifact with the least decode energy per generated token at the first shape, among those measured
-        for speed within the perplexity budget; None when none is."""
-        if not self.shapes:
+    def recommended(self, shape: int = 0) -> str | None:
+        """The artifact with the least decode energy per generated token at workload shape `shape` (the first by
+        default: the decision), among those measured for speed within the perplexity budget; None when none is."""
+        if len(self.shapes) <= shape:
             return None
-        results = self.shapes[0].results
+        results = self.shapes[shape].results
         within = [
             a.name
             for a in self.artifacts
@@ -124,7 +124,7 @@ class GenerationReport:
         energy = shape.ratios.get(chosen, {}).get("vs_torch_fp32:joules_per_generated_token")
         if energy:
             line += f"; decode energy per token {_ratio(energy)} of PyTorch FP32's ({self.energy['method']})"
-        return line + f", at prompt {shape.shape['prompt_tokens']}, batch 1."
+        return line + f", at prompt {shape.shape['prompt_tokens']}, batch {shape.shape['batch_size']}."
 
 
 def _ratio(interval: dict) -> str:
@@ -176,7 +176,7 @@ def markdown(report: GenerationReport) -> str:
             f"| {a.name} | {a.precision} | {a.perplexity:.2f} | {100 * a.perplexity_change:+.1f}% | "
             f"{a.next_token_agreement:.1%} | {continuation} | {size} | {a.note or ''} |"
         )
-    for shape in report.shapes:
+    for index, shape in enumerate(report.shapes):
         s = shape.shape
         lines += [
             "",
@@ -211,6 +211,13 @@ def markdown(report: GenerationReport) -> str:
                 f"{r['joules_per_generated_token']:.4f} | "
                 f"{r['wh_per_1000_queries']:.3f} | {' | '.join(cells)} |"
             )
+        if len(report.shapes) > 1:
+            best = report.recommended(index)
+            lines += [
+                "",
+                f"At this shape, the least decode energy per generated token within +{report.budget:g}% perplexity: "
+                + (f"**{best}**." if best else "none."),
+            ]
     if report.gates:
         lines += ["", "## Gates", ""]
         lines += [

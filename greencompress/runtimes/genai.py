@@ -255,24 +255,22 @@ class GenAIGenerator:
         self.og, self.model, self.max_new_tokens = og, og.Model(str(folder)), max_new_tokens
 
     def prefill(self, ids: np.ndarray):
-        if len(ids) != 1:
-            raise GreencompressError("onnxruntime-genai generation is measured at batch size 1 here")
         params = self.og.GeneratorParams(self.model)
         # Every query generates its full count: an end-of-text token does not stop it (min_length = max_length).
         length = ids.shape[1] + self.max_new_tokens
-        params.set_search_options(max_length=length, min_length=length, do_sample=False)
+        params.set_search_options(max_length=length, min_length=length, do_sample=False, batch_size=len(ids))
         generator = self.og.Generator(self.model, params)
-        generator.append_tokens(ids[0].tolist())  # the prompt's forward pass
-        generator.generate_next_token()  # the first new token, from the prompt's last logits
-        return generator, ids.shape[1]
+        generator.append_tokens(ids)  # the prompts' forward pass, [batch, tokens] of equal length
+        generator.generate_next_token()  # the first new token of each, from the prompts' last logits
+        return generator, ids.shape
 
     def step(self, state):
-        state[0].generate_next_token()  # one decode step: the last token's forward pass, then its successor
+        state[0].generate_next_token()  # one decode step: the last tokens' forward pass, then their successors
         return state
 
     def tokens(self, state) -> np.ndarray:
-        generator, prompt = state
-        return np.asarray(generator.get_sequence(0))[None, prompt:]
+        generator, (batch, prompt) = state
+        return np.stack([np.asarray(generator.get_sequence(row))[prompt:] for row in range(batch)])
 
 
 def onnx_logits(folder: Path, threads: int):

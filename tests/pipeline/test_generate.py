@@ -94,24 +94,29 @@ def test_a_head_rounded_to_int8_is_untied_from_the_embedding_and_built_as_its_ow
 
 
 @needs_genai
-def test_genai_generation_continues_greedily_as_pytorch_does(llama, tmp_path):
+def test_genai_generation_continues_greedily_as_pytorch_does_one_prompt_or_a_batch(llama, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from greencompress.runtimes import genai
 
     genai.build(llama, tmp_path / "fp32", 1)
-    ids = np.random.default_rng(2).integers(1, 380, (1, 24))
+    prompts = np.random.default_rng(2).integers(1, 380, (3, 24))
     generators = [
         TorchGenerator(AutoModelForCausalLM.from_pretrained(llama).eval()),
         genai.GenAIGenerator(tmp_path / "fp32", 12),
     ]
-    continuations = []
-    for generator in generators:
+
+    def continue_(generator, ids):
         state = generator.prefill(ids)
         for _ in range(9):
             state = generator.step(state)
-        continuations.append(generator.tokens(state)[0])
-    assert len(continuations[0]) == 10 and np.array_equal(continuations[0], continuations[1])
+        return generator.tokens(state)
+
+    for generator in generators:
+        alone = np.concatenate([continue_(generator, prompts[row : row + 1]) for row in range(3)])
+        together = continue_(generator, prompts)  # three different prompts of one length decoded as a batch
+        assert alone.shape == together.shape == (3, 10) and np.array_equal(alone, together)
+    assert np.array_equal(continue_(generators[0], prompts), continue_(generators[1], prompts))
 
 
 def test_a_per_row_grid_cannot_be_stored_as_matmulnbits(llama):
@@ -135,7 +140,8 @@ stages:
   - weight_only: {{bits: 4, group_size: 32, symmetric: false, method: aware+feedback, calibration_windows: 2,
                   calibration_tokens: 64}}
   - dynamic_int8: {{}}
-benchmark: {{batch_sizes: [1], sequence_lengths: [32], new_tokens: 40, windows: 2, threads: 1, runtimes: {runtimes}}}
+benchmark: {{batch_sizes: [1, 2], sequence_lengths: [32], new_tokens: 40, windows: 2, threads: 1,
+            runtimes: {runtimes}}}
 """
 
 
@@ -173,16 +179,18 @@ def test_a_text_generation_run_judges_each_runtime_on_its_own_file_and_measures_
     assert not artifacts["int8-g32-sym-rtn@torch"]["measured_speed"]  # rounded weights on FP32 kernels: no speed claim
     w8a8 = artifacts["w8a8-dynamic@torch"]  # PyTorch's own int8 kernels: its speed is measured
     assert w8a8["measured_speed"] and w8a8["precision"] == "int8 W8A8 dynamic" and 0 < abs(w8a8["perplexity_change"])
-    (shape,) = saved["shapes"]
-    assert shape["shape"] == {"batch_size": 1, "prompt_tokens": 32, "new_tokens": 40}
+    one, two = saved["shapes"]
+    assert one["shape"] == {"batch_size": 1, "prompt_tokens": 32, "new_tokens": 40}
+    assert two["shape"] == {"batch_size": 2, "prompt_tokens": 32, "new_tokens": 40}
     measured = {name for name, a in artifacts.items() if a["measured_speed"]}
-    assert set(shape["results"]) == measured
-    for figures in shape["results"].values():
+    assert set(one["results"]) == set(two["results"]) == measured
+    for figures in [*one["results"].values(), *two["results"].values()]:
         assert figures["time_to_first_token_ms"] > 0 and figures["joules_per_generated_token"] > 0
         assert figures["time_per_output_token_ms"]["p50"] <= figures["time_per_output_token_ms"]["p99"]
         assert figures["energy_method"] == "estimate"
     markdown = (run_dir / "report.md").read_text()
     assert "an estimate from CPU time, not a measurement" in markdown and "Decision." in markdown
+    assert markdown.count("At this shape, the least decode energy per generated token") == 2
     assert report.recommended() is None or report.recommended() in measured
 
 
