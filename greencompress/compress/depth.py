@@ -1,4 +1,5 @@
-"""Depth: remove whole transformer layers, or whole residual blocks of a CNN, the least important first.
+"""Depth: remove whole transformer layers, or whole residual blocks of a CNN, the least important first (a causal
+LM's decoder layers: compress/decoder_surgery.py).
 
 At batch 1 a deep, thin network pays per layer more than per channel, so fewer layers buy speed
 that narrower ones do not. Candidates are an encoder's layers, or a CNN's blocks that keep their
@@ -45,7 +46,8 @@ class DepthConfig(Section):
 
     remove: int = Field(default=1, ge=1)  # how many layers or blocks go
     importance: Literal["output_change", "similarity"] = "output_change"
-    samples: int = Field(default=128, ge=1)  # calibration samples the importance is measured on
+    # Calibration samples the importance is measured on (a causal LM's: windows of 256 tokens, 8 when unset).
+    samples: int = Field(default=128, ge=1)
 
 
 @contextlib.contextmanager
@@ -180,6 +182,9 @@ class Depth(Technique):
     """Whole transformer layers or identity residual blocks removed, by measured importance."""
 
     name, config, works_on, tag = "depth", DepthConfig, "torch", "shallower"
+    # A causal LM's decoder layers too: the text-generation run removes them (pipeline/generate.py with
+    # compress/decoder_surgery.py), ranked on calibration windows, and the stages after it start from the result.
+    structures = ("channels", "encoder", "decoder")
 
     def apply(self, config: DepthConfig, source: TorchModel, context: StageContext) -> StageOutput:
         from greencompress.models.data import batches

@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from greencompress.compress.decoder_surgery import choose_layers, decoder_layers, remove_decoder_layers
 from greencompress.compress.dynamic_int8 import quantize_dynamic_int8
 from greencompress.compress.weight_only import quantize_weights
-from greencompress.core.errors import RecipeError
+from greencompress.core.errors import GreencompressError, RecipeError
 from greencompress.core.hardware import cpu_info
 from greencompress.measure.generation import (
     GenerationResult,
@@ -60,14 +61,18 @@ PERPLEXITY_STRIDE = 128
 
 @dataclass
 class _Model:
-    name: str  # "fp32", or the stage's variant
+    name: str  # "fp32", or the stage's variant after the structural stages' (`depth6-int4-g64-asym-rtn`)
     module: torch.nn.Module
     stage: dict = field(default_factory=dict)  # what the stage did (without its grids)
     checkpoint: genai.QuantizedCheckpoint | None = None
     # Why ONNX Runtime GenAI cannot run it, where it cannot (no grouped grid, or no MatMulNBits form at all).
     not_for_genai: str | None = None
-    # PyTorch runs it on kernels of its own precision (dynamic int8): its speed there is its own, and measured.
-    own_torch_kernels: bool = False
+    # What PyTorch computes it in where that is the model's own (FP32 with fewer layers, int8 W8A8): its speed there
+    # is measured. None: FP32 kernels with rounded weights, quality only.
+    torch_precision: str | None = None
+    # A folder of its FP32 weights that plain transformers loads (the original's, or a structural stage's own);
+    # the next stages start from it.
+    folder: Path | None = None
 
 
 def runtimes_for(recipe: Recipe) -> tuple[list[str], dict[str, str]]:
@@ -108,9 +113,17 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
         len(corpus.calibration),
         corpus.description,
     )
-    models = [_Model("fp32", loaded.module)]
+    # Structural stages (depth) change the model the stages after them start from; weight-only and W8A8 stages make
+    # versions of it. Each stage's model is measured.
+    base = _Model("fp32", loaded.module, torch_precision="fp32", folder=folder)
+    models = [base]
     for stage in recipe.stages:
-        models.append(DECODER_STAGES[stage.technique](stage, loaded.module, corpus))
+        made = DECODER_STAGES[stage.technique](stage, base, corpus, run_dir, loaded.tokenizer)
+        if any(model.name == made.name for model in models):
+            raise RecipeError(f"stages: two stages make the same model, {made.name}: change one's settings")
+        models.append(made)
+        if stage.technique in STRUCTURAL:
+            base = made
 
     windows = recipe.data.eval_samples or 8
     reference = perplexity(
@@ -126,7 +139,7 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
             path = size = note = None
             if runtime == "torch" and model.name == "fp32":
                 measured, generators[name] = reference, TorchGenerator(model.module)
-            elif runtime == "torch" and model.own_torch_kernels:
+            elif runtime == "torch" and model.torch_precision is not None:
                 measured = _perplexity(torch_logits(model.module), corpus, windows)
                 generators[name] = TorchGenerator(model.module)
             elif runtime == "torch":
@@ -141,7 +154,8 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
                 target = run_dir / "genai" / model.name
                 log.info("building %s with ONNX Runtime GenAI's model builder", name)
                 try:
-                    built[name] = genai.build(folder, target, threads, model.checkpoint)
+                    source = model.folder if model.checkpoint is None else folder  # the tokenizer's files, at least
+                    built[name] = genai.build(source, target, threads, model.checkpoint)
                 except genai.NotBuildable as why:
                     log.info("%s: left out: %s", runtime, why)
                     left_out[runtime] = str(why)
@@ -219,11 +233,15 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
     return report
 
 
-def _weight_only(stage, original: torch.nn.Module, corpus: Corpus) -> _Model:
+def _named(base: _Model, variant: str) -> str:
+    return variant if base.name == "fp32" else f"{base.name}-{variant}"
+
+
+def _weight_only(stage, base: _Model, corpus: Corpus, run_dir: Path, tokenizer) -> _Model:
     config = stage.config
-    name = stage.method.variant(config)
+    name = _named(base, stage.method.variant(config))
     log.info("stage weight_only: %s on %d calibration windows", name, config.calibration_windows)
-    module = copy.deepcopy(original)
+    module = copy.deepcopy(base.module)
     windows = [
         torch.from_numpy(ids)
         for ids in corpus.calibration_windows(config.calibration_windows, config.calibration_tokens)
@@ -246,27 +264,66 @@ def _weight_only(stage, original: torch.nn.Module, corpus: Corpus) -> _Model:
     return _Model(name, module, summary, checkpoint, not_for_genai)
 
 
-def _dynamic_int8(stage, original: torch.nn.Module, corpus: Corpus) -> _Model:
-    name = stage.method.variant(stage.config)
+def _dynamic_int8(stage, base: _Model, corpus: Corpus, run_dir: Path, tokenizer) -> _Model:
+    name = _named(base, stage.method.variant(stage.config))
     log.info("stage dynamic_int8: %s (PyTorch int8 kernels)", name)
     try:
-        module, done = quantize_dynamic_int8(original, stage.config)
+        module, done = quantize_dynamic_int8(base.module, stage.config)
     except ValueError as problem:
         raise RecipeError(f"stages: dynamic_int8: {problem}") from None
     why = "dynamic int8 runs on PyTorch's int8 kernels here; the GenAI model builder has no W8A8 form"
-    return _Model(name, module, done, not_for_genai=why, own_torch_kernels=True)
+    return _Model(name, module, done, not_for_genai=why, torch_precision="int8 W8A8 dynamic")
 
 
-# How each technique a decoder takes makes its model (compress/: Technique.structures holds "decoder").
-DECODER_STAGES = {"weight_only": _weight_only, "dynamic_int8": _dynamic_int8}
+def _depth(stage, base: _Model, corpus: Corpus, run_dir: Path, tokenizer) -> _Model:
+    """Whole decoder layers removed, the least important on calibration windows first; the result saved as a folder
+    plain transformers loads (`models/<name>/` in the run folder), which the stages after it start from."""
+    config = stage.config
+    # A causal LM's samples are calibration windows; 8 unless the recipe says (each costs a forward pass per layer
+    # and step under output_change).
+    count = config.samples if "samples" in config.model_fields_set else DEPTH_WINDOWS
+    windows = [torch.from_numpy(ids) for ids in corpus.calibration_windows(count, PERPLEXITY_WINDOW)]
+    module = copy.deepcopy(base.module).eval()
+    before = len(decoder_layers(module)[2])
+    log.info("stage depth: ranking %d decoder layers by %s on %d windows", before, config.importance, len(windows))
+    try:
+        chosen, measured = choose_layers(module, windows, config.remove, config.importance)
+    except GreencompressError as problem:
+        raise RecipeError(str(problem)) from None
+    remove_decoder_layers(module, chosen)
+    name = _named(base, f"depth{config.remove}")
+    saved = run_dir / "models" / name
+    module.save_pretrained(saved)
+    tokenizer.save_pretrained(saved)
+    what = (
+        "Block Influence (1 - cosine of each layer's input and output)"
+        if config.importance == "similarity"
+        else ("KL divergence of the next-token distributions with the layer bypassed (greedy)")
+    )
+    log.info("depth: removed layers %s (%d -> %d), saved to %s", sorted(chosen), before, before - len(chosen), saved)
+    summary = {
+        "removed": [f"layer {index}" for index in sorted(chosen)],
+        "before": before,
+        "after": before - len(chosen),
+        "importance": what,
+        "ranking": [index for index in sorted(measured, key=measured.get)],
+        "calibration_tokens": sum(w.shape[1] for w in windows),
+        "folder": str(saved),
+    }
+    return _Model(name, module, summary, torch_precision="fp32", folder=saved)
+
+
+# How each technique a decoder takes makes its model (compress/: Technique.structures holds "decoder"); the
+# structural ones change the model the later stages start from.
+DECODER_STAGES = {"depth": _depth, "weight_only": _weight_only, "dynamic_int8": _dynamic_int8}
+STRUCTURAL = ("depth",)
+DEPTH_WINDOWS = 8
 
 
 def _precision(model: _Model, runtime: str) -> str:
-    if model.name == "fp32":
-        return "fp32"
     if runtime == "torch":
-        return "int8 W8A8 dynamic" if model.own_torch_kernels else "fp32 (rounded weights)"
-    return model.checkpoint.precision
+        return model.torch_precision or "fp32 (rounded weights)"
+    return model.checkpoint.precision if model.checkpoint is not None else "fp32"
 
 
 def _perplexity(logits_of, corpus: Corpus, windows: int) -> Perplexity:

@@ -196,7 +196,8 @@ class QuantizedCheckpoint:
         for extra in source.iterdir():
             if extra.suffix in (".json", ".jinja", ".txt", ".model") and extra.name not in ("config.json", "gguf.json"):
                 shutil.copy(extra, folder / extra.name)
-        config = json.loads((source / "config.json").read_text(encoding="utf-8"))
+        # The model's own config, not the source folder's: a structural stage may have changed its layer count.
+        config = json.loads(self.module.config.to_json_string(use_diff=False))
         config["quantization_config"] = {
             "quant_method": "olive",
             "bits": self.grid.bits,

@@ -11,7 +11,7 @@ import torch
 from greencompress.measure.perplexity import perplexity, torch_logits, windows
 
 
-def tiny(kind: str):
+def tiny(kind: str, layers: int = 2):
     from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -20,13 +20,13 @@ def tiny(kind: str):
             vocab_size=97,
             hidden_size=32,
             intermediate_size=64,
-            num_hidden_layers=2,
+            num_hidden_layers=layers,
             num_attention_heads=4,
             num_key_value_heads=2,
             max_position_embeddings=128,
         )
         return LlamaForCausalLM(config).eval()
-    return GPT2LMHeadModel(GPT2Config(vocab_size=97, n_embd=32, n_layer=2, n_head=4, n_positions=128)).eval()
+    return GPT2LMHeadModel(GPT2Config(vocab_size=97, n_embd=32, n_layer=layers, n_head=4, n_positions=128)).eval()
 
 
 def test_every_token_after_the_first_is_scored_once():

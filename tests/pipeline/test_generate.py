@@ -261,3 +261,46 @@ def test_a_generation_run_measures_the_runtimes_listed_and_onnxruntime_through_i
         assert chosen == ["torch"] and set(left) == set(measured) - {"torch"}
     chosen, left = runtimes_for(SimpleNamespace(benchmark=SimpleNamespace(runtimes=["openvino"])))
     assert chosen == ["torch"] and left == {"openvino": "does not generate text in greencompress yet"}
+
+
+DEPTH_RECIPE = """
+name: tiny_shallow
+model: {{source: huggingface, task: text-generation, path: {folder}}}
+data: {{kind: text, eval_samples: 2}}
+stages:
+  - depth: {{remove: 1, importance: similarity, samples: 2}}
+  - weight_only: {{bits: 4, group_size: 32, symmetric: true, method: rtn}}
+benchmark: {{batch_sizes: [1], sequence_lengths: [32], new_tokens: 16, windows: 2, threads: 1, runtimes: {runtimes}}}
+"""
+
+
+@pytest.mark.slow
+def test_a_shallower_llama_is_measured_its_folder_reloads_and_later_stages_start_from_it(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from greencompress.pipeline.execute import run
+    from greencompress.pipeline.recipe import load_recipe
+    from greencompress.runtimes import genai
+    from tests.models.tiny_lm import tiny_llama_folder
+
+    folder = tiny_llama_folder(tmp_path / "llama3", layers=3)
+    path, run_dir = tmp_path / "shallow.yaml", tmp_path / "run"
+    path.write_text(DEPTH_RECIPE.format(folder=folder, runtimes="[onnxruntime-genai]" if GENAI else "[]"))
+    run_dir.mkdir()
+    report = run(load_recipe(path), run_dir, recipe_path=path)
+    artifacts = {a.name: a for a in report.artifacts}
+    shallow = artifacts["depth1@torch"]
+    assert shallow.measured_speed and shallow.precision == "fp32" and shallow.perplexity_change != 0
+    assert shallow.stage["before"] == 3 and shallow.stage["after"] == 2 and len(shallow.stage["ranking"]) == 3
+    assert "Block Influence" in shallow.stage["importance"]
+    assert "depth1-int4-g32-sym-rtn@torch" in artifacts  # the weight-only stage rounded the shallower model
+    reloaded = AutoModelForCausalLM.from_pretrained(run_dir / "models" / "depth1").eval()
+    assert reloaded.config.num_hidden_layers == 2
+    ids = np.random.default_rng(4).integers(1, 380, (1, 40))
+    if GENAI:  # the folder gives the logits of the file the run measured
+        assert {"depth1@onnxruntime-genai", "depth1-int4-g32-sym-rtn@onnxruntime-genai"} <= set(artifacts)
+        served = genai.onnx_logits(run_dir / "genai" / "depth1", 1)(ids)
+        expected = torch_logits(reloaded)(ids)
+        assert np.abs(served - expected).max() < 1e-3 * np.abs(expected).max()
+        config = json.loads((run_dir / "genai" / "depth1-int4-g32-sym-rtn" / "genai_config.json").read_text())
+        assert config["model"]["decoder"]["num_hidden_layers"] == 2
