@@ -10,7 +10,9 @@ by side in the same rounds where the CPU has bf16 units. `--grids` adds the perp
 linear layers' weights rounded to weight-only grids (compress/weight_only.py: `int4-g32-asym`,
 `int4-g64-asym-floatzp`, `int8-per-channel-sym`, each optionally `+aware`, `+feedback` or `+aware+feedback`, and
 `:int8=down_proj/up_proj` for layers kept at int8, chosen on 16 windows of 256 tokens of the calibration plays;
-`--head int8` rounds the output head too): quality only, since they run on FP32 kernels.
+`--head int8` rounds the output head too): quality only, since they run on FP32 kernels. `--depth 2,4,6` adds
+the perplexity of the FP32 model without its 2, 4, 6 decoder layers of least Block Influence (measured on 8
+calibration windows of 256 tokens; compress/decoder_surgery.py), unhealed.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--grids", default="", help="e.g. int8-per-channel-sym,int4-g64-sym+aware:int8=down_proj")
     parser.add_argument("--head", choices=("keep", "int8"), default="keep")
+    parser.add_argument("--depth", default="", help="e.g. 2,4,6: layers of least Block Influence removed")
     args = parser.parse_args(argv)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -113,6 +116,23 @@ def main(argv: list[str] | None = None) -> int:
             f"| {name} (perplexity only) | {measured.perplexity:.2f} ({change:+.1%} vs fp32) | "
             f"{done['layers']} layers, {done['method']} | | | | | | |"
         )
+    if args.depth:
+        import copy
+
+        from greencompress.compress.decoder_surgery import block_influence, remove_decoder_layers
+
+        influence = block_influence(fp32, calibration[:8])
+        ranking = sorted(influence, key=influence.get)
+        print(f"\nBlock Influence, least first: {', '.join(f'{i} ({influence[i]:.3f})' for i in ranking)}")
+        for count in (int(part) for part in args.depth.split(",")):
+            shallow = copy.deepcopy(fp32)
+            remove_decoder_layers(shallow, ranking[:count])
+            measured = perplexity(torch_logits(shallow), ids, 256, 128, limit=8)
+            change = measured.perplexity / quality["torch-fp32"].perplexity - 1
+            print(
+                f"| without {count} layers ({', '.join(map(str, sorted(ranking[:count])))}) | "
+                f"{measured.perplexity:.2f} ({change:+.1%} vs fp32) |"
+            )
     return 0
 
 

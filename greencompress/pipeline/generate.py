@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from greencompress.compress.decoder_surgery import choose_layers, decoder_layers, remove_decoder_layers
+from greencompress.compress.distill import distill
 from greencompress.compress.dynamic_int8 import quantize_dynamic_int8
 from greencompress.compress.weight_only import quantize_weights
 from greencompress.core.errors import GreencompressError, RecipeError
@@ -118,7 +119,7 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
     base = _Model("fp32", loaded.module, torch_precision="fp32", folder=folder)
     models = [base]
     for stage in recipe.stages:
-        made = DECODER_STAGES[stage.technique](stage, base, corpus, run_dir, loaded.tokenizer)
+        made = DECODER_STAGES[stage.technique](stage, base, _StageInputs(corpus, run_dir, loaded, recipe.seed))
         if any(model.name == made.name for model in models):
             raise RecipeError(f"stages: two stages make the same model, {made.name}: change one's settings")
         models.append(made)
@@ -233,12 +234,30 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
     return report
 
 
+@dataclass(frozen=True)
+class _StageInputs:
+    """What every LM stage may read besides the model it starts from: the text, where to save, the original."""
+
+    corpus: Corpus
+    run_dir: Path
+    loaded: object  # models/sources.LoadedModel: the original model (the teacher) and its tokenizer
+    seed: int
+
+
+def _save(module: torch.nn.Module, name: str, inputs: _StageInputs) -> Path:
+    """A structural stage's model as a folder plain transformers loads: `models/<name>/` in the run folder."""
+    saved = inputs.run_dir / "models" / name
+    module.save_pretrained(saved)
+    inputs.loaded.tokenizer.save_pretrained(saved)
+    return saved
+
+
 def _named(base: _Model, variant: str) -> str:
     return variant if base.name == "fp32" else f"{base.name}-{variant}"
 
 
-def _weight_only(stage, base: _Model, corpus: Corpus, run_dir: Path, tokenizer) -> _Model:
-    config = stage.config
+def _weight_only(stage, base: _Model, inputs: _StageInputs) -> _Model:
+    config, corpus = stage.config, inputs.corpus
     name = _named(base, stage.method.variant(config))
     log.info("stage weight_only: %s on %d calibration windows", name, config.calibration_windows)
     module = copy.deepcopy(base.module)
@@ -264,7 +283,7 @@ def _weight_only(stage, base: _Model, corpus: Corpus, run_dir: Path, tokenizer) 
     return _Model(name, module, summary, checkpoint, not_for_genai)
 
 
-def _dynamic_int8(stage, base: _Model, corpus: Corpus, run_dir: Path, tokenizer) -> _Model:
+def _dynamic_int8(stage, base: _Model, inputs: _StageInputs) -> _Model:
     name = _named(base, stage.method.variant(stage.config))
     log.info("stage dynamic_int8: %s (PyTorch int8 kernels)", name)
     try:
@@ -275,14 +294,14 @@ def _dynamic_int8(stage, base: _Model, corpus: Corpus, run_dir: Path, tokenizer)
     return _Model(name, module, done, not_for_genai=why, torch_precision="int8 W8A8 dynamic")
 
 
-def _depth(stage, base: _Model, corpus: Corpus, run_dir: Path, tokenizer) -> _Model:
+def _depth(stage, base: _Model, inputs: _StageInputs) -> _Model:
     """Whole decoder layers removed, the least important on calibration windows first; the result saved as a folder
     plain transformers loads (`models/<name>/` in the run folder), which the stages after it start from."""
     config = stage.config
     # A causal LM's samples are calibration windows; 8 unless the recipe says (each costs a forward pass per layer
     # and step under output_change).
     count = config.samples if "samples" in config.model_fields_set else DEPTH_WINDOWS
-    windows = [torch.from_numpy(ids) for ids in corpus.calibration_windows(count, PERPLEXITY_WINDOW)]
+    windows = [torch.from_numpy(ids) for ids in inputs.corpus.calibration_windows(count, PERPLEXITY_WINDOW)]
     module = copy.deepcopy(base.module).eval()
     before = len(decoder_layers(module)[2])
     log.info("stage depth: ranking %d decoder layers by %s on %d windows", before, config.importance, len(windows))
@@ -292,9 +311,7 @@ def _depth(stage, base: _Model, corpus: Corpus, run_dir: Path, tokenizer) -> _Mo
         raise RecipeError(str(problem)) from None
     remove_decoder_layers(module, chosen)
     name = _named(base, f"depth{config.remove}")
-    saved = run_dir / "models" / name
-    module.save_pretrained(saved)
-    tokenizer.save_pretrained(saved)
+    saved = _save(module, name, inputs)
     what = (
         "Block Influence (1 - cosine of each layer's input and output)"
         if config.importance == "similarity"
@@ -313,10 +330,30 @@ def _depth(stage, base: _Model, corpus: Corpus, run_dir: Path, tokenizer) -> _Mo
     return _Model(name, module, summary, torch_precision="fp32", folder=saved)
 
 
+def _distill(stage, base: _Model, inputs: _StageInputs) -> _Model:
+    """The model so far healed by distillation from the original on calibration text, saved like depth's."""
+    config = stage.config
+    bf16 = config.precision == "bf16" or (config.precision == "auto" and cpu_info().has_bf16)
+    name = _named(base, "distilled")
+    log.info("stage distill: %s, %d tokens of calibration text (%s)", name, config.tokens, "bf16" if bf16 else "fp32")
+    module = copy.deepcopy(base.module)
+    try:
+        done = distill(module, inputs.loaded.module, inputs.corpus.calibration, config, inputs.seed, bf16)
+    except GreencompressError as problem:
+        raise RecipeError(str(problem)) from None
+    done["folder"] = str(_save(module, name, inputs))
+    return _Model(name, module, done, torch_precision="fp32", folder=Path(done["folder"]))
+
+
 # How each technique a decoder takes makes its model (compress/: Technique.structures holds "decoder"); the
 # structural ones change the model the later stages start from.
-DECODER_STAGES = {"depth": _depth, "weight_only": _weight_only, "dynamic_int8": _dynamic_int8}
-STRUCTURAL = ("depth",)
+DECODER_STAGES = {
+    "depth": _depth,
+    "distill": _distill,
+    "weight_only": _weight_only,
+    "dynamic_int8": _dynamic_int8,
+}
+STRUCTURAL = ("depth", "distill")
 DEPTH_WINDOWS = 8
 
 

@@ -269,13 +269,14 @@ model: {{source: huggingface, task: text-generation, path: {folder}}}
 data: {{kind: text, eval_samples: 2}}
 stages:
   - depth: {{remove: 1, importance: similarity, samples: 2}}
+  - distill: {{tokens: 2048, window: 64, batch_windows: 2, learning_rate: 0.001}}
   - weight_only: {{bits: 4, group_size: 32, symmetric: true, method: rtn}}
 benchmark: {{batch_sizes: [1], sequence_lengths: [32], new_tokens: 16, windows: 2, threads: 1, runtimes: {runtimes}}}
 """
 
 
 @pytest.mark.slow
-def test_a_shallower_llama_is_measured_its_folder_reloads_and_later_stages_start_from_it(tmp_path):
+def test_a_shallower_llama_is_healed_measured_its_folder_reloads_and_later_stages_start_from_it(tmp_path):
     from transformers import AutoModelForCausalLM
 
     from greencompress.pipeline.execute import run
@@ -293,14 +294,19 @@ def test_a_shallower_llama_is_measured_its_folder_reloads_and_later_stages_start
     assert shallow.measured_speed and shallow.precision == "fp32" and shallow.perplexity_change != 0
     assert shallow.stage["before"] == 3 and shallow.stage["after"] == 2 and len(shallow.stage["ranking"]) == 3
     assert "Block Influence" in shallow.stage["importance"]
-    assert "depth1-int4-g32-sym-rtn@torch" in artifacts  # the weight-only stage rounded the shallower model
-    reloaded = AutoModelForCausalLM.from_pretrained(run_dir / "models" / "depth1").eval()
+    healed = artifacts["depth1-distilled@torch"]  # distilled from the original, starting from the shallower model
+    assert healed.measured_speed and healed.stage["tokens"] == 2048 and healed.stage["steps"] == 16
+    assert healed.perplexity != shallow.perplexity
+    assert "depth1-distilled-int4-g32-sym-rtn@torch" in artifacts  # the weight-only stage rounded the healed model
+    reloaded = AutoModelForCausalLM.from_pretrained(run_dir / "models" / "depth1-distilled").eval()
     assert reloaded.config.num_hidden_layers == 2
     ids = np.random.default_rng(4).integers(1, 380, (1, 40))
     if GENAI:  # the folder gives the logits of the file the run measured
-        assert {"depth1@onnxruntime-genai", "depth1-int4-g32-sym-rtn@onnxruntime-genai"} <= set(artifacts)
-        served = genai.onnx_logits(run_dir / "genai" / "depth1", 1)(ids)
+        assert {"depth1-distilled@onnxruntime-genai", "depth1-distilled-int4-g32-sym-rtn@onnxruntime-genai"} <= set(
+            artifacts
+        )
+        served = genai.onnx_logits(run_dir / "genai" / "depth1-distilled", 1)(ids)
         expected = torch_logits(reloaded)(ids)
         assert np.abs(served - expected).max() < 1e-3 * np.abs(expected).max()
-        config = json.loads((run_dir / "genai" / "depth1-int4-g32-sym-rtn" / "genai_config.json").read_text())
-        assert config["model"]["decoder"]["num_hidden_layers"] == 2
+        built = run_dir / "genai" / "depth1-distilled-int4-g32-sym-rtn" / "genai_config.json"
+        assert json.loads(built.read_text())["model"]["decoder"]["num_hidden_layers"] == 2

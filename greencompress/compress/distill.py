@@ -1,0 +1,136 @@
+"""Healing a causal LM after structure was removed: distillation from the original model's next-token
+distributions on calibration text (never the evaluation text).
+
+The loss is the KL divergence of the student's next-token distribution from the teacher's, per token, at a
+temperature (scaled by its square so that gradients keep their size), as in Minitron's logit distillation. AdamW,
+linear warm-up then cosine decay, over `tokens` tokens of calibration windows (passes over the text repeat in a
+new seeded order when the budget exceeds it). Where the CPU has bf16 units, both models run under bf16 autocast
+(`precision: auto`); the weights stay FP32.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from greencompress.compress.technique import StageContext, StageOutput, Technique, TorchModel
+from greencompress.core.config import Section
+from greencompress.core.errors import GreencompressError
+
+log = logging.getLogger(__name__)
+
+
+class DistillConfig(Section):
+    """`distill`: the current model (after `depth`) trained towards the original's next-token distributions on
+    `tokens` tokens of calibration text, in windows of `window` tokens, `batch_windows` per step."""
+
+    tokens: int = Field(default=65536, ge=16)
+    window: int = Field(default=256, ge=16)
+    batch_windows: int = Field(default=4, ge=1)
+    learning_rate: float = Field(default=1e-4, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    warmup_fraction: float = Field(default=0.05, ge=0, lt=1)
+    temperature: float = Field(default=1.0, gt=0)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast where the CPU has bf16 units
+
+
+def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean per-token KL(teacher || student) of the softened next-token distributions, times temperature^2."""
+    teacher = torch.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    student = torch.log_softmax(student_logits.float() / temperature, dim=-1)
+    per_token = (teacher.exp() * (teacher - student)).sum(-1)
+    return per_token.mean() * temperature**2
+
+
+def _windows(ids: np.ndarray, length: int) -> np.ndarray:
+    count = len(ids) // length
+    if count == 0:
+        raise GreencompressError(
+            f"stages.distill.window: the calibration text has {len(ids)} tokens, fewer than one window of {length}"
+        )
+    return ids[: count * length].reshape(count, length)
+
+
+def distill(
+    student: nn.Module, teacher: nn.Module, calibration: np.ndarray, config: DistillConfig, seed: int, bf16: bool
+) -> dict:
+    """Train `student` (in place) towards `teacher` on windows of the calibration token ids; returns what was done
+    (tokens, steps, passes, first and last loss, seconds, precision)."""
+    windows = _windows(calibration, config.window)
+    steps = math.ceil(config.tokens / (config.window * config.batch_windows))
+    needed = steps * config.batch_windows
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(len(windows)) for _ in range(math.ceil(needed / len(windows)))])
+    torch.manual_seed(seed)
+    student.train()
+    teacher.eval()
+    optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    warmup = max(1, int(config.warmup_fraction * steps))
+
+    def rate(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+    losses, started = [], time.perf_counter()
+    for step in range(steps):
+        batch = torch.from_numpy(windows[order[step * config.batch_windows : (step + 1) * config.batch_windows]])
+        with torch.no_grad(), autocast:
+            target = teacher(input_ids=batch, use_cache=False).logits
+        with autocast:
+            logits = student(input_ids=batch, use_cache=False).logits
+        loss = distillation_loss(logits, target, config.temperature)
+        if not torch.isfinite(loss.detach()):
+            raise GreencompressError(
+                f"stages.distill: the loss became {float(loss)} at step {step + 1}: lower learning_rate"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        if (step + 1) % max(1, steps // 10) == 0 or step + 1 == steps:
+            seen = (step + 1) * config.batch_windows * config.window
+            log.info(
+                "distill: step %d/%d, %d tokens, loss %.4f (first %.4f), %.0f tokens/s",
+                step + 1,
+                steps,
+                seen,
+                losses[-1],
+                losses[0],
+                seen / (time.perf_counter() - started),
+            )
+    student.eval()
+    return {
+        "method": "distillation from the original model's next-token distributions (KL per token)",
+        "tokens": steps * config.batch_windows * config.window,
+        "steps": steps,
+        "passes_over_calibration_text": round(needed / len(windows), 2),
+        "first_loss": losses[0],
+        "last_loss": float(np.mean(losses[-max(1, steps // 10) :])),
+        "seconds": round(time.perf_counter() - started, 1),
+        "precision": "bf16 autocast" if bf16 else "fp32",
+    }
+
+
+class Distill(Technique):
+    """Healing of a causal LM by distillation from the original. The text-generation run applies it
+    (pipeline/generate.py); the stage pipeline of the other tasks never does."""
+
+    name, config, works_on, tag = "distill", DistillConfig, "torch", "distilled"
+    structures = ("decoder",)
+
+    def apply(self, config: DistillConfig, source: TorchModel, context: StageContext) -> StageOutput:
+        raise GreencompressError(
+            "distill is applied by a text-generation run (pipeline/generate.py), not by the stage pipeline"
+        )
