@@ -40,14 +40,17 @@ from greencompress.models.inputs import ModelInputs
 
 log = logging.getLogger(__name__)
 
+SAMPLES = 128  # calibration samples when `samples` is unset (a CNN's or an encoder's)
+
 
 class DepthConfig(Section):
     """Whole layers (transformers) or identity residual blocks (CNNs) removed, least important first."""
 
     remove: int = Field(default=1, ge=1)  # how many layers or blocks go
     importance: Literal["output_change", "similarity"] = "output_change"
-    # Calibration samples the importance is measured on (a causal LM's: windows of 256 tokens, 8 when unset).
-    samples: int = Field(default=128, ge=1)
+    # Calibration samples the importance is measured on: 128 when unset; a causal LM's are windows of 256 tokens,
+    # 8 when unset (each costs a forward pass per layer and step under output_change).
+    samples: int | None = Field(default=None, ge=1)
 
 
 @contextlib.contextmanager
@@ -191,7 +194,7 @@ class Depth(Technique):
 
         model, inputs = copy.deepcopy(source.module).eval(), context.inputs
         is_encoder = inputs.structure == "encoder"
-        calibration = list(batches(context.data.calibration, context.batch_size, limit=config.samples))
+        calibration = list(batches(context.data.calibration, context.batch_size, limit=config.samples or SAMPLES))
         if not calibration:
             raise GreencompressError("stages.depth: the calibration split is empty; importance needs data")
         before = len(layer_list(model)[2]) if is_encoder else len(block_candidates(model, inputs))
@@ -218,7 +221,7 @@ class Depth(Technique):
     ) -> nn.Module:
         from greencompress.models.data import batches
 
-        return shallower(model, inputs, config, list(batches(calibration, batch_size, limit=config.samples)))
+        return shallower(model, inputs, config, list(batches(calibration, batch_size, limit=config.samples or SAMPLES)))
 
     def describe(self, settings: dict, metrics: dict) -> list[str]:
         if "removed" not in metrics:

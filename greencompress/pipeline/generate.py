@@ -298,9 +298,7 @@ def _depth(stage, base: _Model, inputs: _StageInputs) -> _Model:
     """Whole decoder layers removed, the least important on calibration windows first; the result saved as a folder
     plain transformers loads (`models/<name>/` in the run folder), which the stages after it start from."""
     config = stage.config
-    # A causal LM's samples are calibration windows; 8 unless the recipe says (each costs a forward pass per layer
-    # and step under output_change).
-    count = config.samples if "samples" in config.model_fields_set else DEPTH_WINDOWS
+    count = config.samples or DEPTH_WINDOWS  # a causal LM's samples are calibration windows of 256 tokens
     windows = [torch.from_numpy(ids) for ids in inputs.corpus.calibration_windows(count, PERPLEXITY_WINDOW)]
     module = copy.deepcopy(base.module).eval()
     before = len(decoder_layers(module)[2])
