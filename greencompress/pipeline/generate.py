@@ -114,8 +114,8 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
         len(corpus.calibration),
         corpus.description,
     )
-    # Structural stages (depth) change the model the stages after them start from; weight-only and W8A8 stages make
-    # versions of it. Each stage's model is measured.
+    # Structural stages (depth, distill) change the model the stages after them start from; weight-only and W8A8
+    # stages make versions of it. Each stage's model is measured.
     base = _Model("fp32", loaded.module, torch_precision="fp32", folder=folder)
     models = [base]
     for stage in recipe.stages:
