@@ -68,9 +68,7 @@ def test_stage_order_and_labels_are_checked(tiny_recipe, write_recipe):
         "stages:\n  - quantize: {calibration_samples: 12}",
         "stages:\n  - quantize: {calibration_samples: 12}\n  - prune: {ratio: 0.5}",
     )
-    with pytest.raises(
-        RecipeError, match="prune and finetune and weight_only and dynamic_int8 must come before quantize"
-    ):
+    with pytest.raises(RecipeError, match="prune and finetune and weight_only and .* must come before quantize"):
         load_recipe(write_recipe(bad_order, "order.yaml"))
 
 
