@@ -67,9 +67,11 @@ def remove_decoder_layers(model: nn.Module, removed: list[int]) -> list[int]:
 
 
 @contextlib.contextmanager
-def _bypassed(model: nn.Module, candidates: list[int]):
-    owner, attribute, layers = decoder_layers(model)
-    setattr(owner, attribute, nn.ModuleList([layer for i, layer in enumerate(layers) if i not in set(candidates)]))
+def layers_skipped(owner: nn.Module, attribute: str, skipped: list[int]):
+    """Within the block, the layer list `owner.<attribute>` lacks the layers at `skipped` (an encoder's or a
+    decoder's); the full list is put back after."""
+    layers = getattr(owner, attribute)
+    setattr(owner, attribute, nn.ModuleList([layer for i, layer in enumerate(layers) if i not in set(skipped)]))
     try:
         yield
     finally:
@@ -119,7 +121,7 @@ def output_change(model: nn.Module, windows: list[torch.Tensor], count: int) -> 
         for index in candidates:
             if index in chosen:
                 continue
-            with _bypassed(model, [*chosen, index]):
+            with layers_skipped(*decoder_layers(model)[:2], [*chosen, index]):
                 changed = _log_probs(model, windows)
             divergence[index] = float(
                 sum((p.exp() * (p - q)).sum(-1).mean() for p, q in zip(reference, changed)) / len(windows)

@@ -27,6 +27,7 @@ from torch import nn
 
 from greencompress.compress import encoder_surgery
 from greencompress.compress.block_surgery import block_candidates, remove_blocks
+from greencompress.compress.decoder_surgery import layers_skipped
 from greencompress.compress.technique import (
     StageContext,
     StageOutput,
@@ -57,12 +58,8 @@ class DepthConfig(Section):
 def _bypassed(model: nn.Module, candidates: list, is_encoder: bool):
     """Within the block, `candidates` are skipped (encoder layer indices, or CNN block names)."""
     if is_encoder:
-        owner, attribute, layers = layer_list(model)
-        setattr(owner, attribute, nn.ModuleList([layer for i, layer in enumerate(layers) if i not in set(candidates)]))
-        try:
+        with layers_skipped(*layer_list(model)[:2], candidates):
             yield
-        finally:
-            setattr(owner, attribute, layers)
         return
     originals = {name: model.get_submodule(name) for name in candidates}
     remove_blocks(model, list(candidates))

@@ -136,13 +136,7 @@ def load_prompts(
     """A JSONL prompt set tokenised: {"prompt": text} as it is, {"messages": [...]} through the tokenizer's chat
     template with the assistant's turn opened. Returns the prompts ([1, tokens] each) and a description."""
     prompts, chats = [], 0
-    for number, line in enumerate(_read(path, "data.prompts").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as error:
-            raise DataError(f"data.prompts: {path}:{number}: not a JSON object: {error}") from None
+    for number, row in _json_lines(path, "data.prompts", f"data.prompts: {path}"):
         if isinstance(row, dict) and isinstance(row.get("prompt"), str) and row["prompt"].strip():
             ids = tokenizer(row["prompt"])["input_ids"]
         elif isinstance(row, dict) and _is_chat(row.get("messages")):
@@ -185,6 +179,17 @@ def _token_ids(rendered) -> list[int]:
     return [int(t) for t in (ids[0] if ids and isinstance(ids[0], list) else ids)]
 
 
+def _json_lines(path: Path, field: str, where: str):
+    """(line number, parsed value) of each non-blank line of a JSONL file; DataError naming `where` and the line."""
+    for number, line in enumerate(_read(path, field).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except ValueError as error:
+            raise DataError(f"{where}:{number}: not a JSON object: {error}") from None
+
+
 def _read(path: Path, field: str) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -204,13 +209,7 @@ def _cut(parts: list[str], fraction: float, description: str) -> tuple[list[str]
 
 def _jsonl(path: Path, data, field: str) -> tuple[list[str], list[str], str]:
     rows = []
-    for number, line in enumerate(_read(path, field).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError as error:
-            raise DataError(f"{path}:{number}: not a JSON object: {error}") from None
+    for number, row in _json_lines(path, field, str(path)):
         if not isinstance(row, dict) or not isinstance(row.get(data.text_column), str):
             raise DataError(f"{path}:{number}: no text field {data.text_column!r} (data.text_column)")
         rows.append(row)

@@ -28,7 +28,7 @@ from greencompress.compress.decoder_surgery import choose_layers, decoder_layers
 from greencompress.compress.distill import distill
 from greencompress.compress.dynamic_int8 import quantize_dynamic_int8
 from greencompress.compress.weight_only import quantize_weights
-from greencompress.core.errors import GreencompressError, RecipeError
+from greencompress.core.errors import RecipeError
 from greencompress.core.hardware import cpu_info
 from greencompress.measure.generation import (
     GenerationResult,
@@ -138,14 +138,12 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
         for runtime in runtimes:
             name = f"{model.name}@{runtime}"
             path = size = note = None
-            if runtime == "torch" and model.name == "fp32":
-                measured, generators[name] = reference, TorchGenerator(model.module)
-            elif runtime == "torch" and model.torch_precision is not None:
-                measured = _perplexity(torch_logits(model.module), corpus, windows)
-                generators[name] = TorchGenerator(model.module)
-            elif runtime == "torch":
-                measured = _perplexity(torch_logits(model.module), corpus, windows)
-                note = "FP32 kernels with rounded weights: quality only, its speed is an FP32 model's"
+            if runtime == "torch":
+                measured = reference if model is models[0] else _perplexity(torch_logits(model.module), corpus, windows)
+                if model.torch_precision is not None:  # its own kernels: its speed is measured
+                    generators[name] = TorchGenerator(model.module)
+                else:
+                    note = "FP32 kernels with rounded weights: quality only, its speed is an FP32 model's"
             elif runtime in left_out:
                 continue
             elif model.not_for_genai is not None:
@@ -303,17 +301,14 @@ def _depth(stage, base: _Model, inputs: _StageInputs) -> _Model:
     module = copy.deepcopy(base.module).eval()
     before = len(decoder_layers(module)[2])
     log.info("stage depth: ranking %d decoder layers by %s on %d windows", before, config.importance, len(windows))
-    try:
-        chosen, measured = choose_layers(module, windows, config.remove, config.importance)
-    except GreencompressError as problem:
-        raise RecipeError(str(problem)) from None
+    chosen, measured = choose_layers(module, windows, config.remove, config.importance)
     remove_decoder_layers(module, chosen)
     name = _named(base, f"depth{config.remove}")
     saved = _save(module, name, inputs)
     what = (
         "Block Influence (1 - cosine of each layer's input and output)"
         if config.importance == "similarity"
-        else ("KL divergence of the next-token distributions with the layer bypassed (greedy)")
+        else "KL divergence of the next-token distributions with the layer bypassed (greedy)"
     )
     log.info("depth: removed layers %s (%d -> %d), saved to %s", sorted(chosen), before, before - len(chosen), saved)
     summary = {
@@ -335,10 +330,7 @@ def _distill(stage, base: _Model, inputs: _StageInputs) -> _Model:
     name = _named(base, "distilled")
     log.info("stage distill: %s, %d tokens of calibration text (%s)", name, config.tokens, "bf16" if bf16 else "fp32")
     module = copy.deepcopy(base.module)
-    try:
-        done = distill(module, inputs.loaded.module, inputs.corpus.calibration, config, inputs.seed, bf16)
-    except GreencompressError as problem:
-        raise RecipeError(str(problem)) from None
+    done = distill(module, inputs.loaded.module, inputs.corpus.calibration, config, inputs.seed, bf16)
     done["folder"] = str(_save(module, name, inputs))
     return _Model(name, module, done, torch_precision="fp32", folder=Path(done["folder"]))
 
