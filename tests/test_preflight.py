@@ -137,7 +137,12 @@ def language_model_cases(good, tmp):
         (lm_recipe(llama, data=f", path: {short}"), "shorter than one perplexity window of 256"),
         (lm_recipe(llama, data=f", prompts: {chat}"), f"data.prompts: {chat}:2: chat messages need the model's chat"),
         (lm_recipe(llama, data=f", prompts: {no_prompts}"), '1: expected {"prompt": "<text>"} or {"messages"'),
-        (lm_recipe(llama, stages="[{prune: {ratio: 0.2}}]"), "acts on a CNN or a transformer encoder"),
+        (lm_recipe(llama, stages="[{quantize: {}}]"), "acts on a CNN or a transformer encoder"),
+        (
+            lm_recipe(llama, stages="[{prune: {method: unstructured}}]"),
+            "prune.method: a causal LM's pruning removes FFN neurons",
+        ),
+        (lm_recipe(llama, stages="[{prune: {ffn: 0.2, target_macs: 0.5}}]"), "prune.target_macs: not for a transf"),
         (
             lm_recipe(llama, stages="[{weight_only: {symmetric: true, zero_point: float}}]"),
             "zero_point: float is for an asymmetric grid",

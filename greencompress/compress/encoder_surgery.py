@@ -35,7 +35,7 @@ def configs(model: nn.Module) -> list:
     return list(seen.values())
 
 
-def _sliced(linear: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
+def sliced(linear: nn.Linear, keep: torch.Tensor, dim: int) -> nn.Linear:
     """A copy of `linear` keeping rows (`dim` 0: outputs) or columns (`dim` 1: inputs) `keep`."""
     weight = linear.weight.detach().index_select(dim, keep).clone()
     out_features, in_features = weight.shape
@@ -70,8 +70,8 @@ def remove_heads(model: nn.Module, removed: dict[int, list[int]]) -> list:
         kept_heads = [h for h in range(count) if h not in set(heads)]
         keep = torch.tensor([h * size + i for h in kept_heads for i in range(size)])
         for part in ("query", "key", "value"):
-            _replace(layers[index], LAYER_PARTS[part], _sliced(getattr(parts, part), keep, 0))
-        _replace(layers[index], LAYER_PARTS["attention_output"], _sliced(parts.attention_output, keep, 1))
+            _replace(layers[index], LAYER_PARTS[part], sliced(getattr(parts, part), keep, 0))
+        _replace(layers[index], LAYER_PARTS["attention_output"], sliced(parts.attention_output, keep, 1))
         attention = parts.attention
         for attribute in ("num_attention_heads", "n_heads"):
             if hasattr(attention, attribute):
@@ -109,8 +109,8 @@ def remove_ffn_neurons(model: nn.Module, removed: dict[int, list[int]]) -> list:
         keep = torch.tensor([n for n in range(parts.ffn_width) if n not in set(neurons)])
         if len(keep) == 0:
             raise GreencompressError(f"encoder layer {index}: cannot remove all {parts.ffn_width} FFN neurons")
-        _replace(layers[index], LAYER_PARTS["ffn_in"], _sliced(parts.ffn_in, keep, 0))
-        _replace(layers[index], LAYER_PARTS["ffn_out"], _sliced(parts.ffn_out, keep, 1))
+        _replace(layers[index], LAYER_PARTS["ffn_in"], sliced(parts.ffn_in, keep, 0))
+        _replace(layers[index], LAYER_PARTS["ffn_out"], sliced(parts.ffn_out, keep, 1))
     widths = {parts.ffn_width for parts in encoder_layers(model)}
     if len(widths) == 1:
         width = widths.pop()

@@ -56,7 +56,8 @@ class StructuredPruneConfig(_Steps):
     # Share of each prunable layer's channels removed (0.5 when neither this nor target_macs is set); on a
     # transformer, the share of each layer's attention heads and FFN neurons, unless `heads` or `ffn` is set.
     ratio: float | None = Field(default=None, gt=0, lt=1)
-    heads: float | None = Field(default=None, ge=0, lt=1)  # transformers: share of each layer's heads removed
+    # transformers: share of each layer's heads removed (a causal LM's: key/value groups, each with its query heads)
+    heads: float | None = Field(default=None, ge=0, lt=1)
     ffn: float | None = Field(default=None, ge=0, lt=1)  # transformers: share of each layer's FFN neurons removed
     target_macs: float | None = Field(default=None, gt=0, lt=1)  # instead of ratio: MACs kept vs the baseline
     global_pruning: bool = False  # rank channels across layers instead of within each
@@ -474,6 +475,9 @@ class Prune(Technique):
 
     name, config, works_on, tag = "prune", StructuredPruneConfig, "torch", "pruned"
     schemes = (StructuredPruneConfig, UnstructuredPruneConfig)
+    # A causal LM's FFN neurons and key/value groups too: the text-generation run removes them (pipeline/generate.py
+    # with compress/decoder_prune.py), and the stages after it start from the narrower model.
+    structures = ("channels", "encoder", "decoder")
 
     def parse(self, settings: dict, context: dict | None = None) -> PruneConfig:
         try:
@@ -514,6 +518,8 @@ class Prune(Technique):
         return prune_structured(model, inputs, config, batches(calibration, batch_size)).model
 
     def check(self, config: PruneConfig, structure: str) -> None:
+        if structure == "decoder":
+            _check_decoder(config)
         if config.method != "structured":
             return
         if structure == "channels":
@@ -629,6 +635,19 @@ class Prune(Technique):
             for key, value in settings.items()
             if key not in hidden and not (key in ("heads", "ffn") and value is None)
         }
+
+
+def _check_decoder(config: PruneConfig) -> None:
+    """What a causal LM's width stage cannot take: zeros (no decoding gets faster) and in-stage fine-tuning (a
+    `distill` stage after it heals)."""
+    if config.method != "structured":
+        raise NotForThisModel(
+            "method",
+            "a causal LM's pruning removes FFN neurons and key/value groups for real (method: structured); zeros "
+            "do not make decoding faster",
+        )
+    if config.finetune_between is not None:
+        raise NotForThisModel("finetune_between", "a causal LM is healed by a distill stage after the prune stage")
 
 
 def _prune_channels(

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from greencompress.compress.decoder_prune import prune_decoder
 from greencompress.compress.decoder_surgery import choose_layers, decoder_layers, remove_decoder_layers
 from greencompress.compress.distill import distill
 from greencompress.compress.dynamic_int8 import quantize_dynamic_int8
@@ -114,7 +115,7 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
         len(corpus.calibration),
         corpus.description,
     )
-    # Structural stages (depth, distill) change the model the stages after them start from; weight-only and W8A8
+    # Structural stages (depth, prune, distill) change the model the stages after them start from; weight-only and W8A8
     # stages make versions of it. Each stage's model is measured.
     base = _Model("fp32", loaded.module, torch_precision="fp32", folder=folder)
     models = [base]
@@ -323,6 +324,26 @@ def _depth(stage, base: _Model, inputs: _StageInputs) -> _Model:
     return _Model(name, module, summary, torch_precision="fp32", folder=saved)
 
 
+def _prune(stage, base: _Model, inputs: _StageInputs) -> _Model:
+    """FFN neurons and key/value groups removed, the same number from every layer, the least important on
+    calibration windows first; saved like depth's."""
+    config = stage.config
+    groups, ffn = config.encoder_ratios
+    # A kept FFN width that int4 groups of 32 and 64 divide, unless the recipe says otherwise.
+    round_to = config.round_to or FFN_MULTIPLE
+    windows = [torch.from_numpy(ids) for ids in inputs.corpus.calibration_windows(WIDTH_WINDOWS, PERPLEXITY_WINDOW)]
+    module = copy.deepcopy(base.module).eval()
+    log.info(
+        "stage prune: scoring FFN neurons and key/value groups by %s on %d windows", config.importance, len(windows)
+    )
+    done = prune_decoder(module, groups, ffn, config.importance, windows, round_to, inputs.seed)
+    variant = f"ffn{done.ffn_after}" + (f"-kv{done.kv_groups_after}" if groups > 0 else "")
+    name = _named(base, variant)
+    summary = {**asdict(done), "calibration_tokens": sum(w.shape[1] for w in windows)}
+    summary["folder"] = str(_save(module, name, inputs))
+    return _Model(name, module, summary, torch_precision="fp32", folder=Path(summary["folder"]))
+
+
 def _distill(stage, base: _Model, inputs: _StageInputs) -> _Model:
     """The model so far healed by distillation from the original on calibration text, saved like depth's."""
     config = stage.config
@@ -339,12 +360,14 @@ def _distill(stage, base: _Model, inputs: _StageInputs) -> _Model:
 # structural ones change the model the later stages start from.
 DECODER_STAGES = {
     "depth": _depth,
+    "prune": _prune,
     "distill": _distill,
     "weight_only": _weight_only,
     "dynamic_int8": _dynamic_int8,
 }
-STRUCTURAL = ("depth", "distill")
-DEPTH_WINDOWS = 8
+STRUCTURAL = ("depth", "prune", "distill")
+DEPTH_WINDOWS = WIDTH_WINDOWS = 8  # calibration windows of 256 tokens that layers, neurons and groups are scored on
+FFN_MULTIPLE = 64
 
 
 def _precision(model: _Model, runtime: str) -> str:

@@ -263,6 +263,7 @@ model: {{source: huggingface, task: text-generation, path: {folder}}}
 data: {{kind: text, eval_samples: 2}}
 stages:
   - depth: {{remove: 1, importance: similarity, samples: 2}}
+  - prune: {{ffn: 0.5, heads: 0.5, importance: activation, round_to: 32}}
   - distill: {{tokens: 2048, window: 64, batch_windows: 2, learning_rate: 0.001}}
   - weight_only: {{bits: 4, group_size: 32, symmetric: true, method: rtn}}
   - dynamic_int8: {{}}
@@ -291,12 +292,20 @@ def test_a_shallower_llama_is_healed_and_rounded_and_every_model_measured_at_bat
     assert shallow.measured_speed and shallow.precision == "fp32" and shallow.perplexity_change != 0
     assert shallow.stage["before"] == 3 and shallow.stage["after"] == 2 and len(shallow.stage["ranking"]) == 3
     assert "Block Influence" in shallow.stage["importance"]
-    healed = artifacts["depth1-distilled@torch"]  # distilled from the original, starting from the shallower model
+    narrow = artifacts["depth1-ffn64-kv1@torch"]  # half the FFN neurons and one of two key/value groups
+    assert narrow.measured_speed and (narrow.stage["ffn_before"], narrow.stage["ffn_after"]) == (128, 64)
+    assert (narrow.stage["heads_before"], narrow.stage["heads_after"]) == (4, 2)
+    assert narrow.perplexity != shallow.perplexity
+    healed = artifacts["depth1-ffn64-kv1-distilled@torch"]  # distilled from the original, from the narrower model
     assert healed.measured_speed and healed.stage["tokens"] == 2048 and healed.stage["steps"] == 16
-    assert healed.perplexity != shallow.perplexity
-    rounded = artifacts["depth1-distilled-int4-g32-sym-rtn@torch"]  # the weight-only stage rounded the healed model
+    assert healed.perplexity != narrow.perplexity
+    rounded = artifacts[
+        "depth1-ffn64-kv1-distilled-int4-g32-sym-rtn@torch"
+    ]  # the weight-only stage rounded the healed model
     assert not rounded.measured_speed and rounded.perplexity != healed.perplexity
-    w8a8 = artifacts["depth1-distilled-w8a8-dynamic@torch"]  # PyTorch's own int8 kernels: its speed is measured
+    w8a8 = artifacts[
+        "depth1-ffn64-kv1-distilled-w8a8-dynamic@torch"
+    ]  # PyTorch's own int8 kernels: its speed is measured
     assert w8a8.measured_speed and w8a8.precision == "int8 W8A8 dynamic" and w8a8.perplexity != healed.perplexity
     one, two = report.shapes  # two different prompts decoded together at batch 2
     assert (one.shape["batch_size"], two.shape["batch_size"]) == (1, 2)
@@ -306,20 +315,23 @@ def test_a_shallower_llama_is_healed_and_rounded_and_every_model_measured_at_bat
     markdown = (run_dir / "report.md").read_text()
     assert markdown.count("At this shape, the least decode energy per generated token") == 2
     # The saved folder reloads with plain transformers and scores the run's perplexity on the run's windows.
-    saved = run_dir / "models" / "depth1-distilled"
+    saved = run_dir / "models" / "depth1-ffn64-kv1-distilled"
     reloaded = AutoModelForCausalLM.from_pretrained(saved).eval()
-    assert reloaded.config.num_hidden_layers == 2
+    config = reloaded.config
+    assert (config.num_hidden_layers, config.intermediate_size, config.num_key_value_heads) == (2, 64, 1)
     corpus = load_corpus(DataSpec(kind="text"), AutoTokenizer.from_pretrained(saved), 256)
     measured = perplexity(torch_logits(reloaded), corpus.evaluation, 256, 128, 2)
     assert measured.perplexity == pytest.approx(healed.perplexity, rel=1e-5)
 
 
 @needs_genai
-def test_a_shallower_folder_builds_for_genai_with_its_logits_and_its_codes_keep_its_layer_count(tmp_path):
-    """The GenAI builder reads a shallower model's own config: FP32 from its saved folder, weight-only codes from
-    the module (whose config says one layer fewer than the source folder's)."""
+def test_a_shallower_narrower_folder_builds_for_genai_with_its_logits_and_its_codes_keep_its_shape(tmp_path):
+    """The GenAI builder reads a shallower, narrower model's own config: FP32 from its saved folder, weight-only
+    codes from the module (whose config says one layer, half the FFN and one key/value group fewer than the source
+    folder's)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from greencompress.compress.decoder_prune import keep_ffn_neurons, keep_kv_groups
     from greencompress.compress.decoder_surgery import remove_decoder_layers
     from greencompress.runtimes import genai
     from tests.models.tiny_lm import tiny_llama_folder
@@ -327,6 +339,8 @@ def test_a_shallower_folder_builds_for_genai_with_its_logits_and_its_codes_keep_
     source = tiny_llama_folder(tmp_path / "llama3", layers=3)
     model = AutoModelForCausalLM.from_pretrained(source).eval()
     remove_decoder_layers(model, [1])
+    keep_ffn_neurons(model, [torch.arange(0, 128, 2)] * 2)
+    keep_kv_groups(model, [[1], [0]])
     model.save_pretrained(tmp_path / "shallow")
     AutoTokenizer.from_pretrained(source).save_pretrained(tmp_path / "shallow")
     genai.build(tmp_path / "shallow", tmp_path / "fp32", 1)
@@ -336,6 +350,7 @@ def test_a_shallower_folder_builds_for_genai_with_its_logits_and_its_codes_keep_
     done = quantize_weights(model, WeightOnlyConfig(bits=4, group_size=32, symmetric=True, method="rtn"), [])
     genai.build(source, tmp_path / "int4", 1, genai.QuantizedCheckpoint(model, done["grids"]), 1)
     config = json.loads((tmp_path / "int4" / "genai_config.json").read_text())
-    assert config["model"]["decoder"]["num_hidden_layers"] == 2
+    decoder = config["model"]["decoder"]
+    assert (decoder["num_hidden_layers"], decoder["num_attention_heads"], decoder["num_key_value_heads"]) == (2, 2, 1)
     served, expected = genai.onnx_logits(tmp_path / "int4", 1)(ids), torch_logits(model)(ids)
     assert np.abs(served - expected).max() < 1e-3 * np.abs(expected).max()
