@@ -127,7 +127,7 @@ def benchmark_generation(
     none may repeat), interleaved; prefill and decode in windows of their own."""
     if shape.new_tokens - 1 <= warmup_steps:
         raise ValueError(f"new_tokens {shape.new_tokens} leaves no decode step after {warmup_steps} warm-up steps")
-    prompts = _Prompts(prompt, shape)
+    prompts = FreshPrompts(prompt, shape)
     # Queries untimed by the meter, on prompts of their own: they warm every generator up, and the fastest says how
     # many prefills, and how many queries' decodes, fill the meter's shortest window (with a margin).
     counted = shape.new_tokens - 1 - warmup_steps
@@ -166,22 +166,29 @@ def benchmark_generation(
     }
 
 
-class _Prompts:
-    """Prompts in order, each checked for its shape and never allowed twice."""
+class FreshPrompts:
+    """Prompts in order, each checked for its shape and never used twice: text that repeats itself (a refrain, a
+    stage direction, at a short prompt length) is skipped, since a runtime's prompt cache would answer it."""
+
+    SKIPPED_AT_MOST = 1000  # repeats in a row before the prompt source is refused
 
     def __init__(self, prompt: Callable[[int], np.ndarray], shape: GenerationShape):
         self.prompt, self.shape, self.next, self.seen = prompt, shape, 0, set()
 
     def draw(self) -> np.ndarray:
-        ids = np.ascontiguousarray(self.prompt(self.next), dtype=np.int64)
-        expected = (self.shape.batch_size, self.shape.prompt_tokens)
-        if ids.shape != expected:
-            raise ValueError(f"prompt {self.next}: shape {ids.shape}, expected {expected}")
-        if ids.tobytes() in self.seen:
-            raise ValueError(f"prompt {self.next} repeats an earlier one: a runtime's prompt cache would answer it")
-        self.seen.add(ids.tobytes())
-        self.next += 1
-        return ids
+        for _ in range(self.SKIPPED_AT_MOST):
+            ids = np.ascontiguousarray(self.prompt(self.next), dtype=np.int64)
+            expected = (self.shape.batch_size, self.shape.prompt_tokens)
+            if ids.shape != expected:
+                raise ValueError(f"prompt {self.next}: shape {ids.shape}, expected {expected}")
+            self.next += 1
+            if ids.tobytes() not in self.seen:
+                self.seen.add(ids.tobytes())
+                return ids
+        raise ValueError(
+            f"prompts {self.next - self.SKIPPED_AT_MOST}-{self.next - 1} each repeat an earlier one: the text is too "
+            "repetitive to give new prompts (a runtime's prompt cache would answer a repeat)"
+        )
 
 
 def _query_seconds(generator: Generator, ids: np.ndarray, warmup: int, counted: int) -> tuple[float, float]:

@@ -44,6 +44,7 @@ from greencompress.models.tasks.text_generation import PERPLEXITY_WINDOW
 from greencompress.pipeline.folder import save_recipe
 from greencompress.pipeline.prepare import preflight
 from greencompress.pipeline.recipe import Recipe
+from greencompress.pipeline.stages import StageStore, stage_key
 from greencompress.report.generation import (
     GeneratedArtifact,
     GenerationReport,
@@ -75,6 +76,8 @@ class _Model:
     # A folder of its FP32 weights that plain transformers loads (the original's, or a structural stage's own);
     # the next stages start from it.
     folder: Path | None = None
+    # The original's decoder layer each of its layers came from (depth removes some; the others keep theirs).
+    origin: tuple[int, ...] = ()
 
 
 def runtimes_for(recipe: Recipe) -> tuple[list[str], dict[str, str]]:
@@ -117,10 +120,12 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
     )
     # Structural stages (depth, prune, distill) change the model the stages after them start from; weight-only and W8A8
     # stages make versions of it. Each stage's model is measured.
-    base = _Model("fp32", loaded.module, torch_precision="fp32", folder=folder)
+    layers = len(decoder_layers(loaded.module)[2])
+    base = _Model("fp32", loaded.module, torch_precision="fp32", folder=folder, origin=tuple(range(layers)))
     models = [base]
-    for stage in recipe.stages:
-        made = DECODER_STAGES[stage.technique](stage, base, _StageInputs(corpus, run_dir, loaded, recipe.seed))
+    inputs = _StageInputs(corpus, run_dir, loaded, recipe.seed, StageStore(run_dir, None), _source_key(recipe))
+    for index, stage in enumerate(recipe.stages):
+        made = _made(index, stage, base, inputs)
         if any(model.name == made.name for model in models):
             raise RecipeError(f"stages: two stages make the same model, {made.name}: change one's settings")
         models.append(made)
@@ -241,6 +246,34 @@ class _StageInputs:
     run_dir: Path
     loaded: object  # models/sources.LoadedModel: the original model (the teacher) and its tokenizer
     seed: int
+    store: StageStore  # the structural stages' records, so that `run --resume` reloads what they saved
+    source: str  # a key of what every stage's result depends on besides its own settings (model, text, seed)
+
+
+def _source_key(recipe: Recipe) -> str:
+    return stage_key(recipe.model.model_dump(mode="json"), recipe.data.model_dump(mode="json"), recipe.seed)
+
+
+def _made(index: int, stage, base: _Model, inputs: _StageInputs) -> _Model:
+    """The model stage `index` makes from `base`; a structural stage that finished before in this run folder (an
+    interrupted run resumed) is reloaded from the folder it saved instead of made again."""
+    if stage.technique not in STRUCTURAL:
+        return DECODER_STAGES[stage.technique](stage, base, inputs)
+    record = f"lm-{index}-{stage.technique}"
+    key = stage_key(inputs.source, stage.technique, stage.config.model_dump(mode="json"), base.name)
+    done = inputs.store.finished(record, key)
+    if done is not None and (inputs.run_dir / done["folder"] / "config.json").is_file():
+        from transformers import AutoModelForCausalLM
+
+        folder = inputs.run_dir / done["folder"]
+        log.info("stage %s: reusing %s, saved by this run before it stopped", stage.technique, folder)
+        module = AutoModelForCausalLM.from_pretrained(folder).eval()
+        origin = tuple(done["origin"])
+        return _Model(done["name"], module, done["stage"], torch_precision="fp32", folder=folder, origin=origin)
+    made = DECODER_STAGES[stage.technique](stage, base, inputs)
+    folder = str(made.folder.relative_to(inputs.run_dir))
+    inputs.store.save(record, key, {"name": made.name, "stage": made.stage, "folder": folder, "origin": made.origin})
+    return made
 
 
 def _save(module: torch.nn.Module, name: str, inputs: _StageInputs) -> Path:
@@ -303,7 +336,7 @@ def _depth(stage, base: _Model, inputs: _StageInputs) -> _Model:
     before = len(decoder_layers(module)[2])
     log.info("stage depth: ranking %d decoder layers by %s on %d windows", before, config.importance, len(windows))
     chosen, measured = choose_layers(module, windows, config.remove, config.importance)
-    remove_decoder_layers(module, chosen)
+    kept = remove_decoder_layers(module, chosen)
     name = _named(base, f"depth{config.remove}")
     saved = _save(module, name, inputs)
     what = (
@@ -321,7 +354,8 @@ def _depth(stage, base: _Model, inputs: _StageInputs) -> _Model:
         "calibration_tokens": sum(w.shape[1] for w in windows),
         "folder": str(saved),
     }
-    return _Model(name, module, summary, torch_precision="fp32", folder=saved)
+    origin = tuple(base.origin[index] for index in kept)
+    return _Model(name, module, summary, torch_precision="fp32", folder=saved, origin=origin)
 
 
 def _prune(stage, base: _Model, inputs: _StageInputs) -> _Model:
@@ -341,7 +375,7 @@ def _prune(stage, base: _Model, inputs: _StageInputs) -> _Model:
     name = _named(base, variant)
     summary = {**asdict(done), "calibration_tokens": sum(w.shape[1] for w in windows)}
     summary["folder"] = str(_save(module, name, inputs))
-    return _Model(name, module, summary, torch_precision="fp32", folder=Path(summary["folder"]))
+    return _Model(name, module, summary, torch_precision="fp32", folder=Path(summary["folder"]), origin=base.origin)
 
 
 def _distill(stage, base: _Model, inputs: _StageInputs) -> _Model:
@@ -351,9 +385,13 @@ def _distill(stage, base: _Model, inputs: _StageInputs) -> _Model:
     name = _named(base, "distilled")
     log.info("stage distill: %s, %d tokens of calibration text (%s)", name, config.tokens, "bf16" if bf16 else "fp32")
     module = copy.deepcopy(base.module)
-    done = distill(module, inputs.loaded.module, inputs.corpus.calibration, config, inputs.seed, bf16)
+    checkpoint = inputs.run_dir / "models" / f"{name}.checkpoint.pt"  # every tenth of the steps, for --resume
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    done = distill(
+        module, inputs.loaded.module, inputs.corpus.calibration, config, inputs.seed, bf16, base.origin, checkpoint
+    )
     done["folder"] = str(_save(module, name, inputs))
-    return _Model(name, module, done, torch_precision="fp32", folder=Path(done["folder"]))
+    return _Model(name, module, done, torch_precision="fp32", folder=Path(done["folder"]), origin=base.origin)
 
 
 # How each technique a decoder takes makes its model (compress/: Technique.structures holds "decoder"); the

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from greencompress.measure.energy.estimate import EstimateMeter
-from greencompress.measure.generation import GenerationShape, TorchGenerator, benchmark_generation, paired
+from greencompress.measure.generation import (
+    FreshPrompts,
+    GenerationShape,
+    TorchGenerator,
+    benchmark_generation,
+    paired,
+)
 from tests.measure.test_perplexity import tiny
 
 
@@ -67,11 +73,20 @@ def test_prefill_and_decode_are_timed_and_metered_apart_on_new_prompts_each_roun
     assert ratio is not None and ratio.low <= ratio.ratio <= ratio.high
 
 
-def test_a_repeated_prompt_and_a_too_short_decode_window_are_refused():
+def test_a_repeated_prompt_is_skipped_a_source_of_repeats_and_a_too_short_decode_window_are_refused():
     model = TorchGenerator(tiny("llama"))
     shape = GenerationShape(batch_size=1, prompt_tokens=8, new_tokens=6)
-    with pytest.raises(ValueError, match="repeats an earlier one"):
+    with pytest.raises(ValueError, match="each repeat an earlier one: the text is too repetitive"):
         benchmark_generation({"m": model}, lambda n: np.ones((1, 8)), shape, QuickEstimate(10.0), rounds=2)
+    drawn = []
+
+    def refrain(n: int) -> np.ndarray:  # every other prompt is the same line again
+        drawn.append(n)
+        return np.full((1, 8), 1 if n % 2 else 2 + n)
+
+    source = FreshPrompts(refrain, shape)
+    used = [source.draw() for _ in range(4)]
+    assert len({ids.tobytes() for ids in used}) == 4 and drawn == [0, 1, 2, 3, 4]  # 3 repeated 1
 
     class Sudden:
         """Slow while warming up, then instant: no round's decode window can reach the meter's shortest."""

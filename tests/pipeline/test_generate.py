@@ -354,3 +354,51 @@ def test_a_shallower_narrower_folder_builds_for_genai_with_its_logits_and_its_co
     assert (decoder["num_hidden_layers"], decoder["num_attention_heads"], decoder["num_key_value_heads"]) == (2, 2, 1)
     served, expected = genai.onnx_logits(tmp_path / "int4", 1)(ids), torch_logits(model)(ids)
     assert np.abs(served - expected).max() < 1e-3 * np.abs(expected).max()
+
+
+RESUME_RECIPE = """
+name: tiny_resume
+model: {{source: huggingface, task: text-generation, path: {folder}}}
+data: {{kind: text, eval_samples: 1}}
+stages:
+  - depth: {{remove: 1, importance: similarity, samples: 1}}
+  - distill: {{tokens: 1024, window: 64, batch_windows: 2, learning_rate: 0.001}}
+benchmark: {{batch_sizes: [1], sequence_lengths: [16], new_tokens: 8, windows: 2, threads: 1, runtimes: []}}
+"""
+
+
+@pytest.mark.slow
+def test_an_interrupted_lm_run_resumes_with_the_layers_it_removed_and_the_model_it_healed(tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    from greencompress.pipeline import generate
+    from greencompress.pipeline.execute import run
+    from greencompress.pipeline.recipe import load_recipe
+
+    folder = tiny_llama_folder(tmp_path / "llama3", layers=3)
+    path, run_dir = tmp_path / "resume.yaml", tmp_path / "run"
+    path.write_text(RESUME_RECIPE.format(folder=folder))
+    run_dir.mkdir()
+    measure = generate.benchmark_generation
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(generate, "benchmark_generation", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C while measuring: both structural stages had finished
+        run(load_recipe(path), run_dir, recipe_path=path)
+    healed = AutoModelForCausalLM.from_pretrained(run_dir / "models" / "depth1-distilled")
+
+    def again(*args, **kwargs):
+        raise AssertionError("a finished structural stage ran again")
+
+    monkeypatch.setattr(generate, "benchmark_generation", measure)
+    monkeypatch.setattr(generate, "choose_layers", again)
+    monkeypatch.setattr(generate, "distill", again)
+    report = run(load_recipe(run_dir / "recipe.resolved.yaml"), run_dir)
+    artifacts = {a.name: a for a in report.artifacts}
+    assert artifacts["depth1@torch"].stage["after"] == 2 and artifacts["depth1-distilled@torch"].stage["tokens"] == 1024
+    ids = np.random.default_rng(5).integers(1, 380, (1, 24))
+    reloaded = AutoModelForCausalLM.from_pretrained(run_dir / "models" / "depth1-distilled")
+    assert np.array_equal(torch_logits(reloaded)(ids), torch_logits(healed)(ids))
+    assert set(report.shapes[0].results) == {"fp32@torch", "depth1@torch", "depth1-distilled@torch"}
