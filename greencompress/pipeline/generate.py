@@ -78,6 +78,7 @@ class _Model:
     folder: Path | None = None
     # The original's decoder layer each of its layers came from (depth removes some; the others keep theirs).
     origin: tuple[int, ...] = ()
+    removed: tuple[str, ...] = ()  # the structure it lacks against the original, stage by stage
 
 
 def runtimes_for(recipe: Recipe) -> tuple[list[str], dict[str, str]]:
@@ -124,11 +125,16 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
     base = _Model("fp32", loaded.module, torch_precision="fp32", folder=folder, origin=tuple(range(layers)))
     models = [base]
     inputs = _StageInputs(corpus, run_dir, loaded, recipe.seed, StageStore(run_dir, None), _source_key(recipe))
+    twins = {}  # a model with structure removed -> the dense one at its precision (ShapeResult.dense_twins)
     for index, stage in enumerate(recipe.stages):
         made = _made(index, stage, base, inputs)
         if any(model.name == made.name for model in models):
             raise RecipeError(f"stages: two stages make the same model, {made.name}: change one's settings")
         models.append(made)
+        if stage.technique in STRUCTURAL:
+            twins[made.name] = "fp32"
+        elif base.name != "fp32":  # the same stage applied to the original, if the recipe made that too
+            twins[made.name] = made.name.removeprefix(f"{base.name}-")
         if stage.technique in STRUCTURAL:
             base = made
 
@@ -187,6 +193,7 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
                     measured_speed=name in generators,
                     stage=model.stage,
                     note=note,
+                    structure_removed=model.removed,
                 )
             )
     continuation = _continuations(generators, corpus)
@@ -208,7 +215,7 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
             return corpus.prompt(first + n, tokens, batch)
 
         results = benchmark_generation(generators, prompt, shape, meter, rounds=recipe.benchmark.windows)
-        shapes.append(_shape_result(shape, results))
+        shapes.append(_shape_result(shape, results, twins))
     budget = recipe.gates.max_perplexity_increase
     report = GenerationReport(
         recipe=recipe.name,
@@ -258,7 +265,7 @@ def _made(index: int, stage, base: _Model, inputs: _StageInputs) -> _Model:
     """The model stage `index` makes from `base`; a structural stage that finished before in this run folder (an
     interrupted run resumed) is reloaded from the folder it saved instead of made again."""
     if stage.technique not in STRUCTURAL:
-        return DECODER_STAGES[stage.technique](stage, base, inputs)
+        return replace(DECODER_STAGES[stage.technique](stage, base, inputs), removed=base.removed)
     record = f"lm-{index}-{stage.technique}"
     key = stage_key(inputs.source, stage.technique, stage.config.model_dump(mode="json"), base.name)
     done = inputs.store.finished(record, key)
@@ -268,12 +275,32 @@ def _made(index: int, stage, base: _Model, inputs: _StageInputs) -> _Model:
         folder = inputs.run_dir / done["folder"]
         log.info("stage %s: reusing %s, saved by this run before it stopped", stage.technique, folder)
         module = AutoModelForCausalLM.from_pretrained(folder).eval()
-        origin = tuple(done["origin"])
-        return _Model(done["name"], module, done["stage"], torch_precision="fp32", folder=folder, origin=origin)
+        origin, removed = tuple(done["origin"]), tuple(done["removed"])
+        return _Model(done["name"], module, done["stage"], None, None, "fp32", folder, origin, removed)
     made = DECODER_STAGES[stage.technique](stage, base, inputs)
+    made = replace(made, removed=base.removed + _structure_removed(stage.technique, made.stage))
     folder = str(made.folder.relative_to(inputs.run_dir))
-    inputs.store.save(record, key, {"name": made.name, "stage": made.stage, "folder": folder, "origin": made.origin})
+    inputs.store.save(
+        record,
+        key,
+        {"name": made.name, "stage": made.stage, "folder": folder, "origin": made.origin, "removed": made.removed},
+    )
     return made
+
+
+def _structure_removed(technique: str, done: dict) -> tuple[str, ...]:
+    """What a structural stage took away, in words (the report's front names it per model)."""
+    if technique == "depth":
+        return (f"decoder layers {done['before']} -> {done['after']} (removed {', '.join(done['removed'])})",)
+    if technique == "prune":
+        words = [f"FFN neurons {done['ffn_before']} -> {done['ffn_after']} per layer"]
+        if done["kv_groups_after"] != done["kv_groups_before"]:
+            words.append(
+                f"key/value groups {done['kv_groups_before']} -> {done['kv_groups_after']} (query heads "
+                f"{done['heads_before']} -> {done['heads_after']}) per layer"
+            )
+        return tuple(words) if done["ffn_after"] != done["ffn_before"] else tuple(words[1:])
+    return ()
 
 
 def _save(module: torch.nn.Module, name: str, inputs: _StageInputs) -> Path:
@@ -437,20 +464,27 @@ def _continuations(generators: dict, corpus: Corpus) -> dict[str, float]:
     return {name: float(np.mean(tokens == reference)) for name, tokens in produced.items()}
 
 
-def _shape_result(shape: GenerationShape, results: dict[str, GenerationResult]) -> ShapeResult:
+def _shape_result(shape: GenerationShape, results: dict[str, GenerationResult], twins: dict[str, str]) -> ShapeResult:
     fp32 = {name: r for name, r in results.items() if name.startswith("fp32@")}
     fastest = min(fp32, key=lambda name: np.median(fp32[name].time_per_output_token_ms))
-    versus = {}
+    versus, dense = {}, {}
     for name, result in results.items():
+        model, _, runtime = name.rpartition("@")
+        if f"{twins.get(model)}@{runtime}" in results:
+            dense[name] = f"{twins[model]}@{runtime}"
         entry = {}
-        for label, base in (("vs_torch_fp32", "fp32@torch"), ("vs_fastest_fp32", fastest)):
+        for label, base in (
+            ("vs_torch_fp32", "fp32@torch"),
+            ("vs_fastest_fp32", fastest),
+            ("vs_dense", dense.get(name)),
+        ):
             if base in results and base != name:
                 for figure in ("time_per_output_token_ms", "time_to_first_token_ms", "joules_per_generated_token"):
                     ratio = paired(getattr(result, figure), getattr(results[base], figure))
                     if ratio is not None:
                         entry[f"{label}:{figure}"] = asdict(ratio)
         versus[name] = entry
-    return ShapeResult(asdict(shape), fastest, {name: _result_dict(r) for name, r in results.items()}, versus)
+    return ShapeResult(asdict(shape), fastest, {name: _result_dict(r) for name, r in results.items()}, versus, dense)
 
 
 def _result_dict(result: GenerationResult) -> dict:

@@ -8,7 +8,7 @@ run and this CPU, by paired ratios over the same prompts.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from greencompress.core.files import write_text_atomic
@@ -36,6 +36,8 @@ class GeneratedArtifact:
     measured_speed: bool  # False for rounded weights on FP32 kernels (quality only)
     stage: dict
     note: str | None
+    # What structure its model lacks against the original, stage by stage ("decoder layers 30 -> 22 (...)").
+    structure_removed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,10 @@ class ShapeResult:
     fastest_fp32: str
     results: dict  # name -> figures
     ratios: dict  # name -> {"vs_torch_fp32:<figure>": interval, "vs_fastest_fp32:<figure>": interval}
+    # A model with structure removed -> its dense twin on the same runtime, at the same precision (the original in
+    # FP32, or the same weight-only stage applied to the original), where the run made one; the ratios against it
+    # are `vs_dense:<figure>`.
+    dense_twins: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,6 +112,22 @@ class GenerationReport:
         if not within:
             return None
         return min(within, key=lambda name: results[name]["joules_per_generated_token"])
+
+    def front(self, shape: int = 0) -> list[str]:
+        """The artifacts measured for speed at workload shape `shape` that no other beats on both perplexity and
+        decode energy per generated token, cheapest first."""
+        results = self.shapes[shape].results
+        points = {
+            a.name: (a.perplexity, results[a.name]["joules_per_generated_token"])
+            for a in self.artifacts
+            if a.measured_speed and a.name in results
+        }
+        kept = [
+            name
+            for name, (quality, joules) in points.items()
+            if not any((q <= quality and j <= joules) and (q < quality or j < joules) for q, j in points.values())
+        ]
+        return sorted(kept, key=lambda name: points[name][1])
 
     def decision(self) -> str:
         chosen = self.recommended()
@@ -211,6 +233,41 @@ def markdown(report: GenerationReport) -> str:
                 f"{r['joules_per_generated_token']:.4f} | "
                 f"{r['wh_per_1000_queries']:.3f} | {' | '.join(cells)} |"
             )
+        lines += [
+            "",
+            f"Perplexity against decode energy: the front (no other model has both lower perplexity and fewer J per "
+            f"generated token, {method}):",
+            "",
+            "| artifact | perplexity vs FP32 | J/generated token | continuation agreement | structure removed |",
+            "|---|---|---|---|---|",
+        ]
+        by_name = {a.name: a for a in report.artifacts}
+        for name in report.front(index):
+            a = by_name[name]
+            agreement = "-" if a.continuation_agreement is None else f"{100 * a.continuation_agreement:.1f}%"
+            joules = shape.results[name]["joules_per_generated_token"]
+            lines.append(
+                f"| {name} | {100 * a.perplexity_change:+.1f}% | {joules:.4f} | {agreement} "
+                f"| {'; '.join(a.structure_removed) or 'none'} |"
+            )
+        if shape.dense_twins:
+            lines += ["", "Against the dense model at the same precision on the same runtime (paired by round):", ""]
+            quality = {a.name: a.perplexity_change for a in report.artifacts}
+            for name, twin in shape.dense_twins.items():
+                ratios = shape.ratios.get(name, {})
+                figures = [
+                    f"{words} {_ratio(ratios[f'vs_dense:{figure}'])}"
+                    for figure, words in (
+                        ("time_per_output_token_ms", "TPOT"),
+                        ("joules_per_generated_token", f"J/generated token ({method})"),
+                        ("time_to_first_token_ms", "TTFT"),
+                    )
+                    if f"vs_dense:{figure}" in ratios
+                ]
+                lines.append(
+                    f"- {name} against {twin}: {', '.join(figures)}; perplexity "
+                    f"{100 * quality[name]:+.1f}% against {100 * quality[twin]:+.1f}% (vs FP32)"
+                )
         if len(report.shapes) > 1:
             best = report.recommended(index)
             lines += [

@@ -314,6 +314,20 @@ def test_a_shallower_llama_is_healed_and_rounded_and_every_model_measured_at_bat
     assert all(figures["tokens_per_s"] > 0 for figures in two.results.values())
     markdown = (run_dir / "report.md").read_text()
     assert markdown.count("At this shape, the least decode energy per generated token") == 2
+    assert one.dense_twins["depth1-ffn64-kv1-distilled@torch"] == "fp32@torch"  # paired with the original
+    assert "- depth1@torch against fp32@torch: TPOT " in markdown
+    assert narrow.structure_removed[1:] == (
+        "FFN neurons 128 -> 64 per layer",
+        "key/value groups 2 -> 1 (query heads 4 -> 2) per layer",
+    ) and narrow.structure_removed[0].startswith("decoder layers 3 -> 2 (removed layer ")
+    assert healed.structure_removed == narrow.structure_removed and artifacts["fp32@torch"].structure_removed == ()
+    points = {name: (artifacts[name].perplexity, one.results[name]["joules_per_generated_token"]) for name in measured}
+    front = report.front(0)  # those no other beats on both perplexity and J per generated token, cheapest first
+    beaten = {
+        n for n, (q, j) in points.items() if any(p <= q and k <= j and (p, k) != (q, j) for p, k in points.values())
+    }
+    assert front and set(front) == set(points) - beaten and front == sorted(front, key=lambda n: points[n][1])
+    assert f"| {front[0]} | " in markdown.split("the front")[1]
     # The saved folder reloads with plain transformers and scores the run's perplexity on the run's windows.
     saved = run_dir / "models" / "depth1-ffn64-kv1-distilled"
     reloaded = AutoModelForCausalLM.from_pretrained(saved).eval()
@@ -402,3 +416,33 @@ def test_an_interrupted_lm_run_resumes_with_the_layers_it_removed_and_the_model_
     reloaded = AutoModelForCausalLM.from_pretrained(run_dir / "models" / "depth1-distilled")
     assert np.array_equal(torch_logits(reloaded)(ids), torch_logits(healed)(ids))
     assert set(report.shapes[0].results) == {"fp32@torch", "depth1@torch", "depth1-distilled@torch"}
+
+
+def test_a_model_with_structure_removed_is_paired_with_its_dense_twin_at_the_same_precision():
+    from greencompress.measure.generation import GenerationResult, GenerationShape
+    from greencompress.pipeline.generate import _shape_result
+
+    shape = GenerationShape(1, 32, 16)
+
+    def result(tpot_ms: float) -> GenerationResult:
+        rounds = (1.0, 1.02, 0.98, 1.01, 0.99)  # the machine's drift, shared by every generator in a round
+        tpot = tuple(tpot_ms * drift for drift in rounds)
+        joules = tuple(0.01 * t for t in tpot)
+        return GenerationResult(shape, 5, 2, tpot, tpot, tpot, joules, joules, "estimate", False)
+
+    results = {
+        "fp32@torch": result(40.0),
+        "fp32@onnxruntime-genai": result(20.0),
+        "int4@onnxruntime-genai": result(8.0),
+        "depth8@onnxruntime-genai": result(15.0),
+        "depth8-int4@onnxruntime-genai": result(4.0),
+    }
+    twins = {"depth8": "fp32", "depth8-int4": "int4", "int4-only-here": "absent"}
+    measured = _shape_result(shape, results, twins)
+    assert measured.dense_twins == {
+        "depth8@onnxruntime-genai": "fp32@onnxruntime-genai",
+        "depth8-int4@onnxruntime-genai": "int4@onnxruntime-genai",
+    }
+    half = measured.ratios["depth8-int4@onnxruntime-genai"]["vs_dense:joules_per_generated_token"]
+    assert half["ratio"] == pytest.approx(0.5) and half["low"] <= 0.5 <= half["high"]
+    assert "vs_dense:time_per_output_token_ms" not in measured.ratios["int4@onnxruntime-genai"]
