@@ -137,3 +137,35 @@ def test_two_process_torchrun_fine_tunes_a_text_embedder_with_its_tokens_and_fit
         assert artifact["accuracy"]["embedding_cosine"] > 0.9
     one, two = (top1(report, "onnxruntime-pruned-finetuned-fp32") for report in (single, double))
     assert abs(one - two) <= 0.15, (one, two)  # 36 texts: one text is 2.8 points
+
+
+@pytest.mark.slow
+def test_two_process_torchrun_distils_a_shallower_causal_lm_as_one_process_does(tmp_path):
+    """Each rank distils its share of every step's windows; the gradients averaged, the healed model is the one a
+    single process makes (up to the order floats are summed in), and only rank 0 writes."""
+    from tests.models.tiny_lm import tiny_llama_folder
+
+    folder = tiny_llama_folder(tmp_path / "llama3", layers=3)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(
+        textwrap.dedent(f"""
+        name: ddp
+        seed: 0
+        model: {{source: huggingface, task: text-generation, path: {folder}}}
+        data: {{kind: text, eval_samples: 1}}
+        stages:
+          - depth: {{remove: 1, importance: similarity, samples: 1}}
+          - distill: {{tokens: 1024, window: 64, batch_windows: 2, learning_rate: 0.001, precision: fp32}}
+        benchmark: {{batch_sizes: [1], sequence_lengths: [16], new_tokens: 8, windows: 2, threads: 2, runtimes: []}}
+        """)
+    )
+    single = run_cli([sys.executable, "-m"], recipe, tmp_path / "single")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m"]
+    double = run_cli(torchrun, recipe, tmp_path / "double")
+
+    healed = {report["artifacts"][-1]["stage"]["processes"]: report["artifacts"][-1] for report in (single, double)}
+    assert set(healed) == {1, 2} and healed[1]["name"] == "depth1-distilled@torch"
+    assert healed[1]["stage"]["steps"] == healed[2]["stage"]["steps"] == 8
+    shallow = next(a for a in single["artifacts"] if a["name"] == "depth1@torch")["perplexity"]
+    assert healed[1]["perplexity"] != pytest.approx(shallow, rel=1e-3)  # distillation changed the model
+    assert healed[2]["perplexity"] == pytest.approx(healed[1]["perplexity"], rel=1e-3)

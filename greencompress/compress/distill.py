@@ -25,6 +25,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from greencompress.compress import distributed
 from greencompress.compress.decoder_surgery import decoder_layers
 from greencompress.compress.technique import StageContext, StageOutput, Technique, TorchModel
 from greencompress.core.config import Section
@@ -140,12 +141,14 @@ def distill(
     bf16: bool,
     origin: Sequence[int] | None = None,
     checkpoint: Path | None = None,
+    saves: bool = True,
 ) -> dict:
     """Train `student` (in place) towards `teacher` on windows of the calibration token ids; returns what was done
     (tokens, steps, passes, first and last loss, seconds, precision). `origin`: the teacher layer each student
     layer came from (the hidden-state loss needs it; by default the same layer). `checkpoint`: a file the state is
     saved to every tenth of the steps, and resumed from when it holds this same distillation's state (deleted at
-    the end)."""
+    the end). Under torchrun every rank calls it alike: each trains on its share of every step's windows and
+    DistributedDataParallel averages the gradients; only a rank that `saves` writes the checkpoint."""
     windows = _windows(calibration, config.window)
     matching = config.hidden_states > 0
     origin = list(range(len(decoder_layers(student)[2]))) if origin is None else origin
@@ -155,9 +158,16 @@ def distill(
     needed = steps * config.batch_windows
     rng = np.random.default_rng(seed)
     order = np.concatenate([rng.permutation(len(windows)) for _ in range(math.ceil(needed / len(windows)))])
+    processes, rank = distributed.world_size(), distributed.rank()
+    if config.batch_windows % processes:
+        raise GreencompressError(
+            f"stages.distill.batch_windows: {config.batch_windows} windows per step cannot be shared equally by "
+            f"{processes} processes"
+        )
     torch.manual_seed(seed)
     student.train()
     teacher.eval()
+    trained = student if processes == 1 else torch.nn.parallel.DistributedDataParallel(student)
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     warmup = max(1, int(config.warmup_fraction * steps))
 
@@ -171,39 +181,41 @@ def distill(
     identity = {"config": config.model_dump(mode="json"), "seed": seed, "bf16": bf16, "windows": len(windows)}
     first_step, losses = _resumed(checkpoint, identity, student, optimizer, schedule)
     started, seen_before = time.perf_counter(), first_step * config.batch_windows * config.window
-    for step in range(first_step, steps):
-        batch = torch.from_numpy(windows[order[step * config.batch_windows : (step + 1) * config.batch_windows]])
-        with torch.no_grad(), autocast, layer_outputs(teacher, matching) as taught:
-            target = teacher(input_ids=batch, use_cache=False).logits
-        with autocast, layer_outputs(student, matching) as learnt:
-            logits = student(input_ids=batch, use_cache=False).logits
-        loss = distillation_loss(logits, target, config.temperature)
-        if matching:
-            loss = loss + config.hidden_states * hidden_state_loss(learnt, taught, origin)
-        if not torch.isfinite(loss.detach()):
-            raise GreencompressError(
-                f"stages.distill: the loss became {float(loss)} at step {step + 1}: lower learning_rate"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
-        if (step + 1) % max(1, steps // 10) == 0 or step + 1 == steps:
-            seen = (step + 1) * config.batch_windows * config.window
-            log.info(
-                "distill: step %d/%d, %d tokens, loss %.4f (first %.4f), %.0f tokens/s",
-                step + 1,
-                steps,
-                seen,
-                losses[-1],
-                losses[0],
-                (seen - seen_before) / (time.perf_counter() - started),
-            )
-            if checkpoint is not None and step + 1 < steps:
-                _save_checkpoint(checkpoint, identity, step + 1, losses, student, optimizer, schedule)
-    if checkpoint is not None:
+    with distributed.threads_per_process():  # ranks side by side on one machine share its cores
+        for step in range(first_step, steps):
+            chosen = order[step * config.batch_windows : (step + 1) * config.batch_windows]
+            batch = torch.from_numpy(windows[chosen[rank::processes]])  # this process's share of the step
+            with torch.no_grad(), autocast, layer_outputs(teacher, matching) as taught:
+                target = teacher(input_ids=batch, use_cache=False).logits
+            with autocast, layer_outputs(student, matching) as learnt:
+                logits = trained(input_ids=batch, use_cache=False).logits
+            loss = distillation_loss(logits, target, config.temperature)
+            if matching:
+                loss = loss + config.hidden_states * hidden_state_loss(learnt, taught, origin)
+            if not torch.isfinite(loss.detach()):
+                raise GreencompressError(
+                    f"stages.distill: the loss became {float(loss)} at step {step + 1}: lower learning_rate"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(student.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            losses.append(distributed.mean_over_ranks(float(loss.detach())))  # the whole step's, every rank's share
+            if (step + 1) % max(1, steps // 10) == 0 or step + 1 == steps:
+                seen = (step + 1) * config.batch_windows * config.window
+                log.info(
+                    "distill: step %d/%d, %d tokens, loss %.4f (first %.4f), %.0f tokens/s",
+                    step + 1,
+                    steps,
+                    seen,
+                    losses[-1],
+                    losses[0],
+                    (seen - seen_before) / (time.perf_counter() - started),
+                )
+                if checkpoint is not None and saves and step + 1 < steps:
+                    _save_checkpoint(checkpoint, identity, step + 1, losses, student, optimizer, schedule)
+    if checkpoint is not None and saves:
         checkpoint.unlink(missing_ok=True)  # the healed model is saved by the caller
     student.eval()
     return {
@@ -217,6 +229,7 @@ def distill(
         "seconds": round(time.perf_counter() - started, 1),
         **({"resumed_at_step": first_step + 1} if first_step else {}),
         "precision": "bf16 autocast" if bf16 else "fp32",
+        "processes": processes,
     }
 
 

@@ -56,6 +56,15 @@ def share(value):
     return box[0]
 
 
+def mean_over_ranks(value: float) -> float:
+    """The mean of every rank's `value` (itself when there is one process)."""
+    if world_size() == 1:
+        return value
+    total = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(total)
+    return float(total) / world_size()
+
+
 @contextmanager
 def threads_per_process():
     """Split the thread count between the ranks while they train side by side on one machine."""

@@ -47,7 +47,10 @@ def run(
     if recipe.task.workload_kind == "generate":  # a causal LM: prompts and tokens, not batches (pipeline/generate.py)
         from greencompress.pipeline.generate import run_generation
 
-        return run_generation(recipe, run_dir, recipe_path, progress)
+        try:
+            return run_generation(recipe, run_dir, recipe_path, progress)
+        finally:
+            distributed.share({"kind": "done"})  # under torchrun, the other ranks may stop waiting
     store = StageStore(run_dir, shared_cache or cache_dir() / "stages")
     started = store.finished("run", stage_key(recipe_to_dict(recipe)))
     if started is None:
@@ -70,8 +73,14 @@ def run(
 
 
 def serve_fine_tuning(recipe: Recipe) -> None:
-    """The loop of a torchrun rank other than 0: train along with rank 0 whenever it fine-tunes, write nothing."""
+    """The loop of a torchrun rank other than 0: train along with rank 0 whenever it fine-tunes (a causal LM: whenever
+    it distils), write nothing."""
     _seed(recipe)
+    if recipe.task.workload_kind == "generate":
+        from greencompress.pipeline.generate import serve_distillation
+
+        serve_distillation(recipe)
+        return
     prepared = prepare(recipe)
     serve(prepared.loaded.module, prepared.data, recipe.seed, prepared.inputs)
 

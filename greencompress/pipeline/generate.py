@@ -24,9 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from greencompress.compress import distributed
 from greencompress.compress.decoder_prune import prune_decoder
 from greencompress.compress.decoder_surgery import choose_layers, decoder_layers, remove_decoder_layers
-from greencompress.compress.distill import distill
+from greencompress.compress.distill import DistillConfig, distill
 from greencompress.compress.dynamic_int8 import quantize_dynamic_int8
 from greencompress.compress.weight_only import quantize_weights
 from greencompress.core.errors import RecipeError
@@ -414,11 +415,41 @@ def _distill(stage, base: _Model, inputs: _StageInputs) -> _Model:
     module = copy.deepcopy(base.module)
     checkpoint = inputs.run_dir / "models" / f"{name}.checkpoint.pt"  # every tenth of the steps, for --resume
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    if distributed.world_size() > 1:  # the other torchrun ranks take their share of each step (serve_distillation)
+        distributed.share(
+            {
+                "kind": "distill",
+                "folder": str(base.folder),
+                "config": config.model_dump(mode="json"),
+                "seed": inputs.seed,
+                "bf16": bf16,
+                "origin": list(base.origin),
+                "checkpoint": str(checkpoint),
+            }
+        )
     done = distill(
         module, inputs.loaded.module, inputs.corpus.calibration, config, inputs.seed, bf16, base.origin, checkpoint
     )
     done["folder"] = str(_save(module, name, inputs))
     return _Model(name, module, done, torch_precision="fp32", folder=Path(done["folder"]), origin=base.origin)
+
+
+def serve_distillation(recipe: Recipe) -> None:
+    """The loop of a torchrun rank other than 0 in a text-generation run: load the original and the text as rank 0
+    does, then distil along with it whenever it distils (the student from the folder rank 0 names), until it is
+    done. Writes nothing: the checkpoint and the healed model are rank 0's."""
+    from transformers import AutoModelForCausalLM
+
+    set_threads(recipe.benchmark.threads)
+    loaded = recipe.task.load(recipe.model, None)
+    context = getattr(loaded.module.config, "max_position_embeddings", None)
+    corpus = load_corpus(recipe.data, loaded.tokenizer, PERPLEXITY_WINDOW, context)
+    while (command := distributed.share(None))["kind"] != "done":
+        student = AutoModelForCausalLM.from_pretrained(command["folder"]).float()
+        config = DistillConfig(**command["config"])
+        checkpoint = Path(command["checkpoint"])  # read to resume as rank 0 does; written by rank 0 alone
+        seed, bf16, origin = command["seed"], command["bf16"], command["origin"]
+        distill(student, loaded.module, corpus.calibration, config, seed, bf16, origin, checkpoint, saves=False)
 
 
 # How each technique a decoder takes makes its model (compress/: Technique.structures holds "decoder"); the
