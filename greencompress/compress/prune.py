@@ -89,7 +89,7 @@ class StructuredPruneConfig(_Steps):
         return 0.5 if self.ratio is None else self.ratio
 
     @property
-    def encoder_ratios(self) -> tuple[float, float]:
+    def transformer_ratios(self) -> tuple[float, float]:
         """(heads, FFN neurons) shares a transformer loses: `ratio` for both unless either is set on its own."""
         if self.heads is None and self.ffn is None:
             return self.structured_ratio, self.structured_ratio
@@ -465,7 +465,7 @@ def pruned_encoder(model: nn.Module, config: PruneConfig, calibration, batch_siz
     from greencompress.models.data import batches
 
     model = copy.deepcopy(model).eval()
-    heads, ffn = config.encoder_ratios
+    heads, ffn = config.transformer_ratios
     scoring = batches(calibration, batch_size, limit=ENCODER_SCORING_SAMPLES)
     return model, prune_encoder(model, heads, ffn, config.importance, scoring, config.round_to, seed)
 
@@ -562,7 +562,7 @@ class Prune(Technique):
         model, result = pruned_encoder(
             source.module, config, context.data.calibration, context.batch_size, context.seed
         )
-        heads, ffn = config.encoder_ratios
+        heads, ffn = config.transformer_ratios
         settings = config.model_dump(mode="json")
         settings.update(heads=heads, ffn=ffn)
         return StageOutput(

@@ -1,15 +1,18 @@
 """A text-generation run: the causal LM and its compressed versions, judged by perplexity, measured per token.
 
-Order: preflight (meter, model and text files), the model and its text (models/corpus.py); each `weight_only`
-stage rounds a copy of the FP32 model on calibration text (compress/weight_only.py), each `dynamic_int8` stage
-makes a W8A8 copy on PyTorch's int8 kernels (compress/dynamic_int8.py); every model is built for each generation
-runtime the recipe lists that can run it (PyTorch eager with its KV cache for the FP32 and W8A8 models; ONNX
-Runtime GenAI for FP32 and weight-only models: runtimes/genai.py); perplexity and next-token agreement with the
-FP32 model are measured on the file each runtime runs, on evaluation windows, and greedy continuations on the
-prompt set; then all generators are measured together, prefill and decode apart, in interleaved rounds on
-never-repeated prompts (measure/generation.py), and set against the FP32 model on PyTorch and on the fastest FP32
-runtime by paired ratios. A weight-only model in PyTorch computes on FP32 kernels: its quality is measured there,
-its speed is not claimed.
+Order: preflight (meter, model and text files), the model and its text (models/corpus.py); the stages in the
+recipe's order: structural ones change the model the later stages start from (`depth` removes decoder layers:
+compress/decoder_surgery.py; `prune` FFN neurons and key/value groups: compress/decoder_prune.py; `distill` heals:
+compress/distill.py), each saved as a folder plain transformers loads and reloaded on `run --resume`; each
+`weight_only` stage rounds a copy of the model so far on calibration text (compress/weight_only.py), each
+`dynamic_int8` stage makes a W8A8 copy on PyTorch's int8 kernels (compress/dynamic_int8.py); every model is built
+for each generation runtime the recipe lists that can run it (PyTorch eager with its KV cache for the FP32 and W8A8
+models; ONNX Runtime GenAI for FP32 and weight-only models: runtimes/genai.py); perplexity and next-token agreement
+with the FP32 model are measured on the file each runtime runs, on evaluation windows, and greedy continuations on
+the prompt set; then all generators are measured together, prefill and decode apart, in interleaved rounds on
+never-repeated prompts (measure/generation.py), and set against the FP32 model on PyTorch, the fastest FP32 runtime
+and its dense twin (a model with structure removed) by paired ratios. A weight-only model in PyTorch computes on
+FP32 kernels: its quality is measured there, its speed is not claimed.
 """
 
 from __future__ import annotations
@@ -390,7 +393,7 @@ def _prune(stage, base: _Model, inputs: _StageInputs) -> _Model:
     """FFN neurons and key/value groups removed, the same number from every layer, the least important on
     calibration windows first; saved like depth's."""
     config = stage.config
-    groups, ffn = config.encoder_ratios
+    groups, ffn = config.transformer_ratios
     # A kept FFN width that int4 groups of 32 and 64 divide, unless the recipe says otherwise.
     round_to = config.round_to or FFN_MULTIPLE
     windows = [torch.from_numpy(ids) for ids in inputs.corpus.calibration_windows(WIDTH_WINDOWS, PERPLEXITY_WINDOW)]

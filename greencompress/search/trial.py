@@ -110,7 +110,7 @@ def _set_depth(stages: list[dict], remove: int) -> None:
 
 
 def _encoder_shares(prune: dict) -> tuple[float, float]:
-    """(heads, FFN) shares a prune stage's settings remove from a transformer, as PruneConfig.encoder_ratios reads
+    """(heads, FFN) shares a prune stage's settings remove from a transformer, as PruneConfig.transformer_ratios reads
     them: `ratio` for both unless either is set."""
     if prune.get("heads") is None and prune.get("ffn") is None:
         ratio = prune.get("ratio") or 0.5

@@ -210,7 +210,7 @@ def test_structure_settings_are_checked_against_the_model(bert, tmp_path, write_
         )
     )
     assert [stage.technique for stage in recipe.stages] == ["depth", "prune", "finetune", "quantize"]
-    assert recipe.stages[1].config.encoder_ratios == (0.25, 0.5)
+    assert recipe.stages[1].config.transformer_ratios == (0.25, 0.5)
 
 
 @pytest.mark.parametrize("family", ["distilbert", "roberta", "electra", "vit"])

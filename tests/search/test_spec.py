@@ -236,5 +236,5 @@ def test_a_transformer_s_space_draws_heads_and_ffn_and_a_cnn_s_refuses_them(tiny
     )
     depth, prune, _ = (stage.config for stage in trial.stages)
     # Heads as drawn; the FFN keeps the share the base's ratio gave it.
-    assert (depth.remove, prune.encoder_ratios, prune.ratio) == (1, (0.5, 0.25), None)
+    assert (depth.remove, prune.transformer_ratios, prune.ratio) == (1, (0.5, 0.25), None)
     assert (trial.benchmark.batch_sizes, trial.benchmark.sequence_lengths) == ([1], [64])
