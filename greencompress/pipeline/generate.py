@@ -136,11 +136,9 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
             raise RecipeError(f"stages: two stages make the same model, {made.name}: change one's settings")
         models.append(made)
         if stage.technique in STRUCTURAL:
-            twins[made.name] = "fp32"
+            twins[made.name], base = "fp32", made
         elif base.name != "fp32":  # the same stage applied to the original, if the recipe made that too
             twins[made.name] = made.name.removeprefix(f"{base.name}-")
-        if stage.technique in STRUCTURAL:
-            base = made
 
     windows = recipe.data.eval_samples or 8
     reference = perplexity(

@@ -221,6 +221,12 @@ class SearchRecipe(Recipe):
 
     @model_validator(mode="after")
     def _budget_is_measurable(self) -> SearchRecipe:
+        if self.search is not None and self.task.workload_kind == "generate":
+            raise ValueError(
+                f"search: a {self.task.name} model cannot be searched yet (its trials would be judged by "
+                "perplexity and J per generated token, which the search does not read): run its stages with "
+                "`greencompress run`, whose report draws the perplexity/energy front of the models it makes"
+            )
         if self.search is not None and self.data.kind == "synthetic":
             raise ValueError("search: the budget is an accuracy drop, which synthetic data cannot measure")
         if self.search is not None:

@@ -194,6 +194,9 @@ class Search:
             self.finished_trials(),
             self.spec.budget.max_trials,
         )
+        # The model and data every trial shares, loaded here and not in the first trial: a failure to load them
+        # stops the search once, where inside a trial it would fail every trial Optuna starts, without end.
+        self._load()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.study.optimize(
             # A candidate that breaks (export parity, a runtime's error) fails alone; a bug in greencompress stops all.

@@ -238,3 +238,37 @@ def test_a_transformer_s_space_draws_heads_and_ffn_and_a_cnn_s_refuses_them(tiny
     # Heads as drawn; the FFN keeps the share the base's ratio gave it.
     assert (depth.remove, prune.transformer_ratios, prune.ratio) == (1, (0.5, 0.25), None)
     assert (trial.benchmark.batch_sizes, trial.benchmark.sequence_lengths) == ([1], [64])
+
+
+def test_a_language_model_recipe_is_not_searched_and_says_what_to_run_instead(tmp_path):
+    from tests.models.tiny_lm import tiny_llama_folder
+
+    folder = tiny_llama_folder(tmp_path / "llama")
+    path = tmp_path / "lm_search.yaml"
+    path.write_text(
+        f"name: lm\nmodel: {{source: huggingface, task: text-generation, path: {folder}}}\ndata: {{kind: text}}\n"
+        "stages: [{depth: {remove: 1}}]\nbenchmark: {batch_sizes: [1], sequence_lengths: [32], runtimes: []}\n"
+        "search:\n  space: {depth: [0, 1]}\n"
+    )
+    with pytest.raises(RecipeError, match="text-generation model cannot be searched yet.*greencompress run"):
+        load_recipe(path, schema=SearchRecipe)
+
+
+def test_a_search_whose_model_cannot_be_prepared_stops_once_instead_of_failing_trial_after_trial(
+    tiny_recipe, tmp_path, monkeypatch
+):
+    from greencompress.search import study
+
+    space = "search:\n  space: {calibration_method: [minmax, entropy]}\n"
+    recipe = load_recipe(search_recipe(tiny_recipe, space), schema=SearchRecipe)
+    search = study.Search(recipe, tmp_path, f"sqlite:///{tmp_path / 'study.db'}")
+    attempts = []
+
+    def unpreparable(*args):
+        attempts.append(1)
+        raise GreencompressError("data: cannot be read")
+
+    monkeypatch.setattr(study, "_TrialContext", unpreparable)
+    with pytest.raises(GreencompressError, match="data: cannot be read"):
+        search.optimize()
+    assert len(attempts) == 1 and search.study.get_trials() == []
