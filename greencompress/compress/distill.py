@@ -27,6 +27,7 @@ from torch import nn
 
 from greencompress.compress import distributed
 from greencompress.compress.decoder_surgery import decoder_layers
+from greencompress.compress.finetune import save_state_atomic, warmup_cosine
 from greencompress.compress.technique import StageContext, StageOutput, Technique, TorchModel
 from greencompress.core.config import Section
 from greencompress.core.errors import GreencompressError
@@ -94,26 +95,16 @@ def layer_outputs(model: nn.Module, enabled: bool):
             handle.remove()
 
 
-def _save_checkpoint(path: Path, identity: dict, step: int, losses: list, student, optimizer, schedule) -> None:
-    state = {
-        "identity": identity,
-        "step": step,
-        "losses": losses,
-        "student": student.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "schedule": schedule.state_dict(),
-    }
-    temporary = path.with_name(f".{path.name}.tmp")
-    torch.save(state, temporary)
-    temporary.replace(path)  # a checkpoint that exists is whole
-
-
 def _resumed(path: Path | None, identity: dict, student, optimizer, schedule) -> tuple[int, list]:
-    """(the step to start from, the losses so far): 0 and none unless `path` holds this distillation's state."""
-    if path is None or not path.is_file():
+    """(the step to start from, the losses so far): 0 and none unless `path` holds this distillation's state. Under
+    torchrun every rank resumes from rank 0's checkpoint, as fine-tuning does."""
+    if path is None:
         return 0, []
-    state = torch.load(path, weights_only=False)
-    if state.get("identity") != identity:
+    state = torch.load(path, weights_only=True) if distributed.is_main() and path.is_file() else None
+    state = distributed.share(state)
+    if state is None:
+        return 0, []
+    if state["identity"] != identity:
         log.info("distill: %s is another distillation's checkpoint; starting from step 1", path)
         return 0, []
     student.load_state_dict(state["student"])
@@ -141,14 +132,14 @@ def distill(
     bf16: bool,
     origin: Sequence[int] | None = None,
     checkpoint: Path | None = None,
-    saves: bool = True,
 ) -> dict:
     """Train `student` (in place) towards `teacher` on windows of the calibration token ids; returns what was done
     (tokens, steps, passes, first and last loss, seconds, precision). `origin`: the teacher layer each student
     layer came from (the hidden-state loss needs it; by default the same layer). `checkpoint`: a file the state is
     saved to every tenth of the steps, and resumed from when it holds this same distillation's state (deleted at
     the end). Under torchrun every rank calls it alike: each trains on its share of every step's windows and
-    DistributedDataParallel averages the gradients; only a rank that `saves` writes the checkpoint."""
+    DistributedDataParallel averages the gradients; rank 0 alone writes the checkpoint, and every rank resumes
+    from it."""
     windows = _windows(calibration, config.window)
     matching = config.hidden_states > 0
     origin = list(range(len(decoder_layers(student)[2]))) if origin is None else origin
@@ -170,13 +161,7 @@ def distill(
     trained = student if processes == 1 else torch.nn.parallel.DistributedDataParallel(student)
     optimizer = torch.optim.AdamW(student.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     warmup = max(1, int(config.warmup_fraction * steps))
-
-    def rate(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, steps))
     autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
     identity = {"config": config.model_dump(mode="json"), "seed": seed, "bf16": bf16, "windows": len(windows)}
     first_step, losses = _resumed(checkpoint, identity, student, optimizer, schedule)
@@ -213,9 +198,11 @@ def distill(
                     losses[0],
                     (seen - seen_before) / (time.perf_counter() - started),
                 )
-                if checkpoint is not None and saves and step + 1 < steps:
-                    _save_checkpoint(checkpoint, identity, step + 1, losses, student, optimizer, schedule)
-    if checkpoint is not None and saves:
+                if checkpoint is not None and distributed.is_main() and step + 1 < steps:
+                    state = {"identity": identity, "step": step + 1, "losses": losses}
+                    state.update(student=student.state_dict(), optimizer=optimizer.state_dict())
+                    save_state_atomic({**state, "schedule": schedule.state_dict()}, checkpoint)
+    if checkpoint is not None and distributed.is_main():
         checkpoint.unlink(missing_ok=True)  # the healed model is saved by the caller
     student.eval()
     return {

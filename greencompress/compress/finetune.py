@@ -152,7 +152,9 @@ def finetune(
         trained = model
     optimizer = _optimizer(model, config)
     steps_per_epoch = len(loader)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, _warmup_cosine(config, steps_per_epoch))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(config.warmup_epochs * steps_per_epoch, config.epochs * steps_per_epoch)
+    )
     loss_function = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     history: list[dict] = []
     best_top1, best_state, best_epoch, start_epoch, resumed = -1.0, None, 0, 0, None
@@ -237,7 +239,7 @@ def finetune(
             "best_model": best_state,
         }
         if distributed.is_main():
-            _save_atomic(checkpoint, last)
+            save_state_atomic(checkpoint, last)
     model.load_state_dict(best_state)
     if teacher is not None:
         teacher.to("cpu")
@@ -309,9 +311,8 @@ def _optimizer(model: nn.Module, config: FinetuneConfig) -> torch.optim.Optimize
     )
 
 
-def _warmup_cosine(config: FinetuneConfig, steps_per_epoch: int):
-    warmup = config.warmup_epochs * steps_per_epoch
-    total = config.epochs * steps_per_epoch
+def warmup_cosine(warmup: float, total: int):
+    """The learning-rate factor at each step: linear warm-up over `warmup` steps, then cosine decay to `total`."""
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -353,7 +354,8 @@ def _top1(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.dev
     return correct / total
 
 
-def _save_atomic(state: dict, path: Path) -> None:
+def save_state_atomic(state: dict, path: Path) -> None:
+    """torch.save through a temporary file and a rename: a checkpoint that exists is whole."""
     import io
 
     buffer = io.BytesIO()

@@ -278,7 +278,9 @@ def _made(index: int, stage, base: _Model, inputs: _StageInputs) -> _Model:
         log.info("stage %s: reusing %s, saved by this run before it stopped", stage.technique, folder)
         module = AutoModelForCausalLM.from_pretrained(folder).eval()
         origin, removed = tuple(done["origin"]), tuple(done["removed"])
-        return _Model(done["name"], module, done["stage"], None, None, "fp32", folder, origin, removed)
+        return _Model(
+            done["name"], module, done["stage"], torch_precision="fp32", folder=folder, origin=origin, removed=removed
+        )
     made = DECODER_STAGES[stage.technique](stage, base, inputs)
     made = replace(made, removed=base.removed + _structure_removed(stage.technique, made.stage))
     folder = str(made.folder.relative_to(inputs.run_dir))
@@ -448,9 +450,9 @@ def serve_distillation(recipe: Recipe) -> None:
     while (command := distributed.share(None))["kind"] != "done":
         student = AutoModelForCausalLM.from_pretrained(command["folder"]).float()
         config = DistillConfig(**command["config"])
-        checkpoint = Path(command["checkpoint"])  # read to resume as rank 0 does; written by rank 0 alone
+        checkpoint = Path(command["checkpoint"])  # rank 0 reads and writes it; every rank resumes from its state
         seed, bf16, origin = command["seed"], command["bf16"], command["origin"]
-        distill(student, loaded.module, corpus.calibration, config, seed, bf16, origin, checkpoint, saves=False)
+        distill(student, loaded.module, corpus.calibration, config, seed, bf16, origin, checkpoint)
 
 
 # How each technique a decoder takes makes its model (compress/: Technique.structures holds "decoder"); the
