@@ -37,6 +37,9 @@ class BenchmarkSpec(Section):
     sequence_lengths: list[int] = Field(default_factory=lambda: [128], min_length=1)
     # Text generation: tokens generated after each prompt (a prompt is one of sequence_lengths long).
     new_tokens: int = Field(default=64, ge=8)
+    # Text generation: the models measured, every one the stages make (`all`), or the original on PyTorch (the
+    # reference) and the last stage's model (`last`: a search trial's, whose models in between are only steps).
+    measure: Literal["all", "last"] = "all"
     warmup_iterations: int = Field(default=10, ge=0)
     window_s: float = Field(default=1.0, gt=0)  # raised to the meter's shortest supported window
     min_iterations: int = Field(default=10, ge=1)  # per window

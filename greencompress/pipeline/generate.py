@@ -151,6 +151,8 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
     for model in models:
         for runtime in runtimes:
             name = f"{model.name}@{runtime}"
+            if recipe.benchmark.measure == "last" and not _measured_when_last(model, runtime, models):
+                continue
             path = size = note = None
             if runtime == "torch":
                 measured = reference if model is models[0] else _perplexity(torch_logits(model.module), corpus, windows)
@@ -467,6 +469,18 @@ DECODER_STAGES = {
 STRUCTURAL = ("depth", "prune", "distill")
 DEPTH_WINDOWS = WIDTH_WINDOWS = 8  # calibration windows of 256 tokens that layers, neurons and groups are scored on
 FFN_MULTIPLE = 64
+# The figures each generator is paired on against its references (decode time and energy, prefill time and energy).
+FIGURES_PAIRED = (
+    "time_per_output_token_ms",
+    "time_to_first_token_ms",
+    "joules_per_generated_token",
+    "joules_per_prompt_token",
+)
+
+
+def _measured_when_last(model: _Model, runtime: str, models: list[_Model]) -> bool:
+    """`benchmark.measure: last`: the original on PyTorch (every ratio's reference) and the last model everywhere."""
+    return model is models[-1] or (model is models[0] and runtime == "torch")
 
 
 def _precision(model: _Model, runtime: str) -> str:
@@ -513,7 +527,7 @@ def _shape_result(shape: GenerationShape, results: dict[str, GenerationResult], 
             ("vs_dense", dense.get(name)),
         ):
             if base in results and base != name:
-                for figure in ("time_per_output_token_ms", "time_to_first_token_ms", "joules_per_generated_token"):
+                for figure in FIGURES_PAIRED:
                     ratio = paired(getattr(result, figure), getattr(results[base], figure))
                     if ratio is not None:
                         entry[f"{label}:{figure}"] = asdict(ratio)

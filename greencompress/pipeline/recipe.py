@@ -255,6 +255,7 @@ class Recipe(Section):
             self.gates.max_accuracy_drop,
             self.gates.min_embedding_cosine,
             self.gates.min_neighbour_agreement,
+            self.gates.max_perplexity_increase,
         )
 
     def stage(self, technique: str) -> BaseModel | None:

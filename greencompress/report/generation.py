@@ -12,11 +12,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from greencompress.core.files import write_text_atomic
+from greencompress.measure.quality import DEFAULT_MAX_PERPLEXITY_INCREASE
 
 SCHEMA = "text-generation 1.0"
-DEFAULT_BUDGET_PERCENT = (
-    5.0  # perplexity increase the recommendation allows when gates.max_perplexity_increase is unset
-)
+# The perplexity increase the recommendation allows when gates.max_perplexity_increase is unset.
+DEFAULT_BUDGET_PERCENT = DEFAULT_MAX_PERPLEXITY_INCREASE
 
 
 @dataclass(frozen=True)
