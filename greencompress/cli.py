@@ -419,7 +419,8 @@ def search(
     report_only: bool,
     quiet: bool,
 ) -> None:
-    """Search RECIPE's search: space for the lowest J/inference within the accuracy budget.
+    """Search RECIPE's search: space for the lowest J/inference (a language model's: J per generated token)
+    within the quality budget.
 
     Every trial is an ordinary run in <output>/<name>-search/trials/. Run the same command again
     to continue a stopped search; finished trials are not run again.
@@ -439,6 +440,12 @@ def search(
             stdout.print(f"worker done: {session.finished_trials()} trials of the study finished", highlight=False)
             return
         summary = summarize(session.study, recipe.search, recipe.search_budget())
+        if recipe.task.workload_kind == "generate":  # the front's models measured again, together
+            from greencompress.search.remeasure import remeasure_front
+
+            with _progress(disable=quiet) as progress:
+                again, shape = remeasure_front(recipe, summary, progress)
+            summary = summarize(session.study, recipe.search, recipe.search_budget(), again, shape)
         best = write_summary(summary, folder)
     from greencompress.search.summary import energy_method_text, table_rows
 
@@ -449,7 +456,8 @@ def search(
     for row in rows:
         table.add_row(*(escape(cell) for cell in row))
     stdout.print(table)
-    stdout.print(f"J/inference: {escape(energy_method_text(summary))}", highlight=False)
+    unit = "J/generated token" if summary.generating else "J/inference"
+    stdout.print(f"{unit}: {escape(energy_method_text(summary))}", highlight=False)
     stdout.print(escape(summary.verdict), highlight=False)
     stdout.print(
         f"search folder: {folder}" + (f"; best recipe: {best}" if best else ""), highlight=False, soft_wrap=True

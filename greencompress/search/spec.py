@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from greencompress.compress.finetune import FinetuneConfig
 from greencompress.core.config import Section
@@ -52,6 +52,9 @@ class SearchSpace(Section):
     finetune_epochs: list[int] | None = Field(default=None, min_length=1)
     calibration_method: list[Literal["minmax", "entropy", "percentile"]] | None = Field(default=None, min_length=1)
     qat: list[bool] | None = Field(default=None, min_length=1)  # quantization-aware fine-tuning on/off
+    # A causal LM's last `weight_only` stage: its bit width and group size (inputs per scale).
+    bits: list[Literal[4, 8]] | None = Field(default=None, min_length=1)
+    group_size: list[int] | None = Field(default=None, min_length=1)
     # The runtimes a candidate may be served on. Not drawn: every trial measures its model on each (in the same
     # interleaved rounds) and is scored on the cheapest, so no trained model is judged on the costlier one alone.
     # Left out: the base recipe's benchmark.runtimes (every installed runtime by default).
@@ -86,6 +89,13 @@ class SearchSpace(Section):
                 raise ValueError(reason)
         return value
 
+    @field_validator("group_size")
+    @classmethod
+    def _groups(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and min(value) < 16:
+            raise ValueError(f"every group size must be >= 16 inputs, got {value}")
+        return value
+
     @field_validator("heads", "ffn")
     @classmethod
     def _shares(cls, value):
@@ -107,19 +117,29 @@ class SearchSpace(Section):
 
 class Objectives(Section):
     """What the search minimises and maximises, all read at one batch size (and, for a text transformer, one
-    sequence length: the base recipe's longest benchmarked one unless given) on the candidate's runtime."""
+    sequence length: the base recipe's longest benchmarked one unless given; for a language model, the prompt's
+    tokens, with the base recipe's benchmark.new_tokens generated) on the candidate's runtime.
+
+    Energy is J per inference, or a language model's decode J per generated token; latency is latency p50, or its
+    time per output token."""
 
     batch_size: int = Field(default=1, ge=1)
     sequence_length: int | None = Field(default=None, ge=1)
-    accuracy: bool = True  # maximise top-1; false: accuracy is only the budget's constraint (one objective: TPE)
-    latency: bool = False  # also minimise latency p50
+    # Quality: maximise top-1 (minimise a language model's perplexity increase); false: quality is only the budget's
+    # constraint (one objective: TPE).
+    accuracy: bool = True
+    latency: bool = False  # also minimise latency p50 (time per output token)
     size: bool = False  # also minimise the file's size
+    prefill: bool = False  # a language model: also minimise the prefill's J per prompt token
 
 
 class Budget(Section):
     """Limits: quality lost against the unpruned model (by the task's primary metric), trials, and wall-clock time."""
 
     max_accuracy_drop: float = Field(default=1.0, ge=0)  # top-1 percentage points below the unpruned model
+    # A language model's perplexity increase over the original's (percent, on the evaluation windows); None: the
+    # recipe's gates.max_perplexity_increase where set, else measure/quality.py's default.
+    max_perplexity_increase: float | None = Field(default=None, ge=0)
     # A sentence embedder's fidelity to the original FP32 model's embeddings (its primary metric); None: the recipe's
     # gates where set, else measure/quality.py's defaults.
     min_embedding_cosine: float | None = Field(default=None, gt=0, le=1)
@@ -178,6 +198,9 @@ class SearchSpec(Section):
     sampler: Literal["auto", "nsga2", "tpe", "random"] = "auto"
     # Fine-tuning under simulated int8 when `qat: true` is drawn (a learning rate near 1e-3 suits it).
     qat_settings: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig(epochs=2, learning_rate=1e-3))
+    # The quality objective, named by the task's primary metric: set by SearchRecipe (a language model's is
+    # `perplexity_increase`, minimised).
+    _quality: str = PrivateAttr("top1")
 
     @model_validator(mode="after")
     def _something_to_optimise(self) -> SearchSpec:
@@ -195,11 +218,15 @@ class SearchSpec(Section):
     @property
     def objective_names(self) -> list[str]:
         """Energy and latency as paired ratios to the anchor each trial measures (search/trial.py: Outcome)."""
-        names = ["top1"] if self.objectives.accuracy else []
+        names = [self._quality] if self.objectives.accuracy else []
         names.append("energy_ratio")
         return names + [
             name
-            for name, on in (("latency_ratio", self.objectives.latency), ("size_bytes", self.objectives.size))
+            for name, on in (
+                ("prefill_energy_ratio", self.objectives.prefill),
+                ("latency_ratio", self.objectives.latency),
+                ("size_bytes", self.objectives.size),
+            )
             if on
         ]
 
@@ -221,12 +248,8 @@ class SearchRecipe(Recipe):
 
     @model_validator(mode="after")
     def _budget_is_measurable(self) -> SearchRecipe:
-        if self.search is not None and self.task.workload_kind == "generate":
-            raise ValueError(
-                f"search: a {self.task.name} model cannot be searched yet (its trials would be judged by "
-                "perplexity and J per generated token, which the search does not read): run its stages with "
-                "`greencompress run`, whose report draws the perplexity/energy front of the models it makes"
-            )
+        if self.search is not None:
+            self._dimensions_fit_the_task(self.search)
         if self.search is not None and self.data.kind == "synthetic":
             raise ValueError("search: the budget is an accuracy drop, which synthetic data cannot measure")
         if self.search is not None:
@@ -237,6 +260,28 @@ class SearchRecipe(Recipe):
                 "(search.space.round_to, timed by its proxy): give the base recipe a number"
             )
         return self
+
+    def _dimensions_fit_the_task(self, spec: SearchSpec) -> None:
+        """A language model's trials vary its structure and weight grid; a classifier's or encoder's do not take its
+        weight grid, and a language model takes none of their settings (it is not fine-tuned on labels, its int8 is
+        the weight grid)."""
+        generating = self.task.workload_kind == "generate"
+        takes = GENERATION_DIMENSIONS if generating else set(DIMENSION_SETTINGS) - {"bits", "group_size"} | {"runtime"}
+        dimensions = spec.space.dimensions() + (["runtime"] if spec.space.runtime else [])
+        if wrong := [name for name in dimensions if name not in takes]:
+            raise ValueError(
+                f"search.space.{wrong[0]}: not a setting a {self.task.name} model's search varies (it varies "
+                f"{', '.join(sorted(takes))})"
+            )
+        if generating:
+            spec._quality = "perplexity_increase"
+        if spec.objectives.prefill and not generating:
+            raise ValueError("search.objectives.prefill: the prefill's J per prompt token is a language model's")
+        if spec.budget.max_perplexity_increase is not None and not generating:
+            raise ValueError(
+                f"search.budget.max_perplexity_increase: judges a language model; a {self.task.name} model's budget "
+                "is max_accuracy_drop"
+            )
 
     def _space_fits_the_model(self, space: SearchSpace) -> None:
         """Dimensions the model cannot take are refused here, not trial by trial: each drawn value is checked by the
@@ -261,6 +306,9 @@ class SearchRecipe(Recipe):
             budget.max_accuracy_drop,
             budget.min_embedding_cosine or self.gates.min_embedding_cosine,
             budget.min_neighbour_agreement or self.gates.min_neighbour_agreement,
+            budget.max_perplexity_increase
+            if budget.max_perplexity_increase is not None
+            else self.gates.max_perplexity_increase,
         )
 
     def scored_sequence_length(self) -> int | None:
@@ -283,7 +331,12 @@ DIMENSION_SETTINGS = {
     "finetune_epochs": ("finetune", "epochs"),
     "calibration_method": ("quantize", "calibration_method"),
     "qat": ("quantize", "qat"),
+    "bits": ("weight_only", "bits"),
+    "group_size": ("weight_only", "group_size"),
 }
+# What a causal LM's search varies: layers removed, the share of FFN neurons and of key/value groups removed (with
+# the importance that ranks them), and its weight grid (the last `weight_only` stage's).
+GENERATION_DIMENSIONS = {"depth", "heads", "ffn", "importance", "bits", "group_size"}
 
 
 def _drawn_values(dimension) -> list:

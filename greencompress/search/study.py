@@ -22,6 +22,7 @@ from greencompress.pipeline.recipe import Recipe, recipe_to_dict
 from greencompress.search.trial import (
     host_name,
     missing_stages,
+    read_generation_outcome,
     read_outcome,
     recipe_name,
     sample,
@@ -258,7 +259,8 @@ class Search:
         params = sample(self.spec.space, trial)
         # A trial re-run after Ctrl-C keeps the first attempt's name, so its run folder resumes as the same run.
         name = recipe_name(self.recipe.name, trial.user_attrs.get("resume_number", trial.number))
-        trial_data = trial_recipe(self.base, self.spec, params, name, self.recipe.scored_sequence_length())
+        generating = self.recipe.task.workload_kind == "generate"
+        trial_data = trial_recipe(self.base, self.spec, params, name, self.recipe.scored_sequence_length(), generating)
         trial_recipe_obj = Recipe.model_validate(trial_data, context={BASE_DIR_KEY: Path.cwd()})
         runtimes = self.spec.serving_runtimes(trial_recipe_obj.benchmark.runtimes)
         trial.set_user_attr("resolved_params", params)
@@ -272,7 +274,8 @@ class Search:
                 "trial %d: the same settings as trial %d, which finished; not run again", trial.number, twin.number
             )
             raise optuna.TrialPruned(f"same settings as trial {twin.number}")
-        if context.proxy_for(trial_recipe_obj, runtimes[0]) is not None:
+        # No untrained proxy for a language model yet: every point drawn is healed and measured.
+        if not generating and context.proxy_for(trial_recipe_obj, runtimes[0]) is not None:
             stop = self._proxy_check(trial, context, trial_recipe_obj, runtimes)
             if stop:
                 raise optuna.TrialPruned(stop)
@@ -288,12 +291,15 @@ class Search:
         except KeyboardInterrupt:
             trial.set_user_attr("interrupted", True)
             raise
-        outcome = read_outcome(report, runtimes, self.spec.objectives.batch_size, self.recipe.scored_sequence_length())
+        shape = self.spec.objectives.batch_size, self.recipe.scored_sequence_length()
+        if generating:
+            outcome = read_generation_outcome(report, *shape)
+        else:
+            outcome = read_outcome(report, runtimes, *shape)
         trial.set_user_attr("outcome", asdict(outcome))
-        # Points beyond the budget of the task's primary metric (top-1, or an embedder's fidelity): feasible when <= 0.
-        excess = self.recipe.search_budget().excess(
-            outcome.accuracy_drop, outcome.embedding_cosine, outcome.neighbour_agreement
-        )
+        # Points beyond the budget of the task's primary metric (top-1, an embedder's fidelity, a language model's
+        # perplexity): feasible when <= 0.
+        excess = self.recipe.search_budget().excess(**outcome.quality_excess_args)
         trial.set_user_attr("constraint", excess if excess is not None else float("inf"))
         trial.set_constraint("accuracy_drop_beyond_budget", trial.user_attrs["constraint"])
         return outcome.objectives(self.spec)
@@ -396,11 +402,14 @@ class Search:
         if outcome:
             paired = outcome.get("anchor_energy_ratio")
             log.info(
-                "trial %d done: %s top-1 %.2f%%, %.3g J/inference (%s)%s, latency %.3f ms",
+                "trial %d done: %s %s, %.3g J/%s (%s)%s, latency %.3f ms",
                 trial.number,
                 outcome["candidate"],
-                outcome["top1"],
+                f"top-1 {outcome['top1']:.2f}%"
+                if outcome["top1"] is not None
+                else f"perplexity {outcome['perplexity']:.3f} ({outcome['perplexity_increase']:+.1f}%)",
                 outcome["joules_per_inference"],
+                outcome.get("unit", "inference"),
                 outcome["energy_method"],
                 f", {paired['ratio']:.3f}x {outcome['anchor']}'s in the same rounds" if paired else "",
                 outcome["latency_p50_ms"],
@@ -424,9 +433,17 @@ class _TrialContext:
 
     def __init__(self, recipe: Recipe, progress):
         from greencompress.compress.finetune import validation_top1
-        from greencompress.pipeline.prepare import prepare
+        from greencompress.pipeline.prepare import preflight, prepare
 
         self.recipe, self.progress = recipe, progress
+        self.proxies = {}
+        if recipe.task.workload_kind == "generate":
+            # Each trial runs as a text-generation run, loading what it needs; here the meter and files are checked and
+            # the model is read once (a GGUF file is dequantized into the cache, which the trials then read).
+            preflight(recipe)
+            self.original = recipe.task.load(recipe.model, progress).module.eval()
+            self.baseline_validation_top1 = None
+            return
         # As a trial's run prepares it: text tokenised by the model's tokenizer, a sentence embedder's centroids
         # fitted (its top-1 needs them).
         self.prepared = prepare(recipe)
@@ -438,7 +455,6 @@ class _TrialContext:
             if finetune is not None and self.data.train is not None
             else None
         )
-        self.proxies = {}
 
     def proxy_for(self, trial_recipe_obj: Recipe, runtime: str):
         from greencompress.pipeline.proxy import LatencyProxy

@@ -51,10 +51,24 @@ class Summary:
     proxy_quality: dict = field(default_factory=dict)
     sequence_length: int | None = None  # a text transformer's trials: the tokens per input they were scored at
     budget: str = ""  # the quality budget in words, naming the metric that decides feasibility
+    # A language model's search: the front's models measured again, together with the anchor in one set of
+    # interleaved rounds (search/remeasure.py), by trial number; they decide the chosen one.
+    remeasured: dict = field(default_factory=dict)
+    remeasure_shape: dict = field(default_factory=dict)  # batch_size, prompt_tokens, new_tokens, rounds
+    max_perplexity_increase: float | None = None  # a language model's budget, percent
 
     @property
     def shape(self) -> str:
+        if self.generating:
+            return f"batch {self.batch_size}, prompt {self.sequence_length} tokens"
         return shape_words(self.batch_size, self.sequence_length)
+
+    @property
+    def generating(self) -> bool:
+        """Whether its trials are a language model's (judged by perplexity, measured per generated token)."""
+        return any(row.outcome is not None and row.outcome.unit != "inference" for row in self.rows) or (
+            self.max_perplexity_increase is not None
+        )
 
 
 def rows_of(study) -> list[TrialRow]:
@@ -101,32 +115,40 @@ def rows_of(study) -> list[TrialRow]:
     return rows
 
 
-def energy_interval(outcome: Outcome) -> tuple[float, float, float]:
-    """(ratio, low, high) of the J/inference the trial ranks by: paired to its anchor; absolute J (with its
-    interval) for a trial recorded before anchors existed."""
-    paired = outcome.anchor_energy_ratio
+def energy_interval(outcome: Outcome, remeasured: dict | None = None) -> tuple[float, float, float]:
+    """(ratio, low, high) of the J/inference the trial ranks by: paired to its anchor (in the front's re-measurement
+    where it has one); absolute J (with its interval) for a trial recorded before anchors existed."""
+    paired = (remeasured or {}).get("energy_ratio") or outcome.anchor_energy_ratio
     if paired:
         return paired["ratio"], paired["ci95"][0], paired["ci95"][1]
     joules, spread = outcome.joules_per_inference, outcome.joules_ci95
     return joules, joules - spread, joules + spread
 
 
-def choose(rows: list[TrialRow]) -> int | None:
+def choose(rows: list[TrialRow], remeasured: dict | None = None) -> int | None:
     """The lowest J/inference ratio to the anchor within the budget; trials whose ratio lies inside its 95% interval
-    are ties, broken by latency (its ratio to the anchor)."""
+    are ties, broken by latency (its ratio to the anchor). `remeasured`: the front measured again together (by
+    trial number); the choice is then made among those, on those figures."""
     feasible = [row for row in rows if row.feasible]
+    if remeasured:
+        feasible = [row for row in feasible if row.number in remeasured]
     if not feasible:
         return None
-    lowest = min(feasible, key=lambda row: energy_interval(row.outcome)[0])
-    _, _, high = energy_interval(lowest.outcome)
-    tied = [row for row in feasible if energy_interval(row.outcome)[0] <= high]
-    return min(
-        tied,
-        key=lambda row: (
-            row.outcome.objective("latency_ratio") if row.outcome.anchor_latency_ratio else row.outcome.latency_p50_ms,
-            energy_interval(row.outcome)[0],
-        ),
-    ).number
+    again = remeasured or {}
+
+    def energy(row: TrialRow) -> tuple[float, float, float]:
+        return energy_interval(row.outcome, again.get(row.number))
+
+    def latency(row: TrialRow) -> float:
+        if row.number in again:
+            return again[row.number]["latency_ratio"]["ratio"]
+        return (
+            row.outcome.objective("latency_ratio") if row.outcome.anchor_latency_ratio else row.outcome.latency_p50_ms
+        )
+
+    lowest = min(feasible, key=lambda row: energy(row)[0])
+    tied = [row for row in feasible if energy(row)[0] <= energy(lowest)[2]]
+    return min(tied, key=lambda row: (latency(row), energy(row)[0])).number
 
 
 def pareto_numbers(rows: list[TrialRow], objectives: list[str]) -> list[int]:
@@ -161,13 +183,24 @@ def _proxy_on(proxy: dict, runtime: str) -> dict:
     return proxy.get("by_runtime", {}).get(runtime, proxy)
 
 
-def summarize(study, spec, budget: QualityBudget | None = None) -> Summary:
+def summarize(
+    study,
+    spec,
+    budget: QualityBudget | None = None,
+    remeasured: dict | None = None,
+    remeasure_shape: dict | None = None,
+) -> Summary:
     """The search's result; `budget` in words says what made a trial feasible (default: top-1 within the spec's
-    budget.max_accuracy_drop)."""
+    budget.max_accuracy_drop). `remeasured`: a language model's front measured again together (by trial number)."""
     rows = rows_of(study)
-    chosen = choose(rows)
+    chosen = choose(rows, remeasured)
     scored = next((row.outcome.sequence_length for row in rows if row.outcome is not None), None)
-    words = (budget or QualityBudget(max_drop_points=spec.budget.max_accuracy_drop)).describe()
+    budget = budget or QualityBudget(max_drop_points=spec.budget.max_accuracy_drop)
+    words = budget.describe()
+    generating = budget.metric == "perplexity"
+    verdict = (
+        _generation_verdict(rows, chosen, words, remeasured or {}) if generating else _verdict(rows, chosen, words)
+    )
     return Summary(
         spec.objective_names,
         spec.budget.max_accuracy_drop,
@@ -175,10 +208,40 @@ def summarize(study, spec, budget: QualityBudget | None = None) -> Summary:
         rows,
         pareto_numbers(rows, spec.objective_names),
         chosen,
-        _verdict(rows, chosen, words),
+        verdict,
         proxy_quality(rows),
         scored,
         words,
+        remeasured or {},
+        remeasure_shape or {},
+        budget.max_perplexity_increase if generating else None,
+    )
+
+
+def _generation_verdict(rows: list[TrialRow], chosen: int | None, budget: str, remeasured: dict) -> str:
+    finished = sum(1 for row in rows if row.outcome is not None)
+    if chosen is None:
+        return (
+            f"No candidate within the budget ({budget}) among {finished} measured trials ({len(rows)} in all); "
+            "the measured front is below."
+        )
+    outcome = next(row.outcome for row in rows if row.number == chosen)
+    again = remeasured.get(chosen)
+    energy, latency = (
+        (again["energy_ratio"], again["latency_ratio"])
+        if again
+        else (
+            outcome.anchor_energy_ratio,
+            outcome.anchor_latency_ratio,
+        )
+    )
+    where = "re-measured with the front in one set of rounds" if again else "in its trial's rounds"
+    cheaper = "cheaper than" if energy["ci95"][1] < 1 else "not cheaper, by an interval excluding 1, than"
+    return (
+        f"Trial {chosen} ({outcome.candidate}) is the cheapest within the budget ({budget}): perplexity "
+        f"{outcome.perplexity:.3f} ({outcome.perplexity_increase:+.1f}%), decode J per generated token "
+        f"{_interval_text(energy)} and time per output token {_interval_text(latency)} of {outcome.anchor}'s, "
+        f"{where}: {cheaper} the original model."
     )
 
 
@@ -222,6 +285,16 @@ RANKING_NOTE = (
     "paired over the interleaved rounds of their own run: absolute joules drift with the machine's state "
     "between trials, ratios within one run do not."
 )
+GENERATION_RANKING_NOTE = (
+    "Trials rank by their decode J per generated token as a ratio to the anchor (the original FP32 model on "
+    "PyTorch, eager with its KV cache), paired over the interleaved rounds of their own run; the front's models are "
+    "then measured again together, with the anchor, in one set of rounds, and the cheapest within the budget is "
+    "chosen on those figures."
+)
+
+
+def ranking_note(summary: Summary) -> str:
+    return GENERATION_RANKING_NOTE if summary.generating else RANKING_NOTE
 
 
 def write_summary(summary: Summary, folder: Path) -> Path | None:
@@ -258,6 +331,8 @@ def _fidelity_text(outcome: Outcome | None) -> str:
 
 def table_rows(summary: Summary, compact: bool = False) -> tuple[list[str], list[list[str]]]:
     """The trials table; `compact` (for a terminal) leaves out the settings and shortens the notes."""
+    if summary.generating:
+        return _generation_table_rows(summary, compact)
     anchors = sorted({row.outcome.anchor for row in summary.rows if row.outcome and row.outcome.anchor})
     headers = [
         "trial",
@@ -304,6 +379,57 @@ def table_rows(summary: Summary, compact: bool = False) -> tuple[list[str], list
     return headers, rows
 
 
+def _generation_table_rows(summary: Summary, compact: bool) -> tuple[list[str], list[list[str]]]:
+    """A language model's trials: perplexity, continuation agreement, decode and prefill energy against the anchor,
+    the front's re-measured ratio, and what structure each model lacks."""
+    anchor = next((row.outcome.anchor for row in summary.rows if row.outcome), "anchor")
+    headers = [
+        "trial",
+        "state",
+        "settings",
+        "runtime",
+        "perplexity",
+        "increase %",
+        "continuations kept",
+        f"J/generated token vs {anchor} (paired, trial's rounds)",
+        f"re-measured with the front vs {anchor}",
+        "J/generated token",
+        f"TPOT vs {anchor}",
+        f"prefill J/prompt token vs {anchor}",
+        "structure removed",
+        "note",
+    ]
+    rows = []
+    for row in summary.rows:
+        o, again = row.outcome, summary.remeasured.get(row.number)
+        marks = ("chosen; " if row.number == summary.chosen else "") + (
+            "front; " if row.number in summary.front else ""
+        )
+        rows.append(
+            [
+                str(row.number),
+                row.state,
+                _params_text(row.params),
+                o.runtime if o else "-",
+                f"{o.perplexity:.3f}" if o else "-",
+                f"{o.perplexity_increase:+.1f}" if o else "-",
+                f"{100 * o.continuation_agreement:.0f}%" if o and o.continuation_agreement is not None else "-",
+                _interval_text(o.anchor_energy_ratio) if o else "-",
+                _interval_text(again["energy_ratio"]) if again else "-",
+                f"{o.joules_per_inference:.4g}" if o else "-",
+                _interval_text(o.anchor_latency_ratio) if o else "-",
+                _interval_text(o.anchor_prefill_energy_ratio) if o else "-",
+                "; ".join(o.structure_removed) or "none" if o else "-",
+                (marks + (row.reason or ("over budget" if o and not row.feasible else ""))).strip("; "),
+            ]
+        )
+    if compact:
+        keep = [i for i, header in enumerate(headers) if header not in ("settings", "structure removed")]
+        headers = [headers[i] for i in keep]
+        rows = [[row[i] if i != len(row) - 1 else row[i].split(":")[0] for i in keep] for row in rows]
+    return headers, rows
+
+
 def energy_method_text(summary: Summary) -> str:
     """Where the trials' J/inference came from, and whether it is a measurement."""
     methods = {(row.outcome.energy_method, row.outcome.measured) for row in summary.rows if row.outcome}
@@ -325,11 +451,18 @@ def render_markdown(summary: Summary) -> str:
         f"{summary.budget or f'top-1 within {summary.max_accuracy_drop} points of the unpruned FP32 model'}. "
         f"Energy: {energy_method_text(summary)}.",
         "",
-        RANKING_NOTE,
+        ranking_note(summary),
         "",
         f"**{summary.verdict}**",
         "",
     ]
+    if summary.remeasure_shape:
+        r = summary.remeasure_shape
+        lines += [
+            f"The front re-measured together: batch {r['batch_size']}, prompt {r['prompt_tokens']} tokens, "
+            f"{r['new_tokens']} new tokens, {r['rounds']} interleaved rounds, prompts no trial used.",
+            "",
+        ]
     if summary.chosen is not None:
         lines += [f"Chosen: trial {summary.chosen}; `greencompress run best.yaml` reproduces it.", ""]
     lines += ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -352,7 +485,7 @@ def render_html(summary: Summary) -> str:
     headers, rows = table_rows(summary)
     plot = front_plot(summary)
     figure = (
-        f'<figure id="front"><img alt="top-1 against J per inference, Pareto front drawn" '
+        f'<figure id="front"><img alt="quality against energy per inference or token, Pareto front drawn" '
         f'src="data:image/png;base64,{base64.b64encode(plot).decode()}"></figure>'
         if plot
         else ""
@@ -362,42 +495,55 @@ def render_html(summary: Summary) -> str:
         f"<style>{STYLE}</style></head><body><h1>greencompress search</h1>"
         f"<p class='note'>{escape(summary.verdict)}</p>"
         f"<p class='method'>Objectives: {escape(', '.join(summary.objectives))} at {summary.shape}; "
-        f"energy: {escape(energy_method_text(summary))}. {escape(RANKING_NOTE)} Bars: 95% paired intervals.</p>"
+        f"energy: {escape(energy_method_text(summary))}. {escape(ranking_note(summary))} "
+        "Bars: 95% paired intervals.</p>"
         f"{figure}<h2>Trials</h2>{html_table(headers, rows)}</body></html>"
     )
 
 
 def front_plot(summary: Summary) -> bytes | None:
-    """Top-1 against J/inference for every measured trial, interval bars, the front joined, the chosen ringed."""
+    """Top-1 (a language model's perplexity increase) against J/inference (J per generated token) for every measured
+    trial, interval bars, the front joined, the chosen ringed."""
     from greencompress.report.plots import new_figure, png_bytes
 
     measured = [row for row in summary.rows if row.outcome is not None]
     if not measured:
         return None
+
+    def quality(o: Outcome) -> float:
+        return o.perplexity_increase if summary.generating else o.top1
+
     figure, axes = new_figure(7.0, 4.2)
     for row in measured:
         o = row.outcome
         ratio, low, high = energy_interval(o)
         axes.errorbar(
-            ratio, o.top1, xerr=[[ratio - low], [high - ratio]], fmt="o", color="#1b9e77" if row.feasible else "#999999"
+            ratio,
+            quality(o),
+            xerr=[[ratio - low], [high - ratio]],
+            fmt="o",
+            color="#1b9e77" if row.feasible else "#999999",
         )
-        axes.annotate(str(row.number), (ratio, o.top1), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        axes.annotate(str(row.number), (ratio, quality(o)), fontsize=7, xytext=(3, 3), textcoords="offset points")
     front = sorted(
-        (energy_interval(row.outcome)[0], row.outcome.top1) for row in measured if row.number in summary.front
+        (energy_interval(row.outcome)[0], quality(row.outcome)) for row in measured if row.number in summary.front
     )
     if front:
         axes.plot(*zip(*front), color="#d95f02", linestyle="--", label="Pareto front")
     if summary.chosen is not None:
         o = next(row.outcome for row in measured if row.number == summary.chosen)
-        axes.scatter([energy_interval(o)[0]], [o.top1], s=160, facecolors="none", edgecolors="#7570b3", label="chosen")
-    reference = measured[0].outcome.reference_top1
-    axes.axhline(reference - summary.max_accuracy_drop, color="grey", linestyle=":", label="accuracy budget")
-    anchor = measured[0].outcome.anchor
+        axes.scatter(
+            [energy_interval(o)[0]], [quality(o)], s=160, facecolors="none", edgecolors="#7570b3", label="chosen"
+        )
+    if summary.generating:
+        axes.axhline(summary.max_perplexity_increase, color="grey", linestyle=":", label="perplexity budget")
+    else:
+        reference = measured[0].outcome.reference_top1
+        axes.axhline(reference - summary.max_accuracy_drop, color="grey", linestyle=":", label="accuracy budget")
+    anchor, unit = measured[0].outcome.anchor, measured[0].outcome.unit
     axes.set_xlabel(
-        f"J per inference / {anchor}'s, same rounds ({summary.shape})"
-        if anchor
-        else f"J per inference ({summary.shape})"
+        f"J per {unit} / {anchor}'s, same rounds ({summary.shape})" if anchor else f"J per {unit} ({summary.shape})"
     )
-    axes.set_ylabel("top-1 accuracy (%)")
+    axes.set_ylabel("perplexity increase (%)" if summary.generating else "top-1 accuracy (%)")
     axes.legend(fontsize=8)
     return png_bytes(figure)

@@ -27,7 +27,11 @@ STAGE_OF = {
     "finetune_epochs": "finetune",
     "calibration_method": "quantize",
     "qat": "quantize",
+    "bits": "weight_only",
+    "group_size": "weight_only",
 }
+# A language model's trial adds or takes out these stages as its draw needs them (depth too, as for any model).
+ADDED_WHEN_DRAWN = {"heads": "prune", "ffn": "prune"}
 
 
 def sample(space, trial) -> dict[str, Any]:
@@ -48,22 +52,31 @@ def sample(space, trial) -> dict[str, Any]:
 def missing_stages(recipe: Recipe, spec: SearchSpec) -> list[str]:
     """Dimensions of the space whose stage the base recipe lacks, as 'dimension needs a stage' messages."""
     present = {stage.technique for stage in recipe.stages}
+    added = ADDED_WHEN_DRAWN if recipe.task.workload_kind == "generate" else {}
     return [
         f"search.space.{name} varies stages.{STAGE_OF[name]}, which the recipe does not have"
         for name in spec.space.dimensions()
-        if name in STAGE_OF and STAGE_OF[name] not in present
+        if name in STAGE_OF and STAGE_OF[name] not in present and name not in added
     ]
 
 
 def trial_recipe(
-    base: dict, spec: SearchSpec, params: dict[str, Any], name: str, sequence_length: int | None = None
+    base: dict,
+    spec: SearchSpec,
+    params: dict[str, Any],
+    name: str,
+    sequence_length: int | None = None,
+    generating: bool = False,
 ) -> dict:
     """The base recipe (as plain data, `search` dropped) with `params` written into its stages and benchmark.
 
-    `sequence_length`: a text transformer's trials measure that one length, the one they are scored at."""
+    `sequence_length`: a text transformer's trials measure that one length, the one they are scored at (a language
+    model's: its prompt's tokens). `generating`: the base recipe is a language model's (_generation_trial)."""
     recipe = copy.deepcopy(base)
     recipe.pop("search", None)
     recipe["name"] = name
+    if generating:
+        return _generation_trial(recipe, spec, params, sequence_length)
     stages = {next(iter(stage)): next(iter(stage.values())) for stage in recipe["stages"]}
     prune, finetune, quantize = stages.get("prune"), stages.get("finetune"), stages.get("quantize")
     if "prune_ratio" in params:
@@ -95,6 +108,63 @@ def trial_recipe(
     if spec.space.runtime:  # every serving runtime measured in the same rounds (ONNX Runtime is always listed)
         benchmark["runtimes"] = list(dict.fromkeys(["onnxruntime", *spec.space.runtime]))
     return recipe
+
+
+def _generation_trial(recipe: dict, spec: SearchSpec, params: dict[str, Any], prompt_tokens: int | None) -> dict:
+    """A language model's trial makes one candidate: the structural stages as drawn (depth and prune added where the
+    draw removes something and taken out where it removes nothing; distillation only when something was removed, as
+    there is nothing to heal otherwise), then the base recipe's last stage after them (a weight grid, its bits and
+    group size as drawn). Only the original on PyTorch (the anchor) and the candidate are measured, at one shape."""
+    stages = recipe["stages"]
+    if "depth" in params:
+        _set_depth(stages, params["depth"])
+        for stage in stages:
+            # Block Influence: one forward pass over the calibration windows; the output change bypasses each layer
+            # in turn, minutes per layer for SmolLM2 on 2 cores.
+            if "depth" in stage:
+                stage["depth"].setdefault("importance", "similarity")
+    if {"heads", "ffn", "importance"} & set(params):
+        _set_prune(stages, params)
+    structural = [s for s in stages if next(iter(s)) in ("depth", "prune", "distill")]
+    if not any(next(iter(s)) in ("depth", "prune") for s in structural):
+        structural = [s for s in structural if "distill" not in s]
+    last = [s for s in stages if next(iter(s)) not in ("depth", "prune", "distill")][-1:]
+    recipe["stages"] = structural + last
+    grid = next((s["weight_only"] for s in last if "weight_only" in s), None)
+    if grid is not None:
+        if "bits" in params:
+            grid["bits"] = params["bits"]
+            if params["bits"] == 8:  # every layer is int8 already
+                grid.pop("int8_layers", None)
+        if "group_size" in params:
+            grid["group_size"] = params["group_size"]
+    benchmark = recipe.setdefault("benchmark", {})
+    benchmark["batch_sizes"] = [spec.objectives.batch_size]
+    if prompt_tokens is not None:
+        benchmark["sequence_lengths"] = [prompt_tokens]
+    benchmark["measure"] = "last"
+    return recipe
+
+
+def _set_prune(stages: list[dict], params: dict[str, Any]) -> None:
+    """A language model's `prune` stage removes the drawn shares of FFN neurons and key/value groups: updated, added
+    after depth, or (both shares 0) taken out."""
+    index = next((i for i, stage in enumerate(stages) if "prune" in stage), None)
+    prune = dict(stages[index]["prune"] or {}) if index is not None else {}
+    heads, ffn = _encoder_shares(prune) if index is not None else (0.0, 0.0)
+    heads, ffn = round(params.get("heads", heads), 4), round(params.get("ffn", ffn), 4)
+    if "importance" in params:
+        prune["importance"] = params["importance"]
+    if index is not None:
+        stages.pop(index)
+    if heads == 0 and ffn == 0:
+        return
+    prune.update(heads=heads, ffn=ffn, ratio=None)
+    # A stage the draw adds ranks by measured contribution: weight norms rank a decoder's FFN neurons badly
+    # (SmolLM2, a quarter removed, unhealed: +77% perplexity by activation, +762,671% by l2; docs/BENCHMARKS.md).
+    prune.setdefault("importance", "activation")
+    after_depth = next((i + 1 for i, stage in enumerate(stages) if "depth" in stage), 0)
+    stages.insert(index if index is not None else after_depth, {"prune": prune})
 
 
 def _set_depth(stages: list[dict], remove: int) -> None:
@@ -135,16 +205,20 @@ class Outcome:
     reference that ranks is the *anchor*, one model every trial measures: the original FP32 model on ONNX Runtime
     (on the candidate's runtime where ONNX Runtime is not measured). `baseline` (the unpruned model at the
     candidate's precision on its runtime) says what the pruning bought there.
+
+    A language model's trial (`unit`: generated token) reads the same way: energy is decode J per generated token,
+    latency the time per output token, the anchor the original FP32 model on PyTorch (which every such run
+    measures), quality its perplexity increase over the original's; it has no top-1 and no unpruned twin.
     """
 
     candidate: str  # artifact name in the trial's report
     baseline: str  # the unpruned model at the candidate's precision on the same runtime
     runtime: str
     batch_size: int
-    top1: float  # percent
-    baseline_top1: float  # percent, the unpruned model at the candidate's precision
-    reference_top1: float  # percent, the unpruned FP32 model on the runtime: what the budget is counted against
-    joules_per_inference: float  # absolute: shown, never ranked
+    top1: float | None  # percent (None: a language model)
+    baseline_top1: float | None  # percent, the unpruned model at the candidate's precision
+    reference_top1: float | None  # percent, the unpruned FP32 model on the runtime: what the budget is counted against
+    joules_per_inference: float  # absolute: shown, never ranked (per generated token for a language model)
     joules_ci95: float
     latency_p50_ms: float
     size_bytes: int
@@ -160,6 +234,19 @@ class Outcome:
     embedding_cosine: float | None = None
     neighbour_agreement: float | None = None
     recall_at_10: float | None = None
+    unit: str = "inference"  # what joules_per_inference is per: "generated token" for a language model
+    # A language model's: its perplexity, the original's, the increase in percent (the budget's metric), its greedy
+    # continuations' agreement with the original's; the prefill's J per prompt token and its paired ratio to the
+    # anchor; the structure its model lacks; the served file (a GenAI folder) or, on PyTorch, the model's folder.
+    perplexity: float | None = None
+    reference_perplexity: float | None = None
+    perplexity_increase: float | None = None
+    continuation_agreement: float | None = None
+    joules_per_prompt_token: float | None = None
+    time_to_first_token_ms: float | None = None
+    anchor_prefill_energy_ratio: dict | None = None
+    structure_removed: tuple[str, ...] = ()
+    path: str | None = None
 
     def objectives(self, spec: SearchSpec) -> list[float]:
         return [self.objective(name) for name in spec.objective_names]
@@ -169,11 +256,25 @@ class Outcome:
             return float(self.anchor_energy_ratio["ratio"]) if self.anchor_energy_ratio else float("inf")
         if name == "latency_ratio":
             return float(self.anchor_latency_ratio["ratio"]) if self.anchor_latency_ratio else float("inf")
+        if name == "prefill_energy_ratio":
+            return (
+                float(self.anchor_prefill_energy_ratio["ratio"]) if self.anchor_prefill_energy_ratio else float("inf")
+            )
         return float(getattr(self, name))
 
     @property
-    def accuracy_drop(self) -> float:
-        return self.reference_top1 - self.top1
+    def accuracy_drop(self) -> float | None:
+        return None if self.top1 is None else self.reference_top1 - self.top1
+
+    @property
+    def quality_excess_args(self) -> dict:
+        """What QualityBudget.excess reads of this outcome, for whichever metric the task is judged by."""
+        return {
+            "top1_drop_points": self.accuracy_drop,
+            "embedding_cosine": self.embedding_cosine,
+            "neighbour_agreement": self.neighbour_agreement,
+            "perplexity_increase": self.perplexity_increase,
+        }
 
 
 def read_outcome(report, runtimes: list[str], batch_size: int, sequence_length: int | None = None) -> Outcome:
@@ -257,6 +358,67 @@ def _outcome_on(report, runtime: str, batch_size: int, sequence_length: int | No
         neighbour_agreement=candidate.accuracy.neighbour_agreement,
         recall_at_10=candidate.accuracy.recall_at_10,
     )
+
+
+ANCHOR_LM = "fp32@torch"  # the original FP32 model on PyTorch: every language model run measures it
+
+
+def read_generation_outcome(report, batch_size: int, prompt_tokens: int) -> Outcome:
+    """A language model trial's candidate (the last model its stages made) on the runtime where its decode J per
+    generated token is lowest against the anchor, from the paired ratios of its run's interleaved rounds."""
+    shape = next(
+        (s for s in report.shapes if s.shape["batch_size"] == batch_size and s.shape["prompt_tokens"] == prompt_tokens),
+        None,
+    )
+    if shape is None:
+        raise GreencompressError(f"trial {report.recipe}: not measured at batch {batch_size}, prompt {prompt_tokens}")
+    candidates = [a for a in report.artifacts if a.model != "fp32" and a.measured_speed and a.name in shape.results]
+    if not candidates:
+        raise GreencompressError(f"trial {report.recipe}: no compressed model measured for speed in its report")
+    candidate = min(candidates, key=lambda a: _versus_anchor(shape, a.name, "joules_per_generated_token")["ratio"])
+    figures, anchor = shape.results[candidate.name], next(a for a in report.artifacts if a.name == ANCHOR_LM)
+    return Outcome(
+        candidate=candidate.name,
+        baseline=ANCHOR_LM,
+        runtime=candidate.runtime,
+        batch_size=batch_size,
+        top1=None,
+        baseline_top1=None,
+        reference_top1=None,
+        joules_per_inference=figures["joules_per_generated_token"],
+        joules_ci95=0.0,  # ranked by the paired ratio, whose interval is kept
+        latency_p50_ms=figures["time_per_output_token_ms"]["p50"],
+        size_bytes=candidate.size_bytes or 0,
+        energy_method=figures["energy_method"],
+        measured=figures["energy_measured"],
+        latency_ratio=None,
+        energy_ratio=None,
+        anchor=ANCHOR_LM,
+        anchor_energy_ratio=_versus_anchor(shape, candidate.name, "joules_per_generated_token"),
+        anchor_latency_ratio=_versus_anchor(shape, candidate.name, "time_per_output_token_ms"),
+        sequence_length=prompt_tokens,
+        unit="generated token",
+        perplexity=candidate.perplexity,
+        reference_perplexity=anchor.perplexity,
+        perplexity_increase=100 * candidate.perplexity_change,
+        continuation_agreement=candidate.continuation_agreement,
+        joules_per_prompt_token=figures["joules_per_prompt_token"],
+        time_to_first_token_ms=figures["time_to_first_token_ms"],
+        anchor_prefill_energy_ratio=_versus_anchor(shape, candidate.name, "joules_per_prompt_token"),
+        structure_removed=tuple(candidate.structure_removed),
+        path=candidate.stage.get("folder") if candidate.runtime == "torch" else candidate.path,
+    )
+
+
+def _versus_anchor(shape, name: str, figure: str) -> dict:
+    """The paired interval of `name`'s `figure` against the anchor's in the run's rounds, as Outcome keeps it."""
+    from greencompress.measure.stats import RatioInterval
+    from greencompress.report.schema import interval_to_dict
+
+    saved = shape.ratios.get(name, {}).get(f"vs_torch_fp32:{figure}")
+    if saved is None:
+        raise GreencompressError(f"{name}: no paired {figure} against {ANCHOR_LM} in its run (too few rounds?)")
+    return interval_to_dict(RatioInterval(**saved))
 
 
 def recipe_name(base_name: str, number: int) -> str:

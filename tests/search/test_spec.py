@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from greencompress.core.errors import GreencompressError, RecipeError
-from greencompress.pipeline.recipe import load_recipe
+from greencompress.pipeline.recipe import Recipe, load_recipe, recipe_to_dict
 from greencompress.search.spec import SearchRecipe, SearchSpec
 from greencompress.search.trial import trial_recipe
 
@@ -240,18 +240,108 @@ def test_a_transformer_s_space_draws_heads_and_ffn_and_a_cnn_s_refuses_them(tiny
     assert (trial.benchmark.batch_sizes, trial.benchmark.sequence_lengths) == ([1], [64])
 
 
-def test_a_language_model_recipe_is_not_searched_and_says_what_to_run_instead(tmp_path):
+LM_SEARCH = """name: lm
+model: {{source: huggingface, task: text-generation, path: {folder}}}
+data: {{kind: text}}
+stages:
+  - depth: {{remove: 1, importance: similarity}}
+  - distill: {{tokens: 1024}}
+  - weight_only: {{bits: 8, group_size: 32, method: rtn}}
+  - weight_only: {{bits: 4, group_size: 32, method: rtn, int8_layers: [down_proj]}}
+benchmark: {{batch_sizes: [1, 2], sequence_lengths: [16, 32], new_tokens: 16, runtimes: []}}
+search:
+  space: {space}
+{extra}"""
+
+
+@pytest.fixture(scope="module")
+def lm_folder(tmp_path_factory):
     from tests.models.tiny_lm import tiny_llama_folder
 
-    folder = tiny_llama_folder(tmp_path / "llama")
+    return tiny_llama_folder(tmp_path_factory.mktemp("lm") / "llama")
+
+
+def lm_search(tmp_path, folder, space: str, extra: str = ""):
     path = tmp_path / "lm_search.yaml"
-    path.write_text(
-        f"name: lm\nmodel: {{source: huggingface, task: text-generation, path: {folder}}}\ndata: {{kind: text}}\n"
-        "stages: [{depth: {remove: 1}}]\nbenchmark: {batch_sizes: [1], sequence_lengths: [32], runtimes: []}\n"
-        "search:\n  space: {depth: [0, 1]}\n"
+    path.write_text(LM_SEARCH.format(folder=folder, space=space, extra=extra))
+    return load_recipe(path, schema=SearchRecipe)
+
+
+def test_a_language_model_search_minimises_perplexity_increase_and_j_per_token_under_a_perplexity_budget(
+    tmp_path, lm_folder
+):
+    recipe = lm_search(
+        tmp_path,
+        lm_folder,
+        "{depth: [0, 1], ffn: [0, 0.5], heads: [0, 0.5], bits: [4, 8], group_size: [16, 32]}",
+        "  objectives: {prefill: true}\n  budget: {max_perplexity_increase: 12}\n",
     )
-    with pytest.raises(RecipeError, match="text-generation model cannot be searched yet.*greencompress run"):
-        load_recipe(path, schema=SearchRecipe)
+    spec = recipe.search
+    assert spec.objective_names == ["perplexity_increase", "energy_ratio", "prefill_energy_ratio"]
+    assert spec.directions == ["minimize"] * 3
+    budget = recipe.search_budget()
+    assert (budget.metric, budget.max_perplexity_increase) == ("perplexity", 12)
+    assert budget.excess(None, perplexity_increase=15.0) == 3.0 and budget.excess(None, perplexity_increase=4) < 0
+    assert budget.describe() == "perplexity within +12% of the original model's"
+    assert recipe.scored_sequence_length() == 32  # the longest prompt benchmarked, unless objectives say
+    # Without a budget of its own: the recipe's perplexity gate, else the default.
+    assert lm_search(tmp_path, lm_folder, "{bits: [4, 8]}").search_budget().max_perplexity_increase == 5.0
+
+
+@pytest.mark.parametrize(
+    "space, extra, message",
+    [
+        ("{finetune_epochs: [1, 2]}", "", "search.space.finetune_epochs: not a setting a text-generation model's"),
+        ("{prune_ratio: {low: 0.2, high: 0.5}}", "", "search.space.prune_ratio: not a setting"),
+        ("{bits: [4], runtime: [onnxruntime]}", "", "search.space.runtime: not a setting"),
+        ("{bits: [3]}", "", "search.space.bits"),
+        ("{group_size: [8]}", "", "every group size must be >= 16"),
+    ],
+)
+def test_a_language_model_search_refuses_settings_it_cannot_vary(tmp_path, lm_folder, space, extra, message):
+    with pytest.raises(RecipeError, match=message):
+        lm_search(tmp_path, lm_folder, space, extra)
+
+
+def test_a_classifier_search_refuses_a_language_models_settings(tiny_recipe):
+    with pytest.raises(RecipeError, match="search.space.bits: not a setting a"):
+        load_recipe(search_recipe(tiny_recipe, "search:\n  space: {bits: [4, 8]}\n"), schema=SearchRecipe)
+    space = "search:\n  space: {calibration_method: [minmax]}\n  objectives: {prefill: true}\n"
+    with pytest.raises(RecipeError, match="objectives.prefill: the prefill's J per prompt token"):
+        load_recipe(search_recipe(tiny_recipe, space), schema=SearchRecipe)
+    space = "search:\n  space: {calibration_method: [minmax]}\n  budget: {max_perplexity_increase: 5}\n"
+    with pytest.raises(RecipeError, match="max_perplexity_increase: judges a language model"):
+        load_recipe(search_recipe(tiny_recipe, space), schema=SearchRecipe)
+
+
+@pytest.mark.parametrize(
+    "params, stages",
+    [
+        # nothing removed: no structural stage, nothing to heal; only the last grid, as drawn
+        ({"depth": 0, "ffn": 0, "bits": 8}, ["weight_only"]),
+        ({"depth": 1, "ffn": 0, "bits": 4}, ["depth", "distill", "weight_only"]),
+        ({"depth": 0, "ffn": 0.5, "bits": 4}, ["prune", "distill", "weight_only"]),
+        ({"depth": 1, "ffn": 0.5, "heads": 0.5, "group_size": 16}, ["depth", "prune", "distill", "weight_only"]),
+    ],
+)
+def test_a_language_model_trial_makes_one_candidate_and_measures_it_beside_the_anchor_only(
+    tmp_path, lm_folder, params, stages
+):
+    recipe = lm_search(tmp_path, lm_folder, "{depth: [0, 1], ffn: [0, 0.5], heads: [0, 0.5], bits: [4, 8]}")
+    data = trial_recipe(recipe_to_dict(recipe), recipe.search, params, "t", 32, generating=True)
+    trial = Recipe.model_validate(data)
+    assert [stage.technique for stage in trial.stages] == stages
+    grid = trial.stages[-1].config
+    assert grid.bits == params.get("bits", 4) and grid.group_size == params.get("group_size", 32)
+    assert grid.int8_layers == ([] if grid.bits == 8 else ["down_proj"])  # an int8 grid has no int8 overrides
+    if "prune" in stages:
+        prune = trial.stage("prune")
+        assert prune.transformer_ratios == (params.get("heads", 0.0), params["ffn"])
+        assert prune.importance == "activation"  # measured contribution, not the weight norms CNNs default to
+    if "depth" in stages:
+        assert trial.stage("depth").importance == "similarity"  # the base's, or Block Influence where added
+    assert trial.benchmark.measure == "last"
+    assert (trial.benchmark.batch_sizes, trial.benchmark.sequence_lengths) == ([1], [32])
 
 
 def test_a_search_whose_model_cannot_be_prepared_stops_once_instead_of_failing_trial_after_trial(

@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pytest
+
+from greencompress.core.errors import GreencompressError
 from greencompress.search.summary import (
     Summary,
     TrialRow,
@@ -247,3 +250,95 @@ def test_two_searches_rank_their_common_trials_alike_though_the_machine_drifted_
     assert sorted(second, key=lambda n: second[n].joules_per_inference) == [2, 0, 1]
     rows = [row(n, second[n]) for n in second]
     assert choose(rows) == 1
+
+
+def test_a_language_model_trial_is_read_on_its_cheapest_runtime_against_the_pytorch_anchor():
+    from greencompress.measure.generation import GenerationResult, GenerationShape
+    from greencompress.pipeline.generate import _shape_result
+    from greencompress.report.generation import GeneratedArtifact, GenerationReport
+    from greencompress.search.trial import read_generation_outcome
+
+    shape = GenerationShape(1, 32, 16)
+
+    def result(tpot_ms: float) -> GenerationResult:
+        drift = (1.0, 1.02, 0.98, 1.01, 0.99)  # the machine's, shared by every generator in a round
+        tpot = tuple(tpot_ms * d for d in drift)
+        return GenerationResult(
+            shape,
+            5,
+            2,
+            tpot,
+            tpot,
+            tpot,
+            tuple(0.02 * t for t in tpot),
+            tuple(0.01 * t for t in tpot),
+            "estimate",
+            False,
+        )
+
+    def artifact(name: str, change: float, speed: bool = True) -> GeneratedArtifact:
+        model, _, runtime = name.rpartition("@")
+        return GeneratedArtifact(
+            name,
+            model,
+            runtime,
+            "int4",
+            f"/runs/genai/{model}",
+            1000,
+            30 * (1 + change),
+            change,
+            0.9,
+            0.8,
+            speed,
+            {"folder": "/runs/models/x"},
+            None,
+            ("decoder layers 30 -> 22",),
+        )
+
+    results = {
+        "fp32@torch": result(40.0),
+        "depth8-int4@torch": result(30.0),
+        "depth8-int4@onnxruntime-genai": result(10.0),
+    }
+    artifacts = (
+        artifact("fp32@torch", 0.0),
+        artifact("depth8-int4@torch", 0.2, speed=False),
+        artifact("depth8-int4@onnxruntime-genai", 0.21),
+    )
+    measured = _shape_result(
+        shape, {name: results[name] for name in ("fp32@torch", "depth8-int4@onnxruntime-genai")}, {}
+    )
+    report = GenerationReport("trial", "now", {}, "plays", {}, {}, 2, {}, [], {}, {}, artifacts, (measured,), 5.0, 1.0)
+    outcome = read_generation_outcome(report, 1, 32)
+    # Rounded weights on PyTorch's FP32 kernels are not measured for speed: the GenAI file is the candidate.
+    assert (outcome.candidate, outcome.runtime, outcome.anchor) == (
+        "depth8-int4@onnxruntime-genai",
+        "onnxruntime-genai",
+        "fp32@torch",
+    )
+    assert outcome.anchor_energy_ratio["ratio"] == pytest.approx(0.25) and outcome.anchor_latency_ratio[
+        "ratio"
+    ] == pytest.approx(0.25)
+    assert outcome.anchor_prefill_energy_ratio["ratio"] == pytest.approx(0.25)
+    assert outcome.perplexity_increase == pytest.approx(21.0) and outcome.top1 is None and outcome.accuracy_drop is None
+    assert outcome.path == "/runs/genai/depth8-int4" and outcome.unit == "generated token"
+    assert [
+        outcome.objective(name) for name in ("perplexity_increase", "energy_ratio", "prefill_energy_ratio")
+    ] == pytest.approx([21.0, 0.25, 0.25])
+    with pytest.raises(GreencompressError, match="not measured at batch 2, prompt 32"):
+        read_generation_outcome(report, 2, 32)
+
+
+def test_a_language_model_front_measured_again_decides_the_choice_among_the_feasible():
+    rows = [
+        row(0, outcome(91.0, 0.0100, 0.60)),
+        row(1, outcome(91.0, 0.0080, 0.60)),  # cheapest in its own trial's rounds
+        row(2, outcome(91.0, 0.0090, 0.60)),
+    ]
+    assert choose(rows) == 1
+    again = {
+        1: {"energy_ratio": interval(0.50, 0.01), "latency_ratio": interval(0.5)},
+        2: {"energy_ratio": interval(0.40, 0.01), "latency_ratio": interval(0.4)},  # cheaper measured beside it
+    }
+    assert choose(rows, again) == 2
+    assert choose(rows, {0: again[1]}) == 0  # only the re-measured are chosen among
