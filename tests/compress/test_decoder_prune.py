@@ -43,8 +43,13 @@ def test_a_silent_ffn_neuron_is_ranked_least_and_its_removal_leaves_every_logit_
     model = with_silent_neuron(kind)
     before = logits(model)
     scores = width_scores(model, criterion, windows())
-    if criterion == "activation":  # l1 also counts the weights that make the neuron, which are not zero
+    if criterion == "activation":
         assert all(int(layer.argmin()) == SILENT_NEURON for layer in scores.neurons)
+    else:  # l1 also counts the weights that make the neuron, which are not zero: silencing it lowers its score alone
+        intact = width_scores(tiny(kind, layers=2), criterion, windows())
+        for silent, whole in zip(scores.neurons, intact.neurons):
+            assert torch.nonzero(silent != whole).flatten().tolist() == [SILENT_NEURON]
+            assert silent[SILENT_NEURON] < whole[SILENT_NEURON]
     width = decoder_widths(model)[0].neurons
     done = prune_decoder(model, 0.0, 1 / width, "activation", windows())  # one neuron per layer
     assert (done.ffn_before, done.ffn_after) == (width, width - 1)
