@@ -274,8 +274,11 @@ class Search:
                 "trial %d: the same settings as trial %d, which finished; not run again", trial.number, twin.number
             )
             raise optuna.TrialPruned(f"same settings as trial {twin.number}")
-        # No untrained proxy for a language model yet: every point drawn is healed and measured.
-        if not generating and context.proxy_for(trial_recipe_obj, runtimes[0]) is not None:
+        if generating and self.spec.proxy.enabled:  # its structure, untrained, timed decoding
+            stop = self._proxy_check(trial, context, trial_recipe_obj, [])
+            if stop:
+                raise optuna.TrialPruned(stop)
+        elif not generating and context.proxy_for(trial_recipe_obj, runtimes[0]) is not None:
             stop = self._proxy_check(trial, context, trial_recipe_obj, runtimes)
             if stop:
                 raise optuna.TrialPruned(stop)
@@ -318,6 +321,10 @@ class Search:
     def _proxy_check(self, trial, context, trial_recipe_obj: Recipe, runtimes: list[str]) -> str | None:
         """Why the candidate is not worth fine-tuning (its widths and depth buy no speed where served), or None."""
         batch_size, started = trial_recipe_obj.data.batch_size, time.perf_counter()
+        if self.recipe.task.workload_kind == "generate":
+            proxy = context.generation_proxy(trial_recipe_obj)
+            result = proxy.measure(trial_recipe_obj)
+            return None if result is None else self._judge_proxy(trial, {proxy.runtime: result}, started)
         try:
             pruned = context.original
             for stage in trial_recipe_obj.stages:  # each technique removes what the stage would, untrained
@@ -330,6 +337,10 @@ class Search:
             trial.set_user_attr("stopped_by", "infeasible")
             return f"infeasible: {error}"
         results = {runtime: context.proxy_for(trial_recipe_obj, runtime).measure(pruned) for runtime in runtimes}
+        return self._judge_proxy(trial, results, started)
+
+    def _judge_proxy(self, trial, results: dict, started: float) -> str | None:
+        """Records the proxy's ratios on each runtime; why the candidate is not worth training, or None."""
         for runtime, result in results.items():
             log.info(
                 "trial %d proxy: untrained pruned/unpruned latency on %s %.3fx [%.3f, %.3f]%s",
@@ -439,9 +450,16 @@ class _TrialContext:
         self.proxies = {}
         if recipe.task.workload_kind == "generate":
             # Each trial runs as a text-generation run, loading what it needs; here the meter and files are checked and
-            # the model is read once (a GGUF file is dequantized into the cache, which the trials then read).
-            preflight(recipe)
-            self.original = recipe.task.load(recipe.model, progress).module.eval()
+            # the model is read once (a GGUF file is dequantized into the cache, which the trials then read), with
+            # the text the proxy ranks and times on.
+            from greencompress.models.corpus import load_corpus
+            from greencompress.models.tasks.text_generation import PERPLEXITY_WINDOW
+
+            _, self.meter, _ = preflight(recipe)
+            self.loaded = recipe.task.load(recipe.model, progress)
+            self.original = self.loaded.module.eval()
+            context = getattr(self.original.config, "max_position_embeddings", None)
+            self.corpus = load_corpus(recipe.data, self.loaded.tokenizer, PERPLEXITY_WINDOW, context)
             self.baseline_validation_top1 = None
             return
         # As a trial's run prepares it: text tokenised by the model's tokenizer, a sentence embedder's centroids
@@ -455,6 +473,19 @@ class _TrialContext:
             if finetune is not None and self.data.train is not None
             else None
         )
+
+    def generation_proxy(self, trial_recipe_obj: Recipe):
+        """A language model's proxy, on the runtime its candidates are served on (ONNX Runtime GenAI where the
+        recipe measures it, else PyTorch)."""
+        from greencompress.pipeline.generate import runtimes_for
+        from greencompress.pipeline.generation_proxy import GenerationProxy
+
+        measured, _ = runtimes_for(trial_recipe_obj)
+        runtime = "onnxruntime-genai" if "onnxruntime-genai" in measured else "torch"
+        if runtime not in self.proxies:
+            rounds = self.recipe.search.proxy.rounds
+            self.proxies[runtime] = GenerationProxy(self.recipe, self.loaded, self.corpus, self.meter, runtime, rounds)
+        return self.proxies[runtime]
 
     def proxy_for(self, trial_recipe_obj: Recipe, runtime: str):
         from greencompress.pipeline.proxy import LatencyProxy

@@ -396,12 +396,13 @@ def _generation_table_rows(summary: Summary, compact: bool) -> tuple[list[str], 
         "J/generated token",
         f"TPOT vs {anchor}",
         f"prefill J/prompt token vs {anchor}",
+        "proxy: untrained structure's TPOT vs the original's",
         "structure removed",
         "note",
     ]
     rows = []
     for row in summary.rows:
-        o, again = row.outcome, summary.remeasured.get(row.number)
+        o, again, proxy = row.outcome, summary.remeasured.get(row.number), row.proxy
         marks = ("chosen; " if row.number == summary.chosen else "") + (
             "front; " if row.number in summary.front else ""
         )
@@ -419,6 +420,7 @@ def _generation_table_rows(summary: Summary, compact: bool) -> tuple[list[str], 
                 f"{o.joules_per_inference:.4g}" if o else "-",
                 _interval_text(o.anchor_latency_ratio) if o else "-",
                 _interval_text(o.anchor_prefill_energy_ratio) if o else "-",
+                _proxy_text(proxy),
                 "; ".join(o.structure_removed) or "none" if o else "-",
                 (marks + (row.reason or ("over budget" if o and not row.feasible else ""))).strip("; "),
             ]
@@ -428,6 +430,12 @@ def _generation_table_rows(summary: Summary, compact: bool) -> tuple[list[str], 
         headers = [headers[i] for i in keep]
         rows = [[row[i] if i != len(row) - 1 else row[i].split(":")[0] for i in keep] for row in rows]
     return headers, rows
+
+
+def _proxy_text(proxy: dict | None) -> str:
+    if not proxy:
+        return "-"
+    return f"{_interval_text({'ratio': proxy['ratio'], 'ci95': [proxy['low'], proxy['high']]})} on {proxy['runtime']}"
 
 
 def energy_method_text(summary: Summary) -> str:

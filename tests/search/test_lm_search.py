@@ -8,6 +8,7 @@ in test_summary.py)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -28,6 +29,7 @@ search:
   space: {{depth: [1, 2], ffn: [0, 0.5]}}
   budget: {{max_trials: 2, max_perplexity_increase: {budget}}}
   sampler: random
+  proxy: {{rounds: 3}}
 output: {{dir: {output}}}
 """
 
@@ -35,8 +37,12 @@ output: {{dir: {output}}}
 BUDGET = 2.0  # percent
 
 
-def test_a_language_model_search_ranks_by_j_per_token_under_its_perplexity_budget_and_remeasures_its_front(tmp_path):
+def test_a_language_model_search_ranks_by_j_per_token_under_its_perplexity_budget_and_remeasures_its_front(
+    tmp_path, monkeypatch
+):
     from greencompress.cli import cli
+
+    monkeypatch.setenv("GREENCOMPRESS_CACHE", str(tmp_path / "cache"))  # the proxy times afresh, not from a cache
 
     folder = tiny_llama_folder(tmp_path / "llama", layers=3)
     path = tmp_path / "lm_search.yaml"
@@ -55,6 +61,9 @@ def test_a_language_model_search_ranks_by_j_per_token_under_its_perplexity_budge
         assert names == ["fp32@torch", f"depth{params['depth']}{narrow}-distilled@torch"]
         assert outcome["unit"] == "generated token" and outcome["runtime"] == "torch"
         assert outcome["candidate"] == names[1] and outcome["anchor"] == "fp32@torch"
+        # The proxy timed the untrained structure decoding against the original on the serving runtime first.
+        proxy = row["proxy"]
+        assert proxy["runtime"] == "torch" and proxy["rounds"] == 3 and proxy["ratio"] < 0.97
         removed = outcome["structure_removed"]
         assert removed[0].startswith(f"decoder layers 3 -> {3 - params['depth']}")
         assert (removed[1:] == ["FFN neurons 128 -> 64 per layer"]) == bool(params["ffn"])
@@ -87,3 +96,31 @@ def test_a_language_model_search_ranks_by_j_per_token_under_its_perplexity_budge
     # best.yaml is the chosen trial's recipe.
     chosen = next(row for row in saved["rows"] if row["number"] == saved["chosen"])
     assert best.read_text() == (Path(chosen["run_dir"]) / "recipe.resolved.yaml").read_text()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime_genai") is None, reason="pip install onnxruntime-genai")
+def test_the_proxy_times_an_untrained_shallower_structure_built_for_genai_and_caches_it(tmp_path):
+    from greencompress.measure.energy.estimate import EstimateMeter
+    from greencompress.models.corpus import load_corpus
+    from greencompress.pipeline.generation_proxy import GenerationProxy
+    from greencompress.pipeline.proxy import ProxyCache
+    from greencompress.pipeline.recipe import Recipe, load_recipe
+    from greencompress.search.spec import SearchRecipe
+
+    folder = tiny_llama_folder(tmp_path / "llama", layers=3)
+    path = tmp_path / "lm_search.yaml"
+    path.write_text(RECIPE.format(folder=folder, output=tmp_path / "runs", budget=BUDGET))
+    recipe = load_recipe(path, schema=SearchRecipe)
+    base = {key: value for key, value in recipe.model_dump(mode="json").items() if key != "search"}
+    loaded = recipe.task.load(recipe.model, None)
+    corpus = load_corpus(recipe.data, loaded.tokenizer, 256)
+    cache = ProxyCache(tmp_path / "cache")
+    proxy = GenerationProxy(recipe, loaded, corpus, EstimateMeter(), "onnxruntime-genai", 3, cache)
+    trial = Recipe.model_validate({**base, "stages": [{"depth": {"remove": 2, "importance": "similarity"}}]})
+    first = proxy.measure(trial)
+    # A third of the layers decodes in less time than all three, built alike (FP32, the same builder and threads).
+    assert first.rounds == 3 and first.ratio < 0.9 and first.candidate_p50_ms < first.baseline_p50_ms
+    assert not first.cached and proxy.measure(trial).cached  # the same structure on this CPU: not timed again
+    nothing_removed = Recipe.model_validate({**base, "stages": [{"distill": {}}]})
+    assert proxy.measure(nothing_removed) is None
+    assert not any((proxy.scratch / "genai").glob("*candidate-*"))  # each candidate's build is removed once timed
