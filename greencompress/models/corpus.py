@@ -67,6 +67,12 @@ class Corpus:
         rows = [self.evaluation[start : start + tokens] for start in self._starts(index, tokens, batch_size, room)]
         return np.stack(rows)
 
+    def distinct_prompts(self, tokens: int, batch_size: int = 1) -> int:
+        """How many prompt sets `prompt` can give at this length and batch size before the text runs out."""
+        room = len(self.evaluation) - tokens
+        windows = sum((room - shift) // tokens + 1 for shift in range(min(tokens - 1, room) + 1)) if room >= 0 else 0
+        return windows // batch_size
+
     @staticmethod
     def _starts(index: int, tokens: int, batch_size: int, room: int) -> list[int]:
         starts = []

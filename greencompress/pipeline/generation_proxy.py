@@ -22,7 +22,6 @@ from greencompress.pipeline.proxy import ProxyCache, ProxyResult, cpu_identity, 
 log = logging.getLogger(__name__)
 
 NEW_TOKENS = 16  # per timed query: the proxy compares a step's cost, not a long answer's
-FIRST_PROMPT = 90_000  # its prompts come from here on, apart from any run's
 
 
 def decoder_widths_of(config) -> list:
@@ -119,8 +118,12 @@ class GenerationProxy:
         candidate = self._generator(folder, f"candidate-{folder.name}")
         shape = GenerationShape(batch_size, prompt_tokens, NEW_TOKENS)
 
+        # From the last quarter of the prompts the text holds: runs draw theirs from the first, the front's
+        # re-measurement from the middle.
+        first = 3 * self.corpus.distinct_prompts(prompt_tokens, batch_size) // 4
+
         def prompt(n: int) -> np.ndarray:
-            return self.corpus.prompt(FIRST_PROMPT + n, prompt_tokens, batch_size)
+            return self.corpus.prompt(first + n, prompt_tokens, batch_size)
 
         generators = {"candidate": candidate, "baseline": self._baseline}
         with measurement_lock("search proxy"):

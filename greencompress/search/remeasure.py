@@ -16,8 +16,6 @@ from greencompress.search.trial import ANCHOR_LM
 
 log = logging.getLogger(__name__)
 
-# Prompts are drawn from this index on: the trials' runs drew theirs from 0 (one shape each).
-FIRST_PROMPT = 50_000
 FIGURES = {
     "energy_ratio": "joules_per_generated_token",
     "latency_ratio": "time_per_output_token_ms",
@@ -75,8 +73,11 @@ def remeasure_front(recipe, summary: Summary, progress=None) -> tuple[dict, dict
         rounds,
     )
 
+    # The trials' runs drew their prompts from the first on; these come from the second half of those the text holds.
+    first = corpus.distinct_prompts(shape.prompt_tokens, shape.batch_size) // 2
+
     def prompt(n: int) -> np.ndarray:
-        return corpus.prompt(FIRST_PROMPT + n, shape.prompt_tokens, shape.batch_size)
+        return corpus.prompt(first + n, shape.prompt_tokens, shape.batch_size)
 
     results = benchmark_generation(generators, prompt, shape, meter, rounds=rounds)
     anchor = results[ANCHOR_LM]

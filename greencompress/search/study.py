@@ -40,6 +40,10 @@ SCORING = "paired ratio to the anchor, cheapest serving runtime"
 # budget, so a space where nothing passes the proxy, or that is exhausted, still ends).
 FINISHED = ("COMPLETE", "PRUNED")
 PROXY_CAP = 4
+# Trials in a row that failed with the same error: a fault of the search, not of the points drawn; it stops there
+# (failed trials count against no budget, so it would otherwise fail until max_time).
+FAILED_ALIKE = 3
+TRIAL_ERRORS = (GreencompressError, RuntimeError, ValueError, OSError)  # what fails one trial, not the search
 
 
 class HopelessTrial(Exception):
@@ -199,17 +203,40 @@ class Search:
         # stops the search once, where inside a trial it would fail every trial Optuna starts, without end.
         self._load()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self._failed_alike = None
         self.study.optimize(
             # A candidate that breaks (export parity, a runtime's error) fails alone; a bug in greencompress stops all.
-            self._objective,
+            self._recorded,
             timeout=self.spec.budget.max_time,
-            catch=(GreencompressError, RuntimeError, ValueError, OSError),
+            catch=TRIAL_ERRORS,
             callbacks=[self._log_trial, self._stop_when_spent],
         )
+        if self._failed_alike is not None:
+            raise GreencompressError(
+                f"search stopped: the last {FAILED_ALIKE} trials failed with the same error, which no other point of "
+                f"the space would avoid: {self._failed_alike} (each trial's run folder and search.log have more)"
+            )
 
     def _stop_when_spent(self, study, trial) -> None:
         if self.budget_spent():
             study.stop()
+        elif (why := self._failing_alike()) is not None:
+            self._failed_alike = why
+            study.stop()
+
+    def _failing_alike(self) -> str | None:
+        """The error the last FAILED_ALIKE finished trials all failed with, or None."""
+        finished = [t for t in self.study.get_trials(deepcopy=False) if t.state.name != "RUNNING"]
+        last = finished[-FAILED_ALIKE:]
+        reasons = {t.user_attrs.get("error") for t in last}
+        if (
+            len(last) < FAILED_ALIKE
+            or any(t.state.name != "FAIL" for t in last)
+            or len(reasons) != 1
+            or None in reasons
+        ):
+            return None
+        return reasons.pop()
 
     def _fail_dead_trials(self) -> dict[int, str]:
         """Trials still RUNNING whose worker on this host is gone (killed, SIGKILL, a crash): failed; why, by number.
@@ -251,6 +278,14 @@ class Search:
                 "interrupted" if why == "interrupted" else "left by a dead worker",
                 f", resuming {resume['resume_dir']}" if resume else "",
             )
+
+    def _recorded(self, trial) -> list[float]:
+        """The trial's objectives; an error that fails it alone is recorded with it (the summary shows it)."""
+        try:
+            return self._objective(trial)
+        except TRIAL_ERRORS as error:
+            trial.set_user_attr("error", f"{type(error).__name__}: {error}"[:2000])
+            raise
 
     def _objective(self, trial) -> list[float]:
         import optuna

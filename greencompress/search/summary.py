@@ -94,6 +94,7 @@ def rows_of(study) -> list[TrialRow]:
         reason = (
             attrs.get("stopped", "")
             or ("interrupted" if attrs.get("interrupted") else "")
+            or attrs.get("error", "")
             or trial.system_attrs.get("fail_reason", "").split("\n")[0]
         )
         if state == "fail" and not reason and trial.number in retried_as:

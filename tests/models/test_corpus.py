@@ -58,6 +58,12 @@ def test_prompts_never_repeat_even_after_the_text_runs_out():
     with pytest.raises(DataError, match="fewer than a prompt"):
         corpus.prompt(0, 200)
     assert [w.shape for w in corpus.calibration_windows(5, 4)] == [(1, 4), (1, 4)]
+    # As many as the text holds, every one distinct; one more is refused (a search draws from parts of that range).
+    count = corpus.distinct_prompts(16)
+    assert len({corpus.prompt(n, 16).tobytes() for n in range(count)}) == count == 85
+    with pytest.raises(DataError, match=f"too short for {count + 1} distinct prompts"):
+        corpus.prompt(count, 16)
+    assert corpus.distinct_prompts(16, batch_size=2) == count // 2 and corpus.distinct_prompts(200) == 0
 
 
 CHAT = (

@@ -362,3 +362,26 @@ def test_a_search_whose_model_cannot_be_prepared_stops_once_instead_of_failing_t
     with pytest.raises(GreencompressError, match="data: cannot be read"):
         search.optimize()
     assert len(attempts) == 1 and search.study.get_trials() == []
+
+
+def test_a_search_whose_trials_all_fail_alike_stops_after_three_naming_the_error(tiny_recipe, tmp_path, monkeypatch):
+    from greencompress.search import study
+    from greencompress.search.summary import rows_of
+
+    space = "search:\n  space: {calibration_method: [minmax, entropy, percentile]}\n  proxy: {enabled: false}\n"
+    recipe = load_recipe(search_recipe(tiny_recipe, space), schema=SearchRecipe)
+    search = study.Search(recipe, tmp_path, f"sqlite:///{tmp_path / 'study.db'}")
+    def loaded(self, recipe, progress):
+        self.recipe, self.baseline_validation_top1 = recipe, None
+
+    monkeypatch.setattr(study._TrialContext, "__init__", loaded)
+
+    def broken(self, *args):  # every point fails the same way: the fault is the search's, not the point's
+        raise GreencompressError("data: the evaluation text is too short for 90001 distinct prompts")
+
+    monkeypatch.setattr(study._TrialContext, "run_trial", broken)
+    with pytest.raises(GreencompressError, match="the last 3 trials failed with the same error.*90001 distinct"):
+        search.optimize()
+    rows = rows_of(search.study)
+    assert [row.state for row in rows] == ["fail"] * 3
+    assert rows[0].reason == "GreencompressError: data: the evaluation text is too short for 90001 distinct prompts"
