@@ -371,6 +371,7 @@ def test_a_search_whose_trials_all_fail_alike_stops_after_three_naming_the_error
     space = "search:\n  space: {calibration_method: [minmax, entropy, percentile]}\n  proxy: {enabled: false}\n"
     recipe = load_recipe(search_recipe(tiny_recipe, space), schema=SearchRecipe)
     search = study.Search(recipe, tmp_path, f"sqlite:///{tmp_path / 'study.db'}")
+
     def loaded(self, recipe, progress):
         self.recipe, self.baseline_validation_top1 = recipe, None
 
