@@ -165,6 +165,7 @@ class Search:
         # from its own, or two workers started together would draw the same points.
         self.study = open_study(recipe, storage, recipe.seed + (os.getpid() if worker else 0))
         self._context = None  # model, data, baseline validation top-1, proxies: loaded on the first trial
+        self._failed_alike: str | None = None  # the error that stopped the search, when trials kept failing alike
 
     def finished_trials(self) -> int:
         """Trials that count against `budget.max_trials`: trained (complete or stopped early); not those turned
