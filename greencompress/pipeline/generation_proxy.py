@@ -111,7 +111,6 @@ class GenerationProxy:
     def _time(self, folder: Path, batch_size: int, prompt_tokens: int) -> ProxyResult:
         from greencompress.measure.generation import GenerationShape, benchmark_generation
         from greencompress.measure.lock import measurement_lock
-        from greencompress.measure.stats import paired_ratio_interval
 
         if self._baseline is None:
             self._baseline = self._generator(Path(self.loaded.provenance["folder"]), "original")
@@ -134,12 +133,4 @@ class GenerationProxy:
             else:
                 built.unlink()
         tpot = {name: list(result.time_per_output_token_ms) for name, result in results.items()}
-        interval = paired_ratio_interval(tpot["candidate"], tpot["baseline"])
-        return ProxyResult(
-            interval.ratio,
-            interval.low,
-            interval.high,
-            interval.rounds,
-            float(np.median(tpot["candidate"])),
-            float(np.median(tpot["baseline"])),
-        )
+        return ProxyResult.paired(tpot["candidate"], tpot["baseline"])

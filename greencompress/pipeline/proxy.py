@@ -44,6 +44,19 @@ class ProxyResult:
     baseline_p50_ms: float
     cached: bool = False
 
+    @classmethod
+    def paired(cls, candidate_ms: list[float], baseline_ms: list[float]) -> ProxyResult:
+        """From per-round figures of the two models in the same rounds: their paired ratio and medians."""
+        interval = paired_ratio_interval(candidate_ms, baseline_ms)
+        return cls(
+            interval.ratio,
+            interval.low,
+            interval.high,
+            interval.rounds,
+            float(np.median(candidate_ms)),
+            float(np.median(baseline_ms)),
+        )
+
 
 def width_signature(model: nn.Module) -> list[list]:
     """Each convolution's and linear layer's weight shape, in order: what decides the model's cost on a runtime."""
@@ -128,15 +141,7 @@ def time_pair(candidate, baseline, inputs, rounds: int, window_s: float) -> Prox
                 runner(inputs)
                 durations.append(time.perf_counter() - started)
             medians[name].append(float(np.median(durations)) * 1e3)
-    interval = paired_ratio_interval(medians["candidate"], medians["baseline"])
-    return ProxyResult(
-        interval.ratio,
-        interval.low,
-        interval.high,
-        interval.rounds,
-        float(np.median(medians["candidate"])),
-        float(np.median(medians["baseline"])),
-    )
+    return ProxyResult.paired(medians["candidate"], medians["baseline"])
 
 
 class LatencyProxy:
