@@ -10,10 +10,11 @@ every query are left out of the decode figures (caches and allocators settling),
 Every round draws new prompts, the same for every generator in the round, so that no runtime's prompt cache
 can answer a prompt it has seen and rounds pair generators on the same work (`paired_ratio_interval`). The
 generators run one after another in a round, in an order that rotates between rounds. A meter reads no
-window shorter than its `min_window_s`: a round's prefill window holds as many prefills (of distinct
-prompts) as the fastest generator needs to fill it, and its decode window decodes as many of those states
-(each for its counted steps) as the fastest generator's warm-up query says fill that one, and more where the
-window is still short. A decode window still shorter than the meter's shortest is refused rather than reported.
+window shorter than its `min_window_s`: each generator's prefill window holds as many prefills as its own
+warm-up query says fill it, and its decode window decodes as many of those states (each for its counted steps)
+as fill that one, and more where the window is still short; all take their prompts from the front of the
+round's one list, so a slower generator works on fewer of the same prompts rather than for longer than its
+windows need. A decode window still shorter than the meter's shortest is refused rather than reported.
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class GenerationShape:
 class Generator(Protocol):
     """A model that generates greedily with its KV cache: `prefill` returns the state after the prompt (its first
     new token included); `step` takes one decode step from a state and returns the next state. One that holds
-    only the last prompt's state (a stateful pipeline) says so with a `sequences = 1` attribute."""
+    only the last few prompts' states (a stateful pipeline) says how many with a `sequences` attribute; one that
+    runs batches of at most some size says so with `max_batch_size` and `max_batch_reason`."""
 
     def prefill(self, ids: np.ndarray) -> object: ...
 
@@ -128,27 +130,22 @@ def benchmark_generation(
     if shape.new_tokens - 1 <= warmup_steps:
         raise ValueError(f"new_tokens {shape.new_tokens} leaves no decode step after {warmup_steps} warm-up steps")
     prompts = FreshPrompts(prompt, shape)
-    # Queries untimed by the meter, on prompts of their own: they warm every generator up, and the fastest says how
-    # many prefills, and how many queries' decodes, fill the meter's shortest window (with a margin).
+    # Queries untimed by the meter, on prompts of their own: they warm every generator up and say how many of its
+    # prefills, and how many queries' decodes, fill the meter's shortest window.
     counted = shape.new_tokens - 1 - warmup_steps
     # Two warm-up queries each: the first pays for first calls (allocations, kernel choices), the second is timed.
     timings = [
         [_query_seconds(generator, prompts.draw(), warmup_steps, counted) for _ in range(2)][-1]
         for generator in generators.values()
     ]
-    prefill_s, decode_s = min(t[0] for t in timings), min(t[1] for t in timings)
-    # A margin of 2: one warm-up query's timing is a rough guide to a round's.
-    per_window = max(1, math.ceil(2 * meter.min_window_s / max(prefill_s, 1e-6)))
-    decoded = max(1, math.ceil(2 * meter.min_window_s / max(decode_s, 1e-6)))
-    # A generator that holds one sequence at a time (a stateful pipeline) decodes only its last prompt's state.
-    decoded = min(decoded, *(getattr(generator, "sequences", decoded) for generator in generators.values()))
-    per_window = max(per_window, 2 * decoded)  # spare states, for a round that decodes faster than the warm-up
     names = list(generators)
+    plans = {name: _window_plan(generators[name], timing, meter) for name, timing in zip(names, timings)}
     records = {name: {"ttft": [], "tpot": [], "steps": [], "j_prompt": [], "j_generated": []} for name in names}
     for index in range(rounds):
-        drawn = [prompts.draw() for _ in range(per_window)]
+        drawn = [prompts.draw() for _ in range(max(prefills for prefills, _ in plans.values()))]
         for name in names[index % len(names) :] + names[: index % len(names)]:  # rotate who goes first
-            _one_round(generators[name], drawn, decoded, shape, meter, warmup_steps, records[name])
+            prefills, decoded = plans[name]
+            _one_round(generators[name], drawn[:prefills], decoded, shape, meter, warmup_steps, records[name])
     return {
         name: GenerationResult(
             shape,
@@ -189,6 +186,17 @@ class FreshPrompts:
             f"prompts {self.next - self.SKIPPED_AT_MOST}-{self.next - 1} each repeat an earlier one: the text is too "
             "repetitive to give new prompts (a runtime's prompt cache would answer a repeat)"
         )
+
+
+def _window_plan(generator: Generator, timing: tuple[float, float], meter: EnergyMeter) -> tuple[int, int]:
+    """How many prompts a generator prefills in a round, and how many of their states it decodes at least, for
+    its own windows to reach the meter's shortest (a margin of 2: one warm-up query is a rough guide to a round)."""
+    prefill_s, decode_s = timing
+    prefills = max(1, math.ceil(2 * meter.min_window_s / max(prefill_s, 1e-6)))
+    decoded = max(1, math.ceil(2 * meter.min_window_s / max(decode_s, 1e-6)))
+    # A generator that holds few sequences at a time (a stateful pipeline) decodes only its last prompts' states.
+    decoded = min(decoded, getattr(generator, "sequences", decoded))
+    return max(prefills, 2 * decoded), decoded  # spare states, for a round that decodes faster than the warm-up
 
 
 def _query_seconds(generator: Generator, ids: np.ndarray, warmup: int, counted: int) -> tuple[float, float]:

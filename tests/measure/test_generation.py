@@ -150,3 +150,38 @@ def test_a_generator_holding_one_sequence_decodes_only_its_last_prompts_state():
     shape = GenerationShape(batch_size=1, prompt_tokens=8, new_tokens=12)
     result = benchmark_generation({"m": OneSequence()}, prompts(1, 8), shape, Meter(10.0), rounds=2)
     assert len(result["m"].step_ms) == 2 * (12 - 1 - 2)  # one query's decode per round
+
+
+def test_each_generator_fills_its_own_windows_from_the_front_of_the_rounds_prompts():
+    """A generator ten times slower works on fewer of the round's prompts, not ten times longer than it needs."""
+
+    class Paced:
+        def __init__(self, seconds: float):
+            self.seconds, self.prefilled = seconds, []
+
+        def prefill(self, ids):
+            self.prefilled.append(int(ids[0, 0]))
+            time.sleep(self.seconds)
+            return [0]
+
+        def step(self, state):
+            time.sleep(self.seconds)
+            return [*state, 0]
+
+        def tokens(self, state):
+            return np.array([state])
+
+    class Meter(EstimateMeter):
+        min_window_s = 0.05
+
+    fast, slow = Paced(0.001), Paced(0.01)
+    shape = GenerationShape(batch_size=1, prompt_tokens=4, new_tokens=6)  # 3 counted steps
+    counter = iter(range(10**6))
+    results = benchmark_generation(
+        {"fast": fast, "slow": slow}, lambda n: np.full((1, 4), next(counter)), shape, Meter(10.0), rounds=2
+    )
+    assert slow.prefilled[2:] == [p for p in fast.prefilled[2:] if p in slow.prefilled]  # the front of each list
+    assert len(slow.prefilled) < len(fast.prefilled) / 3
+    assert len(results["slow"].step_ms) < len(results["fast"].step_ms) / 3
+    for result in results.values():  # both windows still reach the meter's shortest
+        assert sum(result.step_ms) / 2 >= 0.05 * 1e3
