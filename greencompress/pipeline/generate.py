@@ -7,7 +7,8 @@ compress/distill.py), each saved as a folder plain transformers loads and reload
 `weight_only` stage rounds a copy of the model so far on calibration text (compress/weight_only.py), each
 `dynamic_int8` stage makes a W8A8 copy on PyTorch's int8 kernels (compress/dynamic_int8.py); every model is built
 for each generation runtime the recipe lists that can run it (PyTorch eager with its KV cache for the FP32 and W8A8
-models; ONNX Runtime GenAI for FP32 and weight-only models: runtimes/genai.py); perplexity and next-token agreement
+models; ONNX Runtime GenAI for FP32 and weight-only models: runtimes/genai.py; OpenVINO on the file that builder
+wrote: runtimes/openvino_generate.py); perplexity and next-token agreement
 with the FP32 model are measured on the file each runtime runs, on evaluation windows, and greedy continuations on
 the prompt set; then all generators are measured together, prefill and decode apart, in interleaved rounds on
 never-repeated prompts (measure/generation.py), and set against the FP32 model on PyTorch, the fastest FP32 runtime
@@ -56,12 +57,13 @@ from greencompress.report.generation import (
     perplexity_gates,
     write_generation_reports,
 )
-from greencompress.runtimes import genai
+from greencompress.runtimes import RUNTIMES, genai, openvino_generate
 from greencompress.runtimes.pytorch import set_threads
 
 log = logging.getLogger(__name__)
 
-GENERATION_RUNTIMES = ("torch", "onnxruntime-genai")  # what a text-generation run can measure generating
+# What a text-generation run can measure generating. OpenVINO reads the GenAI builder's file: it needs the builder.
+GENERATION_RUNTIMES = ("torch", genai.RUNTIME.name, openvino_generate.RUNTIME_NAME)
 GENAI_FOR = {"onnxruntime": "onnxruntime-genai"}  # a runtime and the loop it generates text through
 PERPLEXITY_STRIDE = 128
 
@@ -94,11 +96,20 @@ def runtimes_for(recipe: Recipe) -> tuple[list[str], dict[str, str]]:
     for name in dict.fromkeys(listed):
         if name not in GENERATION_RUNTIMES:
             left[name] = "does not generate text in greencompress yet"
-        elif name == genai.RUNTIME.name and (missing := genai.RUNTIME.unavailable()):
+        elif name != "torch" and (missing := _unavailable(name)):
             left[name] = missing
         else:
             chosen.append(name)
     return chosen, left
+
+
+def _unavailable(runtime: str) -> str | None:
+    """Why a generation runtime cannot run here: its package, and for OpenVINO the builder whose file it reads."""
+    missing = genai.RUNTIME.unavailable()
+    if runtime == openvino_generate.RUNTIME_NAME:
+        own = RUNTIMES.get(runtime).unavailable()
+        return own or (missing and f"it reads the file ONNX Runtime GenAI's model builder writes, and {missing}")
+    return missing
 
 
 def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = None, progress=None) -> GenerationReport:
@@ -146,7 +157,7 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
     )
     log.info("fp32 (PyTorch): perplexity %.3f on %d tokens", reference.perplexity, reference.tokens)
     artifacts: list[GeneratedArtifact] = []
-    generators, built = {}, {}
+    generators, built, genai_builds = {}, {}, {}
     max_new_tokens = max(recipe.benchmark.new_tokens, CONTINUATION_TOKENS) + 1
     for model in models:
         for runtime in runtimes:
@@ -166,20 +177,29 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
                 log.info("%s: left out: %s", name, model.not_for_genai)
                 continue
             else:
-                target = run_dir / "genai" / model.name
-                log.info("building %s with ONNX Runtime GenAI's model builder", name)
                 try:
-                    source = model.folder if model.checkpoint is None else folder  # the tokenizer's files, at least
-                    built[name] = genai.build(source, target, threads, model.checkpoint)
+                    target, build = _built_for_genai(model, folder, run_dir, threads, genai_builds)
                 except genai.NotBuildable as why:
                     log.info("%s: left out: %s", runtime, why)
                     left_out[runtime] = str(why)
                     continue
-                measured = _perplexity(genai.onnx_logits(target, threads), corpus, windows)
-                generators[name] = genai.GenAIGenerator(target, max_new_tokens)
-                path, size = str(target), built[name]["bytes"]
-                if model.checkpoint is not None:
-                    note = f"MatMulNBits accuracy_level {built[name]['accuracy_level']}"
+                if runtime == genai.RUNTIME.name:
+                    measured = _perplexity(genai.onnx_logits(target, threads), corpus, windows)
+                    generators[name] = genai.GenAIGenerator(target, max_new_tokens)
+                else:
+                    log.info("compiling %s with OpenVINO", name)
+                    longest = max(recipe.benchmark.sequence_lengths) + max_new_tokens
+                    generator = openvino_generate.OpenVINOGenerator(target, threads, longest)
+                    build = {**build, "runtime": openvino_generate.settings(generator.compiled)}
+                    measured = _perplexity(generator.logits, corpus, windows)
+                    generators[name] = generator
+                built[name] = build
+                path, size = str(target), build["bytes"]
+                if model.checkpoint is not None and runtime == genai.RUNTIME.name:
+                    note = f"MatMulNBits accuracy_level {build['accuracy_level']}"
+                elif model.checkpoint is not None:
+                    group = build["runtime"]["dynamic_quantization_group_size"]
+                    note = f"the MatMulNBits codes; activations quantized to int8 in groups of {group} on the fly"
             change = measured.perplexity / reference.perplexity - 1
             log.info("%s: perplexity %.3f (%+.2f%%)", name, measured.perplexity, 100 * change)
             artifacts.append(
@@ -218,8 +238,9 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
             # each shape's queries start at their own index; within one, no two prompts are the same
             return corpus.prompt(first + n, tokens, batch)
 
-        results = benchmark_generation(generators, prompt, shape, meter, rounds=recipe.benchmark.windows)
-        shapes.append(_shape_result(shape, results, twins))
+        fitting, unfit = _generators_for(shape, generators)
+        results = benchmark_generation(fitting, prompt, shape, meter, rounds=recipe.benchmark.windows)
+        shapes.append(replace(_shape_result(shape, results, twins), left_out=unfit))
     budget = recipe.gates.max_perplexity_increase
     report = GenerationReport(
         recipe=recipe.name,
@@ -478,6 +499,21 @@ FIGURES_PAIRED = (
 )
 
 
+def _built_for_genai(model: _Model, original: Path, run_dir: Path, threads: int, cache: dict) -> tuple[Path, dict]:
+    """The model's GenAI folder (ONNX Runtime GenAI's and OpenVINO's file), built once for both runtimes."""
+    target = run_dir / "genai" / model.name
+    if model.name not in cache:
+        log.info("building %s with ONNX Runtime GenAI's model builder", model.name)
+        source = model.folder if model.checkpoint is None else original  # the tokenizer's files, at least
+        try:
+            cache[model.name] = genai.build(source, target, threads, model.checkpoint)
+        except genai.NotBuildable as why:
+            cache[model.name] = why  # said once for each runtime reading the file, built once
+    if isinstance(cache[model.name], genai.NotBuildable):
+        raise cache[model.name]
+    return target, cache[model.name]
+
+
 def _measured_when_last(model: _Model, runtime: str, models: list[_Model]) -> bool:
     """`benchmark.measure: last`: the original on PyTorch (every ratio's reference) and the last model everywhere."""
     return model is models[-1] or (model is models[0] and runtime == "torch")
@@ -510,6 +546,19 @@ def _continuations(generators: dict, corpus: Corpus) -> dict[str, float]:
     if reference is None:
         return {}
     return {name: float(np.mean(tokens == reference)) for name, tokens in produced.items()}
+
+
+def _generators_for(shape: GenerationShape, generators: dict) -> tuple[dict, dict]:
+    """The generators that run batches of this shape's size, and why each other one is left out of it."""
+    fitting, unfit = {}, {}
+    for name, generator in generators.items():
+        most = getattr(generator, "max_batch_size", None)
+        if most is not None and shape.batch_size > most:
+            unfit[name] = f"it generates batches of at most {most} ({generator.max_batch_reason})"
+            log.info("%s: left out at batch %d: %s", name, shape.batch_size, unfit[name])
+        else:
+            fitting[name] = generator
+    return fitting, unfit
 
 
 def _shape_result(shape: GenerationShape, results: dict[str, GenerationResult], twins: dict[str, str]) -> ShapeResult:

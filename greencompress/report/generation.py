@@ -52,6 +52,7 @@ class ShapeResult:
     # FP32, or the same weight-only stage applied to the original), where the run made one; the ratios against it
     # are `vs_dense:<figure>`.
     dense_twins: dict = field(default_factory=dict)
+    left_out: dict = field(default_factory=dict)  # generator name -> why it was not measured at this shape
 
 
 @dataclass(frozen=True)
@@ -233,6 +234,7 @@ def markdown(report: GenerationReport) -> str:
                 f"{r['joules_per_generated_token']:.4f} | "
                 f"{r['wh_per_1000_queries']:.3f} | {' | '.join(cells)} |"
             )
+        lines += [f"- {name}: not measured at this shape: {why}" for name, why in shape.left_out.items()]
         lines += [
             "",
             f"Perplexity against decode energy: the front (no other model has both lower perplexity and fewer J per "

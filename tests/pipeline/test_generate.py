@@ -119,6 +119,58 @@ def test_genai_generation_continues_greedily_as_pytorch_does_one_prompt_or_a_bat
     assert np.array_equal(continue_(generators[0], prompts), continue_(generators[1], prompts))
 
 
+OPENVINO = importlib.util.find_spec("openvino") is not None
+
+
+@needs_genai
+@pytest.mark.skipif(not OPENVINO, reason="pip install openvino")
+def test_openvino_runs_the_builders_file_with_its_cache_as_state_as_onnx_runtime_does(llama, tmp_path, monkeypatch):
+    """The same file, FP32 and int4 codes: OpenVINO's logits are ONNX Runtime's (FP32 to float error; int4 to its
+    activation rounding), its greedy continuations PyTorch's, queries decoded in turn each on its own cache, and an
+    overwritten cache or a batch it cannot run refused rather than decoded."""
+    from transformers import AutoModelForCausalLM
+
+    from greencompress.core.errors import GreencompressError
+    from greencompress.runtimes import genai, openvino_generate
+    from greencompress.runtimes.openvino_generate import OpenVINOGenerator
+
+    model = AutoModelForCausalLM.from_pretrained(llama).eval()
+    genai.build(llama, tmp_path / "fp32", 1)
+    done = quantize_weights(model, WeightOnlyConfig(bits=4, group_size=32, method="rtn"), calibration())
+    genai.build(llama, tmp_path / "int4", 1, genai.QuantizedCheckpoint(model, done["grids"]))
+    window = np.random.default_rng(3).integers(1, 380, (1, 64))
+    for precision, tolerance in (("fp32", 1e-4), ("int4", 0.05)):
+        served = OpenVINOGenerator(tmp_path / precision, 1, 64).logits(window)
+        expected = genai.onnx_logits(tmp_path / precision, 1)(window)
+        assert served.shape == expected.shape and np.abs(served - expected).max() < tolerance * np.abs(expected).max()
+
+    monkeypatch.setattr(openvino_generate, "STATE_BYTES", 1)  # the fewest requests: 8 queries' caches held
+    generator = OpenVINOGenerator(tmp_path / "fp32", 1, 30)
+    assert generator.sequences == 8
+    reference = TorchGenerator(AutoModelForCausalLM.from_pretrained(llama).eval())
+    prompts = np.random.default_rng(4).integers(1, 380, (3, 20))
+
+    def continue_(generator, ids):
+        state = generator.prefill(ids)
+        for _ in range(9):
+            state = generator.step(state)
+        return generator.tokens(state)
+
+    alone = np.concatenate([continue_(generator, prompts[row : row + 1]) for row in range(3)])
+    assert np.array_equal(alone, continue_(reference, prompts))
+    with pytest.raises(GreencompressError, match="a batch of 3"):  # batch 1 only: a run leaves larger ones out
+        generator.prefill(prompts)
+    # Queries decoded in turn, as a benchmark round does: each keeps its own cache among the last 8.
+    states = [generator.prefill(prompts[row : row + 1]) for row in range(3)]
+    for _ in range(9):
+        states = [generator.step(state) for state in reversed(states)][::-1]
+    assert np.array_equal(np.concatenate([generator.tokens(state) for state in states]), alone)
+    for _ in range(8):
+        generator.prefill(prompts[:1])
+    with pytest.raises(GreencompressError, match="KV cache was reset"):
+        generator.step(states[0])
+
+
 def test_a_per_row_grid_cannot_be_stored_as_matmulnbits(llama):
     from transformers import AutoModelForCausalLM
 
@@ -235,6 +287,42 @@ def test_a_gpt2_runs_on_pytorch_and_a_runtime_that_cannot_build_it_is_left_out_s
         assert "does not build ['GPT2LMHeadModel']" in report.runtimes_left_out["onnxruntime-genai"]
 
 
+OPENVINO_RECIPE = """
+name: tiny_openvino
+model: {{source: huggingface, task: text-generation, path: {folder}}}
+data: {{kind: text, eval_samples: 2}}
+stages:
+  - weight_only: {{bits: 4, group_size: 32, symmetric: true, method: rtn}}
+benchmark: {{batch_sizes: [1, 2], sequence_lengths: [16], new_tokens: 8, windows: 2, threads: 1, runtimes: [openvino]}}
+"""
+
+
+@needs_genai
+@pytest.mark.skipif(not OPENVINO, reason="pip install openvino")
+def test_a_run_listing_openvino_measures_the_built_file_on_it_and_leaves_it_out_of_batches_it_cannot_run(
+    llama, tmp_path
+):
+    from greencompress.pipeline.execute import run
+    from greencompress.pipeline.recipe import load_recipe
+
+    path, run_dir = tmp_path / "ov.yaml", tmp_path / "run"
+    path.write_text(OPENVINO_RECIPE.format(folder=llama))
+    run_dir.mkdir()
+    report = run(load_recipe(path), run_dir, recipe_path=path)
+    artifacts = {a.name: a for a in report.artifacts}
+    assert set(artifacts) == {"fp32@torch", "int4-g32-sym-rtn@torch", "fp32@openvino", "int4-g32-sym-rtn@openvino"}
+    assert report.runtimes == ["torch", "openvino"] and report.runtimes_left_out == {}
+    assert artifacts["fp32@openvino"].perplexity == pytest.approx(artifacts["fp32@torch"].perplexity, rel=1e-4)
+    int4 = artifacts["int4-g32-sym-rtn@openvino"]
+    assert int4.precision == "int4" and "groups of 32" in int4.note and int4.perplexity_change != 0
+    assert report.builds["fp32@openvino"]["runtime"]["inference_precision"] == "f32"
+    one, two = report.shapes
+    assert set(one.results) == {"fp32@torch", "fp32@openvino", "int4-g32-sym-rtn@openvino"} and one.left_out == {}
+    assert set(two.results) == {"fp32@torch"} and set(two.left_out) == {"fp32@openvino", "int4-g32-sym-rtn@openvino"}
+    assert "GroupQueryAttention reads one sequence" in two.left_out["fp32@openvino"]
+    assert "not measured at this shape" in (run_dir / "report.md").read_text()
+
+
 @pytest.mark.parametrize(
     "listed, measured",
     [
@@ -253,8 +341,12 @@ def test_a_generation_run_measures_the_runtimes_listed_and_onnxruntime_through_i
         assert chosen == measured and left == {}
     else:
         assert chosen == ["torch"] and set(left) == set(measured) - {"torch"}
-    chosen, left = runtimes_for(SimpleNamespace(benchmark=SimpleNamespace(runtimes=["openvino"])))
-    assert chosen == ["torch"] and left == {"openvino": "does not generate text in greencompress yet"}
+    chosen, left = runtimes_for(SimpleNamespace(benchmark=SimpleNamespace(runtimes=["openvino", "tensorrt"])))
+    if GENAI and OPENVINO:  # OpenVINO generates from the file ONNX Runtime GenAI's builder writes
+        assert chosen == ["torch", "openvino"] and set(left) == {"tensorrt"}
+    else:
+        assert chosen == ["torch"] and "openvino" in left
+    assert left["tensorrt"] == "does not generate text in greencompress yet"
 
 
 DEPTH_RECIPE = """

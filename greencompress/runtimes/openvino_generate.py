@@ -1,0 +1,150 @@
+"""OpenVINO generating text: the decoder ONNX Runtime GenAI's builder wrote, read by OpenVINO with its KV cache kept
+as the model's state.
+
+OpenVINO's maintained exporter for causal LMs (optimum-intel) requires an older transformers than greencompress's,
+and a hand-written decoder-with-cache export would have to track every transformers release. The builder's file
+already is a decoder with its KV cache as inputs and outputs, and OpenVINO's ONNX reader takes it whole
+(GroupQueryAttention and MatMulNBits included). OpenVINO's stateful transformation then turns each past/present pair
+into a state its infer request keeps between calls, as optimum-intel's stateful export does, so no cache crosses
+into Python. OpenVINO thus runs the same bytes, the same int4/int8 codes, as ONNX Runtime GenAI: what differs
+between their figures is the runtime alone.
+
+Settings, stated in every build record: FP32 arithmetic (on a CPU with bf16 units OpenVINO would otherwise compute an
+FP32 model in bf16); compressed weights' activations quantized to int8 in groups on the fly (OpenVINO's
+DYNAMIC_QUANTIZATION_GROUP_SIZE default, the counterpart of MatMulNBits' accuracy level 4), so perplexity is
+measured on OpenVINO itself. The CPU plugin does not fuse this GroupQueryAttention into its own attention with a
+KV cache: each decode step copies the cache (docs/generation.md). Its GroupQueryAttention runs one sequence at a time:
+batch 1 only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from greencompress.core.errors import GreencompressError
+
+RUNTIME_NAME = "openvino"
+# Each query's KV cache lives in an infer request of its own until a later query reuses that request: the held caches
+# may take this much memory together, which bounds how many of a round's states a benchmark decodes (`sequences`).
+STATE_BYTES = 1 << 30
+MOST_REQUESTS = 4096
+
+
+def compile_decoder(folder: Path, threads: int):
+    """The GenAI folder's model.onnx compiled by OpenVINO for the CPU, its KV cache made state."""
+    import openvino
+    import openvino.opset13 as ops
+    from openvino._offline_transformations import apply_make_stateful_transformation
+
+    decoder = _decoder_config(folder)
+    core = openvino.Core()
+    model = core.read_model(str(folder / "model.onnx"))
+    names = {port.get_any_name() for port in model.inputs}
+    pairs = {}
+    for layer in range(decoder["num_hidden_layers"]):
+        for part in ("key", "value"):
+            past, present = f"past_key_values.{layer}.{part}", f"present.{layer}.{part}"
+            if past not in names:
+                raise GreencompressError(f"{folder / 'model.onnx'}: no input {past!r}: not a decoder with a KV cache")
+            pairs[past] = present
+    apply_make_stateful_transformation(model, pairs)
+    # A state starts empty: [batch, KV heads, 0 positions, head size], the batch read from the prompt ids (the
+    # transformation's default would leave the heads and head size 0 where the file leaves them unnamed).
+    ids = next(port for port in model.inputs if port.get_any_name() == "input_ids")
+    batch = ops.gather(ops.shape_of(ids, "i64"), ops.constant(np.array([0], np.int64)), ops.constant(np.int64(0)))
+    heads_and_size = ops.constant(np.array([decoder["num_key_value_heads"], 0, decoder["head_size"]], np.int64))
+    empty = ops.broadcast(ops.constant(np.float32(0)), ops.concat([batch, heads_and_size], 0))
+    for op in model.get_ops():
+        if op.get_type_name() == "ReadValue":
+            op.set_arguments([empty])
+    model.validate_nodes_and_infer_types()
+    config = {
+        "INFERENCE_NUM_THREADS": threads,
+        "NUM_STREAMS": 1,
+        "PERFORMANCE_HINT": "LATENCY",
+        "INFERENCE_PRECISION_HINT": "f32",
+    }
+    return core.compile_model(model, "CPU", config)
+
+
+def _decoder_config(folder: Path) -> dict:
+    return json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))["model"]["decoder"]
+
+
+def settings(compiled) -> dict:
+    """What the build record says of how OpenVINO computes (read back from the compiled model)."""
+    return {
+        "reads": "the ONNX Runtime GenAI builder's model.onnx, KV cache made state",
+        "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),
+        "dynamic_quantization_group_size": int(compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE")),
+    }
+
+
+@dataclass
+class _Query:
+    request: int  # which infer request holds its cache
+    serial: int  # the prefill that request last served: a later one overwrote this cache
+    cached: int  # positions in the cache
+    generated: list
+
+
+class OpenVINOGenerator:
+    """measure/generation.Generator over a GenAI folder on OpenVINO: greedy, the KV cache held by infer requests.
+    Each prefill takes the next request in turn (made when first needed, reset after), so the last `sequences`
+    queries of at most `max_tokens` tokens each can be decoded; stepping an older one is refused rather than decoding
+    another query's cache."""
+
+    # OpenVINO 2026.4's reading of GroupQueryAttention reshapes to a batch of 1 (a batch of 3 fails in the CPU
+    # plugin): larger batches are left out of a run, saying why, rather than decoded row by row as if batched.
+    max_batch_size = 1
+    max_batch_reason = "OpenVINO's GroupQueryAttention reads one sequence"
+
+    def __init__(self, folder: Path, threads: int, max_tokens: int):
+        self.compiled = compile_decoder(folder, threads)
+        decoder = _decoder_config(folder)
+        cache_bytes = 2 * 4 * decoder["num_hidden_layers"] * decoder["num_key_value_heads"] * decoder["head_size"]
+        self.sequences = int(min(MOST_REQUESTS, max(8, STATE_BYTES // (cache_bytes * max_tokens))))
+        self.requests, self.served = [], []  # each request, and the serial of the prefill it last served
+        self.prefills = 0
+        self.scoring = self.compiled.create_infer_request()  # perplexity's, apart from the queries' caches
+
+    def prefill(self, ids: np.ndarray) -> _Query:
+        if len(ids) > self.max_batch_size:
+            raise GreencompressError(f"OpenVINO generator: a batch of {len(ids)}: {self.max_batch_reason}")
+        index = self.prefills % self.sequences
+        self.prefills += 1
+        if index == len(self.requests):
+            self.requests.append(self.compiled.create_infer_request())
+            self.served.append(0)
+        request = self.requests[index]
+        request.reset_state()
+        self.served[index] = self.prefills
+        logits = request.infer({"input_ids": ids, "attention_mask": np.ones_like(ids)})["logits"]
+        token = logits[:, -1].argmax(-1)[:, None].astype(np.int64)
+        return _Query(index, self.prefills, ids.shape[1], [token])
+
+    def step(self, query: _Query) -> _Query:
+        if self.served[query.request] != query.serial:
+            raise GreencompressError(
+                f"OpenVINO generator: query {query.serial}'s KV cache was reset by query {self.served[query.request]} "
+                f"(it keeps the last {self.sequences} queries)"
+            )
+        token = query.generated[-1]
+        cached = query.cached + 1
+        mask = np.ones((len(token), cached), dtype=np.int64)
+        logits = self.requests[query.request].infer({"input_ids": token, "attention_mask": mask})["logits"]
+        following = logits[:, -1].argmax(-1)[:, None].astype(np.int64)
+        return _Query(query.request, query.serial, cached, [*query.generated, following])
+
+    def tokens(self, query: _Query) -> np.ndarray:
+        return np.concatenate(query.generated, axis=1)
+
+    def logits(self, tokens: np.ndarray) -> np.ndarray:
+        """measure/perplexity's `logits_of`: a whole window from an empty cache (a request of its own)."""
+        self.scoring.reset_state()
+        output = self.scoring.infer({"input_ids": tokens.astype(np.int64), "attention_mask": np.ones_like(tokens)})
+        return np.array(output["logits"], copy=True)
