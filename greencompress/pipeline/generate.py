@@ -190,7 +190,7 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
                     log.info("compiling %s with OpenVINO", name)
                     longest = max(recipe.benchmark.sequence_lengths) + max_new_tokens
                     generator = openvino_generate.OpenVINOGenerator(target, threads, longest)
-                    build = {**build, "runtime": openvino_generate.settings(generator.compiled)}
+                    build = {**build, "runtime": openvino_generate.settings(generator.decoder)}
                     measured = _perplexity(generator.logits, corpus, windows)
                     generators[name] = generator
                 built[name] = build

@@ -9,12 +9,15 @@ into a state its infer request keeps between calls, as optimum-intel's stateful 
 into Python. OpenVINO thus runs the same bytes, the same int4/int8 codes, as ONNX Runtime GenAI: what differs
 between their figures is the runtime alone.
 
+Each GroupQueryAttention node is rewritten as the attention the CPU plugin fuses with its KV cache
+(runtimes/openvino_attention.py), so a decode step reads its cache in place rather than copying it; batches of
+prompts of one length then run together too. A node it cannot rewrite is left to OpenVINO's own reading, which
+copies the cache each step and runs one sequence at a time (such a model generates batch 1 only, and says so).
+
 Settings, stated in every build record: FP32 arithmetic (on a CPU with bf16 units OpenVINO would otherwise compute an
 FP32 model in bf16); compressed weights' activations quantized to int8 in groups on the fly (OpenVINO's
 DYNAMIC_QUANTIZATION_GROUP_SIZE default, the counterpart of MatMulNBits' accuracy level 4), so perplexity is
-measured on OpenVINO itself. The CPU plugin does not fuse this GroupQueryAttention into its own attention with a
-KV cache: each decode step copies the cache (docs/generation.md). Its GroupQueryAttention runs one sequence at a time:
-batch 1 only.
+measured on OpenVINO itself.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from greencompress.core.errors import GreencompressError
+from greencompress.runtimes.openvino_attention import BEAM_INPUT, fuse_attention
 
 RUNTIME_NAME = "openvino"
 # Each query's KV cache lives in an infer request of its own until a later query reuses that request: the held caches
@@ -34,8 +38,16 @@ STATE_BYTES = 1 << 30
 MOST_REQUESTS = 4096
 
 
-def compile_decoder(folder: Path, threads: int):
-    """The GenAI folder's model.onnx compiled by OpenVINO for the CPU, its KV cache made state."""
+@dataclass(frozen=True)
+class CompiledDecoder:
+    compiled: object  # openvino.CompiledModel
+    fused: int  # attention nodes rewritten for the plugin's cached attention
+    unfused: int  # those left to OpenVINO's own reading (batch 1 only)
+
+
+def compile_decoder(folder: Path, threads: int) -> CompiledDecoder:
+    """The GenAI folder's model.onnx compiled by OpenVINO for the CPU, its attention rewritten where it can be and
+    its KV cache made state."""
     import openvino
     import openvino.opset13 as ops
     from openvino._offline_transformations import apply_make_stateful_transformation
@@ -51,6 +63,8 @@ def compile_decoder(folder: Path, threads: int):
             if past not in names:
                 raise GreencompressError(f"{folder / 'model.onnx'}: no input {past!r}: not a decoder with a KV cache")
             pairs[past] = present
+    fused = fuse_attention(model)
+    unfused = sum(op.get_type_name() == "GroupQueryAttention" for op in model.get_ops())
     apply_make_stateful_transformation(model, pairs)
     # A state starts empty: [batch, KV heads, 0 positions, head size], the batch read from the prompt ids (the
     # transformation's default would leave the heads and head size 0 where the file leaves them unnamed).
@@ -68,17 +82,19 @@ def compile_decoder(folder: Path, threads: int):
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_PRECISION_HINT": "f32",
     }
-    return core.compile_model(model, "CPU", config)
+    return CompiledDecoder(core.compile_model(model, "CPU", config), fused, unfused)
 
 
 def _decoder_config(folder: Path) -> dict:
     return json.loads((folder / "genai_config.json").read_text(encoding="utf-8"))["model"]["decoder"]
 
 
-def settings(compiled) -> dict:
+def settings(decoder: CompiledDecoder) -> dict:
     """What the build record says of how OpenVINO computes (read back from the compiled model)."""
+    compiled = decoder.compiled
     return {
         "reads": "the ONNX Runtime GenAI builder's model.onnx, KV cache made state",
+        "attention": f"{decoder.fused} layers on the plugin's cached attention, {decoder.unfused} on its own reading",
         "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),
         "dynamic_quantization_group_size": int(compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE")),
     }
@@ -98,22 +114,30 @@ class OpenVINOGenerator:
     queries of at most `max_tokens` tokens each can be decoded; stepping an older one is refused rather than decoding
     another query's cache."""
 
-    # OpenVINO 2026.4's reading of GroupQueryAttention reshapes to a batch of 1 (a batch of 3 fails in the CPU
-    # plugin): larger batches are left out of a run, saying why, rather than decoded row by row as if batched.
-    max_batch_size = 1
-    max_batch_reason = "OpenVINO's GroupQueryAttention reads one sequence"
+    max_batch_reason = "OpenVINO's own reading of GroupQueryAttention runs one sequence"
 
     def __init__(self, folder: Path, threads: int, max_tokens: int):
-        self.compiled = compile_decoder(folder, threads)
-        decoder = _decoder_config(folder)
-        cache_bytes = 2 * 4 * decoder["num_hidden_layers"] * decoder["num_key_value_heads"] * decoder["head_size"]
+        self.decoder = compile_decoder(folder, threads)
+        self.compiled = self.decoder.compiled
+        # OpenVINO 2026.4's own reading of GroupQueryAttention reshapes to one sequence (a batch of 3 fails in the
+        # CPU plugin): such a model leaves larger batches out of a run, saying why, rather than decode row by row.
+        self.max_batch_size = 1 if self.decoder.unfused else None
+        self.beams = self.decoder.fused > 0  # the rewritten attention reads `beam_idx`
+        config = _decoder_config(folder)
+        cache_bytes = 2 * 4 * config["num_hidden_layers"] * config["num_key_value_heads"] * config["head_size"]
         self.sequences = int(min(MOST_REQUESTS, max(8, STATE_BYTES // (cache_bytes * max_tokens))))
         self.requests, self.served = [], []  # each request, and the serial of the prefill it last served
         self.prefills = 0
         self.scoring = self.compiled.create_infer_request()  # perplexity's, apart from the queries' caches
 
+    def _feed(self, ids: np.ndarray, cached: int) -> dict:
+        feed = {"input_ids": ids, "attention_mask": np.ones((len(ids), cached + ids.shape[1]), dtype=np.int64)}
+        if self.beams:
+            feed[BEAM_INPUT] = np.arange(len(ids), dtype=np.int32)  # each row continues its own sequence
+        return feed
+
     def prefill(self, ids: np.ndarray) -> _Query:
-        if len(ids) > self.max_batch_size:
+        if self.max_batch_size is not None and len(ids) > self.max_batch_size:
             raise GreencompressError(f"OpenVINO generator: a batch of {len(ids)}: {self.max_batch_reason}")
         index = self.prefills % self.sequences
         self.prefills += 1
@@ -123,7 +147,7 @@ class OpenVINOGenerator:
         request = self.requests[index]
         request.reset_state()
         self.served[index] = self.prefills
-        logits = request.infer({"input_ids": ids, "attention_mask": np.ones_like(ids)})["logits"]
+        logits = request.infer(self._feed(ids, 0))["logits"]
         token = logits[:, -1].argmax(-1)[:, None].astype(np.int64)
         return _Query(index, self.prefills, ids.shape[1], [token])
 
@@ -134,11 +158,9 @@ class OpenVINOGenerator:
                 f"(it keeps the last {self.sequences} queries)"
             )
         token = query.generated[-1]
-        cached = query.cached + 1
-        mask = np.ones((len(token), cached), dtype=np.int64)
-        logits = self.requests[query.request].infer({"input_ids": token, "attention_mask": mask})["logits"]
+        logits = self.requests[query.request].infer(self._feed(token, query.cached))["logits"]
         following = logits[:, -1].argmax(-1)[:, None].astype(np.int64)
-        return _Query(query.request, query.serial, cached, [*query.generated, following])
+        return _Query(query.request, query.serial, query.cached + 1, [*query.generated, following])
 
     def tokens(self, query: _Query) -> np.ndarray:
         return np.concatenate(query.generated, axis=1)
@@ -146,5 +168,5 @@ class OpenVINOGenerator:
     def logits(self, tokens: np.ndarray) -> np.ndarray:
         """measure/perplexity's `logits_of`: a whole window from an empty cache (a request of its own)."""
         self.scoring.reset_state()
-        output = self.scoring.infer({"input_ids": tokens.astype(np.int64), "attention_mask": np.ones_like(tokens)})
+        output = self.scoring.infer(self._feed(tokens.astype(np.int64), 0))
         return np.array(output["logits"], copy=True)
