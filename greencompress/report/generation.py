@@ -290,10 +290,14 @@ def markdown(report: GenerationReport) -> str:
                 f"- {a.model}: " + ", ".join(f"{k} {v}" for k, v in a.stage.items() if k != "left_as_they_were")
             )
     for name, build in report.builds.items():
+        runtime = build.get("runtime")  # how a runtime reading another's file runs it (OpenVINO)
+        arithmetic = (
+            f"MatMulNBits accuracy_level {build['accuracy_level']}" if build["accuracy_level"] and not runtime else ""
+        )
+        how = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in (runtime or {}).items())
         lines.append(
-            f"- {name}: built by {build['builder']} ({build['precision']}"
-            + (f", MatMulNBits accuracy_level {build['accuracy_level']}" if build["accuracy_level"] else "")
-            + ")"
+            f"- {name}: built by {build['builder']} ({', '.join(filter(None, (build['precision'], arithmetic)))})"
+            + (f"; {how}" if how else "")
         )
     return "\n".join(lines) + "\n"
 

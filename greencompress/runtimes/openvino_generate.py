@@ -14,10 +14,10 @@ Each GroupQueryAttention node is rewritten as the attention the CPU plugin fuses
 prompts of one length then run together too. A node it cannot rewrite is left to OpenVINO's own reading, which
 copies the cache each step and runs one sequence at a time (such a model generates batch 1 only, and says so).
 
-Settings, stated in every build record: FP32 arithmetic (on a CPU with bf16 units OpenVINO would otherwise compute an
-FP32 model in bf16); compressed weights' activations quantized to int8 in groups on the fly (OpenVINO's
-DYNAMIC_QUANTIZATION_GROUP_SIZE default, the counterpart of MatMulNBits' accuracy level 4), so perplexity is
-measured on OpenVINO itself.
+Settings, stated in every build record: FP32 arithmetic and an FP32 KV cache (on a CPU with bf16 units OpenVINO
+would otherwise compute an FP32 model in bf16, and it rounds a cache to 8 bits by default); compressed weights'
+activations quantized to int8 in groups on the fly (OpenVINO's DYNAMIC_QUANTIZATION_GROUP_SIZE default, the
+counterpart of MatMulNBits' accuracy level 4), so perplexity is measured on OpenVINO itself.
 """
 
 from __future__ import annotations
@@ -81,6 +81,7 @@ def compile_decoder(folder: Path, threads: int) -> CompiledDecoder:
         "NUM_STREAMS": 1,
         "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_PRECISION_HINT": "f32",
+        "KV_CACHE_PRECISION": "f32",  # the plugin's default rounds the cache to 8 bits: not what "fp32" says
     }
     return CompiledDecoder(core.compile_model(model, "CPU", config), fused, unfused)
 
@@ -96,6 +97,7 @@ def settings(decoder: CompiledDecoder) -> dict:
         "reads": "the ONNX Runtime GenAI builder's model.onnx, KV cache made state",
         "attention": f"{decoder.fused} layers on the plugin's cached attention, {decoder.unfused} on its own reading",
         "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),
+        "kv_cache_precision": compiled.get_property("KV_CACHE_PRECISION").to_string(),
         "dynamic_quantization_group_size": int(compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE")),
     }
 
