@@ -43,11 +43,14 @@ class CompiledDecoder:
     compiled: object  # openvino.CompiledModel
     fused: int  # attention nodes rewritten for the plugin's cached attention
     unfused: int  # those left to OpenVINO's own reading (batch 1 only)
+    last_position: bool  # the output head computes the last position's logits only
 
 
-def compile_decoder(folder: Path, threads: int) -> CompiledDecoder:
+def compile_decoder(folder: Path, threads: int, last_position: bool = True) -> CompiledDecoder:
     """The GenAI folder's model.onnx compiled by OpenVINO for the CPU, its attention rewritten where it can be and
-    its KV cache made state."""
+    its KV cache made state. `last_position`: the output head reads the last position only, which is all a
+    generator uses (a prefill of 128 tokens otherwise multiplies 128 rows by the vocabulary-wide head, as optimum-
+    intel's exports also avoid); perplexity needs every position's logits."""
     import openvino
     import openvino.opset13 as ops
     from openvino._offline_transformations import apply_make_stateful_transformation
@@ -65,6 +68,8 @@ def compile_decoder(folder: Path, threads: int) -> CompiledDecoder:
             pairs[past] = present
     fused = fuse_attention(model)
     unfused = sum(op.get_type_name() == "GroupQueryAttention" for op in model.get_ops())
+    if last_position:
+        _head_reads_last_position(model, folder)
     apply_make_stateful_transformation(model, pairs)
     # A state starts empty: [batch, KV heads, 0 positions, head size], the batch read from the prompt ids (the
     # transformation's default would leave the heads and head size 0 where the file leaves them unnamed).
@@ -83,7 +88,28 @@ def compile_decoder(folder: Path, threads: int) -> CompiledDecoder:
         "INFERENCE_PRECISION_HINT": "f32",
         "KV_CACHE_PRECISION": "f32",  # the plugin's default rounds the cache to 8 bits: not what "fp32" says
     }
-    return CompiledDecoder(core.compile_model(model, "CPU", config), fused, unfused)
+    return CompiledDecoder(core.compile_model(model, "CPU", config), fused, unfused, last_position)
+
+
+def _head_reads_last_position(model, folder: Path) -> None:
+    """Feed the output head (the MatMul giving `logits`) the last position's hidden state alone."""
+    import openvino.opset13 as ops
+
+    results = [result for result in model.get_results() if "logits" in result.input_value(0).get_names()]
+    head = results[0].input_value(0).get_node() if len(results) == 1 else None
+    if (
+        head is None
+        or head.get_type_name() != "MatMul"
+        or head.input_value(0).get_partial_shape().rank.get_length() != 3
+    ):
+        raise GreencompressError(f"{folder / 'model.onnx'}: its logits do not come from a MatMul of the hidden states")
+    hidden = head.input_value(0)
+
+    def vector(value):
+        return ops.constant(np.array([value], np.int64))
+
+    last = ops.slice(hidden, vector(-1), vector(np.iinfo(np.int64).max), vector(1), vector(1))
+    head.input(0).replace_source_output(last.output(0))
 
 
 def _decoder_config(folder: Path) -> dict:
@@ -96,6 +122,7 @@ def settings(decoder: CompiledDecoder) -> dict:
     return {
         "reads": "the ONNX Runtime GenAI builder's model.onnx, KV cache made state",
         "attention": f"{decoder.fused} layers on the plugin's cached attention, {decoder.unfused} on its own reading",
+        "head": "last position only" if decoder.last_position else "every position",
         "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string(),
         "kv_cache_precision": compiled.get_property("KV_CACHE_PRECISION").to_string(),
         "dynamic_quantization_group_size": int(compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE")),
@@ -130,7 +157,7 @@ class OpenVINOGenerator:
         self.sequences = int(min(MOST_REQUESTS, max(8, STATE_BYTES // (cache_bytes * max_tokens))))
         self.requests, self.served = [], []  # each request, and the serial of the prefill it last served
         self.prefills = 0
-        self.scoring = self.compiled.create_infer_request()  # perplexity's, apart from the queries' caches
+        self.folder, self.threads = folder, threads
 
     def _feed(self, ids: np.ndarray, cached: int) -> dict:
         feed = {"input_ids": ids, "attention_mask": np.ones((len(ids), cached + ids.shape[1]), dtype=np.int64)}
@@ -167,8 +194,14 @@ class OpenVINOGenerator:
     def tokens(self, query: _Query) -> np.ndarray:
         return np.concatenate(query.generated, axis=1)
 
-    def logits(self, tokens: np.ndarray) -> np.ndarray:
-        """measure/perplexity's `logits_of`: a whole window from an empty cache (a request of its own)."""
-        self.scoring.reset_state()
-        output = self.scoring.infer(self._feed(tokens.astype(np.int64), 0))
-        return np.array(output["logits"], copy=True)
+    def scorer(self):
+        """measure/perplexity's `logits_of`: a whole window from an empty cache, every position's logits (a model of
+        its own, compiled for the call's lifetime: the generator's head reads the last position only)."""
+        request = compile_decoder(self.folder, self.threads, last_position=False).compiled.create_infer_request()
+
+        def logits_of(tokens: np.ndarray) -> np.ndarray:
+            request.reset_state()
+            output = request.infer(self._feed(tokens.astype(np.int64), 0))
+            return np.array(output["logits"], copy=True)
+
+        return logits_of

@@ -140,14 +140,16 @@ def test_openvino_runs_the_builders_file_with_its_cache_as_state_as_onnx_runtime
     genai.build(llama, tmp_path / "int4", 1, genai.QuantizedCheckpoint(model, done["grids"]))
     window = np.random.default_rng(3).integers(1, 380, (1, 64))
     for precision, tolerance in (("fp32", 1e-4), ("int4", 0.05)):
-        served = OpenVINOGenerator(tmp_path / precision, 1, 64).logits(window)
+        served = OpenVINOGenerator(tmp_path / precision, 1, 64).scorer()(window)
         expected = genai.onnx_logits(tmp_path / precision, 1)(window)
         assert served.shape == expected.shape and np.abs(served - expected).max() < tolerance * np.abs(expected).max()
 
     monkeypatch.setattr(openvino_generate, "STATE_BYTES", 1)  # the fewest requests: 8 queries' caches held
     generator = OpenVINOGenerator(tmp_path / "fp32", 1, 30)
     assert generator.sequences == 8 and generator.max_batch_size is None
-    assert openvino_generate.settings(generator.decoder)["attention"].startswith("2 layers on the plugin's cached")
+    described = openvino_generate.settings(generator.decoder)
+    assert described["attention"].startswith("2 layers on the plugin's cached")
+    assert described["head"] == "last position only" and described["kv_cache_precision"] == "f32"
     reference = TorchGenerator(AutoModelForCausalLM.from_pretrained(llama).eval())
     prompts = np.random.default_rng(4).integers(1, 380, (3, 20))
 
