@@ -31,6 +31,8 @@ from greencompress.runtimes.base import RUNTIMES, RuntimeSpec
 INSTALL_HINT = "pip install onnxruntime-genai"
 # Kept as the checkpoint has them (the builder would round them itself): the embedding, and the head unless rounded.
 HEAD, EMBEDDING = "/lm_head/MatMul", "/model/embed_tokens/Gather"
+# The graph the GenAI loop runs: model.onnx with the head on the last position only (same weights file).
+GENERATING = "model.generate.onnx"
 
 
 class NotBuildable(GreencompressError):
@@ -81,6 +83,7 @@ def build(
         raise GreencompressError(f"ONNX Runtime GenAI's model builder failed on {source}: {' | '.join(tail)}")
     if quantized is not None and quantized.float_zero:
         _write_float_zero_points(scratch, quantized)
+    _write_generating_graph(scratch)
     _set_threads(scratch / "genai_config.json", threads)
     shutil.rmtree(output, ignore_errors=True)
     scratch.rename(output)
@@ -88,6 +91,7 @@ def build(
         "builder": "onnxruntime_genai.models.builder",
         "precision": "fp32" if quantized is None else quantized.precision,
         "accuracy_level": None if quantized is None else accuracy_level,
+        "head": f"last position only in {GENERATING}; every position in model.onnx (perplexity)",
         "bytes": sum(f.stat().st_size for f in output.iterdir() if f.is_file()),
     }
 
@@ -133,6 +137,36 @@ def _write_float_zero_points(folder: Path, quantized: QuantizedCheckpoint) -> No
     (folder / "model.onnx").unlink()
     (folder / "model.onnx.data").unlink()
     onnx.save_model(model, str(folder / "model.onnx"), save_as_external_data=True, location="model.onnx.data")
+
+
+def _write_generating_graph(folder: Path) -> None:
+    """Write GENERATING beside model.onnx, its output head fed the last position's hidden state alone, and point
+    genai_config.json at it. Generation reads the last position's logits only; the builder's graph multiplies every
+    prompt position by the vocabulary-wide head (a sixth of SmolLM2's time to first token), and the GenAI loop
+    takes logits of one position as they come. model.onnx keeps every position, for perplexity; both graphs read
+    the same weights file."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(folder / "model.onnx"), load_external_data=False)
+    producers = [node for node in model.graph.node if "logits" in node.output]
+    outputs = [output for output in model.graph.output if output.name == "logits"]
+    if len(producers) != 1 or len(outputs) != 1:
+        raise GreencompressError(f"{folder / 'model.onnx'}: no single node gives its logits")
+    head = producers[0]
+    bounds = {"last_position.starts": -1, "last_position.ends": np.iinfo(np.int64).max, "last_position.axes": 1}
+    model.graph.initializer.extend(helper.make_tensor(name, TensorProto.INT64, [1], [v]) for name, v in bounds.items())
+    last = helper.make_node("Slice", [head.input[0], *bounds], ["last_position.hidden"], name="/lm_head/last_position")
+    head.input[0] = "last_position.hidden"
+    model.graph.node.insert(list(model.graph.node).index(head), last)
+    positions = outputs[0].type.tensor_type.shape.dim[1]
+    positions.ClearField("dim_param")
+    positions.dim_value = 1
+    onnx.save_model(model, str(folder / GENERATING))  # its initializers still name model.onnx.data
+    config_file = folder / "genai_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config["model"]["decoder"]["filename"] = GENERATING
+    config_file.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
 
 
 def _set_threads(config_file: Path, threads: int) -> None:
@@ -275,7 +309,8 @@ class GenAIGenerator:
 
 
 def onnx_logits(folder: Path, threads: int):
-    """measure/perplexity's `logits_of` for the GenAI folder's model.onnx: a whole window at once, empty KV cache."""
+    """measure/perplexity's `logits_of` for the GenAI folder's model.onnx (every position's logits; the GenAI loop
+    runs the same weights through GENERATING): a whole window at once, empty KV cache."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()

@@ -99,7 +99,11 @@ def test_genai_generation_continues_greedily_as_pytorch_does_one_prompt_or_a_bat
 
     from greencompress.runtimes import genai
 
-    genai.build(llama, tmp_path / "fp32", 1)
+    built = genai.build(llama, tmp_path / "fp32", 1)
+    # The loop runs the graph whose head reads the last position; model.onnx keeps every position for perplexity.
+    config = json.loads((tmp_path / "fp32" / "genai_config.json").read_text())
+    assert config["model"]["decoder"]["filename"] == genai.GENERATING and "last position" in built["head"]
+    assert genai.onnx_logits(tmp_path / "fp32", 1)(np.ones((1, 7), dtype=np.int64)).shape[1] == 7
     prompts = np.random.default_rng(2).integers(1, 380, (3, 24))
     generators = [
         TorchGenerator(AutoModelForCausalLM.from_pretrained(llama).eval()),
