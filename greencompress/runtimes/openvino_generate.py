@@ -147,7 +147,6 @@ class OpenVINOGenerator:
 
     def __init__(self, folder: Path, threads: int, max_tokens: int):
         self.decoder = compile_decoder(folder, threads)
-        self.compiled = self.decoder.compiled
         # OpenVINO 2026.4's own reading of GroupQueryAttention reshapes to one sequence (a batch of 3 fails in the
         # CPU plugin): such a model leaves larger batches out of a run, saying why, rather than decode row by row.
         self.max_batch_size = 1 if self.decoder.unfused else None
@@ -171,7 +170,7 @@ class OpenVINOGenerator:
         index = self.prefills % self.sequences
         self.prefills += 1
         if index == len(self.requests):
-            self.requests.append(self.compiled.create_infer_request())
+            self.requests.append(self.decoder.compiled.create_infer_request())
             self.served.append(0)
         request = self.requests[index]
         request.reset_state()
