@@ -21,10 +21,9 @@ import time
 import numpy as np
 
 
-def _session(make_node, copies: int, inputs: int, outputs: int, threads: int, domains: list):
-    """A graph of `copies` products of the input A, each with its own weights (`make_node(index)`: node and its
+def products_graph(make_node, copies: int, inputs: int, outputs: int, domains: list):
+    """An ONNX model of `copies` products of the input A, each with its own weights (`make_node(index)`: node and its
     initializers), each output its own."""
-    import onnxruntime
     from onnx import TensorProto, helper
 
     nodes, initializers = [], []
@@ -39,9 +38,13 @@ def _session(make_node, copies: int, inputs: int, outputs: int, threads: int, do
         [helper.make_tensor_value_info(f"Y{i}", TensorProto.FLOAT, [None, outputs]) for i in range(copies)],
         initializers,
     )
-    model = helper.make_model(
-        graph, opset_imports=[helper.make_opsetid(domain, version) for domain, version in domains]
-    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid(domain, version) for domain, version in domains])
+
+
+def _session(make_node, copies: int, inputs: int, outputs: int, threads: int, domains: list):
+    import onnxruntime
+
+    model = products_graph(make_node, copies, inputs, outputs, domains)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
     return onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
@@ -57,8 +60,9 @@ def fp32_products(inputs: int, outputs: int, copies: int, threads: int, rng: np.
     return _session(product, copies, inputs, outputs, threads, [("", 21)])
 
 
-def nbits_products(inputs: int, outputs: int, copies: int, storage: tuple, threads: int, rng: np.random.Generator):
-    """`storage`: (bits, group, zero points or not, accuracy_level)."""
+def nbits_product(inputs: int, outputs: int, storage: tuple, rng: np.random.Generator):
+    """`make_node` for products_graph: MatMulNBits with random codes. `storage`: (bits, group, zero points or not,
+    accuracy_level)."""
     from onnx import helper, numpy_helper
 
     bits, group, zero_points, level = storage
@@ -86,7 +90,15 @@ def nbits_products(inputs: int, outputs: int, copies: int, storage: tuple, threa
         )
         return node, weights
 
-    return _session(product, copies, inputs, outputs, threads, [("", 21), ("com.microsoft", 1)])
+    return product
+
+
+NBITS_DOMAINS = [("", 21), ("com.microsoft", 1)]
+
+
+def nbits_products(inputs: int, outputs: int, copies: int, storage: tuple, threads: int, rng: np.random.Generator):
+    product = nbits_product(inputs, outputs, storage, rng)
+    return _session(product, copies, inputs, outputs, threads, NBITS_DOMAINS)
 
 
 def main(argv: list[str] | None = None) -> int:

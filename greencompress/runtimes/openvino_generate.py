@@ -13,6 +13,8 @@ Each GroupQueryAttention node is rewritten as the attention the CPU plugin fuses
 (runtimes/openvino_attention.py), so a decode step reads its cache in place rather than copying it; batches of
 prompts of one length then run together too. A node it cannot rewrite is left to OpenVINO's own reading, which
 copies the cache each step and runs one sequence at a time (such a model generates batch 1 only, and says so).
+Zero points that ONNX Runtime padded to whole bytes are sliced once into the u4 codes the plugin's compressed
+products read fastest (runtimes/openvino_weights.py).
 
 Settings, stated in every build record: FP32 arithmetic and an FP32 KV cache (on a CPU with bf16 units OpenVINO
 would otherwise compute an FP32 model in bf16, and it rounds a cache to 8 bits by default); compressed weights'
@@ -30,6 +32,7 @@ import numpy as np
 
 from greencompress.core.errors import GreencompressError
 from greencompress.runtimes.openvino_attention import BEAM_INPUT, fuse_attention
+from greencompress.runtimes.openvino_weights import slice_zero_points
 
 RUNTIME_NAME = "openvino"
 # Each query's KV cache lives in an infer request of its own until a later query reuses that request: the held caches
@@ -44,6 +47,7 @@ class CompiledDecoder:
     fused: int  # attention nodes rewritten for the plugin's cached attention
     unfused: int  # those left to OpenVINO's own reading (batch 1 only)
     last_position: bool  # the output head computes the last position's logits only
+    zero_points_sliced: int = 0  # compressed layers whose padded zero points were sliced into u4 codes
 
 
 def compile_decoder(folder: Path, threads: int, last_position: bool = True) -> CompiledDecoder:
@@ -67,6 +71,7 @@ def compile_decoder(folder: Path, threads: int, last_position: bool = True) -> C
                 raise GreencompressError(f"{folder / 'model.onnx'}: no input {past!r}: not a decoder with a KV cache")
             pairs[past] = present
     fused = fuse_attention(model)
+    sliced = slice_zero_points(model)
     unfused = sum(op.get_type_name() == "GroupQueryAttention" for op in model.get_ops())
     if last_position:
         _head_reads_last_position(model, folder)
@@ -88,7 +93,7 @@ def compile_decoder(folder: Path, threads: int, last_position: bool = True) -> C
         "INFERENCE_PRECISION_HINT": "f32",
         "KV_CACHE_PRECISION": "f32",  # the plugin's default rounds the cache to 8 bits: not what "fp32" says
     }
-    return CompiledDecoder(core.compile_model(model, "CPU", config), fused, unfused, last_position)
+    return CompiledDecoder(core.compile_model(model, "CPU", config), fused, unfused, last_position, sliced)
 
 
 def _head_reads_last_position(model, folder: Path) -> None:
@@ -119,7 +124,7 @@ def _decoder_config(folder: Path) -> dict:
 def settings(decoder: CompiledDecoder) -> dict:
     """What the build record says of how OpenVINO computes (read back from the compiled model)."""
     compiled = decoder.compiled
-    return {
+    described = {
         "reads": "the ONNX Runtime GenAI builder's model.onnx, KV cache made state",
         "attention": f"{decoder.fused} layers on the plugin's cached attention, {decoder.unfused} on its own reading",
         "head": "last position only" if decoder.last_position else "every position",
@@ -127,6 +132,9 @@ def settings(decoder: CompiledDecoder) -> dict:
         "kv_cache_precision": compiled.get_property("KV_CACHE_PRECISION").to_string(),
         "dynamic_quantization_group_size": int(compiled.get_property("DYNAMIC_QUANTIZATION_GROUP_SIZE")),
     }
+    if decoder.zero_points_sliced:
+        described["zero_points"] = f"sliced into u4 codes in {decoder.zero_points_sliced} layers"
+    return described
 
 
 @dataclass

@@ -186,6 +186,77 @@ def test_openvino_runs_the_builders_file_with_its_cache_as_state_as_onnx_runtime
         unfused.prefill(prompts)
 
 
+@pytest.mark.skipif(not OPENVINO, reason="pip install openvino")
+def test_zero_points_padded_to_whole_bytes_reach_openvino_as_u4_codes_with_the_same_product(tmp_path):
+    """576 inputs in groups of 64 (SmolLM2's): 9 zero points a row, which ONNX Runtime pads to 5 bytes and OpenVINO's
+    reader slices at run time. Sliced once when the model is read, they are a u4 constant of 9 a row, and the
+    product is the one the codes define."""
+    import onnx
+    import onnxruntime
+    import openvino
+    from onnx import TensorProto, helper, numpy_helper
+
+    from greencompress.runtimes.openvino_weights import slice_zero_points
+
+    inputs, outputs, group = 576, 6, 64
+    groups = inputs // group
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 16, (outputs, inputs)).astype(np.uint8)
+    zero_points = rng.integers(0, 16, (outputs, groups)).astype(np.uint8)
+    scales = (rng.random((outputs, groups)) * 0.1 + 0.01).astype(np.float32)
+
+    def two_a_byte(values):  # low nibble first, as MatMulNBits stores them
+        return values[:, 0::2] | (values[:, 1::2] << 4)
+
+    padded = np.concatenate([zero_points, np.zeros((outputs, 1), np.uint8)], axis=1)  # 9 -> 10 nibbles, 5 bytes
+    initializers = [
+        numpy_helper.from_array(two_a_byte(codes).reshape(outputs, groups, group // 2), "W"),
+        numpy_helper.from_array(scales.reshape(-1), "S"),
+        numpy_helper.from_array(two_a_byte(padded).reshape(-1), "Z"),
+    ]
+    node = helper.make_node(
+        "MatMulNBits",
+        ["A", "W", "S", "Z"],
+        ["Y"],
+        domain="com.microsoft",
+        K=inputs,
+        N=outputs,
+        bits=4,
+        block_size=group,
+    )
+    graph = helper.make_graph(
+        [node],
+        "product",
+        [helper.make_tensor_value_info("A", TensorProto.FLOAT, [None, inputs])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [None, outputs])],
+        initializers,
+    )
+    path = tmp_path / "product.onnx"
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]),
+        path,
+    )
+    weights = (codes.reshape(outputs, groups, group).astype(np.float32) - zero_points[..., None]) * scales[..., None]
+    activations = rng.standard_normal((3, inputs)).astype(np.float32)
+    expected = activations @ weights.reshape(outputs, inputs).T
+    scale = np.abs(expected).max()
+    ran = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"A": activations})[0]
+    assert np.abs(ran - expected).max() < 1e-2 * scale  # the file says what this test means (int8 activations)
+
+    core = openvino.Core()
+    model = core.read_model(str(path))
+    assert slice_zero_points(model) == 1 and slice_zero_points(model) == 0
+    stored = [
+        op
+        for op in model.get_ops()
+        if op.get_type_name() == "Constant" and op.get_element_type().get_type_name() == "u4"
+    ]
+    assert sorted(tuple(op.get_output_shape(0)) for op in stored) == [(outputs, groups, 1), (outputs, groups, group)]
+    exact = {"INFERENCE_PRECISION_HINT": "f32", "DYNAMIC_QUANTIZATION_GROUP_SIZE": 0}
+    served = core.compile_model(model, "CPU", exact)({"A": activations})[0]
+    assert np.abs(served - expected).max() < 1e-5 * scale
+
+
 def test_a_per_row_grid_cannot_be_stored_as_matmulnbits(llama):
     from transformers import AutoModelForCausalLM
 
