@@ -25,13 +25,21 @@ def fuse_attention(model) -> int:
     and outputs); returns how many. A `beam_idx` input is added when any was rewritten."""
     import openvino.opset13 as ops
 
-    nodes = [op for op in model.get_ops() if op.get_type_name() == "GroupQueryAttention" and _reproducible(op)]
+    # In topological order: the first layer's inputs, which every later layer depends on, give the shared positions.
+    nodes = [op for op in model.get_ordered_ops() if op.get_type_name() == "GroupQueryAttention" and _reproducible(op)]
     if not nodes:
         return 0
     beam = ops.parameter([-1], np.int32, name=BEAM_INPUT)
     beam.output(0).get_tensor().set_names({BEAM_INPUT})
+    positions = {}  # one set of positions, rotary tables and mask per pair of tables, shared by the layers
     for node in nodes:
-        attention, keys, values = _attention(node, beam.output(0))
+        tables = (
+            node.input_value(7).get_node().get_friendly_name(),
+            node.input_value(8).get_node().get_friendly_name(),
+        )
+        if tables not in positions:
+            positions[tables] = _positions(node)
+        attention, keys, values = _attention(node, beam.output(0), positions[tables])
         for index, made in enumerate((attention, keys, values)):
             node.output(index).replace(made.output(0))
     model.add_parameters([beam])
@@ -53,7 +61,45 @@ def _reproducible(node) -> bool:
     )
 
 
-def _attention(node, beam):
+def _positions(node):
+    """The new tokens' rotary cos and sin [tokens, size / 2] and the causal mask [tokens, cache + tokens], from the
+    node's queries and past keys: every layer's cache holds the same positions, so one set serves them all."""
+    import openvino.opset13 as ops
+
+    queries, past_keys = node.input_value(0), node.input_value(3)
+    cos_table, sin_table = node.input_value(7), node.input_value(8)
+    cached = ops.gather(ops.shape_of(past_keys, "i64"), _scalar(2), _scalar(0))
+    new = ops.gather(ops.shape_of(queries, "i64"), _scalar(2), _scalar(0))
+    total = ops.add(cached, new)
+    positions = ops.range(cached, total, _scalar(1), "i64")  # the new tokens' positions, after the cache's
+    # The tables hold half a head each: repeated for both halves, [1, 1, tokens, size] (the form OpenVINO's rotary
+    # fusion recognises).
+    cos, sin = (
+        ops.unsqueeze(ops.concat([half, half], 1), _vector(0, 1))
+        for half in (ops.gather(table, positions, _scalar(0)) for table in (cos_table, sin_table))
+    )
+    # Causal from the cache's end: the query at position p sees keys 0..p.
+    later = ops.greater(
+        ops.unsqueeze(ops.range(_scalar(0), total, _scalar(1), "i64"), _vector(0)),
+        ops.unsqueeze(positions, _vector(1)),
+    )
+    mask = ops.select(later, ops.constant(np.float32(-np.inf)), ops.constant(np.float32(0)))
+    return cos, sin, mask
+
+
+def _scalar(value):
+    import openvino.opset13 as ops
+
+    return ops.constant(np.int64(value))
+
+
+def _vector(*values):
+    import openvino.opset13 as ops
+
+    return ops.constant(np.array(values, np.int64))
+
+
+def _attention(node, beam, shared_positions):
     """The node's three outputs (attention [batch, tokens, heads x size], present keys, present values) rebuilt.
     Inputs as OpenVINO reads them: queries, keys, values [batch, heads, tokens, size], past keys and values, (two
     sequence lengths, unused: batch rows share one length), the cos and sin tables [positions, size / 2]."""
@@ -62,31 +108,14 @@ def _attention(node, beam):
     settings = node.get_attributes()
     heads, kv_heads = settings["num_heads"], settings["kv_num_heads"]
     queries, keys, values, past_keys, past_values = (node.input_value(index) for index in range(5))
-    cos_table, sin_table = node.input_value(7), node.input_value(8)
     size = queries.get_partial_shape()[3].get_length()
+    cos, sin, mask = shared_positions
+    scalar, vector = _scalar, _vector
 
-    def scalar(value):
-        return ops.constant(np.int64(value))
-
-    def vector(*values):
-        return ops.constant(np.array(values, np.int64))
-
-    cached = ops.gather(ops.shape_of(past_keys, "i64"), scalar(2), scalar(0))
-    new = ops.gather(ops.shape_of(queries, "i64"), scalar(2), scalar(0))
-    total = ops.add(cached, new)
-    positions = ops.range(cached, total, scalar(1), "i64")  # the new tokens' positions, after the cache's
-    cos, sin = ops.gather(cos_table, positions, scalar(0)), ops.gather(sin_table, positions, scalar(0))
-
-    def rotate(x):  # rotary embedding on the two halves of each head (the non-interleaved form)
-        first = ops.slice(x, vector(0), vector(size // 2), vector(1), vector(3))
-        second = ops.slice(x, vector(size // 2), vector(size), vector(1), vector(3))
-        return ops.concat(
-            [
-                ops.subtract(ops.multiply(first, cos), ops.multiply(second, sin)),
-                ops.add(ops.multiply(second, cos), ops.multiply(first, sin)),
-            ],
-            3,
-        )
+    def rotate(x):  # rotary embedding, non-interleaved: x cos + (-second half, first half) sin
+        first, second = ops.variadic_split(x, scalar(3), vector(size // 2, size - size // 2)).outputs()
+        halves_swapped = ops.concat([ops.multiply(second, ops.constant(np.float32(-1))), first], -1)
+        return ops.add(ops.multiply(x, cos), ops.multiply(halves_swapped, sin))
 
     present_keys = ops.concat([ops.gather(past_keys, beam, scalar(0)), rotate(keys)], 2)
     present_values = ops.concat([ops.gather(past_values, beam, scalar(0)), values], 2)
@@ -97,11 +126,6 @@ def _attention(node, beam):
         )
         return ops.reshape(repeated, vector(0, heads, -1, size), special_zero=True)
 
-    # Causal from the cache's end: the query at position p sees keys 0..p.
-    later = ops.greater(
-        ops.unsqueeze(ops.range(scalar(0), total, scalar(1), "i64"), vector(0)), ops.unsqueeze(positions, vector(1))
-    )
-    mask = ops.select(later, ops.constant(np.float32(-np.inf)), ops.constant(np.float32(0)))
     scale = ops.constant(np.float32(settings.get("scale") or 1 / np.sqrt(size)))
     attended = ops.scaled_dot_product_attention(
         rotate(queries), shared(present_keys), shared(present_values), mask, scale, causal=False

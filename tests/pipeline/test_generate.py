@@ -152,6 +152,11 @@ def test_openvino_runs_the_builders_file_with_its_cache_as_state_as_onnx_runtime
     generator = OpenVINOGenerator(tmp_path / "fp32", 1, 30)
     assert generator.sequences == 8 and generator.max_batch_size is None
     described = openvino_generate.settings(generator.decoder)
+    # One set of rotary positions and causal mask for both layers, each layer's rotary in the form the plugin fuses.
+    runtime_ops = [
+        op.get_rt_info()["layerType"].astype(str) for op in generator.decoder.compiled.get_runtime_model().get_ops()
+    ]
+    assert runtime_ops.count("Range") == 2 and runtime_ops.count("RoPE") == 4
     assert described["attention"].startswith("2 layers on the plugin's cached")
     assert described["head"] == "last position only" and described["kv_cache_precision"] == "f32"
     reference = TorchGenerator(AutoModelForCausalLM.from_pretrained(llama).eval())
