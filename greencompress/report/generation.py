@@ -99,20 +99,50 @@ class GenerationReport:
     def budget(self) -> float:
         return DEFAULT_BUDGET_PERCENT if self.budget_percent is None else self.budget_percent
 
-    def recommended(self, shape: int = 0) -> str | None:
-        """The artifact with the least decode energy per generated token at workload shape `shape` (the first by
-        default: the decision), among those measured for speed within the perplexity budget; None when none is."""
-        if len(self.shapes) <= shape:
+    def cheapest(self, shape: int = 0) -> str | None:
+        """The artifact with the least decode energy per generated token at workload shape `shape`, among those
+        measured for speed within the perplexity budget; None when none is."""
+        within = self._within_budget(shape)
+        if not within:
             return None
         results = self.shapes[shape].results
-        within = [
+        return min(within, key=lambda name: results[name]["joules_per_generated_token"])
+
+    def recommended(self, shape: int = 0) -> str | None:
+        """The decision at workload shape `shape` (the first by default): the least decode energy per generated token
+        within the perplexity budget, preferring among the deployments that spend less per generated token than the
+        fastest FP32 runtime those whose first token is not measurably slower than its (a paired interval wholly
+        above 1x is: a saving per token that keeps users waiting longer for the first one is a regression they
+        notice); where no saving deployment keeps the first token, the cheapest all the same (the decision says
+        so). None when no artifact is within the budget."""
+        within = self._within_budget(shape)
+        ratios = self.shapes[shape].ratios if within else {}
+
+        def saves(name: str) -> bool:
+            energy = ratios.get(name, {}).get("vs_fastest_fp32:joules_per_generated_token")
+            return energy is not None and energy["high"] < 1.0
+
+        keeping = [name for name in within if saves(name) and not self.slower_first_token(name, shape)]
+        if not keeping:
+            return self.cheapest(shape)
+        results = self.shapes[shape].results
+        return min(keeping, key=lambda name: results[name]["joules_per_generated_token"])
+
+    def slower_first_token(self, name: str, shape: int = 0) -> dict | None:
+        """The paired ratio of `name`'s time to first token to the fastest FP32 runtime's, where it is measurably
+        above 1x; None otherwise."""
+        ratio = self.shapes[shape].ratios.get(name, {}).get("vs_fastest_fp32:time_to_first_token_ms")
+        return ratio if ratio is not None and ratio["low"] > 1.0 else None
+
+    def _within_budget(self, shape: int) -> list[str]:
+        if len(self.shapes) <= shape:
+            return []
+        results = self.shapes[shape].results
+        return [
             a.name
             for a in self.artifacts
             if a.measured_speed and a.name in results and 100 * a.perplexity_change <= self.budget
         ]
-        if not within:
-            return None
-        return min(within, key=lambda name: results[name]["joules_per_generated_token"])
 
     def front(self, shape: int = 0) -> list[str]:
         """The artifacts measured for speed at workload shape `shape` that no other beats on both perplexity and
@@ -140,14 +170,33 @@ class GenerationReport:
             f"Deploy {chosen}: perplexity {artifact.perplexity:.2f} ({100 * artifact.perplexity_change:+.1f}% vs FP32, "
             f"budget +{self.budget:g}%)"
         )
+        ratios = shape.ratios.get(chosen, {})
         for label, words in (("vs_torch_fp32", "PyTorch FP32 eager"), ("vs_fastest_fp32", shape.fastest_fp32)):
-            ratio = shape.ratios.get(chosen, {}).get(f"{label}:time_per_output_token_ms")
+            ratio = ratios.get(f"{label}:time_per_output_token_ms")
             if ratio:
                 line += f"; time per output token {_ratio(ratio)} of {words}'s"
-        energy = shape.ratios.get(chosen, {}).get("vs_torch_fp32:joules_per_generated_token")
+        energy = ratios.get("vs_torch_fp32:joules_per_generated_token")
         if energy:
             line += f"; decode energy per token {_ratio(energy)} of PyTorch FP32's ({self.energy['method']})"
-        return line + f", at prompt {shape.shape['prompt_tokens']}, batch {shape.shape['batch_size']}."
+        first_token = ratios.get("vs_fastest_fp32:time_to_first_token_ms")
+        if first_token:
+            line += f"; time to first token {_ratio(first_token)} of {shape.fastest_fp32}'s"
+        line += f", at prompt {shape.shape['prompt_tokens']}, batch {shape.shape['batch_size']}."
+        cheapest = self.cheapest()
+        if cheapest != chosen:
+            slower = self.slower_first_token(cheapest)
+            joules = (
+                shape.results[cheapest]["joules_per_generated_token"]
+                / shape.results[chosen]["joules_per_generated_token"]
+            )
+            line += (
+                f" {cheapest} spends less per generated token ({joules:.2f}x this choice's, {self.energy['method']}) "
+                f"but its first token takes {_ratio(slower)} of {shape.fastest_fp32}'s: the decision keeps the first "
+                f"token no slower."
+            )
+        elif self.slower_first_token(chosen):
+            line += f" Every candidate within the budget is slower than {shape.fastest_fp32} to its first token."
+        return line
 
 
 def _ratio(interval: dict) -> str:
@@ -274,7 +323,8 @@ def markdown(report: GenerationReport) -> str:
             best = report.recommended(index)
             lines += [
                 "",
-                f"At this shape, the least decode energy per generated token within +{report.budget:g}% perplexity: "
+                f"At this shape, the least decode energy per generated token within +{report.budget:g}% perplexity, "
+                f"its first token no slower than the fastest FP32 runtime's where any is: "
                 + (f"**{best}**." if best else "none."),
             ]
     if report.gates:
