@@ -2,7 +2,9 @@
 # Every GPU check in one call on a lent NVIDIA machine, within 9.5 minutes (a call may run 10; a session
 # has 15 minutes of device time, machine start included, so there is no second try to count on):
 #   1. the GPU tests (tests/test_gpu.py);
-#   2. `greencompress run recipes/resnet_prune_gpu.yaml` at batch 64: a GPU run's report (at most 3.5 min);
+#   2. `greencompress run recipes/resnet_prune_gpu.yaml` at batch 64, 3 windows: a GPU run's report (at most 5.5 min;
+#      NVML's counter windows are 10 s, so 6 artifacts x 3 windows take 3 minutes: on 2026-12-04 a 210 s cap with
+#      5 windows left no report);
 #   3. scripts/gpu_check.py with the time left: NVML counter vs sampled power, window lengths, idle,
 #      power limits, then FP32/FP16/BF16/compiled J/inference model by model while the budget lasts.
 # At most 8 files come back from $OUT: session.log, pytest_gpu.log, gpu_check.json, gpu_check.md,
@@ -34,10 +36,11 @@ nvidia-smi --query-gpu=name,uuid,driver_version,memory.total,power.limit,clocks.
 timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_gpu.py > "$out/pytest_gpu.log" 2>&1
 log "pytest tests/test_gpu.py: exit $? ($(tail -1 "$out/pytest_gpu.log"))"
 
-# The run first, at batch 64 only, stopped by SIGINT at 210 s if it must be: an interrupted run still writes
+# The run first, at batch 64 only, stopped by SIGINT at 330 s if it must be: an interrupted run still writes
 # the report of the batch sizes it finished, marked INCOMPLETE.
-timeout -k 15 -s INT 210 python3 -m greencompress run recipes/resnet_prune_gpu.yaml --output /tmp/gpu-runs \
-  --set 'benchmark.batch_sizes=[64]' --set benchmark.max_windows=5 --set benchmark.cooldown_s=0.2 \
+timeout -k 15 -s INT 330 python3 -m greencompress run recipes/resnet_prune_gpu.yaml --output /tmp/gpu-runs \
+  --set 'benchmark.batch_sizes=[64]' --set benchmark.windows=3 --set benchmark.max_windows=3 \
+  --set benchmark.cooldown_s=0.2 \
   > "$out/run.log" 2>&1
 log "greencompress run: exit $?; $(left) s left"
 report=$(ls -d /tmp/gpu-runs/*/*/ 2>/dev/null | tail -1)
