@@ -344,11 +344,13 @@ def markdown(report: GenerationReport) -> str:
         arithmetic = (
             f"MatMulNBits accuracy_level {build['accuracy_level']}" if build["accuracy_level"] and not runtime else ""
         )
-        how = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in (runtime or {}).items())
-        lines.append(
-            f"- {name}: built by {build['builder']} ({', '.join(filter(None, (build['precision'], arithmetic)))})"
-            + (f"; {how}" if how else "")
-        )
+        built = f"{build['builder']} ({', '.join(filter(None, (build['precision'], arithmetic)))})"
+        if runtime:
+            how = ", ".join(f"{key.replace('_', ' ')} {value}" for key, value in runtime.items())
+            lines.append(f"- {name}: the file built by {built}, run by {name.rpartition('@')[2]}: {how}")
+        else:
+            head = f"; output head: {build['head']}" if build.get("head") else ""
+            lines.append(f"- {name}: built by {built}{head}")
     return "\n".join(lines) + "\n"
 
 

@@ -414,7 +414,11 @@ def test_a_run_listing_openvino_measures_the_built_file_on_it_and_leaves_it_out_
     assert set(one.results) == {"fp32@torch", "fp32@openvino"} and one.left_out == {}
     assert set(two.results) == {"fp32@torch"} and set(two.left_out) == {"fp32@openvino"}
     assert "GroupQueryAttention runs one sequence" in two.left_out["fp32@openvino"]
-    assert "not measured at this shape" in (run_dir / "report.md").read_text()
+    written = (run_dir / "report.md").read_text()
+    assert "not measured at this shape" in written
+    assert (
+        "- fp32@openvino: the file built by onnxruntime_genai.models.builder (fp32), run by openvino: reads" in written
+    )
 
 
 @pytest.mark.parametrize(
