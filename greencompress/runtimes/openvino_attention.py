@@ -62,8 +62,8 @@ def _reproducible(node) -> bool:
 
 
 def _positions(node):
-    """The new tokens' rotary cos and sin [tokens, size / 2] and the causal mask [tokens, cache + tokens], from the
-    node's queries and past keys: every layer's cache holds the same positions, so one set serves them all."""
+    """The new tokens' rotary cos and sin [1, 1, tokens, size] and the causal mask [tokens, cache + tokens], from
+    the node's queries and past keys: every layer's cache holds the same positions, so one set serves them all."""
     import openvino.opset13 as ops
 
     queries, past_keys = node.input_value(0), node.input_value(3)
@@ -101,8 +101,9 @@ def _vector(*values):
 
 def _attention(node, beam, shared_positions):
     """The node's three outputs (attention [batch, tokens, heads x size], present keys, present values) rebuilt.
-    Inputs as OpenVINO reads them: queries, keys, values [batch, heads, tokens, size], past keys and values, (two
-    sequence lengths, unused: batch rows share one length), the cos and sin tables [positions, size / 2]."""
+    Inputs as OpenVINO reads them: queries, keys, values [batch, heads, tokens, size], past keys and values (then
+    two sequence lengths, unused: batch rows share one length; the cos and sin tables, read by `_positions`).
+    `shared_positions`: `_positions`' cos, sin and mask, computed once for every layer."""
     import openvino.opset13 as ops
 
     settings = node.get_attributes()
@@ -110,25 +111,24 @@ def _attention(node, beam, shared_positions):
     queries, keys, values, past_keys, past_values = (node.input_value(index) for index in range(5))
     size = queries.get_partial_shape()[3].get_length()
     cos, sin, mask = shared_positions
-    scalar, vector = _scalar, _vector
 
     def rotate(x):  # rotary embedding, non-interleaved: x cos + (-second half, first half) sin
-        first, second = ops.variadic_split(x, scalar(3), vector(size // 2, size - size // 2)).outputs()
+        first, second = ops.variadic_split(x, _scalar(3), _vector(size // 2, size - size // 2)).outputs()
         halves_swapped = ops.concat([ops.multiply(second, ops.constant(np.float32(-1))), first], -1)
         return ops.add(ops.multiply(x, cos), ops.multiply(halves_swapped, sin))
 
-    present_keys = ops.concat([ops.gather(past_keys, beam, scalar(0)), rotate(keys)], 2)
-    present_values = ops.concat([ops.gather(past_values, beam, scalar(0)), values], 2)
+    present_keys = ops.concat([ops.gather(past_keys, beam, _scalar(0)), rotate(keys)], 2)
+    present_values = ops.concat([ops.gather(past_values, beam, _scalar(0)), values], 2)
 
     def shared(x):  # each key/value head repeated for its query heads: [batch, heads, positions, size]
         repeated = ops.broadcast(
-            ops.unsqueeze(x, vector(2)), vector(1, 1, heads // kv_heads, 1, 1), broadcast_spec="BIDIRECTIONAL"
+            ops.unsqueeze(x, _vector(2)), _vector(1, 1, heads // kv_heads, 1, 1), broadcast_spec="BIDIRECTIONAL"
         )
-        return ops.reshape(repeated, vector(0, heads, -1, size), special_zero=True)
+        return ops.reshape(repeated, _vector(0, heads, -1, size), special_zero=True)
 
     scale = ops.constant(np.float32(settings.get("scale") or 1 / np.sqrt(size)))
     attended = ops.scaled_dot_product_attention(
         rotate(queries), shared(present_keys), shared(present_values), mask, scale, causal=False
     )
-    merged = ops.reshape(ops.transpose(attended, vector(0, 2, 1, 3)), vector(0, 0, heads * size), special_zero=True)
+    merged = ops.reshape(ops.transpose(attended, _vector(0, 2, 1, 3)), _vector(0, 0, heads * size), special_zero=True)
     return merged, present_keys, present_values
