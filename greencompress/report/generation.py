@@ -189,10 +189,15 @@ class GenerationReport:
                 shape.results[cheapest]["joules_per_generated_token"]
                 / shape.results[chosen]["joules_per_generated_token"]
             )
+            why = (
+                f"its first token takes {_ratio(slower)} of {shape.fastest_fp32}'s: the decision keeps the first token "
+                "no slower"
+                if slower
+                else f"its saving against {shape.fastest_fp32} is within this measurement's noise"
+            )
             line += (
                 f" {cheapest} spends less per generated token ({joules:.2f}x this choice's, {self.energy['method']}) "
-                f"but its first token takes {_ratio(slower)} of {shape.fastest_fp32}'s: the decision keeps the first "
-                f"token no slower."
+                f"but {why}."
             )
         elif self.slower_first_token(chosen):
             line += f" Every candidate within the budget is slower than {shape.fastest_fp32} to its first token."
