@@ -96,7 +96,10 @@ def test_two_process_torchrun_finetune_matches_one_process(ddp_recipe, tmp_path)
     pruned = single["stages"][0]["metrics"]["top1"]
     one, two = top1(single, "onnxruntime-pruned-finetuned-fp32"), top1(double, "onnxruntime-pruned-finetuned-fp32")
     assert one > 0.85 and one > pruned  # fine-tuning recovered what pruning cost
-    assert abs(one - two) <= 0.01, (one, two)
+    # Two ranks normalise their batches of 16 with their own BatchNorm statistics (SyncBatchNorm is GPU-only), one
+    # process its batches of 32: the runs are equivalent, not identical. Seen: 1 point apart on Intel Xeons, 1.9
+    # (7 of 360 images) in one CI run on an AMD EPYC with AVX-512 (2026-12-04), equal when rerun there.
+    assert abs(one - two) <= 0.03, (one, two)
     finetuned = double["stages"][1]["metrics"]
     assert finetuned["processes"] == 2 and single["stages"][1]["metrics"]["processes"] == 1
     assert len(finetuned["history"]) == 4 and finetuned["history"] != single["stages"][1]["metrics"]["history"]
