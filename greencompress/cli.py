@@ -109,7 +109,8 @@ def run(
     else:
         recipe = _load_recipe(recipe_path, overrides)
         run_dir = None
-    if distributed.init_from_environment() and not distributed.is_main():
+    under_torchrun = distributed.init_from_environment()
+    if under_torchrun and not distributed.is_main():
         # Under torchrun, ranks other than 0 only lend a hand with fine-tuning; rank 0 writes and reports.
         logging.getLogger().handlers[0].setLevel(logging.WARNING)
         try:
@@ -145,6 +146,7 @@ def run(
         if not report.gates_passed:
             failed = [f"{g['gate']} on {g['comparison']}: {g['detail']}" for g in report.gates if not g["passed"]]
             raise GateFailed("quality gate failed: " + "; ".join(failed))
+        _leave_if_torchrun(under_torchrun)
         return
     if as_json:
         stdout.print_json(json.dumps(report.to_dict()))
@@ -155,6 +157,17 @@ def run(
     if not report.gates_passed:
         failed = [f"{gate.gate} on {gate.comparison}: {gate.detail}" for gate in report.gates if not gate.passed]
         raise GateFailed("quality gate failed (reports are written):\n  " + "\n  ".join(failed))
+    _leave_if_torchrun(under_torchrun)
+
+
+def _leave_if_torchrun(under_torchrun: bool) -> None:
+    """Rank 0 under torchrun, its reports written and printed: leave without the interpreter's teardown, as the
+    helping ranks do. In CI a finished rank 0 once aborted at exit ("terminate called without an active exception":
+    a joinable native thread destroyed), turning a complete run into a failed torchrun job."""
+    if under_torchrun:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _print_summary(report, details: bool = False) -> None:
