@@ -101,6 +101,35 @@ def nbits_products(inputs: int, outputs: int, copies: int, storage: tuple, threa
     return _session(product, copies, inputs, outputs, threads, NBITS_DOMAINS)
 
 
+ROWS = {1: 20, 128: 2}  # activation rows -> calls per round: a decode step (1 row) is short, a 128-token prefill long
+
+
+def time_products(runs: dict, inputs: int, copies: int, rounds: int, rng: np.random.Generator) -> dict:
+    """Microseconds per product for each `runs[name](activations)` (a call runs `copies` products), per row count
+    and round; every configuration in every round, rounds interleaved, each call warmed once."""
+    times = {(name, m): [] for name in runs for m in ROWS}
+    for _ in range(rounds):
+        for m, calls in ROWS.items():
+            activations = rng.standard_normal((m, inputs)).astype(np.float32)
+            for name, run in runs.items():
+                run(activations)
+                started = time.perf_counter()
+                for _ in range(calls):
+                    run(activations)
+                times[name, m].append((time.perf_counter() - started) / calls / copies * 1e6)
+    return times
+
+
+def print_table(times: dict, base_name: str) -> None:
+    """The markdown table of median times per product and their ratios to `base_name`'s, in the order timed."""
+    print("| storage | 1 row (decode) us | vs FP32 | 128 rows (prefill) us | vs FP32 |")
+    print("|---|---|---|---|---|")
+    base = {m: np.median(times[base_name, m]) for m in ROWS}
+    for name in dict.fromkeys(name for name, _ in times):
+        one, many = np.median(times[name, 1]), np.median(times[name, 128])
+        print(f"| {name} | {one:.1f} | {one / base[1]:.2f}x | {many:.0f} | {many / base[128]:.2f}x |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--inputs", type=int, default=576)
@@ -124,29 +153,15 @@ def main(argv: list[str] | None = None) -> int:
                     name = f"int{bits} g{group} {'asym' if zero_points else 'sym'} level {level}"
                     storage = (bits, group, zero_points, level)
                     sessions[name] = nbits_products(args.inputs, args.outputs, args.copies, storage, args.threads, rng)
-    rows = {1: 20, 128: 2}  # calls per round: a decode step is short, a prefill long
-    times = {(name, m): [] for name in sessions for m in rows}
-    for _ in range(args.rounds):
-        for m, calls in rows.items():
-            activations = rng.standard_normal((m, args.inputs)).astype(np.float32)
-            for name, session in sessions.items():
-                session.run(None, {"A": activations})
-                started = time.perf_counter()
-                for _ in range(calls):
-                    session.run(None, {"A": activations})
-                times[name, m].append((time.perf_counter() - started) / calls / args.copies * 1e6)
+    runs = {name: (lambda a, session=session: session.run(None, {"A": a})) for name, session in sessions.items()}
+    times = time_products(runs, args.inputs, args.copies, args.rounds, rng)
     info = cpu_info()
     print(
         f"MatMulNBits [{args.inputs} -> {args.outputs}] x {args.copies} products (times per product); onnxruntime "
         f"{onnxruntime.__version__}, {args.threads} threads, {args.rounds} interleaved rounds; CPU {info.model} "
         f"(flags: {', '.join(info.flags)})\n"
     )
-    print("| storage | 1 row (decode) us | vs FP32 | 128 rows (prefill) us | vs FP32 |")
-    print("|---|---|---|---|---|")
-    base = {m: np.median(times["fp32 MatMul", m]) for m in rows}
-    for name in sessions:
-        one, many = np.median(times[name, 1]), np.median(times[name, 128])
-        print(f"| {name} | {one:.1f} | {one / base[1]:.2f}x | {many:.0f} | {many / base[128]:.2f}x |")
+    print_table(times, "fp32 MatMul")
     return 0
 
 

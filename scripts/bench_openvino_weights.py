@@ -19,11 +19,10 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
-from bench_matmulnbits import NBITS_DOMAINS, nbits_product, products_graph
+from bench_matmulnbits import NBITS_DOMAINS, nbits_product, print_table, products_graph, time_products
 
 SETTINGS = {"NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
 
@@ -108,29 +107,15 @@ def main(argv: list[str] | None = None) -> int:
     requests = {
         name: core.compile_model(model, "CPU", settings).create_infer_request() for name, model in models.items()
     }
-    rows = {1: 20, 128: 2}  # calls per round: a decode step is short, a prefill long
-    times = {(name, m): [] for name in requests for m in rows}
-    for _ in range(args.rounds):
-        for m, calls in rows.items():
-            activations = rng.standard_normal((m, args.inputs)).astype(np.float32)
-            for name, request in requests.items():
-                request.infer({0: activations})
-                started = time.perf_counter()
-                for _ in range(calls):
-                    request.infer({0: activations})
-                times[name, m].append((time.perf_counter() - started) / calls / args.copies * 1e6)
+    runs = {name: (lambda a, request=request: request.infer({0: a})) for name, request in requests.items()}
+    times = time_products(runs, args.inputs, args.copies, args.rounds, rng)
     info = cpu_info()
     print(
         f"OpenVINO products [{args.inputs} -> {args.outputs}] x {args.copies} (times per product); openvino "
         f"{openvino.__version__}, {args.threads} threads, {args.rounds} interleaved rounds; CPU {info.model} "
         f"(flags: {', '.join(info.flags)})\n"
     )
-    print("| storage | 1 row (decode) us | vs FP32 | 128 rows (prefill) us | vs FP32 |")
-    print("|---|---|---|---|---|")
-    base = {m: np.median(times["fp32", m]) for m in rows}
-    for name in requests:
-        one, many = np.median(times[name, 1]), np.median(times[name, 128])
-        print(f"| {name} | {one:.1f} | {one / base[1]:.2f}x | {many:.0f} | {many / base[128]:.2f}x |")
+    print_table(times, "fp32")
     return 0
 
 
