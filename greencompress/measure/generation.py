@@ -27,6 +27,7 @@ from typing import Callable, Protocol
 import numpy as np
 
 from greencompress.measure.energy.meter import EnergyMeter
+from greencompress.measure.memory import keep_freed_memory
 from greencompress.measure.stats import RatioInterval, paired_ratio_interval
 
 
@@ -126,9 +127,11 @@ def benchmark_generation(
     warmup_steps: int = 2,
 ) -> dict[str, GenerationResult]:
     """Every generator on new prompts each round (`prompt(n)`: the n-th prompt's token ids [batch, prompt_tokens];
-    none may repeat), interleaved; prefill and decode in windows of their own."""
+    none may repeat), interleaved; prefill and decode in windows of their own. Memory the process frees is kept
+    for its own reuse from here on (measure/memory.py)."""
     if shape.new_tokens - 1 <= warmup_steps:
         raise ValueError(f"new_tokens {shape.new_tokens} leaves no decode step after {warmup_steps} warm-up steps")
+    keep_freed_memory()
     prompts = FreshPrompts(prompt, shape)
     # Queries untimed by the meter, on prompts of their own: they warm every generator up and say how many of its
     # prefills, and how many queries' decodes, fill the meter's shortest window.

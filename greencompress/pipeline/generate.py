@@ -43,6 +43,7 @@ from greencompress.measure.generation import (
     benchmark_generation,
     paired,
 )
+from greencompress.measure.memory import MEMORY_AS_IS, keep_freed_memory
 from greencompress.measure.perplexity import Perplexity, perplexity, torch_logits
 from greencompress.models.corpus import CONTINUATION_TOKENS, Corpus, load_corpus
 from greencompress.models.tasks.text_generation import PERPLEXITY_WINDOW
@@ -188,8 +189,7 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
                     generators[name] = genai.GenAIGenerator(target, max_new_tokens)
                 else:
                     log.info("compiling %s with OpenVINO", name)
-                    longest = max(recipe.benchmark.sequence_lengths) + max_new_tokens
-                    generator = openvino_generate.OpenVINOGenerator(target, threads, longest)
+                    generator = openvino_generate.OpenVINOGenerator(target, threads)
                     build = {**build, "runtime": openvino_generate.settings(generator.decoder)}
                     measured = _perplexity(generator.scorer(), corpus, windows)
                     generators[name] = generator
@@ -265,6 +265,7 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
         budget_percent=budget,
         seconds=time.perf_counter() - started,
         gates=perplexity_gates(budget, tuple(artifacts)),
+        memory=keep_freed_memory() or MEMORY_AS_IS,
     )
     write_generation_reports(report, run_dir)
     return report

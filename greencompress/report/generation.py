@@ -74,6 +74,7 @@ class GenerationReport:
     seconds: float
     gates: tuple[dict, ...] = ()  # gates.max_perplexity_increase on every rounded model, on every runtime
     continuations: str = ""  # what continuation agreement compares: how many tokens, after which prompts
+    memory: str = ""  # how the measuring process treated memory it freed (measure/memory.py)
     kind: str = SCHEMA
 
     @property
@@ -261,7 +262,7 @@ def markdown(report: GenerationReport) -> str:
             "",
             f"Medians over {next(iter(shape.results.values()))['rounds']} interleaved rounds of new prompts; decode "
             f"figures leave out each query's first {next(iter(shape.results.values()))['warmup_steps']} steps. Ratios "
-            "are paired by round with 95% intervals.",
+            "are paired by round with 95% intervals." + (f" Memory: {report.memory}." if report.memory else ""),
             "",
             f"| artifact | TTFT ms | TPOT ms p50 / p90 / p99 | tokens/s | J/prompt token ({method}) | "
             f"J/generated token ({method}) | Wh/1000 queries ({method}) | TPOT vs PyTorch FP32 | "

@@ -26,6 +26,7 @@ perplexity is measured on OpenVINO itself.
 from __future__ import annotations
 
 import json
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +37,6 @@ from greencompress.runtimes.openvino_attention import BEAM_INPUT, fuse_attention
 from greencompress.runtimes.openvino_weights import slice_zero_points
 
 RUNTIME_NAME = "openvino"
-# Each query's KV cache lives in an infer request of its own until a later query reuses that request: the held caches
-# may take this much memory together, which bounds how many of a round's states a benchmark decodes (`sequences`).
-STATE_BYTES = 1 << 30
-MOST_REQUESTS = 4096
 
 
 @dataclass(frozen=True)
@@ -156,33 +153,39 @@ def settings(decoder: CompiledDecoder) -> dict:
     return described
 
 
-@dataclass
+class _Lease:
+    """An infer request lent to one query: every state of that query holds the lease, and when the last of them is
+    gone (the query is finished with) the request returns to the generator's free list for the next prefill."""
+
+    def __init__(self, request, index: int, free: list[int]):
+        self.request, self.index = request, index
+        weakref.finalize(self, free.append, index)
+
+
+@dataclass(frozen=True)
 class _Query:
-    request: int  # which infer request holds its cache
-    serial: int  # the prefill that request last served: a later one overwrote this cache
+    lease: _Lease  # the infer request holding its cache
     cached: int  # positions in the cache
     generated: list
 
 
 class OpenVINOGenerator:
     """measure/generation.Generator over a GenAI folder on OpenVINO: greedy, the KV cache held by infer requests.
-    Each prefill takes the next request in turn (made when first needed, reset after), so the last `sequences`
-    queries of at most `max_tokens` tokens each can be decoded; stepping an older one is refused rather than decoding
-    another query's cache."""
+    Each query's cache lives in an infer request lent to it for as long as one of its states is held; a prefill
+    reuses a request no state holds any more (reset first) and makes a new one only when every request is held, so
+    a benchmark's rounds reuse the requests and the memory of the rounds before rather than allocating in the
+    timed windows."""
 
     max_batch_reason = "OpenVINO's own reading of GroupQueryAttention runs one sequence"
 
-    def __init__(self, folder: Path, threads: int, max_tokens: int):
+    def __init__(self, folder: Path, threads: int):
         self.decoder = compile_decoder(folder, threads)
         # OpenVINO 2026.4's own reading of GroupQueryAttention reshapes to one sequence (a batch of 3 fails in the
         # CPU plugin): such a model leaves larger batches out of a run, saying why, rather than decode row by row.
         self.max_batch_size = 1 if self.decoder.unfused else None
         self.beams = self.decoder.fused > 0  # the rewritten attention reads `beam_idx`
-        config = _decoder_config(folder)
-        cache_bytes = 2 * 4 * config["num_hidden_layers"] * config["num_key_value_heads"] * config["head_size"]
-        self.sequences = int(min(MOST_REQUESTS, max(8, STATE_BYTES // (cache_bytes * max_tokens))))
-        self.requests, self.served = [], []  # each request, and the serial of the prefill it last served
-        self.prefills = 0
+        self.requests: list = []  # every request made, by index
+        self.free: list[int] = []  # indices of requests no held state uses
         self.folder, self.threads = folder, threads
 
     def _feed(self, ids: np.ndarray, cached: int) -> dict:
@@ -191,31 +194,29 @@ class OpenVINOGenerator:
             feed[BEAM_INPUT] = np.arange(len(ids), dtype=np.int32)  # each row continues its own sequence
         return feed
 
+    def _lease(self) -> _Lease:
+        if self.free:
+            index = self.free.pop()
+        else:
+            index = len(self.requests)
+            self.requests.append(self.decoder.compiled.create_infer_request())
+        request = self.requests[index]
+        request.reset_state()
+        return _Lease(request, index, self.free)
+
     def prefill(self, ids: np.ndarray) -> _Query:
         if self.max_batch_size is not None and len(ids) > self.max_batch_size:
             raise GreencompressError(f"OpenVINO generator: a batch of {len(ids)}: {self.max_batch_reason}")
-        index = self.prefills % self.sequences
-        self.prefills += 1
-        if index == len(self.requests):
-            self.requests.append(self.decoder.compiled.create_infer_request())
-            self.served.append(0)
-        request = self.requests[index]
-        request.reset_state()
-        self.served[index] = self.prefills
-        logits = request.infer(self._feed(ids, 0))["logits"]
+        lease = self._lease()
+        logits = lease.request.infer(self._feed(ids, 0))["logits"]
         token = logits[:, -1].argmax(-1)[:, None].astype(np.int64)
-        return _Query(index, self.prefills, ids.shape[1], [token])
+        return _Query(lease, ids.shape[1], [token])
 
     def step(self, query: _Query) -> _Query:
-        if self.served[query.request] != query.serial:
-            raise GreencompressError(
-                f"OpenVINO generator: query {query.serial}'s KV cache was reset by query {self.served[query.request]} "
-                f"(it keeps the last {self.sequences} queries)"
-            )
         token = query.generated[-1]
-        logits = self.requests[query.request].infer(self._feed(token, query.cached))["logits"]
+        logits = query.lease.request.infer(self._feed(token, query.cached))["logits"]
         following = logits[:, -1].argmax(-1)[:, None].astype(np.int64)
-        return _Query(query.request, query.serial, query.cached + 1, [*query.generated, following])
+        return _Query(query.lease, query.cached + 1, [*query.generated, following])
 
     def tokens(self, query: _Query) -> np.ndarray:
         return np.concatenate(query.generated, axis=1)

@@ -144,16 +144,15 @@ def test_openvino_runs_the_builders_file_with_its_cache_as_state_as_onnx_runtime
     genai.build(llama, tmp_path / "int4", 1, genai.QuantizedCheckpoint(model, done["grids"]))
     window = np.random.default_rng(3).integers(1, 380, (1, 64))
     for precision, tolerance in (("fp32", 1e-4), ("int4", 0.05)):
-        generator = OpenVINOGenerator(tmp_path / precision, 1, 64)
+        generator = OpenVINOGenerator(tmp_path / precision, 1)
         if precision == "int4":  # activations rounded to int8 in groups as long as the weights', as ORT does
             assert openvino_generate.settings(generator.decoder)["dynamic_quantization_group_size"] == 16
         served = generator.scorer()(window)
         expected = genai.onnx_logits(tmp_path / precision, 1)(window)
         assert served.shape == expected.shape and np.abs(served - expected).max() < tolerance * np.abs(expected).max()
 
-    monkeypatch.setattr(openvino_generate, "STATE_BYTES", 1)  # the fewest requests: 8 queries' caches held
-    generator = OpenVINOGenerator(tmp_path / "fp32", 1, 30)
-    assert generator.sequences == 8 and generator.max_batch_size is None
+    generator = OpenVINOGenerator(tmp_path / "fp32", 1)
+    assert generator.max_batch_size is None
     described = openvino_generate.settings(generator.decoder)
     # One set of rotary positions and causal mask for both layers, each layer's rotary in the form the plugin fuses.
     runtime_ops = [
@@ -174,20 +173,26 @@ def test_openvino_runs_the_builders_file_with_its_cache_as_state_as_onnx_runtime
     expected = continue_(reference, prompts)
     alone = np.concatenate([continue_(generator, prompts[row : row + 1]) for row in range(3)])
     assert np.array_equal(alone, expected) and np.array_equal(continue_(generator, prompts), expected)
-    # Queries decoded in turn, as a benchmark round does: each keeps its own cache among the last 8.
+    # Queries decoded in turn, as a benchmark round does: each keeps its own cache, in a request of its own.
     states = [generator.prefill(prompts[row : row + 1]) for row in range(3)]
     for _ in range(9):
         states = [generator.step(state) for state in reversed(states)][::-1]
     assert np.array_equal(np.concatenate([generator.tokens(state) for state in states]), expected)
-    for _ in range(8):
-        generator.prefill(prompts[:1])
-    with pytest.raises(GreencompressError, match="KV cache was reset"):
-        generator.step(states[0])
+    held = len(generator.requests)
+    assert held >= 3 and len({state.lease.index for state in states}) == 3
+    # Queries finished with give their requests back: the next round reuses them, reset, and allocates none.
+    del states
+    assert len(generator.free) == held
+    again = [generator.prefill(prompts[row : row + 1]) for row in range(3)]
+    for _ in range(9):
+        again = [generator.step(state) for state in again]
+    assert len(generator.requests) == held and len(generator.free) == held - 3
+    assert np.array_equal(np.concatenate([generator.tokens(state) for state in again]), expected)
 
     # OpenVINO's own reading of the attention (what a node the rewrite does not reproduce gets): the same tokens,
     # one sequence at a time.
     monkeypatch.setattr(openvino_generate, "fuse_attention", lambda model: 0)
-    unfused = OpenVINOGenerator(tmp_path / "fp32", 1, 30)
+    unfused = OpenVINOGenerator(tmp_path / "fp32", 1)
     assert unfused.max_batch_size == 1 and unfused.decoder.unfused == 2
     assert np.array_equal(np.concatenate([continue_(unfused, prompts[row : row + 1]) for row in range(3)]), expected)
     with pytest.raises(GreencompressError, match="a batch of 3"):
