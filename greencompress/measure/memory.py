@@ -4,7 +4,7 @@ A generator allocates on every query (ONNX Runtime GenAI: a KV cache of its own 
 SmolLM2 at 192 tokens; PyTorch: the cache tensors). glibc's malloc gives freed memory back to the kernel (it trims
 the heap's top and unmaps large blocks), and on a virtual machine whose balloon reports free pages, the kernel
 gives them back to the host a second or two later. The next first touch of such a page is then a fault in the host
-as well: measured on a 2-core cloud VM, 14 to 22 ms to touch 8.8 MB freshly, against about 1 ms for pages the
+as well: measured on a 2-core cloud VM, 11 to 22 ms to touch 8.8 MB freshly, against about 1 ms for pages the
 guest still holds (docs/BENCHMARKS.md). Which artifact pays depends on what ran before it, not on the artifact: in
 an interleaved benchmark it makes one runtime's prefill look up to a quarter slower after another runtime freed
 memory. A long-running server reuses what it freed; keeping freed memory in the process measures that steady

@@ -223,6 +223,7 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
     continuation = _continuations(generators, corpus)
     artifacts = [replace(a, continuation_agreement=continuation.get(a.name)) for a in artifacts]
     shapes = []
+    memory = keep_freed_memory() or MEMORY_AS_IS  # benchmark_generation keeps it too; the report says which held
     workload = [(b, t) for b in recipe.benchmark.batch_sizes for t in recipe.benchmark.sequence_lengths]
     for number, (batch_size, prompt_tokens) in enumerate(workload):
         shape = GenerationShape(batch_size, prompt_tokens, recipe.benchmark.new_tokens)
@@ -265,7 +266,7 @@ def run_generation(recipe: Recipe, run_dir: Path, recipe_path: Path | None = Non
         budget_percent=budget,
         seconds=time.perf_counter() - started,
         gates=perplexity_gates(budget, tuple(artifacts)),
-        memory=keep_freed_memory() or MEMORY_AS_IS,
+        memory=memory,
     )
     write_generation_reports(report, run_dir)
     return report
